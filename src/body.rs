@@ -1,0 +1,24 @@
+//! The one response body type every handler returns.
+//!
+//! Responses are either a complete buffer (errors, small JSON) or a stream forwarded
+//! frame by frame. Boxing costs one allocation per response and keeps every handler's
+//! signature identical; hyper needs `Send` but not `Sync`, hence `UnsyncBoxBody`.
+
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+
+/// Error type carried by response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The response body type used across sluice.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A complete body from a buffer.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+}

@@ -1,0 +1,145 @@
+//! The `sluice` command line. Each subcommand only wires library pieces together.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, LogConfig, LogFormat};
+use crate::{mock, server};
+
+/// sluice: an OpenAI-compatible LLM gateway for changing prompts and models in
+/// production safely.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: the OpenAI-compatible data plane and the admin listener.
+    Serve {
+        /// The config file.
+        #[arg(long, short, env = "SLUICE_CONFIG", default_value = "config/sluice.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a config file; prints `file:line:col: message` and exits 1 on error.
+    Check {
+        /// The config file.
+        #[arg(long, short, env = "SLUICE_CONFIG", default_value = "config/sluice.yaml")]
+        config: PathBuf,
+    },
+    /// Run a fast fake OpenAI-compatible provider (for demos, tests and load tests).
+    MockProvider(mock::MockArgs),
+}
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => serve(&config).await,
+            Command::Check { config } => check(&config),
+            Command::MockProvider(args) => {
+                init_logging(&LogConfig::default());
+                match mock::run(args).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("sluice mock-provider: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn serve(path: &std::path::Path) -> ExitCode {
+    let prepared = match config::load_file(path).and_then(|loaded| {
+        init_logging(&loaded.config.log);
+        server::prepare(loaded)
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match server::serve_until(prepared, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load_file(path) {
+        Ok(loaded) => {
+            let summary = format!(
+                "{}: ok ({} providers, {} clients, {} aliases)",
+                loaded.file,
+                loaded.config.providers.len(),
+                loaded.config.clients.len(),
+                loaded.config.aliases.len()
+            );
+            match server::prepare(loaded) {
+                Ok(_) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Logging to stderr; `RUST_LOG` overrides the configured level.
+pub fn init_logging(log: &LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,352 @@
+//! The config file: its shape, loading with `${VAR}` interpolation, and validation
+//! that names the file, line and column of every problem.
+//!
+//! Loading is `text → (JSON value, locations)` ([`yaml`]), then serde (through
+//! `serde_path_to_error`, so type and unknown-field errors carry a path), then semantic
+//! checks ([`validate`]). Every error is a path that [`yaml::Locations`] turns into
+//! `file:line:col`. Secrets are [`Secret`]s and never appear in an error.
+
+mod validate;
+pub mod values;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use values::{ByteSize, HumanDuration, Secret};
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Upstream timeouts used by every provider that does not set its own.
+    #[serde(default)]
+    pub upstream: UpstreamTimeouts,
+    /// Apps allowed to call the data plane, by name.
+    #[serde(default)]
+    pub clients: BTreeMap<String, ClientConfig>,
+    /// Model providers, by name. A request's `model` of `name/model` routes to one.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Short model names that stand for `provider/model`.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Where sluice listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// The data plane (the OpenAI-compatible API).
+    #[serde(default = "default_data_addr")]
+    pub data: SocketAddr,
+    /// The admin plane (health, later the admin API and metrics). Keep it private.
+    #[serde(default = "default_admin_addr")]
+    pub admin: SocketAddr,
+    /// TLS for the data plane; absent means cleartext.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+fn default_data_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_admin_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8081))
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen { data: default_data_addr(), admin: default_admin_addr(), tls: None }
+    }
+}
+
+/// PEM files for TLS termination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Limits that protect sluice from its clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted; larger gets 413.
+    #[serde(default = "default_max_body")]
+    pub max_request_body: ByteSize,
+    /// Time a client has to send the request head (HTTP/1.1).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// Time a client has to send the request body once the head has arrived.
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout: HumanDuration,
+    /// On shutdown, how long in-flight requests and streams may take to finish.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
+}
+
+fn default_max_body() -> ByteSize {
+    ByteSize(4 << 20)
+}
+fn default_header_read_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_body_read_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_shutdown_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_body: default_max_body(),
+            header_read_timeout: default_header_read_timeout(),
+            body_read_timeout: default_body_read_timeout(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+/// Upstream timeouts. Each is optional so a provider can override only some.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTimeouts {
+    /// TCP (and TLS) connection set-up.
+    pub connect: Option<HumanDuration>,
+    /// From sending the request to the response head — and, for a stream, its first event.
+    pub first_byte: Option<HumanDuration>,
+    /// Longest silence between two body frames of a response.
+    pub idle: Option<HumanDuration>,
+}
+
+/// Resolved upstream timeouts of one provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+impl UpstreamTimeouts {
+    /// These timeouts, falling back to `base`, then to the built-in defaults.
+    pub fn resolve(&self, base: &UpstreamTimeouts) -> Timeouts {
+        let pick = |own: Option<HumanDuration>, base: Option<HumanDuration>, default: u64| {
+            own.or(base).map_or(Duration::from_secs(default), |d| d.0)
+        };
+        Timeouts {
+            connect: pick(self.connect, base.connect, 5),
+            first_byte: pick(self.first_byte, base.first_byte, 300),
+            idle: pick(self.idle, base.idle, 120),
+        }
+    }
+}
+
+/// An app allowed to call the data plane.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The gateway key the app sends as `Authorization: Bearer <key>`.
+    pub key: Option<Secret>,
+    /// Or the hex SHA-256 of that key, so the file need not hold the key itself.
+    pub key_sha256: Option<String>,
+    /// Attributes of the app, for targeting.
+    #[serde(default)]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// How sluice talks to a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI or any OpenAI-compatible server.
+    Openai,
+    /// The built-in fake provider: answers in-process, no network.
+    Mock,
+}
+
+/// A model provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// Base URL the OpenAI paths are appended to, e.g. `https://api.openai.com/v1`.
+    pub base_url: Option<String>,
+    /// Sent upstream as `Authorization: Bearer <api_key>`.
+    pub api_key: Option<Secret>,
+    /// Extra headers sent upstream (values are treated as secrets).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    #[serde(default)]
+    pub timeouts: UpstreamTimeouts,
+    /// Models listed by `GET /v1/models` as `provider/model`.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Knobs of a `mock` provider.
+    pub mock: Option<MockConfig>,
+}
+
+/// Knobs of the built-in mock provider.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockConfig {
+    pub latency: Option<HumanDuration>,
+    pub error_rate: Option<f64>,
+    pub error_status: Option<u16>,
+    pub chunks: Option<usize>,
+    pub chunk_delay: Option<HumanDuration>,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `sluice=debug`. `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+    /// One line per request at info level (method, path, status, duration, client).
+    #[serde(default)]
+    pub access_log: bool,
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: default_log_level(), format: LogFormat::Text, access_log: false }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// One problem in a config file, at a path of the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem { path: path.into(), message: message.into() }
+    }
+}
+
+/// Every problem found in a config file, located.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    /// `(line, col, message)`, in file order.
+    pub problems: Vec<(usize, usize, String)>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (line, col, msg)) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{line}:{col}: {msg}", self.file)?;
+        }
+        Ok(())
+    }
+}
+
+/// A parsed config file and where each of its nodes was written.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub file: String,
+    pub locations: yaml::Locations,
+}
+
+impl Loaded {
+    /// Turn problems found later (for example while building TLS) into a located error.
+    pub fn error(&self, problems: Vec<Problem>) -> ConfigError {
+        locate(&self.file, &self.locations, problems)
+    }
+}
+
+fn locate(file: &str, locations: &yaml::Locations, problems: Vec<Problem>) -> ConfigError {
+    let mut located: Vec<_> = problems
+        .into_iter()
+        .map(|p| {
+            // An unknown field is best shown at its key, anything else at its value.
+            let loc = if p.message.starts_with("unknown field") {
+                locations.locate_key(&p.path)
+            } else {
+                locations.locate(&p.path)
+            };
+            let msg = if p.path == "." { p.message } else { format!("{}: {}", p.path, p.message) };
+            (loc.line, loc.col, msg)
+        })
+        .collect();
+    located.sort();
+    located.dedup();
+    ConfigError { file: file.to_string(), problems: located }
+}
+
+/// Read and validate a config file, with `${VAR}` taken from the process environment.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        problems: vec![(0, 0, format!("cannot read config file: {e}"))],
+    })?;
+    parse(&text, &file, &|name| std::env::var(name).ok())
+}
+
+/// Parse and validate config text. `file` is only used in error messages.
+pub fn parse(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigError> {
+    let (value, locations) = yaml::load(text, env).map_err(|e| ConfigError {
+        file: file.to_string(),
+        problems: vec![(e.location.line, e.location.col, e.message)],
+    })?;
+    let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = if validate::is_secret_path(&path) {
+            "invalid value (not shown: this field holds a secret); expected a string".to_string()
+        } else {
+            e.into_inner().to_string()
+        };
+        locate(file, &locations, vec![Problem::new(path, message)])
+    })?;
+    let problems = validate::validate(&config);
+    if !problems.is_empty() {
+        return Err(locate(file, &locations, problems));
+    }
+    Ok(Loaded { config, file: file.to_string(), locations })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,120 @@
+use super::*;
+
+const GOOD: &str = r#"
+listen:
+  data: 127.0.0.1:0
+  admin: 127.0.0.1:0
+limits:
+  max_request_body: 1MiB
+  header_read_timeout: 5s
+upstream:
+  connect: 2s
+clients:
+  app:
+    key: ${APP_KEY}
+    attributes: {team: support}
+  hashed:
+    key_sha256: ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+providers:
+  openai:
+    kind: openai
+    base_url: https://api.openai.com/v1
+    api_key: ${OPENAI_API_KEY:-}
+    headers: {OpenAI-Organization: org-1}
+    timeouts: {first_byte: 30s}
+  mock:
+    kind: mock
+    mock: {latency: 5ms, chunks: 3}
+aliases:
+  fast: mock/mock-1
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "APP_KEY" => Some("sk-app-secret".into()),
+        _ => None,
+    }
+}
+
+fn errors(text: &str) -> String {
+    parse(text, "sluice.yaml", &env).unwrap_err().to_string()
+}
+
+#[test]
+fn good_config_loads_with_defaults_and_overrides() {
+    let loaded = parse(GOOD, "sluice.yaml", &env).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.limits.max_request_body.0, 1 << 20);
+    assert_eq!(c.clients["app"].key.as_ref().unwrap().expose(), "sk-app-secret");
+    let t = c.providers["openai"].timeouts.resolve(&c.upstream);
+    assert_eq!(t.connect, Duration::from_secs(2));
+    assert_eq!(t.first_byte, Duration::from_secs(30));
+    assert_eq!(t.idle, Duration::from_secs(120));
+    assert_eq!(c.providers["mock"].kind, ProviderKind::Mock);
+    assert!(c.providers["openai"].api_key.as_ref().unwrap().is_empty());
+}
+
+#[test]
+fn unknown_field_is_located() {
+    let text = GOOD.replace("    timeouts: {first_byte: 30s}", "    timeout: {first_byte: 30s}");
+    let err = errors(&text);
+    assert!(err.starts_with("sluice.yaml:22:5: providers.openai.timeout:"), "{err}");
+    assert!(err.contains("unknown field `timeout`"), "{err}");
+}
+
+#[test]
+fn type_errors_are_located() {
+    let err = errors(&GOOD.replace("header_read_timeout: 5s", "header_read_timeout: soon"));
+    assert!(err.starts_with("sluice.yaml:7:24: limits.header_read_timeout:"), "{err}");
+    assert!(err.contains("invalid duration `soon`"), "{err}");
+}
+
+#[test]
+fn semantic_errors_are_all_reported_with_locations() {
+    let text = GOOD
+        .replace("fast: mock/mock-1", "fast: nowhere/mock-1")
+        .replace("base_url: https://api.openai.com/v1", "base_url: ftp://x");
+    let err = errors(&text);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(lines[0].starts_with("sluice.yaml:19:15: providers.openai.base_url:"), "{err}");
+    assert!(lines[1].starts_with("sluice.yaml:27:9: aliases.fast: unknown provider `nowhere`"), "{err}");
+}
+
+#[test]
+fn secrets_never_appear_in_errors() {
+    // A secret of the wrong type, and a bad header value: neither value is printed.
+    let text = GOOD.replace("api_key: ${OPENAI_API_KEY:-}", "api_key: 123456789");
+    let err = errors(&text);
+    assert!(err.contains("providers.openai.api_key"), "{err}");
+    assert!(!err.contains("123456789"), "{err}");
+    let text = GOOD.replace("org-1", "\"bad\\nvalue-sk-zzz\"");
+    let err = errors(&text);
+    assert!(err.contains("providers.openai.headers.OpenAI-Organization"), "{err}");
+    assert!(!err.contains("sk-zzz"), "{err}");
+}
+
+#[test]
+fn client_keys_are_checked() {
+    let err = errors(&GOOD.replace("key_sha256: ba78", "key_sha256: zz78"));
+    assert!(err.contains("clients.hashed.key_sha256: must be 64 hexadecimal digits"), "{err}");
+    let dup = GOOD.replace(
+        "key_sha256: ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        "key: ${APP_KEY}",
+    );
+    assert!(errors(&dup).contains("has the same key as client `app`"));
+    let none = GOOD.replace("    key: ${APP_KEY}\n", "");
+    assert!(errors(&none).contains("clients.app: set exactly one of `key` or `key_sha256`"));
+}
+
+#[test]
+fn missing_env_var_is_located() {
+    let err = parse(GOOD, "f.yaml", &|_| None).unwrap_err().to_string();
+    assert!(err.starts_with("f.yaml:12:10: environment variable `APP_KEY` is not set"), "{err}");
+}
+
+#[test]
+fn openai_provider_needs_base_url() {
+    let err = errors(&GOOD.replace("    base_url: https://api.openai.com/v1\n", ""));
+    assert!(err.contains("providers.openai: an `openai` provider needs `base_url`"), "{err}");
+}

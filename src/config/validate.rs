@@ -1,0 +1,157 @@
+//! Semantic checks that serde cannot express. Each returns problems at document paths.
+
+use http::header::{HeaderName, HeaderValue};
+use http::Uri;
+
+use super::{Config, Problem, ProviderKind};
+
+/// Field names whose values are secrets: an error there never quotes the value.
+const SECRET_FIELDS: &[&str] = &["api_key", "key"];
+
+/// Whether the value at `path` is (or is inside) a secret.
+pub(super) fn is_secret_path(path: &str) -> bool {
+    let leaf = path.rsplit('.').next().unwrap_or(path);
+    SECRET_FIELDS.contains(&leaf) || path.contains(".headers.")
+}
+
+pub(super) fn validate(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    limits(config, &mut problems);
+    providers(config, &mut problems);
+    clients(config, &mut problems);
+    aliases(config, &mut problems);
+    problems
+}
+
+fn limits(config: &Config, problems: &mut Vec<Problem>) {
+    let l = &config.limits;
+    if l.max_request_body.0 == 0 {
+        problems.push(Problem::new("limits.max_request_body", "must be greater than zero"));
+    }
+    for (name, d) in [
+        ("header_read_timeout", l.header_read_timeout),
+        ("body_read_timeout", l.body_read_timeout),
+    ] {
+        if d.0.is_zero() {
+            problems.push(Problem::new(format!("limits.{name}"), "must be greater than zero"));
+        }
+    }
+    if config.listen.data == config.listen.admin && config.listen.data.port() != 0 {
+        problems.push(Problem::new(
+            "listen.admin",
+            "the admin listener must use a different address than the data listener",
+        ));
+    }
+}
+
+fn providers(config: &Config, problems: &mut Vec<Problem>) {
+    if config.providers.is_empty() {
+        problems.push(Problem::new("providers", "at least one provider is required"));
+    }
+    for (name, p) in &config.providers {
+        let at = format!("providers.{name}");
+        if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
+            problems.push(Problem::new(&at, "a provider name must be non-empty, without `/` or spaces"));
+        }
+        match (p.kind, &p.base_url) {
+            (ProviderKind::Openai, None) => {
+                problems.push(Problem::new(&at, "an `openai` provider needs `base_url`"));
+            }
+            (_, Some(url)) => {
+                if let Err(msg) = check_base_url(url) {
+                    problems.push(Problem::new(format!("{at}.base_url"), msg));
+                }
+            }
+            (ProviderKind::Mock, None) => {}
+        }
+        if p.mock.is_some() && p.kind != ProviderKind::Mock {
+            problems.push(Problem::new(format!("{at}.mock"), "only a `mock` provider takes `mock` settings"));
+        }
+        if let Some(m) = &p.mock {
+            if m.error_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                problems.push(Problem::new(format!("{at}.mock.error_rate"), "must be between 0 and 1"));
+            }
+            if m.error_status.is_some_and(|s| !(400..=599).contains(&s)) {
+                problems.push(Problem::new(format!("{at}.mock.error_status"), "must be an HTTP error status (400-599)"));
+            }
+        }
+        if let Some(key) = &p.api_key {
+            if HeaderValue::from_str(&format!("Bearer {}", key.expose())).is_err() {
+                problems.push(Problem::new(format!("{at}.api_key"), "contains characters not allowed in an HTTP header"));
+            }
+        }
+        for (h, v) in &p.headers {
+            let hp = format!("{at}.headers.{h}");
+            if HeaderName::from_bytes(h.as_bytes()).is_err() {
+                problems.push(Problem::new(&hp, "is not a valid HTTP header name"));
+            } else if HeaderValue::from_str(v.expose()).is_err() {
+                problems.push(Problem::new(&hp, "value contains characters not allowed in an HTTP header"));
+            }
+        }
+        for (i, m) in p.models.iter().enumerate() {
+            if m.is_empty() {
+                problems.push(Problem::new(format!("{at}.models[{i}]"), "a model name cannot be empty"));
+            }
+        }
+    }
+}
+
+fn check_base_url(url: &str) -> Result<(), String> {
+    let uri: Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("the URL must start with http:// or https://".to_string()),
+    }
+    if uri.authority().is_none() {
+        return Err("the URL needs a host".to_string());
+    }
+    if uri.query().is_some() {
+        return Err("the base URL cannot have a query string".to_string());
+    }
+    Ok(())
+}
+
+fn clients(config: &Config, problems: &mut Vec<Problem>) {
+    if config.clients.is_empty() {
+        problems.push(Problem::new(".", "at least one client (gateway key) is required under `clients`"));
+    }
+    let mut digests = std::collections::HashMap::new();
+    for (name, c) in &config.clients {
+        let at = format!("clients.{name}");
+        let digest = match (&c.key, &c.key_sha256) {
+            (Some(key), None) if key.is_empty() => {
+                problems.push(Problem::new(format!("{at}.key"), "cannot be empty"));
+                continue;
+            }
+            (Some(key), None) => crate::auth::digest(key.expose().as_bytes()),
+            (None, Some(hex)) => match crate::auth::parse_digest(hex) {
+                Some(d) => d,
+                None => {
+                    problems.push(Problem::new(format!("{at}.key_sha256"), "must be 64 hexadecimal digits"));
+                    continue;
+                }
+            },
+            _ => {
+                problems.push(Problem::new(&at, "set exactly one of `key` or `key_sha256`"));
+                continue;
+            }
+        };
+        if let Some(other) = digests.insert(digest, name) {
+            problems.push(Problem::new(&at, format!("has the same key as client `{other}`")));
+        }
+    }
+}
+
+fn aliases(config: &Config, problems: &mut Vec<Problem>) {
+    for (alias, target) in &config.aliases {
+        let at = format!("aliases.{alias}");
+        match target.split_once('/') {
+            Some((provider, model)) if !model.is_empty() => {
+                if !config.providers.contains_key(provider) {
+                    problems.push(Problem::new(&at, format!("unknown provider `{provider}`")));
+                }
+            }
+            _ => problems.push(Problem::new(&at, "must be `provider/model`")),
+        }
+    }
+}

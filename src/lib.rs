@@ -1,0 +1,28 @@
+//! sluice: a self-hosted, OpenAI-compatible LLM gateway for changing prompts and models
+//! in production safely.
+//!
+//! # Layout
+//!
+//! Read this file, then [`proxy`] (the request pipeline), then [`server`].
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`config`] | the YAML file format, `${VAR}` interpolation, validation with `file:line:col` errors |
+//! | [`snapshot`] | the immutable, precompiled view of the config one request uses (behind `ArcSwap`) |
+//! | [`auth`] | gateway keys: SHA-256 digests compared in constant time |
+//! | [`proxy`] | the data-plane pipeline, OpenAI-style errors, the streaming body wrapper |
+//! | [`providers`] | upstream clients (hyper-util + hyper-rustls) and provider kinds |
+//! | [`mock`] | the built-in fake OpenAI-compatible provider (`sluice mock-provider`, kind `mock`) |
+//! | [`server`] | listeners, TLS termination, the admin listener, graceful shutdown |
+//! | [`cli`] | the `sluice` subcommands |
+//! | [`body`] | the one response body type |
+
+pub mod auth;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod mock;
+pub mod providers;
+pub mod proxy;
+pub mod server;
+pub mod snapshot;

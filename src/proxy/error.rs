@@ -1,0 +1,166 @@
+//! Every way a data-plane request can fail, and the one place that turns a failure into
+//! an OpenAI-shaped error response (`{"error":{"message","type","param","code"}}`).
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
+
+use crate::body::{self, Body};
+use crate::providers::UpstreamError;
+
+/// Where a failure came from; doubles as the low-cardinality `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    ClientError,
+    UpstreamError,
+    Timeout,
+    Cancelled,
+    GatewayError,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ClientError => "client_error",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::Timeout => "timeout",
+            Outcome::Cancelled => "cancelled",
+            Outcome::GatewayError => "gateway_error",
+        }
+    }
+}
+
+/// A failed data-plane request.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("missing gateway key: send `Authorization: Bearer <key>`")]
+    MissingKey,
+    #[error("invalid gateway key")]
+    InvalidKey,
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("timed out reading the request body")]
+    BodyTimeout,
+    #[error("could not read the request body")]
+    BodyRead,
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("request body must be a JSON object")]
+    NotAnObject,
+    #[error("you must provide a model parameter")]
+    MissingModel,
+    #[error("`{field}` must be {expected}")]
+    InvalidField { field: &'static str, expected: &'static str },
+    #[error("the model `{0}` does not exist or you do not have access to it")]
+    ModelNotFound(String),
+    #[error("unknown request URL: {method} {path}")]
+    UnknownUrl { method: String, path: String },
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("provider `{provider}`: {error}")]
+    Upstream { provider: String, error: UpstreamError },
+    #[error("internal gateway error")]
+    Internal,
+}
+
+impl GatewayError {
+    /// The HTTP status of this error. The only place statuses are chosen.
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            MissingKey | InvalidKey => StatusCode::UNAUTHORIZED,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            BodyRead | MalformedJson(_) | NotAnObject | MissingModel | InvalidField { .. } => StatusCode::BAD_REQUEST,
+            ModelNotFound(_) | UnknownUrl { .. } => StatusCode::NOT_FOUND,
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Upstream { error, .. } if error.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The outcome label this error is counted under.
+    pub fn outcome(&self) -> Outcome {
+        use GatewayError::*;
+        match self {
+            Upstream { error, .. } if error.is_timeout() => Outcome::Timeout,
+            Upstream { .. } => Outcome::UpstreamError,
+            Internal => Outcome::GatewayError,
+            _ => Outcome::ClientError,
+        }
+    }
+
+    /// OpenAI's `(type, param, code)` for this error.
+    fn shape(&self) -> (&'static str, Option<&'static str>, Option<&'static str>) {
+        use GatewayError::*;
+        match self {
+            MissingKey => ("invalid_request_error", None, Some("missing_api_key")),
+            InvalidKey => ("invalid_request_error", None, Some("invalid_api_key")),
+            BodyTooLarge { .. } => ("invalid_request_error", None, Some("request_too_large")),
+            BodyTimeout => ("invalid_request_error", None, Some("request_timeout")),
+            BodyRead | MalformedJson(_) | NotAnObject => ("invalid_request_error", None, Some("invalid_json")),
+            MissingModel => ("invalid_request_error", Some("model"), Some("missing_model")),
+            InvalidField { field, .. } => ("invalid_request_error", Some(field), Some("invalid_type")),
+            ModelNotFound(_) => ("invalid_request_error", Some("model"), Some("model_not_found")),
+            UnknownUrl { .. } => ("invalid_request_error", None, Some("unknown_url")),
+            MethodNotAllowed { .. } => ("invalid_request_error", None, Some("method_not_allowed")),
+            Upstream { error, .. } => ("upstream_error", None, Some(upstream_code(*error))),
+            Internal => ("server_error", None, Some("internal_error")),
+        }
+    }
+
+    /// The OpenAI-shaped JSON body of this error.
+    pub fn to_json(&self) -> String {
+        let (kind, param, code) = self.shape();
+        serde_json::json!({
+            "error": { "message": self.to_string(), "type": kind, "param": param, "code": code }
+        })
+        .to_string()
+    }
+
+    /// The complete error response.
+    pub fn into_response(self) -> Response<Body> {
+        let mut resp = Response::new(body::full(self.to_json()));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    }
+}
+
+fn upstream_code(e: UpstreamError) -> &'static str {
+    match e {
+        UpstreamError::Connect => "upstream_connect_failed",
+        UpstreamError::ConnectTimeout => "upstream_connect_timeout",
+        UpstreamError::FirstByteTimeout => "upstream_timeout",
+        UpstreamError::Protocol => "upstream_protocol_error",
+        UpstreamError::InvalidRequest => "upstream_invalid_request",
+        UpstreamError::StreamBroken => "upstream_stream_broken",
+        UpstreamError::IdleTimeout => "upstream_idle_timeout",
+    }
+}
+
+/// The SSE event that ends a stream that broke after its head was sent.
+pub fn sse_error_event(error: &GatewayError) -> bytes::Bytes {
+    format!("data: {}\n\n", error.to_json()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_have_openai_shape_and_status() {
+        let e = GatewayError::ModelNotFound("nope".into());
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        let v: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["param"], "model");
+        assert!(v["error"]["message"].as_str().unwrap().contains("`nope`"));
+        let t = GatewayError::Upstream { provider: "p".into(), error: UpstreamError::FirstByteTimeout };
+        assert_eq!((t.status(), t.outcome()), (StatusCode::GATEWAY_TIMEOUT, Outcome::Timeout));
+        let c = GatewayError::Upstream { provider: "p".into(), error: UpstreamError::Connect };
+        assert_eq!((c.status(), c.outcome()), (StatusCode::BAD_GATEWAY, Outcome::UpstreamError));
+    }
+}

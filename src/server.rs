@@ -1,0 +1,251 @@
+//! Listeners and connection lifecycle: the data plane (optionally TLS) and the admin
+//! plane, HTTP/1.1 and HTTP/2 on each (hyper-util's auto builder), and graceful
+//! shutdown that stops accepting, drains in-flight requests and streams within the
+//! configured deadline, then returns.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::body::{self, Body};
+use crate::config::{Config, ConfigError, Loaded, Problem};
+use crate::proxy;
+use crate::snapshot::Snapshot;
+
+mod tls;
+
+/// Shared state of a running gateway.
+pub struct Gateway {
+    /// The current snapshot. Handlers load it once per request (`load_full`) and never
+    /// keep this handle: a configuration change swaps it without a lock.
+    snapshot: ArcSwap<Snapshot>,
+    /// Set when shutdown begins, so `/readyz` turns 503 and load balancers drain us.
+    draining: AtomicBool,
+}
+
+impl Gateway {
+    pub fn new(snapshot: Snapshot) -> Self {
+        Gateway { snapshot: ArcSwap::from_pointee(snapshot), draining: AtomicBool::new(false) }
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+}
+
+/// Settings of the listeners, taken from the config.
+struct ListenSettings {
+    header_read_timeout: Duration,
+    shutdown_grace: Duration,
+}
+
+/// A gateway that is serving; [`Running::shutdown`] stops it gracefully.
+pub struct Running {
+    pub data_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Begin graceful shutdown and wait until every connection has drained (or the
+    /// grace deadline has passed).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Wait until the gateway stops by itself (it never does unless shut down).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Errors starting the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Everything `check` verifies and `serve` needs before binding: the snapshot and TLS.
+pub struct Prepared {
+    snapshot: Snapshot,
+    tls: Option<TlsAcceptor>,
+    config: Config,
+}
+
+/// Build the snapshot and TLS from a loaded config; problems are located in the file.
+pub fn prepare(loaded: Loaded) -> Result<Prepared, ConfigError> {
+    let mut problems: Vec<Problem> = Vec::new();
+    let snapshot = Snapshot::build(&loaded.config).map_err(|p| problems.extend(p)).ok();
+    let tls = match &loaded.config.listen.tls {
+        None => None,
+        Some(t) => tls::acceptor(t).map_err(|p| problems.push(p)).ok(),
+    };
+    match snapshot {
+        Some(snapshot) if problems.is_empty() => Ok(Prepared { snapshot, tls, config: loaded.config }),
+        _ => Err(loaded.error(problems)),
+    }
+}
+
+/// Bind both listeners and start serving in the background.
+pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
+    let Prepared { snapshot, tls, config } = prepared;
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    };
+    let data = bind(config.listen.data).await?;
+    let admin = bind(config.listen.admin).await?;
+    let data_addr = data.local_addr().map_err(|source| StartError::Bind { addr: config.listen.data, source })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { addr: config.listen.admin, source })?;
+    let settings = Arc::new(ListenSettings {
+        header_read_timeout: config.limits.header_read_timeout.0,
+        shutdown_grace: config.limits.shutdown_grace.0,
+    });
+    let gateway = Arc::new(Gateway::new(snapshot));
+    let (stop, stopped) = watch::channel(false);
+
+    let task = tokio::spawn(run(Arc::clone(&gateway), data, admin, tls, settings, stopped));
+    tracing::info!(%data_addr, %admin_addr, "sluice is serving");
+    Ok(Running { data_addr, admin_addr, gateway, stop, task })
+}
+
+/// Accept on both listeners until told to stop, then drain.
+async fn run(
+    gateway: Arc<Gateway>,
+    data: TcpListener,
+    admin: TcpListener,
+    tls: Option<TlsAcceptor>,
+    settings: Arc<ListenSettings>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(connection_builder(&settings));
+    loop {
+        tokio::select! {
+            accepted = data.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let g = Arc::clone(&gateway);
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let snapshot = g.snapshot();
+                        async move { Ok::<_, Infallible>(proxy::handle(snapshot, req).await) }
+                    });
+                    spawn_connection(stream, tls.clone(), &builder, &graceful, &settings, service);
+                }
+            }
+            accepted = admin.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let g = Arc::clone(&gateway);
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let g = Arc::clone(&g);
+                        async move { Ok::<_, Infallible>(admin_handle(&g, req)) }
+                    });
+                    spawn_connection(stream, None, &builder, &graceful, &settings, service);
+                }
+            }
+            _ = stopped.wait_for(|s| *s) => break,
+        }
+    }
+    gateway.draining.store(true, Ordering::SeqCst);
+    drop((data, admin));
+    let in_flight = graceful.count();
+    tracing::info!(connections = in_flight, grace = ?settings.shutdown_grace, "shutting down: draining connections");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(settings.shutdown_grace) => {
+            tracing::warn!("shutdown grace period over; closing the remaining connections");
+        }
+    }
+}
+
+fn connection_builder(settings: &ListenSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
+/// Serve one accepted connection (after the TLS handshake, if any) in its own task.
+fn spawn_connection<S>(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    graceful: &GracefulShutdown,
+    settings: &ListenSettings,
+    service: S,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let builder = Arc::clone(builder);
+    let watcher = graceful.watcher();
+    let handshake_timeout = settings.header_read_timeout;
+    tokio::spawn(async move {
+        match tls {
+            None => {
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            Some(acceptor) => {
+                let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!("TLS handshake timed out"),
+                };
+                let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+        }
+    });
+}
+
+/// The admin plane. For now: liveness and readiness.
+fn admin_handle(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
+    let (status, text) = match req.uri().path() {
+        "/healthz" => (StatusCode::OK, "ok"),
+        "/readyz" if gateway.draining.load(Ordering::SeqCst) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        "/readyz" => (StatusCode::OK, "ready"),
+        _ => (StatusCode::NOT_FOUND, "not found"),
+    };
+    let mut resp = Response::new(body::full(text));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Run until `signal` resolves, then shut down gracefully.
+pub async fn serve_until(prepared: Prepared, signal: impl Future<Output = ()>) -> Result<(), StartError> {
+    let running = start(prepared).await?;
+    signal.await;
+    tracing::info!("shutdown signal received");
+    running.shutdown().await;
+    Ok(())
+}
