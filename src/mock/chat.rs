@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use super::knobs::Knobs;
-use super::render;
+use super::render::{self, BadRequest};
 use super::stream::{SseBody, StreamSpec};
 use crate::body::Body;
 
@@ -49,27 +49,27 @@ struct StreamOptions {
 }
 
 /// Parse a JSON object body, answering malformed input with a 400.
-pub(crate) fn parse_object<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response<Body>> {
+pub(crate) fn parse_object<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, BadRequest> {
     // A derived struct would also accept a JSON array; OpenAI wants an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(render::invalid_request(
+        return Err(BadRequest::new(
             "The request body must be a JSON object.",
             None,
         ));
     }
     serde_json::from_slice(body).map_err(|err| {
-        render::invalid_request(
-            &format!("We could not parse the JSON body of your request: {err}"),
+        BadRequest::new(
+            format!("We could not parse the JSON body of your request: {err}"),
             None,
         )
     })
 }
 
 /// The `model` field, required and non-empty.
-pub(crate) fn require_model(model: Option<Text<'_>>) -> Result<Cow<'_, str>, Response<Body>> {
+pub(crate) fn require_model(model: Option<Text<'_>>) -> Result<Cow<'_, str>, BadRequest> {
     match model {
         Some(Text(model)) if !model.is_empty() => Ok(model),
-        _ => Err(render::invalid_request(
+        _ => Err(BadRequest::new(
             "you must provide a model parameter",
             Some("model"),
         )),
@@ -78,21 +78,17 @@ pub(crate) fn require_model(model: Option<Text<'_>>) -> Result<Cow<'_, str>, Res
 
 /// Answer a chat or text completion request.
 pub(crate) fn respond(kind: Kind, knobs: &Knobs, body: &[u8]) -> Response<Body> {
-    let request: GenerateRequest<'_> = match parse_object(body) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    let model = match require_model(request.model) {
-        Ok(model) => model,
-        Err(response) => return response,
-    };
+    generate(kind, knobs, body).unwrap_or_else(BadRequest::into_response)
+}
+
+fn generate(kind: Kind, knobs: &Knobs, body: &[u8]) -> Result<Response<Body>, BadRequest> {
+    let request: GenerateRequest<'_> = parse_object(body)?;
+    let model = require_model(request.model)?;
     let prompt_tokens = render::prompt_tokens(body);
 
     if request.stream != Some(true) {
-        return render::json_response(
-            StatusCode::OK,
-            whole(kind, &model, knobs.chunks, prompt_tokens),
-        );
+        let json = whole(kind, &model, knobs.chunks, prompt_tokens);
+        return Ok(render::json_response(StatusCode::OK, json));
     }
 
     let include_usage = request
@@ -120,7 +116,7 @@ pub(crate) fn respond(kind: Kind, knobs: &Knobs, body: &[u8]) -> Response<Body> 
         include_usage,
         prompt_tokens,
     });
-    render::sse_response(body.boxed_unsync())
+    Ok(render::sse_response(body.boxed_unsync()))
 }
 
 /// The complete (non-streamed) answer.

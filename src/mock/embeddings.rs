@@ -8,7 +8,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::chat::{parse_object, require_model, Text};
-use super::render;
+use super::render::{self, BadRequest};
 use crate::body::Body;
 
 /// Vector length when the request does not ask for `dimensions`.
@@ -197,35 +197,33 @@ fn push_base64(out: &mut String, values: &[f32]) {
 
 /// Answer an embeddings request.
 pub(crate) fn respond(body: &[u8]) -> Response<Body> {
-    let request: EmbeddingsRequest<'_> = match parse_object(body) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    let model = match require_model(request.model) {
-        Ok(model) => model,
-        Err(response) => return response,
-    };
+    embed(body).unwrap_or_else(BadRequest::into_response)
+}
+
+fn embed(body: &[u8]) -> Result<Response<Body>, BadRequest> {
+    let request: EmbeddingsRequest<'_> = parse_object(body)?;
+    let model = require_model(request.model)?;
     let items = match request.input {
         Some(Input(items)) if !items.is_empty() => items,
-        _ => return render::invalid_request("'input' must not be empty", Some("input")),
+        _ => return Err(BadRequest::new("'input' must not be empty", Some("input"))),
     };
     let dimensions = match request.dimensions.unwrap_or(DEFAULT_DIMENSIONS) {
         d @ 1..=MAX_DIMENSIONS => d as usize,
         _ => {
-            return render::invalid_request(
-                &format!("'dimensions' must be between 1 and {MAX_DIMENSIONS}"),
+            return Err(BadRequest::new(
+                format!("'dimensions' must be between 1 and {MAX_DIMENSIONS}"),
                 Some("dimensions"),
-            )
+            ))
         }
     };
     let base64 = match request.encoding_format.as_ref().map(|Text(f)| f.as_ref()) {
         None | Some("float") => false,
         Some("base64") => true,
         Some(_) => {
-            return render::invalid_request(
+            return Err(BadRequest::new(
                 "'encoding_format' must be 'float' or 'base64'",
                 Some("encoding_format"),
-            )
+            ))
         }
     };
 
@@ -263,5 +261,5 @@ pub(crate) fn respond(body: &[u8]) -> Response<Body> {
         out,
         r#","usage":{{"prompt_tokens":{tokens},"total_tokens":{tokens}}}}}"#
     );
-    render::json_response(StatusCode::OK, out)
+    Ok(render::json_response(StatusCode::OK, out))
 }

@@ -152,6 +152,29 @@ pub(crate) fn invalid_request(message: &str, param: Option<&str>) -> Response<Bo
     )
 }
 
+/// A request the mock rejects with a 400 `invalid_request_error`.
+#[derive(Debug)]
+pub(crate) struct BadRequest {
+    pub message: std::borrow::Cow<'static, str>,
+    pub param: Option<&'static str>,
+}
+
+impl BadRequest {
+    pub(crate) fn new(
+        message: impl Into<std::borrow::Cow<'static, str>>,
+        param: Option<&'static str>,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            param,
+        }
+    }
+
+    pub(crate) fn into_response(self) -> Response<Body> {
+        invalid_request(&self.message, self.param)
+    }
+}
+
 /// A 405 for a known path with the wrong method.
 pub(crate) fn method_not_allowed(
     method: &Method,

@@ -1,0 +1,304 @@
+//! Test harness: scripted mock upstreams on ephemeral ports, a gateway started
+//! in-process, and a small HTTP client that can read a response frame by frame.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+
+pub use sluice::server::Running;
+
+pub const KEY: &str = "sk-gw-test-key";
+pub const PROVIDER_KEY: &str = "sk-provider-SECRET-0123456789";
+
+/// What an upstream received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// One scripted SSE step.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Send(String),
+    Wait(Duration),
+    /// Fail the body: the connection is aborted mid-response.
+    Break,
+}
+
+/// How an upstream answers.
+#[derive(Clone)]
+pub enum Reply {
+    Json { status: u16, body: String, delay: Duration },
+    Sse(Vec<Step>),
+}
+
+/// A scripted upstream server on 127.0.0.1:0 that records every request.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Set when a streamed response body was dropped before it finished.
+    pub stream_dropped: Arc<AtomicBool>,
+    pub calls: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start(reply: Reply) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stream_dropped = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (r, d, c) = (requests.clone(), stream_dropped.clone(), calls.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (r, d, c, reply) = (r.clone(), d.clone(), c.clone(), reply.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let (r, d, c, reply) = (r.clone(), d.clone(), c.clone(), reply.clone());
+                        async move {
+                            c.fetch_add(1, Ordering::SeqCst);
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            r.lock().unwrap().push(Recorded {
+                                method: parts.method.to_string(),
+                                path_and_query: parts.uri.path_and_query().unwrap().to_string(),
+                                headers: parts.headers,
+                                body,
+                            });
+                            Ok::<_, Infallible>(answer(reply, d).await)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, requests, stream_dropped, calls, _task: task }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests.lock().unwrap().last().cloned().expect("upstream saw no request")
+    }
+}
+
+type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+async fn answer(reply: Reply, dropped: Arc<AtomicBool>) -> Response<TestBody> {
+    match reply {
+        Reply::Json { status, body, delay } => {
+            tokio::time::sleep(delay).await;
+            let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync());
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+            resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+            resp
+        }
+        Reply::Sse(steps) => {
+            let body = Scripted { steps, at: 0, sleep: None, dropped, finished: false };
+            let mut resp = Response::new(body.boxed_unsync());
+            resp.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            resp
+        }
+    }
+}
+
+/// A body that plays SSE steps and notes whether it was dropped before the end.
+struct Scripted {
+    steps: Vec<Step>,
+    at: usize,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    dropped: Arc<AtomicBool>,
+    finished: bool,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl HttpBody for Scripted {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        loop {
+            if let Some(sleep) = self.sleep.as_mut() {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.sleep = None;
+            }
+            let Some(step) = self.steps.get(self.at).cloned() else {
+                self.finished = true;
+                return Poll::Ready(None);
+            };
+            self.at += 1;
+            match step {
+                Step::Send(s) => return Poll::Ready(Some(Ok(Frame::data(Bytes::from(s))))),
+                Step::Wait(d) => self.sleep = Some(Box::pin(tokio::time::sleep(d))),
+                Step::Break => {
+                    self.finished = true;
+                    return Poll::Ready(Some(Err("scripted break".into())));
+                }
+            }
+        }
+    }
+}
+
+use std::future::Future as _;
+
+/// An SSE `data:` event.
+pub fn event(json: &str) -> Step {
+    Step::Send(format!("data: {json}\n\n"))
+}
+
+pub fn chat_chunk(content: &str) -> Step {
+    event(&format!(
+        r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"content":"{content}"}},"finish_reason":null}}]}}"#
+    ))
+}
+
+pub const CHAT_RESPONSE: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+
+pub fn json_reply(body: &str) -> Reply {
+    Reply::Json { status: 200, body: body.to_string(), delay: Duration::ZERO }
+}
+
+/// A gateway config with one client (`KEY`) and an `up` provider at `base_url`.
+pub fn config(base_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+listen: {{data: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+limits: {{max_request_body: 2KiB, header_read_timeout: 300ms, body_read_timeout: 300ms, shutdown_grace: 5s}}
+clients:
+  app: {{key: {KEY}, attributes: {{team: t}}}}
+providers:
+  up:
+    kind: openai
+    base_url: {base_url}
+    api_key: {PROVIDER_KEY}
+    timeouts: {{connect: 1s, first_byte: 1s, idle: 500ms}}
+    models: [gpt-x]
+  mock:
+    kind: mock
+    mock: {{chunks: 3}}
+aliases:
+  fast: up/gpt-x
+{extra}
+"#
+    )
+}
+
+/// Start a gateway from config text.
+pub async fn gateway(yaml: &str) -> Running {
+    let loaded = sluice::config::parse(yaml, "test.yaml", &|_| None).unwrap();
+    let prepared = sluice::server::prepare(loaded).unwrap();
+    sluice::server::start(prepared).await.unwrap()
+}
+
+/// A response read completely.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The OpenAI error code of an error answer.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// Send a request over a fresh HTTP/1.1 connection and return the response head; the
+/// body is left to the caller.
+pub async fn send_raw(addr: SocketAddr, req: Request<Full<Bytes>>) -> Response<Incoming> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    sender.send_request(req).await.unwrap()
+}
+
+pub fn post(path: &str, key: Option<&str>, body: &str) -> Request<Full<Bytes>> {
+    let mut b = Request::post(path).header("host", "localhost").header("content-type", "application/json");
+    if let Some(k) = key {
+        b = b.header("authorization", format!("Bearer {k}"));
+    }
+    b.body(Full::new(Bytes::from(body.to_string()))).unwrap()
+}
+
+pub fn get(path: &str, key: Option<&str>) -> Request<Full<Bytes>> {
+    let mut b = Request::get(path).header("host", "localhost");
+    if let Some(k) = key {
+        b = b.header("authorization", format!("Bearer {k}"));
+    }
+    b.body(Full::new(Bytes::new())).unwrap()
+}
+
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
+    let resp = tokio::time::timeout(Duration::from_secs(10), send_raw(addr, req)).await.expect("no response head");
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("body never ended")
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    Answer { status: parts.status, headers: parts.headers, body }
+}
+
+/// Read a streaming body frame by frame, with each frame's arrival time since `start`.
+pub async fn frames(body: &mut Incoming, start: tokio::time::Instant) -> Vec<(Duration, Bytes)> {
+    let mut out = Vec::new();
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.expect("stream hung") {
+        match frame {
+            Ok(f) => {
+                if let Ok(data) = f.into_data() {
+                    out.push((start.elapsed(), data));
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    out
+}
