@@ -89,7 +89,7 @@ pub async fn handle(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Response
             path,
             status = resp.status().as_u16(),
             client = client_name.as_deref().unwrap_or("-"),
-            head_ms = start.elapsed().as_secs_f64() * 1e3,
+            head_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
             "request"
         );
     }
