@@ -21,12 +21,14 @@
 //! | `x-mock-latency-ms`     | `latency_ms`     | delay before the response head, on every route              |
 //! | `x-mock-error-rate`     | `error_rate`     | probability (0..=1) of answering with an injected error     |
 //! | `x-mock-error-status`   | `error_status`   | status of injected errors (400..=599, default 500)          |
-//! | `x-mock-chunks`         | `chunks`         | words in an answer = streamed content chunks = completion tokens |
+//! | `x-mock-chunks`         | `chunks`         | words in an answer = streamed content chunks = completion tokens (at most 100000) |
 //! | `x-mock-chunk-delay-ms` | `chunk_delay_ms` | delay between consecutive streamed content chunks           |
 //! | `x-mock-break-after`    | `break_after`    | streamed answers fail the body after N content chunks       |
 //!
-//! An unparseable knob value gets a 400 naming the knob. Errors are injected on the
-//! `/v1/...` routes only (not on `/healthz` or unknown routes).
+//! On the `/v1/...` routes an unparseable knob value gets a 400 naming the knob, and
+//! errors are injected there only (`/healthz` and unknown routes just get the latency).
+//! `break_after` only affects streamed answers; when it is not below `chunks`, every
+//! content chunk is sent and the body fails instead of finishing.
 
 mod chat;
 mod embeddings;

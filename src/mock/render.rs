@@ -194,8 +194,11 @@ pub(crate) fn method_not_allowed(
     response
 }
 
-/// The injected error, answered with `status` (500 if it is not a valid status).
+/// The injected error, answered with `status` (500 if it is not a 4xx or 5xx status).
 pub(crate) fn injected_error(status: u16) -> Response<Body> {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(status)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(status, Bytes::from_static(INJECTED_ERROR_JSON))
 }

@@ -1,0 +1,19 @@
+# Build the release binary, then run it as a non-root user with the example config.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --bin sluice
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin sluice
+COPY --from=build /src/target/release/sluice /usr/local/bin/sluice
+COPY config/sluice.yaml /etc/sluice/sluice.yaml
+# Listen on all interfaces inside the container (the example config defaults to loopback).
+ENV SLUICE_DATA_ADDR=0.0.0.0:8080 \
+    SLUICE_ADMIN_ADDR=0.0.0.0:8081
+USER sluice
+EXPOSE 8080 8081
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/sluice"]
+CMD ["serve", "--config", "/etc/sluice/sluice.yaml"]
