@@ -22,13 +22,23 @@ pub enum Command {
     /// Run the gateway: the OpenAI-compatible data plane and the admin listener.
     Serve {
         /// The config file.
-        #[arg(long, short, env = "SLUICE_CONFIG", default_value = "config/sluice.yaml")]
+        #[arg(
+            long,
+            short,
+            env = "SLUICE_CONFIG",
+            default_value = "config/sluice.yaml"
+        )]
         config: PathBuf,
     },
     /// Validate a config file; prints `file:line:col: message` and exits 1 on error.
     Check {
         /// The config file.
-        #[arg(long, short, env = "SLUICE_CONFIG", default_value = "config/sluice.yaml")]
+        #[arg(
+            long,
+            short,
+            env = "SLUICE_CONFIG",
+            default_value = "config/sluice.yaml"
+        )]
         config: PathBuf,
     },
     /// Run a fast fake OpenAI-compatible provider (for demos, tests and load tests).
@@ -37,7 +47,10 @@ pub enum Command {
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sluice: cannot start the async runtime: {e}");
@@ -137,7 +150,9 @@ pub fn init_logging(log: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -40,7 +40,10 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(snapshot: Snapshot) -> Self {
-        Gateway { snapshot: ArcSwap::from_pointee(snapshot), draining: AtomicBool::new(false) }
+        Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            draining: AtomicBool::new(false),
+        }
     }
 
     /// The current snapshot.
@@ -84,7 +87,10 @@ pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Everything `check` verifies and `serve` needs before binding: the snapshot and TLS.
@@ -97,27 +103,45 @@ pub struct Prepared {
 /// Build the snapshot and TLS from a loaded config; problems are located in the file.
 pub fn prepare(loaded: Loaded) -> Result<Prepared, ConfigError> {
     let mut problems: Vec<Problem> = Vec::new();
-    let snapshot = Snapshot::build(&loaded.config).map_err(|p| problems.extend(p)).ok();
+    let snapshot = Snapshot::build(&loaded.config)
+        .map_err(|p| problems.extend(p))
+        .ok();
     let tls = match &loaded.config.listen.tls {
         None => None,
         Some(t) => tls::acceptor(t).map_err(|p| problems.push(p)).ok(),
     };
     match snapshot {
-        Some(snapshot) if problems.is_empty() => Ok(Prepared { snapshot, tls, config: loaded.config }),
+        Some(snapshot) if problems.is_empty() => Ok(Prepared {
+            snapshot,
+            tls,
+            config: loaded.config,
+        }),
         _ => Err(loaded.error(problems)),
     }
 }
 
 /// Bind both listeners and start serving in the background.
 pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
-    let Prepared { snapshot, tls, config } = prepared;
+    let Prepared {
+        snapshot,
+        tls,
+        config,
+    } = prepared;
     let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
     };
     let data = bind(config.listen.data).await?;
     let admin = bind(config.listen.admin).await?;
-    let data_addr = data.local_addr().map_err(|source| StartError::Bind { addr: config.listen.data, source })?;
-    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { addr: config.listen.admin, source })?;
+    let data_addr = data.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen.data,
+        source,
+    })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen.admin,
+        source,
+    })?;
     let settings = Arc::new(ListenSettings {
         header_read_timeout: config.limits.header_read_timeout.0,
         shutdown_grace: config.limits.shutdown_grace.0,
@@ -125,9 +149,22 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     let gateway = Arc::new(Gateway::new(snapshot));
     let (stop, stopped) = watch::channel(false);
 
-    let task = tokio::spawn(run(Arc::clone(&gateway), data, admin, tls, settings, stopped));
+    let task = tokio::spawn(run(
+        Arc::clone(&gateway),
+        data,
+        admin,
+        tls,
+        settings,
+        stopped,
+    ));
     tracing::info!(%data_addr, %admin_addr, "sluice is serving");
-    Ok(Running { data_addr, admin_addr, gateway, stop, task })
+    Ok(Running {
+        data_addr,
+        admin_addr,
+        gateway,
+        stop,
+        task,
+    })
 }
 
 /// Accept on both listeners until told to stop, then drain.
@@ -150,32 +187,53 @@ async fn run(
                         let snapshot = g.snapshot();
                         async move { Ok::<_, Infallible>(proxy::handle(snapshot, req).await) }
                     });
-                    spawn_connection(stream, tls.clone(), &builder, &graceful, &settings, service);
+                    spawn_connection(stream, tls.clone(), &builder, Some(&graceful), &settings, service);
                 }
             }
             accepted = admin.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    let g = Arc::clone(&gateway);
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let g = Arc::clone(&g);
-                        async move { Ok::<_, Infallible>(admin_handle(&g, req)) }
-                    });
-                    spawn_connection(stream, None, &builder, &graceful, &settings, service);
+                    spawn_admin_connection(stream, &gateway, &builder, &settings);
                 }
             }
             _ = stopped.wait_for(|s| *s) => break,
         }
     }
+    // Stop accepting data connections; keep answering the admin plane (`/readyz` now
+    // says 503) while the open data connections drain.
     gateway.draining.store(true, Ordering::SeqCst);
-    drop((data, admin));
-    let in_flight = graceful.count();
-    tracing::info!(connections = in_flight, grace = ?settings.shutdown_grace, "shutting down: draining connections");
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(settings.shutdown_grace) => {
-            tracing::warn!("shutdown grace period over; closing the remaining connections");
+    drop(data);
+    tracing::info!(connections = graceful.count(), grace = ?settings.shutdown_grace, "shutting down: draining connections");
+    let drained = graceful.shutdown();
+    let deadline = tokio::time::sleep(settings.shutdown_grace);
+    tokio::pin!(drained, deadline);
+    loop {
+        tokio::select! {
+            _ = &mut drained => return tracing::info!("all connections drained"),
+            _ = &mut deadline => {
+                return tracing::warn!("shutdown grace period over; closing the remaining connections");
+            }
+            accepted = admin.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    spawn_admin_connection(stream, &gateway, &builder, &settings);
+                }
+            }
         }
     }
+}
+
+/// Admin connections are not drained on shutdown: they answer until the process exits.
+fn spawn_admin_connection(
+    stream: TcpStream,
+    gateway: &Arc<Gateway>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    settings: &ListenSettings,
+) {
+    let g = Arc::clone(gateway);
+    let service = service_fn(move |req: Request<Incoming>| {
+        let g = Arc::clone(&g);
+        async move { Ok::<_, Infallible>(admin_handle(&g, req)) }
+    });
+    spawn_connection(stream, None, builder, None, settings, service);
 }
 
 fn connection_builder(settings: &ListenSettings) -> auto::Builder<TokioExecutor> {
@@ -185,7 +243,10 @@ fn connection_builder(settings: &ListenSettings) -> auto::Builder<TokioExecutor>
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
     builder
 }
 
@@ -194,36 +255,48 @@ fn spawn_connection<S>(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
+    graceful: Option<&GracefulShutdown>,
     settings: &ListenSettings,
     service: S,
 ) where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
     S::Future: Send + 'static,
 {
     let _ = stream.set_nodelay(true);
     let builder = Arc::clone(builder);
-    let watcher = graceful.watcher();
+    let watcher = graceful.map(GracefulShutdown::watcher);
     let handshake_timeout = settings.header_read_timeout;
     tokio::spawn(async move {
-        match tls {
+        let result = match tls {
             None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                match watcher {
+                    Some(w) => w.watch(conn).await,
+                    None => conn.await,
                 }
             }
             Some(acceptor) => {
-                let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!("TLS handshake timed out"),
-                };
-                let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                let tls_stream =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!("TLS handshake timed out"),
+                    };
+                let conn = builder
+                    .serve_connection(TokioIo::new(tls_stream), service)
+                    .into_owned();
+                match watcher {
+                    Some(w) => w.watch(conn).await,
+                    None => conn.await,
                 }
             }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "connection ended with an error");
         }
     });
 }
@@ -232,7 +305,9 @@ fn spawn_connection<S>(
 fn admin_handle(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     let (status, text) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok"),
-        "/readyz" if gateway.draining.load(Ordering::SeqCst) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        "/readyz" if gateway.draining.load(Ordering::SeqCst) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "draining")
+        }
         "/readyz" => (StatusCode::OK, "ready"),
         _ => (StatusCode::NOT_FOUND, "not found"),
     };
@@ -242,7 +317,10 @@ fn admin_handle(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// Run until `signal` resolves, then shut down gracefully.
-pub async fn serve_until(prepared: Prepared, signal: impl Future<Output = ()>) -> Result<(), StartError> {
+pub async fn serve_until(
+    prepared: Prepared,
+    signal: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let running = start(prepared).await?;
     signal.await;
     tracing::info!("shutdown signal received");

@@ -61,7 +61,10 @@ impl Snapshot {
                 Some(route) => {
                     aliases.insert(alias.clone(), route);
                 }
-                None => problems.push(Problem::new(format!("aliases.{alias}"), "must be `provider/model` of a known provider")),
+                None => problems.push(Problem::new(
+                    format!("aliases.{alias}"),
+                    "must be `provider/model` of a known provider",
+                )),
             }
         }
         if !problems.is_empty() {
@@ -88,7 +91,9 @@ impl Snapshot {
         if m.is_empty() {
             return None;
         }
-        self.providers.get(provider).map(|provider| Route { provider, model: m })
+        self.providers
+            .get(provider)
+            .map(|provider| Route { provider, model: m })
     }
 }
 
@@ -102,5 +107,7 @@ fn models_json(config: &Config) -> Bytes {
         .into_iter()
         .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "sluice"}))
         .collect();
-    serde_json::json!({"object": "list", "data": data}).to_string().into()
+    serde_json::json!({"object": "list", "data": data})
+        .to_string()
+        .into()
 }

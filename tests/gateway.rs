@@ -16,18 +16,30 @@ async fn chat_is_routed_and_passed_through_untouched() {
     let gw = gateway(&config(&up.base_url(), "")).await;
 
     let mut req = post("/v1/chat/completions", Some(KEY), CHAT);
-    req.headers_mut().insert("x-request-id", "req-123".parse().unwrap());
-    req.headers_mut().insert("openai-beta", "assistants=v2".parse().unwrap());
+    req.headers_mut()
+        .insert("x-request-id", "req-123".parse().unwrap());
+    req.headers_mut()
+        .insert("openai-beta", "assistants=v2".parse().unwrap());
     let a = send(gw.data_addr, req).await;
     assert_eq!(a.status, 200, "{}", a.text());
-    assert_eq!(a.body, CHAT_RESPONSE.as_bytes(), "the upstream body passes through byte for byte");
+    assert_eq!(
+        a.body,
+        CHAT_RESPONSE.as_bytes(),
+        "the upstream body passes through byte for byte"
+    );
     assert_eq!(a.headers["x-request-id"], "req-123");
 
     let r = up.last();
     assert_eq!(r.method, "POST");
     assert_eq!(r.path_and_query, "/v1/chat/completions");
-    assert_eq!(r.headers["authorization"], format!("Bearer {PROVIDER_KEY}").as_str());
-    assert_eq!(r.headers["openai-beta"], "assistants=v2", "other client headers are forwarded");
+    assert_eq!(
+        r.headers["authorization"],
+        format!("Bearer {PROVIDER_KEY}").as_str()
+    );
+    assert_eq!(
+        r.headers["openai-beta"], "assistants=v2",
+        "other client headers are forwarded"
+    );
     assert_eq!(r.headers["x-request-id"], "req-123");
     // Only `model` changed; every other byte is the app's.
     let expected = CHAT.replace(r#""model":"up/gpt-x""#, r#""model":"gpt-x""#);
@@ -41,10 +53,17 @@ async fn aliases_completions_and_embeddings_route() {
     let gw = gateway(&config(&up.base_url(), "")).await;
     for (path, upstream_path) in [
         ("/v1/chat/completions", "/v1/chat/completions"),
-        ("/v1/completions?api-version=1", "/v1/completions?api-version=1"),
+        (
+            "/v1/completions?api-version=1",
+            "/v1/completions?api-version=1",
+        ),
         ("/v1/embeddings", "/v1/embeddings"),
     ] {
-        let a = send(gw.data_addr, post(path, Some(KEY), r#"{"model":"fast","input":"x"}"#)).await;
+        let a = send(
+            gw.data_addr,
+            post(path, Some(KEY), r#"{"model":"fast","input":"x"}"#),
+        )
+        .await;
         assert_eq!(a.status, 200, "{path}: {}", a.text());
         let r = up.last();
         assert_eq!(r.path_and_query, upstream_path);
@@ -52,7 +71,10 @@ async fn aliases_completions_and_embeddings_route() {
         assert_eq!(r.json()["input"], "x");
         // A generated request id is 32 hex digits.
         let id = a.headers["x-request-id"].to_str().unwrap();
-        assert!(id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert!(
+            id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            "{id}"
+        );
     }
     gw.shutdown().await;
 }
@@ -63,9 +85,17 @@ async fn models_lists_aliases_and_provider_models() {
     let gw = gateway(&config(&up.base_url(), "")).await;
     let a = send(gw.data_addr, get("/v1/models", Some(KEY))).await;
     assert_eq!(a.status, 200);
-    let ids: Vec<String> = a.json()["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = a.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids, ["fast", "up/gpt-x"]);
-    assert_eq!(send(gw.data_addr, get("/v1/models", None)).await.status, 401);
+    assert_eq!(
+        send(gw.data_addr, get("/v1/models", None)).await.status,
+        401
+    );
     let h = send(gw.data_addr, get("/healthz", None)).await;
     assert_eq!((h.status.as_u16(), h.text().as_str()), (200, "ok"));
     gw.shutdown().await;
@@ -76,13 +106,28 @@ async fn bad_keys_are_refused_before_anything_else() {
     let up = Upstream::start(json_reply("{}")).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let a = send(gw.data_addr, post("/v1/chat/completions", None, CHAT)).await;
-    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (401, "missing_api_key"));
-    let a = send(gw.data_addr, post("/v1/chat/completions", Some("sk-wrong"), CHAT)).await;
-    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (401, "invalid_api_key"));
+    assert_eq!(
+        (a.status.as_u16(), a.error_code().as_str()),
+        (401, "missing_api_key")
+    );
+    let a = send(
+        gw.data_addr,
+        post("/v1/chat/completions", Some("sk-wrong"), CHAT),
+    )
+    .await;
+    assert_eq!(
+        (a.status.as_u16(), a.error_code().as_str()),
+        (401, "invalid_api_key")
+    );
     let mut req = post("/v1/chat/completions", None, CHAT);
-    req.headers_mut().insert("authorization", "Basic abc".parse().unwrap());
+    req.headers_mut()
+        .insert("authorization", "Basic abc".parse().unwrap());
     assert_eq!(send(gw.data_addr, req).await.status, 401);
-    assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached upstream");
+    assert_eq!(
+        up.calls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing reached upstream"
+    );
     gw.shutdown().await;
 }
 
@@ -93,12 +138,42 @@ async fn bad_requests_get_openai_shaped_errors() {
     let cases: &[(&str, &str, u16, &str)] = &[
         ("/v1/chat/completions", "{\"model\":", 400, "invalid_json"),
         ("/v1/chat/completions", "[1,2]", 400, "invalid_json"),
-        ("/v1/chat/completions", r#"{"messages":[]}"#, 400, "missing_model"),
-        ("/v1/chat/completions", r#"{"model":7}"#, 400, "invalid_type"),
-        ("/v1/chat/completions", r#"{"model":"up/x","stream":"yes"}"#, 400, "invalid_type"),
-        ("/v1/chat/completions", r#"{"model":"no-such-model"}"#, 404, "model_not_found"),
-        ("/v1/chat/completions", r#"{"model":"nobody/gpt"}"#, 404, "model_not_found"),
-        ("/v1/chat/completions", r#"{"model":"up/"}"#, 404, "model_not_found"),
+        (
+            "/v1/chat/completions",
+            r#"{"messages":[]}"#,
+            400,
+            "missing_model",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":7}"#,
+            400,
+            "invalid_type",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"up/x","stream":"yes"}"#,
+            400,
+            "invalid_type",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"no-such-model"}"#,
+            404,
+            "model_not_found",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"nobody/gpt"}"#,
+            404,
+            "model_not_found",
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"up/"}"#,
+            404,
+            "model_not_found",
+        ),
         ("/v1/assistants", "{}", 404, "unknown_url"),
     ];
     for (path, body, status, code) in cases {
@@ -111,18 +186,33 @@ async fn bad_requests_get_openai_shaped_errors() {
         assert!(a.headers.contains_key("x-request-id"));
     }
     let a = send(gw.data_addr, get("/v1/chat/completions", Some(KEY))).await;
-    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (405, "method_not_allowed"));
+    assert_eq!(
+        (a.status.as_u16(), a.error_code().as_str()),
+        (405, "method_not_allowed")
+    );
     let big = format!(r#"{{"model":"up/gpt-x","pad":"{}"}}"#, "x".repeat(4096));
     let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), &big)).await;
-    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (413, "request_too_large"));
-    assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 0, "no bad request reached upstream");
+    assert_eq!(
+        (a.status.as_u16(), a.error_code().as_str()),
+        (413, "request_too_large")
+    );
+    assert_eq!(
+        up.calls.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no bad request reached upstream"
+    );
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn upstream_errors_pass_through_with_their_body() {
     let body = r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
-    let up = Upstream::start(Reply::Json { status: 429, body: body.into(), delay: Duration::ZERO }).await;
+    let up = Upstream::start(Reply::Json {
+        status: 429,
+        body: body.into(),
+        delay: Duration::ZERO,
+    })
+    .await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), CHAT)).await;
     assert_eq!(a.status, 429);
@@ -133,27 +223,53 @@ async fn upstream_errors_pass_through_with_their_body() {
 #[tokio::test]
 async fn refused_upstream_is_a_502() {
     // Bind then drop a listener: the port is now closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let gw = gateway(&config(&format!("http://127.0.0.1:{port}/v1"), "")).await;
     let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), CHAT)).await;
-    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (502, "upstream_connect_failed"));
-    assert!(a.json()["error"]["message"].as_str().unwrap().contains("provider `up`"));
+    assert_eq!(
+        (a.status.as_u16(), a.error_code().as_str()),
+        (502, "upstream_connect_failed")
+    );
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("provider `up`"));
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn slow_upstream_is_a_504() {
-    let up = Upstream::start(Reply::Json { status: 200, body: "{}".into(), delay: Duration::from_secs(3) }).await;
+    let up = Upstream::start(Reply::Json {
+        status: 200,
+        body: "{}".into(),
+        delay: Duration::from_secs(3),
+    })
+    .await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), CHAT)).await;
-    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (504, "upstream_timeout"));
+    assert_eq!(
+        (a.status.as_u16(), a.error_code().as_str()),
+        (504, "upstream_timeout")
+    );
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn built_in_mock_provider_answers_in_process() {
     let gw = gateway(&config("http://127.0.0.1:9/v1", "")).await;
-    let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), r#"{"model":"mock/mock-1","messages":[{"role":"user","content":"hi"}]}"#)).await;
+    let a = send(
+        gw.data_addr,
+        post(
+            "/v1/chat/completions",
+            Some(KEY),
+            r#"{"model":"mock/mock-1","messages":[{"role":"user","content":"hi"}]}"#,
+        ),
+    )
+    .await;
     assert_eq!(a.status, 200, "{}", a.text());
     let v = a.json();
     assert_eq!(v["object"], "chat.completion");
@@ -173,7 +289,13 @@ async fn slow_request_body_is_a_408() {
     );
     s.write_all(head.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut s, &mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_timeout"), "{text}");
@@ -186,10 +308,15 @@ async fn slow_request_head_is_cut_off() {
     let up = Upstream::start(json_reply("{}")).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let mut s = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
-    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
     // The head never completes: the connection is closed after header_read_timeout.
     let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("connection left open").unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("connection left open")
+        .unwrap_or(0);
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
     gw.shutdown().await;
@@ -200,9 +327,12 @@ async fn http2_cleartext_is_served() {
     let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let stream = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let req = http::Request::post(format!("http://{}/v1/chat/completions", gw.data_addr))
         .header("authorization", format!("Bearer {KEY}"))
@@ -211,7 +341,10 @@ async fn http2_cleartext_is_served() {
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
-    let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
     assert_eq!(body, CHAT_RESPONSE.as_bytes());
     let _ = json!({});
     gw.shutdown().await;

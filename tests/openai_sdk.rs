@@ -36,24 +36,45 @@ async fn the_openai_python_sdk_works_through_sluice() {
     let gw = gateway(&yaml).await;
     let base = format!("http://{}/v1", gw.data_addr);
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3").args(["tests/sdk/smoke.py", &base, "sk-sluice-demo"]).output().unwrap()
+        Command::new("python3")
+            .args(["tests/sdk/smoke.py", &base, "sk-sluice-demo"])
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
     gw.shutdown().await;
-    assert!(out.status.success(), "SDK script failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("OpenAI SDK saw: {v}");
 
     assert!(v["chat"]["content"].as_str().is_some_and(|c| !c.is_empty()));
     assert_eq!(v["chat"]["finish_reason"], "stop");
     assert!(v["chat"]["total_tokens"].as_u64().unwrap() > 0);
-    assert_eq!(v["stream"]["chunks"], 12, "the example mock answers in 12 chunks");
+    assert_eq!(
+        v["stream"]["chunks"], 12,
+        "the example mock answers in 12 chunks"
+    );
     assert_eq!(v["stream"]["finish_reason"], "stop");
     assert!(v["stream"]["total_tokens"].as_u64().unwrap() > 0);
-    assert!(v["completion"]["text"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(v["completion"]["text"]
+        .as_str()
+        .is_some_and(|c| !c.is_empty()));
     assert_eq!(v["embeddings"]["count"], 2);
-    assert_eq!(v["models"], serde_json::json!(["demo", "fast", "mock/mock-1", "openai/gpt-4o-mini"]));
-    assert_eq!(v["not_found"], serde_json::json!({"status": 404, "code": "model_not_found"}));
-    assert_eq!(v["bad_key"], serde_json::json!({"status": 401, "code": "invalid_api_key"}));
+    assert_eq!(
+        v["models"],
+        serde_json::json!(["demo", "fast", "mock/mock-1", "openai/gpt-4o-mini"])
+    );
+    assert_eq!(
+        v["not_found"],
+        serde_json::json!({"status": 404, "code": "model_not_found"})
+    );
+    assert_eq!(
+        v["bad_key"],
+        serde_json::json!({"status": 401, "code": "invalid_api_key"})
+    );
 }

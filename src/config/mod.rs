@@ -68,7 +68,11 @@ fn default_admin_addr() -> SocketAddr {
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen { data: default_data_addr(), admin: default_admin_addr(), tls: None }
+        Listen {
+            data: default_data_addr(),
+            admin: default_admin_addr(),
+            tls: None,
+        }
     }
 }
 
@@ -233,7 +237,11 @@ fn default_log_level() -> String {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: default_log_level(), format: LogFormat::Text, access_log: false }
+        LogConfig {
+            level: default_log_level(),
+            format: LogFormat::Text,
+            access_log: false,
+        }
     }
 }
 
@@ -254,7 +262,10 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem { path: path.into(), message: message.into() }
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -303,13 +314,20 @@ fn locate(file: &str, locations: &yaml::Locations, problems: Vec<Problem>) -> Co
             } else {
                 locations.locate(&p.path)
             };
-            let msg = if p.path == "." { p.message } else { format!("{}: {}", p.path, p.message) };
+            let msg = if p.path == "." {
+                p.message
+            } else {
+                format!("{}: {}", p.path, p.message)
+            };
             (loc.line, loc.col, msg)
         })
         .collect();
     located.sort();
     located.dedup();
-    ConfigError { file: file.to_string(), problems: located }
+    ConfigError {
+        file: file.to_string(),
+        problems: located,
+    }
 }
 
 /// Read and validate a config file, with `${VAR}` taken from the process environment.
@@ -345,7 +363,11 @@ pub fn parse(
     if !problems.is_empty() {
         return Err(locate(file, &locations, problems));
     }
-    Ok(Loaded { config, file: file.to_string(), locations })
+    Ok(Loaded {
+        config,
+        file: file.to_string(),
+        locations,
+    })
 }
 
 #[cfg(test)]

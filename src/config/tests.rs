@@ -45,7 +45,10 @@ fn good_config_loads_with_defaults_and_overrides() {
     let loaded = parse(GOOD, "sluice.yaml", &env).unwrap();
     let c = &loaded.config;
     assert_eq!(c.limits.max_request_body.0, 1 << 20);
-    assert_eq!(c.clients["app"].key.as_ref().unwrap().expose(), "sk-app-secret");
+    assert_eq!(
+        c.clients["app"].key.as_ref().unwrap().expose(),
+        "sk-app-secret"
+    );
     let t = c.providers["openai"].timeouts.resolve(&c.upstream);
     assert_eq!(t.connect, Duration::from_secs(2));
     assert_eq!(t.first_byte, Duration::from_secs(30));
@@ -56,16 +59,25 @@ fn good_config_loads_with_defaults_and_overrides() {
 
 #[test]
 fn unknown_field_is_located() {
-    let text = GOOD.replace("    timeouts: {first_byte: 30s}", "    timeout: {first_byte: 30s}");
+    let text = GOOD.replace(
+        "    timeouts: {first_byte: 30s}",
+        "    timeout: {first_byte: 30s}",
+    );
     let err = errors(&text);
-    assert!(err.starts_with("sluice.yaml:22:5: providers.openai.timeout:"), "{err}");
+    assert!(
+        err.starts_with("sluice.yaml:22:5: providers.openai.timeout:"),
+        "{err}"
+    );
     assert!(err.contains("unknown field `timeout`"), "{err}");
 }
 
 #[test]
 fn type_errors_are_located() {
     let err = errors(&GOOD.replace("header_read_timeout: 5s", "header_read_timeout: soon"));
-    assert!(err.starts_with("sluice.yaml:7:24: limits.header_read_timeout:"), "{err}");
+    assert!(
+        err.starts_with("sluice.yaml:7:24: limits.header_read_timeout:"),
+        "{err}"
+    );
     assert!(err.contains("invalid duration `soon`"), "{err}");
 }
 
@@ -77,8 +89,14 @@ fn semantic_errors_are_all_reported_with_locations() {
     let err = errors(&text);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 2, "{err}");
-    assert!(lines[0].starts_with("sluice.yaml:19:15: providers.openai.base_url:"), "{err}");
-    assert!(lines[1].starts_with("sluice.yaml:27:9: aliases.fast: unknown provider `nowhere`"), "{err}");
+    assert!(
+        lines[0].starts_with("sluice.yaml:19:15: providers.openai.base_url:"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("sluice.yaml:27:9: aliases.fast: unknown provider `nowhere`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -90,14 +108,20 @@ fn secrets_never_appear_in_errors() {
     assert!(!err.contains("123456789"), "{err}");
     let text = GOOD.replace("org-1", "\"bad\\nvalue-sk-zzz\"");
     let err = errors(&text);
-    assert!(err.contains("providers.openai.headers.OpenAI-Organization"), "{err}");
+    assert!(
+        err.contains("providers.openai.headers.OpenAI-Organization"),
+        "{err}"
+    );
     assert!(!err.contains("sk-zzz"), "{err}");
 }
 
 #[test]
 fn client_keys_are_checked() {
     let err = errors(&GOOD.replace("key_sha256: ba78", "key_sha256: zz78"));
-    assert!(err.contains("clients.hashed.key_sha256: must be 64 hexadecimal digits"), "{err}");
+    assert!(
+        err.contains("clients.hashed.key_sha256: must be 64 hexadecimal digits"),
+        "{err}"
+    );
     let dup = GOOD.replace(
         "key_sha256: ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
         "key: ${APP_KEY}",
@@ -110,11 +134,17 @@ fn client_keys_are_checked() {
 #[test]
 fn missing_env_var_is_located() {
     let err = parse(GOOD, "f.yaml", &|_| None).unwrap_err().to_string();
-    assert!(err.starts_with("f.yaml:12:10: environment variable `APP_KEY` is not set"), "{err}");
+    assert!(
+        err.starts_with("f.yaml:12:10: environment variable `APP_KEY` is not set"),
+        "{err}"
+    );
 }
 
 #[test]
 fn openai_provider_needs_base_url() {
     let err = errors(&GOOD.replace("    base_url: https://api.openai.com/v1\n", ""));
-    assert!(err.contains("providers.openai: an `openai` provider needs `base_url`"), "{err}");
+    assert!(
+        err.contains("providers.openai: an `openai` provider needs `base_url`"),
+        "{err}"
+    );
 }

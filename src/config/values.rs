@@ -108,7 +108,9 @@ impl<'de> Deserialize<'de> for ByteSize {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 ByteSize::parse(v).map(ByteSize).ok_or_else(|| {
-                    E::custom(format!("invalid size `{v}` (use bytes, or a unit: KB, KiB, MB, MiB, GB, GiB)"))
+                    E::custom(format!(
+                        "invalid size `{v}` (use bytes, or a unit: KB, KiB, MB, MiB, GB, GiB)"
+                    ))
                 })
             }
         }

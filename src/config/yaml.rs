@@ -25,7 +25,10 @@ pub struct Location {
 
 impl From<Marker> for Location {
     fn from(m: Marker) -> Self {
-        Location { line: m.line(), col: m.col() + 1 }
+        Location {
+            line: m.line(),
+            col: m.col() + 1,
+        }
     }
 }
 
@@ -57,7 +60,13 @@ impl Locations {
             }
             match p.rfind(['.', '[']) {
                 Some(i) => p = &p[..i],
-                None => return self.nodes.get(".").copied().unwrap_or(Location { line: 1, col: 1 }),
+                None => {
+                    return self
+                        .nodes
+                        .get(".")
+                        .copied()
+                        .unwrap_or(Location { line: 1, col: 1 })
+                }
             }
         }
     }
@@ -87,21 +96,34 @@ pub fn load(
     };
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, false) {
-        return Err(YamlError { location: (*e.marker()).into(), message: e.info().to_string() });
+        return Err(YamlError {
+            location: (*e.marker()).into(),
+            message: e.info().to_string(),
+        });
     }
     if let Some(err) = builder.error {
         return Err(err);
     }
     let value = builder.root.unwrap_or(Value::Object(Map::new()));
     let mut locations = builder.locations;
-    locations.nodes.entry(".".to_string()).or_insert(Location { line: 1, col: 1 });
+    locations
+        .nodes
+        .entry(".".to_string())
+        .or_insert(Location { line: 1, col: 1 });
     Ok((value, locations))
 }
 
 /// A collection being built, with the path it lives at.
 enum Frame {
-    Seq { path: String, items: Vec<Value> },
-    Map { path: String, map: Map<String, Value>, key: Option<String> },
+    Seq {
+        path: String,
+        items: Vec<Value>,
+    },
+    Map {
+        path: String,
+        map: Map<String, Value>,
+        key: Option<String>,
+    },
 }
 
 struct Builder<'e> {
@@ -126,9 +148,13 @@ impl Builder<'_> {
     fn next_path(&self) -> Option<String> {
         match self.stack.last() {
             None => Some(".".to_string()),
-            Some(Frame::Seq { path, items }) => Some(format!("{}[{}]", root_relative(path), items.len())),
+            Some(Frame::Seq { path, items }) => {
+                Some(format!("{}[{}]", root_relative(path), items.len()))
+            }
             Some(Frame::Map { key: None, .. }) => None,
-            Some(Frame::Map { path, key: Some(k), .. }) => Some(join(path, k)),
+            Some(Frame::Map {
+                path, key: Some(k), ..
+            }) => Some(join(path, k)),
         }
     }
 
@@ -163,9 +189,17 @@ impl Builder<'_> {
         }
     }
 
-    fn scalar(&mut self, raw: String, style: TScalarStyle, tag: Option<Tag>, mark: Location) -> Value {
+    fn scalar(
+        &mut self,
+        raw: String,
+        style: TScalarStyle,
+        tag: Option<Tag>,
+        mark: Location,
+    ) -> Value {
         let is_key = self.next_path().is_none();
-        let explicit_str = tag.as_ref().is_some_and(|t| t.handle == "!!" && t.suffix == "str");
+        let explicit_str = tag
+            .as_ref()
+            .is_some_and(|t| t.handle == "!!" && t.suffix == "str");
         let plain = style == TScalarStyle::Plain && !explicit_str;
         let interpolated = raw.contains("${") && !is_key;
         let text = if interpolated {
@@ -236,9 +270,16 @@ impl MarkedEventReceiver for Builder<'_> {
                 self.locations.nodes.insert(path.clone(), mark);
                 self.open_anchors.push(anchor);
                 self.stack.push(if matches!(ev, Event::SequenceStart(..)) {
-                    Frame::Seq { path, items: Vec::new() }
+                    Frame::Seq {
+                        path,
+                        items: Vec::new(),
+                    }
                 } else {
-                    Frame::Map { path, map: Map::new(), key: None }
+                    Frame::Map {
+                        path,
+                        map: Map::new(),
+                        key: None,
+                    }
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -288,7 +329,9 @@ fn interpolate(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
-            return Err(format!("invalid environment variable name `{name}` in `${{...}}`"));
+            return Err(format!(
+                "invalid environment variable name `{name}` in `${{...}}`"
+            ));
         }
         match (env(name).filter(|v| !v.is_empty()), default) {
             (Some(v), _) => out.push_str(&v),

@@ -51,7 +51,10 @@ pub enum GatewayError {
     #[error("you must provide a model parameter")]
     MissingModel,
     #[error("`{field}` must be {expected}")]
-    InvalidField { field: &'static str, expected: &'static str },
+    InvalidField {
+        field: &'static str,
+        expected: &'static str,
+    },
     #[error("the model `{0}` does not exist or you do not have access to it")]
     ModelNotFound(String),
     #[error("unknown request URL: {method} {path}")]
@@ -59,7 +62,10 @@ pub enum GatewayError {
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
     #[error("provider `{provider}`: {error}")]
-    Upstream { provider: String, error: UpstreamError },
+    Upstream {
+        provider: String,
+        error: UpstreamError,
+    },
     #[error("internal gateway error")]
     Internal,
 }
@@ -72,7 +78,9 @@ impl GatewayError {
             MissingKey | InvalidKey => StatusCode::UNAUTHORIZED,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            BodyRead | MalformedJson(_) | NotAnObject | MissingModel | InvalidField { .. } => StatusCode::BAD_REQUEST,
+            BodyRead | MalformedJson(_) | NotAnObject | MissingModel | InvalidField { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ModelNotFound(_) | UnknownUrl { .. } => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Upstream { error, .. } if error.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
@@ -100,10 +108,22 @@ impl GatewayError {
             InvalidKey => ("invalid_request_error", None, Some("invalid_api_key")),
             BodyTooLarge { .. } => ("invalid_request_error", None, Some("request_too_large")),
             BodyTimeout => ("invalid_request_error", None, Some("request_timeout")),
-            BodyRead | MalformedJson(_) | NotAnObject => ("invalid_request_error", None, Some("invalid_json")),
-            MissingModel => ("invalid_request_error", Some("model"), Some("missing_model")),
-            InvalidField { field, .. } => ("invalid_request_error", Some(field), Some("invalid_type")),
-            ModelNotFound(_) => ("invalid_request_error", Some("model"), Some("model_not_found")),
+            BodyRead | MalformedJson(_) | NotAnObject => {
+                ("invalid_request_error", None, Some("invalid_json"))
+            }
+            MissingModel => (
+                "invalid_request_error",
+                Some("model"),
+                Some("missing_model"),
+            ),
+            InvalidField { field, .. } => {
+                ("invalid_request_error", Some(field), Some("invalid_type"))
+            }
+            ModelNotFound(_) => (
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            ),
             UnknownUrl { .. } => ("invalid_request_error", None, Some("unknown_url")),
             MethodNotAllowed { .. } => ("invalid_request_error", None, Some("method_not_allowed")),
             Upstream { error, .. } => ("upstream_error", None, Some(upstream_code(*error))),
@@ -124,7 +144,8 @@ impl GatewayError {
     pub fn into_response(self) -> Response<Body> {
         let mut resp = Response::new(body::full(self.to_json()));
         *resp.status_mut() = self.status();
-        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
     }
 }
@@ -158,9 +179,21 @@ mod tests {
         assert_eq!(v["error"]["code"], "model_not_found");
         assert_eq!(v["error"]["param"], "model");
         assert!(v["error"]["message"].as_str().unwrap().contains("`nope`"));
-        let t = GatewayError::Upstream { provider: "p".into(), error: UpstreamError::FirstByteTimeout };
-        assert_eq!((t.status(), t.outcome()), (StatusCode::GATEWAY_TIMEOUT, Outcome::Timeout));
-        let c = GatewayError::Upstream { provider: "p".into(), error: UpstreamError::Connect };
-        assert_eq!((c.status(), c.outcome()), (StatusCode::BAD_GATEWAY, Outcome::UpstreamError));
+        let t = GatewayError::Upstream {
+            provider: "p".into(),
+            error: UpstreamError::FirstByteTimeout,
+        };
+        assert_eq!(
+            (t.status(), t.outcome()),
+            (StatusCode::GATEWAY_TIMEOUT, Outcome::Timeout)
+        );
+        let c = GatewayError::Upstream {
+            provider: "p".into(),
+            error: UpstreamError::Connect,
+        };
+        assert_eq!(
+            (c.status(), c.outcome()),
+            (StatusCode::BAD_GATEWAY, Outcome::UpstreamError)
+        );
     }
 }

@@ -61,8 +61,15 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
 ];
 
 /// Response headers never passed back: hop-by-hop only.
-const DROPPED_RESPONSE_HEADERS: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+const DROPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// Serve one data-plane request. Never fails: errors become OpenAI-shaped responses.
 pub async fn handle(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Response<Body> {
@@ -125,9 +132,17 @@ async fn route(
             return Ok(json(StatusCode::OK, snapshot.models_json.clone()));
         }
         (m, p @ ("/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/models")) => {
-            return Err(GatewayError::MethodNotAllowed { method: m.to_string(), path: p.to_string() })
+            return Err(GatewayError::MethodNotAllowed {
+                method: m.to_string(),
+                path: p.to_string(),
+            })
         }
-        (m, p) => return Err(GatewayError::UnknownUrl { method: m.to_string(), path: truncate(p) }),
+        (m, p) => {
+            return Err(GatewayError::UnknownUrl {
+                method: m.to_string(),
+                path: truncate(p),
+            })
+        }
     };
     let client = authenticate(snapshot, req.headers())?;
     if snapshot.access_log {
@@ -137,14 +152,22 @@ async fn route(
 }
 
 /// Step 1: the gateway key from `Authorization: Bearer <key>`.
-fn authenticate<'s>(snapshot: &'s Snapshot, headers: &HeaderMap) -> Result<&'s Arc<Client>, GatewayError> {
-    let value = headers.get(header::AUTHORIZATION).ok_or(GatewayError::MissingKey)?;
+fn authenticate<'s>(
+    snapshot: &'s Snapshot,
+    headers: &HeaderMap,
+) -> Result<&'s Arc<Client>, GatewayError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(GatewayError::MissingKey)?;
     let bytes = value.as_bytes();
     let key = bytes
         .strip_prefix(b"Bearer ")
         .or_else(|| bytes.strip_prefix(b"bearer "))
         .ok_or(GatewayError::MissingKey)?;
-    snapshot.clients.authenticate(key.trim_ascii()).ok_or(GatewayError::InvalidKey)
+    snapshot
+        .clients
+        .authenticate(key.trim_ascii())
+        .ok_or(GatewayError::InvalidKey)
 }
 
 async fn forward(
@@ -158,20 +181,34 @@ async fn forward(
     let body = JsonBody::parse(&bytes)?;
     let model = body.model()?;
     let stream = body.stream()?;
-    let route = snapshot.route(&model).ok_or_else(|| GatewayError::ModelNotFound(truncate(&model)))?;
+    let route = snapshot
+        .route(&model)
+        .ok_or_else(|| GatewayError::ModelNotFound(truncate(&model)))?;
     let upstream_model = serde_json::to_string(route.model).map_err(|_| GatewayError::Internal)?;
     let rewritten = Bytes::from(body.rewrite(&[("model", &upstream_model)]));
 
     let provider = Arc::clone(route.provider);
     let mut headers = forwarded_headers(parts.headers);
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    let upstream = UpstreamRequest { endpoint, query: parts.uri.query(), headers, body: rewritten };
-    let resp = provider.send(upstream).await.map_err(|error| upstream_error(&provider, error))?;
+    let upstream = UpstreamRequest {
+        endpoint,
+        query: parts.uri.query(),
+        headers,
+        body: rewritten,
+    };
+    let resp = provider
+        .send(upstream)
+        .await
+        .map_err(|error| upstream_error(&provider, error))?;
     respond(resp, provider, stream).await
 }
 
 /// Step 2: the whole request body, refusing more than the limit or a slow sender.
-async fn read_body(snapshot: &Snapshot, headers: &HeaderMap, incoming: Incoming) -> Result<Bytes, GatewayError> {
+async fn read_body(
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+    incoming: Incoming,
+) -> Result<Bytes, GatewayError> {
     let limit = snapshot.max_request_body;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -184,7 +221,9 @@ async fn read_body(snapshot: &Snapshot, headers: &HeaderMap, incoming: Incoming)
     match tokio::time::timeout(snapshot.body_read_timeout, limited.collect()).await {
         Err(_) => Err(GatewayError::BodyTimeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::BodyTooLarge { limit })
+        }
         Ok(Err(_)) => Err(GatewayError::BodyRead),
     }
 }
@@ -195,7 +234,11 @@ fn forwarded_headers(mut headers: HeaderMap) -> HeaderMap {
     for name in DROPPED_REQUEST_HEADERS {
         headers.remove(*name);
     }
-    let sluice: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-sluice-")).cloned().collect();
+    let sluice: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-sluice-"))
+        .cloned()
+        .collect();
     for name in sluice {
         headers.remove(name);
     }
@@ -217,7 +260,11 @@ fn strip_connection_listed(headers: &mut HeaderMap) {
 }
 
 /// Steps 7–8: pass the upstream response back, streaming its body.
-async fn respond(resp: Response<Body>, provider: Arc<Provider>, stream: bool) -> Result<Response<Body>, GatewayError> {
+async fn respond(
+    resp: Response<Body>,
+    provider: Arc<Provider>,
+    stream: bool,
+) -> Result<Response<Body>, GatewayError> {
     let (mut parts, mut inner) = resp.into_parts();
     strip_connection_listed(&mut parts.headers);
     for name in DROPPED_RESPONSE_HEADERS {
@@ -238,7 +285,10 @@ async fn respond(resp: Response<Body>, provider: Arc<Provider>, stream: bool) ->
 
 /// Step 7: wait for a stream's first frame, so a provider that fails before its first
 /// event still gets a proper error status instead of a 200 with a broken stream.
-async fn peek_first(inner: &mut Body, provider: &Provider) -> Result<Option<Frame<Bytes>>, GatewayError> {
+async fn peek_first(
+    inner: &mut Body,
+    provider: &Provider,
+) -> Result<Option<Frame<Bytes>>, GatewayError> {
     let first = tokio::time::timeout(provider.timeouts.first_byte, inner.frame()).await;
     match first {
         Err(_) => Err(upstream_error(provider, UpstreamError::FirstByteTimeout)),
@@ -248,20 +298,27 @@ async fn peek_first(inner: &mut Body, provider: &Provider) -> Result<Option<Fram
 }
 
 fn upstream_error(provider: &Provider, error: UpstreamError) -> GatewayError {
-    GatewayError::Upstream { provider: provider.name.clone(), error }
+    GatewayError::Upstream {
+        provider: provider.name.clone(),
+        error,
+    }
 }
 
 fn text(status: StatusCode, s: &'static str) -> Response<Body> {
     let mut resp = Response::new(body::full(Bytes::from_static(s.as_bytes())));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp
 }
 
 fn json(status: StatusCode, bytes: Bytes) -> Response<Body> {
     let mut resp = Response::new(body::full(bytes));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 

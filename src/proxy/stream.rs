@@ -35,7 +35,12 @@ pub struct Forward {
 }
 
 impl Forward {
-    pub fn new(inner: Body, first: Option<Frame<Bytes>>, provider: Arc<Provider>, sse: bool) -> Self {
+    pub fn new(
+        inner: Body,
+        first: Option<Frame<Bytes>>,
+        provider: Arc<Provider>,
+        sse: bool,
+    ) -> Self {
         let idle = provider.timeouts.idle;
         let now = Instant::now();
         Forward {
@@ -55,7 +60,10 @@ impl Forward {
         self.done = true;
         tracing::warn!(provider = %self.provider.name, error = %error, "upstream response broke off");
         if self.sse {
-            let e = GatewayError::Upstream { provider: self.provider.name.clone(), error };
+            let e = GatewayError::Upstream {
+                provider: self.provider.name.clone(),
+                error,
+            };
             Poll::Ready(Some(Ok(Frame::data(sse_error_event(&e)))))
         } else {
             Poll::Ready(Some(Err(Box::new(error))))

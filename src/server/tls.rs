@@ -13,16 +13,33 @@ use crate::config::{Problem, TlsConfig};
 pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, Problem> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
         .and_then(Iterator::collect)
-        .map_err(|e| Problem::new("listen.tls.cert", format!("cannot read certificates from {}: {e}", cfg.cert.display())))?;
+        .map_err(|e| {
+            Problem::new(
+                "listen.tls.cert",
+                format!("cannot read certificates from {}: {e}", cfg.cert.display()),
+            )
+        })?;
     if certs.is_empty() {
-        return Err(Problem::new("listen.tls.cert", format!("no certificate found in {}", cfg.cert.display())));
+        return Err(Problem::new(
+            "listen.tls.cert",
+            format!("no certificate found in {}", cfg.cert.display()),
+        ));
     }
-    let key = PrivateKeyDer::from_pem_file(&cfg.key)
-        .map_err(|e| Problem::new("listen.tls.key", format!("cannot read a private key from {}: {e}", cfg.key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| {
+        Problem::new(
+            "listen.tls.key",
+            format!("cannot read a private key from {}: {e}", cfg.key.display()),
+        )
+    })?;
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| Problem::new("listen.tls", format!("certificate and key do not work together: {e}")))?;
+        .map_err(|e| {
+            Problem::new(
+                "listen.tls",
+                format!("certificate and key do not work together: {e}"),
+            )
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

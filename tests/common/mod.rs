@@ -51,7 +51,11 @@ pub enum Step {
 /// How an upstream answers.
 #[derive(Clone)]
 pub enum Reply {
-    Json { status: u16, body: String, delay: Duration },
+    Json {
+        status: u16,
+        body: String,
+        delay: Duration,
+    },
     Sse(Vec<Step>),
 }
 
@@ -75,7 +79,9 @@ impl Upstream {
         let (r, d, c) = (requests.clone(), stream_dropped.clone(), calls.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (r, d, c, reply) = (r.clone(), d.clone(), c.clone(), reply.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -99,7 +105,13 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, requests, stream_dropped, calls, _task: task }
+        Upstream {
+            addr,
+            requests,
+            stream_dropped,
+            calls,
+            _task: task,
+        }
     }
 
     pub fn base_url(&self) -> String {
@@ -107,25 +119,47 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Recorded {
-        self.requests.lock().unwrap().last().cloned().expect("upstream saw no request")
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw no request")
     }
 }
 
-type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+type TestBody =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 async fn answer(reply: Reply, dropped: Arc<AtomicBool>) -> Response<TestBody> {
     match reply {
-        Reply::Json { status, body, delay } => {
+        Reply::Json {
+            status,
+            body,
+            delay,
+        } => {
             tokio::time::sleep(delay).await;
-            let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync());
+            let mut resp = Response::new(
+                Full::new(Bytes::from(body))
+                    .map_err(|e| match e {})
+                    .boxed_unsync(),
+            );
             *resp.status_mut() = StatusCode::from_u16(status).unwrap();
-            resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+            resp.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
             resp
         }
         Reply::Sse(steps) => {
-            let body = Scripted { steps, at: 0, sleep: None, dropped, finished: false };
+            let body = Scripted {
+                steps,
+                at: 0,
+                sleep: None,
+                dropped,
+                finished: false,
+            };
             let mut resp = Response::new(body.boxed_unsync());
-            resp.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            resp.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
             resp
         }
     }
@@ -152,7 +186,10 @@ impl HttpBody for Scripted {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         loop {
             if let Some(sleep) = self.sleep.as_mut() {
                 if sleep.as_mut().poll(cx).is_pending() {
@@ -193,7 +230,11 @@ pub fn chat_chunk(content: &str) -> Step {
 pub const CHAT_RESPONSE: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
 
 pub fn json_reply(body: &str) -> Reply {
-    Reply::Json { status: 200, body: body.to_string(), delay: Duration::ZERO }
+    Reply::Json {
+        status: 200,
+        body: body.to_string(),
+        delay: Duration::ZERO,
+    }
 }
 
 /// A gateway config with one client (`KEY`) and an `up` provider at `base_url`.
@@ -238,7 +279,8 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     pub fn text(&self) -> String {
@@ -247,7 +289,10 @@ impl Answer {
 
     /// The OpenAI error code of an error answer.
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -255,13 +300,17 @@ impl Answer {
 /// body is left to the caller.
 pub async fn send_raw(addr: SocketAddr, req: Request<Full<Bytes>>) -> Response<Incoming> {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     sender.send_request(req).await.unwrap()
 }
 
 pub fn post(path: &str, key: Option<&str>, body: &str) -> Request<Full<Bytes>> {
-    let mut b = Request::post(path).header("host", "localhost").header("content-type", "application/json");
+    let mut b = Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json");
     if let Some(k) = key {
         b = b.header("authorization", format!("Bearer {k}"));
     }
@@ -277,20 +326,29 @@ pub fn get(path: &str, key: Option<&str>) -> Request<Full<Bytes>> {
 }
 
 pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
-    let resp = tokio::time::timeout(Duration::from_secs(10), send_raw(addr, req)).await.expect("no response head");
+    let resp = tokio::time::timeout(Duration::from_secs(10), send_raw(addr, req))
+        .await
+        .expect("no response head");
     let (parts, body) = resp.into_parts();
     let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
         .await
         .expect("body never ended")
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    Answer { status: parts.status, headers: parts.headers, body }
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// Read a streaming body frame by frame, with each frame's arrival time since `start`.
 pub async fn frames(body: &mut Incoming, start: tokio::time::Instant) -> Vec<(Duration, Bytes)> {
     let mut out = Vec::new();
-    while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.expect("stream hung") {
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("stream hung")
+    {
         match frame {
             Ok(f) => {
                 if let Ok(data) = f.into_data() {
