@@ -48,6 +48,23 @@ async fn chat_is_routed_and_passed_through_untouched() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&config(&up.base_url(), "")).await;
+    for _ in 0..5 {
+        let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), CHAT)).await;
+        assert_eq!(a.status, 200);
+    }
+    assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 5);
+    assert_eq!(
+        up.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one pooled connection served all five"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn aliases_completions_and_embeddings_route() {
     let up = Upstream::start(json_reply(r#"{"ok":true}"#)).await;
     let gw = gateway(&config(&up.base_url(), "")).await;

@@ -203,3 +203,45 @@ async fn the_built_in_mock_streams_with_usage() {
     assert!(all.contains("\"usage\":{"), "{all}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_disconnects_before_the_answer_cancels_the_upstream_request() {
+    use tokio::io::AsyncReadExt;
+    // A raw upstream that reads the request, never answers, and notes when sluice
+    // closes the connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = closed.clone();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        flag.store(true, Ordering::SeqCst);
+    });
+    let gw = gateway(
+        &config(&format!("http://{addr}/v1"), "").replace("first_byte: 1s", "first_byte: 30s"),
+    )
+    .await;
+    let req = tokio::spawn(send_raw(
+        gw.data_addr,
+        post("/v1/chat/completions", Some(KEY), r#"{"model":"up/m"}"#),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!closed.load(Ordering::SeqCst));
+    req.abort(); // the client goes away while the provider is still thinking
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !closed.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream request was not cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.shutdown().await;
+}

@@ -66,6 +66,8 @@ pub struct Upstream {
     /// Set when a streamed response body was dropped before it finished.
     pub stream_dropped: Arc<AtomicBool>,
     pub calls: Arc<AtomicUsize>,
+    /// TCP connections accepted.
+    pub connections: Arc<AtomicUsize>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -76,12 +78,19 @@ impl Upstream {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stream_dropped = Arc::new(AtomicBool::new(false));
         let calls = Arc::new(AtomicUsize::new(0));
-        let (r, d, c) = (requests.clone(), stream_dropped.clone(), calls.clone());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (r, d, c, n) = (
+            requests.clone(),
+            stream_dropped.clone(),
+            calls.clone(),
+            connections.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                n.fetch_add(1, Ordering::SeqCst);
                 let (r, d, c, reply) = (r.clone(), d.clone(), c.clone(), reply.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -110,6 +119,7 @@ impl Upstream {
             requests,
             stream_dropped,
             calls,
+            connections,
             _task: task,
         }
     }
