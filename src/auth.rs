@@ -89,10 +89,7 @@ mod tests {
     fn digest_round_trips_through_hex() {
         let d = digest(b"abc");
         let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(
-            hex,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(parse_digest(&hex.to_uppercase()), Some(d));
         assert_eq!(parse_digest("zz"), None);
         assert_eq!(parse_digest(&"g".repeat(64)), None);

@@ -22,23 +22,13 @@ pub enum Command {
     /// Run the gateway: the OpenAI-compatible data plane and the admin listener.
     Serve {
         /// The config file.
-        #[arg(
-            long,
-            short,
-            env = "SLUICE_CONFIG",
-            default_value = "config/sluice.yaml"
-        )]
+        #[arg(long, short, env = "SLUICE_CONFIG", default_value = "config/sluice.yaml")]
         config: PathBuf,
     },
     /// Validate a config file; prints `file:line:col: message` and exits 1 on error.
     Check {
         /// The config file.
-        #[arg(
-            long,
-            short,
-            env = "SLUICE_CONFIG",
-            default_value = "config/sluice.yaml"
-        )]
+        #[arg(long, short, env = "SLUICE_CONFIG", default_value = "config/sluice.yaml")]
         config: PathBuf,
     },
     /// Run a fast fake OpenAI-compatible provider (for demos, tests and load tests).
@@ -47,10 +37,7 @@ pub enum Command {
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sluice: cannot start the async runtime: {e}");

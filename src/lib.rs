@@ -21,6 +21,7 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod flags;
 pub mod mock;
 pub mod providers;
 pub mod proxy;

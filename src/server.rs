@@ -87,10 +87,7 @@ pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 /// Everything `check` verifies and `serve` needs before binding: the snapshot and TLS.
@@ -103,9 +100,7 @@ pub struct Prepared {
 /// Build the snapshot and TLS from a loaded config; problems are located in the file.
 pub fn prepare(loaded: Loaded) -> Result<Prepared, ConfigError> {
     let mut problems: Vec<Problem> = Vec::new();
-    let snapshot = Snapshot::build(&loaded.config)
-        .map_err(|p| problems.extend(p))
-        .ok();
+    let snapshot = Snapshot::build(&loaded.config).map_err(|p| problems.extend(p)).ok();
     let tls = match &loaded.config.listen.tls {
         None => None,
         Some(t) => tls::acceptor(t).map_err(|p| problems.push(p)).ok(),
@@ -122,11 +117,7 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, ConfigError> {
 
 /// Bind both listeners and start serving in the background.
 pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
-    let Prepared {
-        snapshot,
-        tls,
-        config,
-    } = prepared;
+    let Prepared { snapshot, tls, config } = prepared;
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -149,14 +140,7 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     let gateway = Arc::new(Gateway::new(snapshot));
     let (stop, stopped) = watch::channel(false);
 
-    let task = tokio::spawn(run(
-        Arc::clone(&gateway),
-        data,
-        admin,
-        tls,
-        settings,
-        stopped,
-    ));
+    let task = tokio::spawn(run(Arc::clone(&gateway), data, admin, tls, settings, stopped));
     tracing::info!(%data_addr, %admin_addr, "sluice is serving");
     Ok(Running {
         data_addr,
@@ -259,9 +243,7 @@ fn spawn_connection<S>(
     settings: &ListenSettings,
     service: S,
 ) where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Send
-        + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
 {
     let _ = stream.set_nodelay(true);
@@ -271,24 +253,19 @@ fn spawn_connection<S>(
     tokio::spawn(async move {
         let result = match tls {
             None => {
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 match watcher {
                     Some(w) => w.watch(conn).await,
                     None => conn.await,
                 }
             }
             Some(acceptor) => {
-                let tls_stream =
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => return tracing::debug!("TLS handshake timed out"),
-                    };
-                let conn = builder
-                    .serve_connection(TokioIo::new(tls_stream), service)
-                    .into_owned();
+                let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => return tracing::debug!("TLS handshake timed out"),
+                };
+                let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
                 match watcher {
                     Some(w) => w.watch(conn).await,
                     None => conn.await,
@@ -305,9 +282,7 @@ fn spawn_connection<S>(
 fn admin_handle(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     let (status, text) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok"),
-        "/readyz" if gateway.draining.load(Ordering::SeqCst) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "draining")
-        }
+        "/readyz" if gateway.draining.load(Ordering::SeqCst) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
         "/readyz" => (StatusCode::OK, "ready"),
         _ => (StatusCode::NOT_FOUND, "not found"),
     };
@@ -317,10 +292,7 @@ fn admin_handle(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// Run until `signal` resolves, then shut down gracefully.
-pub async fn serve_until(
-    prepared: Prepared,
-    signal: impl Future<Output = ()>,
-) -> Result<(), StartError> {
+pub async fn serve_until(prepared: Prepared, signal: impl Future<Output = ()>) -> Result<(), StartError> {
     let running = start(prepared).await?;
     signal.await;
     tracing::info!("shutdown signal received");

@@ -107,7 +107,5 @@ fn models_json(config: &Config) -> Bytes {
         .into_iter()
         .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "sluice"}))
         .collect();
-    serde_json::json!({"object": "list", "data": data})
-        .to_string()
-        .into()
+    serde_json::json!({"object": "list", "data": data}).to_string().into()
 }

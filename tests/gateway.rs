@@ -16,8 +16,7 @@ async fn chat_is_routed_and_passed_through_untouched() {
     let gw = gateway(&config(&up.base_url(), "")).await;
 
     let mut req = post("/v1/chat/completions", Some(KEY), CHAT);
-    req.headers_mut()
-        .insert("x-request-id", "req-123".parse().unwrap());
+    req.headers_mut().insert("x-request-id", "req-123".parse().unwrap());
     req.headers_mut()
         .insert("openai-beta", "assistants=v2".parse().unwrap());
     let a = send(gw.data_addr, req).await;
@@ -32,10 +31,7 @@ async fn chat_is_routed_and_passed_through_untouched() {
     let r = up.last();
     assert_eq!(r.method, "POST");
     assert_eq!(r.path_and_query, "/v1/chat/completions");
-    assert_eq!(
-        r.headers["authorization"],
-        format!("Bearer {PROVIDER_KEY}").as_str()
-    );
+    assert_eq!(r.headers["authorization"], format!("Bearer {PROVIDER_KEY}").as_str());
     assert_eq!(
         r.headers["openai-beta"], "assistants=v2",
         "other client headers are forwarded"
@@ -70,17 +66,10 @@ async fn aliases_completions_and_embeddings_route() {
     let gw = gateway(&config(&up.base_url(), "")).await;
     for (path, upstream_path) in [
         ("/v1/chat/completions", "/v1/chat/completions"),
-        (
-            "/v1/completions?api-version=1",
-            "/v1/completions?api-version=1",
-        ),
+        ("/v1/completions?api-version=1", "/v1/completions?api-version=1"),
         ("/v1/embeddings", "/v1/embeddings"),
     ] {
-        let a = send(
-            gw.data_addr,
-            post(path, Some(KEY), r#"{"model":"fast","input":"x"}"#),
-        )
-        .await;
+        let a = send(gw.data_addr, post(path, Some(KEY), r#"{"model":"fast","input":"x"}"#)).await;
         assert_eq!(a.status, 200, "{path}: {}", a.text());
         let r = up.last();
         assert_eq!(r.path_and_query, upstream_path);
@@ -88,10 +77,7 @@ async fn aliases_completions_and_embeddings_route() {
         assert_eq!(r.json()["input"], "x");
         // A generated request id is 32 hex digits.
         let id = a.headers["x-request-id"].to_str().unwrap();
-        assert!(
-            id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()),
-            "{id}"
-        );
+        assert!(id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
     }
     gw.shutdown().await;
 }
@@ -109,10 +95,7 @@ async fn models_lists_aliases_and_provider_models() {
         .map(|m| m["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, ["fast", "up/gpt-x"]);
-    assert_eq!(
-        send(gw.data_addr, get("/v1/models", None)).await.status,
-        401
-    );
+    assert_eq!(send(gw.data_addr, get("/v1/models", None)).await.status, 401);
     let h = send(gw.data_addr, get("/healthz", None)).await;
     assert_eq!((h.status.as_u16(), h.text().as_str()), (200, "ok"));
     gw.shutdown().await;
@@ -123,22 +106,11 @@ async fn bad_keys_are_refused_before_anything_else() {
     let up = Upstream::start(json_reply("{}")).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let a = send(gw.data_addr, post("/v1/chat/completions", None, CHAT)).await;
-    assert_eq!(
-        (a.status.as_u16(), a.error_code().as_str()),
-        (401, "missing_api_key")
-    );
-    let a = send(
-        gw.data_addr,
-        post("/v1/chat/completions", Some("sk-wrong"), CHAT),
-    )
-    .await;
-    assert_eq!(
-        (a.status.as_u16(), a.error_code().as_str()),
-        (401, "invalid_api_key")
-    );
+    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (401, "missing_api_key"));
+    let a = send(gw.data_addr, post("/v1/chat/completions", Some("sk-wrong"), CHAT)).await;
+    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (401, "invalid_api_key"));
     let mut req = post("/v1/chat/completions", None, CHAT);
-    req.headers_mut()
-        .insert("authorization", "Basic abc".parse().unwrap());
+    req.headers_mut().insert("authorization", "Basic abc".parse().unwrap());
     assert_eq!(send(gw.data_addr, req).await.status, 401);
     assert_eq!(
         up.calls.load(std::sync::atomic::Ordering::SeqCst),
@@ -155,18 +127,8 @@ async fn bad_requests_get_openai_shaped_errors() {
     let cases: &[(&str, &str, u16, &str)] = &[
         ("/v1/chat/completions", "{\"model\":", 400, "invalid_json"),
         ("/v1/chat/completions", "[1,2]", 400, "invalid_json"),
-        (
-            "/v1/chat/completions",
-            r#"{"messages":[]}"#,
-            400,
-            "missing_model",
-        ),
-        (
-            "/v1/chat/completions",
-            r#"{"model":7}"#,
-            400,
-            "invalid_type",
-        ),
+        ("/v1/chat/completions", r#"{"messages":[]}"#, 400, "missing_model"),
+        ("/v1/chat/completions", r#"{"model":7}"#, 400, "invalid_type"),
         (
             "/v1/chat/completions",
             r#"{"model":"up/x","stream":"yes"}"#,
@@ -185,12 +147,7 @@ async fn bad_requests_get_openai_shaped_errors() {
             404,
             "model_not_found",
         ),
-        (
-            "/v1/chat/completions",
-            r#"{"model":"up/"}"#,
-            404,
-            "model_not_found",
-        ),
+        ("/v1/chat/completions", r#"{"model":"up/"}"#, 404, "model_not_found"),
         ("/v1/assistants", "{}", 404, "unknown_url"),
     ];
     for (path, body, status, code) in cases {
@@ -209,10 +166,7 @@ async fn bad_requests_get_openai_shaped_errors() {
     );
     let big = format!(r#"{{"model":"up/gpt-x","pad":"{}"}}"#, "x".repeat(4096));
     let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), &big)).await;
-    assert_eq!(
-        (a.status.as_u16(), a.error_code().as_str()),
-        (413, "request_too_large")
-    );
+    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (413, "request_too_large"));
     assert_eq!(
         up.calls.load(std::sync::atomic::Ordering::SeqCst),
         0,
@@ -223,7 +177,8 @@ async fn bad_requests_get_openai_shaped_errors() {
 
 #[tokio::test]
 async fn upstream_errors_pass_through_with_their_body() {
-    let body = r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+    let body =
+        r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
     let up = Upstream::start(Reply::Json {
         status: 429,
         body: body.into(),
@@ -251,10 +206,7 @@ async fn refused_upstream_is_a_502() {
         (a.status.as_u16(), a.error_code().as_str()),
         (502, "upstream_connect_failed")
     );
-    assert!(a.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("provider `up`"));
+    assert!(a.json()["error"]["message"].as_str().unwrap().contains("provider `up`"));
     gw.shutdown().await;
 }
 
@@ -268,10 +220,7 @@ async fn slow_upstream_is_a_504() {
     .await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), CHAT)).await;
-    assert_eq!(
-        (a.status.as_u16(), a.error_code().as_str()),
-        (504, "upstream_timeout")
-    );
+    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (504, "upstream_timeout"));
     gw.shutdown().await;
 }
 
@@ -306,13 +255,10 @@ async fn slow_request_body_is_a_408() {
     );
     s.write_all(head.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::io::AsyncReadExt::read(&mut s, &mut buf),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut s, &mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_timeout"), "{text}");

@@ -45,10 +45,7 @@ async fn shutdown_drains_a_live_stream_and_refuses_new_connections() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still accepting after shutdown began"
     );
-    assert!(
-        !shutdown.is_finished(),
-        "shutdown must wait for the live stream"
-    );
+    assert!(!shutdown.is_finished(), "shutdown must wait for the live stream");
     let ready = send(admin, get("/readyz", None)).await;
     assert_eq!(
         (ready.status.as_u16(), ready.text().as_str()),
@@ -68,14 +65,8 @@ async fn shutdown_drains_a_live_stream_and_refuses_new_connections() {
 #[tokio::test]
 async fn shutdown_gives_up_after_the_grace_period() {
     let up = Upstream::start(paced(100, 100)).await;
-    let gw =
-        gateway(&config(&up.base_url(), "").replace("shutdown_grace: 5s", "shutdown_grace: 300ms"))
-            .await;
-    let resp = send_raw(
-        gw.data_addr,
-        post("/v1/chat/completions", Some(KEY), STREAM_REQ),
-    )
-    .await;
+    let gw = gateway(&config(&up.base_url(), "").replace("shutdown_grace: 5s", "shutdown_grace: 300ms")).await;
+    let resp = send_raw(gw.data_addr, post("/v1/chat/completions", Some(KEY), STREAM_REQ)).await;
     let mut body = resp.into_body();
     let _ = body.frame().await;
     let start = Instant::now();
@@ -139,21 +130,15 @@ async fn tls_is_terminated_with_alpn() {
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let tls = connector.connect(name, tcp).await.unwrap();
         let io = hyper_util::rt::TokioIo::new(tls);
-        let req = http::Request::post(format!(
-            "https://localhost:{}/v1/chat/completions",
-            gw.data_addr.port()
-        ))
-        .header("authorization", format!("Bearer {KEY}"))
-        .header("host", "localhost")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            r#"{"model":"fast"}"#,
-        )))
-        .unwrap();
+        let req = http::Request::post(format!("https://localhost:{}/v1/chat/completions", gw.data_addr.port()))
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("host", "localhost")
+            .body(http_body_util::Full::new(bytes::Bytes::from(r#"{"model":"fast"}"#)))
+            .unwrap();
         let resp = if version == http::Version::HTTP_2 {
-            let (mut s, c) =
-                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                    .await
-                    .unwrap();
+            let (mut s, c) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
             tokio::spawn(c);
             s.send_request(req).await.unwrap()
         } else {
@@ -169,10 +154,9 @@ async fn tls_is_terminated_with_alpn() {
     // Cleartext to a TLS listener gets nothing useful.
     let a = tokio::time::timeout(Duration::from_secs(3), async {
         let stream = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
-        let (mut s, c) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
+        let (mut s, c) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
         tokio::spawn(c);
         s.send_request(get("/healthz", None)).await
     })
@@ -225,27 +209,15 @@ async fn provider_and_gateway_keys_never_reach_logs_or_responses() {
         "  ok:\n    kind: openai\n    base_url: {}\n    api_key: {PROVIDER_KEY}\n  dead:\n    kind: openai\n    base_url: http://127.0.0.1:{port}/v1\n    api_key: {PROVIDER_KEY}\n    headers: {{x-secret-header: {PROVIDER_KEY}}}\n",
         ok.base_url()
     );
-    let yaml = config(&broken.base_url(), "log: {access_log: true}")
-        .replace("aliases:", &format!("{extra}aliases:"));
+    let yaml = config(&broken.base_url(), "log: {access_log: true}").replace("aliases:", &format!("{extra}aliases:"));
     let gw = gateway(&yaml).await;
 
     let mut answers = Vec::new();
-    for (model, stream) in [
-        ("ok/m", false),
-        ("dead/m", false),
-        ("up/m", true),
-        ("nope", false),
-    ] {
+    for (model, stream) in [("ok/m", false), ("dead/m", false), ("up/m", true), ("nope", false)] {
         let body = format!(r#"{{"model":"{model}","stream":{stream}}}"#);
         answers.push(send(gw.data_addr, post("/v1/chat/completions", Some(KEY), &body)).await);
     }
-    answers.push(
-        send(
-            gw.data_addr,
-            post("/v1/chat/completions", Some("sk-wrong-key"), "{}"),
-        )
-        .await,
-    );
+    answers.push(send(gw.data_addr, post("/v1/chat/completions", Some("sk-wrong-key"), "{}")).await);
     gw.shutdown().await;
 
     assert_eq!(answers[0].status, 200);
@@ -264,10 +236,7 @@ async fn provider_and_gateway_keys_never_reach_logs_or_responses() {
         assert!(!all.contains(KEY), "gateway key in a response: {all}");
     }
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        logs.contains("request failed"),
-        "the failures were logged: {logs}"
-    );
+    assert!(logs.contains("request failed"), "the failures were logged: {logs}");
     assert!(
         logs.contains("client=\"app\""),
         "the access log names the client: {logs}"
@@ -289,11 +258,7 @@ fn check_accepts_the_example_config_and_locates_errors() {
         .args(["check", "--config", "config/sluice.yaml"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 
     let dir = temp_dir("check");
@@ -314,11 +279,7 @@ fn check_accepts_the_example_config_and_locates_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = text
-        .lines()
-        .position(|l| l.contains("base_url_typo"))
-        .unwrap()
-        + 1;
+    let line = text.lines().position(|l| l.contains("base_url_typo")).unwrap() + 1;
     assert!(
         stderr.starts_with(&format!(
             "{}:{line}:5: providers.openai.base_url_typo: unknown field",
@@ -330,17 +291,9 @@ fn check_accepts_the_example_config_and_locates_errors() {
 
     let text = text.replace("    base_url_typo: x\n", "");
     std::fs::write(&bad, &text).unwrap();
-    let out = sluice()
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = sluice().args(["check", "--config"]).arg(&bad).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = text
-        .lines()
-        .position(|l| l.contains("nowhere/mock-1"))
-        .unwrap()
-        + 1;
+    let line = text.lines().position(|l| l.contains("nowhere/mock-1")).unwrap() + 1;
     assert!(
         stderr.starts_with(&format!(
             "{}:{line}:9: aliases.demo: unknown provider `nowhere`",
@@ -367,10 +320,7 @@ fn serve_exits_cleanly_on_sigterm() {
         .unwrap()
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{data}"))
         .replace("127.0.0.1:8081", &format!("127.0.0.1:{admin}"));
-    std::fs::File::create(&cfg)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    std::fs::File::create(&cfg).unwrap().write_all(text.as_bytes()).unwrap();
     let mut child = sluice()
         .args(["serve", "--config"])
         .arg(&cfg)
@@ -379,10 +329,7 @@ fn serve_exits_cleanly_on_sigterm() {
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sluice serve never listened"
-        );
+        assert!(std::time::Instant::now() < deadline, "sluice serve never listened");
         std::thread::sleep(Duration::from_millis(50));
     }
     let status = Command::new("kill")

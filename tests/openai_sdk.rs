@@ -55,15 +55,10 @@ async fn the_openai_python_sdk_works_through_sluice() {
     assert!(v["chat"]["content"].as_str().is_some_and(|c| !c.is_empty()));
     assert_eq!(v["chat"]["finish_reason"], "stop");
     assert!(v["chat"]["total_tokens"].as_u64().unwrap() > 0);
-    assert_eq!(
-        v["stream"]["chunks"], 12,
-        "the example mock answers in 12 chunks"
-    );
+    assert_eq!(v["stream"]["chunks"], 12, "the example mock answers in 12 chunks");
     assert_eq!(v["stream"]["finish_reason"], "stop");
     assert!(v["stream"]["total_tokens"].as_u64().unwrap() > 0);
-    assert!(v["completion"]["text"]
-        .as_str()
-        .is_some_and(|c| !c.is_empty()));
+    assert!(v["completion"]["text"].as_str().is_some_and(|c| !c.is_empty()));
     assert_eq!(v["embeddings"]["count"], 2);
     assert_eq!(
         v["models"],

@@ -10,8 +10,7 @@ use std::time::Duration;
 use common::*;
 use tokio::time::Instant;
 
-const STREAM_REQ: &str =
-    r#"{"model":"up/gpt-x","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+const STREAM_REQ: &str = r#"{"model":"up/gpt-x","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
 
 fn ms(n: u64) -> Step {
     Step::Wait(Duration::from_millis(n))
@@ -29,11 +28,7 @@ async fn sse_is_forwarded_chunk_by_chunk_as_it_arrives() {
     let gw = gateway(&config(&up.base_url(), "")).await;
 
     let start = Instant::now();
-    let resp = send_raw(
-        gw.data_addr,
-        post("/v1/chat/completions", Some(KEY), STREAM_REQ),
-    )
-    .await;
+    let resp = send_raw(gw.data_addr, post("/v1/chat/completions", Some(KEY), STREAM_REQ)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut body = resp.into_body();
@@ -79,17 +74,12 @@ async fn a_stream_that_breaks_ends_with_an_error_event() {
     .await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let start = Instant::now();
-    let resp = send_raw(
-        gw.data_addr,
-        post("/v1/chat/completions", Some(KEY), STREAM_REQ),
-    )
-    .await;
+    let resp = send_raw(gw.data_addr, post("/v1/chat/completions", Some(KEY), STREAM_REQ)).await;
     assert_eq!(resp.status(), 200);
     let got = frames(&mut resp.into_body(), start).await;
     assert_eq!(got.len(), 3, "{got:?}");
     let last = String::from_utf8_lossy(&got[2].1).into_owned();
-    let json: serde_json::Value =
-        serde_json::from_str(last.strip_prefix("data: ").unwrap().trim()).unwrap();
+    let json: serde_json::Value = serde_json::from_str(last.strip_prefix("data: ").unwrap().trim()).unwrap();
     assert_eq!(json["error"]["code"], "upstream_stream_broken");
     assert_eq!(json["error"]["type"], "upstream_error");
     gw.shutdown().await;
@@ -98,27 +88,14 @@ async fn a_stream_that_breaks_ends_with_an_error_event() {
 #[tokio::test]
 async fn a_silent_stream_hits_the_idle_timeout() {
     // idle is 500 ms in the test config.
-    let up = Upstream::start(Reply::Sse(vec![
-        chat_chunk("a"),
-        ms(5_000),
-        chat_chunk("never"),
-    ]))
-    .await;
+    let up = Upstream::start(Reply::Sse(vec![chat_chunk("a"), ms(5_000), chat_chunk("never")])).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let start = Instant::now();
-    let resp = send_raw(
-        gw.data_addr,
-        post("/v1/chat/completions", Some(KEY), STREAM_REQ),
-    )
-    .await;
+    let resp = send_raw(gw.data_addr, post("/v1/chat/completions", Some(KEY), STREAM_REQ)).await;
     let got = frames(&mut resp.into_body(), start).await;
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(String::from_utf8_lossy(&got[1].1).contains("upstream_idle_timeout"));
-    assert!(
-        got[1].0 < Duration::from_secs(3),
-        "the stream ended at {:?}",
-        got[1].0
-    );
+    assert!(got[1].0 < Duration::from_secs(3), "the stream ended at {:?}", got[1].0);
     gw.shutdown().await;
 }
 
@@ -126,11 +103,7 @@ async fn a_silent_stream_hits_the_idle_timeout() {
 async fn a_stream_that_fails_before_its_first_event_is_a_502() {
     let up = Upstream::start(Reply::Sse(vec![ms(20), Step::Break])).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
-    let a = send(
-        gw.data_addr,
-        post("/v1/chat/completions", Some(KEY), STREAM_REQ),
-    )
-    .await;
+    let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), STREAM_REQ)).await;
     assert_eq!(
         (a.status.as_u16(), a.error_code().as_str()),
         (502, "upstream_stream_broken")
@@ -143,15 +116,8 @@ async fn a_stream_with_no_first_event_in_time_is_a_504() {
     // first_byte is 1 s in the test config; the head arrives at once, the first event never.
     let up = Upstream::start(Reply::Sse(vec![ms(5_000), chat_chunk("late")])).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
-    let a = send(
-        gw.data_addr,
-        post("/v1/chat/completions", Some(KEY), STREAM_REQ),
-    )
-    .await;
-    assert_eq!(
-        (a.status.as_u16(), a.error_code().as_str()),
-        (504, "upstream_timeout")
-    );
+    let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), STREAM_REQ)).await;
+    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (504, "upstream_timeout"));
     gw.shutdown().await;
 }
 
@@ -164,24 +130,14 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     }
     let up = Upstream::start(Reply::Sse(steps)).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
-    let resp = send_raw(
-        gw.data_addr,
-        post("/v1/chat/completions", Some(KEY), STREAM_REQ),
-    )
-    .await;
+    let resp = send_raw(gw.data_addr, post("/v1/chat/completions", Some(KEY), STREAM_REQ)).await;
     let mut body = resp.into_body();
-    let _ = http_body_util::BodyExt::frame(&mut body)
-        .await
-        .unwrap()
-        .unwrap();
+    let _ = http_body_util::BodyExt::frame(&mut body).await.unwrap().unwrap();
     assert!(!up.stream_dropped.load(Ordering::SeqCst));
     drop(body); // closes the client connection mid-stream
     let deadline = Instant::now() + Duration::from_secs(3);
     while !up.stream_dropped.load(Ordering::SeqCst) {
-        assert!(
-            Instant::now() < deadline,
-            "the upstream stream was never cancelled"
-        );
+        assert!(Instant::now() < deadline, "the upstream stream was never cancelled");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     gw.shutdown().await;
@@ -224,10 +180,7 @@ async fn a_client_that_disconnects_before_the_answer_cancels_the_upstream_reques
         }
         flag.store(true, Ordering::SeqCst);
     });
-    let gw = gateway(
-        &config(&format!("http://{addr}/v1"), "").replace("first_byte: 1s", "first_byte: 30s"),
-    )
-    .await;
+    let gw = gateway(&config(&format!("http://{addr}/v1"), "").replace("first_byte: 1s", "first_byte: 30s")).await;
     let req = tokio::spawn(send_raw(
         gw.data_addr,
         post("/v1/chat/completions", Some(KEY), r#"{"model":"up/m"}"#),
@@ -237,10 +190,7 @@ async fn a_client_that_disconnects_before_the_answer_cancels_the_upstream_reques
     req.abort(); // the client goes away while the provider is still thinking
     let deadline = Instant::now() + Duration::from_secs(3);
     while !closed.load(Ordering::SeqCst) {
-        assert!(
-            Instant::now() < deadline,
-            "the upstream request was not cancelled"
-        );
+        assert!(Instant::now() < deadline, "the upstream request was not cancelled");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     gw.shutdown().await;

@@ -341,11 +341,7 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
 }
 
 /// Parse and validate config text. `file` is only used in error messages.
-pub fn parse(
-    text: &str,
-    file: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Loaded, ConfigError> {
+pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
     let (value, locations) = yaml::load(text, env).map_err(|e| ConfigError {
         file: file.to_string(),
         problems: vec![(e.location.line, e.location.col, e.message)],

@@ -45,10 +45,7 @@ fn good_config_loads_with_defaults_and_overrides() {
     let loaded = parse(GOOD, "sluice.yaml", &env).unwrap();
     let c = &loaded.config;
     assert_eq!(c.limits.max_request_body.0, 1 << 20);
-    assert_eq!(
-        c.clients["app"].key.as_ref().unwrap().expose(),
-        "sk-app-secret"
-    );
+    assert_eq!(c.clients["app"].key.as_ref().unwrap().expose(), "sk-app-secret");
     let t = c.providers["openai"].timeouts.resolve(&c.upstream);
     assert_eq!(t.connect, Duration::from_secs(2));
     assert_eq!(t.first_byte, Duration::from_secs(30));
@@ -59,15 +56,9 @@ fn good_config_loads_with_defaults_and_overrides() {
 
 #[test]
 fn unknown_field_is_located() {
-    let text = GOOD.replace(
-        "    timeouts: {first_byte: 30s}",
-        "    timeout: {first_byte: 30s}",
-    );
+    let text = GOOD.replace("    timeouts: {first_byte: 30s}", "    timeout: {first_byte: 30s}");
     let err = errors(&text);
-    assert!(
-        err.starts_with("sluice.yaml:22:5: providers.openai.timeout:"),
-        "{err}"
-    );
+    assert!(err.starts_with("sluice.yaml:22:5: providers.openai.timeout:"), "{err}");
     assert!(err.contains("unknown field `timeout`"), "{err}");
 }
 
@@ -108,10 +99,7 @@ fn secrets_never_appear_in_errors() {
     assert!(!err.contains("123456789"), "{err}");
     let text = GOOD.replace("org-1", "\"bad\\nvalue-sk-zzz\"");
     let err = errors(&text);
-    assert!(
-        err.contains("providers.openai.headers.OpenAI-Organization"),
-        "{err}"
-    );
+    assert!(err.contains("providers.openai.headers.OpenAI-Organization"), "{err}");
     assert!(!err.contains("sk-zzz"), "{err}");
 }
 

@@ -26,20 +26,14 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
 fn limits(config: &Config, problems: &mut Vec<Problem>) {
     let l = &config.limits;
     if l.max_request_body.0 == 0 {
-        problems.push(Problem::new(
-            "limits.max_request_body",
-            "must be greater than zero",
-        ));
+        problems.push(Problem::new("limits.max_request_body", "must be greater than zero"));
     }
     for (name, d) in [
         ("header_read_timeout", l.header_read_timeout),
         ("body_read_timeout", l.body_read_timeout),
     ] {
         if d.0.is_zero() {
-            problems.push(Problem::new(
-                format!("limits.{name}"),
-                "must be greater than zero",
-            ));
+            problems.push(Problem::new(format!("limits.{name}"), "must be greater than zero"));
         }
     }
     if config.listen.data == config.listen.admin && config.listen.data.port() != 0 {
@@ -52,10 +46,7 @@ fn limits(config: &Config, problems: &mut Vec<Problem>) {
 
 fn providers(config: &Config, problems: &mut Vec<Problem>) {
     if config.providers.is_empty() {
-        problems.push(Problem::new(
-            "providers",
-            "at least one provider is required",
-        ));
+        problems.push(Problem::new("providers", "at least one provider is required"));
     }
     for (name, p) in &config.providers {
         let at = format!("providers.{name}");
@@ -84,10 +75,7 @@ fn providers(config: &Config, problems: &mut Vec<Problem>) {
         }
         if let Some(m) = &p.mock {
             if m.error_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
-                problems.push(Problem::new(
-                    format!("{at}.mock.error_rate"),
-                    "must be between 0 and 1",
-                ));
+                problems.push(Problem::new(format!("{at}.mock.error_rate"), "must be between 0 and 1"));
             }
             if m.error_status.is_some_and(|s| !(400..=599).contains(&s)) {
                 problems.push(Problem::new(
@@ -168,18 +156,12 @@ fn clients(config: &Config, problems: &mut Vec<Problem>) {
                 }
             },
             _ => {
-                problems.push(Problem::new(
-                    &at,
-                    "set exactly one of `key` or `key_sha256`",
-                ));
+                problems.push(Problem::new(&at, "set exactly one of `key` or `key_sha256`"));
                 continue;
             }
         };
         if let Some(other) = digests.insert(digest, name) {
-            problems.push(Problem::new(
-                &at,
-                format!("has the same key as client `{other}`"),
-            ));
+            problems.push(Problem::new(&at, format!("has the same key as client `{other}`")));
         }
     }
 }

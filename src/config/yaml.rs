@@ -60,13 +60,7 @@ impl Locations {
             }
             match p.rfind(['.', '[']) {
                 Some(i) => p = &p[..i],
-                None => {
-                    return self
-                        .nodes
-                        .get(".")
-                        .copied()
-                        .unwrap_or(Location { line: 1, col: 1 })
-                }
+                None => return self.nodes.get(".").copied().unwrap_or(Location { line: 1, col: 1 }),
             }
         }
     }
@@ -81,10 +75,7 @@ pub struct YamlError {
 
 /// Parse `text` into a JSON value and the location of each of its nodes.
 /// `env` resolves `${NAME}`; `${NAME:-default}` falls back when it is unset or empty.
-pub fn load(
-    text: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Value, Locations), YamlError> {
+pub fn load(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(Value, Locations), YamlError> {
     let mut builder = Builder {
         env,
         stack: Vec::new(),
@@ -113,6 +104,9 @@ pub fn load(
     Ok((value, locations))
 }
 
+/// The YAML merge key.
+const MERGE_KEY: &str = "<<";
+
 /// A collection being built, with the path it lives at.
 enum Frame {
     Seq {
@@ -123,6 +117,7 @@ enum Frame {
         path: String,
         map: Map<String, Value>,
         key: Option<String>,
+        merges: Vec<Map<String, Value>>,
     },
 }
 
@@ -148,13 +143,9 @@ impl Builder<'_> {
     fn next_path(&self) -> Option<String> {
         match self.stack.last() {
             None => Some(".".to_string()),
-            Some(Frame::Seq { path, items }) => {
-                Some(format!("{}[{}]", root_relative(path), items.len()))
-            }
+            Some(Frame::Seq { path, items }) => Some(format!("{}[{}]", root_relative(path), items.len())),
             Some(Frame::Map { key: None, .. }) => None,
-            Some(Frame::Map {
-                path, key: Some(k), ..
-            }) => Some(join(path, k)),
+            Some(Frame::Map { path, key: Some(k), .. }) => Some(join(path, k)),
         }
     }
 
@@ -166,7 +157,25 @@ impl Builder<'_> {
         match self.stack.last_mut() {
             None => self.root = Some(value),
             Some(Frame::Seq { items, .. }) => items.push(value),
-            Some(Frame::Map { key, map, path }) => match key.take() {
+            Some(Frame::Map { key, map, path, merges }) => match key.take() {
+                // A merge key (`<<: *anchor` or `<<: [*a, *b]`): its mappings fill in the
+                // keys this mapping does not set itself, when the mapping ends.
+                Some(k) if k == MERGE_KEY => match value {
+                    Value::Object(m) => merges.push(m),
+                    Value::Array(items) if items.iter().all(Value::is_object) => {
+                        merges.extend(items.into_iter().filter_map(|v| match v {
+                            Value::Object(m) => Some(m),
+                            _ => None,
+                        }));
+                    }
+                    _ => {
+                        let at = path.clone();
+                        self.fail(
+                            mark,
+                            format!("`<<` (merge key) in `{at}` needs a mapping or a list of mappings"),
+                        );
+                    }
+                },
                 Some(k) => {
                     map.insert(k, value);
                 }
@@ -189,17 +198,9 @@ impl Builder<'_> {
         }
     }
 
-    fn scalar(
-        &mut self,
-        raw: String,
-        style: TScalarStyle,
-        tag: Option<Tag>,
-        mark: Location,
-    ) -> Value {
+    fn scalar(&mut self, raw: String, style: TScalarStyle, tag: Option<Tag>, mark: Location) -> Value {
         let is_key = self.next_path().is_none();
-        let explicit_str = tag
-            .as_ref()
-            .is_some_and(|t| t.handle == "!!" && t.suffix == "str");
+        let explicit_str = tag.as_ref().is_some_and(|t| t.handle == "!!" && t.suffix == "str");
         let plain = style == TScalarStyle::Plain && !explicit_str;
         let interpolated = raw.contains("${") && !is_key;
         let text = if interpolated {
@@ -279,6 +280,7 @@ impl MarkedEventReceiver for Builder<'_> {
                         path,
                         map: Map::new(),
                         key: None,
+                        merges: Vec::new(),
                     }
                 });
             }
@@ -286,7 +288,14 @@ impl MarkedEventReceiver for Builder<'_> {
                 let anchor = self.open_anchors.pop().unwrap_or(0);
                 let value = match self.stack.pop() {
                     Some(Frame::Seq { items, .. }) => Value::Array(items),
-                    Some(Frame::Map { map, .. }) => Value::Object(map),
+                    Some(Frame::Map { mut map, merges, .. }) => {
+                        for merged in merges {
+                            for (k, v) in merged {
+                                map.entry(k).or_insert(v);
+                            }
+                        }
+                        Value::Object(map)
+                    }
                     None => return,
                 };
                 self.push_value(value, anchor, mark);
@@ -295,11 +304,7 @@ impl MarkedEventReceiver for Builder<'_> {
                 Some(value) => self.push_value(value, 0, mark),
                 None => self.fail(mark, "alias to an unknown anchor".to_string()),
             },
-            Event::DocumentStart
-            | Event::DocumentEnd
-            | Event::StreamStart
-            | Event::StreamEnd
-            | Event::Nothing => {}
+            Event::DocumentStart | Event::DocumentEnd | Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
         }
     }
 }
@@ -329,9 +334,7 @@ fn interpolate(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid {
-            return Err(format!(
-                "invalid environment variable name `{name}` in `${{...}}`"
-            ));
+            return Err(format!("invalid environment variable name `{name}` in `${{...}}`"));
         }
         match (env(name).filter(|v| !v.is_empty()), default) {
             (Some(v), _) => out.push_str(&v),
@@ -402,6 +405,14 @@ mod tests {
         assert!(err.message.contains("duplicate key `a`"));
         let err = load("a: [1, 2\nb: 3\n", &env).unwrap_err();
         assert!(err.location.line >= 1);
+    }
+
+    #[test]
+    fn merge_keys_fill_in_without_overriding() {
+        let text = "base: &b {x: 1, y: 2}\nother: &o {z: 3}\nm:\n  y: 9\n  <<: [*b, *o]\n";
+        let (v, _) = load(text, &env).unwrap();
+        assert_eq!(v["m"], json!({"x":1,"y":9,"z":3}));
+        assert!(load("m:\n  <<: 5\n", &env).is_err());
     }
 
     #[test]

@@ -52,27 +52,17 @@ struct StreamOptions {
 pub(crate) fn parse_object<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, BadRequest> {
     // A derived struct would also accept a JSON array; OpenAI wants an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(BadRequest::new(
-            "The request body must be a JSON object.",
-            None,
-        ));
+        return Err(BadRequest::new("The request body must be a JSON object.", None));
     }
-    serde_json::from_slice(body).map_err(|err| {
-        BadRequest::new(
-            format!("We could not parse the JSON body of your request: {err}"),
-            None,
-        )
-    })
+    serde_json::from_slice(body)
+        .map_err(|err| BadRequest::new(format!("We could not parse the JSON body of your request: {err}"), None))
 }
 
 /// The `model` field, required and non-empty.
 pub(crate) fn require_model(model: Option<Text<'_>>) -> Result<Cow<'_, str>, BadRequest> {
     match model {
         Some(Text(model)) if !model.is_empty() => Ok(model),
-        _ => Err(BadRequest::new(
-            "you must provide a model parameter",
-            Some("model"),
-        )),
+        _ => Err(BadRequest::new("you must provide a model parameter", Some("model"))),
     }
 }
 

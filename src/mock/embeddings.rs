@@ -99,14 +99,8 @@ impl<'de> Visitor<'de> for InputVisitor {
         while let Some(element) = seq.next_element::<Element>()? {
             match element {
                 Element::Item(item) if tokens.is_none() => items.push(item),
-                Element::Token(token) if items.is_empty() => {
-                    tokens.get_or_insert_with(Fnv::new).token(token)
-                }
-                _ => {
-                    return Err(de::Error::custom(
-                        "input mixes tokens with strings or token arrays",
-                    ))
-                }
+                Element::Token(token) if items.is_empty() => tokens.get_or_insert_with(Fnv::new).token(token),
+                _ => return Err(de::Error::custom("input mixes tokens with strings or token arrays")),
             }
         }
         items.extend(tokens.map(Fnv::finish));
@@ -233,10 +227,7 @@ fn embed(body: &[u8]) -> Result<Response<Body>, BadRequest> {
         if index > 0 {
             out.push(',');
         }
-        let _ = write!(
-            out,
-            r#"{{"object":"embedding","index":{index},"embedding":"#
-        );
+        let _ = write!(out, r#"{{"object":"embedding","index":{index},"embedding":"#);
         let values = vector(item.seed, dimensions);
         if base64 {
             out.push('"');

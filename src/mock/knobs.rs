@@ -61,21 +61,15 @@ impl Knobs {
     ) -> Result<Self, KnobError> {
         let lookup = Lookup { headers, query };
         Ok(Self {
-            latency: lookup
-                .get(&LATENCY, parse_millis)?
-                .unwrap_or(settings.latency),
-            error_rate: lookup
-                .get(&ERROR_RATE, parse_rate)?
-                .unwrap_or(settings.error_rate),
+            latency: lookup.get(&LATENCY, parse_millis)?.unwrap_or(settings.latency),
+            error_rate: lookup.get(&ERROR_RATE, parse_rate)?.unwrap_or(settings.error_rate),
             error_status: lookup
                 .get(&ERROR_STATUS, parse_status)?
                 .unwrap_or(settings.error_status),
             chunks: lookup
                 .get(&CHUNKS, parse_chunks)?
                 .unwrap_or(settings.chunks.min(MAX_CHUNKS)),
-            chunk_delay: lookup
-                .get(&CHUNK_DELAY, parse_millis)?
-                .unwrap_or(settings.chunk_delay),
+            chunk_delay: lookup.get(&CHUNK_DELAY, parse_millis)?.unwrap_or(settings.chunk_delay),
             break_after: lookup.get(&BREAK_AFTER, parse_count)?,
         })
     }
@@ -93,11 +87,7 @@ struct Lookup<'a> {
 
 impl Lookup<'_> {
     /// The knob's value from the header, else the query, parsed with `parse`.
-    fn get<T>(
-        &self,
-        knob: &'static Knob,
-        parse: fn(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, KnobError> {
+    fn get<T>(&self, knob: &'static Knob, parse: fn(&str) -> Result<T, String>) -> Result<Option<T>, KnobError> {
         let (name, raw) = if let Some(value) = self.headers.get(&knob.header) {
             let name = knob.header_str;
             match value.to_str() {
@@ -114,21 +104,17 @@ impl Lookup<'_> {
         } else {
             return Ok(None);
         };
-        parse(raw.trim())
-            .map(Some)
-            .map_err(|detail| KnobError { name, detail })
+        parse(raw.trim()).map(Some).map_err(|detail| KnobError { name, detail })
     }
 }
 
 /// The first value of `key` in a raw query string (no percent-decoding: knobs are numbers).
 fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
-    query
-        .split('&')
-        .find_map(|pair| match pair.split_once('=') {
-            Some((k, v)) if k == key => Some(v),
-            None if pair == key => Some(""),
-            _ => None,
-        })
+    query.split('&').find_map(|pair| match pair.split_once('=') {
+        Some((k, v)) if k == key => Some(v),
+        None if pair == key => Some(""),
+        _ => None,
+    })
 }
 
 /// Milliseconds as a [`Duration`].
@@ -150,9 +136,7 @@ pub(crate) fn parse_rate(raw: &str) -> Result<f64, String> {
 pub(crate) fn parse_status(raw: &str) -> Result<u16, String> {
     match raw.parse::<u16>() {
         Ok(status) if (400..=599).contains(&status) => Ok(status),
-        _ => Err(format!(
-            "expected an HTTP status between 400 and 599, got {raw:?}"
-        )),
+        _ => Err(format!("expected an HTTP status between 400 and 599, got {raw:?}")),
     }
 }
 

@@ -163,8 +163,6 @@ fn answer(api: Api, knobs: &knobs::Knobs, body: &[u8]) -> Response<Body> {
         Api::Chat => chat::respond(chat::Kind::Chat, knobs, body),
         Api::Completions => chat::respond(chat::Kind::Completion, knobs, body),
         Api::Embeddings => embeddings::respond(body),
-        Api::Models => {
-            render::json_response(StatusCode::OK, Bytes::from_static(render::MODELS_JSON))
-        }
+        Api::Models => render::json_response(StatusCode::OK, Bytes::from_static(render::MODELS_JSON)),
     }
 }

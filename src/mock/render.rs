@@ -13,7 +13,8 @@ use crate::body::{self, Body};
 /// The `GET /v1/models` answer, fixed at compile time.
 pub(crate) const MODELS_JSON: &[u8] = br#"{"object":"list","data":[{"id":"mock-1","object":"model","created":0,"owned_by":"sluice-mock"},{"id":"mock-2","object":"model","created":0,"owned_by":"sluice-mock"},{"id":"mock-embed-1","object":"model","created":0,"owned_by":"sluice-mock"}]}"#;
 
-const INJECTED_ERROR_JSON: &[u8] = br#"{"error":{"message":"mock provider injected error","type":"server_error","param":null,"code":"mock_error"}}"#;
+const INJECTED_ERROR_JSON: &[u8] =
+    br#"{"error":{"message":"mock provider injected error","type":"server_error","param":null,"code":"mock_error"}}"#;
 
 /// Append `s` as a JSON string literal (with quotes).
 pub(crate) fn push_json_str(out: &mut String, s: &str) {
@@ -44,9 +45,7 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
 
 /// Current Unix time in seconds.
 pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Append a number.
@@ -143,13 +142,7 @@ pub(crate) fn error_response(
 
 /// A 400 `invalid_request_error`, optionally naming the offending parameter.
 pub(crate) fn invalid_request(message: &str, param: Option<&str>) -> Response<Body> {
-    error_response(
-        StatusCode::BAD_REQUEST,
-        message,
-        "invalid_request_error",
-        param,
-        None,
-    )
+    error_response(StatusCode::BAD_REQUEST, message, "invalid_request_error", param, None)
 }
 
 /// A request the mock rejects with a 400 `invalid_request_error`.
@@ -160,10 +153,7 @@ pub(crate) struct BadRequest {
 }
 
 impl BadRequest {
-    pub(crate) fn new(
-        message: impl Into<std::borrow::Cow<'static, str>>,
-        param: Option<&'static str>,
-    ) -> Self {
+    pub(crate) fn new(message: impl Into<std::borrow::Cow<'static, str>>, param: Option<&'static str>) -> Self {
         Self {
             message: message.into(),
             param,
@@ -176,11 +166,7 @@ impl BadRequest {
 }
 
 /// A 405 for a known path with the wrong method.
-pub(crate) fn method_not_allowed(
-    method: &Method,
-    path: &str,
-    allow: &'static str,
-) -> Response<Body> {
+pub(crate) fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> Response<Body> {
     let mut response = error_response(
         StatusCode::METHOD_NOT_ALLOWED,
         &format!("Method {method} is not allowed on {path}; use {allow}"),
@@ -188,9 +174,7 @@ pub(crate) fn method_not_allowed(
         None,
         Some("method_not_allowed"),
     );
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
+    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
     response
 }
 

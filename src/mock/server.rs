@@ -111,10 +111,7 @@ pub async fn serve(
 }
 
 /// Read the whole request body, then answer with [`respond`].
-async fn handle(
-    settings: Arc<MockSettings>,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+async fn handle(settings: Arc<MockSettings>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),

@@ -129,9 +129,7 @@ impl SseBody {
         self.push_event(out, |out| {
             out.push_str(match self.spec.kind {
                 Kind::Chat => r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}"#,
-                Kind::Completion => {
-                    r#"{"text":"","index":0,"logprobs":null,"finish_reason":"stop"}"#
-                }
+                Kind::Completion => r#"{"text":"","index":0,"logprobs":null,"finish_reason":"stop"}"#,
             });
         });
     }
@@ -148,10 +146,7 @@ impl Body for SseBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let mut out = String::new();
         loop {

@@ -39,8 +39,7 @@ fn get(path: &'static str) -> Call {
 
 impl Call {
     fn header(mut self, name: &'static str, value: &str) -> Self {
-        self.headers
-            .insert(name, HeaderValue::from_str(value).unwrap());
+        self.headers.insert(name, HeaderValue::from_str(value).unwrap());
         self
     }
 
@@ -119,12 +118,9 @@ async fn chat_completion_shape_and_usage() {
 #[tokio::test]
 async fn chat_default_chunks_and_escaped_model() {
     let v = json(
-        post(
-            "/v1/chat/completions",
-            r#"{"model":"a\"b\\c\u00e9","stream":false}"#,
-        )
-        .run()
-        .await,
+        post("/v1/chat/completions", r#"{"model":"a\"b\\c\u00e9","stream":false}"#)
+            .run()
+            .await,
     )
     .await;
     assert_eq!(v["model"], "a\"b\\cé");
@@ -161,17 +157,13 @@ async fn stream_events(call: Call) -> Vec<String> {
 
 #[tokio::test]
 async fn chat_stream_without_usage() {
-    let events = stream_events(
-        post("/v1/chat/completions", r#"{"model":"m","stream":true}"#).header("x-mock-chunks", "4"),
-    )
-    .await;
+    let events =
+        stream_events(post("/v1/chat/completions", r#"{"model":"m","stream":true}"#).header("x-mock-chunks", "4"))
+            .await;
     // role + 4 content + finish + [DONE]
     assert_eq!(events.len(), 7, "{events:?}");
     assert_eq!(events.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = events[..6]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let chunks: Vec<Value> = events[..6].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
     let id = chunks[0]["id"].as_str().unwrap();
     assert!(id.starts_with("chatcmpl-mock-"));
     for chunk in &chunks {
@@ -187,10 +179,7 @@ async fn chat_stream_without_usage() {
         .iter()
         .map(|c| {
             assert!(c["choices"][0]["finish_reason"].is_null());
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .unwrap()
-                .to_owned()
+            c["choices"][0]["delta"]["content"].as_str().unwrap().to_owned()
         })
         .collect();
     assert_eq!(text, "mock0 mock1 mock2 mock3");
@@ -205,15 +194,9 @@ async fn chat_stream_with_usage() {
     // role + 5 content + finish + usage + [DONE]
     assert_eq!(events.len(), 9, "{events:?}");
     assert_eq!(events[8], "[DONE]");
-    let chunks: Vec<Value> = events[..8]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let chunks: Vec<Value> = events[..8].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
     for chunk in &chunks[..7] {
-        assert!(
-            chunk["usage"].is_null() && chunk.get("usage").is_some(),
-            "{chunk}"
-        );
+        assert!(chunk["usage"].is_null() && chunk.get("usage").is_some(), "{chunk}");
         assert_eq!(chunk["choices"].as_array().unwrap().len(), 1);
     }
     let usage = &chunks[7];
@@ -232,10 +215,7 @@ async fn completion_stream() {
     // 3 content + finish + usage + [DONE]
     assert_eq!(events.len(), 6, "{events:?}");
     assert_eq!(events[5], "[DONE]");
-    let chunks: Vec<Value> = events[..5]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let chunks: Vec<Value> = events[..5].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
     let text: String = chunks[..3]
         .iter()
         .map(|c| c["choices"][0]["text"].as_str().unwrap().to_owned())
@@ -262,11 +242,7 @@ async fn chunk_delay_spreads_frames() {
         text.extend_from_slice(&frame.unwrap().into_data().unwrap());
         frames += 1;
     }
-    assert!(
-        start.elapsed() >= Duration::from_millis(80),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() >= Duration::from_millis(80), "{:?}", start.elapsed());
     assert!(frames >= 5, "{frames} frames");
     assert_eq!(events(std::str::from_utf8(&text).unwrap()).len(), 8);
 }
@@ -312,23 +288,11 @@ async fn injected_errors() {
 #[tokio::test]
 async fn bad_knobs_are_400() {
     for (call, knob) in [
-        (
-            get("/v1/models").header("x-mock-chunks", "many"),
-            "x-mock-chunks",
-        ),
+        (get("/v1/models").header("x-mock-chunks", "many"), "x-mock-chunks"),
         (get("/v1/models").query("error_rate=2"), "error_rate"),
-        (
-            get("/v1/models").query("a=b&error_status=200"),
-            "error_status",
-        ),
-        (
-            get("/v1/models").header("x-mock-latency-ms", "-1"),
-            "x-mock-latency-ms",
-        ),
-        (
-            get("/v1/models").query("chunk_delay_ms=1.5"),
-            "chunk_delay_ms",
-        ),
+        (get("/v1/models").query("a=b&error_status=200"), "error_status"),
+        (get("/v1/models").header("x-mock-latency-ms", "-1"), "x-mock-latency-ms"),
+        (get("/v1/models").query("chunk_delay_ms=1.5"), "chunk_delay_ms"),
         (
             get("/v1/models").header("x-mock-break-after", "x"),
             "x-mock-break-after",
@@ -338,10 +302,7 @@ async fn bad_knobs_are_400() {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         let v = json(response).await;
         assert_error(&v, "invalid_request_error", Some(knob));
-        assert!(
-            v["error"]["message"].as_str().unwrap().contains(knob),
-            "{v}"
-        );
+        assert!(v["error"]["message"].as_str().unwrap().contains(knob), "{v}");
     }
 }
 
@@ -353,18 +314,10 @@ async fn malformed_json_and_missing_model_are_400() {
         ("/v1/chat/completions", r#"["m"]"#, None),
         ("/v1/chat/completions", r#"{"model":5}"#, None),
         ("/v1/chat/completions", r#"{"messages":[]}"#, Some("model")),
-        (
-            "/v1/completions",
-            r#"{"model":"","prompt":"x"}"#,
-            Some("model"),
-        ),
+        ("/v1/completions", r#"{"model":"","prompt":"x"}"#, Some("model")),
         ("/v1/embeddings", r#"{"input":"x"}"#, Some("model")),
         ("/v1/embeddings", r#"{"model":"m"}"#, Some("input")),
-        (
-            "/v1/embeddings",
-            r#"{"model":"m","input":[]}"#,
-            Some("input"),
-        ),
+        ("/v1/embeddings", r#"{"model":"m","input":[]}"#, Some("input")),
         (
             "/v1/embeddings",
             r#"{"model":"m","input":"x","dimensions":0}"#,
@@ -403,10 +356,7 @@ async fn break_after_fails_the_stream() {
                 .map(|e| serde_json::from_str::<Value>(e).unwrap())
                 .filter(|c| {
                     let choice = &c["choices"][0];
-                    choice["text"].is_string()
-                        || choice["delta"]["content"]
-                            .as_str()
-                            .is_some_and(|s| !s.is_empty())
+                    choice["text"].is_string() || choice["delta"]["content"].as_str().is_some_and(|s| !s.is_empty())
                 })
                 .count();
             assert_eq!(contents, 3, "{text}");
@@ -414,8 +364,7 @@ async fn break_after_fails_the_stream() {
         }
     }
     // break_after beyond the answer: all content, then the error instead of the end.
-    let call = post("/v1/chat/completions", r#"{"model":"m","stream":true}"#)
-        .query("chunks=2&break_after=10");
+    let call = post("/v1/chat/completions", r#"{"model":"m","stream":true}"#).query("chunks=2&break_after=10");
     assert!(call.run().await.into_body().collect().await.is_err());
 }
 
@@ -438,22 +387,14 @@ async fn embeddings_are_deterministic() {
     assert_eq!(v["usage"]["total_tokens"], 3);
 
     let again = json(
-        post(
-            "/v1/embeddings",
-            r#"{"model":"emb","input":"hello","dimensions":16}"#,
-        )
-        .run()
-        .await,
-    )
-    .await;
-    assert_eq!(again["data"][0]["embedding"], data[0]["embedding"]);
-
-    let default = json(
-        post("/v1/embeddings", r#"{"model":"emb","input":"hello"}"#)
+        post("/v1/embeddings", r#"{"model":"emb","input":"hello","dimensions":16}"#)
             .run()
             .await,
     )
     .await;
+    assert_eq!(again["data"][0]["embedding"], data[0]["embedding"]);
+
+    let default = json(post("/v1/embeddings", r#"{"model":"emb","input":"hello"}"#).run().await).await;
     let vector: Vec<f64> = default["data"][0]["embedding"]
         .as_array()
         .unwrap()
@@ -467,12 +408,7 @@ async fn embeddings_are_deterministic() {
 
 #[tokio::test]
 async fn embeddings_token_inputs_and_base64() {
-    let v = json(
-        post("/v1/embeddings", r#"{"model":"m","input":[1,2,3]}"#)
-            .run()
-            .await,
-    )
-    .await;
+    let v = json(post("/v1/embeddings", r#"{"model":"m","input":[1,2,3]}"#).run().await).await;
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
     assert_eq!(v["usage"]["prompt_tokens"], 3);
 
@@ -485,12 +421,7 @@ async fn embeddings_token_inputs_and_base64() {
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
     assert_eq!(v["usage"]["prompt_tokens"], 3);
 
-    let floats = json(
-        post("/v1/embeddings", r#"{"model":"m","input":"abc"}"#)
-            .run()
-            .await,
-    )
-    .await;
+    let floats = json(post("/v1/embeddings", r#"{"model":"m","input":"abc"}"#).run().await).await;
     let b64 = json(
         post(
             "/v1/embeddings",
@@ -628,13 +559,9 @@ async fn serve_answers_http1_and_shuts_down() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        listener,
-        std::sync::Arc::new(MockSettings::default()),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = tokio::spawn(serve(listener, std::sync::Arc::new(MockSettings::default()), async {
+        let _ = stopped.await;
+    }));
 
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

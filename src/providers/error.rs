@@ -47,9 +47,7 @@ impl UpstreamError {
     pub fn is_timeout(self) -> bool {
         matches!(
             self,
-            UpstreamError::ConnectTimeout
-                | UpstreamError::FirstByteTimeout
-                | UpstreamError::IdleTimeout
+            UpstreamError::ConnectTimeout | UpstreamError::FirstByteTimeout | UpstreamError::IdleTimeout
         )
     }
 }

@@ -100,11 +100,7 @@ struct HttpUpstream {
 
 impl Provider {
     /// Build a provider from its (already validated) config.
-    pub fn build(
-        name: &str,
-        cfg: &ProviderConfig,
-        defaults: &UpstreamTimeouts,
-    ) -> Result<Self, String> {
+    pub fn build(name: &str, cfg: &ProviderConfig, defaults: &UpstreamTimeouts) -> Result<Self, String> {
         let timeouts = cfg.timeouts.resolve(defaults);
         let kind = match cfg.kind {
             ProviderKind::Mock => Kind::Mock(Arc::new(mock_settings(cfg))),
@@ -173,10 +169,7 @@ fn mock_settings(cfg: &ProviderConfig) -> MockSettings {
 
 impl HttpUpstream {
     fn build(cfg: &ProviderConfig, timeouts: &Timeouts) -> Result<Self, String> {
-        let url = cfg
-            .base_url
-            .as_deref()
-            .ok_or("an HTTP provider needs `base_url`")?;
+        let url = cfg.base_url.as_deref().ok_or("an HTTP provider needs `base_url`")?;
         let uri: Uri = url.parse().map_err(|e| format!("invalid base_url: {e}"))?;
         let parts = uri.into_parts();
         let scheme = parts.scheme.ok_or("base_url needs a scheme")?;
@@ -194,10 +187,9 @@ impl HttpUpstream {
             added_headers.push((AUTHORIZATION, v));
         }
         for (name, value) in &cfg.headers {
-            let n = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("invalid header name `{name}`"))?;
-            let mut v = HeaderValue::from_str(value.expose())
-                .map_err(|_| format!("invalid value for header `{name}`"))?;
+            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name `{name}`"))?;
+            let mut v =
+                HeaderValue::from_str(value.expose()).map_err(|_| format!("invalid value for header `{name}`"))?;
             v.set_sensitive(true);
             added_headers.push((n, v));
         }
@@ -228,17 +220,14 @@ impl HttpUpstream {
 
     fn request(&self, req: UpstreamRequest<'_>) -> Result<Request<Full<Bytes>>, UpstreamError> {
         let path = req.endpoint.path();
-        let mut pq = String::with_capacity(
-            self.base_path.len() + path.len() + 1 + req.query.map_or(0, str::len),
-        );
+        let mut pq = String::with_capacity(self.base_path.len() + path.len() + 1 + req.query.map_or(0, str::len));
         pq.push_str(&self.base_path);
         pq.push_str(path);
         if let Some(q) = req.query {
             pq.push('?');
             pq.push_str(q);
         }
-        let path_and_query =
-            PathAndQuery::try_from(pq).map_err(|_| UpstreamError::InvalidRequest)?;
+        let path_and_query = PathAndQuery::try_from(pq).map_err(|_| UpstreamError::InvalidRequest)?;
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())

@@ -62,10 +62,7 @@ pub enum GatewayError {
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
     #[error("provider `{provider}`: {error}")]
-    Upstream {
-        provider: String,
-        error: UpstreamError,
-    },
+    Upstream { provider: String, error: UpstreamError },
     #[error("internal gateway error")]
     Internal,
 }
@@ -78,9 +75,7 @@ impl GatewayError {
             MissingKey | InvalidKey => StatusCode::UNAUTHORIZED,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            BodyRead | MalformedJson(_) | NotAnObject | MissingModel | InvalidField { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            BodyRead | MalformedJson(_) | NotAnObject | MissingModel | InvalidField { .. } => StatusCode::BAD_REQUEST,
             ModelNotFound(_) | UnknownUrl { .. } => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Upstream { error, .. } if error.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
@@ -108,22 +103,10 @@ impl GatewayError {
             InvalidKey => ("invalid_request_error", None, Some("invalid_api_key")),
             BodyTooLarge { .. } => ("invalid_request_error", None, Some("request_too_large")),
             BodyTimeout => ("invalid_request_error", None, Some("request_timeout")),
-            BodyRead | MalformedJson(_) | NotAnObject => {
-                ("invalid_request_error", None, Some("invalid_json"))
-            }
-            MissingModel => (
-                "invalid_request_error",
-                Some("model"),
-                Some("missing_model"),
-            ),
-            InvalidField { field, .. } => {
-                ("invalid_request_error", Some(field), Some("invalid_type"))
-            }
-            ModelNotFound(_) => (
-                "invalid_request_error",
-                Some("model"),
-                Some("model_not_found"),
-            ),
+            BodyRead | MalformedJson(_) | NotAnObject => ("invalid_request_error", None, Some("invalid_json")),
+            MissingModel => ("invalid_request_error", Some("model"), Some("missing_model")),
+            InvalidField { field, .. } => ("invalid_request_error", Some(field), Some("invalid_type")),
+            ModelNotFound(_) => ("invalid_request_error", Some("model"), Some("model_not_found")),
             UnknownUrl { .. } => ("invalid_request_error", None, Some("unknown_url")),
             MethodNotAllowed { .. } => ("invalid_request_error", None, Some("method_not_allowed")),
             Upstream { error, .. } => ("upstream_error", None, Some(upstream_code(*error))),

@@ -152,13 +152,8 @@ async fn route(
 }
 
 /// Step 1: the gateway key from `Authorization: Bearer <key>`.
-fn authenticate<'s>(
-    snapshot: &'s Snapshot,
-    headers: &HeaderMap,
-) -> Result<&'s Arc<Client>, GatewayError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(GatewayError::MissingKey)?;
+fn authenticate<'s>(snapshot: &'s Snapshot, headers: &HeaderMap) -> Result<&'s Arc<Client>, GatewayError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or(GatewayError::MissingKey)?;
     let bytes = value.as_bytes();
     let key = bytes
         .strip_prefix(b"Bearer ")
@@ -204,11 +199,7 @@ async fn forward(
 }
 
 /// Step 2: the whole request body, refusing more than the limit or a slow sender.
-async fn read_body(
-    snapshot: &Snapshot,
-    headers: &HeaderMap,
-    incoming: Incoming,
-) -> Result<Bytes, GatewayError> {
+async fn read_body(snapshot: &Snapshot, headers: &HeaderMap, incoming: Incoming) -> Result<Bytes, GatewayError> {
     let limit = snapshot.max_request_body;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -221,9 +212,7 @@ async fn read_body(
     match tokio::time::timeout(snapshot.body_read_timeout, limited.collect()).await {
         Err(_) => Err(GatewayError::BodyTimeout),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::BodyTooLarge { limit })
-        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
         Ok(Err(_)) => Err(GatewayError::BodyRead),
     }
 }
@@ -260,11 +249,7 @@ fn strip_connection_listed(headers: &mut HeaderMap) {
 }
 
 /// Steps 7–8: pass the upstream response back, streaming its body.
-async fn respond(
-    resp: Response<Body>,
-    provider: Arc<Provider>,
-    stream: bool,
-) -> Result<Response<Body>, GatewayError> {
+async fn respond(resp: Response<Body>, provider: Arc<Provider>, stream: bool) -> Result<Response<Body>, GatewayError> {
     let (mut parts, mut inner) = resp.into_parts();
     strip_connection_listed(&mut parts.headers);
     for name in DROPPED_RESPONSE_HEADERS {
@@ -285,10 +270,7 @@ async fn respond(
 
 /// Step 7: wait for a stream's first frame, so a provider that fails before its first
 /// event still gets a proper error status instead of a 200 with a broken stream.
-async fn peek_first(
-    inner: &mut Body,
-    provider: &Provider,
-) -> Result<Option<Frame<Bytes>>, GatewayError> {
+async fn peek_first(inner: &mut Body, provider: &Provider) -> Result<Option<Frame<Bytes>>, GatewayError> {
     let first = tokio::time::timeout(provider.timeouts.first_byte, inner.frame()).await;
     match first {
         Err(_) => Err(upstream_error(provider, UpstreamError::FirstByteTimeout)),
@@ -315,10 +297,8 @@ fn text(status: StatusCode, s: &'static str) -> Response<Body> {
 fn json(status: StatusCode, bytes: Bytes) -> Response<Body> {
     let mut resp = Response::new(body::full(bytes));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 

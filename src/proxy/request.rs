@@ -32,18 +32,13 @@ impl<'a> JsonBody<'a> {
                 GatewayError::MalformedJson(e.to_string())
             }
         })?;
-        de.end()
-            .map_err(|e| GatewayError::MalformedJson(e.to_string()))?;
+        de.end().map_err(|e| GatewayError::MalformedJson(e.to_string()))?;
         Ok(JsonBody { source, members })
     }
 
     /// The raw value of top-level member `key` (the last one, if repeated).
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.members
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| *v)
+        self.members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
 
     /// `model`: a required string.
@@ -98,11 +93,7 @@ impl<'a> JsonBody<'a> {
         let mut at = 0;
         if !added.is_empty() {
             // Insert new members right after the opening brace.
-            let brace = self
-                .source
-                .iter()
-                .position(|&b| b == b'{')
-                .map_or(0, |i| i + 1);
+            let brace = self.source.iter().position(|&b| b == b'{').map_or(0, |i| i + 1);
             out.extend_from_slice(&self.source[..brace]);
             for (i, (k, v)) in added.iter().enumerate() {
                 if i > 0 {
@@ -196,14 +187,8 @@ mod tests {
             JsonBody::parse(b"{\"model\":"),
             Err(GatewayError::MalformedJson(_))
         ));
-        assert!(matches!(
-            JsonBody::parse(b"[1,2]"),
-            Err(GatewayError::NotAnObject)
-        ));
-        assert!(matches!(
-            JsonBody::parse(b"{} x"),
-            Err(GatewayError::MalformedJson(_))
-        ));
+        assert!(matches!(JsonBody::parse(b"[1,2]"), Err(GatewayError::NotAnObject)));
+        assert!(matches!(JsonBody::parse(b"{} x"), Err(GatewayError::MalformedJson(_))));
         let b = JsonBody::parse(b"{\"messages\":[]}").unwrap();
         assert!(matches!(b.model(), Err(GatewayError::MissingModel)));
         let b = JsonBody::parse(b"{\"model\":5}").unwrap();
@@ -214,10 +199,7 @@ mod tests {
         let b = JsonBody::parse(b"{\"model\":\"m\",\"stream\":\"yes\"}").unwrap();
         assert!(matches!(
             b.stream(),
-            Err(GatewayError::InvalidField {
-                field: "stream",
-                ..
-            })
+            Err(GatewayError::InvalidField { field: "stream", .. })
         ));
     }
 
@@ -230,10 +212,7 @@ mod tests {
             std::str::from_utf8(&out).unwrap(),
             r#"{ "model" : "m", "tools":[{"type":"function"}],  "zz\u00e9": 1.50 }"#
         );
-        let out = body.rewrite(&[
-            ("model", "\"m\""),
-            ("stream_options", "{\"include_usage\":true}"),
-        ]);
+        let out = body.rewrite(&[("model", "\"m\""), ("stream_options", "{\"include_usage\":true}")]);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["model"], "m");

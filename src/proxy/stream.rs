@@ -35,12 +35,7 @@ pub struct Forward {
 }
 
 impl Forward {
-    pub fn new(
-        inner: Body,
-        first: Option<Frame<Bytes>>,
-        provider: Arc<Provider>,
-        sse: bool,
-    ) -> Self {
+    pub fn new(inner: Body, first: Option<Frame<Bytes>>, provider: Arc<Provider>, sse: bool) -> Self {
         let idle = provider.timeouts.idle;
         let now = Instant::now();
         Forward {
@@ -87,10 +82,7 @@ impl HttpBody for Forward {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);

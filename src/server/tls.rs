@@ -34,12 +34,7 @@ pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, Problem> {
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| {
-            Problem::new(
-                "listen.tls",
-                format!("certificate and key do not work together: {e}"),
-            )
-        })?;
+        .map_err(|e| Problem::new("listen.tls", format!("certificate and key do not work together: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

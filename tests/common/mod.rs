@@ -51,11 +51,7 @@ pub enum Step {
 /// How an upstream answers.
 #[derive(Clone)]
 pub enum Reply {
-    Json {
-        status: u16,
-        body: String,
-        delay: Duration,
-    },
+    Json { status: u16, body: String, delay: Duration },
     Sse(Vec<Step>),
 }
 
@@ -138,22 +134,13 @@ impl Upstream {
     }
 }
 
-type TestBody =
-    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 async fn answer(reply: Reply, dropped: Arc<AtomicBool>) -> Response<TestBody> {
     match reply {
-        Reply::Json {
-            status,
-            body,
-            delay,
-        } => {
+        Reply::Json { status, body, delay } => {
             tokio::time::sleep(delay).await;
-            let mut resp = Response::new(
-                Full::new(Bytes::from(body))
-                    .map_err(|e| match e {})
-                    .boxed_unsync(),
-            );
+            let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync());
             *resp.status_mut() = StatusCode::from_u16(status).unwrap();
             resp.headers_mut()
                 .insert("content-type", "application/json".parse().unwrap());
@@ -196,10 +183,7 @@ impl HttpBody for Scripted {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         loop {
             if let Some(sleep) = self.sleep.as_mut() {
                 if sleep.as_mut().poll(cx).is_pending() {
@@ -289,8 +273,7 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     pub fn text(&self) -> String {
@@ -299,10 +282,7 @@ impl Answer {
 
     /// The OpenAI error code of an error answer.
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.json()["error"]["code"].as_str().unwrap_or_default().to_string()
     }
 }
 
