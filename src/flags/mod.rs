@@ -25,4 +25,4 @@ pub mod trace;
 pub use compile::{FlagIndex, FlagSet, Problem};
 pub use context::{AttrRef, Context, ContextError, Single};
 pub use eval::{json_eq, Detail, ErrorKind, Reason};
-pub use model::FlagData;
+pub use model::{FlagData, LoadError};
