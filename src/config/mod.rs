@@ -6,6 +6,7 @@
 //! checks ([`validate`]). Every error is a path that [`yaml::Locations`] turns into
 //! `file:line:col`. Secrets are [`Secret`]s and never appear in an error.
 
+pub mod flags;
 mod validate;
 pub mod values;
 pub mod yaml;
@@ -41,6 +42,12 @@ pub struct Config {
     pub aliases: BTreeMap<String, String>,
     #[serde(default)]
     pub log: LogConfig,
+    /// Feature flags, by key: which variation each context gets.
+    #[serde(default)]
+    pub flags: BTreeMap<String, flags::FlagConfig>,
+    /// Reusable sets of contexts that flag rules can match.
+    #[serde(default)]
+    pub segments: BTreeMap<String, flags::SegmentConfig>,
 }
 
 /// Where sluice listens.
@@ -295,6 +302,44 @@ pub struct Loaded {
     pub config: Config,
     pub file: String,
     pub locations: yaml::Locations,
+    /// The config's flags and segments, compiled.
+    pub targeting: Targeting,
+}
+
+/// Compiled flags with their variation names.
+#[derive(Debug, Default)]
+pub struct Targeting {
+    pub set: crate::flags::FlagSet,
+    /// Variation names by flag key (empty for LaunchDarkly JSON data).
+    pub names: flags::VariationNames,
+}
+
+impl Targeting {
+    /// The name of variation `index` of `flag`, when the data has names.
+    pub fn variation_name(&self, flag: &str, index: usize) -> Option<&str> {
+        self.names.get(flag).and_then(|n| n.get(index)).map(String::as_str)
+    }
+}
+
+/// Convert and compile sluice-format flags; every problem is an error at its YAML path.
+fn compile_targeting(
+    flags: &BTreeMap<String, flags::FlagConfig>,
+    segments: &BTreeMap<String, flags::SegmentConfig>,
+) -> Result<Targeting, Vec<Problem>> {
+    let (data, names, mut problems) = flags::convert(flags, segments);
+    let set = crate::flags::FlagSet::compile(&data);
+    for p in set.problems() {
+        let path = flags::yaml_path(&p.item, &p.field);
+        // A field already reported by the conversion is not reported twice.
+        if !problems.iter().any(|q| q.path == path) {
+            problems.push(Problem::new(path, p.message.clone()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(Targeting { set, names })
+    } else {
+        Err(problems)
+    }
 }
 
 impl Loaded {
@@ -355,15 +400,61 @@ pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
         };
         locate(file, &locations, vec![Problem::new(path, message)])
     })?;
-    let problems = validate::validate(&config);
-    if !problems.is_empty() {
-        return Err(locate(file, &locations, problems));
+    let mut problems = validate::validate(&config);
+    let targeting = compile_targeting(&config.flags, &config.segments)
+        .map_err(|p| problems.extend(p))
+        .ok();
+    match targeting {
+        Some(targeting) if problems.is_empty() => Ok(Loaded {
+            config,
+            file: file.to_string(),
+            locations,
+            targeting,
+        }),
+        _ => Err(locate(file, &locations, problems)),
     }
-    Ok(Loaded {
-        config,
-        file: file.to_string(),
-        locations,
-    })
+}
+
+/// Flag data for `sluice eval`: LaunchDarkly JSON (a `.json` file, or text starting
+/// with `{`) or sluice YAML (the `flags` and `segments` of a config file; the rest of
+/// the file is ignored). LaunchDarkly data is accepted as LaunchDarkly accepts it; its
+/// problems come back as warnings. sluice data with problems is refused.
+pub fn load_flag_data(path: &Path) -> Result<(Targeting, Vec<String>), ConfigError> {
+    let file = path.display().to_string();
+    let fail = |problems| ConfigError {
+        file: file.clone(),
+        problems,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(vec![(0, 0, format!("cannot read: {e}"))]))?;
+    let (value, locations) = yaml::load(&text, &|name| std::env::var(name).ok())
+        .map_err(|e| fail(vec![(e.location.line, e.location.col, e.message)]))?;
+    let located = |problems| locate(&file, &locations, problems);
+    if path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{') {
+        let data =
+            crate::flags::FlagData::from_ld_json(value).map_err(|e| located(vec![Problem::new(e.path, e.message)]))?;
+        let set = crate::flags::FlagSet::compile(&data);
+        let warnings = set.problems().iter().map(ToString::to_string).collect();
+        return Ok((
+            Targeting {
+                set,
+                names: Default::default(),
+            },
+            warnings,
+        ));
+    }
+    let flags = section(&value, "flags").map_err(|p| located(vec![p]))?;
+    let segments = section(&value, "segments").map_err(|p| located(vec![p]))?;
+    let targeting = compile_targeting(&flags, &segments).map_err(located)?;
+    Ok((targeting, Vec::new()))
+}
+
+/// Deserialize the top-level `name` section of a document (absent is empty).
+fn section<T: serde::de::DeserializeOwned + Default>(value: &serde_json::Value, name: &str) -> Result<T, Problem> {
+    match value.get(name) {
+        None => Ok(T::default()),
+        Some(v) => serde_path_to_error::deserialize(v.clone())
+            .map_err(|e| Problem::new(format!("{name}.{}", e.path()), e.into_inner().to_string())),
+    }
 }
 
 #[cfg(test)]

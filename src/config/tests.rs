@@ -136,3 +136,101 @@ fn openai_provider_needs_base_url() {
         "{err}"
     );
 }
+
+const FLAGS: &str = r#"
+flags:
+  support-bot:
+    description: which prompt the support bot uses
+    variations:
+      - {name: control, value: {prompt: v1}}
+      - {name: concise, value: {prompt: v2}}
+    targets:
+      - {variation: concise, values: [alice]}
+    rules:
+      - id: staff
+        clauses:
+          - {attribute: email, op: endsWith, values: ["@example.com"]}
+          - {segment: beta}
+        variation: concise
+    fallthrough:
+      rollout:
+        variations:
+          - {variation: control, percent: 94.5}
+          - {variation: concise, percent: 5.5}
+segments:
+  beta:
+    included: [bob]
+    rules:
+      - clauses: [{attribute: plan, op: in, values: [gold]}]
+        percent: 50
+"#;
+
+fn with_flags(flags: &str) -> String {
+    format!("{GOOD}{flags}")
+}
+
+#[test]
+fn flags_compile_and_evaluate_by_variation_name() {
+    use crate::flags::{Context, Reason};
+    let loaded = parse(&with_flags(FLAGS), "sluice.yaml", &env).unwrap();
+    let t = &loaded.targeting;
+    let alice = t.set.evaluate("support-bot", &Context::new("user", "alice"));
+    assert_eq!(alice.reason, Reason::TargetMatch);
+    assert_eq!(
+        t.variation_name("support-bot", alice.variation_index.unwrap()),
+        Some("concise")
+    );
+    let staff = Context::from_json(&serde_json::json!({"kind":"user","key":"bob","email":"b@example.com"})).unwrap();
+    let d = t.set.evaluate("support-bot", &staff);
+    assert_eq!(
+        d.reason,
+        Reason::RuleMatch {
+            rule_index: 0,
+            rule_id: "staff",
+            in_experiment: false
+        }
+    );
+    let other = t.set.evaluate("support-bot", &Context::new("user", "zed"));
+    assert!(matches!(other.reason, Reason::Fallthrough { .. }));
+}
+
+#[test]
+fn flag_problems_are_located_in_the_yaml() {
+    let bad = FLAGS
+        .replace(
+            "variation: concise\n    fallthrough",
+            "variation: verbose\n    fallthrough",
+        )
+        .replace("percent: 5.5", "percent: 6.5")
+        .replace(
+            "values: [\"@example.com\"]",
+            "values: [\"@example.com\"]}\n          - {attribute: email, op: matches, values: [\"(\"]",
+        );
+    let err = parse(&with_flags(&bad), "sluice.yaml", &env).unwrap_err().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].contains("flags.support-bot.rules[0].clauses[1].values[0]: invalid regular expression"),
+        "{err}"
+    );
+    assert!(
+        lines[1].contains("flags.support-bot.rules[0].variation: unknown variation `verbose`"),
+        "{err}"
+    );
+    assert!(
+        lines[2].contains("flags.support-bot.fallthrough.rollout.variations: percentages add up to 101%"),
+        "{err}"
+    );
+    // Each line points into the flags section.
+    let first_flag_line = GOOD.lines().count() + 2;
+    for l in &lines {
+        let line: usize = l.split(':').nth(1).unwrap().parse().unwrap();
+        assert!(line > first_flag_line, "{l}");
+    }
+}
+
+#[test]
+fn flag_keys_must_not_shadow_aliases() {
+    let err = errors(&with_flags(&FLAGS.replace("support-bot:", "fast:")));
+    assert!(err.contains("flags.fast: `fast` is also an alias"), "{err}");
+}

@@ -20,7 +20,36 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     providers(config, &mut problems);
     clients(config, &mut problems);
     aliases(config, &mut problems);
+    flag_keys(config, &mut problems);
     problems
+}
+
+/// Flag and segment keys use LaunchDarkly's alphabet, and a flag (which apps name as
+/// their `model`) must not shadow an alias.
+fn flag_keys(config: &Config, problems: &mut Vec<Problem>) {
+    let valid = |k: &str| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    for key in config.flags.keys() {
+        if !valid(key) {
+            problems.push(Problem::new(
+                format!("flags.{key}"),
+                "a flag key uses only letters, digits, `.`, `_` and `-`",
+            ));
+        }
+        if config.aliases.contains_key(key) {
+            problems.push(Problem::new(
+                format!("flags.{key}"),
+                format!("`{key}` is also an alias; apps could not tell them apart"),
+            ));
+        }
+    }
+    for key in config.segments.keys() {
+        if !valid(key) {
+            problems.push(Problem::new(
+                format!("segments.{key}"),
+                "a segment key uses only letters, digits, `.`, `_` and `-`",
+            ));
+        }
+    }
 }
 
 fn limits(config: &Config, problems: &mut Vec<Problem>) {

@@ -447,7 +447,7 @@ impl Cx<'_> {
                 let total: i64 = r.variations.iter().map(|w| w.weight).sum();
                 if total != 100_000 {
                     self.problem(
-                        format!("{at}.rollout"),
+                        format!("{at}.rollout.variations"),
                         format!("weights add up to {total}, not 100000 (100%)"),
                     );
                 }
@@ -557,7 +557,10 @@ impl Cx<'_> {
                         let s = v.as_str()?;
                         Regex::new(s)
                             .map_err(|e| {
-                                self.problem(format!("{at}.values[{i}]"), format!("invalid regular expression: {e}"))
+                                self.problem(
+                                    format!("{at}.values[{i}]"),
+                                    format!("invalid regular expression `{s}`: {}", regex_message(&e)),
+                                )
                             })
                             .ok()
                     })
@@ -685,6 +688,13 @@ impl Cx<'_> {
             prefix: format!("{key}.{}", s.salt).into(),
         }
     }
+}
+
+/// The one-line reason of a regex error (its `Display` spans several lines).
+fn regex_message(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().last().unwrap_or_default();
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }
 
 fn value_set(values: &[Value]) -> ValueSet {
