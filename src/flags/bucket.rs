@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn reproduces_the_reference_vectors() {
-        let cases = [
+        let cases: [(&str, &str, f64); 6] = [
             ("hashKey.saltyA", "userKeyA", 0.42157587),
             ("hashKey.saltyA", "userKeyB", 0.67084850),
             ("hashKey.saltyA", "userKeyC", 0.10343106),
@@ -73,7 +73,7 @@ mod tests {
             ("61", "userKeyC", 0.92426409),
         ];
         for (prefix, id, expected) in cases {
-            let b = bucket(prefix, id);
+            let b = f64::from(bucket(prefix, id));
             assert!((b - expected).abs() < 1e-7, "{prefix}.{id}: {b} != {expected}");
         }
     }

@@ -139,6 +139,30 @@ pub(super) enum Op {
     Unknown,
 }
 
+impl Op {
+    /// LaunchDarkly's name of the operator.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::In(_) => "in",
+            Op::StartsWith(_) => "startsWith",
+            Op::EndsWith(_) => "endsWith",
+            Op::Contains(_) => "contains",
+            Op::Matches(_) => "matches",
+            Op::LessThan(_) => "lessThan",
+            Op::LessThanOrEqual(_) => "lessThanOrEqual",
+            Op::GreaterThan(_) => "greaterThan",
+            Op::GreaterThanOrEqual(_) => "greaterThanOrEqual",
+            Op::Before(_) => "before",
+            Op::After(_) => "after",
+            Op::SemVerEqual(_) => "semVerEqual",
+            Op::SemVerLessThan(_) => "semVerLessThan",
+            Op::SemVerGreaterThan(_) => "semVerGreaterThan",
+            Op::SegmentMatch(_) => "segmentMatch",
+            Op::Unknown => "unknown operator",
+        }
+    }
+}
+
 /// The values of an `in` clause, split by type for allocation-free lookups.
 #[derive(Debug, Default)]
 pub(super) struct ValueSet {

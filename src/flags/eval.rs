@@ -347,8 +347,28 @@ impl<'s, T: Trace> Eval<'s, '_, T> {
     }
 
     fn clauses(&mut self, clauses: &[CClause]) -> Result<bool, Malformed> {
-        for c in clauses {
+        for (i, c) in clauses.iter().enumerate() {
             if !self.clause(c)? {
+                let not = if c.negate { "not " } else { "" };
+                if let Op::SegmentMatch(segments) = &c.op {
+                    let keys = segments.iter().map(|&s| &*self.set.segments[s].key);
+                    let first = keys.clone().next().unwrap_or("?");
+                    let more = if keys.count() > 1 {
+                        " (or another listed segment)"
+                    } else {
+                        ""
+                    };
+                    self.trace.step(format_args!(
+                        "  clause {i} ({not}in segment `{first}`{more}) does not match"
+                    ));
+                } else {
+                    let attr = c.attr.as_ref().map_or("?", AttrRef::first);
+                    let op = c.op.name();
+                    self.trace.step(format_args!(
+                        "  clause {i} ({} `{attr}` {not}{op}) does not match",
+                        c.context_kind
+                    ));
+                }
                 return Ok(false);
             }
         }

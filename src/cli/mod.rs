@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod eval;
+
 use crate::config::{self, LogConfig, LogFormat};
 use crate::{mock, server};
 
@@ -31,12 +33,20 @@ pub enum Command {
         #[arg(long, short, env = "SLUICE_CONFIG", default_value = "config/sluice.yaml")]
         config: PathBuf,
     },
+    /// Evaluate a flag for a context and explain why; `--batch` evaluates JSON lines.
+    Eval(eval::EvalArgs),
     /// Run a fast fake OpenAI-compatible provider (for demos, tests and load tests).
     MockProvider(mock::MockArgs),
 }
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
+    let command = match cli.command {
+        // Evaluation is synchronous: no runtime needed.
+        Command::Eval(args) => return eval::run(args),
+        Command::Check { config } => return check(&config),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -45,9 +55,8 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Serve { config } => serve(&config).await,
-            Command::Check { config } => check(&config),
             Command::MockProvider(args) => {
                 init_logging(&LogConfig::default());
                 match mock::run(args).await {
@@ -58,6 +67,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     }
                 }
             }
+            Command::Check { .. } | Command::Eval(_) => ExitCode::FAILURE,
         }
     })
 }
