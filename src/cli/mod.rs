@@ -96,11 +96,13 @@ fn check(path: &std::path::Path) -> ExitCode {
     match config::load_file(path) {
         Ok(loaded) => {
             let summary = format!(
-                "{}: ok ({} providers, {} clients, {} aliases)",
+                "{}: ok ({} providers, {} clients, {} aliases, {} flags, {} segments)",
                 loaded.file,
                 loaded.config.providers.len(),
                 loaded.config.clients.len(),
-                loaded.config.aliases.len()
+                loaded.config.aliases.len(),
+                loaded.config.flags.len(),
+                loaded.config.segments.len()
             );
             match server::prepare(loaded) {
                 Ok(_) => {
