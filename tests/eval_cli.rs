@@ -118,7 +118,7 @@ fn launchdarkly_json_is_accepted_with_warnings() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(
-        err.contains("warning: flags.new-model.rules[1].clauses[0].values[0]: invalid regular expression `(`"),
+        err.contains("warning: tests/data/ld-flags.json:12:92: flags.new-model.rules[1].clauses[0].values[0]: invalid regular expression `(`"),
         "{err}"
     );
     let result: Value = serde_json::from_str(out.trim()).unwrap();

@@ -251,6 +251,16 @@ pub fn yaml_path(item: &str, field: &str) -> String {
     out
 }
 
+/// The document path of a compile problem in LaunchDarkly JSON (whose field names the
+/// problems already use).
+pub fn yaml_path_ld(item: &str, field: &str) -> String {
+    if field.is_empty() {
+        item.to_string()
+    } else {
+        format!("{item}.{field}")
+    }
+}
+
 struct Converter<'a> {
     at: &'a str,
     problems: &'a mut Vec<Problem>,

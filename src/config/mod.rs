@@ -433,7 +433,15 @@ pub fn load_flag_data(path: &Path) -> Result<(Targeting, Vec<String>), ConfigErr
         let data =
             crate::flags::FlagData::from_ld_json(value).map_err(|e| located(vec![Problem::new(e.path, e.message)]))?;
         let set = crate::flags::FlagSet::compile(&data);
-        let warnings = set.problems().iter().map(ToString::to_string).collect();
+        // LaunchDarkly's field names are the JSON's: each problem is located as it is.
+        let warnings = set
+            .problems()
+            .iter()
+            .map(|p| {
+                let loc = locations.locate(&flags::yaml_path_ld(&p.item, &p.field));
+                format!("{file}:{}:{}: {p}", loc.line, loc.col)
+            })
+            .collect();
         return Ok((
             Targeting {
                 set,
