@@ -58,10 +58,7 @@ impl Clients {
                     (None, Some(hex)) => parse_digest(hex)?,
                     (None, None) => return None,
                 };
-                let client = Client {
-                    name: name.clone(),
-                    attributes: c.attributes.clone(),
-                };
+                let client = Client { name: name.clone(), attributes: c.attributes.clone() };
                 Some((d, Arc::new(client)))
             })
             .collect();

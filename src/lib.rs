@@ -17,6 +17,7 @@
 //! | [`cli`] | the `sluice` subcommands |
 //! | [`body`] | the one response body type |
 
+pub mod aiconfig;
 pub mod auth;
 pub mod body;
 pub mod cli;

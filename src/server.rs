@@ -40,10 +40,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(snapshot: Snapshot) -> Self {
-        Gateway {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            draining: AtomicBool::new(false),
-        }
+        Gateway { snapshot: ArcSwap::from_pointee(snapshot), draining: AtomicBool::new(false) }
     }
 
     /// The current snapshot.
@@ -106,11 +103,7 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, ConfigError> {
         Some(t) => tls::acceptor(t).map_err(|p| problems.push(p)).ok(),
     };
     match snapshot {
-        Some(snapshot) if problems.is_empty() => Ok(Prepared {
-            snapshot,
-            tls,
-            config: loaded.config,
-        }),
+        Some(snapshot) if problems.is_empty() => Ok(Prepared { snapshot, tls, config: loaded.config }),
         _ => Err(loaded.error(problems)),
     }
 }
@@ -119,20 +112,12 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, ConfigError> {
 pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     let Prepared { snapshot, tls, config } = prepared;
     let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
     };
     let data = bind(config.listen.data).await?;
     let admin = bind(config.listen.admin).await?;
-    let data_addr = data.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen.data,
-        source,
-    })?;
-    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen.admin,
-        source,
-    })?;
+    let data_addr = data.local_addr().map_err(|source| StartError::Bind { addr: config.listen.data, source })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { addr: config.listen.admin, source })?;
     let settings = Arc::new(ListenSettings {
         header_read_timeout: config.limits.header_read_timeout.0,
         shutdown_grace: config.limits.shutdown_grace.0,
@@ -142,13 +127,7 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
 
     let task = tokio::spawn(run(Arc::clone(&gateway), data, admin, tls, settings, stopped));
     tracing::info!(%data_addr, %admin_addr, "sluice is serving");
-    Ok(Running {
-        data_addr,
-        admin_addr,
-        gateway,
-        stop,
-        task,
-    })
+    Ok(Running { data_addr, admin_addr, gateway, stop, task })
 }
 
 /// Accept on both listeners until told to stop, then drain.
@@ -222,15 +201,8 @@ fn spawn_admin_connection(
 
 fn connection_builder(settings: &ListenSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout).keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
     builder
 }
 

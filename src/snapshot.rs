@@ -54,17 +54,14 @@ impl Snapshot {
         }
         let mut aliases = HashMap::new();
         for (alias, target) in &config.aliases {
-            let resolved = target
-                .split_once('/')
-                .and_then(|(p, m)| providers.get(p).map(|p| (Arc::clone(p), m.to_string())));
+            let resolved =
+                target.split_once('/').and_then(|(p, m)| providers.get(p).map(|p| (Arc::clone(p), m.to_string())));
             match resolved {
                 Some(route) => {
                     aliases.insert(alias.clone(), route);
                 }
-                None => problems.push(Problem::new(
-                    format!("aliases.{alias}"),
-                    "must be `provider/model` of a known provider",
-                )),
+                None => problems
+                    .push(Problem::new(format!("aliases.{alias}"), "must be `provider/model` of a known provider")),
             }
         }
         if !problems.is_empty() {
@@ -91,9 +88,7 @@ impl Snapshot {
         if m.is_empty() {
             return None;
         }
-        self.providers
-            .get(provider)
-            .map(|provider| Route { provider, model: m })
+        self.providers.get(provider).map(|provider| Route { provider, model: m })
     }
 }
 

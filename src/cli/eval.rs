@@ -130,10 +130,7 @@ fn batch(targeting: &Targeting) -> ExitCode {
 
 fn batch_line(targeting: &Targeting, line: &str) -> Result<Value, String> {
     let input: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
-    let flag = input
-        .get("flag")
-        .and_then(Value::as_str)
-        .ok_or("`flag` must be a string")?;
+    let flag = input.get("flag").and_then(Value::as_str).ok_or("`flag` must be a string")?;
     let context = parse_context(input.get("context").ok_or("`context` is missing")?)?;
     let detail = targeting.set.evaluate(flag, &context);
     Ok(result(targeting, flag, &detail))

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::aiconfig::AiConfigConfig;
 use super::Problem;
 use crate::flags::model::{self, FlagData};
 
@@ -41,6 +42,17 @@ pub struct FlagConfig {
     /// Bucketing salt; defaults to the flag key's own (LaunchDarkly's default is "").
     #[serde(default)]
     pub salt: Option<String>,
+    /// A routing flag: the variation to retry once with when the chosen variation's
+    /// provider fails before the first response byte.
+    #[serde(default)]
+    pub fallback_variation: Option<String>,
+    /// A routing flag: refuse requests that carry no context key (no
+    /// `x-sluice-context` header and no `user` field) instead of using a random key.
+    #[serde(default)]
+    pub require_context_key: bool,
+    /// A routing flag: what to do when the chosen version is disabled.
+    #[serde(default)]
+    pub when_disabled: WhenDisabled,
 }
 
 fn yes() -> bool {
@@ -51,9 +63,37 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct VariationConfig {
     pub name: String,
-    /// Any JSON value.
+    /// Any JSON value (for a flag that does not route requests).
     #[serde(default)]
-    pub value: Value,
+    pub value: Option<Value>,
+    /// The AI config this variation serves (with `version`): the flag then routes the
+    /// requests of apps that send its key as their `model`.
+    #[serde(default)]
+    pub ai_config: Option<String>,
+    #[serde(default)]
+    pub version: Option<u32>,
+}
+
+impl VariationConfig {
+    /// The variation's value: its `value`, or `{"ai_config": key, "version": n}`.
+    pub fn json(&self) -> Value {
+        match (&self.ai_config, self.version) {
+            (Some(key), Some(version)) => serde_json::json!({"ai_config": key, "version": version}),
+            _ => self.value.clone().unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// What a routing flag does when the variation it picks serves a disabled AI config
+/// version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenDisabled {
+    /// Answer 503 `ai_config_disabled`.
+    #[default]
+    Error,
+    /// Serve the flag's off variation instead.
+    OffVariation,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -203,29 +243,22 @@ pub type VariationNames = HashMap<String, Vec<String>>;
 pub fn convert(
     flags: &BTreeMap<String, FlagConfig>,
     segments: &BTreeMap<String, SegmentConfig>,
+    ai_configs: &BTreeMap<String, AiConfigConfig>,
 ) -> (FlagData, VariationNames, Vec<Problem>) {
     let mut problems = Vec::new();
     let mut data = FlagData::default();
     let mut names = VariationNames::new();
     for (key, f) in flags {
         let at = format!("flags.{key}");
-        let flag = Converter {
-            at: &at,
-            problems: &mut problems,
-            flags,
-        }
-        .flag(key, f);
+        let mut cx = Converter { at: &at, problems: &mut problems, flags };
+        cx.routing(f, ai_configs);
+        let flag = cx.flag(key, f);
         names.insert(key.clone(), f.variations.iter().map(|v| v.name.clone()).collect());
         data.flags.insert(key.clone(), flag);
     }
     for (key, s) in segments {
         let at = format!("segments.{key}");
-        let segment = Converter {
-            at: &at,
-            problems: &mut problems,
-            flags,
-        }
-        .segment(key, s);
+        let segment = Converter { at: &at, problems: &mut problems, flags }.segment(key, s);
         data.segments.insert(key.clone(), segment);
     }
     (data, names, problems)
@@ -268,9 +301,47 @@ struct Converter<'a> {
 }
 
 impl Converter<'_> {
+    /// A flag whose variations name AI configs routes requests: every variation must
+    /// name an existing version, and the routing fields must name variations.
+    fn routing(&mut self, f: &FlagConfig, ai_configs: &BTreeMap<String, AiConfigConfig>) {
+        let routes = f.variations.iter().any(|v| v.ai_config.is_some());
+        for (i, v) in f.variations.iter().enumerate() {
+            let at = format!("variations[{i}]");
+            match (&v.value, &v.ai_config, v.version) {
+                (Some(_), None, None) if !routes => {}
+                (None, None, None) if !routes => {}
+                (None, Some(key), Some(version)) => match ai_configs.get(key) {
+                    None => self.problem(&format!("{at}.ai_config"), format!("no AI config `{key}`")),
+                    Some(c) if !c.versions.iter().any(|cv| cv.version == version) => {
+                        let known: Vec<String> = c.versions.iter().map(|cv| cv.version.to_string()).collect();
+                        self.problem(
+                            &format!("{at}.version"),
+                            format!("AI config `{key}` has no version {version} (it has: {})", known.join(", ")),
+                        );
+                    }
+                    Some(_) => {}
+                },
+                (_, Some(_), None) => {
+                    self.problem(&format!("{at}.version"), "an `ai_config` variation needs a `version`")
+                }
+                (_, None, Some(_)) => self.problem(&format!("{at}.ai_config"), "a `version` needs an `ai_config`"),
+                (Some(_), Some(_), _) => self.problem(&at, "set either `value` or `ai_config` and `version`, not both"),
+                _ => self
+                    .problem(&at, "every variation of a flag that routes requests names an `ai_config` and `version`"),
+            }
+        }
+        if let Some(name) = &f.fallback_variation {
+            if !routes {
+                self.problem("fallback_variation", "only a flag whose variations name AI configs can fall back");
+            }
+            if !f.variations.iter().any(|v| &v.name == name) {
+                self.problem("fallback_variation", format!("unknown variation `{name}`"));
+            }
+        }
+    }
+
     fn problem(&mut self, field: &str, message: impl Into<String>) {
-        self.problems
-            .push(Problem::new(format!("{}.{field}", self.at), message));
+        self.problems.push(Problem::new(format!("{}.{field}", self.at), message));
     }
 
     fn variation_index(&mut self, f: &FlagConfig, field: &str, name: &str) -> i64 {
@@ -278,10 +349,7 @@ impl Converter<'_> {
             Some(i) => i as i64,
             None => {
                 let known: Vec<&str> = f.variations.iter().map(|v| v.name.as_str()).collect();
-                self.problem(
-                    field,
-                    format!("unknown variation `{name}` (the flag has: {})", known.join(", ")),
-                );
+                self.problem(field, format!("unknown variation `{name}` (the flag has: {})", known.join(", ")));
                 0
             }
         }
@@ -293,10 +361,7 @@ impl Converter<'_> {
         }
         for (i, v) in f.variations.iter().enumerate() {
             if f.variations[..i].iter().any(|w| w.name == v.name) {
-                self.problem(
-                    &format!("variations[{i}].name"),
-                    format!("duplicate variation name `{}`", v.name),
-                );
+                self.problem(&format!("variations[{i}].name"), format!("duplicate variation name `{}`", v.name));
             }
         }
         let off_variation = match &f.off_variation {
@@ -315,10 +380,7 @@ impl Converter<'_> {
                     }
                     Some(pf) => self.variation_index(pf, &format!("prerequisites[{i}].variation"), &p.variation),
                 };
-                model::Prerequisite {
-                    key: p.flag.clone(),
-                    variation,
-                }
+                model::Prerequisite { key: p.flag.clone(), variation }
             })
             .collect();
         // Only `user` targets: LaunchDarkly's `targets`. Any other kind: `contextTargets`
@@ -369,7 +431,7 @@ impl Converter<'_> {
             rules,
             fallthrough: model::VariationOrRollout { variation, rollout },
             off_variation,
-            variations: f.variations.iter().map(|v| v.value.clone()).collect(),
+            variations: f.variations.iter().map(VariationConfig::json).collect(),
             salt: f.salt.clone().unwrap_or_else(|| key.to_string()),
             deleted: false,
         }
@@ -421,10 +483,7 @@ impl Converter<'_> {
     fn percent(&mut self, at: &str, p: f64) -> i64 {
         let thousandths = (p * 1000.0).round();
         if !(0.0..=100.0).contains(&p) || (p * 1000.0 - thousandths).abs() > 1e-6 {
-            self.problem(
-                at,
-                format!("must be a percentage between 0 and 100 with at most three decimals, not {p}"),
-            );
+            self.problem(at, format!("must be a percentage between 0 and 100 with at most three decimals, not {p}"));
         }
         thousandths as i64
     }
@@ -466,10 +525,7 @@ impl Converter<'_> {
     fn segment(&mut self, key: &str, s: &SegmentConfig) -> model::Segment {
         let targets = |t: &[SegmentTargetConfig]| {
             t.iter()
-                .map(|t| model::SegmentTarget {
-                    context_kind: t.context_kind.clone(),
-                    values: t.values.clone(),
-                })
+                .map(|t| model::SegmentTarget { context_kind: t.context_kind.clone(), values: t.values.clone() })
                 .collect()
         };
         let rules = s

@@ -6,6 +6,7 @@
 //! checks ([`validate`]). Every error is a path that [`yaml::Locations`] turns into
 //! `file:line:col`. Secrets are [`Secret`]s and never appear in an error.
 
+pub mod aiconfig;
 pub mod flags;
 mod validate;
 pub mod values;
@@ -48,6 +49,9 @@ pub struct Config {
     /// Reusable sets of contexts that flag rules can match.
     #[serde(default)]
     pub segments: BTreeMap<String, flags::SegmentConfig>,
+    /// AI configs, by key: versioned provider, model, parameters and prompt messages.
+    #[serde(default)]
+    pub ai_configs: BTreeMap<String, aiconfig::AiConfigConfig>,
 }
 
 /// Where sluice listens.
@@ -75,11 +79,7 @@ fn default_admin_addr() -> SocketAddr {
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen {
-            data: default_data_addr(),
-            admin: default_admin_addr(),
-            tls: None,
-        }
+        Listen { data: default_data_addr(), admin: default_admin_addr(), tls: None }
     }
 }
 
@@ -244,11 +244,7 @@ fn default_log_level() -> String {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: default_log_level(),
-            format: LogFormat::Text,
-            access_log: false,
-        }
+        LogConfig { level: default_log_level(), format: LogFormat::Text, access_log: false }
     }
 }
 
@@ -269,10 +265,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            path: path.into(),
-            message: message.into(),
-        }
+        Problem { path: path.into(), message: message.into() }
     }
 }
 
@@ -325,8 +318,9 @@ impl Targeting {
 fn compile_targeting(
     flags: &BTreeMap<String, flags::FlagConfig>,
     segments: &BTreeMap<String, flags::SegmentConfig>,
+    ai_configs: &BTreeMap<String, aiconfig::AiConfigConfig>,
 ) -> Result<Targeting, Vec<Problem>> {
-    let (data, names, mut problems) = flags::convert(flags, segments);
+    let (data, names, mut problems) = flags::convert(flags, segments, ai_configs);
     let set = crate::flags::FlagSet::compile(&data);
     for p in set.problems() {
         let path = flags::yaml_path(&p.item, &p.field);
@@ -359,20 +353,13 @@ fn locate(file: &str, locations: &yaml::Locations, problems: Vec<Problem>) -> Co
             } else {
                 locations.locate(&p.path)
             };
-            let msg = if p.path == "." {
-                p.message
-            } else {
-                format!("{}: {}", p.path, p.message)
-            };
+            let msg = if p.path == "." { p.message } else { format!("{}: {}", p.path, p.message) };
             (loc.line, loc.col, msg)
         })
         .collect();
     located.sort();
     located.dedup();
-    ConfigError {
-        file: file.to_string(),
-        problems: located,
-    }
+    ConfigError { file: file.to_string(), problems: located }
 }
 
 /// Read and validate a config file, with `${VAR}` taken from the process environment.
@@ -401,16 +388,10 @@ pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
         locate(file, &locations, vec![Problem::new(path, message)])
     })?;
     let mut problems = validate::validate(&config);
-    let targeting = compile_targeting(&config.flags, &config.segments)
-        .map_err(|p| problems.extend(p))
-        .ok();
+    let targeting =
+        compile_targeting(&config.flags, &config.segments, &config.ai_configs).map_err(|p| problems.extend(p)).ok();
     match targeting {
-        Some(targeting) if problems.is_empty() => Ok(Loaded {
-            config,
-            file: file.to_string(),
-            locations,
-            targeting,
-        }),
+        Some(targeting) if problems.is_empty() => Ok(Loaded { config, file: file.to_string(), locations, targeting }),
         _ => Err(locate(file, &locations, problems)),
     }
 }
@@ -421,10 +402,7 @@ pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
 /// problems come back as warnings. sluice data with problems is refused.
 pub fn load_flag_data(path: &Path) -> Result<(Targeting, Vec<String>), ConfigError> {
     let file = path.display().to_string();
-    let fail = |problems| ConfigError {
-        file: file.clone(),
-        problems,
-    };
+    let fail = |problems| ConfigError { file: file.clone(), problems };
     let text = std::fs::read_to_string(path).map_err(|e| fail(vec![(0, 0, format!("cannot read: {e}"))]))?;
     let (value, locations) = yaml::load(&text, &|name| std::env::var(name).ok())
         .map_err(|e| fail(vec![(e.location.line, e.location.col, e.message)]))?;
@@ -442,17 +420,12 @@ pub fn load_flag_data(path: &Path) -> Result<(Targeting, Vec<String>), ConfigErr
                 format!("{file}:{}:{}: {p}", loc.line, loc.col)
             })
             .collect();
-        return Ok((
-            Targeting {
-                set,
-                names: Default::default(),
-            },
-            warnings,
-        ));
+        return Ok((Targeting { set, names: Default::default() }, warnings));
     }
     let flags = section(&value, "flags").map_err(|p| located(vec![p]))?;
     let segments = section(&value, "segments").map_err(|p| located(vec![p]))?;
-    let targeting = compile_targeting(&flags, &segments).map_err(located)?;
+    let ai_configs = section(&value, "ai_configs").map_err(|p| located(vec![p]))?;
+    let targeting = compile_targeting(&flags, &segments, &ai_configs).map_err(located)?;
     Ok((targeting, Vec::new()))
 }
 

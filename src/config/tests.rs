@@ -65,10 +65,7 @@ fn unknown_field_is_located() {
 #[test]
 fn type_errors_are_located() {
     let err = errors(&GOOD.replace("header_read_timeout: 5s", "header_read_timeout: soon"));
-    assert!(
-        err.starts_with("sluice.yaml:7:24: limits.header_read_timeout:"),
-        "{err}"
-    );
+    assert!(err.starts_with("sluice.yaml:7:24: limits.header_read_timeout:"), "{err}");
     assert!(err.contains("invalid duration `soon`"), "{err}");
 }
 
@@ -80,14 +77,8 @@ fn semantic_errors_are_all_reported_with_locations() {
     let err = errors(&text);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 2, "{err}");
-    assert!(
-        lines[0].starts_with("sluice.yaml:19:15: providers.openai.base_url:"),
-        "{err}"
-    );
-    assert!(
-        lines[1].starts_with("sluice.yaml:27:9: aliases.fast: unknown provider `nowhere`"),
-        "{err}"
-    );
+    assert!(lines[0].starts_with("sluice.yaml:19:15: providers.openai.base_url:"), "{err}");
+    assert!(lines[1].starts_with("sluice.yaml:27:9: aliases.fast: unknown provider `nowhere`"), "{err}");
 }
 
 #[test]
@@ -106,14 +97,9 @@ fn secrets_never_appear_in_errors() {
 #[test]
 fn client_keys_are_checked() {
     let err = errors(&GOOD.replace("key_sha256: ba78", "key_sha256: zz78"));
-    assert!(
-        err.contains("clients.hashed.key_sha256: must be 64 hexadecimal digits"),
-        "{err}"
-    );
-    let dup = GOOD.replace(
-        "key_sha256: ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
-        "key: ${APP_KEY}",
-    );
+    assert!(err.contains("clients.hashed.key_sha256: must be 64 hexadecimal digits"), "{err}");
+    let dup =
+        GOOD.replace("key_sha256: ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "key: ${APP_KEY}");
     assert!(errors(&dup).contains("has the same key as client `app`"));
     let none = GOOD.replace("    key: ${APP_KEY}\n", "");
     assert!(errors(&none).contains("clients.app: set exactly one of `key` or `key_sha256`"));
@@ -122,19 +108,13 @@ fn client_keys_are_checked() {
 #[test]
 fn missing_env_var_is_located() {
     let err = parse(GOOD, "f.yaml", &|_| None).unwrap_err().to_string();
-    assert!(
-        err.starts_with("f.yaml:12:10: environment variable `APP_KEY` is not set"),
-        "{err}"
-    );
+    assert!(err.starts_with("f.yaml:12:10: environment variable `APP_KEY` is not set"), "{err}");
 }
 
 #[test]
 fn openai_provider_needs_base_url() {
     let err = errors(&GOOD.replace("    base_url: https://api.openai.com/v1\n", ""));
-    assert!(
-        err.contains("providers.openai: an `openai` provider needs `base_url`"),
-        "{err}"
-    );
+    assert!(err.contains("providers.openai: an `openai` provider needs `base_url`"), "{err}");
 }
 
 const FLAGS: &str = r#"
@@ -176,20 +156,10 @@ fn flags_compile_and_evaluate_by_variation_name() {
     let t = &loaded.targeting;
     let alice = t.set.evaluate("support-bot", &Context::new("user", "alice"));
     assert_eq!(alice.reason, Reason::TargetMatch);
-    assert_eq!(
-        t.variation_name("support-bot", alice.variation_index.unwrap()),
-        Some("concise")
-    );
+    assert_eq!(t.variation_name("support-bot", alice.variation_index.unwrap()), Some("concise"));
     let staff = Context::from_json(&serde_json::json!({"kind":"user","key":"bob","email":"b@example.com"})).unwrap();
     let d = t.set.evaluate("support-bot", &staff);
-    assert_eq!(
-        d.reason,
-        Reason::RuleMatch {
-            rule_index: 0,
-            rule_id: "staff",
-            in_experiment: false
-        }
-    );
+    assert_eq!(d.reason, Reason::RuleMatch { rule_index: 0, rule_id: "staff", in_experiment: false });
     let other = t.set.evaluate("support-bot", &Context::new("user", "zed"));
     assert!(matches!(other.reason, Reason::Fallthrough { .. }));
 }
@@ -197,10 +167,7 @@ fn flags_compile_and_evaluate_by_variation_name() {
 #[test]
 fn flag_problems_are_located_in_the_yaml() {
     let bad = FLAGS
-        .replace(
-            "variation: concise\n    fallthrough",
-            "variation: verbose\n    fallthrough",
-        )
+        .replace("variation: concise\n    fallthrough", "variation: verbose\n    fallthrough")
         .replace("percent: 5.5", "percent: 6.5")
         .replace(
             "values: [\"@example.com\"]",
@@ -209,18 +176,9 @@ fn flag_problems_are_located_in_the_yaml() {
     let err = parse(&with_flags(&bad), "sluice.yaml", &env).unwrap_err().to_string();
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 3, "{err}");
-    assert!(
-        lines[0].contains("flags.support-bot.rules[0].clauses[1].values[0]: invalid regular expression"),
-        "{err}"
-    );
-    assert!(
-        lines[1].contains("flags.support-bot.rules[0].variation: unknown variation `verbose`"),
-        "{err}"
-    );
-    assert!(
-        lines[2].contains("flags.support-bot.fallthrough.rollout.variations: percentages add up to 101%"),
-        "{err}"
-    );
+    assert!(lines[0].contains("flags.support-bot.rules[0].clauses[1].values[0]: invalid regular expression"), "{err}");
+    assert!(lines[1].contains("flags.support-bot.rules[0].variation: unknown variation `verbose`"), "{err}");
+    assert!(lines[2].contains("flags.support-bot.fallthrough.rollout.variations: percentages add up to 101%"), "{err}");
     // Each line points into the flags section.
     let first_flag_line = GOOD.lines().count() + 2;
     for l in &lines {

@@ -30,10 +30,8 @@ fn flag_keys(config: &Config, problems: &mut Vec<Problem>) {
     let valid = |k: &str| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     for key in config.flags.keys() {
         if !valid(key) {
-            problems.push(Problem::new(
-                format!("flags.{key}"),
-                "a flag key uses only letters, digits, `.`, `_` and `-`",
-            ));
+            problems
+                .push(Problem::new(format!("flags.{key}"), "a flag key uses only letters, digits, `.`, `_` and `-`"));
         }
         if config.aliases.contains_key(key) {
             problems.push(Problem::new(
@@ -57,10 +55,7 @@ fn limits(config: &Config, problems: &mut Vec<Problem>) {
     if l.max_request_body.0 == 0 {
         problems.push(Problem::new("limits.max_request_body", "must be greater than zero"));
     }
-    for (name, d) in [
-        ("header_read_timeout", l.header_read_timeout),
-        ("body_read_timeout", l.body_read_timeout),
-    ] {
+    for (name, d) in [("header_read_timeout", l.header_read_timeout), ("body_read_timeout", l.body_read_timeout)] {
         if d.0.is_zero() {
             problems.push(Problem::new(format!("limits.{name}"), "must be greater than zero"));
         }
@@ -80,10 +75,7 @@ fn providers(config: &Config, problems: &mut Vec<Problem>) {
     for (name, p) in &config.providers {
         let at = format!("providers.{name}");
         if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
-            problems.push(Problem::new(
-                &at,
-                "a provider name must be non-empty, without `/` or spaces",
-            ));
+            problems.push(Problem::new(&at, "a provider name must be non-empty, without `/` or spaces"));
         }
         match (p.kind, &p.base_url) {
             (ProviderKind::Openai, None) => {
@@ -97,28 +89,21 @@ fn providers(config: &Config, problems: &mut Vec<Problem>) {
             (ProviderKind::Mock, None) => {}
         }
         if p.mock.is_some() && p.kind != ProviderKind::Mock {
-            problems.push(Problem::new(
-                format!("{at}.mock"),
-                "only a `mock` provider takes `mock` settings",
-            ));
+            problems.push(Problem::new(format!("{at}.mock"), "only a `mock` provider takes `mock` settings"));
         }
         if let Some(m) = &p.mock {
             if m.error_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
                 problems.push(Problem::new(format!("{at}.mock.error_rate"), "must be between 0 and 1"));
             }
             if m.error_status.is_some_and(|s| !(400..=599).contains(&s)) {
-                problems.push(Problem::new(
-                    format!("{at}.mock.error_status"),
-                    "must be an HTTP error status (400-599)",
-                ));
+                problems
+                    .push(Problem::new(format!("{at}.mock.error_status"), "must be an HTTP error status (400-599)"));
             }
         }
         if let Some(key) = &p.api_key {
             if HeaderValue::from_str(&format!("Bearer {}", key.expose())).is_err() {
-                problems.push(Problem::new(
-                    format!("{at}.api_key"),
-                    "contains characters not allowed in an HTTP header",
-                ));
+                problems
+                    .push(Problem::new(format!("{at}.api_key"), "contains characters not allowed in an HTTP header"));
             }
         }
         for (h, v) in &p.headers {
@@ -126,18 +111,12 @@ fn providers(config: &Config, problems: &mut Vec<Problem>) {
             if HeaderName::from_bytes(h.as_bytes()).is_err() {
                 problems.push(Problem::new(&hp, "is not a valid HTTP header name"));
             } else if HeaderValue::from_str(v.expose()).is_err() {
-                problems.push(Problem::new(
-                    &hp,
-                    "value contains characters not allowed in an HTTP header",
-                ));
+                problems.push(Problem::new(&hp, "value contains characters not allowed in an HTTP header"));
             }
         }
         for (i, m) in p.models.iter().enumerate() {
             if m.is_empty() {
-                problems.push(Problem::new(
-                    format!("{at}.models[{i}]"),
-                    "a model name cannot be empty",
-                ));
+                problems.push(Problem::new(format!("{at}.models[{i}]"), "a model name cannot be empty"));
             }
         }
     }
@@ -160,10 +139,7 @@ fn check_base_url(url: &str) -> Result<(), String> {
 
 fn clients(config: &Config, problems: &mut Vec<Problem>) {
     if config.clients.is_empty() {
-        problems.push(Problem::new(
-            ".",
-            "at least one client (gateway key) is required under `clients`",
-        ));
+        problems.push(Problem::new(".", "at least one client (gateway key) is required under `clients`"));
     }
     let mut digests = std::collections::HashMap::new();
     for (name, c) in &config.clients {
@@ -177,10 +153,7 @@ fn clients(config: &Config, problems: &mut Vec<Problem>) {
             (None, Some(hex)) => match crate::auth::parse_digest(hex) {
                 Some(d) => d,
                 None => {
-                    problems.push(Problem::new(
-                        format!("{at}.key_sha256"),
-                        "must be 64 hexadecimal digits",
-                    ));
+                    problems.push(Problem::new(format!("{at}.key_sha256"), "must be 64 hexadecimal digits"));
                     continue;
                 }
             },

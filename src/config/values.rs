@@ -102,15 +102,11 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 ByteSize::parse(v).map(ByteSize).ok_or_else(|| {
-                    E::custom(format!(
-                        "invalid size `{v}` (use bytes, or a unit: KB, KiB, MB, MiB, GB, GiB)"
-                    ))
+                    E::custom(format!("invalid size `{v}` (use bytes, or a unit: KB, KiB, MB, MiB, GB, GiB)"))
                 })
             }
         }

@@ -25,10 +25,7 @@ pub struct Location {
 
 impl From<Marker> for Location {
     fn from(m: Marker) -> Self {
-        Location {
-            line: m.line(),
-            col: m.col() + 1,
-        }
+        Location { line: m.line(), col: m.col() + 1 }
     }
 }
 
@@ -87,20 +84,14 @@ pub fn load(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(Value, 
     };
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, false) {
-        return Err(YamlError {
-            location: (*e.marker()).into(),
-            message: e.info().to_string(),
-        });
+        return Err(YamlError { location: (*e.marker()).into(), message: e.info().to_string() });
     }
     if let Some(err) = builder.error {
         return Err(err);
     }
     let value = builder.root.unwrap_or(Value::Object(Map::new()));
     let mut locations = builder.locations;
-    locations
-        .nodes
-        .entry(".".to_string())
-        .or_insert(Location { line: 1, col: 1 });
+    locations.nodes.entry(".".to_string()).or_insert(Location { line: 1, col: 1 });
     Ok((value, locations))
 }
 
@@ -109,16 +100,8 @@ const MERGE_KEY: &str = "<<";
 
 /// A collection being built, with the path it lives at.
 enum Frame {
-    Seq {
-        path: String,
-        items: Vec<Value>,
-    },
-    Map {
-        path: String,
-        map: Map<String, Value>,
-        key: Option<String>,
-        merges: Vec<Map<String, Value>>,
-    },
+    Seq { path: String, items: Vec<Value> },
+    Map { path: String, map: Map<String, Value>, key: Option<String>, merges: Vec<Map<String, Value>> },
 }
 
 struct Builder<'e> {
@@ -170,10 +153,7 @@ impl Builder<'_> {
                     }
                     _ => {
                         let at = path.clone();
-                        self.fail(
-                            mark,
-                            format!("`<<` (merge key) in `{at}` needs a mapping or a list of mappings"),
-                        );
+                        self.fail(mark, format!("`<<` (merge key) in `{at}` needs a mapping or a list of mappings"));
                     }
                 },
                 Some(k) => {
@@ -223,11 +203,9 @@ impl Builder<'_> {
             Yaml::Null => Value::Null,
             Yaml::Boolean(b) => Value::Bool(b),
             Yaml::Integer(i) => Value::Number(i.into()),
-            Yaml::Real(r) => r
-                .parse::<f64>()
-                .ok()
-                .and_then(Number::from_f64)
-                .map_or(Value::String(text), Value::Number),
+            Yaml::Real(r) => {
+                r.parse::<f64>().ok().and_then(Number::from_f64).map_or(Value::String(text), Value::Number)
+            }
             _ => Value::String(text),
         }
     }
@@ -271,17 +249,9 @@ impl MarkedEventReceiver for Builder<'_> {
                 self.locations.nodes.insert(path.clone(), mark);
                 self.open_anchors.push(anchor);
                 self.stack.push(if matches!(ev, Event::SequenceStart(..)) {
-                    Frame::Seq {
-                        path,
-                        items: Vec::new(),
-                    }
+                    Frame::Seq { path, items: Vec::new() }
                 } else {
-                    Frame::Map {
-                        path,
-                        map: Map::new(),
-                        key: None,
-                        merges: Vec::new(),
-                    }
+                    Frame::Map { path, map: Map::new(), key: None, merges: Vec::new() }
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -368,10 +338,7 @@ mod tests {
     fn builds_values_with_locations() {
         let text = "a: 1\nb:\n  c: [x, 2.5, true]\n  d: \"7\"\nlist:\n  - name: n\n    v: ~\n";
         let (v, locs) = load(text, &env).unwrap();
-        assert_eq!(
-            v,
-            json!({"a":1,"b":{"c":["x",2.5,true],"d":"7"},"list":[{"name":"n","v":null}]})
-        );
+        assert_eq!(v, json!({"a":1,"b":{"c":["x",2.5,true],"d":"7"},"list":[{"name":"n","v":null}]}));
         assert_eq!(locs.locate("a"), Location { line: 1, col: 4 });
         assert_eq!(locs.locate("b.d"), Location { line: 4, col: 6 });
         assert_eq!(locs.locate("list[0].v"), Location { line: 7, col: 8 });
@@ -385,10 +352,7 @@ mod tests {
     fn interpolates_and_retypes_plain_scalars() {
         let text = "port: ${PORT}\nquoted: \"${PORT}\"\nkey: x-${KEY}\ndef: ${NOPE:-fallback}\nlit: $${HOME}\n";
         let (v, _) = load(text, &env).unwrap();
-        assert_eq!(
-            v,
-            json!({"port":9000,"quoted":"9000","key":"x-s3cret","def":"fallback","lit":"${HOME}"})
-        );
+        assert_eq!(v, json!({"port":9000,"quoted":"9000","key":"x-s3cret","def":"fallback","lit":"${HOME}"}));
     }
 
     #[test]

@@ -199,46 +199,27 @@ impl FlagSet {
     pub fn compile(data: &FlagData) -> FlagSet {
         let mut problems = Vec::new();
         let live_segments: Vec<(&String, &model::Segment)> = data.segments.iter().filter(|(_, s)| !s.deleted).collect();
-        let segment_index: HashMap<&str, usize> = live_segments
-            .iter()
-            .enumerate()
-            .map(|(i, (k, _))| (k.as_str(), i))
-            .collect();
+        let segment_index: HashMap<&str, usize> =
+            live_segments.iter().enumerate().map(|(i, (k, _))| (k.as_str(), i)).collect();
         let live_flags: Vec<(&String, &model::Flag)> = data.flags.iter().filter(|(_, f)| !f.deleted).collect();
-        let by_key: HashMap<Box<str>, usize> = live_flags
-            .iter()
-            .enumerate()
-            .map(|(i, (k, _))| (k.as_str().into(), i))
-            .collect();
+        let by_key: HashMap<Box<str>, usize> =
+            live_flags.iter().enumerate().map(|(i, (k, _))| (k.as_str().into(), i)).collect();
 
         let segments = live_segments
             .iter()
             .map(|(key, s)| {
-                let mut cx = Cx {
-                    item: format!("segments.{key}"),
-                    problems: &mut problems,
-                    segments: &segment_index,
-                };
+                let mut cx = Cx { item: format!("segments.{key}"), problems: &mut problems, segments: &segment_index };
                 cx.segment(key, s)
             })
             .collect();
         let flags = live_flags
             .iter()
             .map(|(key, f)| {
-                let mut cx = Cx {
-                    item: format!("flags.{key}"),
-                    problems: &mut problems,
-                    segments: &segment_index,
-                };
+                let mut cx = Cx { item: format!("flags.{key}"), problems: &mut problems, segments: &segment_index };
                 cx.flag(key, f, &by_key)
             })
             .collect();
-        let mut set = FlagSet {
-            flags,
-            by_key,
-            segments,
-            problems,
-        };
+        let mut set = FlagSet { flags, by_key, segments, problems };
         set.find_cycles();
         set
     }
@@ -307,14 +288,10 @@ impl FlagSet {
 
     fn segment_cycle(&self, stack: &mut Vec<usize>) -> bool {
         let Some(&top) = stack.last() else { return false };
-        let refs = self.segments[top]
-            .rules
-            .iter()
-            .flat_map(|r| &r.clauses)
-            .filter_map(|c| match &c.op {
-                Op::SegmentMatch(s) => Some(s),
-                _ => None,
-            });
+        let refs = self.segments[top].rules.iter().flat_map(|r| &r.clauses).filter_map(|c| match &c.op {
+            Op::SegmentMatch(s) => Some(s),
+            _ => None,
+        });
         for segs in refs {
             for &next in segs {
                 if stack.contains(&next) || {
@@ -340,11 +317,7 @@ struct Cx<'p> {
 
 impl Cx<'_> {
     fn problem(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            item: self.item.clone(),
-            field: field.into(),
-            message: message.into(),
-        });
+        self.problems.push(Problem { item: self.item.clone(), field: field.into(), message: message.into() });
     }
 
     fn check_variation(&mut self, field: &str, v: i64, n: usize) {
@@ -373,11 +346,7 @@ impl Cx<'_> {
                 if flag.is_none() {
                     self.problem(format!("prerequisites[{i}].key"), format!("no flag `{}`", p.key));
                 }
-                CPrereq {
-                    key: p.key.as_str().into(),
-                    flag,
-                    variation: p.variation,
-                }
+                CPrereq { key: p.key.as_str().into(), flag, variation: p.variation }
             })
             .collect();
         let targets = self.targets(f);
@@ -389,21 +358,11 @@ impl Cx<'_> {
                 let at = format!("rules[{i}]");
                 let clauses = self.clauses(&at, &r.clauses);
                 let outcome = self.outcome(&at, key, &f.salt, r.variation, r.rollout.as_ref(), n);
-                CRule {
-                    id: r.id.as_str().into(),
-                    clauses,
-                    outcome,
-                }
+                CRule { id: r.id.as_str().into(), clauses, outcome }
             })
             .collect();
-        let fallthrough = self.outcome(
-            "fallthrough",
-            key,
-            &f.salt,
-            f.fallthrough.variation,
-            f.fallthrough.rollout.as_ref(),
-            n,
-        );
+        let fallthrough =
+            self.outcome("fallthrough", key, &f.salt, f.fallthrough.variation, f.fallthrough.rollout.as_ref(), n);
         CFlag {
             key: key.into(),
             on: f.on,
@@ -477,11 +436,8 @@ impl Cx<'_> {
                 }
                 let context_kind = r.context_kind.as_deref().unwrap_or("user");
                 self.check_kind(&format!("{at}.rollout.contextKind"), context_kind);
-                let bucket_by = self.bucket_by(
-                    &format!("{at}.rollout.bucketBy"),
-                    r.bucket_by.as_deref(),
-                    r.context_kind.is_some(),
-                );
+                let bucket_by =
+                    self.bucket_by(&format!("{at}.rollout.bucketBy"), r.bucket_by.as_deref(), r.context_kind.is_some());
                 let prefix = match r.seed {
                     Some(seed) => seed.to_string(),
                     None => format!("{key}.{salt}"),
@@ -495,10 +451,7 @@ impl Cx<'_> {
                 })
             }
             (None, Some(_)) => {
-                self.problem(
-                    format!("{at}.rollout.variations"),
-                    "a rollout needs at least one variation",
-                );
+                self.problem(format!("{at}.rollout.variations"), "a rollout needs at least one variation");
                 Outcome::Malformed
             }
             (None, None) => {
@@ -512,11 +465,7 @@ impl Cx<'_> {
     /// attribute name; absent means the key.
     fn bucket_by(&mut self, at: &str, bucket_by: Option<&str>, with_kind: bool) -> Option<AttrRef> {
         let name = bucket_by.unwrap_or("key");
-        let r = if with_kind {
-            AttrRef::parse(name)
-        } else {
-            AttrRef::literal(name)
-        };
+        let r = if with_kind { AttrRef::parse(name) } else { AttrRef::literal(name) };
         if r.is_none() {
             self.problem(at, format!("invalid attribute reference `{name}`"));
         }
@@ -524,11 +473,7 @@ impl Cx<'_> {
     }
 
     fn clauses(&mut self, at: &str, clauses: &[Clause]) -> Vec<CClause> {
-        clauses
-            .iter()
-            .enumerate()
-            .map(|(i, c)| self.clause(&format!("{at}.clauses[{i}]"), c))
-            .collect()
+        clauses.iter().enumerate().map(|(i, c)| self.clause(&format!("{at}.clauses[{i}]"), c)).collect()
     }
 
     fn clause(&mut self, at: &str, c: &Clause) -> CClause {
@@ -546,27 +491,13 @@ impl Cx<'_> {
             AttrRef::literal(&c.attribute)
         };
         if attr.is_none() {
-            self.problem(
-                format!("{at}.attribute"),
-                format!("invalid attribute reference `{}`", c.attribute),
-            );
+            self.problem(format!("{at}.attribute"), format!("invalid attribute reference `{}`", c.attribute));
         }
-        CClause {
-            context_kind: kind.into(),
-            attr,
-            op,
-            negate: c.negate,
-        }
+        CClause { context_kind: kind.into(), attr, op, negate: c.negate }
     }
 
     fn op(&mut self, at: &str, op: &str, values: &[Value]) -> Op {
-        let strings = || {
-            values
-                .iter()
-                .filter_map(Value::as_str)
-                .map(Box::from)
-                .collect::<Vec<Box<str>>>()
-        };
+        let strings = || values.iter().filter_map(Value::as_str).map(Box::from).collect::<Vec<Box<str>>>();
         let numbers = || values.iter().filter_map(Value::as_f64).collect::<Vec<f64>>();
         match op {
             "in" => Op::In(value_set(values)),
@@ -648,10 +579,7 @@ impl Cx<'_> {
                     .collect(),
             ),
             other => {
-                self.problem(
-                    format!("{at}.op"),
-                    format!("unknown operator `{other}` (it never matches)"),
-                );
+                self.problem(format!("{at}.op"), format!("unknown operator `{other}` (it never matches)"));
                 Op::Unknown
             }
         }
@@ -670,10 +598,7 @@ impl Cx<'_> {
                 .collect::<Vec<_>>()
         };
         if s.unbounded {
-            self.problem(
-                "unbounded",
-                "big segments are not supported: this segment matches only by its rules",
-            );
+            self.problem("unbounded", "big segments are not supported: this segment matches only by its rules");
         }
         let included_contexts = contexts(self, "includedContexts", &s.included_contexts);
         let excluded_contexts = contexts(self, "excludedContexts", &s.excluded_contexts);
@@ -686,11 +611,7 @@ impl Cx<'_> {
                 let clauses = self.clauses(&at, &r.clauses);
                 let context_kind = r.rollout_context_kind.as_deref().unwrap_or("user");
                 let bucket_by = if r.weight.is_some() {
-                    self.bucket_by(
-                        &format!("{at}.bucketBy"),
-                        r.bucket_by.as_deref(),
-                        r.rollout_context_kind.is_some(),
-                    )
+                    self.bucket_by(&format!("{at}.bucketBy"), r.bucket_by.as_deref(), r.rollout_context_kind.is_some())
                 } else {
                     None
                 };

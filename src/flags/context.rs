@@ -40,11 +40,7 @@ pub enum ContextError {
     #[error("a context of kind `{0}` needs a non-empty string `key`")]
     MissingKey(String),
     #[error("`{attribute}` of the `{kind}` context must be {expected}")]
-    WrongType {
-        kind: String,
-        attribute: &'static str,
-        expected: &'static str,
-    },
+    WrongType { kind: String, attribute: &'static str, expected: &'static str },
     #[error("a multi-kind context needs at least one kind")]
     EmptyMulti,
     #[error("`{0}` of a multi-kind context must be an object")]
@@ -73,16 +69,11 @@ impl Context {
     pub fn from_json(value: &Value) -> Result<Self, ContextError> {
         let obj = value.as_object().ok_or(ContextError::NotAnObject)?;
         match obj.get("kind") {
-            None => Ok(Context {
-                kinds: vec![legacy_user(obj)?],
-                multi: false,
-            }),
+            None => Ok(Context { kinds: vec![legacy_user(obj)?], multi: false }),
             Some(Value::String(k)) if k == "multi" => {
                 let mut kinds = Vec::with_capacity(obj.len() - 1);
                 for (kind, member) in obj.iter().filter(|(k, _)| *k != "kind") {
-                    let m = member
-                        .as_object()
-                        .ok_or_else(|| ContextError::MultiMemberNotObject(kind.clone()))?;
+                    let m = member.as_object().ok_or_else(|| ContextError::MultiMemberNotObject(kind.clone()))?;
                     kinds.push(single(kind, m)?);
                 }
                 if kinds.is_empty() {
@@ -93,10 +84,7 @@ impl Context {
                 let multi = kinds.len() > 1;
                 Ok(Context { kinds, multi })
             }
-            Some(Value::String(k)) => Ok(Context {
-                kinds: vec![single(k, obj)?],
-                multi: false,
-            }),
+            Some(Value::String(k)) => Ok(Context { kinds: vec![single(k, obj)?], multi: false }),
             Some(_) => Err(ContextError::KindNotString),
         }
     }
@@ -163,9 +151,7 @@ pub fn valid_kind(kind: &str) -> bool {
     !kind.is_empty()
         && kind != "kind"
         && kind != "multi"
-        && kind
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 fn single(kind: &str, obj: &Map<String, Value>) -> Result<Single, ContextError> {
@@ -176,11 +162,7 @@ fn single(kind: &str, obj: &Map<String, Value>) -> Result<Single, ContextError> 
         Some(Value::String(k)) if !k.is_empty() => k.as_str(),
         _ => return Err(ContextError::MissingKey(kind.to_string())),
     };
-    let wrong = |attribute, expected| ContextError::WrongType {
-        kind: kind.to_string(),
-        attribute,
-        expected,
-    };
+    let wrong = |attribute, expected| ContextError::WrongType { kind: kind.to_string(), attribute, expected };
     let name = match obj.get("name") {
         None | Some(Value::Null) => None,
         Some(Value::String(n)) => Some(n.as_str().into()),
@@ -196,13 +178,7 @@ fn single(kind: &str, obj: &Map<String, Value>) -> Result<Single, ContextError> 
         .filter(|(k, _)| !matches!(k.as_str(), "kind" | "key" | "name" | "anonymous" | "_meta"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    Ok(Single {
-        kind: kind.into(),
-        key: key.into(),
-        name,
-        anonymous,
-        attributes,
-    })
+    Ok(Single { kind: kind.into(), key: key.into(), name, anonymous, attributes })
 }
 
 /// The legacy user format: `key` (may be empty), built-ins at the top, `custom` attributes.
@@ -211,11 +187,7 @@ fn legacy_user(obj: &Map<String, Value>) -> Result<Single, ContextError> {
         Some(Value::String(k)) => k.as_str(),
         _ => return Err(ContextError::MissingKey("user".to_string())),
     };
-    let wrong = |attribute, expected| ContextError::WrongType {
-        kind: "user".to_string(),
-        attribute,
-        expected,
-    };
+    let wrong = |attribute, expected| ContextError::WrongType { kind: "user".to_string(), attribute, expected };
     let name = match obj.get("name") {
         None | Some(Value::Null) => None,
         Some(Value::String(n)) => Some(n.as_str().into()),
@@ -247,13 +219,7 @@ fn legacy_user(obj: &Map<String, Value>) -> Result<Single, ContextError> {
         }
         Some(_) => return Err(wrong("custom", "an object")),
     }
-    Ok(Single {
-        kind: "user".into(),
-        key: key.into(),
-        name,
-        anonymous,
-        attributes,
-    })
+    Ok(Single { kind: "user".into(), key: key.into(), name, anonymous, attributes })
 }
 
 /// A reference to an attribute: a name, or a `/`-separated path into nested objects
@@ -282,9 +248,7 @@ impl AttrRef {
             return None;
         }
         let Some(rest) = reference.strip_prefix('/') else {
-            return Some(AttrRef {
-                path: vec![reference.into()],
-            });
+            return Some(AttrRef { path: vec![reference.into()] });
         };
         let mut path = Vec::new();
         for part in rest.split('/') {
@@ -311,9 +275,7 @@ impl AttrRef {
 
     /// A plain attribute name, taken literally (no path syntax).
     pub fn literal(name: &str) -> Option<Self> {
-        (!name.is_empty()).then(|| AttrRef {
-            path: vec![name.into()],
-        })
+        (!name.is_empty()).then(|| AttrRef { path: vec![name.into()] })
     }
 
     /// Whether this is the built-in `kind` attribute.
@@ -364,35 +326,17 @@ mod tests {
         let u = l.get("user").unwrap();
         assert_eq!(u.attributes["email"], "a@b");
         assert_eq!(u.attributes["plan"], "x");
-        assert_eq!(
-            Context::from_json(&l.to_json()).unwrap().get("user").unwrap().key,
-            u.key
-        );
+        assert_eq!(Context::from_json(&l.to_json()).unwrap().get("user").unwrap().key, u.key);
     }
 
     #[test]
     fn rejects_invalid_contexts() {
         assert_eq!(Context::from_json(&json!([])), Err(ContextError::NotAnObject));
-        assert!(matches!(
-            Context::from_json(&json!({"kind":"user"})),
-            Err(ContextError::MissingKey(_))
-        ));
-        assert!(matches!(
-            Context::from_json(&json!({"kind":"user","key":""})),
-            Err(ContextError::MissingKey(_))
-        ));
-        assert!(matches!(
-            Context::from_json(&json!({"kind":"a b","key":"k"})),
-            Err(ContextError::InvalidKind(_))
-        ));
-        assert!(matches!(
-            Context::from_json(&json!({"kind":"kind","key":"k"})),
-            Err(ContextError::InvalidKind(_))
-        ));
-        assert_eq!(
-            Context::from_json(&json!({"kind":"multi"})),
-            Err(ContextError::EmptyMulti)
-        );
+        assert!(matches!(Context::from_json(&json!({"kind":"user"})), Err(ContextError::MissingKey(_))));
+        assert!(matches!(Context::from_json(&json!({"kind":"user","key":""})), Err(ContextError::MissingKey(_))));
+        assert!(matches!(Context::from_json(&json!({"kind":"a b","key":"k"})), Err(ContextError::InvalidKind(_))));
+        assert!(matches!(Context::from_json(&json!({"kind":"kind","key":"k"})), Err(ContextError::InvalidKind(_))));
+        assert_eq!(Context::from_json(&json!({"kind":"multi"})), Err(ContextError::EmptyMulti));
         assert!(matches!(
             Context::from_json(&json!({"kind":"user","key":"k","anonymous":"yes"})),
             Err(ContextError::WrongType { .. })

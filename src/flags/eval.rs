@@ -37,17 +37,9 @@ impl ErrorKind {
 pub enum Reason<'a> {
     Off,
     TargetMatch,
-    RuleMatch {
-        rule_index: usize,
-        rule_id: &'a str,
-        in_experiment: bool,
-    },
-    Fallthrough {
-        in_experiment: bool,
-    },
-    PrerequisiteFailed {
-        prerequisite_key: &'a str,
-    },
+    RuleMatch { rule_index: usize, rule_id: &'a str, in_experiment: bool },
+    Fallthrough { in_experiment: bool },
+    PrerequisiteFailed { prerequisite_key: &'a str },
     Error(ErrorKind),
 }
 
@@ -69,11 +61,7 @@ impl Reason<'_> {
         let mut m = Map::new();
         m.insert("kind".into(), self.kind().into());
         match *self {
-            Reason::RuleMatch {
-                rule_index,
-                rule_id,
-                in_experiment,
-            } => {
+            Reason::RuleMatch { rule_index, rule_id, in_experiment } => {
                 m.insert("ruleIndex".into(), rule_index.into());
                 m.insert("ruleId".into(), rule_id.into());
                 if in_experiment {
@@ -107,11 +95,7 @@ pub struct Detail<'a> {
 
 impl<'a> Detail<'a> {
     fn error(kind: ErrorKind) -> Self {
-        Detail {
-            value: None,
-            variation_index: None,
-            reason: Reason::Error(kind),
-        }
+        Detail { value: None, variation_index: None, reason: Reason::Error(kind) }
     }
 }
 
@@ -127,10 +111,7 @@ struct Visiting {
 
 impl Visiting {
     fn new() -> Self {
-        Visiting {
-            items: [0; MAX_DEPTH],
-            len: 0,
-        }
+        Visiting { items: [0; MAX_DEPTH], len: 0 }
     }
     fn contains(&self, i: usize) -> bool {
         self.items[..self.len].contains(&i)
@@ -170,12 +151,7 @@ impl FlagSet {
     /// Evaluate, reporting each step to `trace` (see `sluice eval --explain`).
     pub fn evaluate_traced<T: Trace>(&self, index: FlagIndex, context: &Context, trace: &mut T) -> Detail<'_> {
         let mut flags = Visiting::new();
-        let mut eval = Eval {
-            set: self,
-            context,
-            trace,
-            segments: Visiting::new(),
-        };
+        let mut eval = Eval { set: self, context, trace, segments: Visiting::new() };
         match eval.flag(index.0, &mut flags) {
             Ok(detail) => detail,
             Err(Malformed) => Detail::error(ErrorKind::MalformedFlag),
@@ -207,21 +183,13 @@ impl<'s, T: Trace> Eval<'s, '_, T> {
         let flag = &self.set.flags[index];
         let i = usize::try_from(v).map_err(|_| Malformed)?;
         let value = flag.variations.get(i).ok_or(Malformed)?;
-        Ok(Detail {
-            value: Some(value),
-            variation_index: Some(i),
-            reason,
-        })
+        Ok(Detail { value: Some(value), variation_index: Some(i), reason })
     }
 
     fn off(&self, index: usize, reason: Reason<'s>) -> Result<Detail<'s>, Malformed> {
         match self.set.flags[index].off_variation {
             Some(v) => self.variation(index, v, reason),
-            None => Ok(Detail {
-                value: None,
-                variation_index: None,
-                reason,
-            }),
+            None => Ok(Detail { value: None, variation_index: None, reason }),
         }
     }
 
@@ -234,61 +202,40 @@ impl<'s, T: Trace> Eval<'s, '_, T> {
         for p in &flag.prerequisites {
             let Some(pi) = p.flag else {
                 self.trace.step(format_args!("prerequisite `{}` does not exist", p.key));
-                return self.off(
-                    index,
-                    Reason::PrerequisiteFailed {
-                        prerequisite_key: &p.key,
-                    },
-                );
+                return self.off(index, Reason::PrerequisiteFailed { prerequisite_key: &p.key });
             };
             if visiting.contains(pi) {
-                self.trace
-                    .step(format_args!("prerequisite `{}` is part of a cycle", p.key));
+                self.trace.step(format_args!("prerequisite `{}` is part of a cycle", p.key));
                 return Err(Malformed);
             }
             let result = self.flag(pi, visiting)?;
             let ok = self.set.flags[pi].on && result.variation_index.is_some_and(|i| i as i64 == p.variation);
             if !ok {
-                self.trace.step(format_args!(
-                    "prerequisite `{}` did not give variation {}",
-                    p.key, p.variation
-                ));
-                return self.off(
-                    index,
-                    Reason::PrerequisiteFailed {
-                        prerequisite_key: &p.key,
-                    },
-                );
+                self.trace.step(format_args!("prerequisite `{}` did not give variation {}", p.key, p.variation));
+                return self.off(index, Reason::PrerequisiteFailed { prerequisite_key: &p.key });
             }
         }
         for t in &flag.targets {
             if let Some(single) = self.context.get(&t.kind) {
                 if t.values.contains(&*single.key) {
-                    self.trace.step(format_args!(
-                        "the `{}` key `{}` is targeted individually",
-                        t.kind, single.key
-                    ));
+                    self.trace.step(format_args!("the `{}` key `{}` is targeted individually", t.kind, single.key));
                     return self.variation(index, t.variation, Reason::TargetMatch);
                 }
             }
         }
         for (rule_index, rule) in flag.rules.iter().enumerate() {
             if self.clauses(&rule.clauses)? {
-                self.trace
-                    .step(format_args!("rule {rule_index} (`{}`) matches", rule.id));
+                self.trace.step(format_args!("rule {rule_index} (`{}`) matches", rule.id));
                 return self.outcome(index, &rule.outcome, |in_experiment| Reason::RuleMatch {
                     rule_index,
                     rule_id: &rule.id,
                     in_experiment,
                 });
             }
-            self.trace
-                .step(format_args!("rule {rule_index} (`{}`) does not match", rule.id));
+            self.trace.step(format_args!("rule {rule_index} (`{}`) does not match", rule.id));
         }
         self.trace.step(format_args!("no target or rule matched: fallthrough"));
-        self.outcome(index, &flag.fallthrough, |in_experiment| Reason::Fallthrough {
-            in_experiment,
-        })
+        self.outcome(index, &flag.fallthrough, |in_experiment| Reason::Fallthrough { in_experiment })
     }
 
     fn outcome(
@@ -309,14 +256,9 @@ impl<'s, T: Trace> Eval<'s, '_, T> {
 
     /// The variation a rollout gives, and whether the context is in an experiment.
     fn rollout(&mut self, r: &CRollout) -> Result<(i64, bool), Malformed> {
-        let bucket_by = if r.experiment {
-            None
-        } else {
-            Some(r.bucket_by.as_ref().ok_or(Malformed)?)
-        };
+        let bucket_by = if r.experiment { None } else { Some(r.bucket_by.as_ref().ok_or(Malformed)?) };
         let (b, found) = self.bucket(&r.context_kind, bucket_by, &r.prefix);
-        self.trace
-            .step(format_args!("bucket value {b:.8} in the `{}` rollout", r.context_kind));
+        self.trace.step(format_args!("bucket value {b:.8} in the `{}` rollout", r.context_kind));
         let mut sum = 0f32;
         for wv in &r.variations {
             sum += wv.weight as f32 / 100_000.0;
@@ -353,21 +295,13 @@ impl<'s, T: Trace> Eval<'s, '_, T> {
                 if let Op::SegmentMatch(segments) = &c.op {
                     let keys = segments.iter().map(|&s| &*self.set.segments[s].key);
                     let first = keys.clone().next().unwrap_or("?");
-                    let more = if keys.count() > 1 {
-                        " (or another listed segment)"
-                    } else {
-                        ""
-                    };
-                    self.trace.step(format_args!(
-                        "  clause {i} ({not}in segment `{first}`{more}) does not match"
-                    ));
+                    let more = if keys.count() > 1 { " (or another listed segment)" } else { "" };
+                    self.trace.step(format_args!("  clause {i} ({not}in segment `{first}`{more}) does not match"));
                 } else {
                     let attr = c.attr.as_ref().map_or("?", AttrRef::first);
                     let op = c.op.name();
-                    self.trace.step(format_args!(
-                        "  clause {i} ({} `{attr}` {not}{op}) does not match",
-                        c.context_kind
-                    ));
+                    self.trace
+                        .step(format_args!("  clause {i} ({} `{attr}` {not}{op}) does not match", c.context_kind));
                 }
                 return Ok(false);
             }
@@ -386,11 +320,7 @@ impl<'s, T: Trace> Eval<'s, '_, T> {
         }
         let attr = c.attr.as_ref().ok_or(Malformed)?;
         if attr.is_kind() {
-            let any = self
-                .context
-                .kinds()
-                .iter()
-                .any(|s| matches_found(&c.op, Found::Str(&s.kind)));
+            let any = self.context.kinds().iter().any(|s| matches_found(&c.op, Found::Str(&s.kind)));
             return Ok(any != c.negate);
         }
         let Some(single) = self.context.get(&c.context_kind) else {
@@ -446,9 +376,7 @@ impl<'s, T: Trace> Eval<'s, '_, T> {
 }
 
 fn in_targets(context: &Context, targets: &[(Box<str>, std::collections::HashSet<Box<str>>)]) -> bool {
-    targets
-        .iter()
-        .any(|(kind, keys)| context.get(kind).is_some_and(|s: &Single| keys.contains(&*s.key)))
+    targets.iter().any(|(kind, keys)| context.get(kind).is_some_and(|s: &Single| keys.contains(&*s.key)))
 }
 
 /// Whether one context value satisfies the operator against any clause value.

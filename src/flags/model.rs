@@ -136,10 +136,8 @@ impl FlagData {
     /// Read LaunchDarkly's server-side data (`{"flags":{...},"segments":{...}}`, as its
     /// SDKs and relay proxy serve it). A flag or segment without `key` takes its map key.
     pub fn from_ld_json(value: serde_json::Value) -> Result<FlagData, LoadError> {
-        let mut data: FlagData = serde_path_to_error::deserialize(value).map_err(|e| LoadError {
-            path: e.path().to_string(),
-            message: e.into_inner().to_string(),
-        })?;
+        let mut data: FlagData = serde_path_to_error::deserialize(value)
+            .map_err(|e| LoadError { path: e.path().to_string(), message: e.into_inner().to_string() })?;
         for (key, flag) in &mut data.flags {
             if flag.key.is_empty() {
                 flag.key.clone_from(key);

@@ -52,22 +52,12 @@ impl<'a> SemVer<'a> {
         if parts.next().is_some() {
             return None;
         }
-        Some(SemVer {
-            major,
-            minor,
-            patch,
-            pre,
-        })
+        Some(SemVer { major, minor, patch, pre })
     }
 
     /// An owned copy, for a compiled clause value.
     pub fn to_owned(self) -> OwnedSemVer {
-        OwnedSemVer {
-            major: self.major,
-            minor: self.minor,
-            patch: self.patch,
-            pre: self.pre.into(),
-        }
+        OwnedSemVer { major: self.major, minor: self.minor, patch: self.patch, pre: self.pre.into() }
     }
 }
 
@@ -82,12 +72,7 @@ pub struct OwnedSemVer {
 
 impl OwnedSemVer {
     pub fn as_ref(&self) -> SemVer<'_> {
-        SemVer {
-            major: self.major,
-            minor: self.minor,
-            patch: self.patch,
-            pre: &self.pre,
-        }
+        SemVer { major: self.major, minor: self.minor, patch: self.patch, pre: &self.pre }
     }
 }
 
@@ -153,9 +138,7 @@ mod tests {
         assert_eq!(v("2"), v("2.0.0"));
         assert_eq!(v("2.0-rc"), v("2.0.0-rc"));
         assert_eq!(v("2.0.0+build"), v("2.0.0"));
-        for bad in [
-            "02.0.0", "v2.0.0", "2.0.0.0", "", "2.", "2.0.0-", "2.0.0-01", "a.b.c", "2.0.0+",
-        ] {
+        for bad in ["02.0.0", "v2.0.0", "2.0.0.0", "", "2.", "2.0.0-", "2.0.0-01", "a.b.c", "2.0.0+"] {
             assert!(SemVer::parse(bad).is_none(), "{bad} should not parse");
         }
     }

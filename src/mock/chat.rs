@@ -81,10 +81,7 @@ fn generate(kind: Kind, knobs: &Knobs, body: &[u8]) -> Result<Response<Body>, Ba
         return Ok(render::json_response(StatusCode::OK, json));
     }
 
-    let include_usage = request
-        .stream_options
-        .and_then(|options| options.include_usage)
-        .unwrap_or(false);
+    let include_usage = request.stream_options.and_then(|options| options.include_usage).unwrap_or(false);
     let mut head = String::with_capacity(128 + model.len());
     head.push_str(r#"data: {"id":""#);
     render::push_id(&mut head, kind.id_prefix());

@@ -55,20 +55,14 @@ impl Fnv {
     }
 
     fn finish(self) -> Item {
-        Item {
-            seed: self.0,
-            tokens: self.1,
-        }
+        Item { seed: self.0, tokens: self.1 }
     }
 }
 
 fn text_item(text: &str) -> Item {
     let mut hash = Fnv::new();
     hash.feed(text.as_bytes());
-    Item {
-        seed: hash.0,
-        tokens: (text.len() as u64 / 4).max(1),
-    }
+    Item { seed: hash.0, tokens: (text.len() as u64 / 4).max(1) }
 }
 
 /// `input`: a string, an array of strings, a token array, or an array of token arrays.
@@ -160,9 +154,8 @@ fn splitmix(state: &mut u64) -> u64 {
 /// A unit-length vector of `dimensions` values derived from `seed`.
 fn vector(seed: u64, dimensions: usize) -> Vec<f32> {
     let mut state = seed;
-    let raw: Vec<f64> = (0..dimensions)
-        .map(|_| (splitmix(&mut state) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
-        .collect();
+    let raw: Vec<f64> =
+        (0..dimensions).map(|_| (splitmix(&mut state) >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0).collect();
     let norm = raw.iter().map(|v| v * v).sum::<f64>().sqrt();
     let norm = if norm > 0.0 { norm } else { 1.0 };
     raw.into_iter().map(|v| (v / norm) as f32).collect()
@@ -214,10 +207,7 @@ fn embed(body: &[u8]) -> Result<Response<Body>, BadRequest> {
         None | Some("float") => false,
         Some("base64") => true,
         Some(_) => {
-            return Err(BadRequest::new(
-                "'encoding_format' must be 'float' or 'base64'",
-                Some("encoding_format"),
-            ))
+            return Err(BadRequest::new("'encoding_format' must be 'float' or 'base64'", Some("encoding_format")))
         }
     };
 
@@ -248,9 +238,6 @@ fn embed(body: &[u8]) -> Result<Response<Body>, BadRequest> {
     out.push_str(r#"],"model":"#);
     render::push_json_str(&mut out, &model);
     let tokens: u64 = items.iter().map(|item| item.tokens).sum();
-    let _ = write!(
-        out,
-        r#","usage":{{"prompt_tokens":{tokens},"total_tokens":{tokens}}}}}"#
-    );
+    let _ = write!(out, r#","usage":{{"prompt_tokens":{tokens},"total_tokens":{tokens}}}}}"#);
     Ok(render::json_response(StatusCode::OK, out))
 }

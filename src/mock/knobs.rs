@@ -18,11 +18,7 @@ struct Knob {
 }
 
 const fn knob(header: &'static str, param: &'static str) -> Knob {
-    Knob {
-        header: HeaderName::from_static(header),
-        header_str: header,
-        param,
-    }
+    Knob { header: HeaderName::from_static(header), header_str: header, param }
 }
 
 static LATENCY: Knob = knob("x-mock-latency-ms", "latency_ms");
@@ -63,12 +59,8 @@ impl Knobs {
         Ok(Self {
             latency: lookup.get(&LATENCY, parse_millis)?.unwrap_or(settings.latency),
             error_rate: lookup.get(&ERROR_RATE, parse_rate)?.unwrap_or(settings.error_rate),
-            error_status: lookup
-                .get(&ERROR_STATUS, parse_status)?
-                .unwrap_or(settings.error_status),
-            chunks: lookup
-                .get(&CHUNKS, parse_chunks)?
-                .unwrap_or(settings.chunks.min(MAX_CHUNKS)),
+            error_status: lookup.get(&ERROR_STATUS, parse_status)?.unwrap_or(settings.error_status),
+            chunks: lookup.get(&CHUNKS, parse_chunks)?.unwrap_or(settings.chunks.min(MAX_CHUNKS)),
             chunk_delay: lookup.get(&CHUNK_DELAY, parse_millis)?.unwrap_or(settings.chunk_delay),
             break_after: lookup.get(&BREAK_AFTER, parse_count)?,
         })
@@ -92,12 +84,7 @@ impl Lookup<'_> {
             let name = knob.header_str;
             match value.to_str() {
                 Ok(raw) => (name, raw),
-                Err(_) => {
-                    return Err(KnobError {
-                        name,
-                        detail: "not valid text".to_owned(),
-                    })
-                }
+                Err(_) => return Err(KnobError { name, detail: "not valid text".to_owned() }),
             }
         } else if let Some(raw) = self.query.and_then(|q| query_param(q, knob.param)) {
             (knob.param, raw)
@@ -144,14 +131,11 @@ pub(crate) fn parse_status(raw: &str) -> Result<u16, String> {
 pub(crate) fn parse_chunks(raw: &str) -> Result<usize, String> {
     match raw.parse::<usize>() {
         Ok(chunks) if chunks <= MAX_CHUNKS => Ok(chunks),
-        _ => Err(format!(
-            "expected a whole number between 0 and {MAX_CHUNKS}, got {raw:?}"
-        )),
+        _ => Err(format!("expected a whole number between 0 and {MAX_CHUNKS}, got {raw:?}")),
     }
 }
 
 /// A non-negative count.
 fn parse_count(raw: &str) -> Result<usize, String> {
-    raw.parse::<usize>()
-        .map_err(|_| format!("expected a whole number, got {raw:?}"))
+    raw.parse::<usize>().map_err(|_| format!("expected a whole number, got {raw:?}"))
 }

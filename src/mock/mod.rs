@@ -67,13 +67,7 @@ pub struct MockSettings {
 
 impl Default for MockSettings {
     fn default() -> Self {
-        Self {
-            latency: Duration::ZERO,
-            error_rate: 0.0,
-            error_status: 500,
-            chunks: 20,
-            chunk_delay: Duration::ZERO,
-        }
+        Self { latency: Duration::ZERO, error_rate: 0.0, error_status: 500, chunks: 20, chunk_delay: Duration::ZERO }
     }
 }
 

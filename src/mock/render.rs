@@ -91,9 +91,7 @@ pub(crate) fn prompt_tokens(body: &[u8]) -> u64 {
 fn with_type(status: StatusCode, body: Body, content_type: &'static str) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
@@ -110,9 +108,7 @@ pub(crate) fn text_response(status: StatusCode, text: impl Into<Bytes>) -> Respo
 /// A `text/event-stream` response around a streaming body.
 pub(crate) fn sse_response(body: Body) -> Response<Body> {
     let mut response = with_type(StatusCode::OK, body, "text/event-stream");
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
@@ -154,10 +150,7 @@ pub(crate) struct BadRequest {
 
 impl BadRequest {
     pub(crate) fn new(message: impl Into<std::borrow::Cow<'static, str>>, param: Option<&'static str>) -> Self {
-        Self {
-            message: message.into(),
-            param,
-        }
+        Self { message: message.into(), param }
     }
 
     pub(crate) fn into_response(self) -> Response<Body> {

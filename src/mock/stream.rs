@@ -70,13 +70,7 @@ impl SseBody {
             Kind::Chat => Phase::Role,
             Kind::Completion => Phase::Content,
         };
-        Self {
-            spec,
-            phase,
-            next: 0,
-            sleep: None,
-            armed: false,
-        }
+        Self { spec, phase, next: 0, sleep: None, armed: false }
     }
 
     /// Wait out the chunk delay before content chunk `next`.
@@ -102,11 +96,7 @@ impl SseBody {
     fn push_event(&self, out: &mut String, choice: impl FnOnce(&mut String)) {
         out.push_str(&self.spec.head);
         choice(out);
-        out.push_str(if self.spec.include_usage {
-            "],\"usage\":null}\n\n"
-        } else {
-            "]}\n\n"
-        });
+        out.push_str(if self.spec.include_usage { "],\"usage\":null}\n\n" } else { "]}\n\n" });
     }
 
     fn push_content(&self, out: &mut String) {
@@ -184,11 +174,7 @@ impl Body for SseBody {
                 }
                 Phase::Finish => {
                     this.push_finish(&mut out);
-                    this.phase = if this.spec.include_usage {
-                        Phase::Usage
-                    } else {
-                        Phase::Done
-                    };
+                    this.phase = if this.spec.include_usage { Phase::Usage } else { Phase::Done };
                 }
                 Phase::Usage => {
                     this.push_usage(&mut out);

@@ -28,13 +28,7 @@ fn post(path: &'static str, body: &str) -> Call {
 }
 
 fn get(path: &'static str) -> Call {
-    Call {
-        method: Method::GET,
-        path,
-        query: None,
-        headers: HeaderMap::new(),
-        body: Bytes::new(),
-    }
+    Call { method: Method::GET, path, query: None, headers: HeaderMap::new(), body: Bytes::new() }
 }
 
 impl Call {
@@ -76,9 +70,7 @@ async fn json(response: Response<crate::body::Body>) -> Value {
 /// Split an SSE body into its `data:` payloads.
 fn events(text: &str) -> Vec<String> {
     assert!(text.ends_with("\n\n"), "unterminated stream: {text:?}");
-    text.split_terminator("\n\n")
-        .map(|event| event.strip_prefix("data: ").unwrap().to_owned())
-        .collect()
+    text.split_terminator("\n\n").map(|event| event.strip_prefix("data: ").unwrap().to_owned()).collect()
 }
 
 fn assert_error(value: &Value, kind: &str, param: Option<&str>) {
@@ -94,10 +86,7 @@ fn assert_error(value: &Value, kind: &str, param: Option<&str>) {
 #[tokio::test]
 async fn chat_completion_shape_and_usage() {
     let body = r#"{"model":"gpt-x","messages":[{"role":"user","content":"hello there"}]}"#;
-    let response = post("/v1/chat/completions", body)
-        .header("x-mock-chunks", "3")
-        .run()
-        .await;
+    let response = post("/v1/chat/completions", body).header("x-mock-chunks", "3").run().await;
     assert_eq!(response.status(), StatusCode::OK);
     let v = json(response).await;
     assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-mock-"));
@@ -117,12 +106,7 @@ async fn chat_completion_shape_and_usage() {
 
 #[tokio::test]
 async fn chat_default_chunks_and_escaped_model() {
-    let v = json(
-        post("/v1/chat/completions", r#"{"model":"a\"b\\c\u00e9","stream":false}"#)
-            .run()
-            .await,
-    )
-    .await;
+    let v = json(post("/v1/chat/completions", r#"{"model":"a\"b\\c\u00e9","stream":false}"#).run().await).await;
     assert_eq!(v["model"], "a\"b\\cé");
     assert_eq!(v["usage"]["completion_tokens"], 20);
     let content = v["choices"][0]["message"]["content"].as_str().unwrap();
@@ -131,13 +115,7 @@ async fn chat_default_chunks_and_escaped_model() {
 
 #[tokio::test]
 async fn text_completion_shape() {
-    let v = json(
-        post("/v1/completions", r#"{"model":"m","prompt":"x"}"#)
-            .query("chunks=2")
-            .run()
-            .await,
-    )
-    .await;
+    let v = json(post("/v1/completions", r#"{"model":"m","prompt":"x"}"#).query("chunks=2").run().await).await;
     assert!(v["id"].as_str().unwrap().starts_with("cmpl-mock-"));
     assert_eq!(v["object"], "text_completion");
     assert_eq!(v["choices"][0]["text"], "mock0 mock1");
@@ -216,10 +194,7 @@ async fn completion_stream() {
     assert_eq!(events.len(), 6, "{events:?}");
     assert_eq!(events[5], "[DONE]");
     let chunks: Vec<Value> = events[..5].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
-    let text: String = chunks[..3]
-        .iter()
-        .map(|c| c["choices"][0]["text"].as_str().unwrap().to_owned())
-        .collect();
+    let text: String = chunks[..3].iter().map(|c| c["choices"][0]["text"].as_str().unwrap().to_owned()).collect();
     assert_eq!(text, "mock0 mock1 mock2");
     assert_eq!(chunks[0]["object"], "text_completion");
     assert_eq!(chunks[3]["choices"][0]["finish_reason"], "stop");
@@ -228,11 +203,7 @@ async fn completion_stream() {
 
 #[tokio::test]
 async fn chunk_delay_spreads_frames() {
-    let settings = MockSettings {
-        chunks: 5,
-        chunk_delay: Duration::from_millis(20),
-        ..MockSettings::default()
-    };
+    let settings = MockSettings { chunks: 5, chunk_delay: Duration::from_millis(20), ..MockSettings::default() };
     let call = post("/v1/chat/completions", r#"{"model":"m","stream":true}"#);
     let start = Instant::now();
     let mut body = call.send(&settings).await.into_body();
@@ -257,10 +228,7 @@ async fn latency_delays_the_head() {
 
 #[tokio::test]
 async fn injected_errors() {
-    let settings = MockSettings {
-        error_rate: 1.0,
-        ..MockSettings::default()
-    };
+    let settings = MockSettings { error_rate: 1.0, ..MockSettings::default() };
     let call = post("/v1/chat/completions", r#"{"model":"m"}"#);
     let response = call.send(&settings).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -269,11 +237,7 @@ async fn injected_errors() {
     assert_eq!(v["error"]["code"], "mock_error");
     assert_eq!(v["error"]["message"], "mock provider injected error");
 
-    let response = call
-        .header("x-mock-error-rate", "1")
-        .header("x-mock-error-status", "429")
-        .run()
-        .await;
+    let response = call.header("x-mock-error-rate", "1").header("x-mock-error-status", "429").run().await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 
     // The header wins over the query; rate 0 never injects.
@@ -293,10 +257,7 @@ async fn bad_knobs_are_400() {
         (get("/v1/models").query("a=b&error_status=200"), "error_status"),
         (get("/v1/models").header("x-mock-latency-ms", "-1"), "x-mock-latency-ms"),
         (get("/v1/models").query("chunk_delay_ms=1.5"), "chunk_delay_ms"),
-        (
-            get("/v1/models").header("x-mock-break-after", "x"),
-            "x-mock-break-after",
-        ),
+        (get("/v1/models").header("x-mock-break-after", "x"), "x-mock-break-after"),
     ] {
         let response = call.run().await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
@@ -318,11 +279,7 @@ async fn malformed_json_and_missing_model_are_400() {
         ("/v1/embeddings", r#"{"input":"x"}"#, Some("model")),
         ("/v1/embeddings", r#"{"model":"m"}"#, Some("input")),
         ("/v1/embeddings", r#"{"model":"m","input":[]}"#, Some("input")),
-        (
-            "/v1/embeddings",
-            r#"{"model":"m","input":"x","dimensions":0}"#,
-            Some("dimensions"),
-        ),
+        ("/v1/embeddings", r#"{"model":"m","input":"x","dimensions":0}"#, Some("dimensions")),
         ("/v1/embeddings", r#"{"model":"m","input":[1,"x"]}"#, None),
     ] {
         let response = post(path, body).run().await;
@@ -386,21 +343,12 @@ async fn embeddings_are_deterministic() {
     assert_eq!(v["usage"]["prompt_tokens"], 3);
     assert_eq!(v["usage"]["total_tokens"], 3);
 
-    let again = json(
-        post("/v1/embeddings", r#"{"model":"emb","input":"hello","dimensions":16}"#)
-            .run()
-            .await,
-    )
-    .await;
+    let again = json(post("/v1/embeddings", r#"{"model":"emb","input":"hello","dimensions":16}"#).run().await).await;
     assert_eq!(again["data"][0]["embedding"], data[0]["embedding"]);
 
     let default = json(post("/v1/embeddings", r#"{"model":"emb","input":"hello"}"#).run().await).await;
-    let vector: Vec<f64> = default["data"][0]["embedding"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
+    let vector: Vec<f64> =
+        default["data"][0]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
     assert_eq!(vector.len(), 8);
     let norm: f64 = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
     assert!((norm - 1.0).abs() < 1e-3, "{norm}");
@@ -412,38 +360,19 @@ async fn embeddings_token_inputs_and_base64() {
     assert_eq!(v["data"].as_array().unwrap().len(), 1);
     assert_eq!(v["usage"]["prompt_tokens"], 3);
 
-    let v = json(
-        post("/v1/embeddings", r#"{"model":"m","input":[[1,2],[3]]}"#)
-            .run()
-            .await,
-    )
-    .await;
+    let v = json(post("/v1/embeddings", r#"{"model":"m","input":[[1,2],[3]]}"#).run().await).await;
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
     assert_eq!(v["usage"]["prompt_tokens"], 3);
 
     let floats = json(post("/v1/embeddings", r#"{"model":"m","input":"abc"}"#).run().await).await;
-    let b64 = json(
-        post(
-            "/v1/embeddings",
-            r#"{"model":"m","input":"abc","encoding_format":"base64"}"#,
-        )
-        .run()
-        .await,
-    )
-    .await;
+    let b64 =
+        json(post("/v1/embeddings", r#"{"model":"m","input":"abc","encoding_format":"base64"}"#).run().await).await;
     let encoded = b64["data"][0]["embedding"].as_str().unwrap();
     assert_eq!(encoded.len(), 44); // 8 floats = 32 bytes
     let decoded = decode_base64(encoded);
-    let values: Vec<f32> = decoded
-        .chunks(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let expected: Vec<f32> = floats["data"][0]["embedding"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect();
+    let values: Vec<f32> = decoded.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let expected: Vec<f32> =
+        floats["data"][0]["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
     assert_eq!(values, expected);
 }
 
@@ -497,13 +426,8 @@ fn respond_future_is_send() {
     fn assert_send<T: Send>(_: &T) {}
     let settings = MockSettings::default();
     let call = get("/healthz");
-    let req = MockRequest {
-        method: &call.method,
-        path: call.path,
-        query: None,
-        headers: &call.headers,
-        body: Bytes::new(),
-    };
+    let req =
+        MockRequest { method: &call.method, path: call.path, query: None, headers: &call.headers, body: Bytes::new() };
     assert_send(&respond(&settings, req));
 }
 
@@ -564,16 +488,12 @@ async fn serve_answers_http1_and_shuts_down() {
     }));
 
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     let client = tokio::spawn(connection);
     let request = http::Request::post("/v1/chat/completions?chunks=2")
         .header("host", addr.to_string())
         .header("content-type", "application/json")
-        .body(http_body_util::Full::new(Bytes::from_static(
-            br#"{"model":"m","messages":[]}"#,
-        )))
+        .body(http_body_util::Full::new(Bytes::from_static(br#"{"model":"m","messages":[]}"#)))
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);

@@ -45,9 +45,6 @@ impl UpstreamError {
 
     /// Whether this is a timeout (504) rather than a bad gateway (502).
     pub fn is_timeout(self) -> bool {
-        matches!(
-            self,
-            UpstreamError::ConnectTimeout | UpstreamError::FirstByteTimeout | UpstreamError::IdleTimeout
-        )
+        matches!(self, UpstreamError::ConnectTimeout | UpstreamError::FirstByteTimeout | UpstreamError::IdleTimeout)
     }
 }

@@ -106,12 +106,7 @@ impl Provider {
             ProviderKind::Mock => Kind::Mock(Arc::new(mock_settings(cfg))),
             ProviderKind::Openai => Kind::Http(Box::new(HttpUpstream::build(cfg, &timeouts)?)),
         };
-        Ok(Provider {
-            name: name.to_string(),
-            timeouts,
-            models: cfg.models.clone(),
-            kind,
-        })
+        Ok(Provider { name: name.to_string(), timeouts, models: cfg.models.clone(), kind })
     }
 
     /// Send `req` for `model`'s provider and wait for the response head, within the
@@ -137,9 +132,7 @@ impl Provider {
                     body: req.body,
                 };
                 let fut = mock::respond(settings, mock_req);
-                tokio::time::timeout(self.timeouts.first_byte, fut)
-                    .await
-                    .map_err(|_| UpstreamError::FirstByteTimeout)
+                tokio::time::timeout(self.timeouts.first_byte, fut).await.map_err(|_| UpstreamError::FirstByteTimeout)
             }
         }
     }
@@ -174,10 +167,7 @@ impl HttpUpstream {
         let parts = uri.into_parts();
         let scheme = parts.scheme.ok_or("base_url needs a scheme")?;
         let authority = parts.authority.ok_or("base_url needs a host")?;
-        let base_path = parts
-            .path_and_query
-            .map(|p| p.path().trim_end_matches('/').to_string())
-            .unwrap_or_default();
+        let base_path = parts.path_and_query.map(|p| p.path().trim_end_matches('/').to_string()).unwrap_or_default();
 
         let mut added_headers = Vec::new();
         if let Some(key) = cfg.api_key.as_ref().filter(|k| !k.is_empty()) {
@@ -209,13 +199,7 @@ impl HttpUpstream {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(https);
-        Ok(HttpUpstream {
-            scheme,
-            authority,
-            base_path,
-            added_headers,
-            client,
-        })
+        Ok(HttpUpstream { scheme, authority, base_path, added_headers, client })
     }
 
     fn request(&self, req: UpstreamRequest<'_>) -> Result<Request<Full<Bytes>>, UpstreamError> {
@@ -239,9 +223,7 @@ impl HttpUpstream {
             headers.insert(name.clone(), value.clone());
         }
         headers.insert(CONTENT_LENGTH, HeaderValue::from(req.body.len()));
-        headers
-            .entry(CONTENT_TYPE)
-            .or_insert(HeaderValue::from_static("application/json"));
+        headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
         let mut request = Request::new(Full::new(req.body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;

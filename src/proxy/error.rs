@@ -51,10 +51,7 @@ pub enum GatewayError {
     #[error("you must provide a model parameter")]
     MissingModel,
     #[error("`{field}` must be {expected}")]
-    InvalidField {
-        field: &'static str,
-        expected: &'static str,
-    },
+    InvalidField { field: &'static str, expected: &'static str },
     #[error("the model `{0}` does not exist or you do not have access to it")]
     ModelNotFound(String),
     #[error("unknown request URL: {method} {path}")]
@@ -127,8 +124,7 @@ impl GatewayError {
     pub fn into_response(self) -> Response<Body> {
         let mut resp = Response::new(body::full(self.to_json()));
         *resp.status_mut() = self.status();
-        resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
     }
 }
@@ -162,21 +158,9 @@ mod tests {
         assert_eq!(v["error"]["code"], "model_not_found");
         assert_eq!(v["error"]["param"], "model");
         assert!(v["error"]["message"].as_str().unwrap().contains("`nope`"));
-        let t = GatewayError::Upstream {
-            provider: "p".into(),
-            error: UpstreamError::FirstByteTimeout,
-        };
-        assert_eq!(
-            (t.status(), t.outcome()),
-            (StatusCode::GATEWAY_TIMEOUT, Outcome::Timeout)
-        );
-        let c = GatewayError::Upstream {
-            provider: "p".into(),
-            error: UpstreamError::Connect,
-        };
-        assert_eq!(
-            (c.status(), c.outcome()),
-            (StatusCode::BAD_GATEWAY, Outcome::UpstreamError)
-        );
+        let t = GatewayError::Upstream { provider: "p".into(), error: UpstreamError::FirstByteTimeout };
+        assert_eq!((t.status(), t.outcome()), (StatusCode::GATEWAY_TIMEOUT, Outcome::Timeout));
+        let c = GatewayError::Upstream { provider: "p".into(), error: UpstreamError::Connect };
+        assert_eq!((c.status(), c.outcome()), (StatusCode::BAD_GATEWAY, Outcome::UpstreamError));
     }
 }

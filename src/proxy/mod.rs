@@ -61,15 +61,8 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
 ];
 
 /// Response headers never passed back: hop-by-hop only.
-const DROPPED_RESPONSE_HEADERS: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+const DROPPED_RESPONSE_HEADERS: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
 /// Serve one data-plane request. Never fails: errors become OpenAI-shaped responses.
 pub async fn handle(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Response<Body> {
@@ -132,17 +125,9 @@ async fn route(
             return Ok(json(StatusCode::OK, snapshot.models_json.clone()));
         }
         (m, p @ ("/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/models")) => {
-            return Err(GatewayError::MethodNotAllowed {
-                method: m.to_string(),
-                path: p.to_string(),
-            })
+            return Err(GatewayError::MethodNotAllowed { method: m.to_string(), path: p.to_string() })
         }
-        (m, p) => {
-            return Err(GatewayError::UnknownUrl {
-                method: m.to_string(),
-                path: truncate(p),
-            })
-        }
+        (m, p) => return Err(GatewayError::UnknownUrl { method: m.to_string(), path: truncate(p) }),
     };
     let client = authenticate(snapshot, req.headers())?;
     if snapshot.access_log {
@@ -155,14 +140,9 @@ async fn route(
 fn authenticate<'s>(snapshot: &'s Snapshot, headers: &HeaderMap) -> Result<&'s Arc<Client>, GatewayError> {
     let value = headers.get(header::AUTHORIZATION).ok_or(GatewayError::MissingKey)?;
     let bytes = value.as_bytes();
-    let key = bytes
-        .strip_prefix(b"Bearer ")
-        .or_else(|| bytes.strip_prefix(b"bearer "))
-        .ok_or(GatewayError::MissingKey)?;
-    snapshot
-        .clients
-        .authenticate(key.trim_ascii())
-        .ok_or(GatewayError::InvalidKey)
+    let key =
+        bytes.strip_prefix(b"Bearer ").or_else(|| bytes.strip_prefix(b"bearer ")).ok_or(GatewayError::MissingKey)?;
+    snapshot.clients.authenticate(key.trim_ascii()).ok_or(GatewayError::InvalidKey)
 }
 
 async fn forward(
@@ -176,35 +156,23 @@ async fn forward(
     let body = JsonBody::parse(&bytes)?;
     let model = body.model()?;
     let stream = body.stream()?;
-    let route = snapshot
-        .route(&model)
-        .ok_or_else(|| GatewayError::ModelNotFound(truncate(&model)))?;
+    let route = snapshot.route(&model).ok_or_else(|| GatewayError::ModelNotFound(truncate(&model)))?;
     let upstream_model = serde_json::to_string(route.model).map_err(|_| GatewayError::Internal)?;
     let rewritten = Bytes::from(body.rewrite(&[("model", &upstream_model)]));
 
     let provider = Arc::clone(route.provider);
     let mut headers = forwarded_headers(parts.headers);
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    let upstream = UpstreamRequest {
-        endpoint,
-        query: parts.uri.query(),
-        headers,
-        body: rewritten,
-    };
-    let resp = provider
-        .send(upstream)
-        .await
-        .map_err(|error| upstream_error(&provider, error))?;
+    let upstream = UpstreamRequest { endpoint, query: parts.uri.query(), headers, body: rewritten };
+    let resp = provider.send(upstream).await.map_err(|error| upstream_error(&provider, error))?;
     respond(resp, provider, stream).await
 }
 
 /// Step 2: the whole request body, refusing more than the limit or a slow sender.
 async fn read_body(snapshot: &Snapshot, headers: &HeaderMap, incoming: Incoming) -> Result<Bytes, GatewayError> {
     let limit = snapshot.max_request_body;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::BodyTooLarge { limit });
     }
@@ -223,11 +191,7 @@ fn forwarded_headers(mut headers: HeaderMap) -> HeaderMap {
     for name in DROPPED_REQUEST_HEADERS {
         headers.remove(*name);
     }
-    let sluice: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-sluice-"))
-        .cloned()
-        .collect();
+    let sluice: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-sluice-")).cloned().collect();
     for name in sluice {
         headers.remove(name);
     }
@@ -255,15 +219,9 @@ async fn respond(resp: Response<Body>, provider: Arc<Provider>, stream: bool) ->
     for name in DROPPED_RESPONSE_HEADERS {
         parts.headers.remove(*name);
     }
-    let sse = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let first = if stream && sse && parts.status.is_success() {
-        Some(peek_first(&mut inner, &provider).await?)
-    } else {
-        None
-    };
+    let sse = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let first =
+        if stream && sse && parts.status.is_success() { Some(peek_first(&mut inner, &provider).await?) } else { None };
     let body = Forward::new(inner, first.flatten(), provider, sse);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
@@ -280,25 +238,20 @@ async fn peek_first(inner: &mut Body, provider: &Provider) -> Result<Option<Fram
 }
 
 fn upstream_error(provider: &Provider, error: UpstreamError) -> GatewayError {
-    GatewayError::Upstream {
-        provider: provider.name.clone(),
-        error,
-    }
+    GatewayError::Upstream { provider: provider.name.clone(), error }
 }
 
 fn text(status: StatusCode, s: &'static str) -> Response<Body> {
     let mut resp = Response::new(body::full(Bytes::from_static(s.as_bytes())));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp
 }
 
 fn json(status: StatusCode, bytes: Bytes) -> Response<Body> {
     let mut resp = Response::new(body::full(bytes));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 

@@ -47,10 +47,7 @@ impl<'a> JsonBody<'a> {
         match serde_json::from_str::<Option<Cow<'a, str>>>(raw.get()) {
             Ok(Some(m)) if !m.is_empty() => Ok(m),
             Ok(_) => Err(GatewayError::MissingModel),
-            Err(_) => Err(GatewayError::InvalidField {
-                field: "model",
-                expected: "a string",
-            }),
+            Err(_) => Err(GatewayError::InvalidField { field: "model", expected: "a string" }),
         }
     }
 
@@ -60,10 +57,7 @@ impl<'a> JsonBody<'a> {
             None => Ok(false),
             Some(raw) => serde_json::from_str::<Option<bool>>(raw.get())
                 .map(Option::unwrap_or_default)
-                .map_err(|_| GatewayError::InvalidField {
-                    field: "stream",
-                    expected: "a boolean",
-                }),
+                .map_err(|_| GatewayError::InvalidField { field: "stream", expected: "a boolean" }),
         }
     }
 
@@ -183,24 +177,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_bodies() {
-        assert!(matches!(
-            JsonBody::parse(b"{\"model\":"),
-            Err(GatewayError::MalformedJson(_))
-        ));
+        assert!(matches!(JsonBody::parse(b"{\"model\":"), Err(GatewayError::MalformedJson(_))));
         assert!(matches!(JsonBody::parse(b"[1,2]"), Err(GatewayError::NotAnObject)));
         assert!(matches!(JsonBody::parse(b"{} x"), Err(GatewayError::MalformedJson(_))));
         let b = JsonBody::parse(b"{\"messages\":[]}").unwrap();
         assert!(matches!(b.model(), Err(GatewayError::MissingModel)));
         let b = JsonBody::parse(b"{\"model\":5}").unwrap();
-        assert!(matches!(
-            b.model(),
-            Err(GatewayError::InvalidField { field: "model", .. })
-        ));
+        assert!(matches!(b.model(), Err(GatewayError::InvalidField { field: "model", .. })));
         let b = JsonBody::parse(b"{\"model\":\"m\",\"stream\":\"yes\"}").unwrap();
-        assert!(matches!(
-            b.stream(),
-            Err(GatewayError::InvalidField { field: "stream", .. })
-        ));
+        assert!(matches!(b.stream(), Err(GatewayError::InvalidField { field: "stream", .. })));
     }
 
     #[test]

@@ -55,10 +55,7 @@ impl Forward {
         self.done = true;
         tracing::warn!(provider = %self.provider.name, error = %error, "upstream response broke off");
         if self.sse {
-            let e = GatewayError::Upstream {
-                provider: self.provider.name.clone(),
-                error,
-            };
+            let e = GatewayError::Upstream { provider: self.provider.name.clone(), error };
             Poll::Ready(Some(Ok(Frame::data(sse_error_event(&e)))))
         } else {
             Poll::Ready(Some(Err(Box::new(error))))

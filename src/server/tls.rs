@@ -11,25 +11,15 @@ use crate::config::{Problem, TlsConfig};
 
 /// Build the acceptor, or a problem located at the offending field.
 pub fn acceptor(cfg: &TlsConfig) -> Result<TlsAcceptor, Problem> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
-        .and_then(Iterator::collect)
-        .map_err(|e| {
-            Problem::new(
-                "listen.tls.cert",
-                format!("cannot read certificates from {}: {e}", cfg.cert.display()),
-            )
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(&cfg.cert).and_then(Iterator::collect).map_err(|e| {
+            Problem::new("listen.tls.cert", format!("cannot read certificates from {}: {e}", cfg.cert.display()))
         })?;
     if certs.is_empty() {
-        return Err(Problem::new(
-            "listen.tls.cert",
-            format!("no certificate found in {}", cfg.cert.display()),
-        ));
+        return Err(Problem::new("listen.tls.cert", format!("no certificate found in {}", cfg.cert.display())));
     }
     let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| {
-        Problem::new(
-            "listen.tls.key",
-            format!("cannot read a private key from {}: {e}", cfg.key.display()),
-        )
+        Problem::new("listen.tls.key", format!("cannot read a private key from {}: {e}", cfg.key.display()))
     })?;
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()

@@ -1,0 +1,214 @@
+//! AI configs: versioned prompt/model variants, compiled once, and the request edits
+//! that turn an app's request into the chosen variant's upstream call.
+//!
+//! A [`Version`] is built when the snapshot is: provider resolved, model name and
+//! parameters serialized, message templates compiled. Per request, [`Version::edits`]
+//! renders the messages and lists the top-level body members to set — `model`, the
+//! version's parameters, `messages` — which the proxy splices into the app's bytes.
+
+pub mod template;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use http::HeaderValue;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::config::aiconfig::{MessagesMode, Resolved};
+use crate::providers::Provider;
+use template::{Scope, Template};
+
+/// Names a template may use.
+pub const TEMPLATE_ROOTS: &[&str] = &["ldctx", "vars", "client"];
+
+/// Roles a version's messages may have.
+const ROLES: &[&str] = &["system", "developer", "user", "assistant"];
+
+/// One compiled AI config version.
+#[derive(Debug)]
+pub struct Version {
+    pub key: Box<str>,
+    pub version: u32,
+    pub provider: Arc<Provider>,
+    pub enabled: bool,
+    /// `"model-name"` as JSON, ready to splice.
+    model_json: Box<str>,
+    /// `(key, JSON value)` of each parameter.
+    parameters: Vec<(Box<str>, Box<str>)>,
+    messages: Vec<Message>,
+    mode: MessagesMode,
+    /// `key@version`, for the `x-sluice-ai-config` header.
+    pub header: HeaderValue,
+    /// Template variables that were missing when rendering (they render empty).
+    pub missing_variables: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Message {
+    /// The role as JSON (`"system"`).
+    role_json: Box<str>,
+    content: Template,
+}
+
+/// What templates can read: `ldctx` (the app's context), `vars` (the
+/// `x-sluice-variables` header) and `client` (the calling app).
+pub struct RenderScope<'a> {
+    pub ldctx: &'a Value,
+    pub vars: &'a Value,
+    pub client: &'a Value,
+}
+
+impl Scope for RenderScope<'_> {
+    fn lookup(&self, name: &str) -> Option<&Value> {
+        match name {
+            "ldctx" => Some(self.ldctx),
+            "vars" => Some(self.vars),
+            "client" => Some(self.client),
+            _ => None,
+        }
+    }
+}
+
+/// Why the app's request cannot take a version's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("`messages` must be an array of message objects")]
+pub struct BadMessages;
+
+impl Version {
+    /// Compile a resolved version; problems come back as `(field, message)`.
+    pub fn compile(
+        key: &str,
+        version: u32,
+        resolved: &Resolved,
+        providers: &HashMap<String, Arc<Provider>>,
+    ) -> Result<Version, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        let provider = providers.get(&resolved.provider).cloned();
+        if provider.is_none() {
+            problems.push(("provider".to_string(), format!("unknown provider `{}`", resolved.provider)));
+        }
+        let mut messages = Vec::with_capacity(resolved.messages.len());
+        for (i, m) in resolved.messages.iter().enumerate() {
+            if !ROLES.contains(&m.role.as_str()) {
+                problems.push((
+                    format!("messages[{i}].role"),
+                    format!("unknown role `{}` (use {})", m.role, ROLES.join(", ")),
+                ));
+            }
+            match Template::compile(&m.content) {
+                Ok(t) => {
+                    for root in t.roots() {
+                        if !TEMPLATE_ROOTS.contains(&root) {
+                            problems.push((
+                                format!("messages[{i}].content"),
+                                format!("unknown template name `{root}` (use ldctx, vars or client)"),
+                            ));
+                        }
+                    }
+                    messages.push(Message { role_json: json_string(&m.role), content: t });
+                }
+                Err(e) => problems.push((format!("messages[{i}].content"), e.to_string())),
+            }
+        }
+        let header = HeaderValue::from_str(&format!("{key}@{version}"));
+        if header.is_err() {
+            problems.push((String::new(), "the AI config key cannot be sent in a header".to_string()));
+        }
+        match (provider, header) {
+            (Some(provider), Ok(header)) if problems.is_empty() => Ok(Version {
+                key: key.into(),
+                version,
+                provider,
+                enabled: resolved.enabled,
+                model_json: json_string(&resolved.model),
+                parameters: resolved
+                    .parameters
+                    .iter()
+                    .map(|(k, v)| (k.as_str().into(), v.to_string().into()))
+                    .collect(),
+                messages,
+                mode: resolved.messages_mode,
+                header,
+                missing_variables: AtomicU64::new(0),
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// The body members to set for this version: `model`, its parameters and, for chat
+    /// completions with messages, the combined `messages`.
+    pub fn edits<'s>(
+        &'s self,
+        chat: bool,
+        app_messages: Option<&RawValue>,
+        scope: &RenderScope<'_>,
+    ) -> Result<Vec<(&'s str, Cow<'s, str>)>, BadMessages> {
+        let mut edits: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(2 + self.parameters.len());
+        edits.push(("model", Cow::Borrowed(&*self.model_json)));
+        for (k, v) in &self.parameters {
+            edits.push((k, Cow::Borrowed(&**v)));
+        }
+        if chat && !self.messages.is_empty() {
+            edits.push(("messages", Cow::Owned(self.messages_json(app_messages, scope)?)));
+        }
+        Ok(edits)
+    }
+
+    /// The version's rendered messages combined with the app's.
+    fn messages_json(&self, app: Option<&RawValue>, scope: &RenderScope<'_>) -> Result<String, BadMessages> {
+        let app: Vec<&RawValue> = match app {
+            None => Vec::new(),
+            Some(raw) => serde_json::from_str(raw.get()).map_err(|_| BadMessages)?,
+        };
+        let mut out = String::with_capacity(256 + app.iter().map(|m| m.get().len() + 1).sum::<usize>());
+        out.push('[');
+        let mut content = String::new();
+        let mut missing = 0;
+        for (i, m) in self.messages.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            content.clear();
+            missing += m.content.render(scope, &mut content);
+            out.push_str("{\"role\":");
+            out.push_str(&m.role_json);
+            out.push_str(",\"content\":");
+            out.push_str(&json_string(&content));
+            out.push('}');
+        }
+        if missing > 0 {
+            self.missing_variables.fetch_add(missing as u64, Ordering::Relaxed);
+        }
+        for m in app {
+            if self.mode == MessagesMode::Replace && is_instruction(m)? {
+                continue;
+            }
+            out.push(',');
+            out.push_str(m.get());
+        }
+        out.push(']');
+        Ok(out)
+    }
+}
+
+/// Whether an app message is a system or developer message.
+fn is_instruction(m: &RawValue) -> Result<bool, BadMessages> {
+    #[derive(Deserialize)]
+    struct Role<'a> {
+        #[serde(borrow)]
+        role: Option<Cow<'a, str>>,
+    }
+    let r: Role<'_> = serde_json::from_str(m.get()).map_err(|_| BadMessages)?;
+    Ok(matches!(r.role.as_deref(), Some("system" | "developer")))
+}
+
+fn json_string(s: &str) -> Box<str> {
+    Value::String(s.to_string()).to_string().into()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,87 @@
+use super::*;
+use crate::config::aiconfig::MessageConfig;
+use crate::config::{ProviderConfig, ProviderKind, UpstreamTimeouts};
+use serde_json::json;
+
+fn providers() -> HashMap<String, Arc<Provider>> {
+    let cfg = ProviderConfig {
+        kind: ProviderKind::Mock,
+        base_url: None,
+        api_key: None,
+        headers: Default::default(),
+        timeouts: UpstreamTimeouts::default(),
+        models: Vec::new(),
+        mock: None,
+    };
+    let p = Provider::build("mock", &cfg, &UpstreamTimeouts::default()).unwrap();
+    HashMap::from([("mock".to_string(), Arc::new(p))])
+}
+
+fn resolved(mode: MessagesMode, messages: &[(&str, &str)]) -> Resolved {
+    Resolved {
+        provider: "mock".into(),
+        model: "m-2".into(),
+        parameters: json!({"temperature": 0.1, "max_tokens": 50}).as_object().unwrap().clone(),
+        messages: messages.iter().map(|(r, c)| MessageConfig { role: r.to_string(), content: c.to_string() }).collect(),
+        messages_mode: mode,
+        enabled: true,
+    }
+}
+
+fn scope_values() -> (Value, Value, Value) {
+    (json!({"kind": "user", "key": "u1", "email": "ada@x.com"}), json!({"topic": "billing"}), json!({"name": "app"}))
+}
+
+#[test]
+fn edits_set_model_parameters_and_prepended_messages() {
+    let v = Version::compile(
+        "bot",
+        2,
+        &resolved(MessagesMode::Prepend, &[("system", "Help {{ldctx.email}} with {{vars.topic}}{{vars.nope}}")]),
+        &providers(),
+    )
+    .unwrap();
+    assert_eq!(v.header, "bot@2");
+    let (ldctx, vars, client) = scope_values();
+    let scope = RenderScope { ldctx: &ldctx, vars: &vars, client: &client };
+    let app: Box<RawValue> =
+        RawValue::from_string(r#"[{"role":"system","content":"app sys"},{"role":"user","content":"hi"}]"#.into())
+            .unwrap();
+    let edits = v.edits(true, Some(&app), &scope).unwrap();
+    let map: HashMap<&str, Value> = edits.iter().map(|(k, v)| (*k, serde_json::from_str(v).unwrap())).collect();
+    assert_eq!(map["model"], "m-2");
+    assert_eq!(map["temperature"], 0.1);
+    assert_eq!(
+        map["messages"],
+        json!([{"role":"system","content":"Help ada@x.com with billing"},{"role":"system","content":"app sys"},{"role":"user","content":"hi"}])
+    );
+    assert_eq!(v.missing_variables.load(Ordering::Relaxed), 1);
+    // Not chat (completions, embeddings): no messages.
+    assert!(v.edits(false, Some(&app), &scope).unwrap().iter().all(|(k, _)| *k != "messages"));
+}
+
+#[test]
+fn replace_mode_drops_the_apps_instructions() {
+    let v = Version::compile("bot", 1, &resolved(MessagesMode::Replace, &[("system", "new")]), &providers()).unwrap();
+    let (ldctx, vars, client) = scope_values();
+    let scope = RenderScope { ldctx: &ldctx, vars: &vars, client: &client };
+    let app: Box<RawValue> = RawValue::from_string(
+        r#"[{"role":"developer","content":"d"},{"role":"user","content":"q"},{"role":"system","content":"s"}]"#.into(),
+    )
+    .unwrap();
+    let edits = v.edits(true, Some(&app), &scope).unwrap();
+    let messages: Value = serde_json::from_str(&edits.iter().find(|(k, _)| *k == "messages").unwrap().1).unwrap();
+    assert_eq!(messages, json!([{"role":"system","content":"new"},{"role":"user","content":"q"}]));
+    let bad: Box<RawValue> = RawValue::from_string("{\"x\":1}".into()).unwrap();
+    assert_eq!(v.edits(true, Some(&bad), &scope), Err(BadMessages));
+}
+
+#[test]
+fn compile_reports_every_problem() {
+    let mut r = resolved(MessagesMode::Prepend, &[("wizard", "{{#x}}"), ("user", "{{secret.key}}")]);
+    r.provider = "nope".into();
+    let problems = Version::compile("bot", 1, &r, &providers()).unwrap_err();
+    let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(fields, ["provider", "messages[0].role", "messages[0].content", "messages[1].content"]);
+    assert!(problems[3].1.contains("unknown template name `secret`"));
+}
