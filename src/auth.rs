@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
+use crate::flags::Single;
 
 /// A SHA-256 digest of a gateway key.
 pub type KeyDigest = [u8; 32];
@@ -39,6 +40,25 @@ pub fn parse_digest(hex: &str) -> Option<KeyDigest> {
 pub struct Client {
     pub name: String,
     pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// The app as a context of kind `client`, added to every request's context.
+    pub context: Single,
+    /// The app as templates see it (`{{client.name}}`, `{{client.<attribute>}}`).
+    pub template_value: serde_json::Value,
+}
+
+impl Client {
+    pub fn new(name: &str, attributes: serde_json::Map<String, serde_json::Value>) -> Self {
+        let context = Single {
+            kind: "client".into(),
+            key: name.into(),
+            name: None,
+            anonymous: false,
+            attributes: attributes.clone(),
+        };
+        let mut template = attributes.clone();
+        template.insert("name".into(), serde_json::Value::String(name.to_string()));
+        Client { name: name.to_string(), attributes, context, template_value: serde_json::Value::Object(template) }
+    }
 }
 
 /// All gateway keys of a snapshot.
@@ -58,7 +78,7 @@ impl Clients {
                     (None, Some(hex)) => parse_digest(hex)?,
                     (None, None) => return None,
                 };
-                let client = Client { name: name.clone(), attributes: c.attributes.clone() };
+                let client = Client::new(name, c.attributes.clone());
                 Some((d, Arc::new(client)))
             })
             .collect();

@@ -95,9 +95,10 @@ pub struct Prepared {
 }
 
 /// Build the snapshot and TLS from a loaded config; problems are located in the file.
-pub fn prepare(loaded: Loaded) -> Result<Prepared, ConfigError> {
+pub fn prepare(mut loaded: Loaded) -> Result<Prepared, ConfigError> {
     let mut problems: Vec<Problem> = Vec::new();
-    let snapshot = Snapshot::build(&loaded.config).map_err(|p| problems.extend(p)).ok();
+    let targeting = std::mem::take(&mut loaded.targeting);
+    let snapshot = Snapshot::build(&loaded.config, targeting).map_err(|p| problems.extend(p)).ok();
     let tls = match &loaded.config.listen.tls {
         None => None,
         Some(t) => tls::acceptor(t).map_err(|p| problems.push(p)).ok(),

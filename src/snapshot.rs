@@ -2,23 +2,31 @@
 //!
 //! A [`Snapshot`] is built whenever the configuration changes and swapped in behind an
 //! `ArcSwap`; the request path loads it once and never takes a lock or compiles
-//! anything. Today it holds gateway keys, providers and model routes; flags, AI configs
-//! and metric handles join it as they arrive.
+//! anything: providers are built, flags compiled, AI config versions compiled (message
+//! templates included), and every response header value a route can send is ready.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
 
+use crate::aiconfig::Version;
 use crate::auth::Clients;
-use crate::config::{Config, Problem};
+use crate::config::flags::{FlagConfig, WhenDisabled};
+use crate::config::{Config, Problem, Targeting};
+use crate::flags::FlagIndex;
 use crate::providers::Provider;
 
 /// Everything a data-plane request needs, built once per configuration.
 #[derive(Debug)]
 pub struct Snapshot {
     pub clients: Clients,
+    /// Compiled flags and their variation names.
+    pub targeting: Targeting,
+    /// Flags that route requests, by key (the `model` apps send).
+    flag_routes: HashMap<Box<str>, FlagRoute>,
     /// Providers by name: `model: "name/model"` routes to one.
     providers: HashMap<String, Arc<Provider>>,
     /// Aliases: a short model name → (provider, upstream model name).
@@ -30,7 +38,29 @@ pub struct Snapshot {
     pub access_log: bool,
 }
 
-/// Where a request's `model` goes.
+/// A flag whose variations serve AI config versions.
+#[derive(Debug)]
+pub struct FlagRoute {
+    pub index: FlagIndex,
+    /// The flag key, for `x-sluice-flag`.
+    pub header: HeaderValue,
+    /// By variation index.
+    pub variants: Vec<Variant>,
+    pub fallback: Option<usize>,
+    pub off_variation: Option<usize>,
+    pub when_disabled: WhenDisabled,
+    pub require_context_key: bool,
+}
+
+/// One variation of a routing flag.
+#[derive(Debug)]
+pub struct Variant {
+    /// The variation name, for `x-sluice-variation`.
+    pub header: HeaderValue,
+    pub version: Arc<Version>,
+}
+
+/// Where a pass-through request's `model` goes.
 #[derive(Debug, Clone, Copy)]
 pub struct Route<'a> {
     pub provider: &'a Arc<Provider>,
@@ -39,9 +69,10 @@ pub struct Route<'a> {
 }
 
 impl Snapshot {
-    /// Compile `config`. It has been validated, so failures here come from the outside
-    /// world (for example TLS roots) and are reported at the provider's path.
-    pub fn build(config: &Config) -> Result<Self, Vec<Problem>> {
+    /// Compile a validated `config` and its compiled flags. Failures here are reported
+    /// at their config path (a provider that cannot be built, an AI config version with
+    /// a bad template...).
+    pub fn build(config: &Config, targeting: Targeting) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut providers = HashMap::new();
         for (name, cfg) in &config.providers {
@@ -64,12 +95,21 @@ impl Snapshot {
                     .push(Problem::new(format!("aliases.{alias}"), "must be `provider/model` of a known provider")),
             }
         }
+        let versions = versions(config, &providers, &mut problems);
+        let mut flag_routes = HashMap::new();
+        for (key, flag) in &config.flags {
+            if let Some(route) = flag_route(key, flag, &targeting, &versions, &mut problems) {
+                flag_routes.insert(key.as_str().into(), route);
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
-        let models_json = models_json(config);
+        let models_json = models_json(config, &flag_routes);
         Ok(Snapshot {
             clients: Clients::from_config(config),
+            targeting,
+            flag_routes,
             providers,
             aliases,
             models_json,
@@ -79,7 +119,12 @@ impl Snapshot {
         })
     }
 
-    /// Where `model` goes: an alias, else `provider/model`.
+    /// The routing flag `model` names, if any.
+    pub fn flag_route(&self, model: &str) -> Option<&FlagRoute> {
+        self.flag_routes.get(model)
+    }
+
+    /// Where a pass-through `model` goes: an alias, else `provider/model`.
     pub fn route<'a>(&'a self, model: &'a str) -> Option<Route<'a>> {
         if let Some((provider, m)) = self.aliases.get(model) {
             return Some(Route { provider, model: m });
@@ -92,15 +137,91 @@ impl Snapshot {
     }
 }
 
-/// The OpenAI `GET /v1/models` list: aliases, then each provider's listed models.
-fn models_json(config: &Config) -> Bytes {
-    let mut ids: Vec<String> = config.aliases.keys().cloned().collect();
-    for (name, p) in &config.providers {
-        ids.extend(p.models.iter().map(|m| format!("{name}/{m}")));
+type Versions = HashMap<(String, u32), Arc<Version>>;
+
+/// Compile every AI config version.
+fn versions(config: &Config, providers: &HashMap<String, Arc<Provider>>, problems: &mut Vec<Problem>) -> Versions {
+    let mut out = HashMap::new();
+    for (key, ai) in &config.ai_configs {
+        if ai.versions.is_empty() {
+            problems
+                .push(Problem::new(format!("ai_configs.{key}.versions"), "an AI config needs at least one version"));
+        }
+        let mut previous = 0;
+        for (i, v) in ai.versions.iter().enumerate() {
+            let at = format!("ai_configs.{key}.versions[{i}]");
+            if v.version <= previous {
+                problems.push(Problem::new(
+                    format!("{at}.version"),
+                    format!("versions are numbered in increasing order (this one follows {previous})"),
+                ));
+            }
+            previous = v.version;
+            let compiled = v.resolve().and_then(|resolved| Version::compile(key, v.version, &resolved, providers));
+            match compiled {
+                Ok(version) => {
+                    out.insert((key.clone(), v.version), Arc::new(version));
+                }
+                Err(list) => problems.extend(list.into_iter().map(|(field, message)| {
+                    Problem::new(if field.is_empty() { at.clone() } else { format!("{at}.{field}") }, message)
+                })),
+            }
+        }
+    }
+    out
+}
+
+/// The route of a flag whose variations name AI configs; `None` for other flags.
+fn flag_route(
+    key: &str,
+    flag: &FlagConfig,
+    targeting: &Targeting,
+    versions: &Versions,
+    problems: &mut Vec<Problem>,
+) -> Option<FlagRoute> {
+    if flag.variations.iter().all(|v| v.ai_config.is_none()) {
+        return None;
+    }
+    let index = targeting.set.index(key)?;
+    let mut header = |at: String, s: &str| {
+        HeaderValue::from_str(s)
+            .map_err(|_| problems.push(Problem::new(at, "must be plain ASCII: it is sent in a response header")))
+            .ok()
+    };
+    let flag_header = header(format!("flags.{key}"), key)?;
+    let mut variants = Vec::with_capacity(flag.variations.len());
+    for (i, v) in flag.variations.iter().enumerate() {
+        let version = v.ai_config.as_ref().zip(v.version).and_then(|(k, n)| versions.get(&(k.clone(), n)));
+        // A version that failed to compile is already reported under `ai_configs`.
+        let name = header(format!("flags.{key}.variations[{i}].name"), &v.name);
+        variants.push(Variant { header: name?, version: Arc::clone(version?) });
+    }
+    let position = |name: &str| flag.variations.iter().position(|v| v.name == name);
+    Some(FlagRoute {
+        index,
+        header: flag_header,
+        variants,
+        fallback: flag.fallback_variation.as_deref().and_then(position),
+        off_variation: flag.off_variation.as_deref().map_or(Some(0), position),
+        when_disabled: flag.when_disabled,
+        require_context_key: flag.require_context_key,
+    })
+}
+
+/// The OpenAI `GET /v1/models` list: routing flags, aliases, then each provider's
+/// listed models.
+fn models_json(config: &Config, flag_routes: &HashMap<Box<str>, FlagRoute>) -> Bytes {
+    let mut flags: Vec<&str> = flag_routes.keys().map(|k| &**k).collect();
+    flags.sort_unstable();
+    let mut ids: Vec<(String, &str)> = flags.into_iter().map(|k| (k.to_string(), "sluice-flag")).collect();
+    ids.extend(config.aliases.keys().map(|a| (a.clone(), "sluice-alias")));
+    let listed: BTreeMap<&String, &Vec<String>> = config.providers.iter().map(|(n, p)| (n, &p.models)).collect();
+    for (name, models) in listed {
+        ids.extend(models.iter().map(|m| (format!("{name}/{m}"), "sluice")));
     }
     let data: Vec<_> = ids
         .into_iter()
-        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "sluice"}))
+        .map(|(id, owner)| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
         .collect();
     serde_json::json!({"object": "list", "data": data}).to_string().into()
 }

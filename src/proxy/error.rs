@@ -58,6 +58,18 @@ pub enum GatewayError {
     UnknownUrl { method: String, path: String },
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
+    #[error("{0}")]
+    InvalidContext(String),
+    #[error("{0}")]
+    InvalidVariables(String),
+    #[error("the flag `{0}` needs a context key: send `x-sluice-context` or the `user` field")]
+    ContextKeyRequired(String),
+    #[error("`messages` must be an array of message objects")]
+    InvalidMessages,
+    #[error("the flag `{flag}` could not be evaluated: {kind}")]
+    FlagError { flag: String, kind: &'static str },
+    #[error("the AI config version `{0}` is disabled")]
+    AiConfigDisabled(String),
     #[error("provider `{provider}`: {error}")]
     Upstream { provider: String, error: UpstreamError },
     #[error("internal gateway error")]
@@ -73,6 +85,11 @@ impl GatewayError {
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             BodyRead | MalformedJson(_) | NotAnObject | MissingModel | InvalidField { .. } => StatusCode::BAD_REQUEST,
+            InvalidContext(_) | InvalidVariables(_) | ContextKeyRequired(_) | InvalidMessages => {
+                StatusCode::BAD_REQUEST
+            }
+            FlagError { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            AiConfigDisabled(_) => StatusCode::SERVICE_UNAVAILABLE,
             ModelNotFound(_) | UnknownUrl { .. } => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Upstream { error, .. } if error.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
@@ -87,7 +104,7 @@ impl GatewayError {
         match self {
             Upstream { error, .. } if error.is_timeout() => Outcome::Timeout,
             Upstream { .. } => Outcome::UpstreamError,
-            Internal => Outcome::GatewayError,
+            Internal | FlagError { .. } | AiConfigDisabled(_) => Outcome::GatewayError,
             _ => Outcome::ClientError,
         }
     }
@@ -104,6 +121,12 @@ impl GatewayError {
             MissingModel => ("invalid_request_error", Some("model"), Some("missing_model")),
             InvalidField { field, .. } => ("invalid_request_error", Some(field), Some("invalid_type")),
             ModelNotFound(_) => ("invalid_request_error", Some("model"), Some("model_not_found")),
+            InvalidContext(_) => ("invalid_request_error", None, Some("invalid_context")),
+            InvalidVariables(_) => ("invalid_request_error", None, Some("invalid_variables")),
+            ContextKeyRequired(_) => ("invalid_request_error", Some("user"), Some("context_key_required")),
+            InvalidMessages => ("invalid_request_error", Some("messages"), Some("invalid_type")),
+            FlagError { .. } => ("server_error", None, Some("flag_evaluation_error")),
+            AiConfigDisabled(_) => ("server_error", None, Some("ai_config_disabled")),
             UnknownUrl { .. } => ("invalid_request_error", None, Some("unknown_url")),
             MethodNotAllowed { .. } => ("invalid_request_error", None, Some("method_not_allowed")),
             Upstream { error, .. } => ("upstream_error", None, Some(upstream_code(*error))),

@@ -16,9 +16,12 @@
 //! | 7 | for a stream, peek the first event before committing the status | [`peek_first`] |
 //! | 8 | forward the body frame by frame | [`stream::Forward`] |
 
+pub mod context;
 pub mod error;
 pub mod request;
 pub mod stream;
+mod targeted;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +29,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body::Frame;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
@@ -34,35 +36,12 @@ pub use error::{GatewayError, Outcome};
 
 use crate::auth::Client;
 use crate::body::{self, Body};
-use crate::providers::{Endpoint, Provider, UpstreamError, UpstreamRequest};
+use crate::providers::Endpoint;
 use crate::snapshot::Snapshot;
 use request::JsonBody;
-use stream::Forward;
 
 /// The header carrying the request id, accepted from the client or generated.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), the
-/// client's own credentials, sluice's own headers, and `accept-encoding` (the response
-/// must stay readable by sluice; providers' answers are small).
-const DROPPED_REQUEST_HEADERS: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "authorization",
-    "accept-encoding",
-];
-
-/// Response headers never passed back: hop-by-hop only.
-const DROPPED_RESPONSE_HEADERS: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
 /// Serve one data-plane request. Never fails: errors become OpenAI-shaped responses.
 pub async fn handle(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Response<Body> {
@@ -133,7 +112,7 @@ async fn route(
     if snapshot.access_log {
         *client_name = Some(client.name.clone());
     }
-    forward(snapshot, endpoint, req, request_id).await
+    forward(snapshot, endpoint, req, request_id, client).await
 }
 
 /// Step 1: the gateway key from `Authorization: Bearer <key>`.
@@ -150,22 +129,23 @@ async fn forward(
     endpoint: Endpoint,
     req: Request<Incoming>,
     request_id: &HeaderValue,
+    client: &Client,
 ) -> Result<Response<Body>, GatewayError> {
     let (parts, incoming) = req.into_parts();
     let bytes = read_body(snapshot, &parts.headers, incoming).await?;
     let body = JsonBody::parse(&bytes)?;
     let model = body.model()?;
     let stream = body.stream()?;
+    let call = upstream::Call { endpoint, query: parts.uri.query(), stream, request_id };
+    if let Some(route) = snapshot.flag_route(&model) {
+        return targeted::forward(snapshot, route, &model, &parts.headers, &body, client, &call).await;
+    }
+    // Pass-through: `provider/model` or an alias, no targeting.
     let route = snapshot.route(&model).ok_or_else(|| GatewayError::ModelNotFound(truncate(&model)))?;
     let upstream_model = serde_json::to_string(route.model).map_err(|_| GatewayError::Internal)?;
     let rewritten = Bytes::from(body.rewrite(&[("model", &upstream_model)]));
-
-    let provider = Arc::clone(route.provider);
-    let mut headers = forwarded_headers(parts.headers);
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    let upstream = UpstreamRequest { endpoint, query: parts.uri.query(), headers, body: rewritten };
-    let resp = provider.send(upstream).await.map_err(|error| upstream_error(&provider, error))?;
-    respond(resp, provider, stream).await
+    let headers = upstream::forwarded_headers(&parts.headers);
+    upstream::send(route.provider, &call, headers, rewritten).await.or_else(upstream::Failure::into_result)
 }
 
 /// Step 2: the whole request body, refusing more than the limit or a slow sender.
@@ -183,62 +163,6 @@ async fn read_body(snapshot: &Snapshot, headers: &HeaderMap, incoming: Incoming)
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
         Ok(Err(_)) => Err(GatewayError::BodyRead),
     }
-}
-
-/// The client's headers minus those that must not travel upstream.
-fn forwarded_headers(mut headers: HeaderMap) -> HeaderMap {
-    strip_connection_listed(&mut headers);
-    for name in DROPPED_REQUEST_HEADERS {
-        headers.remove(*name);
-    }
-    let sluice: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-sluice-")).cloned().collect();
-    for name in sluice {
-        headers.remove(name);
-    }
-    headers
-}
-
-/// Remove the headers a `Connection` header names (they are hop-by-hop too).
-fn strip_connection_listed(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-}
-
-/// Steps 7–8: pass the upstream response back, streaming its body.
-async fn respond(resp: Response<Body>, provider: Arc<Provider>, stream: bool) -> Result<Response<Body>, GatewayError> {
-    let (mut parts, mut inner) = resp.into_parts();
-    strip_connection_listed(&mut parts.headers);
-    for name in DROPPED_RESPONSE_HEADERS {
-        parts.headers.remove(*name);
-    }
-    let sse = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let first =
-        if stream && sse && parts.status.is_success() { Some(peek_first(&mut inner, &provider).await?) } else { None };
-    let body = Forward::new(inner, first.flatten(), provider, sse);
-    Ok(Response::from_parts(parts, body.boxed_unsync()))
-}
-
-/// Step 7: wait for a stream's first frame, so a provider that fails before its first
-/// event still gets a proper error status instead of a 200 with a broken stream.
-async fn peek_first(inner: &mut Body, provider: &Provider) -> Result<Option<Frame<Bytes>>, GatewayError> {
-    let first = tokio::time::timeout(provider.timeouts.first_byte, inner.frame()).await;
-    match first {
-        Err(_) => Err(upstream_error(provider, UpstreamError::FirstByteTimeout)),
-        Ok(Some(Err(_))) => Err(upstream_error(provider, UpstreamError::StreamBroken)),
-        Ok(frame) => Ok(frame.and_then(Result::ok)),
-    }
-}
-
-fn upstream_error(provider: &Provider, error: UpstreamError) -> GatewayError {
-    GatewayError::Upstream { provider: provider.name.clone(), error }
 }
 
 fn text(status: StatusCode, s: &'static str) -> Response<Body> {

@@ -61,6 +61,16 @@ impl<'a> JsonBody<'a> {
         }
     }
 
+    /// `user`: an optional string (absent, null or empty is none).
+    pub fn user(&self) -> Result<Option<Cow<'a, str>>, GatewayError> {
+        match self.get("user") {
+            None => Ok(None),
+            Some(raw) => serde_json::from_str::<Option<Cow<'a, str>>>(raw.get())
+                .map(|u| u.filter(|u| !u.is_empty()))
+                .map_err(|_| GatewayError::InvalidField { field: "user", expected: "a string" }),
+        }
+    }
+
     /// The body with each `(key, raw JSON)` of `set` replacing that member's value
     /// (every occurrence) or, when absent, added as the first member. Everything else
     /// is copied byte for byte.

@@ -1,0 +1,111 @@
+//! The targeted path (DESIGN §1 steps 2–6 for a `model` that names a flag): build the
+//! context, evaluate the flag, resolve the variation's AI config version, render and
+//! splice its edits into the app's body, send it — and, when the provider fails before
+//! the first byte and the flag names a fallback variation, try that once.
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Response;
+
+use super::context::{self, RequestContext};
+use super::error::GatewayError;
+use super::request::JsonBody;
+use super::upstream::{self, Call};
+use crate::aiconfig::RenderScope;
+use crate::auth::Client;
+use crate::body::Body;
+use crate::config::flags::WhenDisabled;
+use crate::flags::Reason;
+use crate::providers::Endpoint;
+use crate::snapshot::{FlagRoute, Snapshot, Variant};
+
+pub static X_SLUICE_FLAG: HeaderName = HeaderName::from_static("x-sluice-flag");
+pub static X_SLUICE_VARIATION: HeaderName = HeaderName::from_static("x-sluice-variation");
+pub static X_SLUICE_AI_CONFIG: HeaderName = HeaderName::from_static("x-sluice-ai-config");
+pub static X_SLUICE_REASON: HeaderName = HeaderName::from_static("x-sluice-reason");
+/// Set when a fallback served the request: the variation that failed.
+pub static X_SLUICE_FALLBACK_FROM: HeaderName = HeaderName::from_static("x-sluice-fallback-from");
+
+pub async fn forward(
+    snapshot: &Snapshot,
+    route: &FlagRoute,
+    flag: &str,
+    headers: &HeaderMap,
+    body: &JsonBody<'_>,
+    client: &Client,
+    call: &Call<'_>,
+) -> Result<Response<Body>, GatewayError> {
+    let RequestContext { context, ldctx } = context::build(headers, body, client, route.require_context_key, flag)?;
+    let vars = context::variables(headers)?;
+    let detail = snapshot.targeting.set.evaluate_index(route.index, &context);
+    let mut chosen = match (detail.reason, detail.variation_index) {
+        (Reason::Error(kind), _) => {
+            return Err(GatewayError::FlagError { flag: flag.to_string(), kind: kind.as_str() })
+        }
+        (_, Some(i)) if i < route.variants.len() => i,
+        _ => return Err(GatewayError::FlagError { flag: flag.to_string(), kind: "NO_VARIATION" }),
+    };
+    if !route.variants[chosen].version.enabled {
+        let disabled = || GatewayError::AiConfigDisabled(version_name(&route.variants[chosen]));
+        match (route.when_disabled, route.off_variation) {
+            (WhenDisabled::OffVariation, Some(off)) if route.variants[off].version.enabled => chosen = off,
+            _ => return Err(disabled()),
+        }
+    }
+    let reason = reason_header(&detail.reason);
+    let scope = RenderScope { ldctx: &ldctx, vars: &vars, client: &client.template_value };
+    let forwarded = upstream::forwarded_headers(headers);
+
+    let fallback = route.fallback.filter(|&f| f != chosen && route.variants[f].version.enabled);
+    let first_headers = if fallback.is_some() { forwarded.clone() } else { forwarded };
+    let result = attempt(&route.variants[chosen], body, &scope, call, first_headers).await?;
+    let (resp, served, fell_back_from) = match (result, fallback) {
+        (Ok(resp), _) => (resp, chosen, None),
+        (Err(failure), Some(f)) => {
+            tracing::warn!(
+                flag, from = %route.variants[chosen].header.to_str().unwrap_or("?"),
+                to = %route.variants[f].header.to_str().unwrap_or("?"),
+                failure = %failure.describe(), "provider failed before the first byte; trying the fallback variation"
+            );
+            let retry = attempt(&route.variants[f], body, &scope, call, upstream::forwarded_headers(headers)).await?;
+            (retry.or_else(upstream::Failure::into_result)?, f, Some(chosen))
+        }
+        (Err(failure), None) => (failure.into_result()?, chosen, None),
+    };
+    let mut resp = resp;
+    let h = resp.headers_mut();
+    h.insert(X_SLUICE_FLAG.clone(), route.header.clone());
+    h.insert(X_SLUICE_VARIATION.clone(), route.variants[served].header.clone());
+    h.insert(X_SLUICE_AI_CONFIG.clone(), route.variants[served].version.header.clone());
+    h.insert(X_SLUICE_REASON.clone(), reason);
+    if let Some(from) = fell_back_from {
+        h.insert(X_SLUICE_FALLBACK_FROM.clone(), route.variants[from].header.clone());
+    }
+    Ok(resp)
+}
+
+/// Rewrite the body for `variant` and send it. The outer `Err` is a bad request (the
+/// app's messages); the inner one a provider failure before the first byte.
+async fn attempt(
+    variant: &Variant,
+    body: &JsonBody<'_>,
+    scope: &RenderScope<'_>,
+    call: &Call<'_>,
+    headers: HeaderMap,
+) -> Result<Result<Response<Body>, upstream::Failure>, GatewayError> {
+    let version = &variant.version;
+    let chat = call.endpoint == Endpoint::ChatCompletions;
+    let edits = version.edits(chat, body.get("messages"), scope).map_err(|_| GatewayError::InvalidMessages)?;
+    let edits: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (*k, &**v)).collect();
+    let rewritten = Bytes::from(body.rewrite(&edits));
+    Ok(upstream::send(&version.provider, call, headers, rewritten).await)
+}
+
+fn version_name(variant: &Variant) -> String {
+    format!("{}@{}", variant.version.key, variant.version.version)
+}
+
+/// The reason as compact LaunchDarkly JSON, e.g. `{"kind":"RULE_MATCH","ruleIndex":0,"ruleId":"staff"}`.
+fn reason_header(reason: &Reason<'_>) -> HeaderValue {
+    HeaderValue::from_str(&reason.to_json().to_string()).unwrap_or_else(|_| HeaderValue::from_static(reason.kind()))
+}

@@ -1,0 +1,156 @@
+//! Sending a rewritten request to a provider and preparing its response for the client
+//! (DESIGN §1 steps 6–7): forwarded headers, the first-byte wait, peeking a stream's
+//! first event, and the classification of failures that happen before the first byte
+//! reaches the client — the only ones a fallback may retry.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Response;
+use http_body::Frame;
+use http_body_util::BodyExt;
+
+use super::error::GatewayError;
+use super::stream::Forward;
+use super::X_REQUEST_ID;
+use crate::body::Body;
+use crate::providers::{Endpoint, Provider, UpstreamError, UpstreamRequest};
+
+/// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), the
+/// client's own credentials, sluice's own headers, and `accept-encoding` (the response
+/// must stay readable by sluice; providers' answers are small).
+const DROPPED_REQUEST_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "authorization",
+    "accept-encoding",
+];
+
+/// Response headers never passed back: hop-by-hop only.
+const DROPPED_RESPONSE_HEADERS: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// What is the same for every attempt of one request.
+pub struct Call<'a> {
+    pub endpoint: Endpoint,
+    /// The client's query string, passed through.
+    pub query: Option<&'a str>,
+    /// Whether the app asked for a stream.
+    pub stream: bool,
+    pub request_id: &'a HeaderValue,
+}
+
+/// A failure before anything was sent to the client.
+pub enum Failure {
+    /// The provider could not be reached, timed out, or broke before its first event.
+    Error(GatewayError),
+    /// The provider answered with a 5xx status (the response, unread).
+    Status(Response<Body>),
+}
+
+impl Failure {
+    /// The response to send when there is nothing left to try: an error, or the
+    /// provider's own 5xx passed through.
+    pub fn into_result(self) -> Result<Response<Body>, GatewayError> {
+        match self {
+            Failure::Error(e) => Err(e),
+            Failure::Status(resp) => Ok(resp),
+        }
+    }
+
+    /// A short description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Failure::Error(e) => e.to_string(),
+            Failure::Status(resp) => format!("status {}", resp.status()),
+        }
+    }
+}
+
+/// Send `body` to `provider` and prepare the response. `Err` only for failures before
+/// the first byte: after that, the response streams and breaks are reported in-band.
+pub async fn send(
+    provider: &Arc<Provider>,
+    call: &Call<'_>,
+    mut headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response<Body>, Failure> {
+    headers.insert(X_REQUEST_ID.clone(), call.request_id.clone());
+    let upstream = UpstreamRequest { endpoint: call.endpoint, query: call.query, headers, body };
+    let resp = provider.send(upstream).await.map_err(|error| Failure::Error(upstream_error(provider, error)))?;
+    if resp.status().is_server_error() {
+        return Err(Failure::Status(strip_hop_by_hop(resp)));
+    }
+    respond(resp, Arc::clone(provider), call.stream).await.map_err(Failure::Error)
+}
+
+/// The client's headers minus those that must not travel upstream.
+pub fn forwarded_headers(client: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(client.len());
+    let listed = connection_listed(client);
+    for (name, value) in client {
+        let n = name.as_str();
+        if DROPPED_REQUEST_HEADERS.contains(&n) || n.starts_with("x-sluice-") || listed.contains(name) {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    headers
+}
+
+/// The headers a `Connection` header names (they are hop-by-hop too).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
+fn strip_hop_by_hop(mut resp: Response<Body>) -> Response<Body> {
+    let listed = connection_listed(resp.headers());
+    let headers = resp.headers_mut();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in DROPPED_RESPONSE_HEADERS {
+        headers.remove(*name);
+    }
+    resp
+}
+
+/// Pass the upstream response back, streaming its body.
+async fn respond(resp: Response<Body>, provider: Arc<Provider>, stream: bool) -> Result<Response<Body>, GatewayError> {
+    let (parts, mut inner) = strip_hop_by_hop(resp).into_parts();
+    let sse = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let first =
+        if stream && sse && parts.status.is_success() { peek_first(&mut inner, &provider).await? } else { None };
+    let body = Forward::new(inner, first, provider, sse);
+    Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+/// Wait for a stream's first frame, so a provider that fails before its first event
+/// still gets a proper error status instead of a 200 with a broken stream.
+async fn peek_first(inner: &mut Body, provider: &Provider) -> Result<Option<Frame<Bytes>>, GatewayError> {
+    let first = tokio::time::timeout(provider.timeouts.first_byte, inner.frame()).await;
+    match first {
+        Err(_) => Err(upstream_error(provider, UpstreamError::FirstByteTimeout)),
+        Ok(Some(Err(_))) => Err(upstream_error(provider, UpstreamError::StreamBroken)),
+        Ok(frame) => Ok(frame.and_then(Result::ok)),
+    }
+}
+
+fn upstream_error(provider: &Provider, error: UpstreamError) -> GatewayError {
+    GatewayError::Upstream { provider: provider.name.clone(), error }
+}
