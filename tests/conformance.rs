@@ -57,11 +57,7 @@ fn suites(file: &Path) -> Vec<Value> {
     let (doc, _) = sluice::config::yaml::load(&text, &|_| None).unwrap_or_else(|e| panic!("{}: {e:?}", file.display()));
     let mut doc = doc.as_object().cloned().unwrap();
     let params = doc.remove("parameters");
-    let constants = doc
-        .get("constants")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let constants = doc.get("constants").and_then(Value::as_object).cloned().unwrap_or_default();
     let combos: Vec<Map<String, Value>> = match params {
         None => vec![Map::new()],
         Some(Value::Array(items)) if items.iter().all(Value::is_array) => {
@@ -134,10 +130,7 @@ fn run_suite(file: &Path, suite: &Value, failures: &mut Vec<String>) -> usize {
             && got.1 == want_index
             && json_eq(&got.2, &expect["reason"]);
         if !ok {
-            failures.push(format!(
-                "{label}: got value {} index {:?} reason {}; want {}",
-                got.0, got.1, got.2, expect
-            ));
+            failures.push(format!("{label}: got value {} index {:?} reason {}; want {}", got.0, got.1, got.2, expect));
         }
     }
     evaluations.len()
@@ -170,9 +163,5 @@ fn evaluate(set: &FlagSet, ev: &Value) -> (Value, Option<u64>, Value) {
     if !type_ok {
         return error("WRONG_TYPE");
     }
-    (
-        value.clone(),
-        detail.variation_index.map(|i| i as u64),
-        detail.reason.to_json(),
-    )
+    (value.clone(), detail.variation_index.map(|i| i as u64), detail.reason.to_json())
 }

@@ -57,10 +57,7 @@ fn rollout_flag(key: &str, salt: &str, n_variations: usize, rollout: Rollout) ->
         salt: salt.into(),
         variations: values(n_variations),
         off_variation: Some(0),
-        fallthrough: VariationOrRollout {
-            variation: None,
-            rollout: Some(rollout),
-        },
+        fallthrough: VariationOrRollout { variation: None, rollout: Some(rollout) },
         ..Flag::default()
     };
     let mut data = FlagData::default();
@@ -69,10 +66,7 @@ fn rollout_flag(key: &str, salt: &str, n_variations: usize, rollout: Rollout) ->
 }
 
 fn plain_rollout(variations: Vec<WeightedVariation>) -> Rollout {
-    Rollout {
-        variations,
-        ..Rollout::default()
-    }
+    Rollout { variations, ..Rollout::default() }
 }
 
 /// A compiled flag set, checked to have no problems: every property below is about
@@ -238,14 +232,7 @@ fn clause() -> impl Strategy<Value = Clause> {
     (
         prop::sample::select(&["plan", "tier", "email", "key", "name"][..]),
         prop::sample::select(
-            &[
-                "in",
-                "startsWith",
-                "lessThan",
-                "lessThanOrEqual",
-                "greaterThan",
-                "greaterThanOrEqual",
-            ][..],
+            &["in", "startsWith", "lessThan", "lessThanOrEqual", "greaterThan", "greaterThanOrEqual"][..],
         ),
         prop::collection::vec(clause_value(), 1..4),
         prop::bool::weighted(0.2),
@@ -262,10 +249,7 @@ fn clause() -> impl Strategy<Value = Clause> {
 /// A rule or fallthrough outcome: a fixed variation, or a rollout over all variations.
 fn outcome(n: usize) -> impl Strategy<Value = VariationOrRollout> {
     prop_oneof![
-        (0..n as i64).prop_map(|v| VariationOrRollout {
-            variation: Some(v),
-            rollout: None,
-        }),
+        (0..n as i64).prop_map(|v| VariationOrRollout { variation: Some(v), rollout: None }),
         (
             weights(n),
             Just((0..n).collect::<Vec<usize>>()).prop_shuffle(),
@@ -441,10 +425,8 @@ fn raise(weights: &[i64], grow: usize, delta: i64, take: Take, fracs: &[f64]) ->
         }
         Take::Resplit => {
             let left = TOTAL - new[grow];
-            let mut cuts: Vec<i64> = fracs[..others.len() - 1]
-                .iter()
-                .map(|f| (left as f64 * f).round() as i64)
-                .collect();
+            let mut cuts: Vec<i64> =
+                fracs[..others.len() - 1].iter().map(|f| (left as f64 * f).round() as i64).collect();
             cuts.sort_unstable();
             cuts.push(left);
             let mut prev = 0;
@@ -488,10 +470,7 @@ fn check_ramp(
 ) -> Result<(), TestCaseError> {
     let new_weights = raise(&spec.weights, grow, delta, take, fracs);
     let before = compile(&rollout_flag(&spec.flag, &spec.salt, spec.n(), spec.rollout(None)));
-    let raised = Spec {
-        weights: new_weights.clone(),
-        ..spec.clone()
-    };
+    let raised = Spec { weights: new_weights.clone(), ..spec.clone() };
     let after = compile(&rollout_flag(&spec.flag, &spec.salt, spec.n(), raised.rollout(None)));
     let treatment = spec.variations[grow];
     for key in keys {
@@ -562,12 +541,7 @@ fn key_in(prefix: &str, range: std::ops::Range<f32>) -> String {
 }
 
 fn variation_of(weights: &[i64], key: &str) -> Option<usize> {
-    let set = compile(&rollout_flag(
-        "checkout",
-        "salt",
-        3,
-        plain_rollout(arms(&[0, 1, 2], weights, &[])),
-    ));
+    let set = compile(&rollout_flag("checkout", "salt", 3, plain_rollout(arms(&[0, 1, 2], weights, &[]))));
     set.evaluate("checkout", &Context::new("user", key)).variation_index
 }
 
@@ -634,10 +608,8 @@ fn middle_arm_loses_a_context_to_float_rounding() {
 #[test]
 fn shares_match_weights_within_five_sigma() {
     const N: usize = 100_000;
-    let rollouts: [(&str, &[i64]); 2] = [
-        ("dist-5-15-80", &[5_000, 15_000, 80_000]),
-        ("dist-tenth-of-a-percent", &[100, 49_950, 49_950]),
-    ];
+    let rollouts: [(&str, &[i64]); 2] =
+        [("dist-5-15-80", &[5_000, 15_000, 80_000]), ("dist-tenth-of-a-percent", &[100, 49_950, 49_950])];
     let mut data = FlagData::default();
     for (flag, weights) in rollouts {
         let rollout = plain_rollout(arms(&[0, 1, 2], weights, &[]));

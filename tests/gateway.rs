@@ -17,25 +17,17 @@ async fn chat_is_routed_and_passed_through_untouched() {
 
     let mut req = post("/v1/chat/completions", Some(KEY), CHAT);
     req.headers_mut().insert("x-request-id", "req-123".parse().unwrap());
-    req.headers_mut()
-        .insert("openai-beta", "assistants=v2".parse().unwrap());
+    req.headers_mut().insert("openai-beta", "assistants=v2".parse().unwrap());
     let a = send(gw.data_addr, req).await;
     assert_eq!(a.status, 200, "{}", a.text());
-    assert_eq!(
-        a.body,
-        CHAT_RESPONSE.as_bytes(),
-        "the upstream body passes through byte for byte"
-    );
+    assert_eq!(a.body, CHAT_RESPONSE.as_bytes(), "the upstream body passes through byte for byte");
     assert_eq!(a.headers["x-request-id"], "req-123");
 
     let r = up.last();
     assert_eq!(r.method, "POST");
     assert_eq!(r.path_and_query, "/v1/chat/completions");
     assert_eq!(r.headers["authorization"], format!("Bearer {PROVIDER_KEY}").as_str());
-    assert_eq!(
-        r.headers["openai-beta"], "assistants=v2",
-        "other client headers are forwarded"
-    );
+    assert_eq!(r.headers["openai-beta"], "assistants=v2", "other client headers are forwarded");
     assert_eq!(r.headers["x-request-id"], "req-123");
     // Only `model` changed; every other byte is the app's.
     let expected = CHAT.replace(r#""model":"up/gpt-x""#, r#""model":"gpt-x""#);
@@ -52,11 +44,7 @@ async fn upstream_connections_are_kept_alive_and_reused() {
         assert_eq!(a.status, 200);
     }
     assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 5);
-    assert_eq!(
-        up.connections.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "one pooled connection served all five"
-    );
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one pooled connection served all five");
     gw.shutdown().await;
 }
 
@@ -88,12 +76,8 @@ async fn models_lists_aliases_and_provider_models() {
     let gw = gateway(&config(&up.base_url(), "")).await;
     let a = send(gw.data_addr, get("/v1/models", Some(KEY))).await;
     assert_eq!(a.status, 200);
-    let ids: Vec<String> = a.json()["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids: Vec<String> =
+        a.json()["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, ["fast", "up/gpt-x"]);
     assert_eq!(send(gw.data_addr, get("/v1/models", None)).await.status, 401);
     let h = send(gw.data_addr, get("/healthz", None)).await;
@@ -112,11 +96,7 @@ async fn bad_keys_are_refused_before_anything_else() {
     let mut req = post("/v1/chat/completions", None, CHAT);
     req.headers_mut().insert("authorization", "Basic abc".parse().unwrap());
     assert_eq!(send(gw.data_addr, req).await.status, 401);
-    assert_eq!(
-        up.calls.load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "nothing reached upstream"
-    );
+    assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing reached upstream");
     gw.shutdown().await;
 }
 
@@ -129,24 +109,9 @@ async fn bad_requests_get_openai_shaped_errors() {
         ("/v1/chat/completions", "[1,2]", 400, "invalid_json"),
         ("/v1/chat/completions", r#"{"messages":[]}"#, 400, "missing_model"),
         ("/v1/chat/completions", r#"{"model":7}"#, 400, "invalid_type"),
-        (
-            "/v1/chat/completions",
-            r#"{"model":"up/x","stream":"yes"}"#,
-            400,
-            "invalid_type",
-        ),
-        (
-            "/v1/chat/completions",
-            r#"{"model":"no-such-model"}"#,
-            404,
-            "model_not_found",
-        ),
-        (
-            "/v1/chat/completions",
-            r#"{"model":"nobody/gpt"}"#,
-            404,
-            "model_not_found",
-        ),
+        ("/v1/chat/completions", r#"{"model":"up/x","stream":"yes"}"#, 400, "invalid_type"),
+        ("/v1/chat/completions", r#"{"model":"no-such-model"}"#, 404, "model_not_found"),
+        ("/v1/chat/completions", r#"{"model":"nobody/gpt"}"#, 404, "model_not_found"),
         ("/v1/chat/completions", r#"{"model":"up/"}"#, 404, "model_not_found"),
         ("/v1/assistants", "{}", 404, "unknown_url"),
     ];
@@ -160,18 +125,11 @@ async fn bad_requests_get_openai_shaped_errors() {
         assert!(a.headers.contains_key("x-request-id"));
     }
     let a = send(gw.data_addr, get("/v1/chat/completions", Some(KEY))).await;
-    assert_eq!(
-        (a.status.as_u16(), a.error_code().as_str()),
-        (405, "method_not_allowed")
-    );
+    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (405, "method_not_allowed"));
     let big = format!(r#"{{"model":"up/gpt-x","pad":"{}"}}"#, "x".repeat(4096));
     let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), &big)).await;
     assert_eq!((a.status.as_u16(), a.error_code().as_str()), (413, "request_too_large"));
-    assert_eq!(
-        up.calls.load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "no bad request reached upstream"
-    );
+    assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 0, "no bad request reached upstream");
     gw.shutdown().await;
 }
 
@@ -179,12 +137,7 @@ async fn bad_requests_get_openai_shaped_errors() {
 async fn upstream_errors_pass_through_with_their_body() {
     let body =
         r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
-    let up = Upstream::start(Reply::Json {
-        status: 429,
-        body: body.into(),
-        delay: Duration::ZERO,
-    })
-    .await;
+    let up = Upstream::start(Reply::Json { status: 429, body: body.into(), delay: Duration::ZERO }).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), CHAT)).await;
     assert_eq!(a.status, 429);
@@ -195,29 +148,17 @@ async fn upstream_errors_pass_through_with_their_body() {
 #[tokio::test]
 async fn refused_upstream_is_a_502() {
     // Bind then drop a listener: the port is now closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let gw = gateway(&config(&format!("http://127.0.0.1:{port}/v1"), "")).await;
     let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), CHAT)).await;
-    assert_eq!(
-        (a.status.as_u16(), a.error_code().as_str()),
-        (502, "upstream_connect_failed")
-    );
+    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (502, "upstream_connect_failed"));
     assert!(a.json()["error"]["message"].as_str().unwrap().contains("provider `up`"));
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn slow_upstream_is_a_504() {
-    let up = Upstream::start(Reply::Json {
-        status: 200,
-        body: "{}".into(),
-        delay: Duration::from_secs(3),
-    })
-    .await;
+    let up = Upstream::start(Reply::Json { status: 200, body: "{}".into(), delay: Duration::from_secs(3) }).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), CHAT)).await;
     assert_eq!((a.status.as_u16(), a.error_code().as_str()), (504, "upstream_timeout"));
@@ -271,9 +212,7 @@ async fn slow_request_head_is_cut_off() {
     let up = Upstream::start(json_reply("{}")).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let mut s = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
-    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
-        .await
-        .unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n").await.unwrap();
     // The head never completes: the connection is closed after header_read_timeout.
     let mut buf = vec![0u8; 1024];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
@@ -304,10 +243,7 @@ async fn http2_cleartext_is_served() {
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
-    let body = http_body_util::BodyExt::collect(resp.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
     assert_eq!(body, CHAT_RESPONSE.as_bytes());
     let _ = json!({});
     gw.shutdown().await;

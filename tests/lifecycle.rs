@@ -41,17 +41,10 @@ async fn shutdown_drains_a_live_stream_and_refuses_new_connections() {
 
     let shutdown = tokio::spawn(gw.shutdown());
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "still accepting after shutdown began"
-    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown began");
     assert!(!shutdown.is_finished(), "shutdown must wait for the live stream");
     let ready = send(admin, get("/readyz", None)).await;
-    assert_eq!(
-        (ready.status.as_u16(), ready.text().as_str()),
-        (503, "draining"),
-        "the admin plane reports draining"
-    );
+    assert_eq!((ready.status.as_u16(), ready.text().as_str()), (503, "draining"), "the admin plane reports draining");
 
     let rest = frames(&mut body, start).await;
     assert_eq!(rest.len(), 8, "the stream finished completely: {rest:?}");
@@ -72,19 +65,12 @@ async fn shutdown_gives_up_after_the_grace_period() {
     let start = Instant::now();
     gw.shutdown().await;
     let took = start.elapsed();
-    assert!(
-        took < Duration::from_secs(3),
-        "shutdown took {took:?} with a 300ms grace period"
-    );
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?} with a 300ms grace period");
 }
 
 fn tls_material(
     dir: &std::path::Path,
-) -> (
-    std::path::PathBuf,
-    std::path::PathBuf,
-    rustls::pki_types::CertificateDer<'static>,
-) {
+) -> (std::path::PathBuf, std::path::PathBuf, rustls::pki_types::CertificateDer<'static>) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
@@ -117,13 +103,8 @@ async fn tls_is_terminated_with_alpn() {
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der).unwrap();
-    for (alpn, version) in [
-        (b"http/1.1".to_vec(), http::Version::HTTP_11),
-        (b"h2".to_vec(), http::Version::HTTP_2),
-    ] {
-        let mut client = rustls::ClientConfig::builder()
-            .with_root_certificates(roots.clone())
-            .with_no_client_auth();
+    for (alpn, version) in [(b"http/1.1".to_vec(), http::Version::HTTP_11), (b"h2".to_vec(), http::Version::HTTP_2)] {
+        let mut client = rustls::ClientConfig::builder().with_root_certificates(roots.clone()).with_no_client_auth();
         client.alpn_protocols = vec![alpn];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
         let tcp = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
@@ -136,9 +117,8 @@ async fn tls_is_terminated_with_alpn() {
             .body(http_body_util::Full::new(bytes::Bytes::from(r#"{"model":"fast"}"#)))
             .unwrap();
         let resp = if version == http::Version::HTTP_2 {
-            let (mut s, c) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-                .await
-                .unwrap();
+            let (mut s, c) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
             tokio::spawn(c);
             s.send_request(req).await.unwrap()
         } else {
@@ -154,9 +134,7 @@ async fn tls_is_terminated_with_alpn() {
     // Cleartext to a TLS listener gets nothing useful.
     let a = tokio::time::timeout(Duration::from_secs(3), async {
         let stream = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
-        let (mut s, c) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
+        let (mut s, c) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
         tokio::spawn(c);
         s.send_request(get("/healthz", None)).await
     })
@@ -200,11 +178,7 @@ async fn provider_and_gateway_keys_never_reach_logs_or_responses() {
 
     let broken = Upstream::start(Reply::Sse(vec![chat_chunk("a"), Step::Break])).await;
     let ok = Upstream::start(json_reply(CHAT_RESPONSE)).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let extra = format!(
         "  ok:\n    kind: openai\n    base_url: {}\n    api_key: {PROVIDER_KEY}\n  dead:\n    kind: openai\n    base_url: http://127.0.0.1:{port}/v1\n    api_key: {PROVIDER_KEY}\n    headers: {{x-secret-header: {PROVIDER_KEY}}}\n",
         ok.base_url()
@@ -229,22 +203,13 @@ async fn provider_and_gateway_keys_never_reach_logs_or_responses() {
     );
     for a in &answers {
         let all = format!("{:?} {}", a.headers, a.text());
-        assert!(
-            !all.contains(PROVIDER_KEY) && !all.contains("SECRET"),
-            "provider key in a response: {all}"
-        );
+        assert!(!all.contains(PROVIDER_KEY) && !all.contains("SECRET"), "provider key in a response: {all}");
         assert!(!all.contains(KEY), "gateway key in a response: {all}");
     }
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("request failed"), "the failures were logged: {logs}");
-    assert!(
-        logs.contains("client=\"app\""),
-        "the access log names the client: {logs}"
-    );
-    assert!(
-        !logs.contains(PROVIDER_KEY) && !logs.contains("SECRET"),
-        "provider key in the logs:\n{logs}"
-    );
+    assert!(logs.contains("client=\"app\""), "the access log names the client: {logs}");
+    assert!(!logs.contains(PROVIDER_KEY) && !logs.contains("SECRET"), "provider key in the logs:\n{logs}");
     assert!(!logs.contains(KEY), "gateway key in the logs:\n{logs}");
 }
 
@@ -254,10 +219,7 @@ fn sluice() -> Command {
 
 #[test]
 fn check_accepts_the_example_config_and_locates_errors() {
-    let out = sluice()
-        .args(["check", "--config", "config/sluice.yaml"])
-        .output()
-        .unwrap();
+    let out = sluice().args(["check", "--config", "config/sluice.yaml"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 
@@ -271,20 +233,13 @@ fn check_accepts_the_example_config_and_locates_errors() {
             "    base_url: https://api.openai.com/v1\n    base_url_typo: x",
         );
     std::fs::write(&bad, &text).unwrap();
-    let out = sluice()
-        .args(["check", "--config"])
-        .arg(&bad)
-        .env("OPENAI_API_KEY", "sk-env-SECRET-xyz")
-        .output()
-        .unwrap();
+    let out =
+        sluice().args(["check", "--config"]).arg(&bad).env("OPENAI_API_KEY", "sk-env-SECRET-xyz").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = text.lines().position(|l| l.contains("base_url_typo")).unwrap() + 1;
     assert!(
-        stderr.starts_with(&format!(
-            "{}:{line}:5: providers.openai.base_url_typo: unknown field",
-            bad.display()
-        )),
+        stderr.starts_with(&format!("{}:{line}:5: providers.openai.base_url_typo: unknown field", bad.display())),
         "{stderr}"
     );
     assert!(!stderr.contains("sk-env-SECRET-xyz"));
@@ -295,10 +250,7 @@ fn check_accepts_the_example_config_and_locates_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = text.lines().position(|l| l.contains("nowhere/mock-1")).unwrap() + 1;
     assert!(
-        stderr.starts_with(&format!(
-            "{}:{line}:9: aliases.demo: unknown provider `nowhere`",
-            bad.display()
-        )),
+        stderr.starts_with(&format!("{}:{line}:9: aliases.demo: unknown provider `nowhere`", bad.display())),
         "{stderr}"
     );
     let _ = std::fs::remove_dir_all(dir);
@@ -306,13 +258,7 @@ fn check_accepts_the_example_config_and_locates_errors() {
 
 #[test]
 fn serve_exits_cleanly_on_sigterm() {
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (data, admin) = (free(), free());
     let dir = temp_dir("serve");
     let cfg = dir.join("sluice.yaml");
@@ -321,31 +267,20 @@ fn serve_exits_cleanly_on_sigterm() {
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{data}"))
         .replace("127.0.0.1:8081", &format!("127.0.0.1:{admin}"));
     std::fs::File::create(&cfg).unwrap().write_all(text.as_bytes()).unwrap();
-    let mut child = sluice()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = sluice().args(["serve", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
         assert!(std::time::Instant::now() < deadline, "sluice serve never listened");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let code = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s.code();
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sluice serve did not exit on SIGTERM"
-        );
+        assert!(std::time::Instant::now() < deadline, "sluice serve did not exit on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(code, Some(0));

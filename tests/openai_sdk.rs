@@ -12,10 +12,7 @@ use std::process::Command;
 use common::gateway;
 
 fn sdk_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("python3").args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,19 +33,12 @@ async fn the_openai_python_sdk_works_through_sluice() {
     let gw = gateway(&yaml).await;
     let base = format!("http://{}/v1", gw.data_addr);
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .args(["tests/sdk/smoke.py", &base, "sk-sluice-demo"])
-            .output()
-            .unwrap()
+        Command::new("python3").args(["tests/sdk/smoke.py", &base, "sk-sluice-demo"]).output().unwrap()
     })
     .await
     .unwrap();
     gw.shutdown().await;
-    assert!(
-        out.status.success(),
-        "SDK script failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "SDK script failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("OpenAI SDK saw: {v}");
 
@@ -62,14 +52,16 @@ async fn the_openai_python_sdk_works_through_sluice() {
     assert_eq!(v["embeddings"]["count"], 2);
     assert_eq!(
         v["models"],
-        serde_json::json!(["demo", "fast", "mock/mock-1", "openai/gpt-4o-mini"])
+        serde_json::json!(["demo", "fast", "mock-b/mock-2", "mock/mock-1", "openai/gpt-4o-mini", "support-bot"])
     );
     assert_eq!(
-        v["not_found"],
-        serde_json::json!({"status": 404, "code": "model_not_found"})
+        v["targeted"]["internal"],
+        serde_json::json!({"variation": "candidate", "ai_config": "support-bot@2", "model": "mock-2"})
     );
     assert_eq!(
-        v["bad_key"],
-        serde_json::json!({"status": 401, "code": "invalid_api_key"})
+        v["targeted"]["everyone"],
+        serde_json::json!({"variation": "control", "ai_config": "support-bot@1", "model": "mock-1"})
     );
+    assert_eq!(v["not_found"], serde_json::json!({"status": 404, "code": "model_not_found"}));
+    assert_eq!(v["bad_key"], serde_json::json!({"status": 401, "code": "invalid_api_key"}));
 }

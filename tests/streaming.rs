@@ -34,10 +34,7 @@ async fn sse_is_forwarded_chunk_by_chunk_as_it_arrives() {
     let mut body = resp.into_body();
     let got = frames(&mut body, start).await;
 
-    let texts: Vec<String> = got
-        .iter()
-        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-        .collect();
+    let texts: Vec<String> = got.iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect();
     assert_eq!(texts.len(), 6, "one frame per upstream event: {texts:?}");
     for (i, t) in texts.iter().take(5).enumerate() {
         assert!(t.contains(&format!("\"w{i}\"")), "{t}");
@@ -48,10 +45,7 @@ async fn sse_is_forwarded_chunk_by_chunk_as_it_arrives() {
     let first = got[0].0;
     let last = got[5].0;
     assert!(last >= Duration::from_millis(700), "stream took {last:?}");
-    assert!(
-        first + Duration::from_millis(500) < last,
-        "first chunk at {first:?}, last at {last:?}"
-    );
+    assert!(first + Duration::from_millis(500) < last, "first chunk at {first:?}, last at {last:?}");
     for pair in got.windows(2) {
         assert!(
             pair[1].0 >= pair[0].0 + Duration::from_millis(100),
@@ -64,14 +58,7 @@ async fn sse_is_forwarded_chunk_by_chunk_as_it_arrives() {
 
 #[tokio::test]
 async fn a_stream_that_breaks_ends_with_an_error_event() {
-    let up = Upstream::start(Reply::Sse(vec![
-        chat_chunk("a"),
-        ms(50),
-        chat_chunk("b"),
-        ms(50),
-        Step::Break,
-    ]))
-    .await;
+    let up = Upstream::start(Reply::Sse(vec![chat_chunk("a"), ms(50), chat_chunk("b"), ms(50), Step::Break])).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let start = Instant::now();
     let resp = send_raw(gw.data_addr, post("/v1/chat/completions", Some(KEY), STREAM_REQ)).await;
@@ -104,10 +91,7 @@ async fn a_stream_that_fails_before_its_first_event_is_a_502() {
     let up = Upstream::start(Reply::Sse(vec![ms(20), Step::Break])).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
     let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), STREAM_REQ)).await;
-    assert_eq!(
-        (a.status.as_u16(), a.error_code().as_str()),
-        (502, "upstream_stream_broken")
-    );
+    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (502, "upstream_stream_broken"));
     gw.shutdown().await;
 }
 
@@ -151,10 +135,7 @@ async fn the_built_in_mock_streams_with_usage() {
     let resp = send_raw(gw.data_addr, post("/v1/chat/completions", Some(KEY), req)).await;
     assert_eq!(resp.status(), 200);
     let got = frames(&mut resp.into_body(), start).await;
-    let all: String = got
-        .iter()
-        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-        .collect();
+    let all: String = got.iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect();
     assert!(all.ends_with("data: [DONE]\n\n"), "{all}");
     assert!(all.contains("\"usage\":{"), "{all}");
     gw.shutdown().await;
@@ -181,10 +162,7 @@ async fn a_client_that_disconnects_before_the_answer_cancels_the_upstream_reques
         flag.store(true, Ordering::SeqCst);
     });
     let gw = gateway(&config(&format!("http://{addr}/v1"), "").replace("first_byte: 1s", "first_byte: 30s")).await;
-    let req = tokio::spawn(send_raw(
-        gw.data_addr,
-        post("/v1/chat/completions", Some(KEY), r#"{"model":"up/m"}"#),
-    ));
+    let req = tokio::spawn(send_raw(gw.data_addr, post("/v1/chat/completions", Some(KEY), r#"{"model":"up/m"}"#)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!closed.load(Ordering::SeqCst));
     req.abort(); // the client goes away while the provider is still thinking

@@ -75,12 +75,7 @@ impl Upstream {
         let stream_dropped = Arc::new(AtomicBool::new(false));
         let calls = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
-        let (r, d, c, n) = (
-            requests.clone(),
-            stream_dropped.clone(),
-            calls.clone(),
-            connections.clone(),
-        );
+        let (r, d, c, n) = (requests.clone(), stream_dropped.clone(), calls.clone(), connections.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -110,14 +105,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream {
-            addr,
-            requests,
-            stream_dropped,
-            calls,
-            connections,
-            _task: task,
-        }
+        Upstream { addr, requests, stream_dropped, calls, connections, _task: task }
     }
 
     pub fn base_url(&self) -> String {
@@ -125,12 +113,7 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Recorded {
-        self.requests
-            .lock()
-            .unwrap()
-            .last()
-            .cloned()
-            .expect("upstream saw no request")
+        self.requests.lock().unwrap().last().cloned().expect("upstream saw no request")
     }
 }
 
@@ -142,21 +125,13 @@ async fn answer(reply: Reply, dropped: Arc<AtomicBool>) -> Response<TestBody> {
             tokio::time::sleep(delay).await;
             let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync());
             *resp.status_mut() = StatusCode::from_u16(status).unwrap();
-            resp.headers_mut()
-                .insert("content-type", "application/json".parse().unwrap());
+            resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
             resp
         }
         Reply::Sse(steps) => {
-            let body = Scripted {
-                steps,
-                at: 0,
-                sleep: None,
-                dropped,
-                finished: false,
-            };
+            let body = Scripted { steps, at: 0, sleep: None, dropped, finished: false };
             let mut resp = Response::new(body.boxed_unsync());
-            resp.headers_mut()
-                .insert("content-type", "text/event-stream".parse().unwrap());
+            resp.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
             resp
         }
     }
@@ -224,11 +199,7 @@ pub fn chat_chunk(content: &str) -> Step {
 pub const CHAT_RESPONSE: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
 
 pub fn json_reply(body: &str) -> Reply {
-    Reply::Json {
-        status: 200,
-        body: body.to_string(),
-        delay: Duration::ZERO,
-    }
+    Reply::Json { status: 200, body: body.to_string(), delay: Duration::ZERO }
 }
 
 /// A gateway config with one client (`KEY`) and an `up` provider at `base_url`.
@@ -290,17 +261,13 @@ impl Answer {
 /// body is left to the caller.
 pub async fn send_raw(addr: SocketAddr, req: Request<Full<Bytes>>) -> Response<Incoming> {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     sender.send_request(req).await.unwrap()
 }
 
 pub fn post(path: &str, key: Option<&str>, body: &str) -> Request<Full<Bytes>> {
-    let mut b = Request::post(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json");
+    let mut b = Request::post(path).header("host", "localhost").header("content-type", "application/json");
     if let Some(k) = key {
         b = b.header("authorization", format!("Bearer {k}"));
     }
@@ -316,29 +283,20 @@ pub fn get(path: &str, key: Option<&str>) -> Request<Full<Bytes>> {
 }
 
 pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
-    let resp = tokio::time::timeout(Duration::from_secs(10), send_raw(addr, req))
-        .await
-        .expect("no response head");
+    let resp = tokio::time::timeout(Duration::from_secs(10), send_raw(addr, req)).await.expect("no response head");
     let (parts, body) = resp.into_parts();
     let body = tokio::time::timeout(Duration::from_secs(10), body.collect())
         .await
         .expect("body never ended")
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    Answer { status: parts.status, headers: parts.headers, body }
 }
 
 /// Read a streaming body frame by frame, with each frame's arrival time since `start`.
 pub async fn frames(body: &mut Incoming, start: tokio::time::Instant) -> Vec<(Duration, Bytes)> {
     let mut out = Vec::new();
-    while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), body.frame())
-        .await
-        .expect("stream hung")
-    {
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.expect("stream hung") {
         match frame {
             Ok(f) => {
                 if let Ok(data) = f.into_data() {
@@ -349,4 +307,43 @@ pub async fn frames(body: &mut Incoming, start: tokio::time::Instant) -> Vec<(Du
         }
     }
     out
+}
+
+/// One kept-alive HTTP/1.1 connection, for many requests in a row.
+pub struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+        tokio::spawn(conn);
+        Conn { sender }
+    }
+
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Answer {
+        self.sender.ready().await.unwrap();
+        let resp = self.sender.send_request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        Answer { status: parts.status, headers: parts.headers, body }
+    }
+}
+
+/// A chat request for `model` with extra headers.
+pub fn chat(model: &str, headers: &[(&str, &str)], extra: &str) -> Request<Full<Bytes>> {
+    let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]{extra}}}"#);
+    let mut req = post("/v1/chat/completions", Some(KEY), &body);
+    for (k, v) in headers {
+        req.headers_mut().insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    req
+}
+
+impl Answer {
+    /// A response header as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
 }

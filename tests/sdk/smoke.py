@@ -47,6 +47,25 @@ out["embeddings"] = {"count": len(emb.data), "dims": len(emb.data[0].embedding)}
 
 out["models"] = sorted(m.id for m in client.models.list())
 
+# A flag as the model: targeting picks the variation; the headers say which.
+targeted = {}
+for name, ctx in [
+    ("internal", {"kind": "user", "key": "u-1", "name": "Ada", "email": "ada@yourcompany.com"}),
+    ("everyone", {"kind": "user", "key": "u-2", "name": "Bob"}),
+]:
+    raw = client.chat.completions.with_raw_response.create(
+        model="support-bot",
+        messages=[{"role": "user", "content": "Where is my order?"}],
+        extra_headers={"x-sluice-context": json.dumps(ctx)},
+    )
+    answer = raw.parse()
+    targeted[name] = {
+        "variation": raw.headers.get("x-sluice-variation"),
+        "ai_config": raw.headers.get("x-sluice-ai-config"),
+        "model": answer.model,
+    }
+out["targeted"] = targeted
+
 try:
     client.chat.completions.create(model="no-such-model", messages=[])
     out["not_found"] = None
