@@ -349,7 +349,9 @@ async fn bad_targeting_input_is_refused_clearly() {
     fallthrough: {variation: only}
 "#;
     let gw = gateway(&targeting_config(&a.base_url(), &b.base_url(), extra)).await;
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str, u16, &str)> = vec![
+    // (model, headers, extra body, status, error code)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("bot", vec![("x-sluice-context", "{not json")], "", 400, "invalid_context"),
         ("bot", vec![("x-sluice-context", r#"{"kind":"user"}"#)], "", 400, "invalid_context"),
         ("bot", vec![("x-sluice-variables", "[1]")], "", 400, "invalid_variables"),
