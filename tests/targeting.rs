@@ -429,3 +429,39 @@ fn configs_referring_to_missing_things_are_refused_with_paths() {
     // Every error carries the file, line and column.
     assert!(err.starts_with("t.yaml:"), "{err}");
 }
+
+#[tokio::test]
+async fn launchdarkly_ai_config_json_imports_as_a_version() {
+    let (a, b) = two_upstreams().await;
+    let ld_version = r#"      - version: 4
+        messages_mode: replace
+        launchdarkly:
+          _ldMeta: {variationKey: imported, version: 7, enabled: true}
+          model: {name: ld-model, parameters: {temperature: 0.3, maxTokens: 64}, custom: {owner: ml}}
+          provider: {name: up}
+          messages:
+            - {role: system, content: "Imported prompt for {{ldctx.key}}"}
+flags:"#;
+    let extra = r#"  imported:
+    variations:
+      - {name: only, ai_config: bot, version: 4}
+    fallthrough: {variation: only}
+"#;
+    let text = targeting_config(&a.base_url(), &b.base_url(), extra).replacen("flags:", ld_version, 1);
+    let gw = gateway(&text).await;
+    let r = send(gw.data_addr, chat("imported", &[], r#","user":"k-1""#)).await;
+    assert_eq!((r.status.as_u16(), r.header("x-sluice-ai-config")), (200, "bot@4"), "{}", r.text());
+    let sent = a.last().json();
+    assert_eq!(sent["model"], "ld-model");
+    assert_eq!(sent["temperature"], 0.3);
+    assert_eq!(sent["maxTokens"], 64, "LaunchDarkly parameters pass as they are");
+    assert_eq!(sent["messages"], json!([{"role":"system","content":"Imported prompt for k-1"},{"role":"user","content":"hi"}]));
+    gw.shutdown().await;
+
+    // `_ldMeta.enabled: false` disables the version.
+    let disabled = text.replace("enabled: true}", "enabled: false}");
+    let gw = gateway(&disabled).await;
+    let r = send(gw.data_addr, chat("imported", &[], r#","user":"k-1""#)).await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (503, "ai_config_disabled"));
+    gw.shutdown().await;
+}
