@@ -1,0 +1,71 @@
+//! What targeting, rendering and rewriting add to one request, without the network:
+//! parse the body, build the context from `x-sluice-context`, evaluate the flag, render
+//! the AI config version's messages and splice the edits into the body — the work
+//! `proxy::targeted` does before sending upstream — on the example config's
+//! `support-bot` flag. Compare with `pass-through`, which only splices `model`.
+//!
+//! Run: `cargo bench --bench request`
+// Set-up failures should stop a benchmark loudly; it is not production code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderValue};
+use sluice::aiconfig::RenderScope;
+use sluice::proxy::context;
+use sluice::proxy::request::JsonBody;
+use sluice::snapshot::Snapshot;
+
+const BODY: &str = r#"{"model":"support-bot","messages":[{"role":"system","content":"You are helpful."},{"role":"user","content":"Where is my order #1234? It was due yesterday."}],"temperature":0.7,"tools":[{"type":"function","function":{"name":"lookup_order","parameters":{"type":"object","properties":{"id":{"type":"string"}}}}}],"stream":false}"#;
+
+fn snapshot() -> Snapshot {
+    let text = std::fs::read_to_string("config/sluice.yaml").unwrap_or_default();
+    let mut loaded = match sluice::config::parse(&text, "config/sluice.yaml", &|_| None) {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    let targeting = std::mem::take(&mut loaded.targeting);
+    match Snapshot::build(&loaded.config, targeting) {
+        Ok(s) => s,
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let snapshot = snapshot();
+    let client = match snapshot.clients.authenticate(b"sk-sluice-demo") {
+        Some(c) => c.clone(),
+        None => panic!("demo key"),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "x-sluice-context",
+        HeaderValue::from_static(
+            r#"{"kind":"user","key":"customer-42","name":"Ada","email":"ada@example.com","plan":"gold"}"#,
+        ),
+    );
+    c.bench_function("request/targeted-rewrite", |b| {
+        b.iter(|| {
+            let body = JsonBody::parse(black_box(BODY.as_bytes())).ok()?;
+            let model = body.model().ok()?;
+            let route = snapshot.flag_route(&model)?;
+            let ctx = context::build(&headers, &body, &client, false, &model).ok()?;
+            let vars = context::variables(&headers).ok()?;
+            let detail = snapshot.targeting.set.evaluate_index(route.index, &ctx.context);
+            let variant = &route.variants[detail.variation_index?];
+            let scope = RenderScope { ldctx: &ctx.ldctx, vars: &vars, client: &client.template_value };
+            let edits = variant.version.edits(true, body.get("messages"), &scope).ok()?;
+            let edits: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (*k, &**v)).collect();
+            Some(black_box(body.rewrite(&edits)).len())
+        })
+    });
+    c.bench_function("request/pass-through-rewrite", |b| {
+        b.iter(|| {
+            let body = JsonBody::parse(black_box(BODY.as_bytes())).ok()?;
+            let _ = body.model().ok()?;
+            Some(black_box(body.rewrite(&[("model", "\"mock-1\"")])).len())
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
