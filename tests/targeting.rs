@@ -455,7 +455,10 @@ flags:"#;
     assert_eq!(sent["model"], "ld-model");
     assert_eq!(sent["temperature"], 0.3);
     assert_eq!(sent["maxTokens"], 64, "LaunchDarkly parameters pass as they are");
-    assert_eq!(sent["messages"], json!([{"role":"system","content":"Imported prompt for k-1"},{"role":"user","content":"hi"}]));
+    assert_eq!(
+        sent["messages"],
+        json!([{"role":"system","content":"Imported prompt for k-1"},{"role":"user","content":"hi"}])
+    );
     gw.shutdown().await;
 
     // `_ldMeta.enabled: false` disables the version.

@@ -135,7 +135,13 @@ impl Context {
             Value::Object(m)
         };
         if !self.multi {
-            return self.kinds.first().map_or(Value::Null, |s| one(s, true));
+            return self.kinds.first().map_or(Value::Null, |s| {
+                // Only the legacy user format may have an empty key: write it that way.
+                if s.key.is_empty() && &*s.kind == "user" {
+                    return legacy_json(s);
+                }
+                one(s, true)
+            });
         }
         let mut m = Map::new();
         m.insert("kind".into(), Value::String("multi".into()));
@@ -144,6 +150,20 @@ impl Context {
         }
         Value::Object(m)
     }
+}
+
+/// A legacy-format user (no `kind`, attributes under `custom`).
+fn legacy_json(s: &Single) -> Value {
+    let mut m = Map::new();
+    m.insert("key".into(), Value::String(s.key.to_string()));
+    if let Some(n) = &s.name {
+        m.insert("name".into(), Value::String(n.to_string()));
+    }
+    if s.anonymous {
+        m.insert("anonymous".into(), Value::Bool(true));
+    }
+    m.insert("custom".into(), Value::Object(s.attributes.clone()));
+    Value::Object(m)
 }
 
 /// A kind name is letters, digits, `.`, `_`, `-`; `kind` and `multi` are reserved.
@@ -326,7 +346,10 @@ mod tests {
         let u = l.get("user").unwrap();
         assert_eq!(u.attributes["email"], "a@b");
         assert_eq!(u.attributes["plan"], "x");
-        assert_eq!(Context::from_json(&l.to_json()).unwrap().get("user").unwrap().key, u.key);
+        assert_eq!(Context::from_json(&l.to_json()).unwrap(), l);
+        // A legacy user may have an empty key, and still round-trips (found by fuzzing).
+        let empty = Context::from_json(&json!({"key":"","email":"e@x","custom":{"a":[1]}})).unwrap();
+        assert_eq!(Context::from_json(&empty.to_json()).unwrap(), empty);
     }
 
     #[test]
