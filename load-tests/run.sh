@@ -79,6 +79,7 @@ http {
   upstream mock { server 127.0.0.1:$mock_port; keepalive 512; }
   server {
     listen 127.0.0.1:$nginx_port;
+    keepalive_requests 1000000;
     client_body_temp_path $work/nginx-body;
     proxy_temp_path $work/nginx-proxy;
     location / {

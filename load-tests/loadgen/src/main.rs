@@ -157,6 +157,17 @@ async fn worker(args: Args, id: usize, start: Instant) -> Samples {
     while Instant::now() < end {
         seq += 1;
         let user = format!("{}-{id}-{seq}", args.tag);
+        // A server may close a kept-alive connection between requests (nginx does after
+        // `keepalive_requests`): that is no error, just reconnect.
+        if sender.is_closed() || sender.ready().await.is_err() {
+            match connect(args.addr).await {
+                Ok(c) => sender = c,
+                Err(e) => {
+                    s.error(e);
+                    continue;
+                }
+            }
+        }
         let result = one(&mut sender, request(&args, &user, stream)).await;
         let measuring = Instant::now() >= warm;
         match result {
