@@ -138,13 +138,13 @@ async fn forward(
     let stream = body.stream()?;
     let call = upstream::Call { endpoint, query: parts.uri.query(), stream, request_id };
     if let Some(route) = snapshot.flag_route(&model) {
-        return targeted::forward(snapshot, route, &model, &parts.headers, &body, client, &call).await;
+        return targeted::forward(snapshot, route, &model, parts.headers, &body, client, &call).await;
     }
     // Pass-through: `provider/model` or an alias, no targeting.
     let route = snapshot.route(&model).ok_or_else(|| GatewayError::ModelNotFound(truncate(&model)))?;
     let upstream_model = serde_json::to_string(route.model).map_err(|_| GatewayError::Internal)?;
     let rewritten = Bytes::from(body.rewrite(&[("model", &upstream_model)]));
-    let headers = upstream::forwarded_headers(&parts.headers);
+    let headers = upstream::forwarded_headers(parts.headers);
     upstream::send(route.provider, &call, headers, rewritten).await.or_else(upstream::Failure::into_result)
 }
 

@@ -30,13 +30,13 @@ pub async fn forward(
     snapshot: &Snapshot,
     route: &FlagRoute,
     flag: &str,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     body: &JsonBody<'_>,
     client: &Client,
     call: &Call<'_>,
 ) -> Result<Response<Body>, GatewayError> {
-    let RequestContext { context, ldctx } = context::build(headers, body, client, route.require_context_key, flag)?;
-    let vars = context::variables(headers)?;
+    let RequestContext { context, ldctx } = context::build(&headers, body, client, route.require_context_key, flag)?;
+    let vars = context::variables(&headers)?;
     let detail = snapshot.targeting.set.evaluate_index(route.index, &context);
     let mut chosen = match (detail.reason, detail.variation_index) {
         (Reason::Error(kind), _) => {
@@ -57,17 +57,18 @@ pub async fn forward(
     let forwarded = upstream::forwarded_headers(headers);
 
     let fallback = route.fallback.filter(|&f| f != chosen && route.variants[f].version.enabled);
-    let first_headers = if fallback.is_some() { forwarded.clone() } else { forwarded };
-    let result = attempt(&route.variants[chosen], body, &scope, call, first_headers).await?;
-    let (resp, served, fell_back_from) = match (result, fallback) {
+    // Keep a copy of the headers only when a retry may need them.
+    let retry_headers = fallback.map(|_| forwarded.clone());
+    let result = attempt(&route.variants[chosen], body, &scope, call, forwarded).await?;
+    let (resp, served, fell_back_from) = match (result, fallback.zip(retry_headers)) {
         (Ok(resp), _) => (resp, chosen, None),
-        (Err(failure), Some(f)) => {
+        (Err(failure), Some((f, retry_headers))) => {
             tracing::warn!(
                 flag, from = %route.variants[chosen].header.to_str().unwrap_or("?"),
                 to = %route.variants[f].header.to_str().unwrap_or("?"),
                 failure = %failure.describe(), "provider failed before the first byte; trying the fallback variation"
             );
-            let retry = attempt(&route.variants[f], body, &scope, call, upstream::forwarded_headers(headers)).await?;
+            let retry = attempt(&route.variants[f], body, &scope, call, retry_headers).await?;
             (retry.or_else(upstream::Failure::into_result)?, f, Some(chosen))
         }
         (Err(failure), None) => (failure.into_result()?, chosen, None),

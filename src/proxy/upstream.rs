@@ -93,22 +93,28 @@ pub async fn send(
     respond(resp, Arc::clone(provider), call.stream).await.map_err(Failure::Error)
 }
 
-/// The client's headers minus those that must not travel upstream.
-pub fn forwarded_headers(client: &HeaderMap) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(client.len());
-    let listed = connection_listed(client);
-    for (name, value) in client {
-        let n = name.as_str();
-        if DROPPED_REQUEST_HEADERS.contains(&n) || n.starts_with("x-sluice-") || listed.contains(name) {
-            continue;
+/// The client's headers minus those that must not travel upstream, removed in place.
+pub fn forwarded_headers(mut headers: HeaderMap) -> HeaderMap {
+    for name in connection_listed(&headers) {
+        headers.remove(name);
+    }
+    for name in DROPPED_REQUEST_HEADERS {
+        headers.remove(*name);
+    }
+    if headers.keys().any(|k| k.as_str().starts_with("x-sluice-")) {
+        let ours: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-sluice-")).cloned().collect();
+        for name in ours {
+            headers.remove(name);
         }
-        headers.append(name.clone(), value.clone());
     }
     headers
 }
 
 /// The headers a `Connection` header names (they are hop-by-hop too).
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    if !headers.contains_key(header::CONNECTION) {
+        return Vec::new();
+    }
     headers
         .get_all(header::CONNECTION)
         .iter()
