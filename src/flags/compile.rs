@@ -9,6 +9,8 @@
 //! JSON is accepted as LaunchDarkly accepts it, with the problems shown as warnings.
 
 use std::collections::{HashMap, HashSet};
+
+use memchr::memmem::Finder;
 use std::fmt;
 
 use regex::Regex;
@@ -17,6 +19,11 @@ use serde_json::Value;
 use super::context::{valid_kind, AttrRef};
 use super::model::{self, Clause, FlagData, Rollout};
 use super::semver::{OwnedSemVer, SemVer};
+
+/// A set of keys or strings, looked up on every evaluation. foldhash is several times
+/// cheaper than SipHash for short keys; the sets are built from configuration only, so
+/// flooding is not a concern, and `RandomState` still seeds each set differently.
+pub(super) type KeySet = HashSet<Box<str>, foldhash::fast::RandomState>;
 
 /// A problem in flag data, located by flag or segment key and field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +81,7 @@ pub(super) struct CPrereq {
 #[derive(Debug)]
 pub(super) struct CTarget {
     pub kind: Box<str>,
-    pub values: HashSet<Box<str>>,
+    pub values: KeySet,
     pub variation: i64,
 }
 
@@ -121,7 +128,8 @@ pub(super) enum Op {
     In(ValueSet),
     StartsWith(Vec<Box<str>>),
     EndsWith(Vec<Box<str>>),
-    Contains(Vec<Box<str>>),
+    /// Substring searchers, built once.
+    Contains(Vec<Finder<'static>>),
     Matches(Vec<Regex>),
     LessThan(Vec<f64>),
     LessThanOrEqual(Vec<f64>),
@@ -166,7 +174,7 @@ impl Op {
 /// The values of an `in` clause, split by type for allocation-free lookups.
 #[derive(Debug, Default)]
 pub(super) struct ValueSet {
-    pub strings: HashSet<Box<str>>,
+    pub strings: KeySet,
     pub numbers: Vec<f64>,
     pub bools: [bool; 2],
     /// Arrays and objects, compared deeply (numbers by value).
@@ -176,10 +184,10 @@ pub(super) struct ValueSet {
 #[derive(Debug)]
 pub(super) struct CSegment {
     pub key: Box<str>,
-    pub included: HashSet<Box<str>>,
-    pub excluded: HashSet<Box<str>>,
-    pub included_contexts: Vec<(Box<str>, HashSet<Box<str>>)>,
-    pub excluded_contexts: Vec<(Box<str>, HashSet<Box<str>>)>,
+    pub included: KeySet,
+    pub excluded: KeySet,
+    pub included_contexts: Vec<(Box<str>, KeySet)>,
+    pub excluded_contexts: Vec<(Box<str>, KeySet)>,
     pub rules: Vec<CSegmentRule>,
     /// `segmentKey.salt`.
     pub prefix: Box<str>,
@@ -503,7 +511,9 @@ impl Cx<'_> {
             "in" => Op::In(value_set(values)),
             "startsWith" => Op::StartsWith(strings()),
             "endsWith" => Op::EndsWith(strings()),
-            "contains" => Op::Contains(strings()),
+            "contains" => Op::Contains(
+                values.iter().filter_map(Value::as_str).map(|v| Finder::new(v.as_bytes()).into_owned()).collect(),
+            ),
             "matches" => Op::Matches(
                 values
                     .iter()
@@ -586,7 +596,7 @@ impl Cx<'_> {
     }
 
     fn segment(&mut self, key: &str, s: &model::Segment) -> CSegment {
-        let set = |v: &[String]| v.iter().map(|s| s.as_str().into()).collect::<HashSet<Box<str>>>();
+        let set = |v: &[String]| v.iter().map(|s| s.as_str().into()).collect::<KeySet>();
         let contexts = |cx: &mut Self, name: &str, targets: &[model::SegmentTarget]| {
             targets
                 .iter()

@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use serde_json::{Map, Value};
 
 use super::bucket::{bucket, bucketable};
-use super::compile::{CClause, CRollout, CSegment, FlagIndex, FlagSet, Op, Outcome, ValueSet};
+use super::compile::{CClause, CRollout, CSegment, FlagIndex, FlagSet, KeySet, Op, Outcome, ValueSet};
 use super::context::{AttrRef, Context, Found, Single};
 use super::semver::SemVer;
 use super::trace::{NoTrace, Trace};
@@ -375,7 +375,7 @@ impl<'s, T: Trace> Eval<'s, '_, T> {
     }
 }
 
-fn in_targets(context: &Context, targets: &[(Box<str>, std::collections::HashSet<Box<str>>)]) -> bool {
+fn in_targets(context: &Context, targets: &[(Box<str>, KeySet)]) -> bool {
     targets.iter().any(|(kind, keys)| context.get(kind).is_some_and(|s: &Single| keys.contains(&*s.key)))
 }
 
@@ -394,7 +394,7 @@ fn matches_found(op: &Op, found: Found<'_>) -> bool {
         Op::In(set) => in_set(set, found),
         Op::StartsWith(vs) => text.is_some_and(|t| vs.iter().any(|v| t.starts_with(&**v))),
         Op::EndsWith(vs) => text.is_some_and(|t| vs.iter().any(|v| t.ends_with(&**v))),
-        Op::Contains(vs) => text.is_some_and(|t| vs.iter().any(|v| t.contains(&**v))),
+        Op::Contains(vs) => text.is_some_and(|t| vs.iter().any(|f| f.find(t.as_bytes()).is_some())),
         Op::Matches(rs) => text.is_some_and(|t| rs.iter().any(|r| r.is_match(t))),
         Op::LessThan(vs) => number.is_some_and(|n| vs.iter().any(|v| n < *v)),
         Op::LessThanOrEqual(vs) => number.is_some_and(|n| vs.iter().any(|v| n <= *v)),
