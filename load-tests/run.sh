@@ -16,11 +16,13 @@ HOLD_SECS=${HOLD_SECS:-30}
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
-log "build (release)"
-cargo build --release --quiet --bin sluice
-cargo build --release --quiet --manifest-path load-tests/loadgen/Cargo.toml
-bin=$root/target/release/sluice
-loadgen=$root/load-tests/loadgen/target/release/sluice-loadgen
+# The smoke checks for errors only, so it uses the debug build `cargo test` already made.
+if $smoke; then profile=debug; flag=""; else profile=release; flag="--release"; fi
+log "build ($profile)"
+cargo build $flag --quiet --bin sluice
+cargo build $flag --quiet --manifest-path load-tests/loadgen/Cargo.toml
+bin=$root/target/$profile/sluice
+loadgen=$root/load-tests/loadgen/target/$profile/sluice-loadgen
 
 if ! $smoke && ! command -v nginx >/dev/null; then
   log "install nginx (Debian package)"
