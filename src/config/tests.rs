@@ -192,3 +192,27 @@ fn flag_keys_must_not_shadow_aliases() {
     let err = errors(&with_flags(&FLAGS.replace("support-bot:", "fast:")));
     assert!(err.contains("flags.fast: `fast` is also an alias"), "{err}");
 }
+
+#[test]
+fn prerequisite_and_segment_cycles_are_refused() {
+    let cyclic = r#"
+flags:
+  a:
+    variations: [{name: x}, {name: y}]
+    prerequisites: [{flag: b, variation: x}]
+    fallthrough: {variation: x}
+  b:
+    variations: [{name: x}]
+    prerequisites: [{flag: a, variation: x}]
+    fallthrough: {variation: x}
+segments:
+  s1:
+    rules: [{clauses: [{segment: s2}]}]
+  s2:
+    rules: [{clauses: [{segment: s1}]}]
+"#;
+    let err = errors(&with_flags(cyclic));
+    assert!(err.contains("flags.a.prerequisites: prerequisites form a cycle"), "{err}");
+    assert!(err.contains("flags.b.prerequisites: prerequisites form a cycle"), "{err}");
+    assert!(err.contains("segments.s1.rules: segments refer to each other in a cycle"), "{err}");
+}

@@ -255,10 +255,20 @@ impl FlagSet {
     /// Report prerequisite and segment cycles (evaluation still detects them when it
     /// reaches them, as LaunchDarkly does).
     fn find_cycles(&mut self) {
+        let prerequisites =
+            |i: usize| -> Vec<usize> { self.flags[i].prerequisites.iter().filter_map(|p| p.flag).collect() };
+        let nested_segments = |i: usize| -> Vec<usize> {
+            let clauses = self.segments[i].rules.iter().flat_map(|r| &r.clauses);
+            clauses
+                .filter_map(|c| if let Op::SegmentMatch(s) = &c.op { Some(s) } else { None })
+                .flatten()
+                .copied()
+                .collect()
+        };
+        let mut problems = Vec::new();
         for start in 0..self.flags.len() {
-            let mut stack = vec![start];
-            if self.prereq_cycle(&mut stack) {
-                self.problems.push(Problem {
+            if reaches_cycle(&mut vec![start], &prerequisites) {
+                problems.push(Problem {
                     item: format!("flags.{}", self.flags[start].key),
                     field: "prerequisites".into(),
                     message: "prerequisites form a cycle".into(),
@@ -266,54 +276,33 @@ impl FlagSet {
             }
         }
         for start in 0..self.segments.len() {
-            let mut stack = vec![start];
-            if self.segment_cycle(&mut stack) {
-                self.problems.push(Problem {
+            if reaches_cycle(&mut vec![start], &nested_segments) {
+                problems.push(Problem {
                     item: format!("segments.{}", self.segments[start].key),
                     field: "rules".into(),
                     message: "segments refer to each other in a cycle".into(),
                 });
             }
         }
+        self.problems.extend(problems);
     }
+}
 
-    fn prereq_cycle(&self, stack: &mut Vec<usize>) -> bool {
-        let Some(&top) = stack.last() else { return false };
-        for p in &self.flags[top].prerequisites {
-            if let Some(next) = p.flag {
-                if stack.contains(&next) || {
-                    stack.push(next);
-                    let c = self.prereq_cycle(stack);
-                    stack.pop();
-                    c
-                } {
-                    return true;
-                }
-            }
+/// Whether following `next` from the top of `path` ever comes back to a node on it.
+fn reaches_cycle(path: &mut Vec<usize>, next: &dyn Fn(usize) -> Vec<usize>) -> bool {
+    let Some(&top) = path.last() else { return false };
+    for n in next(top) {
+        if path.contains(&n) {
+            return true;
         }
-        false
-    }
-
-    fn segment_cycle(&self, stack: &mut Vec<usize>) -> bool {
-        let Some(&top) = stack.last() else { return false };
-        let refs = self.segments[top].rules.iter().flat_map(|r| &r.clauses).filter_map(|c| match &c.op {
-            Op::SegmentMatch(s) => Some(s),
-            _ => None,
-        });
-        for segs in refs {
-            for &next in segs {
-                if stack.contains(&next) || {
-                    stack.push(next);
-                    let c = self.segment_cycle(stack);
-                    stack.pop();
-                    c
-                } {
-                    return true;
-                }
-            }
+        path.push(n);
+        let found = reaches_cycle(path, next);
+        path.pop();
+        if found {
+            return true;
         }
-        false
     }
+    false
 }
 
 /// Compilation state for one flag or segment.

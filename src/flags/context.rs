@@ -182,6 +182,17 @@ fn single(kind: &str, obj: &Map<String, Value>) -> Result<Single, ContextError> 
         Some(Value::String(k)) if !k.is_empty() => k.as_str(),
         _ => return Err(ContextError::MissingKey(kind.to_string())),
     };
+    let (name, anonymous) = name_and_anonymous(obj, kind)?;
+    let attributes = obj
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "kind" | "key" | "name" | "anonymous" | "_meta"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(Single { kind: kind.into(), key: key.into(), name, anonymous, attributes })
+}
+
+/// The built-in `name` (a string) and `anonymous` (a boolean); null is absent.
+fn name_and_anonymous(obj: &Map<String, Value>, kind: &str) -> Result<(Option<Box<str>>, bool), ContextError> {
     let wrong = |attribute, expected| ContextError::WrongType { kind: kind.to_string(), attribute, expected };
     let name = match obj.get("name") {
         None | Some(Value::Null) => None,
@@ -193,12 +204,7 @@ fn single(kind: &str, obj: &Map<String, Value>) -> Result<Single, ContextError> 
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(wrong("anonymous", "a boolean")),
     };
-    let attributes = obj
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "kind" | "key" | "name" | "anonymous" | "_meta"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Ok(Single { kind: kind.into(), key: key.into(), name, anonymous, attributes })
+    Ok((name, anonymous))
 }
 
 /// The legacy user format: `key` (may be empty), built-ins at the top, `custom` attributes.
@@ -207,17 +213,8 @@ fn legacy_user(obj: &Map<String, Value>) -> Result<Single, ContextError> {
         Some(Value::String(k)) => k.as_str(),
         _ => return Err(ContextError::MissingKey("user".to_string())),
     };
+    let (name, anonymous) = name_and_anonymous(obj, "user")?;
     let wrong = |attribute, expected| ContextError::WrongType { kind: "user".to_string(), attribute, expected };
-    let name = match obj.get("name") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(n)) => Some(n.as_str().into()),
-        Some(_) => return Err(wrong("name", "a string")),
-    };
-    let anonymous = match obj.get("anonymous") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(wrong("anonymous", "a boolean")),
-    };
     let mut attributes = Map::new();
     for b in LEGACY_USER_BUILTINS {
         match obj.get(*b) {
