@@ -6,13 +6,13 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 
 rows = [json.loads(line) for line in open(sys.argv[1])]
 idle_kb, peak_kb, hwm_kb = (int(x or 0) for x in sys.argv[2:5])
 hold_streams, hold_secs = int(sys.argv[5]), int(sys.argv[6])
-by = {(r["workload"], r["target"]): r for r in rows}
 
 
 def cmd(*args):
@@ -57,6 +57,28 @@ def cpu_per_request(r):
     return ticks * 1e6 / (total * seconds / r["seconds"])
 
 
+def merge(runs):
+    """One row from the rounds of a workload and target: medians of the figures, sums of counts."""
+    if len(runs) == 1:
+        return dict(runs[0], cpu_us=cpu_per_request(runs[0]), rounds=1)
+    med = lambda key: statistics.median(r[key] for r in runs)
+    row = dict(runs[0])
+    for key in ("p50_us", "p90_us", "p99_us", "ttft_p50_us", "ttft_p99_us", "rps"):
+        row[key] = med(key)
+    row["requests"] = sum(r["requests"] for r in runs)
+    row["errors"] = sum(r["errors"] for r in runs)
+    row["first_error"] = next((r["first_error"] for r in runs if r.get("first_error")), None)
+    row["cpu_us"] = statistics.median(cpu_per_request(r) for r in runs)
+    row["rounds"] = len(runs)
+    return row
+
+
+grouped = {}
+for r in rows:
+    grouped.setdefault((r["workload"], r["target"]), []).append(r)
+by = {key: merge(runs) for key, runs in grouped.items()}
+
+
 out = []
 w = out.append
 w("# Load test results\n")
@@ -68,14 +90,20 @@ w("- Everything on loopback on the same two cores: the load generator (`load-tes
   " provider (`sluice mock-provider`), nginx and sluice share them, so absolute figures are"
   " pessimistic; compare the columns.")
 w("- `direct` is the mock provider itself; `nginx` a plain keep-alive reverse proxy to it"
-  " (`proxy_buffering off`); `sluice` serves the flag `support-bot` of `load-tests/sluice.yaml`"
+  " (`proxy_buffering off`); `floor` the smallest reverse proxy on sluice's own stack (tokio, hyper,"
+  " hyper-util's pooled client: `load-tests/loadgen/src/bin/sluice-floor.rs`), which shows what the"
+  " stack and this machine cost before sluice does anything; `sluice` serves the flag `support-bot` of `load-tests/sluice.yaml`"
   " (20 rules of mixed operators and a segment, a 5% rollout, a Mustache system prompt), every"
   " request with a distinct user.\n")
 
-targets = [t for t in ("direct", "nginx", "sluice") if ("a", t) in by]
+targets = [t for t in ("direct", "nginx", "floor", "sluice") if ("a", t) in by]
 direct = lambda wl: by.get((wl, "direct"))
+rounds = by[("a", targets[0])]["rounds"] if targets else 1
 
 w("## (a) Non-streaming chat completions, concurrency 1\n")
+if rounds > 1:
+    w(f"Each target ran {rounds} interleaved rounds; each figure is the median of the rounds'"
+      " figures (requests and errors are totals).\n")
 w("| target | requests | errors | p50 | p99 | added p50 | added p99 | budget |")
 w("|---|---|---|---|---|---|---|---|")
 for t in targets:
@@ -89,17 +117,26 @@ for t in targets:
     w(f"| {t} | {r['requests']} | {r['errors']} | {us(r['p50_us'])} | {us(r['p99_us'])} | "
       f"{'' if add50 is None else us(add50)} | {'' if add99 is None else us(add99)} | {budget} |")
 
+if ("a", "floor") in by and ("a", "sluice") in by:
+    f, r = by[("a", "floor")], by[("a", "sluice")]
+    w(f"\nsluice over the floor (what sluice itself adds to the stack): p50 {us(r['p50_us'] - f['p50_us'])},"
+      f" p99 {us(r['p99_us'] - f['p99_us'])}.")
+
 w("\n## (b) Non-streaming chat completions, concurrency 64\n")
-w("CPU per request is the proxy process's user + system time (for `direct`, the mock's own).\n")
+w("CPU per request is the proxy process's user + system time (for `direct`, the mock's own)"
+  + (f"; medians of {rounds} rounds" if rounds > 1 else "") + ".\n")
 w("| target | requests/s | errors | p50 | p99 | CPU per request | vs nginx | budget |")
 w("|---|---|---|---|---|---|---|---|")
-nginx_cpu = cpu_per_request(by[("b", "nginx")]) if ("b", "nginx") in by else None
+nginx_cpu = by[("b", "nginx")]["cpu_us"] if ("b", "nginx") in by else None
 for t in targets:
     r = by[("b", t)]
-    cpu = cpu_per_request(r)
+    cpu = r["cpu_us"]
     ratio = f"{cpu / nginx_cpu:.1f}×" if nginx_cpu and t != "direct" else ""
     budget = f"≤ 20 µs {check(cpu <= 20)}" if t == "sluice" else ""
     w(f"| {t} | {r['rps']:.0f} | {r['errors']} | {us(r['p50_us'])} | {us(r['p99_us'])} | {cpu:.1f} µs | {ratio} | {budget} |")
+
+if ("b", "floor") in by and ("b", "sluice") in by:
+    w(f"\nsluice over the floor: {by[('b', 'sluice')]['cpu_us'] - by[('b', 'floor')]['cpu_us']:.1f} µs CPU per request.")
 
 for c in ("16", "1"):
     wl = f"c{c}"

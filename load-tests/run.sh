@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 smoke=false
 [ "${1:-}" = "--smoke" ] && smoke=true
-SECS=${SECS:-10}          # seconds per measured workload
+SECS=${SECS:-8}           # seconds per measured workload
+ROUNDS=${ROUNDS:-3}       # (a) and (b) run this many interleaved rounds; the report takes medians
 HOLD_STREAMS=${HOLD_STREAMS:-10000}
 HOLD_SECS=${HOLD_SECS:-30}
 
@@ -23,6 +24,7 @@ cargo build $flag --quiet --bin sluice
 cargo build $flag --quiet --manifest-path load-tests/loadgen/Cargo.toml
 bin=$root/target/$profile/sluice
 loadgen=$root/load-tests/loadgen/target/$profile/sluice-loadgen
+floor=$root/load-tests/loadgen/target/$profile/sluice-floor
 
 if ! $smoke && ! command -v nginx >/dev/null; then
   log "install nginx (Debian package)"
@@ -56,6 +58,7 @@ cpu_ticks() {
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 mock_port=$(free_port); data_port=$(free_port); admin_port=$(free_port); nginx_port=$(free_port)
+floor_port=$(free_port)
 
 log "start the mock provider on :$mock_port"
 "$bin" mock-provider --listen "127.0.0.1:$mock_port" 2>"$work/mock.log" & pids+=($!); mock_pid=$!
@@ -95,13 +98,17 @@ http {
 NGINX
   nginx -c "$work/nginx.conf" -p "$work" -g 'daemon off;' 2>"$work/nginx.log" & pids+=($!); nginx_pid=$!
   wait_port "$nginx_port"
-  targets=("direct 127.0.0.1:$mock_port mock-1 $mock_pid" "nginx 127.0.0.1:$nginx_port mock-1 $nginx_pid" "${targets[@]}")
+  log "start the floor (a bare hyper reverse proxy) on :$floor_port"
+  "$floor" "127.0.0.1:$floor_port" "127.0.0.1:$mock_port" 2>"$work/floor.log" & pids+=($!); floor_pid=$!
+  wait_port "$floor_port"
+  targets=("direct 127.0.0.1:$mock_port mock-1 $mock_pid" "nginx 127.0.0.1:$nginx_port mock-1 $nginx_pid"
+    "floor 127.0.0.1:$floor_port mock-1 $floor_pid" "${targets[@]}")
 fi
 
 results=$work/results.jsonl
 : > "$results"
-run() { # workload target addr model pid loadgen-args...
-  local workload=$1 name=$2 addr=$3 model=$4 pid=$5; shift 5
+run() { # workload target addr model pid round loadgen-args...
+  local workload=$1 name=$2 addr=$3 model=$4 pid=$5 round=$6; shift 6
   local before after out
   before=$(cpu_ticks "$pid")
   out=$("$loadgen" --addr "$addr" --model "$model" --tag "$workload-$name" "$@")
@@ -109,17 +116,20 @@ run() { # workload target addr model pid loadgen-args...
   echo "$out" | python3 -c "
 import json, sys
 r = json.load(sys.stdin)
-r.update(workload='$workload', target='$name', cpu_ticks=$after - $before, clk_tck=$(getconf CLK_TCK))
+r.update(workload='$workload', target='$name', round=$round, cpu_ticks=$after - $before, clk_tck=$(getconf CLK_TCK))
 print(json.dumps(r))" >> "$results"
   echo "$workload $name: $out" >&2
 }
 
-for t in "${targets[@]}"; do
-  read -r name addr model pid <<<"$t"
-  log "(a) $name: non-streaming, concurrency 1"
-  run a "$name" "$addr" "$model" "$pid" --mode chat --concurrency 1 --duration "$SECS"
-  log "(b) $name: non-streaming, concurrency 64"
-  run b "$name" "$addr" "$model" "$pid" --mode chat --concurrency 64 --duration "$SECS"
+$smoke && ROUNDS=1
+for round in $(seq "$ROUNDS"); do
+  for t in "${targets[@]}"; do
+    read -r name addr model pid <<<"$t"
+    log "(a) $name: non-streaming, concurrency 1 (round $round of $ROUNDS)"
+    run a "$name" "$addr" "$model" "$pid" "$round" --mode chat --concurrency 1 --duration "$SECS"
+    log "(b) $name: non-streaming, concurrency 64 (round $round of $ROUNDS)"
+    run b "$name" "$addr" "$model" "$pid" "$round" --mode chat --concurrency 64 --duration "$SECS"
+  done
 done
 
 if $smoke; then
@@ -140,7 +150,7 @@ for t in "${targets[@]}"; do
   read -r name addr model pid <<<"$t"
   for c in 16 1; do
     log "(c) $name: streaming (20 chunks, 5 ms apart), concurrency $c"
-    run "c$c" "$name" "$addr" "$model" "$pid" --mode stream --concurrency "$c" --duration "$SECS" --chunks 20 --chunk-delay-ms 5
+    run "c$c" "$name" "$addr" "$model" "$pid" 1 --mode stream --concurrency "$c" --duration "$SECS" --chunks 20 --chunk-delay-ms 5
   done
 done
 
@@ -155,7 +165,7 @@ echo 0 > "$peak"
 # side and upstream side), above this machine's hard limit of 20,000 per process: the
 # client multiplexes its streams over 100 HTTP/2 connections; sluice still holds 10,000
 # upstream connections, one per stream.
-run d sluice "127.0.0.1:$data_port" support-bot "$sluice_pid" --mode hold --concurrency "$HOLD_STREAMS" \
+run d sluice "127.0.0.1:$data_port" support-bot "$sluice_pid" 1 --mode hold --concurrency "$HOLD_STREAMS" \
   --http2-connections 100 --chunks 30 --chunk-delay-ms "$chunk_ms"
 kill "$sampler" 2>/dev/null || true
 peak_rss_kb=$(cat "$peak")

@@ -28,3 +28,4 @@ pub mod providers;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;
+pub mod worker;

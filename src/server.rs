@@ -1,7 +1,7 @@
-//! Listeners and connection lifecycle: the data plane (optionally TLS) and the admin
-//! plane, HTTP/1.1 and HTTP/2 on each (hyper-util's auto builder), and graceful
-//! shutdown that stops accepting, drains in-flight requests and streams within the
-//! configured deadline, then returns.
+//! Listeners and connection lifecycle: the data plane (optionally TLS, on one
+//! single-threaded event loop per worker thread) and the admin plane, HTTP/1.1 and HTTP/2
+//! on each (hyper-util's auto builder), and graceful shutdown that stops accepting, drains
+//! in-flight requests and streams within the configured deadline, then returns.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
@@ -26,6 +26,7 @@ use crate::body::{self, Body};
 use crate::config::{Config, ConfigError, Loaded, Problem};
 use crate::proxy;
 use crate::snapshot::Snapshot;
+use crate::worker;
 
 mod tls;
 
@@ -68,6 +69,7 @@ impl Running {
     /// Begin graceful shutdown and wait until every connection has drained (or the
     /// grace deadline has passed).
     pub async fn shutdown(self) {
+        self.gateway.draining.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
@@ -85,6 +87,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start worker thread {index}: {source}")]
+    Worker { index: usize, source: std::io::Error },
 }
 
 /// Everything `check` verifies and `serve` needs before binding: the snapshot and TLS.
@@ -109,7 +113,13 @@ pub fn prepare(mut loaded: Loaded) -> Result<Prepared, ConfigError> {
     }
 }
 
-/// Bind both listeners and start serving in the background.
+/// Bind both listeners and start serving: the data plane on `limits.workers` threads of
+/// its own, the admin plane on the caller's runtime.
+///
+/// Each worker thread runs a single-threaded event loop and accepts from the same listening
+/// socket; a connection, its requests, their upstream connections and their streams all stay
+/// on the thread that accepted it. Nothing on the request path waits for or wakes another
+/// thread, which on a multi-threaded work-stealing runtime costs more than the proxying itself.
 pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     let Prepared { snapshot, tls, config } = prepared;
     let bind = |addr: SocketAddr| async move {
@@ -119,6 +129,7 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     let admin = bind(config.listen.admin).await?;
     let data_addr = data.local_addr().map_err(|source| StartError::Bind { addr: config.listen.data, source })?;
     let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { addr: config.listen.admin, source })?;
+    let data = data.into_std().map_err(|source| StartError::Bind { addr: data_addr, source })?;
     let settings = Arc::new(ListenSettings {
         header_read_timeout: config.limits.header_read_timeout.0,
         shutdown_grace: config.limits.shutdown_grace.0,
@@ -126,60 +137,118 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     let gateway = Arc::new(Gateway::new(snapshot));
     let (stop, stopped) = watch::channel(false);
 
-    let task = tokio::spawn(run(Arc::clone(&gateway), data, admin, tls, settings, stopped));
-    tracing::info!(%data_addr, %admin_addr, "sluice is serving");
+    let workers = config.limits.workers();
+    let mut finished = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let worker = Worker {
+            index,
+            listener: data.try_clone().map_err(|source| StartError::Bind { addr: data_addr, source })?,
+            gateway: Arc::clone(&gateway),
+            tls: tls.clone(),
+            settings: Arc::clone(&settings),
+            stopped: stopped.clone(),
+        };
+        finished.push(worker.spawn().map_err(|source| StartError::Worker { index, source })?);
+    }
+    let task = tokio::spawn(run_admin(Arc::clone(&gateway), admin, settings, finished, stopped));
+    tracing::info!(%data_addr, %admin_addr, workers, "sluice is serving");
     Ok(Running { data_addr, admin_addr, gateway, stop, task })
 }
 
-/// Accept on both listeners until told to stop, then drain.
-async fn run(
+/// Serve the admin plane until told to stop, and on until every worker has drained.
+async fn run_admin(
     gateway: Arc<Gateway>,
-    data: TcpListener,
     admin: TcpListener,
-    tls: Option<TlsAcceptor>,
     settings: Arc<ListenSettings>,
+    finished: Vec<oneshot::Receiver<()>>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
     let builder = Arc::new(connection_builder(&settings));
+    let all_finished = async move {
+        for worker in finished {
+            let _ = worker.await;
+        }
+    };
+    tokio::pin!(all_finished);
+    let mut stopping = false;
     loop {
         tokio::select! {
-            accepted = data.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    let g = Arc::clone(&gateway);
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let snapshot = g.snapshot();
-                        async move { Ok::<_, Infallible>(proxy::handle(snapshot, req).await) }
-                    });
-                    spawn_connection(stream, tls.clone(), &builder, Some(&graceful), &settings, service);
-                }
-            }
             accepted = admin.accept() => {
                 if let Ok((stream, _)) = accepted {
                     spawn_admin_connection(stream, &gateway, &builder, &settings);
                 }
             }
-            _ = stopped.wait_for(|s| *s) => break,
+            _ = stopped.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                tracing::info!(grace = ?settings.shutdown_grace, "shutting down: draining connections");
+            }
+            // Admin connections are not drained: they answer (`/readyz` says 503) until
+            // every worker is done.
+            _ = &mut all_finished => return tracing::info!("shut down"),
         }
     }
-    // Stop accepting data connections; keep answering the admin plane (`/readyz` now
-    // says 503) while the open data connections drain.
-    gateway.draining.store(true, Ordering::SeqCst);
-    drop(data);
-    tracing::info!(connections = graceful.count(), grace = ?settings.shutdown_grace, "shutting down: draining connections");
-    let drained = graceful.shutdown();
-    let deadline = tokio::time::sleep(settings.shutdown_grace);
-    tokio::pin!(drained, deadline);
-    loop {
-        tokio::select! {
-            _ = &mut drained => return tracing::info!("all connections drained"),
-            _ = &mut deadline => {
-                return tracing::warn!("shutdown grace period over; closing the remaining connections");
-            }
-            accepted = admin.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    spawn_admin_connection(stream, &gateway, &builder, &settings);
+}
+
+/// One data-plane worker thread.
+struct Worker {
+    index: usize,
+    listener: std::net::TcpListener,
+    gateway: Arc<Gateway>,
+    tls: Option<TlsAcceptor>,
+    settings: Arc<ListenSettings>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Worker {
+    /// Start the thread; the receiver completes when it has drained and stopped.
+    fn spawn(self) -> std::io::Result<oneshot::Receiver<()>> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (done, finished) = oneshot::channel();
+        // Log to the subscriber of the thread that started the server (the global one in
+        // `sluice serve`; a scoped one in tests).
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        std::thread::Builder::new().name(format!("sluice-worker-{}", self.index)).spawn(move || {
+            let _logging = tracing::dispatcher::set_default(&dispatch);
+            worker::set_index(self.index);
+            runtime.block_on(self.run());
+            // Dropping the runtime drops what is left: connections past the grace period
+            // and idle upstream connections.
+            drop(runtime);
+            let _ = done.send(());
+        })?;
+        Ok(finished)
+    }
+
+    /// Accept until told to stop, then drain within the grace period.
+    async fn run(self) {
+        let Worker { index, listener, gateway, tls, settings, mut stopped } = self;
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => return tracing::error!(worker = index, error = %e, "cannot watch the data listener"),
+        };
+        let graceful = GracefulShutdown::new();
+        let builder = Arc::new(connection_builder(&settings));
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    if let Ok((stream, _)) = accepted {
+                        let g = Arc::clone(&gateway);
+                        let service = service_fn(move |req: Request<Incoming>| {
+                            let snapshot = g.snapshot();
+                            async move { Ok::<_, Infallible>(proxy::handle(snapshot, req).await) }
+                        });
+                        spawn_connection(stream, tls.clone(), &builder, Some(&graceful), &settings, service);
+                    }
                 }
+                _ = stopped.wait_for(|s| *s) => break,
+            }
+        }
+        drop(listener);
+        tracing::debug!(worker = index, connections = graceful.count(), "draining");
+        tokio::select! {
+            _ = graceful.shutdown() => tracing::debug!(worker = index, "all connections drained"),
+            _ = tokio::time::sleep(settings.shutdown_grace) => {
+                tracing::warn!(worker = index, "shutdown grace period over; closing the remaining connections");
             }
         }
     }

@@ -76,7 +76,7 @@ impl Snapshot {
         let mut problems = Vec::new();
         let mut providers = HashMap::new();
         for (name, cfg) in &config.providers {
-            match Provider::build(name, cfg, &config.upstream) {
+            match Provider::build(name, cfg, &config.upstream, config.limits.workers()) {
                 Ok(p) => {
                     providers.insert(name.clone(), Arc::new(p));
                 }

@@ -38,7 +38,9 @@ async fn chat_is_routed_and_passed_through_untouched() {
 #[tokio::test]
 async fn upstream_connections_are_kept_alive_and_reused() {
     let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
-    let gw = gateway(&config(&up.base_url(), "")).await;
+    // Each worker thread has its own upstream pool: with one worker, one connection.
+    let yaml = config(&up.base_url(), "").replace("shutdown_grace: 5s", "shutdown_grace: 5s, workers: 1");
+    let gw = gateway(&yaml).await;
     for _ in 0..5 {
         let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), CHAT)).await;
         assert_eq!(a.status, 200);

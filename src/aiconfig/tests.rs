@@ -13,7 +13,7 @@ fn providers() -> HashMap<String, Arc<Provider>> {
         models: Vec::new(),
         mock: None,
     };
-    let p = Provider::build("mock", &cfg, &UpstreamTimeouts::default()).unwrap();
+    let p = Provider::build("mock", &cfg, &UpstreamTimeouts::default(), 1).unwrap();
     HashMap::from([("mock".to_string(), Arc::new(p))])
 }
 

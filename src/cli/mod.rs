@@ -47,7 +47,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { config } => return check(&config),
         other => other,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // `serve` runs its data plane on worker threads of its own (see `server::start`); the
+    // main runtime only has the admin plane and signals, so one thread is enough.
+    let mut builder = match command {
+        Command::Serve { .. } => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sluice: cannot start the async runtime: {e}");

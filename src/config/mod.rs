@@ -109,6 +109,22 @@ pub struct Limits {
     /// On shutdown, how long in-flight requests and streams may take to finish.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: HumanDuration,
+    /// Data-plane worker threads, each with its own event loop and upstream pools.
+    /// Default: one per CPU core available to the process.
+    #[serde(default)]
+    pub workers: Option<usize>,
+}
+
+/// Most data-plane worker threads accepted in the config.
+pub const MAX_WORKERS: usize = 1024;
+
+impl Limits {
+    /// The number of data-plane worker threads: configured, or one per available core.
+    pub fn workers(&self) -> usize {
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+            .clamp(1, MAX_WORKERS)
+    }
 }
 
 fn default_max_body() -> ByteSize {
@@ -131,6 +147,7 @@ impl Default for Limits {
             header_read_timeout: default_header_read_timeout(),
             body_read_timeout: default_body_read_timeout(),
             shutdown_grace: default_shutdown_grace(),
+            workers: None,
         }
     }
 }

@@ -60,6 +60,10 @@ fn limits(config: &Config, problems: &mut Vec<Problem>) {
             problems.push(Problem::new(format!("limits.{name}"), "must be greater than zero"));
         }
     }
+    if let Some(n) = l.workers.filter(|n| !(1..=super::MAX_WORKERS).contains(n)) {
+        problems
+            .push(Problem::new("limits.workers", format!("must be between 1 and {} (got {n})", super::MAX_WORKERS)));
+    }
     if config.listen.data == config.listen.admin && config.listen.data.port() != 0 {
         problems.push(Problem::new(
             "listen.admin",

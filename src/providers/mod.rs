@@ -1,8 +1,10 @@
 //! Upstream providers: where a rewritten request goes and how.
 //!
 //! A [`Provider`] is built once per snapshot from its config: the base URL split into
-//! parts, the authorization header precomputed (and marked sensitive), and a pooled
-//! hyper-util client with hyper-rustls (webpki roots, HTTP/1.1 and HTTP/2 by ALPN).
+//! parts, the authorization header precomputed (and marked sensitive), and one pooled
+//! hyper-util client with hyper-rustls (webpki roots, HTTP/1.1 and HTTP/2 by ALPN) per
+//! data-plane worker thread, so that an upstream connection is only ever used by the thread
+//! that opened it.
 //! Kinds: `openai` (any OpenAI-compatible server) and `mock` (the built-in fake, called
 //! in-process). Providers know nothing about targeting.
 
@@ -26,6 +28,7 @@ pub use error::UpstreamError;
 use crate::body::Body;
 use crate::config::{ProviderConfig, ProviderKind, Timeouts, UpstreamTimeouts};
 use crate::mock::{self, MockSettings};
+use crate::worker::PerWorker;
 
 /// The pooled upstream HTTP client.
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -95,16 +98,22 @@ struct HttpUpstream {
     base_path: String,
     /// Headers sluice adds: the provider's credentials (marked sensitive) and extras.
     added_headers: Vec<(HeaderName, HeaderValue)>,
-    client: HttpClient,
+    clients: PerWorker<HttpClient>,
 }
 
 impl Provider {
     /// Build a provider from its (already validated) config.
-    pub fn build(name: &str, cfg: &ProviderConfig, defaults: &UpstreamTimeouts) -> Result<Self, String> {
+    /// `workers` is the number of data-plane worker threads (one connection pool each).
+    pub fn build(
+        name: &str,
+        cfg: &ProviderConfig,
+        defaults: &UpstreamTimeouts,
+        workers: usize,
+    ) -> Result<Self, String> {
         let timeouts = cfg.timeouts.resolve(defaults);
         let kind = match cfg.kind {
             ProviderKind::Mock => Kind::Mock(Arc::new(mock_settings(cfg))),
-            ProviderKind::Openai => Kind::Http(Box::new(HttpUpstream::build(cfg, &timeouts)?)),
+            ProviderKind::Openai => Kind::Http(Box::new(HttpUpstream::build(cfg, &timeouts, workers)?)),
         };
         Ok(Provider { name: name.to_string(), timeouts, models: cfg.models.clone(), kind })
     }
@@ -115,7 +124,7 @@ impl Provider {
         match &self.kind {
             Kind::Http(http) => {
                 let request = http.request(req)?;
-                let fut = http.client.request(request);
+                let fut = http.clients.get().request(request);
                 match tokio::time::timeout(self.timeouts.first_byte, fut).await {
                     Err(_) => Err(UpstreamError::FirstByteTimeout),
                     Ok(Err(e)) => Err(UpstreamError::from_client(&e)),
@@ -161,7 +170,7 @@ fn mock_settings(cfg: &ProviderConfig) -> MockSettings {
 }
 
 impl HttpUpstream {
-    fn build(cfg: &ProviderConfig, timeouts: &Timeouts) -> Result<Self, String> {
+    fn build(cfg: &ProviderConfig, timeouts: &Timeouts, workers: usize) -> Result<Self, String> {
         let url = cfg.base_url.as_deref().ok_or("an HTTP provider needs `base_url`")?;
         let uri: Uri = url.parse().map_err(|e| format!("invalid base_url: {e}"))?;
         let parts = uri.into_parts();
@@ -194,12 +203,14 @@ impl HttpUpstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(https);
-        Ok(HttpUpstream { scheme, authority, base_path, added_headers, client })
+        let clients = PerWorker::new(workers, |_| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(https.clone())
+        });
+        Ok(HttpUpstream { scheme, authority, base_path, added_headers, clients })
     }
 
     fn request(&self, req: UpstreamRequest<'_>) -> Result<Request<Full<Bytes>>, UpstreamError> {
