@@ -24,7 +24,11 @@ fn snapshot() -> Snapshot {
         Err(e) => panic!("{e}"),
     };
     let targeting = std::mem::take(&mut loaded.targeting);
-    match Snapshot::build(&loaded.config, targeting) {
+    let metrics = match sluice::metrics::Metrics::new() {
+        Ok(m) => m,
+        Err(e) => panic!("{e}"),
+    };
+    match Snapshot::build(&loaded.config, targeting, &metrics) {
         Ok(s) => s,
         Err(e) => panic!("{e:?}"),
     }

@@ -23,6 +23,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod flags;
+pub mod metrics;
 pub mod mock;
 pub mod providers;
 pub mod proxy;

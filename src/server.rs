@@ -24,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::body::{self, Body};
 use crate::config::{Config, ConfigError, Loaded, Problem};
+use crate::metrics::Metrics;
 use crate::proxy;
 use crate::snapshot::Snapshot;
 use crate::worker;
@@ -35,13 +36,17 @@ pub struct Gateway {
     /// The current snapshot. Handlers load it once per request (`load_full`) and never
     /// keep this handle: a configuration change swaps it without a lock.
     snapshot: ArcSwap<Snapshot>,
+    /// The process's metrics; they outlive snapshots.
+    pub metrics: Arc<Metrics>,
     /// Set when shutdown begins, so `/readyz` turns 503 and load balancers drain us.
     draining: AtomicBool,
 }
 
 impl Gateway {
-    pub fn new(snapshot: Snapshot) -> Self {
-        Gateway { snapshot: ArcSwap::from_pointee(snapshot), draining: AtomicBool::new(false) }
+    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
+        snapshot.publish(&metrics);
+        metrics.set_config_revision(1);
+        Gateway { snapshot: ArcSwap::from_pointee(snapshot), metrics, draining: AtomicBool::new(false) }
     }
 
     /// The current snapshot.
@@ -94,6 +99,7 @@ pub enum StartError {
 /// Everything `check` verifies and `serve` needs before binding: the snapshot and TLS.
 pub struct Prepared {
     snapshot: Snapshot,
+    metrics: Arc<Metrics>,
     tls: Option<TlsAcceptor>,
     config: Config,
 }
@@ -101,14 +107,18 @@ pub struct Prepared {
 /// Build the snapshot and TLS from a loaded config; problems are located in the file.
 pub fn prepare(mut loaded: Loaded) -> Result<Prepared, ConfigError> {
     let mut problems: Vec<Problem> = Vec::new();
+    let metrics = match Metrics::new() {
+        Ok(m) => Arc::new(m),
+        Err(e) => return Err(loaded.error(vec![Problem::new("", e.to_string())])),
+    };
     let targeting = std::mem::take(&mut loaded.targeting);
-    let snapshot = Snapshot::build(&loaded.config, targeting).map_err(|p| problems.extend(p)).ok();
+    let snapshot = Snapshot::build(&loaded.config, targeting, &metrics).map_err(|p| problems.extend(p)).ok();
     let tls = match &loaded.config.listen.tls {
         None => None,
         Some(t) => tls::acceptor(t).map_err(|p| problems.push(p)).ok(),
     };
     match snapshot {
-        Some(snapshot) if problems.is_empty() => Ok(Prepared { snapshot, tls, config: loaded.config }),
+        Some(snapshot) if problems.is_empty() => Ok(Prepared { snapshot, metrics, tls, config: loaded.config }),
         _ => Err(loaded.error(problems)),
     }
 }
@@ -121,7 +131,7 @@ pub fn prepare(mut loaded: Loaded) -> Result<Prepared, ConfigError> {
 /// on the thread that accepted it. Nothing on the request path waits for or wakes another
 /// thread, which on a multi-threaded work-stealing runtime costs more than the proxying itself.
 pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
-    let Prepared { snapshot, tls, config } = prepared;
+    let Prepared { snapshot, metrics, tls, config } = prepared;
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
     };
@@ -134,7 +144,7 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
         header_read_timeout: config.limits.header_read_timeout.0,
         shutdown_grace: config.limits.shutdown_grace.0,
     });
-    let gateway = Arc::new(Gateway::new(snapshot));
+    let gateway = Arc::new(Gateway::new(snapshot, metrics));
     let (stop, stopped) = watch::channel(false);
 
     let workers = config.limits.workers();
@@ -320,8 +330,16 @@ fn spawn_connection<S>(
     });
 }
 
-/// The admin plane. For now: liveness and readiness.
+/// The admin plane: liveness, readiness and metrics.
 fn admin_handle(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
+    if req.uri().path() == "/metrics" {
+        let mut resp = Response::new(body::full(gateway.metrics.render()));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        return resp;
+    }
     let (status, text) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok"),
         "/readyz" if gateway.draining.load(Ordering::SeqCst) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),

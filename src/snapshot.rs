@@ -12,12 +12,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderValue;
 
+use prometheus::IntCounter;
+
 use crate::aiconfig::Version;
 use crate::auth::Clients;
 use crate::config::flags::{FlagConfig, WhenDisabled};
 use crate::config::{Config, Problem, Targeting};
 use crate::flags::FlagIndex;
+use crate::metrics::{Labels, Metrics, RouteMetrics};
 use crate::providers::Provider;
+
+/// The `model` label of pass-through requests for a model the provider does not list
+/// (request data never becomes a label value).
+pub const OTHER_MODEL: &str = "other";
 
 /// Everything a data-plane request needs, built once per configuration.
 #[derive(Debug)]
@@ -28,14 +35,35 @@ pub struct Snapshot {
     /// Flags that route requests, by key (the `model` apps send).
     flag_routes: HashMap<Box<str>, FlagRoute>,
     /// Providers by name: `model: "name/model"` routes to one.
-    providers: HashMap<String, Arc<Provider>>,
-    /// Aliases: a short model name → (provider, upstream model name).
-    aliases: HashMap<String, (Arc<Provider>, String)>,
+    providers: HashMap<String, ProviderRoute>,
+    /// Aliases: a short model name → provider and upstream model name.
+    aliases: HashMap<String, AliasRoute>,
+    /// The metrics of requests that never reached a route (a bad key, an unknown model...).
+    pub unrouted: Arc<RouteMetrics>,
+    /// Each routing flag's fallthrough share by variation (percent), for `sluice_rollout_weight`.
+    pub rollout_weights: Vec<(String, Vec<(String, f64)>)>,
     /// The `GET /v1/models` body, rendered once.
     pub models_json: Bytes,
     pub max_request_body: u64,
     pub body_read_timeout: Duration,
     pub access_log: bool,
+    /// Whether the access log may include the request's messages.
+    pub log_content: bool,
+}
+
+#[derive(Debug)]
+struct ProviderRoute {
+    provider: Arc<Provider>,
+    /// Metrics of the models the provider lists, and of any other.
+    listed: HashMap<String, Arc<RouteMetrics>>,
+    other: Arc<RouteMetrics>,
+}
+
+#[derive(Debug)]
+struct AliasRoute {
+    provider: Arc<Provider>,
+    model: String,
+    metrics: Arc<RouteMetrics>,
 }
 
 /// A flag whose variations serve AI config versions.
@@ -58,6 +86,10 @@ pub struct Variant {
     /// The variation name, for `x-sluice-variation`.
     pub header: HeaderValue,
     pub version: Arc<Version>,
+    pub metrics: Arc<RouteMetrics>,
+    /// Counts the requests the flag's fallback variation served after this one failed
+    /// (absent on the fallback variation itself).
+    pub fallbacks: Option<IntCounter>,
 }
 
 /// Where a pass-through request's `model` goes.
@@ -66,13 +98,14 @@ pub struct Route<'a> {
     pub provider: &'a Arc<Provider>,
     /// The model name the provider knows.
     pub model: &'a str,
+    pub metrics: &'a Arc<RouteMetrics>,
 }
 
 impl Snapshot {
     /// Compile a validated `config` and its compiled flags. Failures here are reported
     /// at their config path (a provider that cannot be built, an AI config version with
     /// a bad template...).
-    pub fn build(config: &Config, targeting: Targeting) -> Result<Self, Vec<Problem>> {
+    pub fn build(config: &Config, targeting: Targeting, metrics: &Metrics) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut providers = HashMap::new();
         for (name, cfg) in &config.providers {
@@ -83,40 +116,65 @@ impl Snapshot {
                 Err(msg) => problems.push(Problem::new(format!("providers.{name}"), msg)),
             }
         }
+        let passthrough = |provider: &str, model: &str| {
+            metrics.route(&Labels { provider: provider.to_string(), model: model.to_string(), ..Labels::default() })
+        };
         let mut aliases = HashMap::new();
         for (alias, target) in &config.aliases {
-            let resolved =
-                target.split_once('/').and_then(|(p, m)| providers.get(p).map(|p| (Arc::clone(p), m.to_string())));
+            let resolved = target.split_once('/').and_then(|(p, m)| providers.get(p).map(|provider| (p, m, provider)));
             match resolved {
-                Some(route) => {
+                Some((p, m, provider)) => {
+                    let route =
+                        AliasRoute { provider: Arc::clone(provider), model: m.to_string(), metrics: passthrough(p, m) };
                     aliases.insert(alias.clone(), route);
                 }
                 None => problems
                     .push(Problem::new(format!("aliases.{alias}"), "must be `provider/model` of a known provider")),
             }
         }
-        let versions = versions(config, &providers, &mut problems);
+        let versions = versions(config, &providers, metrics, &mut problems);
         let mut flag_routes = HashMap::new();
+        let mut rollout_weights = Vec::new();
         for (key, flag) in &config.flags {
-            if let Some(route) = flag_route(key, flag, &targeting, &versions, &mut problems) {
+            if let Some(route) = flag_route(key, flag, &targeting, &versions, metrics, &mut problems) {
                 flag_routes.insert(key.as_str().into(), route);
+                rollout_weights.push((key.clone(), fallthrough_weights(flag)));
             }
         }
         if !problems.is_empty() {
             return Err(problems);
         }
         let models_json = models_json(config, &flag_routes);
+        let providers = providers
+            .into_iter()
+            .map(|(name, provider)| {
+                let listed = provider.models.iter().map(|m| (m.clone(), passthrough(&name, m))).collect();
+                let other = passthrough(&name, OTHER_MODEL);
+                (name, ProviderRoute { provider, listed, other })
+            })
+            .collect();
         Ok(Snapshot {
             clients: Clients::from_config(config),
             targeting,
             flag_routes,
             providers,
             aliases,
+            unrouted: metrics.route(&Labels::default()),
+            rollout_weights,
             models_json,
             max_request_body: config.limits.max_request_body.0,
             body_read_timeout: config.limits.body_read_timeout.0,
             access_log: config.log.access_log,
+            log_content: config.log.content,
         })
+    }
+
+    /// Publish what the metrics show about this snapshot (rollout weights).
+    pub fn publish(&self, metrics: &Metrics) {
+        metrics.clear_rollout_weights();
+        for (flag, weights) in &self.rollout_weights {
+            metrics.set_rollout_weights(flag, weights);
+        }
     }
 
     /// The routing flag `model` names, if any.
@@ -126,21 +184,27 @@ impl Snapshot {
 
     /// Where a pass-through `model` goes: an alias, else `provider/model`.
     pub fn route<'a>(&'a self, model: &'a str) -> Option<Route<'a>> {
-        if let Some((provider, m)) = self.aliases.get(model) {
-            return Some(Route { provider, model: m });
+        if let Some(a) = self.aliases.get(model) {
+            return Some(Route { provider: &a.provider, model: &a.model, metrics: &a.metrics });
         }
         let (provider, m) = model.split_once('/')?;
         if m.is_empty() {
             return None;
         }
-        self.providers.get(provider).map(|provider| Route { provider, model: m })
+        let p = self.providers.get(provider)?;
+        Some(Route { provider: &p.provider, model: m, metrics: p.listed.get(m).unwrap_or(&p.other) })
     }
 }
 
 type Versions = HashMap<(String, u32), Arc<Version>>;
 
 /// Compile every AI config version.
-fn versions(config: &Config, providers: &HashMap<String, Arc<Provider>>, problems: &mut Vec<Problem>) -> Versions {
+fn versions(
+    config: &Config,
+    providers: &HashMap<String, Arc<Provider>>,
+    metrics: &Metrics,
+    problems: &mut Vec<Problem>,
+) -> Versions {
     let mut out = HashMap::new();
     for (key, ai) in &config.ai_configs {
         if ai.versions.is_empty() {
@@ -157,7 +221,9 @@ fn versions(config: &Config, providers: &HashMap<String, Arc<Provider>>, problem
                 ));
             }
             previous = v.version;
-            let compiled = v.resolve().and_then(|resolved| Version::compile(key, v.version, &resolved, providers));
+            let compiled = v.resolve().and_then(|resolved| {
+                Version::compile(key, v.version, &resolved, providers, metrics.missing_variables(key, v.version))
+            });
             match compiled {
                 Ok(version) => {
                     out.insert((key.clone(), v.version), Arc::new(version));
@@ -177,6 +243,7 @@ fn flag_route(
     flag: &FlagConfig,
     targeting: &Targeting,
     versions: &Versions,
+    metrics: &Metrics,
     problems: &mut Vec<Problem>,
 ) -> Option<FlagRoute> {
     if flag.variations.iter().all(|v| v.ai_config.is_none()) {
@@ -189,23 +256,59 @@ fn flag_route(
             .ok()
     };
     let flag_header = header(format!("flags.{key}"), key)?;
+    let position = |name: &str| flag.variations.iter().position(|v| v.name == name);
+    let fallback = flag.fallback_variation.as_deref().and_then(position);
     let mut variants = Vec::with_capacity(flag.variations.len());
     for (i, v) in flag.variations.iter().enumerate() {
         let version = v.ai_config.as_ref().zip(v.version).and_then(|(k, n)| versions.get(&(k.clone(), n)));
         // A version that failed to compile is already reported under `ai_configs`.
         let name = header(format!("flags.{key}.variations[{i}].name"), &v.name);
-        variants.push(Variant { header: name?, version: Arc::clone(version?) });
+        let version = Arc::clone(version?);
+        let labels = Labels {
+            flag: key.to_string(),
+            variation: v.name.clone(),
+            ai_config: version.key.to_string(),
+            version: version.version.to_string(),
+            provider: version.provider.name.clone(),
+            model: version.model.to_string(),
+        };
+        let fallbacks = fallback.filter(|&f| f != i).map(|f| metrics.fallback(key, &v.name, &flag.variations[f].name));
+        variants.push(Variant { header: name?, metrics: metrics.route(&labels), version, fallbacks });
     }
-    let position = |name: &str| flag.variations.iter().position(|v| v.name == name);
     Some(FlagRoute {
         index,
         header: flag_header,
         variants,
-        fallback: flag.fallback_variation.as_deref().and_then(position),
+        fallback,
         off_variation: flag.off_variation.as_deref().map_or(Some(0), position),
         when_disabled: flag.when_disabled,
         require_context_key: flag.require_context_key,
     })
+}
+
+/// The share of the fallthrough traffic (percent) each variation gets while the flag is on
+/// (all of it to the off variation while it is off).
+fn fallthrough_weights(flag: &FlagConfig) -> Vec<(String, f64)> {
+    let off = flag.off_variation.as_deref().or_else(|| flag.variations.first().map(|v| v.name.as_str()));
+    flag.variations
+        .iter()
+        .map(|v| {
+            let weight = if !flag.on {
+                if off == Some(v.name.as_str()) {
+                    100.0
+                } else {
+                    0.0
+                }
+            } else if let Some(rollout) = &flag.fallthrough.rollout {
+                rollout.variations.iter().filter(|w| w.variation == v.name).map(|w| w.percent).sum()
+            } else if flag.fallthrough.variation.as_deref() == Some(v.name.as_str()) {
+                100.0
+            } else {
+                0.0
+            };
+            (v.name.clone(), weight)
+        })
+        .collect()
 }
 
 /// The OpenAI `GET /v1/models` list: routing flags, aliases, then each provider's

@@ -8,9 +8,9 @@
 
 pub mod template;
 
+use prometheus::IntCounter;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -35,6 +35,8 @@ pub struct Version {
     pub version: u32,
     pub provider: Arc<Provider>,
     pub enabled: bool,
+    /// The provider's model name.
+    pub model: Box<str>,
     /// `"model-name"` as JSON, ready to splice.
     model_json: Box<str>,
     /// `(key, JSON value)` of each parameter.
@@ -44,7 +46,7 @@ pub struct Version {
     /// `key@version`, for the `x-sluice-ai-config` header.
     pub header: HeaderValue,
     /// Template variables that were missing when rendering (they render empty).
-    pub missing_variables: AtomicU64,
+    pub missing_variables: IntCounter,
 }
 
 #[derive(Debug)]
@@ -80,11 +82,13 @@ pub struct BadMessages;
 
 impl Version {
     /// Compile a resolved version; problems come back as `(field, message)`.
+    /// `missing_variables` counts the template variables requests did not have.
     pub fn compile(
         key: &str,
         version: u32,
         resolved: &Resolved,
         providers: &HashMap<String, Arc<Provider>>,
+        missing_variables: IntCounter,
     ) -> Result<Version, Vec<(String, String)>> {
         let mut problems = Vec::new();
         let provider = providers.get(&resolved.provider).cloned();
@@ -124,6 +128,7 @@ impl Version {
                 version,
                 provider,
                 enabled: resolved.enabled,
+                model: resolved.model.as_str().into(),
                 model_json: json_string(&resolved.model),
                 parameters: resolved
                     .parameters
@@ -133,7 +138,7 @@ impl Version {
                 messages,
                 mode: resolved.messages_mode,
                 header,
-                missing_variables: AtomicU64::new(0),
+                missing_variables,
             }),
             _ => Err(problems),
         }
@@ -181,7 +186,7 @@ impl Version {
             out.push('}');
         }
         if missing > 0 {
-            self.missing_variables.fetch_add(missing as u64, Ordering::Relaxed);
+            self.missing_variables.inc_by(missing as u64);
         }
         for m in app {
             if self.mode == MessagesMode::Replace && is_instruction(m)? {

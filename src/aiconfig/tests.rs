@@ -28,6 +28,10 @@ fn resolved(mode: MessagesMode, messages: &[(&str, &str)]) -> Resolved {
     }
 }
 
+fn counter() -> prometheus::IntCounter {
+    prometheus::IntCounter::new("missing", "test").unwrap()
+}
+
 fn scope_values() -> (Value, Value, Value) {
     (json!({"kind": "user", "key": "u1", "email": "ada@x.com"}), json!({"topic": "billing"}), json!({"name": "app"}))
 }
@@ -39,6 +43,7 @@ fn edits_set_model_parameters_and_prepended_messages() {
         2,
         &resolved(MessagesMode::Prepend, &[("system", "Help {{ldctx.email}} with {{vars.topic}}{{vars.nope}}")]),
         &providers(),
+        counter(),
     )
     .unwrap();
     assert_eq!(v.header, "bot@2");
@@ -55,14 +60,15 @@ fn edits_set_model_parameters_and_prepended_messages() {
         map["messages"],
         json!([{"role":"system","content":"Help ada@x.com with billing"},{"role":"system","content":"app sys"},{"role":"user","content":"hi"}])
     );
-    assert_eq!(v.missing_variables.load(Ordering::Relaxed), 1);
+    assert_eq!(v.missing_variables.get(), 1);
     // Not chat (completions, embeddings): no messages.
     assert!(v.edits(false, Some(&app), &scope).unwrap().iter().all(|(k, _)| *k != "messages"));
 }
 
 #[test]
 fn replace_mode_drops_the_apps_instructions() {
-    let v = Version::compile("bot", 1, &resolved(MessagesMode::Replace, &[("system", "new")]), &providers()).unwrap();
+    let v = Version::compile("bot", 1, &resolved(MessagesMode::Replace, &[("system", "new")]), &providers(), counter())
+        .unwrap();
     let (ldctx, vars, client) = scope_values();
     let scope = RenderScope { ldctx: &ldctx, vars: &vars, client: &client };
     let app: Box<RawValue> = RawValue::from_string(
@@ -80,7 +86,7 @@ fn replace_mode_drops_the_apps_instructions() {
 fn compile_reports_every_problem() {
     let mut r = resolved(MessagesMode::Prepend, &[("wizard", "{{#x}}"), ("user", "{{secret.key}}")]);
     r.provider = "nope".into();
-    let problems = Version::compile("bot", 1, &r, &providers()).unwrap_err();
+    let problems = Version::compile("bot", 1, &r, &providers(), counter()).unwrap_err();
     let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
     assert_eq!(fields, ["provider", "messages[0].role", "messages[0].content", "messages[1].content"]);
     assert!(problems[3].1.contains("unknown template name `secret`"));

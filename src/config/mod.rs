@@ -250,9 +250,14 @@ pub struct LogConfig {
     pub level: String,
     #[serde(default)]
     pub format: LogFormat,
-    /// One line per request at info level (method, path, status, duration, client).
+    /// One line per request at info level when it ends: request id, client, flag,
+    /// variation, AI config version, provider, model, status, outcome, durations, tokens.
     #[serde(default)]
     pub access_log: bool,
+    /// Add the request's `messages` (cut to 4 KiB) to the access log. Off by default:
+    /// prompts may hold personal data.
+    #[serde(default)]
+    pub content: bool,
 }
 
 fn default_log_level() -> String {
@@ -261,7 +266,7 @@ fn default_log_level() -> String {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: default_log_level(), format: LogFormat::Text, access_log: false }
+        LogConfig { level: default_log_level(), format: LogFormat::Text, access_log: false, content: false }
     }
 }
 

@@ -18,7 +18,9 @@
 
 pub mod context;
 pub mod error;
+pub mod record;
 pub mod request;
+pub mod sse;
 pub mod stream;
 mod targeted;
 mod upstream;
@@ -38,6 +40,7 @@ use crate::auth::Client;
 use crate::body::{self, Body};
 use crate::providers::Endpoint;
 use crate::snapshot::Snapshot;
+use record::{AccessLog, Recorder};
 use request::JsonBody;
 
 /// The header carrying the request id, accepted from the client or generated.
@@ -47,31 +50,33 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub async fn handle(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
     let request_id = request_id(req.headers());
-    let method = req.method().clone();
-    let path_for_log = snapshot.access_log.then(|| req.uri().path().to_string());
-    let mut client_name = None;
+    let log = snapshot.access_log.then(|| {
+        Box::new(AccessLog {
+            request_id: request_id.clone(),
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            client: None,
+            content: None,
+        })
+    });
+    let mut record = Recorder::new(Arc::clone(&snapshot.unrouted), start, log);
 
-    let result = route(&snapshot, req, &request_id, &mut client_name).await;
-    let mut resp = match result {
-        Ok(resp) => resp,
+    let result = route(&snapshot, req, &request_id, &mut record).await;
+    let (mut resp, outcome) = match result {
+        Ok(resp) => {
+            let outcome = Recorder::outcome_of(resp.status());
+            (resp, outcome)
+        }
         Err(e) => {
-            if e.outcome() != Outcome::ClientError {
+            let outcome = e.outcome();
+            if outcome != Outcome::ClientError {
                 tracing::warn!(request_id = ?request_id, error = %e, "request failed");
             }
-            e.into_response()
+            (e.into_response(), outcome)
         }
     };
-    if let Some(path) = path_for_log {
-        tracing::info!(
-            request_id = ?request_id,
-            %method,
-            path,
-            status = resp.status().as_u16(),
-            client = client_name.as_deref().unwrap_or("-"),
-            head_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "request"
-        );
-    }
+    // Unless a provider's body carries the record on, the request ends here.
+    record.finish(outcome, resp.status());
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     resp
 }
@@ -92,10 +97,13 @@ async fn route(
     snapshot: &Snapshot,
     req: Request<Incoming>,
     request_id: &HeaderValue,
-    client_name: &mut Option<String>,
+    record: &mut Recorder,
 ) -> Result<Response<Body>, GatewayError> {
     let endpoint = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => return Ok(text(StatusCode::OK, "ok")),
+        (&Method::GET, "/healthz") => {
+            record.skip();
+            return Ok(text(StatusCode::OK, "ok"));
+        }
         (&Method::POST, "/v1/chat/completions") => Endpoint::ChatCompletions,
         (&Method::POST, "/v1/completions") => Endpoint::Completions,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
@@ -109,10 +117,10 @@ async fn route(
         (m, p) => return Err(GatewayError::UnknownUrl { method: m.to_string(), path: truncate(p) }),
     };
     let client = authenticate(snapshot, req.headers())?;
-    if snapshot.access_log {
-        *client_name = Some(client.name.clone());
+    if let Some(log) = record.log_mut() {
+        log.client = Some(Arc::from(client.name.as_str()));
     }
-    forward(snapshot, endpoint, req, request_id, client).await
+    forward(snapshot, endpoint, req, request_id, client, record).await
 }
 
 /// Step 1: the gateway key from `Authorization: Bearer <key>`.
@@ -130,22 +138,58 @@ async fn forward(
     req: Request<Incoming>,
     request_id: &HeaderValue,
     client: &Client,
+    record: &mut Recorder,
 ) -> Result<Response<Body>, GatewayError> {
     let (parts, incoming) = req.into_parts();
     let bytes = read_body(snapshot, &parts.headers, incoming).await?;
     let body = JsonBody::parse(&bytes)?;
+    if snapshot.log_content {
+        if let (Some(log), Some(messages)) = (record.log_mut(), body.get("messages")) {
+            log.content = Some(truncate_bytes(messages.get(), 4096));
+        }
+    }
     let model = body.model()?;
     let stream = body.stream()?;
-    let call = upstream::Call { endpoint, query: parts.uri.query(), stream, request_id };
+    let usage_edit = if stream { usage_request(endpoint, &body) } else { None };
+    let call =
+        upstream::Call { endpoint, query: parts.uri.query(), stream, request_id, strip_usage: usage_edit.is_some() };
     if let Some(route) = snapshot.flag_route(&model) {
-        return targeted::forward(snapshot, route, &model, parts.headers, &body, client, &call).await;
+        let flag = targeted::Flag { route, key: &model, usage_edit: usage_edit.as_deref() };
+        return targeted::forward(snapshot, flag, parts.headers, &body, client, &call, record).await;
     }
     // Pass-through: `provider/model` or an alias, no targeting.
     let route = snapshot.route(&model).ok_or_else(|| GatewayError::ModelNotFound(truncate(&model)))?;
+    record.route(route.metrics);
     let upstream_model = serde_json::to_string(route.model).map_err(|_| GatewayError::Internal)?;
-    let rewritten = Bytes::from(body.rewrite(&[("model", &upstream_model)]));
+    let mut edits = vec![("model", upstream_model.as_str())];
+    if let Some(options) = &usage_edit {
+        edits.push(("stream_options", options));
+    }
+    let rewritten = Bytes::from(body.rewrite(&edits));
     let headers = upstream::forwarded_headers(parts.headers);
-    upstream::send(route.provider, &call, headers, rewritten).await.or_else(upstream::Failure::into_result)
+    upstream::send(route.provider, &call, headers, rewritten, record).await.or_else(upstream::Failure::into_result)
+}
+
+/// For a stream whose app did not ask for usage: the `stream_options` that asks the
+/// provider for it (sluice needs the tokens; the tap removes them from what the app gets).
+fn usage_request(endpoint: Endpoint, body: &JsonBody<'_>) -> Option<String> {
+    if endpoint == Endpoint::Embeddings {
+        return None;
+    }
+    let mut options = match body.get("stream_options") {
+        None => serde_json::Map::new(),
+        Some(raw) => match serde_json::from_str::<Option<serde_json::Map<String, serde_json::Value>>>(raw.get()) {
+            Ok(Some(map)) => map,
+            Ok(None) => serde_json::Map::new(),
+            // Not an object: the provider will say what is wrong with it.
+            Err(_) => return None,
+        },
+    };
+    if options.get("include_usage").and_then(serde_json::Value::as_bool) == Some(true) {
+        return None;
+    }
+    options.insert("include_usage".to_string(), serde_json::Value::Bool(true));
+    serde_json::to_string(&options).ok()
 }
 
 /// Step 2: the whole request body, refusing more than the limit or a slow sender.
@@ -177,6 +221,18 @@ fn json(status: StatusCode, bytes: Bytes) -> Response<Body> {
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+/// Logged request content, cut to at most `max` bytes (on a character boundary).
+fn truncate_bytes(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// Request data echoed in an error is cut to a sane length.

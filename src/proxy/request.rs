@@ -123,6 +123,34 @@ impl<'a> JsonBody<'a> {
         out
     }
 
+    /// The source without member `key` (its last occurrence) and its separating comma;
+    /// `None` when there is no such member. Every other byte is copied as it is.
+    pub fn without(&self, key: &str) -> Option<Vec<u8>> {
+        let i = self.members.iter().rposition(|(k, _)| k == key)?;
+        let end_of = |raw: &RawValue| self.offset_of(raw) + raw.get().len();
+        let (cut_start, cut_end) = if i > 0 {
+            // `, "key": value` from the end of the previous value.
+            (end_of(self.members[i - 1].1), end_of(self.members[i].1))
+        } else {
+            let brace = self.source.iter().position(|&b| b == b'{').map_or(0, |b| b + 1);
+            match self.members.get(1) {
+                // `"key": value ,` up to the next member's key.
+                Some(_) => {
+                    let after = end_of(self.members[0].1);
+                    let comma = self.source[after..].iter().position(|&b| b == b',').map_or(after, |c| after + c + 1);
+                    let next =
+                        self.source[comma..].iter().position(|b| !b.is_ascii_whitespace()).map_or(comma, |n| comma + n);
+                    (brace, next)
+                }
+                None => (brace, end_of(self.members[0].1)),
+            }
+        };
+        let mut out = Vec::with_capacity(self.source.len() - (cut_end - cut_start));
+        out.extend_from_slice(&self.source[..cut_start]);
+        out.extend_from_slice(&self.source[cut_end..]);
+        Some(out)
+    }
+
     /// Byte offset of a member's raw value within the source buffer.
     fn offset_of(&self, raw: &RawValue) -> usize {
         // `raw` borrows from `source`, so the difference of the addresses is its offset.
@@ -214,5 +242,21 @@ mod tests {
         assert_eq!(v["zz\u{e9}"], 1.50);
         let empty = JsonBody::parse(b"{}").unwrap();
         assert_eq!(empty.rewrite(&[("model", "\"m\"")]), br#"{"model":"m"}"#);
+    }
+
+    #[test]
+    fn without_removes_one_member_and_its_comma() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (br#"{"id":"x","choices":[],"usage":null}"#, br#"{"id":"x","choices":[]}"#),
+            (br#"{"usage":null,"id":"x"}"#, br#"{"id":"x"}"#),
+            (br#"{ "usage" : null , "id":"x"}"#, br#"{"id":"x"}"#),
+            (br#"{"a":1, "usage": {"n":[1,{"usage":2}]}, "b":"\"usage\":null"}"#, br#"{"a":1, "b":"\"usage\":null"}"#),
+            (br#"{"usage":null}"#, br#"{}"#),
+        ];
+        for (src, want) in cases {
+            let got = JsonBody::parse(src).unwrap().without("usage").unwrap();
+            assert_eq!(std::str::from_utf8(&got).unwrap(), std::str::from_utf8(want).unwrap());
+        }
+        assert!(JsonBody::parse(br#"{"a":{"usage":null}}"#).unwrap().without("usage").is_none());
     }
 }

@@ -1,10 +1,11 @@
-//! The response body wrapper: forwards upstream frames as they arrive and enforces the
-//! idle timeout. When the upstream breaks or goes silent mid-way, an SSE stream ends
-//! with an OpenAI-shaped error event (so the client sees why, instead of a hang or a
-//! bare reset); any other body is aborted.
+//! The response body wrapper: forwards upstream frames as they arrive, enforces the idle
+//! timeout, reads what the metrics need on the way (time to first token, usage, how the
+//! body ended) and finishes the request's record exactly once. When the upstream breaks or
+//! goes silent mid-way, an SSE stream ends with an OpenAI-shaped error event (so the client
+//! sees why, instead of a hang or a bare reset); any other body is aborted.
 //!
-//! Per-frame work is synchronous and allocation-free: the idle timer is only re-armed
-//! when it fires, from the time of the last frame.
+//! Per-frame work is synchronous: the SSE tap reads each event once; the idle timer is
+//! only re-armed when it fires, from the time of the last frame.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -13,12 +14,32 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::StatusCode;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use super::error::{sse_error_event, GatewayError};
+use super::error::{sse_error_event, GatewayError, Outcome};
+use super::record::Recorder;
+use super::request::JsonBody;
+use super::sse::{parse_usage, Tap};
 use crate::body::{Body, BoxError};
+use crate::metrics::Usage;
 use crate::providers::{Provider, UpstreamError};
+
+/// The largest JSON response kept to read its `usage` at the end; a larger one is passed
+/// on without its tokens counted.
+const MAX_USAGE_BODY: usize = 1 << 20;
+
+/// How the body is read on its way.
+#[derive(Debug)]
+pub enum Reading {
+    /// An SSE stream: events read by the tap.
+    Sse(Tap),
+    /// A JSON response: kept (as shared buffers, not copies) to read `usage` at the end.
+    Json { frames: Vec<Bytes>, len: usize },
+    /// Anything else: passed on unread.
+    Opaque,
+}
 
 /// An upstream response body on its way to the client.
 pub struct Forward {
@@ -26,8 +47,9 @@ pub struct Forward {
     /// A frame already read from upstream (the peeked first event of a stream).
     first: Option<Frame<Bytes>>,
     provider: Arc<Provider>,
-    /// Whether the body is an SSE stream (then failures become an error event).
-    sse: bool,
+    reading: Reading,
+    record: Recorder,
+    status: StatusCode,
     idle: Duration,
     last_frame: Instant,
     timer: Pin<Box<Sleep>>,
@@ -35,14 +57,23 @@ pub struct Forward {
 }
 
 impl Forward {
-    pub fn new(inner: Body, first: Option<Frame<Bytes>>, provider: Arc<Provider>, sse: bool) -> Self {
+    pub fn new(
+        inner: Body,
+        first: Option<Frame<Bytes>>,
+        provider: Arc<Provider>,
+        reading: Reading,
+        record: Recorder,
+        status: StatusCode,
+    ) -> Self {
         let idle = provider.timeouts.idle;
         let now = Instant::now();
         Forward {
             inner,
             first,
             provider,
-            sse,
+            reading,
+            record,
+            status,
             idle,
             last_frame: now,
             timer: Box::pin(tokio::time::sleep_until(now + idle)),
@@ -53,12 +84,55 @@ impl Forward {
     /// End the body because of `error`: an error event for SSE, an abort otherwise.
     fn fail(&mut self, error: UpstreamError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.done = true;
+        let outcome = if error.is_timeout() { Outcome::Timeout } else { Outcome::UpstreamError };
+        self.record.finish(outcome, self.status);
         tracing::warn!(provider = %self.provider.name, error = %error, "upstream response broke off");
-        if self.sse {
+        if matches!(self.reading, Reading::Sse(_)) {
             let e = GatewayError::Upstream { provider: self.provider.name.clone(), error };
             Poll::Ready(Some(Ok(Frame::data(sse_error_event(&e)))))
         } else {
             Poll::Ready(Some(Err(Box::new(error))))
+        }
+    }
+
+    /// The body ended normally.
+    fn end(&mut self) {
+        self.done = true;
+        if let Reading::Json { frames, .. } = &mut self.reading {
+            if let Some(u) = json_usage(frames) {
+                self.record.usage(u);
+            }
+        }
+        self.record.finish(Recorder::outcome_of(self.status), self.status);
+    }
+
+    /// Read a data frame on its way; `None` when nothing is to be sent yet.
+    fn read(&mut self, data: Bytes) -> Option<Bytes> {
+        match &mut self.reading {
+            Reading::Opaque => Some(data),
+            Reading::Json { frames, len } => {
+                if *len + data.len() <= MAX_USAGE_BODY {
+                    *len += data.len();
+                    frames.push(data.clone());
+                } else {
+                    *len = usize::MAX / 2;
+                    frames.clear();
+                }
+                Some(data)
+            }
+            Reading::Sse(tap) => {
+                let (out, seen) = tap.feed(data);
+                if seen.first_token {
+                    self.record.first_token();
+                }
+                if let Some(u) = seen.usage {
+                    self.record.usage(u);
+                }
+                if seen.error {
+                    self.record.stream_error();
+                }
+                (!out.is_empty()).then_some(out)
+            }
         }
     }
 
@@ -73,6 +147,12 @@ impl Forward {
             self.timer.as_mut().reset(deadline);
         }
     }
+
+    /// Whether nothing is left to send after the current frame.
+    fn at_end(&self) -> bool {
+        let partial = matches!(&self.reading, Reading::Sse(tap) if tap.has_partial());
+        self.first.is_none() && !partial && self.inner.is_end_stream()
+    }
 }
 
 impl HttpBody for Forward {
@@ -81,37 +161,69 @@ impl HttpBody for Forward {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        if let Some(frame) = this.first.take() {
-            return Poll::Ready(Some(Ok(frame)));
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.last_frame = Instant::now();
-                Poll::Ready(Some(Ok(frame)))
+        loop {
+            if this.done {
+                return Poll::Ready(None);
             }
-            Poll::Ready(Some(Err(_))) => this.fail(UpstreamError::StreamBroken),
-            Poll::Ready(None) => {
-                this.done = true;
-                Poll::Ready(None)
+            let frame = match this.first.take() {
+                Some(frame) => frame,
+                None => match Pin::new(&mut this.inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        this.last_frame = Instant::now();
+                        frame
+                    }
+                    Poll::Ready(Some(Err(_))) => return this.fail(UpstreamError::StreamBroken),
+                    Poll::Ready(None) => {
+                        let rest = match &mut this.reading {
+                            Reading::Sse(tap) => tap.finish(),
+                            _ => None,
+                        };
+                        this.end();
+                        return Poll::Ready(rest.map(|b| Ok(Frame::data(b))));
+                    }
+                    Poll::Pending => {
+                        ready!(this.poll_idle(cx));
+                        return this.fail(UpstreamError::IdleTimeout);
+                    }
+                },
+            };
+            let out = match frame.into_data() {
+                Ok(data) => this.read(data).map(Frame::data),
+                Err(other) => Some(other),
+            };
+            // hyper may stop polling a body that says it has ended: finish the record now.
+            if this.at_end() {
+                this.end();
             }
-            Poll::Pending => {
-                ready!(this.poll_idle(cx));
-                this.fail(UpstreamError::IdleTimeout)
+            if let Some(frame) = out {
+                return Poll::Ready(Some(Ok(frame)));
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || (self.first.is_none() && self.inner.is_end_stream())
+        self.done || self.at_end()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.first {
-            None => self.inner.size_hint(),
-            Some(_) => SizeHint::default(),
+        match (&self.first, &self.reading) {
+            (None, Reading::Opaque | Reading::Json { .. }) => self.inner.size_hint(),
+            _ => SizeHint::default(),
         }
     }
+}
+
+/// `usage` of a JSON response kept in `frames`.
+fn json_usage(frames: &[Bytes]) -> Option<Usage> {
+    let joined;
+    let bytes: &[u8] = match frames {
+        [] => return None,
+        [one] => one,
+        many => {
+            joined = many.concat();
+            &joined
+        }
+    };
+    let body = JsonBody::parse(bytes).ok()?;
+    parse_usage(body.get("usage")?.get())
 }

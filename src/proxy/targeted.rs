@@ -9,6 +9,7 @@ use http::Response;
 
 use super::context::{self, RequestContext};
 use super::error::GatewayError;
+use super::record::Recorder;
 use super::request::JsonBody;
 use super::upstream::{self, Call};
 use crate::aiconfig::RenderScope;
@@ -26,15 +27,25 @@ pub static X_SLUICE_REASON: HeaderName = HeaderName::from_static("x-sluice-reaso
 /// Set when a fallback served the request: the variation that failed.
 pub static X_SLUICE_FALLBACK_FROM: HeaderName = HeaderName::from_static("x-sluice-fallback-from");
 
+/// The routing flag a request names.
+pub struct Flag<'a> {
+    pub route: &'a FlagRoute,
+    /// The flag key (the request's `model`).
+    pub key: &'a str,
+    /// `stream_options` asking the provider for usage, when sluice adds it.
+    pub usage_edit: Option<&'a str>,
+}
+
 pub async fn forward(
     snapshot: &Snapshot,
-    route: &FlagRoute,
-    flag: &str,
+    flag: Flag<'_>,
     headers: HeaderMap,
     body: &JsonBody<'_>,
     client: &Client,
     call: &Call<'_>,
+    record: &mut Recorder,
 ) -> Result<Response<Body>, GatewayError> {
+    let Flag { route, key: flag, usage_edit } = flag;
     let RequestContext { context, ldctx } = context::build(&headers, body, client, route.require_context_key, flag)?;
     let vars = context::variables(&headers)?;
     let detail = snapshot.targeting.set.evaluate_index(route.index, &context);
@@ -52,6 +63,7 @@ pub async fn forward(
             _ => return Err(disabled()),
         }
     }
+    record.route(&route.variants[chosen].metrics);
     let reason = reason_header(&detail.reason);
     let scope = RenderScope { ldctx: &ldctx, vars: &vars, client: &client.template_value };
     let forwarded = upstream::forwarded_headers(headers);
@@ -59,7 +71,8 @@ pub async fn forward(
     let fallback = route.fallback.filter(|&f| f != chosen && route.variants[f].version.enabled);
     // Keep a copy of the headers only when a retry may need them.
     let retry_headers = fallback.map(|_| forwarded.clone());
-    let result = attempt(&route.variants[chosen], body, &scope, call, forwarded).await?;
+    let request = Attempt { body, scope: &scope, call, usage_edit };
+    let result = request.send(&route.variants[chosen], forwarded, record).await?;
     let (resp, served, fell_back_from) = match (result, fallback.zip(retry_headers)) {
         (Ok(resp), _) => (resp, chosen, None),
         (Err(failure), Some((f, retry_headers))) => {
@@ -68,7 +81,11 @@ pub async fn forward(
                 to = %route.variants[f].header.to_str().unwrap_or("?"),
                 failure = %failure.describe(), "provider failed before the first byte; trying the fallback variation"
             );
-            let retry = attempt(&route.variants[f], body, &scope, call, retry_headers).await?;
+            record.fell_back(failure.outcome(), &route.variants[f].metrics);
+            if let Some(counter) = &route.variants[chosen].fallbacks {
+                counter.inc();
+            }
+            let retry = request.send(&route.variants[f], retry_headers, record).await?;
             (retry.or_else(upstream::Failure::into_result)?, f, Some(chosen))
         }
         (Err(failure), None) => (failure.into_result()?, chosen, None),
@@ -85,21 +102,34 @@ pub async fn forward(
     Ok(resp)
 }
 
-/// Rewrite the body for `variant` and send it. The outer `Err` is a bad request (the
-/// app's messages); the inner one a provider failure before the first byte.
-async fn attempt(
-    variant: &Variant,
-    body: &JsonBody<'_>,
-    scope: &RenderScope<'_>,
-    call: &Call<'_>,
-    headers: HeaderMap,
-) -> Result<Result<Response<Body>, upstream::Failure>, GatewayError> {
-    let version = &variant.version;
-    let chat = call.endpoint == Endpoint::ChatCompletions;
-    let edits = version.edits(chat, body.get("messages"), scope).map_err(|_| GatewayError::InvalidMessages)?;
-    let edits: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (*k, &**v)).collect();
-    let rewritten = Bytes::from(body.rewrite(&edits));
-    Ok(upstream::send(&version.provider, call, headers, rewritten).await)
+/// What every attempt of one request shares.
+struct Attempt<'a> {
+    body: &'a JsonBody<'a>,
+    scope: &'a RenderScope<'a>,
+    call: &'a Call<'a>,
+    usage_edit: Option<&'a str>,
+}
+
+impl Attempt<'_> {
+    /// Rewrite the body for `variant` and send it. The outer `Err` is a bad request (the
+    /// app's messages); the inner one a provider failure before the first byte.
+    async fn send(
+        &self,
+        variant: &Variant,
+        headers: HeaderMap,
+        record: &mut Recorder,
+    ) -> Result<Result<Response<Body>, upstream::Failure>, GatewayError> {
+        let version = &variant.version;
+        let chat = self.call.endpoint == Endpoint::ChatCompletions;
+        let edits =
+            version.edits(chat, self.body.get("messages"), self.scope).map_err(|_| GatewayError::InvalidMessages)?;
+        let mut edits: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (*k, &**v)).collect();
+        if let Some(options) = self.usage_edit {
+            edits.push(("stream_options", options));
+        }
+        let rewritten = Bytes::from(self.body.rewrite(&edits));
+        Ok(upstream::send(&version.provider, self.call, headers, rewritten, record).await)
+    }
 }
 
 fn version_name(variant: &Variant) -> String {

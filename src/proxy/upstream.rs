@@ -4,6 +4,7 @@
 //! reaches the client — the only ones a fallback may retry.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -11,8 +12,10 @@ use http::Response;
 use http_body::Frame;
 use http_body_util::BodyExt;
 
-use super::error::GatewayError;
-use super::stream::Forward;
+use super::error::{GatewayError, Outcome};
+use super::record::Recorder;
+use super::sse::Tap;
+use super::stream::{Forward, Reading};
 use super::X_REQUEST_ID;
 use crate::body::Body;
 use crate::providers::{Endpoint, Provider, UpstreamError, UpstreamRequest};
@@ -47,6 +50,8 @@ pub struct Call<'a> {
     /// Whether the app asked for a stream.
     pub stream: bool,
     pub request_id: &'a HeaderValue,
+    /// sluice asked the provider for usage the app did not ask for: remove it from the stream.
+    pub strip_usage: bool,
 }
 
 /// A failure before anything was sent to the client.
@@ -67,6 +72,14 @@ impl Failure {
         }
     }
 
+    /// The outcome this failure counts as.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Failure::Error(e) => e.outcome(),
+            Failure::Status(_) => Outcome::UpstreamError,
+        }
+    }
+
     /// A short description for logs.
     pub fn describe(&self) -> String {
         match self {
@@ -78,19 +91,25 @@ impl Failure {
 
 /// Send `body` to `provider` and prepare the response. `Err` only for failures before
 /// the first byte: after that, the response streams and breaks are reported in-band.
+/// The time spent waiting for the provider is added to `record`, which moves into the
+/// response body when there is one.
 pub async fn send(
     provider: &Arc<Provider>,
     call: &Call<'_>,
     mut headers: HeaderMap,
     body: Bytes,
+    record: &mut Recorder,
 ) -> Result<Response<Body>, Failure> {
     headers.insert(X_REQUEST_ID.clone(), call.request_id.clone());
     let upstream = UpstreamRequest { endpoint: call.endpoint, query: call.query, headers, body };
-    let resp = provider.send(upstream).await.map_err(|error| Failure::Error(upstream_error(provider, error)))?;
+    let waiting = Instant::now();
+    let resp = provider.send(upstream).await;
+    record.waited(waiting);
+    let resp = resp.map_err(|error| Failure::Error(upstream_error(provider, error)))?;
     if resp.status().is_server_error() {
         return Err(Failure::Status(strip_hop_by_hop(resp)));
     }
-    respond(resp, Arc::clone(provider), call.stream).await.map_err(Failure::Error)
+    respond(resp, Arc::clone(provider), call, record).await.map_err(Failure::Error)
 }
 
 /// The client's headers minus those that must not travel upstream, removed in place.
@@ -137,12 +156,31 @@ fn strip_hop_by_hop(mut resp: Response<Body>) -> Response<Body> {
 }
 
 /// Pass the upstream response back, streaming its body.
-async fn respond(resp: Response<Body>, provider: Arc<Provider>, stream: bool) -> Result<Response<Body>, GatewayError> {
+async fn respond(
+    resp: Response<Body>,
+    provider: Arc<Provider>,
+    call: &Call<'_>,
+    record: &mut Recorder,
+) -> Result<Response<Body>, GatewayError> {
     let (parts, mut inner) = strip_hop_by_hop(resp).into_parts();
-    let sse = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let first =
-        if stream && sse && parts.status.is_success() { peek_first(&mut inner, &provider).await? } else { None };
-    let body = Forward::new(inner, first, provider, sse);
+    let content_type = parts.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
+    let sse = content_type.starts_with(b"text/event-stream");
+    let first = if call.stream && sse && parts.status.is_success() {
+        let waiting = Instant::now();
+        let first = peek_first(&mut inner, &provider).await;
+        record.waited(waiting);
+        first?
+    } else {
+        None
+    };
+    let reading = if sse {
+        Reading::Sse(Tap::new(call.strip_usage))
+    } else if content_type.starts_with(b"application/json") && parts.status.is_success() {
+        Reading::Json { frames: Vec::new(), len: 0 }
+    } else {
+        Reading::Opaque
+    };
+    let body = Forward::new(inner, first, provider, reading, record.hand_off(parts.status), parts.status);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 

@@ -1,0 +1,311 @@
+//! Metrics: the Prometheus registry served at the admin listener's `GET /metrics`, the
+//! per-route handles the request path records into, and the guard statistics.
+//!
+//! One [`Metrics`] lives as long as the process, across configuration changes; a snapshot
+//! resolves the handles of every route it can serve when it is built ([`RouteMetrics`]), so
+//! recording a request is a handful of atomic additions: no lock, no label formatting, no
+//! allocation. Label values come only from the configuration, never from request data.
+
+mod guard;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+pub use guard::{bucket_lower_bound, latency_bucket, GuardSnapshot, GuardStats, LogMoments, LATENCY_BUCKETS};
+
+use crate::proxy::Outcome;
+
+/// The labels of one route: what served a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Labels {
+    /// The routing flag, or empty for pass-through traffic.
+    pub flag: String,
+    pub variation: String,
+    /// The AI config key and version number, or empty.
+    pub ai_config: String,
+    pub version: String,
+    pub provider: String,
+    pub model: String,
+}
+
+impl Labels {
+    fn values(&self) -> [&str; 6] {
+        [&self.flag, &self.variation, &self.ai_config, &self.version, &self.provider, &self.model]
+    }
+}
+
+const ROUTE_LABELS: [&str; 6] = ["flag", "variation", "ai_config", "version", "provider", "model"];
+
+/// Whole-request duration: 10 ms to 163.84 s, doubling (LLM answers take seconds to minutes).
+fn duration_buckets() -> Vec<f64> {
+    doubling(0.01, 15)
+}
+
+/// Time to first token: 1 ms to 16.384 s, doubling.
+fn ttft_buckets() -> Vec<f64> {
+    doubling(0.001, 15)
+}
+
+/// Time spent in sluice itself: 10 µs to about 160 ms, doubling.
+fn overhead_buckets() -> Vec<f64> {
+    doubling(0.000_01, 15)
+}
+
+/// Tokens per request: 1 to 4^10 (about a million), by powers of 4.
+fn token_buckets() -> Vec<f64> {
+    (0..=10).map(|i| 4f64.powi(i)).collect()
+}
+
+fn doubling(start: f64, n: i32) -> Vec<f64> {
+    (0..n).map(|i| start * 2f64.powi(i)).collect()
+}
+
+/// The process-wide metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    ttft: HistogramVec,
+    overhead: HistogramVec,
+    tokens: IntCounterVec,
+    request_tokens: HistogramVec,
+    fallbacks: IntCounterVec,
+    rollout_weight: GaugeVec,
+    config_revision: IntGauge,
+    missing_variables: IntCounterVec,
+    /// Guard statistics by (flag, variation): kept across snapshots, like the counters.
+    guards: Mutex<HashMap<(String, String), Arc<GuardStats>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// A metric definition that cannot fail at run time failed: names and labels are constants.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    /// Create and register every metric, plus the process metrics (CPU, memory, file
+    /// descriptors) where the platform has them.
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let route_and = |extra: &'static str| {
+            let mut labels = ROUTE_LABELS.to_vec();
+            labels.push(extra);
+            labels
+        };
+        let requests = IntCounterVec::new(
+            Opts::new("sluice_requests_total", "Requests by route and outcome."),
+            &route_and("outcome"),
+        )?;
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &ROUTE_LABELS)
+        };
+        let duration = histogram(
+            "sluice_request_duration_seconds",
+            "Time from the request's arrival to the end of its response (the last byte of a stream).",
+            duration_buckets(),
+        )?;
+        let ttft = histogram(
+            "sluice_time_to_first_token_seconds",
+            "Streams: time from the request's arrival to the first chunk that carries content.",
+            ttft_buckets(),
+        )?;
+        let overhead = histogram(
+            "sluice_gateway_overhead_seconds",
+            "Time spent in sluice itself on the way in and out, excluding the wait for the provider.",
+            overhead_buckets(),
+        )?;
+        let tokens = IntCounterVec::new(
+            Opts::new("sluice_tokens_total", "Tokens reported by the provider's usage."),
+            &route_and("kind"),
+        )?;
+        let request_tokens = HistogramVec::new(
+            HistogramOpts::new("sluice_request_tokens", "Tokens per request (input or output).")
+                .buckets(token_buckets()),
+            &route_and("kind"),
+        )?;
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "sluice_fallbacks_total",
+                "Requests the fallback variation served after the chosen one failed before its first byte.",
+            ),
+            &["flag", "variation", "to"],
+        )?;
+        let rollout_weight = GaugeVec::new(
+            Opts::new("sluice_rollout_weight", "Share (0–100 %) of the fallthrough traffic each variation gets."),
+            &["flag", "variation"],
+        )?;
+        let config_revision =
+            IntGauge::new("sluice_config_revision", "The revision of the configuration being served.")?;
+        let missing_variables = IntCounterVec::new(
+            Opts::new(
+                "sluice_template_missing_variables_total",
+                "Template variables an AI config version's messages referred to that the request did not have.",
+            ),
+            &["ai_config", "version"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(ttft.clone()))?;
+        registry.register(Box::new(overhead.clone()))?;
+        registry.register(Box::new(tokens.clone()))?;
+        registry.register(Box::new(request_tokens.clone()))?;
+        registry.register(Box::new(fallbacks.clone()))?;
+        registry.register(Box::new(rollout_weight.clone()))?;
+        registry.register(Box::new(config_revision.clone()))?;
+        registry.register(Box::new(missing_variables.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            ttft,
+            overhead,
+            tokens,
+            request_tokens,
+            fallbacks,
+            rollout_weight,
+            config_revision,
+            missing_variables,
+            guards: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The handles of one route. Flag routes also get the guard statistics of their
+    /// (flag, variation).
+    pub fn route(&self, labels: &Labels) -> Arc<RouteMetrics> {
+        let v = labels.values();
+        let with = |extra: &'static str| {
+            let mut all = v.to_vec();
+            all.push(extra);
+            all
+        };
+        let outcomes = Outcome::ALL.map(|o| self.requests.with_label_values(&with(o.as_str())));
+        let guard = (!labels.flag.is_empty()).then(|| self.guard_stats(&labels.flag, &labels.variation));
+        Arc::new(RouteMetrics {
+            labels: labels.clone(),
+            outcomes,
+            duration: self.duration.with_label_values(&v),
+            ttft: self.ttft.with_label_values(&v),
+            overhead: self.overhead.with_label_values(&v),
+            input_tokens: self.tokens.with_label_values(&with("input")),
+            output_tokens: self.tokens.with_label_values(&with("output")),
+            input_per_request: self.request_tokens.with_label_values(&with("input")),
+            output_per_request: self.request_tokens.with_label_values(&with("output")),
+            guard,
+        })
+    }
+
+    /// The statistics the guards read for (flag, variation), created on first use.
+    pub fn guard_stats(&self, flag: &str, variation: &str) -> Arc<GuardStats> {
+        let mut guards = self.guards.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(guards.entry((flag.to_string(), variation.to_string())).or_default())
+    }
+
+    /// The counter of fallbacks from `variation` to `to`.
+    pub fn fallback(&self, flag: &str, variation: &str, to: &str) -> IntCounter {
+        self.fallbacks.with_label_values(&[flag, variation, to])
+    }
+
+    /// The counter of missing template variables of an AI config version.
+    pub fn missing_variables(&self, ai_config: &str, version: u32) -> IntCounter {
+        self.missing_variables.with_label_values(&[ai_config, &version.to_string()])
+    }
+
+    /// Publish a flag's fallthrough weights (percent by variation name).
+    pub fn set_rollout_weights(&self, flag: &str, weights: &[(String, f64)]) {
+        for (variation, weight) in weights {
+            self.rollout_weight.with_label_values(&[flag, variation]).set(*weight);
+        }
+    }
+
+    /// Forget the rollout weights of flags that no longer exist.
+    pub fn clear_rollout_weights(&self) {
+        self.rollout_weight.reset();
+    }
+
+    pub fn set_config_revision(&self, revision: u64) {
+        self.config_revision.set(i64::try_from(revision).unwrap_or(i64::MAX));
+    }
+
+    /// Everything, in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new().encode_to_string(&families).unwrap_or_default()
+    }
+}
+
+/// The handles one route records into, resolved when the snapshot is built.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    labels: Labels,
+    /// By `Outcome as usize`.
+    outcomes: [IntCounter; Outcome::ALL.len()],
+    duration: Histogram,
+    ttft: Histogram,
+    overhead: Histogram,
+    input_tokens: IntCounter,
+    output_tokens: IntCounter,
+    input_per_request: Histogram,
+    output_per_request: Histogram,
+    guard: Option<Arc<GuardStats>>,
+}
+
+/// Token counts from a provider's `usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+}
+
+/// One finished request, as the metrics see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    pub outcome: Outcome,
+    pub duration: Duration,
+    pub ttft: Option<Duration>,
+    pub overhead: Duration,
+    pub usage: Option<Usage>,
+}
+
+impl RouteMetrics {
+    /// The route's labels (for the access log).
+    pub fn labels(&self) -> &Labels {
+        &self.labels
+    }
+
+    /// Count tokens without a request (a fallback's, counted under the variation it served).
+    pub fn record_tokens(&self, u: Usage) {
+        self.input_tokens.inc_by(u.input);
+        self.output_tokens.inc_by(u.output);
+        self.input_per_request.observe(u.input as f64);
+        self.output_per_request.observe(u.output as f64);
+    }
+
+    /// Record one finished request: atomic additions only.
+    pub fn record(&self, f: &Finished) {
+        self.outcomes[f.outcome as usize].inc();
+        self.duration.observe(f.duration.as_secs_f64());
+        self.overhead.observe(f.overhead.as_secs_f64());
+        if let Some(t) = f.ttft {
+            self.ttft.observe(t.as_secs_f64());
+        }
+        if let Some(u) = f.usage {
+            self.record_tokens(u);
+        }
+        if let Some(g) = &self.guard {
+            g.record(f);
+        }
+    }
+}

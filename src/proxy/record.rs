@@ -1,0 +1,205 @@
+//! One request's record: which route served it, when its first token came, its usage and
+//! how it ended. It is written to the metrics (and the access log) exactly once, whatever
+//! happens: a normal end, an error, a broken stream — or a client that goes away, which
+//! drops the record unfinished and counts as `cancelled`.
+//!
+//! The record starts in [`super::handle`]; when a response body comes from a provider it
+//! moves into that body ([`Recorder::hand_off`]) and finishes when the body does.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, StatusCode};
+
+use super::error::Outcome;
+use crate::metrics::{Finished, RouteMetrics, Usage};
+
+/// What the access log line needs beyond the metrics.
+#[derive(Debug)]
+pub struct AccessLog {
+    pub request_id: HeaderValue,
+    pub method: Method,
+    pub path: String,
+    pub client: Option<Arc<str>>,
+    /// The request's messages, only when content logging is on.
+    pub content: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Recorder {
+    route: Arc<RouteMetrics>,
+    start: Instant,
+    /// Time spent waiting for providers before the response head went back.
+    upstream: Duration,
+    /// When sluice handed the response head back (the end of its own work).
+    head: Option<Instant>,
+    ttft: Option<Duration>,
+    usage: Option<Usage>,
+    status: StatusCode,
+    /// The outcome forced by an in-band stream error or a failed first attempt.
+    failed: Option<Outcome>,
+    /// When a fallback served the request: its route, which gets the tokens.
+    served_by: Option<Arc<RouteMetrics>>,
+    log: Option<Box<AccessLog>>,
+    done: bool,
+}
+
+impl Recorder {
+    pub fn new(route: Arc<RouteMetrics>, start: Instant, log: Option<Box<AccessLog>>) -> Self {
+        Recorder {
+            route,
+            start,
+            upstream: Duration::ZERO,
+            head: None,
+            ttft: None,
+            usage: None,
+            status: StatusCode::OK,
+            failed: None,
+            served_by: None,
+            log,
+            done: false,
+        }
+    }
+
+    /// Not a request worth counting (a health check).
+    pub fn skip(&mut self) {
+        self.done = true;
+    }
+
+    /// The request resolved to `route`.
+    pub fn route(&mut self, route: &Arc<RouteMetrics>) {
+        self.route = Arc::clone(route);
+    }
+
+    pub fn log_mut(&mut self) -> Option<&mut AccessLog> {
+        self.log.as_deref_mut()
+    }
+
+    /// Add time spent waiting for a provider.
+    pub fn waited(&mut self, since: Instant) {
+        self.upstream += since.elapsed();
+    }
+
+    /// The chosen variation failed before its first byte with `outcome` and the fallback
+    /// variation (`route`) serves the request instead. The request stays counted under the
+    /// chosen variation, with that outcome; the tokens go to the one that served them.
+    pub fn fell_back(&mut self, outcome: Outcome, route: &Arc<RouteMetrics>) {
+        self.failed = Some(outcome);
+        self.served_by = Some(Arc::clone(route));
+    }
+
+    pub fn first_token(&mut self) {
+        if self.ttft.is_none() {
+            self.ttft = Some(self.start.elapsed());
+        }
+    }
+
+    pub fn usage(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+    }
+
+    /// The stream reported an error in-band.
+    pub fn stream_error(&mut self) {
+        self.failed.get_or_insert(Outcome::UpstreamError);
+    }
+
+    /// Move the record into a response body that will finish it; this one is disarmed.
+    pub fn hand_off(&mut self, status: StatusCode) -> Recorder {
+        let now = Instant::now();
+        self.done = true;
+        Recorder {
+            route: Arc::clone(&self.route),
+            start: self.start,
+            upstream: self.upstream,
+            head: Some(now),
+            ttft: self.ttft,
+            usage: self.usage,
+            status,
+            failed: self.failed,
+            served_by: self.served_by.take(),
+            log: self.log.take(),
+            done: false,
+        }
+    }
+
+    /// The outcome of a response by its status: the provider's 5xx and 429 are upstream
+    /// errors, other 4xx the client's.
+    pub fn outcome_of(status: StatusCode) -> Outcome {
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            Outcome::UpstreamError
+        } else if status.is_client_error() {
+            Outcome::ClientError
+        } else {
+            Outcome::Ok
+        }
+    }
+
+    /// Record the request as ended with `outcome` (unless a failure already decided it).
+    pub fn finish(&mut self, outcome: Outcome, status: StatusCode) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.status = status;
+        let outcome = match (self.failed, outcome) {
+            // A client that leaves is a cancellation, whatever the provider did before.
+            (_, Outcome::Cancelled) => Outcome::Cancelled,
+            (Some(failed), _) => failed,
+            (None, o) => o,
+        };
+        let duration = self.start.elapsed();
+        let head = self.head.map_or(duration, |h| h.duration_since(self.start));
+        let finished = Finished {
+            outcome,
+            duration,
+            ttft: self.ttft,
+            overhead: head.saturating_sub(self.upstream),
+            usage: self.usage,
+        };
+        match &self.served_by {
+            None => self.route.record(&finished),
+            Some(served_by) => {
+                self.route.record(&Finished { ttft: None, usage: None, ..finished });
+                if let Some(u) = finished.usage {
+                    served_by.record_tokens(u);
+                }
+            }
+        }
+        if let Some(log) = &self.log {
+            self.write_log(log, &finished);
+        }
+    }
+
+    fn write_log(&self, log: &AccessLog, f: &Finished) {
+        let labels = self.route.labels();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        tracing::info!(
+            request_id = ?log.request_id,
+            method = %log.method,
+            path = %log.path,
+            status = self.status.as_u16(),
+            outcome = f.outcome.as_str(),
+            client = log.client.as_deref().unwrap_or("-"),
+            flag = %labels.flag,
+            variation = %labels.variation,
+            ai_config = %labels.ai_config,
+            version = %labels.version,
+            provider = %labels.provider,
+            model = %labels.model,
+            duration_ms = ms(f.duration),
+            ttft_ms = f.ttft.map(ms),
+            overhead_us = u64::try_from(f.overhead.as_micros()).unwrap_or(u64::MAX),
+            input_tokens = f.usage.map(|u| u.input),
+            output_tokens = f.usage.map(|u| u.output),
+            content = log.content.as_deref(),
+            "request"
+        );
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let status = self.status;
+        self.finish(Outcome::Cancelled, status);
+    }
+}
