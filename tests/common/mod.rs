@@ -53,6 +53,8 @@ pub enum Step {
 pub enum Reply {
     Json { status: u16, body: String, delay: Duration },
     Sse(Vec<Step>),
+    /// Decided per request.
+    PerRequest(Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>),
 }
 
 /// A scripted upstream server on 127.0.0.1:0 that records every request.
@@ -90,12 +92,17 @@ impl Upstream {
                             c.fetch_add(1, Ordering::SeqCst);
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.unwrap().to_bytes();
-                            r.lock().unwrap().push(Recorded {
+                            let recorded = Recorded {
                                 method: parts.method.to_string(),
                                 path_and_query: parts.uri.path_and_query().unwrap().to_string(),
                                 headers: parts.headers,
                                 body,
-                            });
+                            };
+                            let reply = match reply {
+                                Reply::PerRequest(decide) => decide(&recorded),
+                                other => other,
+                            };
+                            r.lock().unwrap().push(recorded);
                             Ok::<_, Infallible>(answer(reply, d).await)
                         }
                     });
@@ -134,7 +141,36 @@ async fn answer(reply: Reply, dropped: Arc<AtomicBool>) -> Response<TestBody> {
             resp.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
             resp
         }
+        Reply::PerRequest(_) => panic!("a per-request reply must decide on a concrete one"),
     }
+}
+
+/// The usage an [`openai_stream`] reports.
+pub const STREAM_USAGE: (u64, u64) = (7, 3);
+
+/// A chat stream the way OpenAI sends it: a role chunk, `words` content chunks, a finish
+/// chunk, then — only when the request asked for usage — `"usage":null` on every chunk and a
+/// last chunk with `"choices":[]` and the usage ([`STREAM_USAGE`]), then `[DONE]`.
+pub fn openai_stream(request: &Recorded, words: &[&str]) -> Vec<Step> {
+    let usage = request.json()["stream_options"]["include_usage"].as_bool() == Some(true);
+    let tail = if usage { r#","usage":null}"# } else { "}" };
+    let chunk = |choices: &str| {
+        event(&format!(r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{choices}]{tail}"#))
+    };
+    let mut steps = vec![chunk(r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}"#)];
+    for w in words {
+        steps.push(chunk(&format!(r#"{{"index":0,"delta":{{"content":"{w}"}},"finish_reason":null}}"#)));
+    }
+    steps.push(chunk(r#"{"index":0,"delta":{},"finish_reason":"stop"}"#));
+    if usage {
+        let (p, c) = STREAM_USAGE;
+        steps.push(event(&format!(
+            r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{}}}}}"#,
+            p + c
+        )));
+    }
+    steps.push(Step::Send("data: [DONE]\n\n".to_string()));
+    steps
 }
 
 /// A body that plays SSE steps and notes whether it was dropped before the end.
