@@ -35,8 +35,7 @@ async fn upstream() -> Upstream {
 }
 
 fn metrics_config(base_url: &str) -> String {
-    config(base_url, "")
-        .replace("\naliases:\n  fast: up/gpt-x\n", "\n")
+    config(base_url, "").replace("\naliases:\n  fast: up/gpt-x\n", "\n")
         + &format!(
             r#"  b:
     kind: openai
@@ -228,7 +227,8 @@ async fn the_app_sees_the_stream_it_would_see_without_sluice() {
     let gw = gateway(&metrics_config(&up.base_url())).await;
     for route in ["bot", "up/gpt-x"] {
         let via = |usage: bool| {
-            let extra = if usage { r#","stream":true,"stream_options":{"include_usage":true}"# } else { r#","stream":true"# };
+            let extra =
+                if usage { r#","stream":true,"stream_options":{"include_usage":true}"# } else { r#","stream":true"# };
             chat(route, &[], extra)
         };
         let without = send(gw.data_addr, via(false)).await;
@@ -241,7 +241,10 @@ async fn the_app_sees_the_stream_it_would_see_without_sluice() {
     send(gw.data_addr, chat("fast", &[], r#","stream":true,"stream_options":{"x":1}"#)).await;
     assert_eq!(up.last().json()["stream_options"], serde_json::json!({"x": 1, "include_usage": true}));
     let samples = parse(&scrape(&gw).await);
-    assert_eq!(sum(&samples, "sluice_tokens_total", &[("provider", "up"), ("model", "gpt-x"), ("kind", "output")]), 9.0);
+    assert_eq!(
+        sum(&samples, "sluice_tokens_total", &[("provider", "up"), ("model", "gpt-x"), ("kind", "output")]),
+        9.0
+    );
     gw.shutdown().await;
 }
 
@@ -275,4 +278,48 @@ async fn metrics_pass_promtool() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_access_log_has_the_route_and_outcome_and_never_the_content() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(capture.clone()).with_ansi(false).json().finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let up = upstream().await;
+    let yaml = metrics_config(&up.base_url()).replace("aliases:\n", "log: {access_log: true}\naliases:\n");
+    let gw = gateway(&yaml).await;
+    send(gw.data_addr, request("t-1", "ok", true, false)).await;
+    send(gw.data_addr, request("c-1", "500", false, false)).await;
+    gw.shutdown().await;
+
+    let lines: Vec<serde_json::Value> = capture
+        .text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "request")
+        .map(|v| v["fields"].clone())
+        .collect();
+    assert_eq!(lines.len(), 2, "one line per request: {lines:?}");
+    let stream = &lines[0];
+    assert_eq!(
+        (&stream["client"], &stream["flag"], &stream["variation"], &stream["version"], &stream["provider"]),
+        (&"app".into(), &"bot".into(), &"treatment".into(), &"2".into(), &"b".into())
+    );
+    assert_eq!((&stream["status"], &stream["outcome"]), (&200.into(), &"ok".into()));
+    assert_eq!((&stream["input_tokens"], &stream["output_tokens"]), (&7.into(), &3.into()));
+    assert!(stream["ttft_ms"].as_f64().unwrap() > 0.0 && stream["duration_ms"].as_f64().unwrap() > 0.0);
+    assert!(stream["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!((&lines[1]["status"], &lines[1]["outcome"]), (&500.into(), &"upstream_error".into()));
+    let all = capture.text();
+    assert!(!all.contains("\"hi\""), "message content is not logged by default: {all}");
+    assert!(!all.contains(KEY) && !all.contains(PROVIDER_KEY), "no keys in the log");
+
+    // With content logging on, the messages are there.
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(capture.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let gw = gateway(&yaml.replace("{access_log: true}", "{access_log: true, content: true}")).await;
+    send(gw.data_addr, request("c-2", "ok", false, false)).await;
+    gw.shutdown().await;
+    assert!(capture.text().contains(r#"\"content\":\"hi\""#), "{}", capture.text());
 }

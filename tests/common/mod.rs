@@ -51,7 +51,11 @@ pub enum Step {
 /// How an upstream answers.
 #[derive(Clone)]
 pub enum Reply {
-    Json { status: u16, body: String, delay: Duration },
+    Json {
+        status: u16,
+        body: String,
+        delay: Duration,
+    },
     Sse(Vec<Step>),
     /// Decided per request.
     PerRequest(Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>),
@@ -155,7 +159,9 @@ pub fn openai_stream(request: &Recorded, words: &[&str]) -> Vec<Step> {
     let usage = request.json()["stream_options"]["include_usage"].as_bool() == Some(true);
     let tail = if usage { r#","usage":null}"# } else { "}" };
     let chunk = |choices: &str| {
-        event(&format!(r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{choices}]{tail}"#))
+        event(&format!(
+            r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{choices}]{tail}"#
+        ))
     };
     let mut steps = vec![chunk(r#"{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}"#)];
     for w in words {
@@ -381,5 +387,33 @@ impl Answer {
     /// A response header as text ("" when absent).
     pub fn header(&self, name: &str) -> &str {
         self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+/// A `MakeWriter` that keeps every log line in memory.
+#[derive(Clone, Default)]
+pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+impl Capture {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 }
