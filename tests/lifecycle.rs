@@ -6,7 +6,7 @@ mod common;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
