@@ -71,5 +71,43 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// What the response path adds per request and per stream chunk.
+fn accounting(c: &mut Criterion) {
+    let metrics = match sluice::metrics::Metrics::new() {
+        Ok(m) => m,
+        Err(e) => panic!("{e}"),
+    };
+    let labels = sluice::metrics::Labels {
+        flag: "support-bot".into(),
+        variation: "candidate".into(),
+        ai_config: "support-bot".into(),
+        version: "2".into(),
+        provider: "openai".into(),
+        model: "gpt-4o-mini".into(),
+    };
+    let route = metrics.route(&labels);
+    let finished = sluice::metrics::Finished {
+        outcome: sluice::proxy::Outcome::Ok,
+        duration: std::time::Duration::from_millis(850),
+        ttft: Some(std::time::Duration::from_millis(240)),
+        overhead: std::time::Duration::from_micros(30),
+        usage: Some(sluice::metrics::Usage { input: 420, output: 180 }),
+    };
+    c.bench_function("metrics/record-request", |b| b.iter(|| route.record(black_box(&finished))));
+
+    const CHUNK: &[u8] = br#"data: {"id":"chatcmpl-abc","object":"chat.completion.chunk","created":1732400000,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":" world"},"logprobs":null,"finish_reason":null}],"usage":null}
+
+"#;
+    let chunk = bytes::Bytes::from_static(CHUNK);
+    c.bench_function("sse/tap-chunk-strip-usage", |b| {
+        let mut tap = sluice::proxy::sse::Tap::new(true);
+        b.iter(|| black_box(tap.feed(black_box(chunk.clone()))).0.len())
+    });
+    c.bench_function("sse/tap-chunk-pass", |b| {
+        let mut tap = sluice::proxy::sse::Tap::new(false);
+        b.iter(|| black_box(tap.feed(black_box(chunk.clone()))).0.len())
+    });
+}
+
+criterion_group!(benches, bench, accounting);
 criterion_main!(benches);

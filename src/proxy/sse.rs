@@ -111,6 +111,32 @@ impl Tap {
         if data.as_ref() == b"[DONE]" {
             return Edit::Keep;
         }
+        // Fast paths once the first token is known (most chunks): a chunk with neither
+        // usage nor an error needs no parsing, and one that ends with `,"usage":null}` (how
+        // OpenAI writes it) loses that member by a cut. In JSON, `"usage":null}` with nothing
+        // after it can only be the last member of the outer object: a string cannot hold an
+        // unescaped quote, and a nested object would need a second `}`.
+        if self.content_seen {
+            let has = |needle: &[u8]| memchr::memmem::find(&data, needle).is_some();
+            if !has(b"\"usage\"") && !has(b"\"error\"") {
+                return Edit::Keep;
+            }
+            const NULL_USAGE: &[u8] = b",\"usage\":null}";
+            let null_usage = data.ends_with(NULL_USAGE) && !has(b"\"error\"");
+            if null_usage && !self.strip_usage {
+                return Edit::Keep;
+            }
+            if null_usage && single_line {
+                if let Some(start) = find(event, &data) {
+                    let cut = start + data.len() - NULL_USAGE.len();
+                    let mut bytes = Vec::with_capacity(event.len());
+                    bytes.extend_from_slice(&event[..cut]);
+                    bytes.push(b'}');
+                    bytes.extend_from_slice(&event[start + data.len()..]);
+                    return Edit::Replace(bytes);
+                }
+            }
+        }
         let Ok(chunk) = JsonBody::parse(&data) else { return Edit::Keep };
         if chunk.get("error").is_some() {
             seen.error = true;
