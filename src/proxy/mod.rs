@@ -61,7 +61,10 @@ pub async fn handle(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Response
     });
     let mut record = Recorder::new(Arc::clone(&snapshot.unrouted), start, log);
 
-    let result = route(&snapshot, req, &request_id, &mut record).await;
+    // Boxed: the routing future is large (targeting, rewriting, the upstream call) and only
+    // lives until the response head; unboxed, it would sit in the connection's task (an
+    // HTTP/2 stream's) for as long as the response streams.
+    let result = Box::pin(route(&snapshot, req, &request_id, &mut record)).await;
     let (mut resp, outcome) = match result {
         Ok(resp) => {
             let outcome = Recorder::outcome_of(resp.status());
