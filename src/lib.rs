@@ -17,6 +17,7 @@
 //! | [`cli`] | the `sluice` subcommands |
 //! | [`body`] | the one response body type |
 
+pub mod admin;
 pub mod aiconfig;
 pub mod auth;
 pub mod body;
@@ -29,4 +30,5 @@ pub mod providers;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod worker;

@@ -22,11 +22,13 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin;
 use crate::body::{self, Body};
 use crate::config::{Config, ConfigError, Loaded, Problem};
 use crate::metrics::Metrics;
 use crate::proxy;
 use crate::snapshot::Snapshot;
+use crate::state::{FileStore, MemoryStore, StartupError, State, Store};
 use crate::worker;
 
 mod tls;
@@ -53,6 +55,19 @@ impl Gateway {
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
     }
+
+    /// Serve `snapshot` (of configuration `revision`) from the next request on.
+    pub fn install(&self, snapshot: Snapshot, revision: u64) {
+        snapshot.publish(&self.metrics);
+        self.metrics.set_config_revision(revision);
+        self.snapshot.store(Arc::new(snapshot));
+    }
+}
+
+/// What the admin listener serves from.
+struct AdminPlane {
+    state: Arc<State>,
+    tokens: Arc<admin::Tokens>,
 }
 
 /// Settings of the listeners, taken from the config.
@@ -66,6 +81,8 @@ pub struct Running {
     pub data_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
+    /// The runtime state: every configuration change goes through it.
+    pub state: Arc<State>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -77,6 +94,7 @@ impl Running {
         self.gateway.draining.store(true, Ordering::SeqCst);
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        self.state.close();
     }
 
     /// Wait until the gateway stops by itself (it never does unless shut down).
@@ -94,10 +112,15 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot start worker thread {index}: {source}")]
     Worker { index: usize, source: std::io::Error },
+    #[error("{0}")]
+    State(#[from] StartupError),
 }
 
 /// Everything `check` verifies and `serve` needs before binding: the snapshot and TLS.
 pub struct Prepared {
+    /// The config file as JSON, and its name.
+    value: serde_json::Value,
+    file: String,
     snapshot: Snapshot,
     metrics: Arc<Metrics>,
     tls: Option<TlsAcceptor>,
@@ -118,7 +141,14 @@ pub fn prepare(mut loaded: Loaded) -> Result<Prepared, ConfigError> {
         Some(t) => tls::acceptor(t).map_err(|p| problems.push(p)).ok(),
     };
     match snapshot {
-        Some(snapshot) if problems.is_empty() => Ok(Prepared { snapshot, metrics, tls, config: loaded.config }),
+        Some(snapshot) if problems.is_empty() => Ok(Prepared {
+            value: std::mem::take(&mut loaded.value),
+            file: loaded.file.clone(),
+            snapshot,
+            metrics,
+            tls,
+            config: loaded.config,
+        }),
         _ => Err(loaded.error(problems)),
     }
 }
@@ -131,7 +161,16 @@ pub fn prepare(mut loaded: Loaded) -> Result<Prepared, ConfigError> {
 /// on the thread that accepted it. Nothing on the request path waits for or wakes another
 /// thread, which on a multi-threaded work-stealing runtime costs more than the proxying itself.
 pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
-    let Prepared { snapshot, metrics, tls, config } = prepared;
+    let Prepared { value, file, snapshot, metrics, tls, config } = prepared;
+    // The state directory is locked before anything listens: a second sluice on the same
+    // directory stops here, with the lock's path in the message.
+    let store: Box<dyn Store> = match &config.state.dir {
+        Some(dir) => Box::new(FileStore::open(dir).map_err(StartupError::from)?),
+        None => {
+            tracing::warn!("no `state.dir`: runtime changes are kept in memory only and lost on restart");
+            Box::new(MemoryStore::default())
+        }
+    };
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
     };
@@ -144,7 +183,9 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
         header_read_timeout: config.limits.header_read_timeout.0,
         shutdown_grace: config.limits.shutdown_grace.0,
     });
-    let gateway = Arc::new(Gateway::new(snapshot, metrics));
+    let state = Arc::new(State::open(store, value, &file, snapshot, metrics)?);
+    let gateway = Arc::clone(state.gateway());
+    let tokens = Arc::new(admin::Tokens::from_config(&config.admin));
     let (stop, stopped) = watch::channel(false);
 
     let workers = config.limits.workers();
@@ -160,14 +201,15 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
         };
         finished.push(worker.spawn().map_err(|source| StartError::Worker { index, source })?);
     }
-    let task = tokio::spawn(run_admin(Arc::clone(&gateway), admin, settings, finished, stopped));
-    tracing::info!(%data_addr, %admin_addr, workers, "sluice is serving");
-    Ok(Running { data_addr, admin_addr, gateway, stop, task })
+    let plane = Arc::new(AdminPlane { state: Arc::clone(&state), tokens });
+    let task = tokio::spawn(run_admin(plane, admin, settings, finished, stopped));
+    tracing::info!(%data_addr, %admin_addr, workers, revision = state.revision(), "sluice is serving");
+    Ok(Running { data_addr, admin_addr, gateway, state, stop, task })
 }
 
 /// Serve the admin plane until told to stop, and on until every worker has drained.
 async fn run_admin(
-    gateway: Arc<Gateway>,
+    gateway: Arc<AdminPlane>,
     admin: TcpListener,
     settings: Arc<ListenSettings>,
     finished: Vec<oneshot::Receiver<()>>,
@@ -267,14 +309,19 @@ impl Worker {
 /// Admin connections are not drained on shutdown: they answer until the process exits.
 fn spawn_admin_connection(
     stream: TcpStream,
-    gateway: &Arc<Gateway>,
+    plane: &Arc<AdminPlane>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
     settings: &ListenSettings,
 ) {
-    let g = Arc::clone(gateway);
+    let p = Arc::clone(plane);
     let service = service_fn(move |req: Request<Incoming>| {
-        let g = Arc::clone(&g);
-        async move { Ok::<_, Infallible>(admin_handle(&g, req)) }
+        let p = Arc::clone(&p);
+        async move {
+            if req.uri().path().starts_with("/admin/v1/") {
+                return Ok::<_, Infallible>(admin::handle(Arc::clone(&p.state), &p.tokens, req).await);
+            }
+            Ok::<_, Infallible>(admin_handle(p.state.gateway(), req))
+        }
     });
     spawn_connection(stream, None, builder, None, settings, service);
 }

@@ -244,7 +244,8 @@ fn serve_exits_cleanly_on_sigterm() {
     let text = std::fs::read_to_string("config/sluice.yaml")
         .unwrap()
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{data}"))
-        .replace("127.0.0.1:8081", &format!("127.0.0.1:{admin}"));
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{admin}"))
+        .replace(".sluice-state", &dir.join("state").display().to_string());
     std::fs::File::create(&cfg).unwrap().write_all(text.as_bytes()).unwrap();
     let mut child = sluice().args(["serve", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

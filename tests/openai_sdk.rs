@@ -29,7 +29,11 @@ async fn the_openai_python_sdk_works_through_sluice() {
         .unwrap()
         .replace("127.0.0.1:8080", "127.0.0.1:0")
         .replace("127.0.0.1:8081", "127.0.0.1:0")
-        .replace("chunk_delay: 15ms", "chunk_delay: 1ms");
+        .replace("chunk_delay: 15ms", "chunk_delay: 1ms")
+        .replace(
+            ".sluice-state",
+            &std::env::temp_dir().join(format!("sluice-sdk-{}", std::process::id())).display().to_string(),
+        );
     let gw = gateway(&yaml).await;
     let base = format!("http://{}/v1", gw.data_addr);
     let out = tokio::task::spawn_blocking(move || {

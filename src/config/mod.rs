@@ -52,6 +52,52 @@ pub struct Config {
     /// AI configs, by key: versioned provider, model, parameters and prompt messages.
     #[serde(default)]
     pub ai_configs: BTreeMap<String, aiconfig::AiConfigConfig>,
+    /// The admin API's tokens.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Where runtime changes and the audit log are kept.
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+/// The admin API: who may read and who may change.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default)]
+    pub tokens: Vec<AdminToken>,
+}
+
+/// One admin API bearer token; its name is the actor in the audit log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    pub name: String,
+    /// The token itself, or…
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// …its SHA-256 digest in hex.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    pub role: AdminRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminRole {
+    /// Read flags, AI configs, the audit log.
+    Read,
+    /// Read, and change.
+    Write,
+}
+
+/// The state directory: current documents, the audit log, a lock.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Without it, runtime changes live in memory only and are lost on restart.
+    #[serde(default)]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// Where sluice listens.
@@ -279,10 +325,16 @@ pub enum LogFormat {
 }
 
 /// One problem in a config file, at a path of the document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     pub path: String,
     pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
 }
 
 impl Problem {
@@ -319,6 +371,8 @@ pub struct Loaded {
     pub locations: yaml::Locations,
     /// The config's flags and segments, compiled.
     pub targeting: Targeting,
+    /// The whole file as JSON (after interpolation): the base runtime changes apply to.
+    pub value: serde_json::Value,
 }
 
 /// Compiled flags with their variation names.
@@ -400,6 +454,15 @@ pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
         file: file.to_string(),
         problems: vec![(e.location.line, e.location.col, e.message)],
     })?;
+    match check_value(value.clone()) {
+        Ok((config, targeting)) => Ok(Loaded { config, file: file.to_string(), locations, targeting, value }),
+        Err(problems) => Err(locate(file, &locations, problems)),
+    }
+}
+
+/// Deserialize and validate a whole config given as a JSON value (the file's, or the
+/// file's with the runtime flags, segments and AI configs in place); problems by path.
+pub fn check_value(value: serde_json::Value) -> Result<(Config, Targeting), Vec<Problem>> {
     let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = if validate::is_secret_path(&path) {
@@ -407,14 +470,14 @@ pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Re
         } else {
             e.into_inner().to_string()
         };
-        locate(file, &locations, vec![Problem::new(path, message)])
+        vec![Problem::new(path, message)]
     })?;
     let mut problems = validate::validate(&config);
     let targeting =
         compile_targeting(&config.flags, &config.segments, &config.ai_configs).map_err(|p| problems.extend(p)).ok();
     match targeting {
-        Some(targeting) if problems.is_empty() => Ok(Loaded { config, file: file.to_string(), locations, targeting }),
-        _ => Err(locate(file, &locations, problems)),
+        Some(targeting) if problems.is_empty() => Ok((config, targeting)),
+        _ => Err(problems),
     }
 }
 

@@ -6,7 +6,7 @@ use http::Uri;
 use super::{Config, Problem, ProviderKind};
 
 /// Field names whose values are secrets: an error there never quotes the value.
-const SECRET_FIELDS: &[&str] = &["api_key", "key"];
+const SECRET_FIELDS: &[&str] = &["api_key", "key", "token"];
 
 /// Whether the value at `path` is (or is inside) a secret.
 pub(super) fn is_secret_path(path: &str) -> bool {
@@ -19,6 +19,7 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     limits(config, &mut problems);
     providers(config, &mut problems);
     clients(config, &mut problems);
+    admin(config, &mut problems);
     aliases(config, &mut problems);
     flag_keys(config, &mut problems);
     problems
@@ -139,6 +140,40 @@ fn check_base_url(url: &str) -> Result<(), String> {
         return Err("the base URL cannot have a query string".to_string());
     }
     Ok(())
+}
+
+fn admin(config: &Config, problems: &mut Vec<Problem>) {
+    let mut names = std::collections::HashSet::new();
+    let mut digests = std::collections::HashMap::new();
+    for (i, t) in config.admin.tokens.iter().enumerate() {
+        let at = format!("admin.tokens[{i}]");
+        if t.name.trim().is_empty() {
+            problems.push(Problem::new(format!("{at}.name"), "cannot be empty: it names the actor in the audit log"));
+        } else if !names.insert(t.name.as_str()) {
+            problems.push(Problem::new(format!("{at}.name"), format!("`{}` is used by another token", t.name)));
+        }
+        let digest = match (&t.token, &t.token_sha256) {
+            (Some(token), None) if token.expose().len() < 16 => {
+                problems.push(Problem::new(format!("{at}.token"), "must be at least 16 characters"));
+                continue;
+            }
+            (Some(token), None) => crate::auth::digest(token.expose().as_bytes()),
+            (None, Some(hex)) => match crate::auth::parse_digest(hex) {
+                Some(d) => d,
+                None => {
+                    problems.push(Problem::new(format!("{at}.token_sha256"), "must be 64 hexadecimal digits"));
+                    continue;
+                }
+            },
+            _ => {
+                problems.push(Problem::new(&at, "set exactly one of `token` or `token_sha256`"));
+                continue;
+            }
+        };
+        if let Some(other) = digests.insert(digest, i) {
+            problems.push(Problem::new(&at, format!("has the same token as admin.tokens[{other}]")));
+        }
+    }
 }
 
 fn clients(config: &Config, problems: &mut Vec<Problem>) {

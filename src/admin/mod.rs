@@ -1,0 +1,361 @@
+//! The admin API (`/admin/v1/…` on the admin listener): bearer tokens with a role, flag
+//! and AI config reads, the changes of [`crate::state::Change`] — every one through
+//! `State::apply`, never around it — and the audit log. Errors are JSON:
+//! `{"error": {"code", "message", "problems"?}}` with 401 / 403 for auth, 404 unknown,
+//! 409 conflicts, 412 a stale `If-Match`, 422 validation with field paths.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::auth::{digest, parse_digest, KeyDigest};
+use crate::body::{self, Body};
+use crate::config::{AdminConfig, AdminRole, Problem};
+use crate::state::{Change, ChangeError, Kind, Request as ChangeRequest, State};
+
+/// Largest admin request body.
+const MAX_BODY: usize = 256 * 1024;
+
+/// The admin tokens, as digests.
+#[derive(Debug, Default)]
+pub struct Tokens(Vec<(KeyDigest, String, AdminRole)>);
+
+impl Tokens {
+    pub fn from_config(admin: &AdminConfig) -> Tokens {
+        Tokens(
+            admin
+                .tokens
+                .iter()
+                .filter_map(|t| {
+                    let d = match (&t.token, &t.token_sha256) {
+                        (Some(token), _) => digest(token.expose().as_bytes()),
+                        (None, Some(hex)) => parse_digest(hex)?,
+                        (None, None) => return None,
+                    };
+                    Some((d, t.name.clone(), t.role))
+                })
+                .collect(),
+        )
+    }
+
+    /// The token's name and role; every token is compared, in constant time.
+    fn authenticate(&self, token: &[u8]) -> Option<(&str, AdminRole)> {
+        let d = digest(token);
+        let mut found = None;
+        for (candidate, name, role) in &self.0 {
+            if bool::from(candidate.ct_eq(&d)) {
+                found = Some((name.as_str(), *role));
+            }
+        }
+        found
+    }
+}
+
+/// An admin API failure.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    problems: Vec<Problem>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), problems: Vec::new() }
+    }
+
+    fn response(self) -> Response<Body> {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if !self.problems.is_empty() {
+            error["problems"] = json!(self.problems);
+        }
+        json_response(self.status, &json!({ "error": error }))
+    }
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(e: ChangeError) -> Self {
+        let message = e.to_string();
+        match e {
+            ChangeError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            ChangeError::Stale { .. } => ApiError::new(StatusCode::PRECONDITION_FAILED, "stale_revision", message),
+            ChangeError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            ChangeError::Invalid(problems) => {
+                ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid", message, problems }
+            }
+            ChangeError::Store(e) => {
+                tracing::error!(error = %e, "the state store failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", "the change could not be stored")
+            }
+        }
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
+    let mut resp = Response::new(body::full(value.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Serve one `/admin/v1/…` request.
+pub async fn handle(state: Arc<State>, tokens: &Tokens, req: Request<Incoming>) -> Response<Body> {
+    match route(state, tokens, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.response(),
+    }
+}
+
+async fn route(state: Arc<State>, tokens: &Tokens, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let (name, role) = authenticate(tokens, req.headers())?;
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let segments: Vec<&str> = path.trim_start_matches("/admin/v1/").split('/').collect();
+    let method = req.method().clone();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let write = |role: AdminRole| {
+        if role == AdminRole::Write {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("token `{name}` may only read")))
+        }
+    };
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["flags"]) => Ok(list_flags(&state)),
+        (&Method::GET, ["flags", key]) => get_flag(&state, key),
+        (&Method::GET, ["ai-configs"]) => Ok(list_ai_configs(&state)),
+        (&Method::GET, ["audit"]) => audit(&state, &query),
+        (&Method::POST | &Method::PUT, ["flags", ..] | ["ai-configs", ..]) => {
+            write(role)?;
+            let if_match = if_match(req.headers())?;
+            let body = read_json(req.into_body()).await?;
+            let change = change_for(&segments, &body)?;
+            let reason = body.get("reason").and_then(Value::as_str).unwrap_or("").trim().to_string();
+            if reason.is_empty() {
+                return Err(invalid("reason", "every change needs a reason (it goes to the audit log)"));
+            }
+            let request = ChangeRequest { actor: name.to_string(), reason, if_match };
+            let applied =
+                tokio::task::spawn_blocking(move || state.apply(change, &request)).await.map_err(|_| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the change was interrupted")
+                })??;
+            let mut resp = json_response(StatusCode::OK, &json!(applied));
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", applied.revision)) {
+                resp.headers_mut().insert(header::ETAG, v);
+            }
+            Ok(resp)
+        }
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {method} {path}"))),
+    }
+}
+
+fn authenticate<'t>(tokens: &'t Tokens, headers: &http::HeaderMap) -> Result<(&'t str, AdminRole), ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
+    let value =
+        headers.get(header::AUTHORIZATION).ok_or_else(|| unauthorized("send `Authorization: Bearer <admin token>`"))?;
+    let token = value
+        .as_bytes()
+        .strip_prefix(b"Bearer ")
+        .ok_or_else(|| unauthorized("send `Authorization: Bearer <admin token>`"))?;
+    tokens.authenticate(token.trim_ascii()).ok_or_else(|| unauthorized("invalid admin token"))
+}
+
+/// `If-Match: <revision>` (quoted or not).
+fn if_match(headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let text = v.to_str().unwrap_or("").trim().trim_start_matches("W/").trim_matches('"');
+    text.parse().map(Some).map_err(|_| invalid("If-Match", "must be a revision number"))
+}
+
+fn invalid(path: &str, message: &str) -> ApiError {
+    ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: "invalid",
+        message: format!("{path}: {message}"),
+        problems: vec![Problem::new(path, message)],
+    }
+}
+
+async fn read_json(body: Incoming) -> Result<Value, ApiError> {
+    let bytes: Bytes = Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is too large"))?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Ok(json!({}));
+    }
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "the body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// A field of the request body.
+fn field<'v, T: Deserialize<'v>>(body: &'v Value, name: &str, expected: &str) -> Result<T, ApiError> {
+    body.get(name)
+        .ok_or_else(|| invalid(name, &format!("required: {expected}")))
+        .and_then(|v| T::deserialize(v).map_err(|_| invalid(name, &format!("must be {expected}"))))
+}
+
+/// The change a mutation asks for.
+fn change_for(segments: &[&str], body: &Value) -> Result<Change, ApiError> {
+    let s = |x: &str| x.to_string();
+    Ok(match segments {
+        ["flags", flag, "kill"] => Change::SetOn { flag: s(flag), on: false },
+        ["flags", flag, "restore"] => Change::SetOn { flag: s(flag), on: true },
+        ["flags", flag, "rollout"] => {
+            #[derive(Deserialize)]
+            struct Weight {
+                variation: String,
+                percent: f64,
+            }
+            let weights: Vec<Weight> = field(body, "weights", "a list of {variation, percent}")?;
+            Change::Rollout { flag: s(flag), weights: weights.into_iter().map(|w| (w.variation, w.percent)).collect() }
+        }
+        ["flags", flag, "fallthrough"] => {
+            Change::Fallthrough { flag: s(flag), variation: field(body, "variation", "a variation name")? }
+        }
+        ["flags", flag, "rules", rule] => Change::RuleVariation {
+            flag: s(flag),
+            rule: s(rule),
+            variation: field(body, "variation", "a variation name")?,
+        },
+        ["flags", flag, "variations", variation] => Change::PointVariation {
+            flag: s(flag),
+            variation: s(variation),
+            ai_config: field(body, "ai_config", "an AI config key")?,
+            version: field(body, "version", "a version number")?,
+        },
+        ["flags", flag, "rollback"] => {
+            Change::Rollback { flag: s(flag), revision: field(body, "revision", "a revision number")? }
+        }
+        ["ai-configs", key, "versions"] => {
+            let version: Value = field(body, "version", "a version object")?;
+            if !version.is_object() {
+                return Err(invalid("version", "must be a version object"));
+            }
+            Change::AddVersion { ai_config: s(key), version }
+        }
+        _ => return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint")),
+    })
+}
+
+/// A flag's summary: on/off, variations, fallthrough, the revision that last changed it.
+fn flag_view(key: &str, doc: &Value, revision: Option<u64>) -> Value {
+    let variations: Vec<Value> = doc
+        .get("variations")
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .map(|v| {
+                    json!({
+                        "name": v.get("name"),
+                        "ai_config": v.get("ai_config"),
+                        "version": v.get("version"),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "key": key,
+        "on": doc.get("on").and_then(Value::as_bool).unwrap_or(true),
+        "variations": variations,
+        "fallthrough": doc.get("fallthrough"),
+        "revision": revision,
+    })
+}
+
+fn list_flags(state: &State) -> Response<Body> {
+    let current = state.current();
+    let flags: Vec<Value> =
+        current.docs.flags.iter().map(|(k, v)| flag_view(k, v, current.flag_revisions.get(k).copied())).collect();
+    json_response(StatusCode::OK, &json!({"revision": current.revision, "flags": flags}))
+}
+
+fn get_flag(state: &State, key: &str) -> Result<Response<Body>, ApiError> {
+    let current = state.current();
+    let doc = current
+        .docs
+        .flags
+        .get(key)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no flag `{key}`")))?;
+    let mut view = flag_view(key, doc, current.flag_revisions.get(key).copied());
+    view["definition"] = doc.clone();
+    let mut resp = json_response(StatusCode::OK, &json!({"revision": current.revision, "flag": view}));
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", current.revision)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+fn list_ai_configs(state: &State) -> Response<Body> {
+    let current = state.current();
+    json_response(StatusCode::OK, &json!({"revision": current.revision, "ai_configs": current.docs.ai_configs}))
+}
+
+/// `GET /admin/v1/audit?flag=&since=&until=&limit=` (times in RFC 3339), newest first.
+fn audit(state: &State, query: &str) -> Result<Response<Body>, ApiError> {
+    let mut flag = None;
+    let (mut since, mut until) = (None, None);
+    let mut limit = 100usize;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        let time =
+            |name: &str| humantime::parse_rfc3339_weak(&v).map_err(|_| invalid(name, "must be an RFC 3339 time"));
+        match k {
+            "flag" => flag = Some(v.clone()),
+            "since" => since = Some(time("since")?),
+            "until" => until = Some(time("until")?),
+            "limit" => limit = v.parse().map_err(|_| invalid("limit", "must be a number"))?,
+            _ => return Err(invalid(k, "unknown parameter (use flag, since, until, limit)")),
+        }
+    }
+    let entries = state.audit().map_err(|e| ApiError::from(ChangeError::Store(e)))?;
+    let selected: Vec<_> = entries
+        .iter()
+        .rev()
+        .filter(|e| flag.as_ref().is_none_or(|f| e.changes.iter().any(|c| c.kind == Kind::Flag && &c.key == f)))
+        .filter(|e| {
+            let t = humantime::parse_rfc3339_weak(&e.time).ok();
+            since.is_none_or(|s| t.is_some_and(|t| t >= s)) && until.is_none_or(|u| t.is_some_and(|t| t <= u))
+        })
+        .take(limit)
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"revision": state.revision(), "entries": selected})))
+}
+
+/// `%XX` and `+` in a query value.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

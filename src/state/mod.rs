@@ -1,0 +1,504 @@
+//! The runtime state: flags, segments and AI configs as documents with a revision, and
+//! the one write path every change goes through ([`State::apply`]):
+//!
+//! validate → new revision → audit entry (who, when, why, each object before / after) →
+//! persist → rebuild and swap the snapshot.
+//!
+//! A change that fails validation changes nothing and writes nothing. The static part of
+//! the configuration (listeners, clients, providers, limits) always comes from the file.
+//!
+//! **The file and runtime changes.** The file seeds the store. A reload (SIGHUP, `--watch`)
+//! applies, as one revision by the actor `file`, only the objects whose text in the file
+//! changed since the previous load; every other object keeps its current (perhaps
+//! runtime-changed) value. So a kill switch or a rollback made at runtime stays until
+//! someone changes that flag again, in the file or through the API: the last writer of an
+//! object wins.
+
+mod store;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use store::{FileStore, MemoryStore, Store, StoreError};
+
+use crate::config::{self, Problem};
+use crate::server::Gateway;
+use crate::snapshot::Snapshot;
+
+/// The runtime-editable documents, as JSON in the config file's own format.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Docs {
+    #[serde(default)]
+    pub flags: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub segments: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub ai_configs: BTreeMap<String, Value>,
+}
+
+/// The kind of a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Flag,
+    Segment,
+    AiConfig,
+}
+
+const KINDS: [Kind; 3] = [Kind::Flag, Kind::Segment, Kind::AiConfig];
+
+impl Kind {
+    /// The config section.
+    pub fn section(self) -> &'static str {
+        match self {
+            Kind::Flag => "flags",
+            Kind::Segment => "segments",
+            Kind::AiConfig => "ai_configs",
+        }
+    }
+}
+
+impl Docs {
+    /// The documents of the config sections in `value`.
+    pub fn from_config_value(value: &Value) -> Docs {
+        let section = |name: &str| -> BTreeMap<String, Value> {
+            value.get(name).and_then(Value::as_object).map(|m| m.clone().into_iter().collect()).unwrap_or_default()
+        };
+        Docs { flags: section("flags"), segments: section("segments"), ai_configs: section("ai_configs") }
+    }
+
+    pub fn of(&self, kind: Kind) -> &BTreeMap<String, Value> {
+        match kind {
+            Kind::Flag => &self.flags,
+            Kind::Segment => &self.segments,
+            Kind::AiConfig => &self.ai_configs,
+        }
+    }
+
+    fn of_mut(&mut self, kind: Kind) -> &mut BTreeMap<String, Value> {
+        match kind {
+            Kind::Flag => &mut self.flags,
+            Kind::Segment => &mut self.segments,
+            Kind::AiConfig => &mut self.ai_configs,
+        }
+    }
+
+    /// What differs from `before`, object by object.
+    fn changes_since(&self, before: &Docs) -> Vec<ObjectChange> {
+        let mut out = Vec::new();
+        for kind in KINDS {
+            let (old, new) = (before.of(kind), self.of(kind));
+            let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+            for key in keys {
+                let (b, a) = (old.get(key), new.get(key));
+                if b != a {
+                    out.push(ObjectChange { kind, key: key.clone(), before: b.cloned(), after: a.cloned() });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What the store keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stored {
+    pub revision: u64,
+    pub docs: Docs,
+    /// The config file's documents at its last load (to tell what a reload changes).
+    pub file: Docs,
+    /// The revision that last changed each flag.
+    #[serde(default)]
+    pub flag_revisions: BTreeMap<String, u64>,
+}
+
+/// One revision in the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub revision: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub actor: String,
+    pub reason: String,
+    pub changes: Vec<ObjectChange>,
+}
+
+/// One object's change within a revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectChange {
+    pub kind: Kind,
+    pub key: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+}
+
+/// A change to the documents. Each becomes one revision.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Turn a flag off (everyone gets its off variation) or back on.
+    SetOn { flag: String, on: bool },
+    /// The fallthrough becomes a percentage rollout with these weights (percent).
+    Rollout { flag: String, weights: Vec<(String, f64)> },
+    /// The fallthrough serves one variation.
+    Fallthrough { flag: String, variation: String },
+    /// A rule (by `id`) serves one variation.
+    RuleVariation { flag: String, rule: String, variation: String },
+    /// A variation serves another AI config version.
+    PointVariation { flag: String, variation: String, ai_config: String, version: u32 },
+    /// A new AI config version (the config format's version object).
+    AddVersion { ai_config: String, version: Value },
+    /// A flag as it was at an earlier revision.
+    Rollback { flag: String, revision: u64 },
+    /// The config file was (re)loaded with these documents.
+    File { docs: Docs },
+}
+
+impl Change {
+    /// The flag this change is about, if it is about one.
+    pub fn flag(&self) -> Option<&str> {
+        match self {
+            Change::SetOn { flag, .. }
+            | Change::Rollout { flag, .. }
+            | Change::Fallthrough { flag, .. }
+            | Change::RuleVariation { flag, .. }
+            | Change::PointVariation { flag, .. }
+            | Change::Rollback { flag, .. } => Some(flag),
+            Change::AddVersion { .. } | Change::File { .. } => None,
+        }
+    }
+}
+
+/// Why a change was refused. It changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("revision {expected} is not the current one ({current}): reload and try again")]
+    Stale { expected: u64, current: u64 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the change would make the configuration invalid")]
+    Invalid(Vec<Problem>),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Who asks for a change, and why.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub actor: String,
+    pub reason: String,
+    /// `If-Match`: the revision the change was made against.
+    pub if_match: Option<u64>,
+}
+
+/// A change that took effect.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub revision: u64,
+    pub changes: usize,
+}
+
+/// The runtime state of one gateway.
+pub struct State {
+    store: Box<dyn Store>,
+    /// The config file as JSON: the static part of every configuration.
+    base: Mutex<Value>,
+    current: Mutex<Stored>,
+    gateway: Arc<Gateway>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("State")
+    }
+}
+
+/// Building a configuration from documents failed.
+fn build(base: &Value, docs: &Docs, gateway_metrics: &crate::metrics::Metrics) -> Result<Snapshot, Vec<Problem>> {
+    let mut value = base.clone();
+    if let Some(obj) = value.as_object_mut() {
+        for kind in KINDS {
+            let section: serde_json::Map<String, Value> =
+                docs.of(kind).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            obj.insert(kind.section().to_string(), Value::Object(section));
+        }
+    }
+    let (config, targeting) = config::check_value(value)?;
+    Snapshot::build(&config, targeting, gateway_metrics)
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+impl State {
+    /// Open the state: the store's last revision with the file's changes since its last
+    /// load applied (as a revision by `file`), or — for an empty store — the file as
+    /// revision 1. Returns the state with a gateway serving it.
+    pub fn open(
+        store: Box<dyn Store>,
+        file_value: Value,
+        file_name: &str,
+        snapshot_from_file: Snapshot,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<State, StartupError> {
+        let file_docs = Docs::from_config_value(&file_value);
+        let stored = store.load()?;
+        let (gateway, stored) = match stored {
+            None => {
+                let gateway = Arc::new(Gateway::new(snapshot_from_file, metrics));
+                let empty = Stored {
+                    revision: 0,
+                    docs: Docs::default(),
+                    file: Docs::default(),
+                    flag_revisions: BTreeMap::new(),
+                };
+                (gateway, empty)
+            }
+            Some(stored) => {
+                let snapshot = build(&file_value, &stored.docs, &metrics)
+                    .map_err(|problems| StartupError::Invalid { revision: stored.revision, problems })?;
+                (Arc::new(Gateway::new(snapshot, metrics)), stored)
+            }
+        };
+        let state = State { store, base: Mutex::new(file_value), current: Mutex::new(stored), gateway };
+        let request = Request { actor: "file".into(), reason: format!("loaded {file_name}"), if_match: None };
+        match state.apply(Change::File { docs: file_docs }, &request) {
+            Ok(_) | Err(ChangeError::Conflict(_)) => {}
+            Err(ChangeError::Invalid(problems)) => {
+                let revision = state.revision();
+                return Err(StartupError::Invalid { revision, problems });
+            }
+            Err(e) => return Err(StartupError::Change(e.to_string())),
+        }
+        Ok(state)
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner).revision
+    }
+
+    /// The current documents and revision.
+    pub fn current(&self) -> Stored {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Stop taking changes and release the store (on shutdown).
+    pub fn close(&self) {
+        let _writer = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        self.store.close();
+    }
+
+    /// The audit log, oldest first.
+    pub fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        self.store.audit()
+    }
+
+    /// The one write path. Holds the state's lock throughout, so changes are applied one
+    /// at a time and `If-Match` is checked against the revision they are applied to.
+    pub fn apply(&self, change: Change, request: &Request) -> Result<Applied, ChangeError> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(expected) = request.if_match {
+            if expected != current.revision {
+                return Err(ChangeError::Stale { expected, current: current.revision });
+            }
+        }
+        let mut docs = current.docs.clone();
+        let mut file = current.file.clone();
+        match &change {
+            Change::File { docs: new_file } => {
+                // Only what the file itself changed since its last load.
+                for kind in KINDS {
+                    let (old, new) = (current.file.of(kind), new_file.of(kind));
+                    for key in old.keys().chain(new.keys()) {
+                        if old.get(key) != new.get(key) {
+                            match new.get(key) {
+                                Some(v) => docs.of_mut(kind).insert(key.clone(), v.clone()),
+                                None => docs.of_mut(kind).remove(key),
+                            };
+                        }
+                    }
+                }
+                if *new_file == current.file {
+                    return Err(ChangeError::Conflict("the file has not changed since it was last loaded".into()));
+                }
+                file = new_file.clone();
+            }
+            Change::Rollback { flag, revision } => {
+                let value = self.flag_at(flag, *revision)?;
+                docs.flags.insert(flag.clone(), value);
+            }
+            other => edit(&mut docs, other)?,
+        }
+        let changes = docs.changes_since(&current.docs);
+        if changes.is_empty() && file == current.file {
+            return Err(ChangeError::Conflict("the change changes nothing".into()));
+        }
+        let base = self.base.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let snapshot = build(&base, &docs, &self.gateway.metrics).map_err(ChangeError::Invalid)?;
+        let revision = current.revision + 1;
+        let entry = AuditEntry {
+            revision,
+            time: now(),
+            actor: request.actor.clone(),
+            reason: request.reason.clone(),
+            changes: changes.clone(),
+        };
+        let mut flag_revisions = current.flag_revisions.clone();
+        for c in changes.iter().filter(|c| c.kind == Kind::Flag) {
+            flag_revisions.insert(c.key.clone(), revision);
+        }
+        let next = Stored { revision, docs, file, flag_revisions };
+        self.store.commit(&entry, &next)?;
+        *current = next;
+        self.gateway.install(snapshot, revision);
+        tracing::info!(revision, actor = %request.actor, reason = %request.reason, objects = changes.len(), "configuration changed");
+        Ok(Applied { revision, changes: changes.len() })
+    }
+
+    /// Replace the file's static part (listeners excepted) before a reload.
+    pub fn set_base(&self, value: Value) {
+        *self.base.lock().unwrap_or_else(PoisonError::into_inner) = value;
+    }
+
+    /// A flag's document as of `revision`.
+    fn flag_at(&self, flag: &str, revision: u64) -> Result<Value, ChangeError> {
+        let entries = self.store.audit()?;
+        let last = entries
+            .iter()
+            .rev()
+            .filter(|e| e.revision <= revision)
+            .flat_map(|e| e.changes.iter())
+            .find(|c| c.kind == Kind::Flag && c.key == flag);
+        match last {
+            Some(ObjectChange { after: Some(v), .. }) => Ok(v.clone()),
+            Some(_) => Err(ChangeError::Conflict(format!("flag `{flag}` did not exist at revision {revision}"))),
+            None => Err(ChangeError::NotFound(format!("no revision up to {revision} has flag `{flag}`"))),
+        }
+    }
+}
+
+/// The state could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("the stored configuration (revision {revision}) with this file is invalid: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid { revision: u64, problems: Vec<Problem> },
+    #[error("{0}")]
+    Change(String),
+}
+
+/// A flag's document, or 404.
+fn flag_mut<'d>(docs: &'d mut Docs, flag: &str) -> Result<&'d mut serde_json::Map<String, Value>, ChangeError> {
+    docs.flags
+        .get_mut(flag)
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| ChangeError::NotFound(format!("no flag `{flag}`")))
+}
+
+/// The names of a flag's variations.
+fn variation_names(flag: &serde_json::Map<String, Value>) -> Vec<String> {
+    flag.get("variations")
+        .and_then(Value::as_array)
+        .map(|vs| vs.iter().filter_map(|v| v.get("name").and_then(Value::as_str).map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+fn known_variation(flag_key: &str, flag: &serde_json::Map<String, Value>, variation: &str) -> Result<(), ChangeError> {
+    let names = variation_names(flag);
+    if names.iter().any(|n| n == variation) {
+        Ok(())
+    } else {
+        Err(ChangeError::Invalid(vec![Problem::new(
+            format!("flags.{flag_key}"),
+            format!("no variation `{variation}` (the flag has {})", names.join(", ")),
+        )]))
+    }
+}
+
+/// Apply an edit to the documents (validation of the result comes after).
+fn edit(docs: &mut Docs, change: &Change) -> Result<(), ChangeError> {
+    match change {
+        Change::SetOn { flag, on } => {
+            flag_mut(docs, flag)?.insert("on".into(), Value::Bool(*on));
+        }
+        Change::Rollout { flag, weights } => {
+            let f = flag_mut(docs, flag)?;
+            for (variation, _) in weights {
+                known_variation(flag, f, variation)?;
+            }
+            let variations: Vec<Value> =
+                weights.iter().map(|(v, p)| serde_json::json!({"variation": v, "percent": p})).collect();
+            // Keep the bucketing settings of an existing rollout.
+            let mut rollout = f
+                .get("fallthrough")
+                .and_then(|ft| ft.get("rollout"))
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            rollout.insert("variations".into(), Value::Array(variations));
+            f.insert("fallthrough".into(), serde_json::json!({ "rollout": rollout }));
+        }
+        Change::Fallthrough { flag, variation } => {
+            let f = flag_mut(docs, flag)?;
+            known_variation(flag, f, variation)?;
+            f.insert("fallthrough".into(), serde_json::json!({ "variation": variation }));
+        }
+        Change::RuleVariation { flag, rule, variation } => {
+            let f = flag_mut(docs, flag)?;
+            known_variation(flag, f, variation)?;
+            let rules = f.get_mut("rules").and_then(Value::as_array_mut);
+            let r = rules
+                .and_then(|rs| rs.iter_mut().find(|r| r.get("id").and_then(Value::as_str) == Some(rule)))
+                .and_then(Value::as_object_mut)
+                .ok_or_else(|| ChangeError::NotFound(format!("flag `{flag}` has no rule with id `{rule}`")))?;
+            r.remove("rollout");
+            r.insert("variation".into(), Value::String(variation.clone()));
+        }
+        Change::PointVariation { flag, variation, ai_config, version } => {
+            let f = flag_mut(docs, flag)?;
+            known_variation(flag, f, variation)?;
+            if let Some(v) = f
+                .get_mut("variations")
+                .and_then(Value::as_array_mut)
+                .and_then(|vs| vs.iter_mut().find(|v| v.get("name").and_then(Value::as_str) == Some(variation)))
+                .and_then(Value::as_object_mut)
+            {
+                v.insert("ai_config".into(), Value::String(ai_config.clone()));
+                v.insert("version".into(), Value::from(*version));
+            }
+        }
+        Change::AddVersion { ai_config, version } => {
+            let number = version.get("version").and_then(Value::as_u64);
+            let ai = docs
+                .ai_configs
+                .get_mut(ai_config)
+                .and_then(Value::as_object_mut)
+                .ok_or_else(|| ChangeError::NotFound(format!("no AI config `{ai_config}`")))?;
+            let versions = ai
+                .entry("versions")
+                .or_insert_with(|| Value::Array(Vec::new()))
+                .as_array_mut()
+                .ok_or_else(|| ChangeError::Conflict(format!("AI config `{ai_config}` has no version list")))?;
+            if let Some(n) = number {
+                if versions.iter().any(|v| v.get("version").and_then(Value::as_u64) == Some(n)) {
+                    return Err(ChangeError::Conflict(format!(
+                        "AI config `{ai_config}` already has version {n}: versions never change once published"
+                    )));
+                }
+            }
+            versions.push(version.clone());
+        }
+        Change::Rollback { .. } | Change::File { .. } => {}
+    }
+    Ok(())
+}

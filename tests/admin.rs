@@ -1,0 +1,256 @@
+//! The admin API and the state behind it: roles, every change through one write path,
+//! `If-Match`, validation, the audit log, persistence across restarts, the directory lock,
+//! and the precedence of runtime changes over a file reload.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use serde_json::{json, Value};
+
+const WRITE: &str = "admin-write-token-0123456789";
+const READ: &str = "admin-read-token-0123456789";
+
+fn admin_config(base_url: &str, state_dir: Option<&std::path::Path>) -> String {
+    let state = state_dir.map(|d| format!("state: {{dir: {}}}\n", d.display())).unwrap_or_default();
+    config(base_url, "").replace("\naliases:\n  fast: up/gpt-x\n", "\n")
+        + &format!(
+            r#"aliases:
+  fast: up/gpt-x
+admin:
+  tokens:
+    - {{name: ops, token: {WRITE}, role: write}}
+    - {{name: viewer, token: {READ}, role: read}}
+{state}ai_configs:
+  bot:
+    versions:
+      - {{version: 1, provider: up, model: model-a}}
+      - {{version: 2, provider: up, model: model-b}}
+flags:
+  bot:
+    variations:
+      - {{name: control, ai_config: bot, version: 1}}
+      - {{name: treatment, ai_config: bot, version: 2}}
+    rules:
+      - id: staff
+        clauses: [{{attribute: key, op: startsWith, values: ["staff-"]}}]
+        variation: treatment
+    fallthrough: {{variation: treatment}}
+  other:
+    variations:
+      - {{name: a, ai_config: bot, version: 1}}
+      - {{name: b, ai_config: bot, version: 2}}
+    fallthrough: {{variation: a}}
+"#
+        )
+}
+
+async fn call(
+    gw: &Running,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    if_match: Option<u64>,
+) -> Answer {
+    let mut b = http::Request::builder().method(method).uri(path).header("host", "admin");
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(r) = if_match {
+        b = b.header("if-match", format!("\"{r}\""));
+    }
+    let body = body.map(|v| v.to_string()).unwrap_or_default();
+    send(gw.admin_addr, b.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap()).await
+}
+
+async fn variation(gw: &Running, user: &str) -> String {
+    let a = send(gw.data_addr, chat("bot", &[], &format!(r#","user":"{user}""#))).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.header("x-sluice-variation").to_string()
+}
+
+#[tokio::test]
+async fn roles_and_errors() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), None)).await;
+    assert_eq!(call(&gw, "GET", "/admin/v1/flags", None, None, None).await.status, 401);
+    assert_eq!(call(&gw, "GET", "/admin/v1/flags", Some("wrong-token-xxxxxxxx"), None, None).await.status, 401);
+    let list = call(&gw, "GET", "/admin/v1/flags", Some(READ), None, None).await;
+    assert_eq!(list.status, 200);
+    assert_eq!(list.json()["flags"].as_array().unwrap().len(), 2);
+    let kill = json!({"reason": "incident 42"});
+    let denied = call(&gw, "POST", "/admin/v1/flags/bot/kill", Some(READ), Some(kill.clone()), None).await;
+    assert_eq!((denied.status.as_u16(), denied.error_code()), (403, "forbidden".to_string()));
+    let unknown = call(&gw, "POST", "/admin/v1/flags/nope/kill", Some(WRITE), Some(kill), None).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(call(&gw, "GET", "/admin/v1/flags/nope", Some(READ), None, None).await.status, 404);
+    let no_reason = call(&gw, "POST", "/admin/v1/flags/bot/kill", Some(WRITE), Some(json!({})), None).await;
+    assert_eq!(no_reason.status, 422);
+    // A rollout to a variation the flag does not have, and one whose weights are wrong.
+    let bad = json!({"reason": "r", "weights": [{"variation": "nope", "percent": 100}]});
+    let r = call(&gw, "PUT", "/admin/v1/flags/bot/rollout", Some(WRITE), Some(bad), None).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["error"]["problems"][0]["path"], "flags.bot");
+    let sum = json!({"reason": "r", "weights": [{"variation": "control", "percent": 60}, {"variation": "treatment", "percent": 60}]});
+    let r = call(&gw, "PUT", "/admin/v1/flags/bot/rollout", Some(WRITE), Some(sum), None).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        r.json()["error"]["problems"][0]["path"].as_str().unwrap().starts_with("flags.bot.fallthrough"),
+        "{}",
+        r.text()
+    );
+    // Nothing of that changed anything.
+    assert_eq!(gw.state.revision(), 1);
+    // Provider keys never appear in admin responses.
+    for path in ["/admin/v1/flags", "/admin/v1/flags/bot", "/admin/v1/ai-configs", "/admin/v1/audit"] {
+        let a = call(&gw, "GET", path, Some(READ), None, None).await;
+        assert_eq!(a.status, 200, "{path}");
+        assert!(!a.text().contains(PROVIDER_KEY) && !a.text().contains("SECRET"), "{path}: {}", a.text());
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn changes_take_effect_on_the_next_request_and_are_audited() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), None)).await;
+    assert_eq!(variation(&gw, "u-1").await, "treatment");
+
+    let killed =
+        call(&gw, "POST", "/admin/v1/flags/bot/kill", Some(WRITE), Some(json!({"reason": "bad answers"})), Some(1))
+            .await;
+    assert_eq!(killed.status, 200, "{}", killed.text());
+    assert_eq!(killed.json()["revision"], 2);
+    assert_eq!(variation(&gw, "u-1").await, "control", "off: the off variation, at once");
+
+    let restored =
+        call(&gw, "POST", "/admin/v1/flags/bot/restore", Some(WRITE), Some(json!({"reason": "fixed"})), None).await;
+    assert_eq!(restored.json()["revision"], 3);
+    let rollout = json!({"reason": "ramp", "weights": [{"variation": "control", "percent": 100}, {"variation": "treatment", "percent": 0}]});
+    assert_eq!(call(&gw, "PUT", "/admin/v1/flags/bot/rollout", Some(WRITE), Some(rollout), None).await.status, 200);
+    assert_eq!(variation(&gw, "u-1").await, "control");
+    assert_eq!(variation(&gw, "staff-1").await, "treatment", "the rule still applies");
+    let rule = json!({"reason": "staff back to control", "variation": "control"});
+    assert_eq!(call(&gw, "PUT", "/admin/v1/flags/bot/rules/staff", Some(WRITE), Some(rule), None).await.status, 200);
+    assert_eq!(variation(&gw, "staff-1").await, "control");
+    let ft = json!({"reason": "all treatment", "variation": "treatment"});
+    assert_eq!(call(&gw, "PUT", "/admin/v1/flags/bot/fallthrough", Some(WRITE), Some(ft), None).await.status, 200);
+    assert_eq!(variation(&gw, "u-1").await, "treatment");
+
+    // A new AI config version, and a variation pointed at it.
+    let v3 = json!({"reason": "new prompt", "version": {"version": 3, "provider": "up", "model": "model-c"}});
+    assert_eq!(
+        call(&gw, "POST", "/admin/v1/ai-configs/bot/versions", Some(WRITE), Some(v3.clone()), None).await.status,
+        200
+    );
+    let again = call(&gw, "POST", "/admin/v1/ai-configs/bot/versions", Some(WRITE), Some(v3), None).await;
+    assert_eq!(again.status, 409, "versions never change once published");
+    let point = json!({"reason": "try v3", "ai_config": "bot", "version": 3});
+    assert_eq!(
+        call(&gw, "PUT", "/admin/v1/flags/bot/variations/treatment", Some(WRITE), Some(point), None).await.status,
+        200
+    );
+    send(gw.data_addr, chat("bot", &[], r#","user":"u-1""#)).await;
+    assert_eq!(up.last().json()["model"], "model-c");
+
+    // Roll the flag back to revision 1: as the file had it.
+    let rb = call(
+        &gw,
+        "POST",
+        "/admin/v1/flags/bot/rollback",
+        Some(WRITE),
+        Some(json!({"reason": "undo", "revision": 1})),
+        None,
+    )
+    .await;
+    assert_eq!(rb.status, 200, "{}", rb.text());
+    send(gw.data_addr, chat("bot", &[], r#","user":"u-1""#)).await;
+    assert_eq!(up.last().json()["model"], "model-b");
+    assert_eq!(variation(&gw, "staff-1").await, "treatment");
+
+    let audit = call(&gw, "GET", "/admin/v1/audit?flag=bot", Some(READ), None, None).await.json();
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 8, "seed, kill, restore, rollout, rule, fallthrough, point, rollback: {audit}");
+    assert_eq!(entries[0]["reason"], "undo");
+    assert_eq!(entries[0]["actor"], "ops");
+    let kill = entries.iter().find(|e| e["reason"] == "bad answers").unwrap();
+    assert_eq!(kill["changes"][0]["before"]["on"], Value::Null);
+    assert_eq!(kill["changes"][0]["after"]["on"], false);
+    let other = call(&gw, "GET", "/admin/v1/audit?flag=other", Some(READ), None, None).await.json();
+    assert_eq!(other["entries"].as_array().unwrap().len(), 1, "only the seed touched `other`");
+    let future = call(&gw, "GET", "/admin/v1/audit?since=2999-01-01T00:00:00Z", Some(READ), None, None).await.json();
+    assert!(future["entries"].as_array().unwrap().is_empty());
+    let flag = call(&gw, "GET", "/admin/v1/flags/bot", Some(READ), None, None).await.json();
+    assert_eq!(flag["flag"]["revision"], 9);
+    assert!(gw.gateway.metrics.render().contains("sluice_config_revision 9"));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn if_match_lets_exactly_one_of_two_conflicting_changes_win() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = Arc::new(gateway(&admin_config(&up.base_url(), None)).await);
+    let stale = call(&gw, "POST", "/admin/v1/flags/bot/kill", Some(WRITE), Some(json!({"reason": "x"})), Some(7)).await;
+    assert_eq!((stale.status.as_u16(), stale.error_code()), (412, "stale_revision".to_string()));
+    let (a, b) = tokio::join!(
+        call(&gw, "POST", "/admin/v1/flags/bot/kill", Some(WRITE), Some(json!({"reason": "a"})), Some(1)),
+        call(
+            &gw,
+            "PUT",
+            "/admin/v1/flags/other/fallthrough",
+            Some(WRITE),
+            Some(json!({"reason": "b", "variation": "b"})),
+            Some(1)
+        ),
+    );
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 412], "exactly one wins: {} / {}", a.text(), b.text());
+    assert_eq!(gw.state.revision(), 2);
+    Arc::try_unwrap(gw).ok().unwrap().shutdown().await;
+}
+
+#[tokio::test]
+async fn changes_survive_a_restart_and_the_directory_is_locked() {
+    let dir = std::env::temp_dir().join(format!("sluice-admin-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let yaml = admin_config(&up.base_url(), Some(&dir));
+    let gw = gateway(&yaml).await;
+    let killed =
+        call(&gw, "POST", "/admin/v1/flags/bot/kill", Some(WRITE), Some(json!({"reason": "keep me"})), None).await;
+    assert_eq!(killed.status, 200);
+    // A second sluice on the same directory refuses to start.
+    let loaded = sluice::config::parse(&yaml, "test.yaml", &|_| None).unwrap();
+    let err = sluice::server::start(sluice::server::prepare(loaded).unwrap()).await.err().expect("locked");
+    assert!(err.to_string().contains("in use by another sluice"), "{err}");
+    gw.shutdown().await;
+
+    let gw = gateway(&yaml).await;
+    assert_eq!(gw.state.revision(), 2, "the last acknowledged revision");
+    assert_eq!(variation(&gw, "u-1").await, "control", "still killed");
+
+    // A reload of a file that changes another flag keeps the runtime kill.
+    let changed = yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n");
+    assert_ne!(changed, yaml);
+    let value = sluice::config::parse(&changed, "test.yaml", &|_| None).unwrap().value;
+    let docs = sluice::state::Docs::from_config_value(&value);
+    let request = sluice::state::Request { actor: "file".into(), reason: "reload".into(), if_match: None };
+    let applied = gw.state.apply(sluice::state::Change::File { docs }, &request).unwrap();
+    assert_eq!((applied.revision, applied.changes), (3, 1), "only `other` changed in the file");
+    assert_eq!(variation(&gw, "u-1").await, "control", "the kill made at runtime stays");
+    gw.shutdown().await;
+
+    // Restarting on a file whose `bot` changed: the file's change wins for `bot`.
+    let edited = changed
+        .replace("    fallthrough: {variation: treatment}\n", "    fallthrough: {variation: control}\n    on: true\n");
+    let gw = gateway(&edited).await;
+    assert_eq!(gw.state.revision(), 4);
+    assert_eq!(variation(&gw, "u-1").await, "control");
+    assert_eq!(variation(&gw, "staff-1").await, "treatment", "on again: the file changed `bot`");
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
