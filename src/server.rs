@@ -398,6 +398,37 @@ fn admin_handle(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     resp
 }
 
+/// Load the config file at `path` again and apply it (SIGHUP, `serve --watch`): only
+/// what the file changed since its last load (see [`crate::state`]). A file that fails
+/// validation changes nothing; the error goes to the log,
+/// `sluice_config_reload_errors_total` and `GET /admin/v1/status`. Blocking (file I/O).
+pub fn reload_file(state: &State, path: &std::path::Path) {
+    let result = crate::config::load_file(path).map_err(|e| e.to_string()).and_then(|loaded| {
+        let file = loaded.file.clone();
+        let before = state.base();
+        for fixed in ["listen", "state"] {
+            if before.get(fixed) != loaded.value.get(fixed) {
+                tracing::warn!(section = fixed, "`{fixed}` changed in {file}: it takes effect at the next start");
+            }
+        }
+        if before.pointer("/limits/workers") != loaded.value.pointer("/limits/workers") {
+            tracing::warn!("`limits.workers` changed in {file}: it takes effect at the next start");
+        }
+        let docs = crate::state::Docs::from_config_value(&loaded.value);
+        let request =
+            crate::state::Request { actor: "file".into(), reason: format!("reloaded {file}"), if_match: None };
+        match state.apply(crate::state::Change::File { base: loaded.value, docs }, &request) {
+            Ok(applied) => Ok(Some(applied.revision)),
+            Err(crate::state::ChangeError::Conflict(_)) => Ok(None),
+            Err(crate::state::ChangeError::Invalid(problems)) => {
+                Err(format!("{file}: {}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    state.record_reload(result);
+}
+
 /// Run until `signal` resolves, then shut down gracefully.
 pub async fn serve_until(prepared: Prepared, signal: impl Future<Output = ()>) -> Result<(), StartError> {
     let running = start(prepared).await?;

@@ -239,7 +239,7 @@ async fn changes_survive_a_restart_and_the_directory_is_locked() {
     let value = sluice::config::parse(&changed, "test.yaml", &|_| None).unwrap().value;
     let docs = sluice::state::Docs::from_config_value(&value);
     let request = sluice::state::Request { actor: "file".into(), reason: "reload".into(), if_match: None };
-    let applied = gw.state.apply(sluice::state::Change::File { docs }, &request).unwrap();
+    let applied = gw.state.apply(sluice::state::Change::File { base: value, docs }, &request).unwrap();
     assert_eq!((applied.revision, applied.changes), (3, 1), "only `other` changed in the file");
     assert_eq!(variation(&gw, "u-1").await, "control", "the kill made at runtime stays");
     gw.shutdown().await;
@@ -252,5 +252,110 @@ async fn changes_survive_a_restart_and_the_directory_is_locked() {
     assert_eq!(variation(&gw, "u-1").await, "control");
     assert_eq!(variation(&gw, "staff-1").await, "treatment", "on again: the file changed `bot`");
     gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `sluice serve` process on free ports with its own state directory.
+struct Process {
+    child: std::process::Child,
+    admin: u16,
+}
+
+impl Process {
+    fn start(cfg: &std::path::Path, admin: u16, args: &[&str]) -> Process {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--config"])
+            .arg(cfg)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "sluice serve never listened");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Process { child, admin }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.admin).parse().unwrap();
+        send(addr, get(path, Some(READ))).await.json()
+    }
+
+    async fn metrics(&self) -> String {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.admin).parse().unwrap();
+        send(addr, get("/metrics", None)).await.text()
+    }
+
+    /// Wait until `GET /admin/v1/status` satisfies `done`.
+    async fn wait_status(&self, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..200 {
+            let status = self.get("/admin/v1/status").await;
+            if done(&status) {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("status never got there: {}", self.get("/admin/v1/status").await)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn the_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing() {
+    let dir = std::env::temp_dir().join(format!("sluice-reload-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (data, admin) = (free_port(), free_port());
+    let yaml = admin_config("http://127.0.0.1:9/v1", Some(&dir.join("state"))).replace(
+        "data: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"",
+        &format!("data: \"127.0.0.1:{data}\", admin: \"127.0.0.1:{admin}\""),
+    );
+    let cfg = dir.join("sluice.yaml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let p = Process::start(&cfg, admin, &["--watch"]);
+    assert_eq!(p.get("/admin/v1/status").await["revision"], 1);
+
+    // A valid change to the file: a new revision by `file`.
+    std::fs::write(&cfg, yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n"))
+        .unwrap();
+    let status = p.wait_status(|s| s["revision"] == 2).await;
+    assert_eq!(status["reload"]["ok"], true);
+    let audit = p.get("/admin/v1/audit?flag=other").await;
+    assert_eq!(audit["entries"][0]["actor"], "file");
+
+    // An invalid file: refused, the running revision stays, the error is visible.
+    std::fs::write(&cfg, yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: zzz}\n"))
+        .unwrap();
+    let status = p.wait_status(|s| s["reload"]["ok"] == false).await;
+    assert_eq!(status["revision"], 2);
+    assert!(status["reload"]["error"].as_str().unwrap().contains("zzz"), "{status}");
+    let metrics = p.metrics().await;
+    assert!(metrics.contains("sluice_config_reload_errors_total 1"), "{metrics}");
+    assert!(metrics.contains("sluice_config_last_reload_successful 0"));
+    assert_eq!(p.get("/admin/v1/flags/other").await["flag"]["fallthrough"]["variation"], "b");
+    drop(p);
+
+    // Without --watch, SIGHUP reloads.
+    std::fs::write(&cfg, &yaml).unwrap();
+    let p = Process::start(&cfg, admin, &[]);
+    let before = p.get("/admin/v1/status").await["revision"].as_u64().unwrap();
+    std::fs::write(&cfg, yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n"))
+        .unwrap();
+    let pid = p.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    p.wait_status(|s| s["revision"].as_u64() == Some(before + 1)).await;
+    drop(p);
     let _ = std::fs::remove_dir_all(&dir);
 }

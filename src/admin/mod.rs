@@ -132,6 +132,9 @@ async fn route(state: Arc<State>, tokens: &Tokens, req: Request<Incoming>) -> Re
         (&Method::GET, ["flags", key]) => get_flag(&state, key),
         (&Method::GET, ["ai-configs"]) => Ok(list_ai_configs(&state)),
         (&Method::GET, ["audit"]) => audit(&state, &query),
+        (&Method::GET, ["status"]) => {
+            Ok(json_response(StatusCode::OK, &json!({"revision": state.revision(), "reload": state.reload_status()})))
+        }
         (&Method::POST | &Method::PUT, ["flags", ..] | ["ai-configs", ..]) => {
             write(role)?;
             let if_match = if_match(req.headers())?;

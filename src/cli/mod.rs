@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod eval;
+mod reload;
 
 use crate::config::{self, LogConfig, LogFormat};
 use crate::{mock, server};
@@ -26,6 +27,9 @@ pub enum Command {
         /// The config file.
         #[arg(long, short, env = "SLUICE_CONFIG", default_value = "config/sluice.yaml")]
         config: PathBuf,
+        /// Reload the config file when it changes (SIGHUP always reloads it).
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a config file; prints `file:line:col: message` and exits 1 on error.
     Check {
@@ -62,7 +66,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     runtime.block_on(async {
         match command {
-            Command::Serve { config } => serve(&config).await,
+            Command::Serve { config, watch } => serve(&config, watch).await,
             Command::MockProvider(args) => {
                 init_logging(&LogConfig::default());
                 match mock::run(args).await {
@@ -78,7 +82,7 @@ pub fn run(cli: Cli) -> ExitCode {
     })
 }
 
-async fn serve(path: &std::path::Path) -> ExitCode {
+async fn serve(path: &std::path::Path, watch: bool) -> ExitCode {
     let prepared = match config::load_file(path).and_then(|loaded| {
         init_logging(&loaded.config.log);
         server::prepare(loaded)
@@ -89,13 +93,19 @@ async fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match server::serve_until(prepared, shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let running = match server::start(prepared).await {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("sluice: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    let reloads = tokio::spawn(reload::run(std::sync::Arc::clone(&running.state), path.to_path_buf(), watch));
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received");
+    reloads.abort();
+    running.shutdown().await;
+    ExitCode::SUCCESS
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

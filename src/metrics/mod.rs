@@ -77,6 +77,8 @@ pub struct Metrics {
     fallbacks: IntCounterVec,
     rollout_weight: GaugeVec,
     config_revision: IntGauge,
+    reload_errors: IntCounter,
+    reload_ok: IntGauge,
     missing_variables: IntCounterVec,
     /// Guard statistics by (flag, variation): kept across snapshots, like the counters.
     guards: Mutex<HashMap<(String, String), Arc<GuardStats>>>,
@@ -147,6 +149,15 @@ impl Metrics {
         )?;
         let config_revision =
             IntGauge::new("sluice_config_revision", "The revision of the configuration being served.")?;
+        let reload_errors = IntCounter::new(
+            "sluice_config_reload_errors_total",
+            "Reloads of the config file that were refused (the running configuration was kept).",
+        )?;
+        let reload_ok = IntGauge::new(
+            "sluice_config_last_reload_successful",
+            "1 when the last reload of the config file was applied or found nothing to change, 0 when it was refused.",
+        )?;
+        reload_ok.set(1);
         let missing_variables = IntCounterVec::new(
             Opts::new(
                 "sluice_template_missing_variables_total",
@@ -164,6 +175,8 @@ impl Metrics {
         registry.register(Box::new(rollout_weight.clone()))?;
         registry.register(Box::new(config_revision.clone()))?;
         registry.register(Box::new(missing_variables.clone()))?;
+        registry.register(Box::new(reload_errors.clone()))?;
+        registry.register(Box::new(reload_ok.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Metrics {
@@ -177,6 +190,8 @@ impl Metrics {
             fallbacks,
             rollout_weight,
             config_revision,
+            reload_errors,
+            reload_ok,
             missing_variables,
             guards: Mutex::new(HashMap::new()),
         })
@@ -233,6 +248,15 @@ impl Metrics {
     /// Forget the rollout weights of flags that no longer exist.
     pub fn clear_rollout_weights(&self) {
         self.rollout_weight.reset();
+    }
+
+    pub fn reload_succeeded(&self) {
+        self.reload_ok.set(1);
+    }
+
+    pub fn reload_failed(&self) {
+        self.reload_errors.inc();
+        self.reload_ok.set(0);
     }
 
     pub fn set_config_revision(&self, revision: u64) {

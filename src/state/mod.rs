@@ -152,8 +152,9 @@ pub enum Change {
     AddVersion { ai_config: String, version: Value },
     /// A flag as it was at an earlier revision.
     Rollback { flag: String, revision: u64 },
-    /// The config file was (re)loaded with these documents.
-    File { docs: Docs },
+    /// The config file was (re)loaded: its whole value (the static part of the
+    /// configuration) and its documents.
+    File { base: Value, docs: Docs },
 }
 
 impl Change {
@@ -209,6 +210,19 @@ pub struct State {
     base: Mutex<Value>,
     current: Mutex<Stored>,
     gateway: Arc<Gateway>,
+    reload: Mutex<ReloadStatus>,
+}
+
+/// How the last reload of the config file went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    /// RFC 3339.
+    pub time: Option<String>,
+    pub ok: bool,
+    /// Why the file was refused (the running configuration was kept).
+    pub error: Option<String>,
+    /// The revision the reload made, if it changed anything.
+    pub revision: Option<u64>,
 }
 
 impl std::fmt::Debug for State {
@@ -265,9 +279,15 @@ impl State {
                 (Arc::new(Gateway::new(snapshot, metrics)), stored)
             }
         };
-        let state = State { store, base: Mutex::new(file_value), current: Mutex::new(stored), gateway };
+        let state = State {
+            store,
+            base: Mutex::new(file_value.clone()),
+            current: Mutex::new(stored),
+            gateway,
+            reload: Mutex::new(ReloadStatus::default()),
+        };
         let request = Request { actor: "file".into(), reason: format!("loaded {file_name}"), if_match: None };
-        match state.apply(Change::File { docs: file_docs }, &request) {
+        match state.apply(Change::File { base: file_value, docs: file_docs }, &request) {
             Ok(_) | Err(ChangeError::Conflict(_)) => {}
             Err(ChangeError::Invalid(problems)) => {
                 let revision = state.revision();
@@ -313,8 +333,10 @@ impl State {
         }
         let mut docs = current.docs.clone();
         let mut file = current.file.clone();
+        let mut base = self.base.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut base_changed = false;
         match &change {
-            Change::File { docs: new_file } => {
+            Change::File { base: new_base, docs: new_file } => {
                 // Only what the file itself changed since its last load.
                 for kind in KINDS {
                     let (old, new) = (current.file.of(kind), new_file.of(kind));
@@ -327,10 +349,12 @@ impl State {
                         }
                     }
                 }
-                if *new_file == current.file {
+                base_changed = *new_base != base;
+                if *new_file == current.file && !base_changed {
                     return Err(ChangeError::Conflict("the file has not changed since it was last loaded".into()));
                 }
                 file = new_file.clone();
+                base = new_base.clone();
             }
             Change::Rollback { flag, revision } => {
                 let value = self.flag_at(flag, *revision)?;
@@ -339,10 +363,9 @@ impl State {
             other => edit(&mut docs, other)?,
         }
         let changes = docs.changes_since(&current.docs);
-        if changes.is_empty() && file == current.file {
+        if changes.is_empty() && file == current.file && !base_changed {
             return Err(ChangeError::Conflict("the change changes nothing".into()));
         }
-        let base = self.base.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let snapshot = build(&base, &docs, &self.gateway.metrics).map_err(ChangeError::Invalid)?;
         let revision = current.revision + 1;
         let entry = AuditEntry {
@@ -359,14 +382,40 @@ impl State {
         let next = Stored { revision, docs, file, flag_revisions };
         self.store.commit(&entry, &next)?;
         *current = next;
+        if base_changed {
+            *self.base.lock().unwrap_or_else(PoisonError::into_inner) = base;
+        }
         self.gateway.install(snapshot, revision);
         tracing::info!(revision, actor = %request.actor, reason = %request.reason, objects = changes.len(), "configuration changed");
         Ok(Applied { revision, changes: changes.len() })
     }
 
-    /// Replace the file's static part (listeners excepted) before a reload.
-    pub fn set_base(&self, value: Value) {
-        *self.base.lock().unwrap_or_else(PoisonError::into_inner) = value;
+    /// Note how a reload of the config file went (`Ok(revision)`: applied; `Ok(None)`:
+    /// unchanged).
+    pub fn record_reload(&self, result: Result<Option<u64>, String>) {
+        let metrics = &self.gateway.metrics;
+        let status = match result {
+            Ok(revision) => {
+                metrics.reload_succeeded();
+                ReloadStatus { time: Some(now()), ok: true, error: None, revision }
+            }
+            Err(error) => {
+                metrics.reload_failed();
+                tracing::error!(%error, "the config file was not reloaded; the running configuration stays");
+                ReloadStatus { time: Some(now()), ok: false, error: Some(error), revision: None }
+            }
+        };
+        *self.reload.lock().unwrap_or_else(PoisonError::into_inner) = status;
+    }
+
+    /// How the last reload went.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reload.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The config file's value as last loaded.
+    pub fn base(&self) -> Value {
+        self.base.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// A flag's document as of `revision`.
