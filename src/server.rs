@@ -171,6 +171,7 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
             Box::new(MemoryStore::default())
         }
     };
+    let state = Arc::new(State::open(store, value, &file, snapshot, metrics)?);
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
     };
@@ -183,7 +184,6 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
         header_read_timeout: config.limits.header_read_timeout.0,
         shutdown_grace: config.limits.shutdown_grace.0,
     });
-    let state = Arc::new(State::open(store, value, &file, snapshot, metrics)?);
     let gateway = Arc::clone(state.gateway());
     let tokens = Arc::new(admin::Tokens::from_config(&config.admin));
     let (stop, stopped) = watch::channel(false);

@@ -83,6 +83,7 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve(path: &std::path::Path, watch: bool) -> ExitCode {
+    let shutdown = shutdown_signal();
     let prepared = match config::load_file(path).and_then(|loaded| {
         init_logging(&loaded.config.log);
         server::prepare(loaded)
@@ -101,7 +102,7 @@ async fn serve(path: &std::path::Path, watch: bool) -> ExitCode {
         }
     };
     let reloads = tokio::spawn(reload::run(std::sync::Arc::clone(&running.state), path.to_path_buf(), watch));
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutdown signal received");
     reloads.abort();
     running.shutdown().await;
@@ -139,24 +140,39 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+///
+/// The handlers are installed when this is called, not when the future is first polled,
+/// so a signal that arrives while the gateway starts is not lost (nor fatal).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (signal(SignalKind::interrupt()).ok(), signal(SignalKind::terminate()).ok())
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut int, mut term) = signals;
+            let recv = |s: &mut Option<tokio::signal::unix::Signal>| {
+                let s = s.take();
+                async move {
+                    match s {
+                        Some(mut s) => {
+                            s.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                }
+            };
+            tokio::select! {
+                _ = recv(&mut int) => {},
+                _ = recv(&mut term) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
