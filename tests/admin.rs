@@ -359,3 +359,43 @@ async fn the_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing
     drop(p);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_exactly_the_endpoints_that_exist() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), None)).await;
+    let doc = call(&gw, "GET", "/admin/v1/openapi.json", None, None, None).await;
+    assert_eq!(doc.status, 200, "served without a token");
+    let doc = doc.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut operations = 0;
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        for (method, op) in methods.as_object().unwrap() {
+            operations += 1;
+            assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()), "{method} {path}");
+            let concrete = path.replace("{key}", "bot").replace("{rule}", "staff").replace("{variation}", "control");
+            let body = (method != "get").then(|| json!({"reason": "openapi check"}));
+            let a = call(&gw, &method.to_uppercase(), &concrete, Some(WRITE), body, None).await;
+            assert!(
+                a.status != 405 && !(a.status == 404 && a.error_code() == "unknown_endpoint"),
+                "{method} {path} is documented but not served: {} {}",
+                a.status,
+                a.text()
+            );
+            // Each documented write needs the write role.
+            if method != "get" {
+                assert!(op["responses"]["403"].is_object(), "{method} {path}");
+                let b =
+                    call(&gw, &method.to_uppercase(), &concrete, Some(READ), Some(json!({"reason": "x"})), None).await;
+                assert_eq!(b.status, 403, "{method} {path}");
+            }
+        }
+    }
+    assert_eq!(operations, sluice::admin::ROUTES.len());
+    // And what is not documented is not served.
+    let a = call(&gw, "GET", "/admin/v1/nothing-here", Some(READ), None, None).await;
+    assert_eq!((a.status.as_u16(), a.error_code()), (404, "unknown_endpoint".to_string()));
+    let a = call(&gw, "DELETE", "/admin/v1/flags/bot", Some(WRITE), None, None).await;
+    assert_eq!(a.status, 405);
+    gw.shutdown().await;
+}

@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
+
+mod openapi;
 
 use crate::auth::{digest, parse_digest, KeyDigest};
 use crate::body::{self, Body};
@@ -114,49 +116,129 @@ pub async fn handle(state: Arc<State>, tokens: &Tokens, req: Request<Incoming>) 
     }
 }
 
+/// Every endpoint: method, path under `/admin/v1` (`{name}` is a parameter), operation.
+/// The router and the OpenAPI document are both made from this table.
+pub const ROUTES: &[(&str, &str, Op)] = &[
+    ("GET", "/flags", Op::ListFlags),
+    ("GET", "/flags/{key}", Op::GetFlag),
+    ("POST", "/flags/{key}/kill", Op::Kill),
+    ("POST", "/flags/{key}/restore", Op::Restore),
+    ("PUT", "/flags/{key}/rollout", Op::Rollout),
+    ("PUT", "/flags/{key}/fallthrough", Op::Fallthrough),
+    ("PUT", "/flags/{key}/rules/{rule}", Op::Rule),
+    ("PUT", "/flags/{key}/variations/{variation}", Op::PointVariation),
+    ("POST", "/flags/{key}/rollback", Op::Rollback),
+    ("GET", "/ai-configs", Op::ListAiConfigs),
+    ("POST", "/ai-configs/{key}/versions", Op::AddVersion),
+    ("GET", "/audit", Op::Audit),
+    ("GET", "/status", Op::Status),
+    ("GET", "/openapi.json", Op::OpenApi),
+];
+
+/// What an endpoint does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    ListFlags,
+    GetFlag,
+    Kill,
+    Restore,
+    Rollout,
+    Fallthrough,
+    Rule,
+    PointVariation,
+    Rollback,
+    ListAiConfigs,
+    AddVersion,
+    Audit,
+    Status,
+    OpenApi,
+}
+
+/// The route of `method path`, with the path's parameters; `Err(true)` when the path
+/// exists with another method.
+fn find_route<'p>(method: &str, path: &'p str) -> Result<(Op, Vec<&'p str>), bool> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut other_method = false;
+    for (m, template, op) in ROUTES {
+        let parts: Vec<&str> = template.split('/').collect();
+        if parts.len() != segments.len() {
+            continue;
+        }
+        let mut params = Vec::new();
+        let matches = parts.iter().zip(&segments).all(|(t, s)| {
+            if t.starts_with('{') {
+                params.push(*s);
+                !s.is_empty()
+            } else {
+                t == s
+            }
+        });
+        if matches && *m == method {
+            return Ok((*op, params));
+        }
+        other_method |= matches;
+    }
+    Err(other_method)
+}
+
 async fn route(state: Arc<State>, tokens: &Tokens, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let (name, role) = authenticate(tokens, req.headers())?;
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    let segments: Vec<&str> = path.trim_start_matches("/admin/v1/").split('/').collect();
+    let full = req.uri().path().trim_end_matches('/').to_string();
+    let path = full.strip_prefix("/admin/v1").unwrap_or(&full).to_string();
     let method = req.method().clone();
-    let query = req.uri().query().unwrap_or("").to_string();
-    let write = |role: AdminRole| {
-        if role == AdminRole::Write {
-            Ok(())
-        } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("token `{name}` may only read")))
+    let (op, params) = match find_route(method.as_str(), &path) {
+        Ok(found) => found,
+        Err(true) => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on {full}"),
+            ))
+        }
+        Err(false) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_endpoint",
+                format!("no admin endpoint {method} {full}"),
+            ))
         }
     };
-    match (&method, segments.as_slice()) {
-        (&Method::GET, ["flags"]) => Ok(list_flags(&state)),
-        (&Method::GET, ["flags", key]) => get_flag(&state, key),
-        (&Method::GET, ["ai-configs"]) => Ok(list_ai_configs(&state)),
-        (&Method::GET, ["audit"]) => audit(&state, &query),
-        (&Method::GET, ["status"]) => {
-            Ok(json_response(StatusCode::OK, &json!({"revision": state.revision(), "reload": state.reload_status()})))
-        }
-        (&Method::POST | &Method::PUT, ["flags", ..] | ["ai-configs", ..]) => {
-            write(role)?;
-            let if_match = if_match(req.headers())?;
-            let body = read_json(req.into_body()).await?;
-            let change = change_for(&segments, &body)?;
-            let reason = body.get("reason").and_then(Value::as_str).unwrap_or("").trim().to_string();
-            if reason.is_empty() {
-                return Err(invalid("reason", "every change needs a reason (it goes to the audit log)"));
-            }
-            let request = ChangeRequest { actor: name.to_string(), reason, if_match };
-            let applied =
-                tokio::task::spawn_blocking(move || state.apply(change, &request)).await.map_err(|_| {
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the change was interrupted")
-                })??;
-            let mut resp = json_response(StatusCode::OK, &json!(applied));
-            if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", applied.revision)) {
-                resp.headers_mut().insert(header::ETAG, v);
-            }
-            Ok(resp)
-        }
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {method} {path}"))),
+    if op == Op::OpenApi {
+        return Ok(json_response(StatusCode::OK, &openapi::document()));
     }
+    let (name, role) = authenticate(tokens, req.headers())?;
+    let query = req.uri().query().unwrap_or("").to_string();
+    match op {
+        Op::ListFlags => return Ok(list_flags(&state)),
+        Op::GetFlag => return get_flag(&state, params[0]),
+        Op::ListAiConfigs => return Ok(list_ai_configs(&state)),
+        Op::Audit => return audit(&state, &query),
+        Op::Status => {
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"revision": state.revision(), "reload": state.reload_status()}),
+            ))
+        }
+        _ => {}
+    }
+    if role != AdminRole::Write {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("token `{name}` may only read")));
+    }
+    let if_match = if_match(req.headers())?;
+    let body = read_json(req.into_body()).await?;
+    let change = change_for(op, &params, &body)?;
+    let reason = body.get("reason").and_then(Value::as_str).unwrap_or("").trim().to_string();
+    if reason.is_empty() {
+        return Err(invalid("reason", "every change needs a reason (it goes to the audit log)"));
+    }
+    let request = ChangeRequest { actor: name.to_string(), reason, if_match };
+    let applied = tokio::task::spawn_blocking(move || state.apply(change, &request))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the change was interrupted"))??;
+    let mut resp = json_response(StatusCode::OK, &json!(applied));
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", applied.revision)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
 }
 
 fn authenticate<'t>(tokens: &'t Tokens, headers: &http::HeaderMap) -> Result<(&'t str, AdminRole), ApiError> {
@@ -211,45 +293,41 @@ fn field<'v, T: Deserialize<'v>>(body: &'v Value, name: &str, expected: &str) ->
 }
 
 /// The change a mutation asks for.
-fn change_for(segments: &[&str], body: &Value) -> Result<Change, ApiError> {
-    let s = |x: &str| x.to_string();
-    Ok(match segments {
-        ["flags", flag, "kill"] => Change::SetOn { flag: s(flag), on: false },
-        ["flags", flag, "restore"] => Change::SetOn { flag: s(flag), on: true },
-        ["flags", flag, "rollout"] => {
+fn change_for(op: Op, params: &[&str], body: &Value) -> Result<Change, ApiError> {
+    let p = |i: usize| params.get(i).map(|s| s.to_string()).unwrap_or_default();
+    Ok(match op {
+        Op::Kill => Change::SetOn { flag: p(0), on: false },
+        Op::Restore => Change::SetOn { flag: p(0), on: true },
+        Op::Rollout => {
             #[derive(Deserialize)]
             struct Weight {
                 variation: String,
                 percent: f64,
             }
             let weights: Vec<Weight> = field(body, "weights", "a list of {variation, percent}")?;
-            Change::Rollout { flag: s(flag), weights: weights.into_iter().map(|w| (w.variation, w.percent)).collect() }
+            Change::Rollout { flag: p(0), weights: weights.into_iter().map(|w| (w.variation, w.percent)).collect() }
         }
-        ["flags", flag, "fallthrough"] => {
-            Change::Fallthrough { flag: s(flag), variation: field(body, "variation", "a variation name")? }
+        Op::Fallthrough => Change::Fallthrough { flag: p(0), variation: field(body, "variation", "a variation name")? },
+        Op::Rule => {
+            Change::RuleVariation { flag: p(0), rule: p(1), variation: field(body, "variation", "a variation name")? }
         }
-        ["flags", flag, "rules", rule] => Change::RuleVariation {
-            flag: s(flag),
-            rule: s(rule),
-            variation: field(body, "variation", "a variation name")?,
-        },
-        ["flags", flag, "variations", variation] => Change::PointVariation {
-            flag: s(flag),
-            variation: s(variation),
+        Op::PointVariation => Change::PointVariation {
+            flag: p(0),
+            variation: p(1),
             ai_config: field(body, "ai_config", "an AI config key")?,
             version: field(body, "version", "a version number")?,
         },
-        ["flags", flag, "rollback"] => {
-            Change::Rollback { flag: s(flag), revision: field(body, "revision", "a revision number")? }
-        }
-        ["ai-configs", key, "versions"] => {
+        Op::Rollback => Change::Rollback { flag: p(0), revision: field(body, "revision", "a revision number")? },
+        Op::AddVersion => {
             let version: Value = field(body, "version", "a version object")?;
             if !version.is_object() {
                 return Err(invalid("version", "must be a version object"));
             }
-            Change::AddVersion { ai_config: s(key), version }
+            Change::AddVersion { ai_config: p(0), version }
         }
-        _ => return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint")),
+        Op::ListFlags | Op::GetFlag | Op::ListAiConfigs | Op::Audit | Op::Status | Op::OpenApi => {
+            return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "not a change"))
+        }
     })
 }
 

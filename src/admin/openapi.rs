@@ -1,0 +1,154 @@
+//! The OpenAPI 3.1 document of the admin API, made from the router's own table
+//! ([`super::ROUTES`]), so it lists exactly the endpoints that exist.
+
+use serde_json::{json, Map, Value};
+
+use super::{Op, ROUTES};
+
+/// What the document says about one operation: summary, whether it writes, its body.
+fn describe(op: Op) -> (&'static str, bool, Option<Value>) {
+    let reason = json!({"type": "string", "minLength": 1, "description": "Why: it goes to the audit log."});
+    let body = |props: Value, required: &[&str]| {
+        let mut required: Vec<&str> = required.to_vec();
+        required.push("reason");
+        let mut props = props;
+        props["reason"] = reason.clone();
+        Some(json!({"type": "object", "properties": props, "required": required}))
+    };
+    let variation = json!({"type": "string", "description": "A variation name of the flag."});
+    match op {
+        Op::ListFlags => ("List flags with their state and the revision that last changed each.", false, None),
+        Op::GetFlag => ("Get one flag with its definition.", false, None),
+        Op::Kill => ("Turn a flag off: everyone gets its off variation.", true, body(json!({}), &[])),
+        Op::Restore => ("Turn a flag back on.", true, body(json!({}), &[])),
+        Op::Rollout => (
+            "Make the fallthrough a percentage rollout.",
+            true,
+            body(json!({"weights": {"type": "array", "items": {"$ref": "#/components/schemas/Weight"}}}), &["weights"]),
+        ),
+        Op::Fallthrough => {
+            ("Serve one variation to the fallthrough.", true, body(json!({"variation": variation}), &["variation"]))
+        }
+        Op::Rule => {
+            ("Serve one variation to a rule (by its id).", true, body(json!({"variation": variation}), &["variation"]))
+        }
+        Op::PointVariation => (
+            "Point a variation at an AI config version.",
+            true,
+            body(
+                json!({"ai_config": {"type": "string"}, "version": {"type": "integer", "minimum": 1}}),
+                &["ai_config", "version"],
+            ),
+        ),
+        Op::Rollback => (
+            "Put a flag back as it was at an earlier revision.",
+            true,
+            body(json!({"revision": {"type": "integer", "minimum": 1}}), &["revision"]),
+        ),
+        Op::ListAiConfigs => ("List AI configs and their versions.", false, None),
+        Op::AddVersion => (
+            "Add a version to an AI config (a published version never changes).",
+            true,
+            body(
+                json!({"version": {"type": "object", "description": "A version as in the config file: version, provider, model, parameters, messages, messages_mode, enabled."}}),
+                &["version"],
+            ),
+        ),
+        Op::Audit => ("Read the audit log, newest first.", false, None),
+        Op::Status => ("The current revision and how the last reload of the config file went.", false, None),
+        Op::OpenApi => ("This document.", false, None),
+    }
+}
+
+fn error(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, template, op) in ROUTES {
+        let (summary, writes, body) = describe(*op);
+        let params: Vec<Value> = template
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut operation = json!({
+            "operationId": format!("{op:?}"),
+            "summary": summary,
+            "parameters": params,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": if writes {
+                    json!({"$ref": "#/components/schemas/Applied"})
+                } else {
+                    json!({"type": "object"})
+                }}}},
+                "401": error("No or unknown admin token."),
+                "404": error("Unknown flag, AI config, rule or revision."),
+            },
+        });
+        if *op == Op::OpenApi {
+            operation["security"] = json!([]);
+        }
+        if *op == Op::Audit {
+            let q = |name: &str, description: &str, format: Option<&str>| {
+                let mut schema = json!({"type": if name == "limit" { "integer" } else { "string" }});
+                if let Some(f) = format {
+                    schema["format"] = json!(f);
+                }
+                json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+            };
+            operation["parameters"] = json!([
+                q("flag", "Only revisions that changed this flag.", None),
+                q("since", "Only revisions at or after this time (RFC 3339).", Some("date-time")),
+                q("until", "Only revisions at or before this time (RFC 3339).", Some("date-time")),
+                q("limit", "At most this many entries (default 100).", None),
+            ]);
+        }
+        if writes {
+            let responses = &mut operation["responses"];
+            responses["403"] = error("The token may only read.");
+            responses["409"] =
+                error("The change conflicts with the state (nothing would change, the version exists...).");
+            responses["412"] = error("`If-Match` names a revision that is not the current one.");
+            responses["422"] =
+                error("The change would make the configuration invalid; `problems` lists each field path.");
+            if let Some(obj) = operation["parameters"].as_array_mut() {
+                obj.push(json!({"name": "If-Match", "in": "header", "required": false,
+                    "description": "The revision the change was made against.", "schema": {"type": "string"}}));
+            }
+            if let Some(schema) = body {
+                operation["requestBody"] =
+                    json!({"required": true, "content": {"application/json": {"schema": schema}}});
+            }
+        }
+        let entry = paths.entry(format!("/admin/v1{template}")).or_insert_with(|| json!({}));
+        entry[method.to_ascii_lowercase()] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "sluice admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Runtime changes to flags and AI configs. Every change is validated, given a revision, audited and persisted before it takes effect."
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Applied": {"type": "object", "properties": {
+                    "revision": {"type": "integer"}, "changes": {"type": "integer"}}, "required": ["revision", "changes"]},
+                "Weight": {"type": "object", "properties": {
+                    "variation": {"type": "string"}, "percent": {"type": "number", "minimum": 0, "maximum": 100}},
+                    "required": ["variation", "percent"]},
+                "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                    "code": {"type": "string"}, "message": {"type": "string"},
+                    "problems": {"type": "array", "items": {"type": "object", "properties": {
+                        "path": {"type": "string"}, "message": {"type": "string"}}}}},
+                    "required": ["code", "message"]}}, "required": ["error"]}
+            }
+        }
+    })
+}
