@@ -399,3 +399,83 @@ async fn the_openapi_document_lists_exactly_the_endpoints_that_exist() {
     assert_eq!(a.status, 405);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_acknowledged_change_survives_sigkill() {
+    let dir = std::env::temp_dir().join(format!("sluice-crash-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (data, admin) = (free_port(), free_port());
+    let yaml = admin_config("http://127.0.0.1:9/v1", Some(&dir.join("state"))).replace(
+        "data: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"",
+        &format!("data: \"127.0.0.1:{data}\", admin: \"127.0.0.1:{admin}\""),
+    );
+    let cfg = dir.join("sluice.yaml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let mut acknowledged: Vec<(u64, u64)> = Vec::new(); // (revision, percent)
+    let mut n = 0u64;
+    for round in 0..5u64 {
+        let mut p = Process::start(&cfg, admin, &[]);
+        let start = p.get("/admin/v1/status").await["revision"].as_u64().unwrap();
+        if let Some((last, _)) = acknowledged.last() {
+            assert!(start >= *last, "round {round}: the store lost acknowledged revision {last} (has {start})");
+        }
+        // Change as fast as possible while the process is killed at some point.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let writer = tokio::spawn(async move {
+            loop {
+                n += 1;
+                let percent = n % 101;
+                let body = json!({"reason": format!("change {n}"), "weights": [
+                    {"variation": "control", "percent": percent}, {"variation": "treatment", "percent": 100 - percent}]});
+                let req = http::Request::put("/admin/v1/flags/bot/rollout")
+                    .header("host", "admin")
+                    .header("authorization", format!("Bearer {WRITE}"))
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+                    .unwrap();
+                let Ok(stream) = tokio::net::TcpStream::connect(addr).await else { return n };
+                let Ok((mut sender, conn)) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+                else {
+                    return n;
+                };
+                tokio::spawn(conn);
+                let Ok(resp) = sender.send_request(req).await else { return n };
+                if resp.status() == 200 {
+                    let bytes = http_body_util::BodyExt::collect(resp.into_body()).await.map(|c| c.to_bytes());
+                    let Ok(bytes) = bytes else { return n };
+                    let v: Value = serde_json::from_slice(&bytes).unwrap();
+                    tx.send((v["revision"].as_u64().unwrap(), percent)).unwrap();
+                }
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(150 + 70 * round)).await;
+        let _ = p.child.kill(); // SIGKILL, mid-change
+        let _ = p.child.wait();
+        n = writer.await.unwrap();
+        while let Ok(ack) = rx.try_recv() {
+            acknowledged.push(ack);
+        }
+    }
+    assert!(acknowledged.len() > 10, "changes were made: {}", acknowledged.len());
+    eprintln!("{} changes acknowledged across 5 SIGKILLs", acknowledged.len());
+    // Restart once more: the store loads, and every acknowledged change is in it.
+    let p = Process::start(&cfg, admin, &[]);
+    let revision = p.get("/admin/v1/status").await["revision"].as_u64().unwrap();
+    let (last, _) = *acknowledged.last().unwrap();
+    assert!(revision >= last, "revision {revision} < last acknowledged {last}");
+    let audit = p.get(&format!("/admin/v1/audit?flag=bot&limit={}", revision + 10)).await;
+    let by_revision: std::collections::HashMap<u64, &Value> =
+        audit["entries"].as_array().unwrap().iter().map(|e| (e["revision"].as_u64().unwrap(), e)).collect();
+    for (rev, percent) in &acknowledged {
+        let entry = by_revision.get(rev).unwrap_or_else(|| panic!("acknowledged revision {rev} is missing"));
+        let after = &entry["changes"][0]["after"]["fallthrough"]["rollout"]["variations"][0]["percent"];
+        assert_eq!(after.as_f64(), Some(*percent as f64), "revision {rev}");
+    }
+    let current = p.get("/admin/v1/flags/bot").await;
+    let weights = &current["flag"]["fallthrough"]["rollout"]["variations"];
+    assert!(weights.is_array(), "{current}");
+    drop(p);
+    let _ = std::fs::remove_dir_all(&dir);
+}
