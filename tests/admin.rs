@@ -481,3 +481,77 @@ async fn every_acknowledged_change_survives_sigkill() {
     drop(p);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Run `sluice ctl` against `gw` (blocking, on the blocking pool).
+async fn ctl(gw: &Running, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let url = format!("http://{}", gw.admin_addr);
+    let token = token.map(str::to_string);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.arg("ctl").args(&args).env("SLUICE_ADMIN_URL", url).env_remove("SLUICE_ADMIN_TOKEN");
+        if let Some(t) = token {
+            cmd.env("SLUICE_ADMIN_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn sluice_ctl_drives_every_operation() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), None)).await;
+    let (ok, out, _) = ctl(&gw, Some(READ), &["flags"]).await;
+    assert!(ok && out.contains("FLAG") && out.contains("bot") && out.contains("treatment"), "{out}");
+    let (ok, _, err) = ctl(&gw, None, &["flags"]).await;
+    assert!(!ok && err.contains("401") && err.contains("SLUICE_ADMIN_TOKEN"), "{err}");
+    let (ok, _, err) = ctl(&gw, Some(READ), &["kill", "bot", "--reason", "x"]).await;
+    assert!(!ok && err.contains("403"), "{err}");
+
+    let (ok, out, err) = ctl(&gw, Some(WRITE), &["kill", "bot", "--reason", "incident", "--if-match", "1"]).await;
+    assert!(ok && out.contains("revision 2"), "{out}{err}");
+    assert_eq!(variation(&gw, "u-1").await, "control");
+    let (ok, _, err) = ctl(&gw, Some(WRITE), &["kill", "bot", "--reason", "again"]).await;
+    assert!(!ok && err.contains("409") && err.contains("changes nothing"), "{err}");
+    let (ok, _, err) = ctl(&gw, Some(WRITE), &["restore", "bot", "-r", "x", "--if-match", "1"]).await;
+    assert!(!ok && err.contains("412") && err.contains("conflict"), "{err}");
+    assert!(ctl(&gw, Some(WRITE), &["restore", "bot", "-r", "fixed"]).await.0);
+    let (ok, _, err) = ctl(&gw, Some(WRITE), &["rollout", "bot", "control=150", "treatment=0", "-r", "x"]).await;
+    assert!(!ok && err.contains("422") && err.contains("flags.bot.fallthrough"), "{err}");
+    assert!(ctl(&gw, Some(WRITE), &["rollout", "bot", "control=100", "treatment=0", "-r", "ramp down"]).await.0);
+    assert_eq!(variation(&gw, "u-1").await, "control");
+    assert!(ctl(&gw, Some(WRITE), &["promote", "bot", "treatment", "-r", "all in"]).await.0);
+    assert_eq!(variation(&gw, "u-1").await, "treatment");
+    assert!(ctl(&gw, Some(WRITE), &["promote", "bot", "control", "--rule", "staff", "-r", "staff"]).await.0);
+    assert_eq!(variation(&gw, "staff-1").await, "control");
+
+    let version = std::env::temp_dir().join(format!("sluice-ctl-version-{}.json", std::process::id()));
+    std::fs::write(&version, r#"{"version": 3, "provider": "up", "model": "model-c"}"#).unwrap();
+    let (ok, out, err) =
+        ctl(&gw, Some(WRITE), &["versions", "add", "bot", version.to_str().unwrap(), "-r", "v3"]).await;
+    assert!(ok, "{out}{err}");
+    let (_, out, _) = ctl(&gw, Some(READ), &["versions"]).await;
+    assert!(out.contains("model-c"), "{out}");
+    assert!(ctl(&gw, Some(WRITE), &["point", "bot", "treatment", "bot@3", "-r", "try v3"]).await.0);
+    send(gw.data_addr, chat("bot", &[], r#","user":"u-1""#)).await;
+    assert_eq!(up.last().json()["model"], "model-c");
+    let (ok, out, err) = ctl(&gw, Some(WRITE), &["rollback", "bot", "--to", "1", "-r", "undo"]).await;
+    assert!(ok, "{out}{err}");
+    let (_, out, _) = ctl(&gw, Some(READ), &["audit", "--flag", "bot"]).await;
+    assert!(out.contains("undo") && out.contains("ops") && out.contains("incident"), "{out}");
+    let (_, out, _) = ctl(&gw, Some(READ), &["flag", "get", "bot"]).await;
+    assert!(out.contains("state       on"), "{out}");
+    let (ok, out, _) = ctl(&gw, Some(READ), &["--json", "status"]).await;
+    assert!(ok);
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["revision"], gw.state.revision());
+    let _ = std::fs::remove_file(version);
+    gw.shutdown().await;
+}

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ctl;
 mod eval;
 mod reload;
 
@@ -41,6 +42,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Run a fast fake OpenAI-compatible provider (for demos, tests and load tests).
     MockProvider(mock::MockArgs),
+    /// Drive the admin API: flags, kill, restore, rollout, promote, point, rollback,
+    /// versions, audit, status.
+    Ctl(ctl::CtlArgs),
 }
 
 /// Run the parsed command line.
@@ -54,7 +58,7 @@ pub fn run(cli: Cli) -> ExitCode {
     // `serve` runs its data plane on worker threads of its own (see `server::start`); the
     // main runtime only has the admin plane and signals, so one thread is enough.
     let mut builder = match command {
-        Command::Serve { .. } => tokio::runtime::Builder::new_current_thread(),
+        Command::Serve { .. } | Command::Ctl(_) => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     }
                 }
             }
+            Command::Ctl(args) => ctl::run(args).await,
             Command::Check { .. } | Command::Eval(_) => ExitCode::FAILURE,
         }
     })

@@ -1,0 +1,433 @@
+//! `sluice ctl`: every admin API operation as a command. Readable tables by default,
+//! the API's JSON with `--json`. The admin URL and token come from `--url` / `--token` or
+//! `SLUICE_ADMIN_URL` / `SLUICE_ADMIN_TOKEN`.
+
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The admin listener, e.g. http://127.0.0.1:8081.
+    #[arg(long, env = "SLUICE_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+    url: String,
+    /// An admin token (`admin.tokens` in the config).
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+/// Options every change takes.
+#[derive(Debug, Args)]
+struct ChangeArgs {
+    /// Why (required: it goes to the audit log).
+    #[arg(long, short)]
+    reason: String,
+    /// Only if the current revision is this one (else the change is refused: 412).
+    #[arg(long)]
+    if_match: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// List flags: on/off, variations, fallthrough, the revision that last changed each.
+    Flags,
+    /// One flag.
+    Flag {
+        #[command(subcommand)]
+        command: FlagCommand,
+    },
+    /// Turn a flag off: everyone gets its off variation.
+    Kill {
+        flag: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Turn a flag back on.
+    Restore {
+        flag: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Set the fallthrough's percentage rollout, e.g. `rollout bot control=80 candidate=20`.
+    Rollout {
+        flag: String,
+        /// `variation=percent`, in bucket order.
+        #[arg(required = true)]
+        weights: Vec<String>,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Serve one variation to everyone who falls through (or, with --rule, to a rule).
+    Promote {
+        flag: String,
+        variation: String,
+        /// A rule id instead of the fallthrough.
+        #[arg(long)]
+        rule: Option<String>,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Point a variation at an AI config version, e.g. `point bot candidate support-bot@3`.
+    Point {
+        flag: String,
+        variation: String,
+        /// `ai_config@version`.
+        version: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Put a flag back as it was at an earlier revision.
+    Rollback {
+        flag: String,
+        /// The revision to go back to.
+        #[arg(long)]
+        to: u64,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// List AI configs and their versions, or add one.
+    Versions {
+        #[command(subcommand)]
+        command: Option<VersionsCommand>,
+    },
+    /// The audit log, newest first.
+    Audit {
+        #[arg(long)]
+        flag: Option<String>,
+        /// RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// The current revision and how the last reload of the config file went.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum FlagCommand {
+    /// A flag with its definition.
+    Get { flag: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum VersionsCommand {
+    /// Add a version to an AI config from a JSON file (`-` for standard input).
+    Add {
+        ai_config: String,
+        /// The version as JSON: {"version": 3, "provider": ..., "model": ..., "messages": [...]}.
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+}
+
+/// Run `sluice ctl`.
+pub async fn run(args: CtlArgs) -> ExitCode {
+    match execute(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("sluice ctl: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn execute(args: &CtlArgs) -> Result<(), String> {
+    let with_reason = |c: &ChangeArgs, body: Value| {
+        let mut body = body;
+        body["reason"] = json!(c.reason);
+        (body, c.if_match)
+    };
+    let (method, path, body, if_match) = match &args.command {
+        CtlCommand::Flags => (Method::GET, "/flags".to_string(), None, None),
+        CtlCommand::Flag { command: FlagCommand::Get { flag } } => {
+            (Method::GET, format!("/flags/{}", encode(flag)), None, None)
+        }
+        CtlCommand::Kill { flag, change } => {
+            let (b, m) = with_reason(change, json!({}));
+            (Method::POST, format!("/flags/{}/kill", encode(flag)), Some(b), m)
+        }
+        CtlCommand::Restore { flag, change } => {
+            let (b, m) = with_reason(change, json!({}));
+            (Method::POST, format!("/flags/{}/restore", encode(flag)), Some(b), m)
+        }
+        CtlCommand::Rollout { flag, weights, change } => {
+            let mut list = Vec::new();
+            for w in weights {
+                let (variation, percent) =
+                    w.split_once('=').ok_or_else(|| format!("`{w}`: write weights as variation=percent"))?;
+                let percent: f64 = percent.parse().map_err(|_| format!("`{w}`: the percent is not a number"))?;
+                list.push(json!({"variation": variation, "percent": percent}));
+            }
+            let (b, m) = with_reason(change, json!({ "weights": list }));
+            (Method::PUT, format!("/flags/{}/rollout", encode(flag)), Some(b), m)
+        }
+        CtlCommand::Promote { flag, variation, rule, change } => {
+            let (b, m) = with_reason(change, json!({ "variation": variation }));
+            let path = match rule {
+                Some(rule) => format!("/flags/{}/rules/{}", encode(flag), encode(rule)),
+                None => format!("/flags/{}/fallthrough", encode(flag)),
+            };
+            (Method::PUT, path, Some(b), m)
+        }
+        CtlCommand::Point { flag, variation, version, change } => {
+            let (ai_config, number) = version
+                .rsplit_once('@')
+                .ok_or_else(|| format!("`{version}`: write the version as ai_config@number"))?;
+            let number: u32 = number.parse().map_err(|_| format!("`{version}`: the version is not a number"))?;
+            let (b, m) = with_reason(change, json!({"ai_config": ai_config, "version": number}));
+            (Method::PUT, format!("/flags/{}/variations/{}", encode(flag), encode(variation)), Some(b), m)
+        }
+        CtlCommand::Rollback { flag, to, change } => {
+            let (b, m) = with_reason(change, json!({ "revision": to }));
+            (Method::POST, format!("/flags/{}/rollback", encode(flag)), Some(b), m)
+        }
+        CtlCommand::Versions { command: None } => (Method::GET, "/ai-configs".to_string(), None, None),
+        CtlCommand::Versions { command: Some(VersionsCommand::Add { ai_config, file, change }) } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read standard input: {e}"))?
+            } else {
+                std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?
+            };
+            let version: Value =
+                serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
+            let (b, m) = with_reason(change, json!({ "version": version }));
+            (Method::POST, format!("/ai-configs/{}/versions", encode(ai_config)), Some(b), m)
+        }
+        CtlCommand::Audit { flag, since, until, limit } => {
+            let mut q = vec![format!("limit={limit}")];
+            for (k, v) in [("flag", flag), ("since", since), ("until", until)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", encode(v)));
+                }
+            }
+            (Method::GET, format!("/audit?{}", q.join("&")), None, None)
+        }
+        CtlCommand::Status => (Method::GET, "/status".to_string(), None, None),
+    };
+    let value = call(args, method, &path, body, if_match).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        return Ok(());
+    }
+    print!("{}", render(&args.command, &value));
+    Ok(())
+}
+
+async fn call(
+    args: &CtlArgs,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    if_match: Option<u64>,
+) -> Result<Value, String> {
+    let url = format!("{}/admin/v1{path}", args.url.trim_end_matches('/'));
+    let mut req = Request::builder().method(method).uri(&url).header("content-type", "application/json");
+    if let Some(token) = &args.token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    if let Some(rev) = if_match {
+        req = req.header("if-match", format!("\"{rev}\""));
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = req.body(Full::new(Bytes::from(body))).map_err(|e| format!("bad admin URL `{url}`: {e}"))?;
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(req))
+        .await
+        .map_err(|_| format!("{url}: no answer within 30 s"))?
+        .map_err(|e| format!("cannot reach {url}: {e} (is `sluice serve` running? set SLUICE_ADMIN_URL)"))?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.map_err(|e| format!("{url}: {e}"))?.to_bytes();
+    let value: Value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"text": String::from_utf8_lossy(&bytes)}));
+    if status.is_success() {
+        return Ok(value);
+    }
+    let error = &value["error"];
+    let mut message = error["message"].as_str().unwrap_or("").to_string();
+    match status.as_u16() {
+        401 => message = format!("{message} (set SLUICE_ADMIN_TOKEN or --token)"),
+        412 => message = format!("conflict: {message}"),
+        _ => {}
+    }
+    if let Some(problems) = error["problems"].as_array() {
+        for p in problems {
+            message.push_str(&format!(
+                "\n  {}: {}",
+                p["path"].as_str().unwrap_or("?"),
+                p["message"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    Err(format!("{} {}", status.as_u16(), message))
+}
+
+/// A table: columns padded to their widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        padded.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The fallthrough in a few words: `candidate` or `control 95% / candidate 5%`.
+fn fallthrough(ft: &Value) -> String {
+    if let Some(v) = ft["variation"].as_str() {
+        return v.to_string();
+    }
+    match ft["rollout"]["variations"].as_array() {
+        Some(ws) => ws
+            .iter()
+            .map(|w| format!("{} {}%", text(&w["variation"]), text(&w["percent"])))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        None => "-".into(),
+    }
+}
+
+fn render(command: &CtlCommand, v: &Value) -> String {
+    match command {
+        CtlCommand::Flags => {
+            let rows: Vec<Vec<String>> = v["flags"]
+                .as_array()
+                .map(|fs| {
+                    fs.iter()
+                        .map(|f| {
+                            let variations = f["variations"]
+                                .as_array()
+                                .map(|vs| {
+                                    vs.iter()
+                                        .map(|x| match (x["ai_config"].as_str(), x["version"].as_u64()) {
+                                            (Some(a), Some(n)) => format!("{}={a}@{n}", text(&x["name"])),
+                                            _ => text(&x["name"]),
+                                        })
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                })
+                                .unwrap_or_default();
+                            vec![
+                                text(&f["key"]),
+                                if f["on"] == json!(false) { "off".into() } else { "on".into() },
+                                text(&f["revision"]),
+                                fallthrough(&f["fallthrough"]),
+                                variations,
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "revision {}\n{}",
+                text(&v["revision"]),
+                table(&["FLAG", "STATE", "CHANGED", "FALLTHROUGH", "VARIATIONS"], &rows)
+            )
+        }
+        CtlCommand::Flag { .. } => {
+            let f = &v["flag"];
+            format!(
+                "flag        {}\nstate       {}\nchanged at  revision {}\nfallthrough {}\n\n{}\n",
+                text(&f["key"]),
+                if f["on"] == json!(false) { "off" } else { "on" },
+                text(&f["revision"]),
+                fallthrough(&f["fallthrough"]),
+                serde_json::to_string_pretty(&f["definition"]).unwrap_or_default()
+            )
+        }
+        CtlCommand::Versions { command: None } => {
+            let mut rows = Vec::new();
+            if let Some(configs) = v["ai_configs"].as_object() {
+                for (key, config) in configs {
+                    for version in config["versions"].as_array().into_iter().flatten() {
+                        rows.push(vec![
+                            key.clone(),
+                            text(&version["version"]),
+                            text(&version["provider"]),
+                            text(&version["model"]),
+                            if version["enabled"] == json!(false) { "disabled".into() } else { "enabled".into() },
+                        ]);
+                    }
+                }
+            }
+            table(&["AI CONFIG", "VERSION", "PROVIDER", "MODEL", "STATE"], &rows)
+        }
+        CtlCommand::Audit { .. } => {
+            let rows: Vec<Vec<String>> = v["entries"]
+                .as_array()
+                .map(|es| {
+                    es.iter()
+                        .map(|e| {
+                            let what = e["changes"]
+                                .as_array()
+                                .map(|cs| {
+                                    cs.iter()
+                                        .map(|c| format!("{} {}", text(&c["kind"]), text(&c["key"])))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                })
+                                .unwrap_or_default();
+                            vec![text(&e["revision"]), text(&e["time"]), text(&e["actor"]), text(&e["reason"]), what]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            table(&["REVISION", "TIME", "ACTOR", "REASON", "CHANGED"], &rows)
+        }
+        CtlCommand::Status => {
+            let r = &v["reload"];
+            let reload = match (r["time"].as_str(), r["ok"].as_bool()) {
+                (None, _) => "not reloaded since start".to_string(),
+                (Some(t), Some(true)) => format!("ok at {t}"),
+                (Some(t), _) => format!("REFUSED at {t}: {}", text(&r["error"])),
+            };
+            format!("revision    {}\nlast reload {reload}\n", text(&v["revision"]))
+        }
+        _ => format!("ok: revision {} ({} object(s) changed)\n", text(&v["revision"]), text(&v["changes"])),
+    }
+}
