@@ -28,7 +28,7 @@ fn snapshot() -> Snapshot {
         Ok(m) => m,
         Err(e) => panic!("{e}"),
     };
-    match Snapshot::build(&loaded.config, targeting, &metrics) {
+    match Snapshot::build(&loaded.config, targeting, &metrics, None) {
         Ok(s) => s,
         Err(e) => panic!("{e:?}"),
     }

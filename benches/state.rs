@@ -14,7 +14,7 @@ fn state(store: Box<dyn Store>) -> State {
     let mut loaded = sluice::config::parse(&text, "config/sluice.yaml", &|_| None).unwrap();
     let metrics = Arc::new(sluice::metrics::Metrics::new().unwrap());
     let targeting = std::mem::take(&mut loaded.targeting);
-    let snapshot = sluice::snapshot::Snapshot::build(&loaded.config, targeting, &metrics).unwrap();
+    let snapshot = sluice::snapshot::Snapshot::build(&loaded.config, targeting, &metrics, None).unwrap();
     State::open(store, loaded.value, "config/sluice.yaml", snapshot, metrics).unwrap()
 }
 

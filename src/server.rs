@@ -135,7 +135,7 @@ pub fn prepare(mut loaded: Loaded) -> Result<Prepared, ConfigError> {
         Err(e) => return Err(loaded.error(vec![Problem::new("", e.to_string())])),
     };
     let targeting = std::mem::take(&mut loaded.targeting);
-    let snapshot = Snapshot::build(&loaded.config, targeting, &metrics).map_err(|p| problems.extend(p)).ok();
+    let snapshot = Snapshot::build(&loaded.config, targeting, &metrics, None).map_err(|p| problems.extend(p)).ok();
     let tls = match &loaded.config.listen.tls {
         None => None,
         Some(t) => tls::acceptor(t).map_err(|p| problems.push(p)).ok(),

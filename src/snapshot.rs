@@ -49,6 +49,16 @@ pub struct Snapshot {
     pub access_log: bool,
     /// Whether the access log may include the request's messages.
     pub log_content: bool,
+    /// Each provider with what it was built from, so the next snapshot can keep it.
+    built: HashMap<String, (BuiltFrom, Arc<Provider>)>,
+}
+
+/// What a provider is built from.
+#[derive(Debug, PartialEq)]
+struct BuiltFrom {
+    config: crate::config::ProviderConfig,
+    defaults: crate::config::UpstreamTimeouts,
+    workers: usize,
 }
 
 #[derive(Debug)]
@@ -105,13 +115,30 @@ impl Snapshot {
     /// Compile a validated `config` and its compiled flags. Failures here are reported
     /// at their config path (a provider that cannot be built, an AI config version with
     /// a bad template...).
-    pub fn build(config: &Config, targeting: Targeting, metrics: &Metrics) -> Result<Self, Vec<Problem>> {
+    ///
+    /// Providers whose configuration is the same as in `previous` are kept, with their
+    /// connection pools: a flag change does not drop warm upstream connections.
+    pub fn build(
+        config: &Config,
+        targeting: Targeting,
+        metrics: &Metrics,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut providers = HashMap::new();
+        let workers = config.limits.workers();
+        let mut built = HashMap::new();
         for (name, cfg) in &config.providers {
-            match Provider::build(name, cfg, &config.upstream, config.limits.workers()) {
+            let key = BuiltFrom { config: cfg.clone(), defaults: config.upstream.clone(), workers };
+            let reused = previous.and_then(|p| p.built.get(name)).filter(|(from, _)| *from == key);
+            let provider = match reused {
+                Some((_, provider)) => Ok(Arc::clone(provider)),
+                None => Provider::build(name, cfg, &config.upstream, workers).map(Arc::new),
+            };
+            match provider {
                 Ok(p) => {
-                    providers.insert(name.clone(), Arc::new(p));
+                    built.insert(name.clone(), (key, Arc::clone(&p)));
+                    providers.insert(name.clone(), p);
                 }
                 Err(msg) => problems.push(Problem::new(format!("providers.{name}"), msg)),
             }
@@ -166,6 +193,7 @@ impl Snapshot {
             body_read_timeout: config.limits.body_read_timeout.0,
             access_log: config.log.access_log,
             log_content: config.log.content,
+            built,
         })
     }
 

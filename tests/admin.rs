@@ -308,6 +308,13 @@ impl Drop for Process {
     }
 }
 
+/// Replace a file the way editors and config management do: write aside, then rename.
+fn replace_file(path: &std::path::Path, text: impl AsRef<[u8]>) {
+    let tmp = path.with_extension("tmp-edit");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -323,21 +330,19 @@ async fn the_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing
         &format!("data: \"127.0.0.1:{data}\", admin: \"127.0.0.1:{admin}\""),
     );
     let cfg = dir.join("sluice.yaml");
-    std::fs::write(&cfg, &yaml).unwrap();
+    replace_file(&cfg, &yaml);
     let p = Process::start(&cfg, admin, &["--watch"]);
     assert_eq!(p.get("/admin/v1/status").await["revision"], 1);
 
     // A valid change to the file: a new revision by `file`.
-    std::fs::write(&cfg, yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n"))
-        .unwrap();
-    let status = p.wait_status(|s| s["revision"] == 2).await;
-    assert_eq!(status["reload"]["ok"], true);
+    replace_file(&cfg, yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n"));
+    let status = p.wait_status(|s| s["revision"] == 2 && s["reload"]["time"].is_string()).await;
+    assert_eq!(status["reload"]["ok"], true, "{status}");
     let audit = p.get("/admin/v1/audit?flag=other").await;
     assert_eq!(audit["entries"][0]["actor"], "file");
 
     // An invalid file: refused, the running revision stays, the error is visible.
-    std::fs::write(&cfg, yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: zzz}\n"))
-        .unwrap();
+    replace_file(&cfg, yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: zzz}\n"));
     let status = p.wait_status(|s| s["reload"]["ok"] == false).await;
     assert_eq!(status["revision"], 2);
     assert!(status["reload"]["error"].as_str().unwrap().contains("zzz"), "{status}");
@@ -350,11 +355,10 @@ async fn the_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing
     drop(p);
 
     // Without --watch, SIGHUP reloads.
-    std::fs::write(&cfg, &yaml).unwrap();
+    replace_file(&cfg, &yaml);
     let p = Process::start(&cfg, admin, &[]);
     let before = p.get("/admin/v1/status").await["revision"].as_u64().unwrap();
-    std::fs::write(&cfg, yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n"))
-        .unwrap();
+    replace_file(&cfg, yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n"));
     let pid = p.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     p.wait_status(|s| s["revision"].as_u64() == Some(before + 1)).await;
@@ -553,5 +557,24 @@ async fn sluice_ctl_drives_every_operation() {
     let status: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["revision"], gw.state.revision());
     let _ = std::fs::remove_file(version);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_change_keeps_the_providers_and_their_warm_connections() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let yaml = admin_config(&up.base_url(), None).replace("shutdown_grace: 5s", "shutdown_grace: 5s, workers: 1");
+    let gw = gateway(&yaml).await;
+    let mut conn = Conn::open(gw.data_addr).await;
+    assert_eq!(conn.send(chat("bot", &[], r#","user":"u-1""#)).await.status, 200);
+    let rollout = json!({"reason": "ramp", "weights": [{"variation": "control", "percent": 50}, {"variation": "treatment", "percent": 50}]});
+    assert_eq!(call(&gw, "PUT", "/admin/v1/flags/bot/rollout", Some(WRITE), Some(rollout), None).await.status, 200);
+    assert_eq!(conn.send(chat("bot", &[], r#","user":"u-2""#)).await.status, 200);
+    assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        up.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the pooled connection outlived the change"
+    );
     gw.shutdown().await;
 }

@@ -199,7 +199,7 @@ impl Default for Limits {
 }
 
 /// Upstream timeouts. Each is optional so a provider can override only some.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTimeouts {
     /// TCP (and TLS) connection set-up.
@@ -256,7 +256,7 @@ pub enum ProviderKind {
 }
 
 /// A model provider.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
@@ -277,7 +277,7 @@ pub struct ProviderConfig {
 }
 
 /// Knobs of the built-in mock provider.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MockConfig {
     pub latency: Option<HumanDuration>,

@@ -232,7 +232,7 @@ impl std::fmt::Debug for State {
 }
 
 /// Building a configuration from documents failed.
-fn build(base: &Value, docs: &Docs, gateway_metrics: &crate::metrics::Metrics) -> Result<Snapshot, Vec<Problem>> {
+fn build(base: &Value, docs: &Docs, gateway: &Gateway) -> Result<Snapshot, Vec<Problem>> {
     let mut value = base.clone();
     if let Some(obj) = value.as_object_mut() {
         for kind in KINDS {
@@ -242,7 +242,7 @@ fn build(base: &Value, docs: &Docs, gateway_metrics: &crate::metrics::Metrics) -
         }
     }
     let (config, targeting) = config::check_value(value)?;
-    Snapshot::build(&config, targeting, gateway_metrics)
+    Snapshot::build(&config, targeting, &gateway.metrics, Some(&gateway.snapshot()))
 }
 
 fn now() -> String {
@@ -262,21 +262,16 @@ impl State {
     ) -> Result<State, StartupError> {
         let file_docs = Docs::from_config_value(&file_value);
         let stored = store.load()?;
-        let (gateway, stored) = match stored {
+        let gateway = Arc::new(Gateway::new(snapshot_from_file, metrics));
+        let stored = match stored {
             None => {
-                let gateway = Arc::new(Gateway::new(snapshot_from_file, metrics));
-                let empty = Stored {
-                    revision: 0,
-                    docs: Docs::default(),
-                    file: Docs::default(),
-                    flag_revisions: BTreeMap::new(),
-                };
-                (gateway, empty)
+                Stored { revision: 0, docs: Docs::default(), file: Docs::default(), flag_revisions: BTreeMap::new() }
             }
             Some(stored) => {
-                let snapshot = build(&file_value, &stored.docs, &metrics)
+                let snapshot = build(&file_value, &stored.docs, &gateway)
                     .map_err(|problems| StartupError::Invalid { revision: stored.revision, problems })?;
-                (Arc::new(Gateway::new(snapshot, metrics)), stored)
+                gateway.install(snapshot, stored.revision);
+                stored
             }
         };
         let state = State {
@@ -366,7 +361,7 @@ impl State {
         if changes.is_empty() && file == current.file && !base_changed {
             return Err(ChangeError::Conflict("the change changes nothing".into()));
         }
-        let snapshot = build(&base, &docs, &self.gateway.metrics).map_err(ChangeError::Invalid)?;
+        let snapshot = build(&base, &docs, &self.gateway).map_err(ChangeError::Invalid)?;
         let revision = current.revision + 1;
         let entry = AuditEntry {
             revision,
