@@ -406,7 +406,7 @@ pub fn reload_file(state: &State, path: &std::path::Path) {
     let result = crate::config::load_file(path).map_err(|e| e.to_string()).and_then(|loaded| {
         let file = loaded.file.clone();
         let before = state.base();
-        for fixed in ["listen", "state"] {
+        for fixed in ["listen", "state", "admin"] {
             if before.get(fixed) != loaded.value.get(fixed) {
                 tracing::warn!(section = fixed, "`{fixed}` changed in {file}: it takes effect at the next start");
             }

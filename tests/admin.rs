@@ -89,6 +89,29 @@ async fn roles_and_errors() {
     assert_eq!(call(&gw, "GET", "/admin/v1/flags/nope", Some(READ), None, None).await.status, 404);
     let no_reason = call(&gw, "POST", "/admin/v1/flags/bot/kill", Some(WRITE), Some(json!({})), None).await;
     assert_eq!(no_reason.status, 422);
+    let not_json = send(
+        gw.admin_addr,
+        http::Request::post("/admin/v1/flags/bot/kill")
+            .header("host", "admin")
+            .header("authorization", format!("Bearer {WRITE}"))
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{reason")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((not_json.status.as_u16(), not_json.error_code()), (400, "invalid_json".to_string()));
+    let huge = json!({"reason": "x".repeat(300 * 1024)});
+    assert_eq!(call(&gw, "POST", "/admin/v1/flags/bot/kill", Some(WRITE), Some(huge), None).await.status, 413);
+    let bad_if_match = send(
+        gw.admin_addr,
+        http::Request::post("/admin/v1/flags/bot/kill")
+            .header("host", "admin")
+            .header("authorization", format!("Bearer {WRITE}"))
+            .header("if-match", "yesterday")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(br#"{"reason":"x"}"#)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(bad_if_match.status, 422, "{}", bad_if_match.text());
     // A rollout to a variation the flag does not have, and one whose weights are wrong.
     let bad = json!({"reason": "r", "weights": [{"variation": "nope", "percent": 100}]});
     let r = call(&gw, "PUT", "/admin/v1/flags/bot/rollout", Some(WRITE), Some(bad), None).await;
