@@ -24,6 +24,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod flags;
+pub mod guard;
 pub mod metrics;
 pub mod mock;
 pub mod providers;

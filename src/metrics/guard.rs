@@ -153,6 +153,11 @@ pub struct LogMoments {
 }
 
 impl LogMoments {
+    /// From a count and the sums of ln x and (ln x)² (e.g. added up across instances).
+    pub fn from_sums(n: u64, sum: f64, sumsq: f64) -> Self {
+        LogMoments { n, sum: (sum * SCALE).round() as i64, sumsq: (sumsq * SCALE).round() as i64 }
+    }
+
     fn read(n: &AtomicU64, sum: &AtomicI64, sumsq: &AtomicI64) -> Self {
         LogMoments { n: n.load(Relaxed), sum: sum.load(Relaxed), sumsq: sumsq.load(Relaxed) }
     }
