@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::admin;
 use crate::body::{self, Body};
 use crate::config::{Config, ConfigError, Loaded, Problem};
+use crate::guard::Guards;
 use crate::metrics::Metrics;
 use crate::proxy;
 use crate::snapshot::Snapshot;
@@ -67,6 +68,7 @@ impl Gateway {
 /// What the admin listener serves from.
 struct AdminPlane {
     state: Arc<State>,
+    guards: Arc<Guards>,
     tokens: Arc<admin::Tokens>,
 }
 
@@ -83,6 +85,9 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     /// The runtime state: every configuration change goes through it.
     pub state: Arc<State>,
+    /// The guards and their latest checks.
+    pub guards: Arc<Guards>,
+    guard_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -92,6 +97,7 @@ impl Running {
     /// grace deadline has passed).
     pub async fn shutdown(self) {
         self.gateway.draining.store(true, Ordering::SeqCst);
+        self.guard_task.abort();
         let _ = self.stop.send(true);
         let _ = self.task.await;
         self.state.close();
@@ -201,10 +207,12 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
         };
         finished.push(worker.spawn().map_err(|source| StartError::Worker { index, source })?);
     }
-    let plane = Arc::new(AdminPlane { state: Arc::clone(&state), tokens });
+    let guards = Arc::new(Guards::new(Arc::clone(&state), tokio::runtime::Handle::current()));
+    let guard_task = tokio::spawn(Arc::clone(&guards).run());
+    let plane = Arc::new(AdminPlane { state: Arc::clone(&state), guards: Arc::clone(&guards), tokens });
     let task = tokio::spawn(run_admin(plane, admin, settings, finished, stopped));
     tracing::info!(%data_addr, %admin_addr, workers, revision = state.revision(), "sluice is serving");
-    Ok(Running { data_addr, admin_addr, gateway, state, stop, task })
+    Ok(Running { data_addr, admin_addr, gateway, state, guards, guard_task, stop, task })
 }
 
 /// Serve the admin plane until told to stop, and on until every worker has drained.
@@ -318,7 +326,7 @@ fn spawn_admin_connection(
         let p = Arc::clone(&p);
         async move {
             if req.uri().path().starts_with("/admin/v1/") {
-                return Ok::<_, Infallible>(admin::handle(Arc::clone(&p.state), &p.tokens, req).await);
+                return Ok::<_, Infallible>(admin::handle(Arc::clone(&p.state), &p.guards, &p.tokens, req).await);
             }
             Ok::<_, Infallible>(admin_handle(p.state.gateway(), req))
         }

@@ -20,6 +20,7 @@ mod openapi;
 use crate::auth::{digest, parse_digest, KeyDigest};
 use crate::body::{self, Body};
 use crate::config::{AdminConfig, AdminRole, Problem};
+use crate::guard::Guards;
 use crate::state::{Change, ChangeError, Kind, Request as ChangeRequest, State};
 
 /// Largest admin request body.
@@ -109,8 +110,8 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 }
 
 /// Serve one `/admin/v1/…` request.
-pub async fn handle(state: Arc<State>, tokens: &Tokens, req: Request<Incoming>) -> Response<Body> {
-    match route(state, tokens, req).await {
+pub async fn handle(state: Arc<State>, guards: &Guards, tokens: &Tokens, req: Request<Incoming>) -> Response<Body> {
+    match route(state, guards, tokens, req).await {
         Ok(resp) => resp,
         Err(e) => e.response(),
     }
@@ -130,6 +131,10 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("POST", "/flags/{key}/rollback", Op::Rollback),
     ("GET", "/ai-configs", Op::ListAiConfigs),
     ("POST", "/ai-configs/{key}/versions", Op::AddVersion),
+    ("GET", "/guards", Op::Guards),
+    ("POST", "/flags/{key}/guard/pause", Op::GuardPause),
+    ("POST", "/flags/{key}/guard/resume", Op::GuardResume),
+    ("POST", "/flags/{key}/guard/rearm", Op::GuardRearm),
     ("GET", "/audit", Op::Audit),
     ("GET", "/status", Op::Status),
     ("GET", "/openapi.json", Op::OpenApi),
@@ -149,6 +154,10 @@ pub enum Op {
     Rollback,
     ListAiConfigs,
     AddVersion,
+    Guards,
+    GuardPause,
+    GuardResume,
+    GuardRearm,
     Audit,
     Status,
     OpenApi,
@@ -181,7 +190,12 @@ fn find_route<'p>(method: &str, path: &'p str) -> Result<(Op, Vec<&'p str>), boo
     Err(other_method)
 }
 
-async fn route(state: Arc<State>, tokens: &Tokens, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    state: Arc<State>,
+    guards: &Guards,
+    tokens: &Tokens,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let full = req.uri().path().trim_end_matches('/').to_string();
     let path = full.strip_prefix("/admin/v1").unwrap_or(&full).to_string();
     let method = req.method().clone();
@@ -212,6 +226,9 @@ async fn route(state: Arc<State>, tokens: &Tokens, req: Request<Incoming>) -> Re
         Op::GetFlag => return get_flag(&state, params[0]),
         Op::ListAiConfigs => return Ok(list_ai_configs(&state)),
         Op::Audit => return audit(&state, &query),
+        Op::Guards => {
+            return Ok(json_response(StatusCode::OK, &json!({"revision": state.revision(), "guards": guards.status()})))
+        }
         Op::Status => {
             return Ok(json_response(
                 StatusCode::OK,
@@ -325,7 +342,10 @@ fn change_for(op: Op, params: &[&str], body: &Value) -> Result<Change, ApiError>
             }
             Change::AddVersion { ai_config: p(0), version }
         }
-        Op::ListFlags | Op::GetFlag | Op::ListAiConfigs | Op::Audit | Op::Status | Op::OpenApi => {
+        Op::GuardPause => Change::GuardState { flag: p(0), state: "paused", restart: false },
+        Op::GuardResume => Change::GuardState { flag: p(0), state: "armed", restart: false },
+        Op::GuardRearm => Change::GuardState { flag: p(0), state: "armed", restart: true },
+        Op::ListFlags | Op::GetFlag | Op::ListAiConfigs | Op::Audit | Op::Status | Op::OpenApi | Op::Guards => {
             return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "not a change"))
         }
     })

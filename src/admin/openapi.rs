@@ -55,6 +55,18 @@ fn describe(op: Op) -> (&'static str, bool, Option<Value>) {
             ),
         ),
         Op::Audit => ("Read the audit log, newest first.", false, None),
+        Op::Guards => (
+            "Guards per flag and metric: samples per arm, estimates, the interval, Λ, the decision and the ramp step.",
+            false,
+            None,
+        ),
+        Op::GuardPause => {
+            ("Pause a flag's guard: no ramp steps and no trips until resumed.", true, body(json!({}), &[]))
+        }
+        Op::GuardResume => ("Resume a paused guard where its ramp was.", true, body(json!({}), &[])),
+        Op::GuardRearm => {
+            ("Re-arm a guard after a rollback; a ramp starts again from its first step.", true, body(json!({}), &[]))
+        }
         Op::Status => ("The current revision and how the last reload of the config file went.", false, None),
         Op::OpenApi => ("This document.", false, None),
     }

@@ -53,6 +53,9 @@ pub struct FlagConfig {
     /// A routing flag: what to do when the chosen version is disabled.
     #[serde(default)]
     pub when_disabled: WhenDisabled,
+    /// A routing flag: compare a treatment with control and act on regressions.
+    #[serde(default)]
+    pub guard: Option<super::guard::GuardConfig>,
 }
 
 fn yes() -> bool {

@@ -8,6 +8,7 @@
 
 pub mod aiconfig;
 pub mod flags;
+pub mod guard;
 mod validate;
 pub mod values;
 pub mod yaml;

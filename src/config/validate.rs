@@ -20,6 +20,12 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     providers(config, &mut problems);
     clients(config, &mut problems);
     admin(config, &mut problems);
+    for (key, flag) in &config.flags {
+        if let Some(guard) = &flag.guard {
+            let names: Vec<&str> = flag.variations.iter().map(|v| v.name.as_str()).collect();
+            super::guard::validate(&format!("flags.{key}.guard"), guard, &names, &mut problems);
+        }
+    }
     aliases(config, &mut problems);
     flag_keys(config, &mut problems);
     problems

@@ -2,3 +2,6 @@
 //! while traffic flows, and (next) the guard task and ramps that act on them.
 
 pub mod stats;
+pub mod task;
+
+pub use task::{FlagStatus, Guards};

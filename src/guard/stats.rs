@@ -40,7 +40,7 @@ pub struct Test {
     pub alpha: f64,
     pub margin: Margin,
     /// The mixing scale; `None`: the margin, or for a zero margin the size of effect worth
-    /// catching — the control's own rate for proportions (a doubling, at least 0.5 points),
+    /// catching — the control's own rate for proportions (a doubling, at least 2 points),
     /// ln 1.1 for latencies, 10 % of the control's mean for plain means.
     pub tau: Option<f64>,
     pub direction: Direction,
@@ -60,7 +60,7 @@ pub struct Estimate {
     pub margin: f64,
     /// τ.
     pub tau: f64,
-    /// Λ (capped at `f64::MAX`).
+    /// Λ (capped at `f64::MAX`); at most 1 when Δ̂ ≤ δ (no evidence in the bad direction).
     pub lambda: f64,
     /// The always-valid (1 − α) interval of Δ.
     pub low: f64,
@@ -104,7 +104,12 @@ fn estimate(control: f64, treatment: f64, variance: f64, margin: f64, default_ta
     };
     let delta = sign * (treatment - control);
     let tau = test.tau.filter(|t| *t > 0.0).unwrap_or(if margin > 0.0 { margin } else { default_tau });
-    let lambda = log_lambda(delta, variance, margin, tau).exp().min(f64::MAX);
+    // One-sided: only an estimate beyond the margin is evidence of a regression.
+    let lambda = if delta > margin {
+        log_lambda(delta, variance, margin, tau).exp().min(f64::MAX)
+    } else {
+        1.0f64.min(log_lambda(delta, variance, margin, tau).exp())
+    };
     let h = half_width(variance, tau, test.alpha);
     Estimate { control, treatment, delta, variance, margin, tau, lambda, low: delta - h, high: delta + h }
 }
@@ -126,7 +131,7 @@ pub fn proportions(control: (u64, u64), treatment: (u64, u64), test: &Test) -> E
         Margin::Absolute(m) => m,
         Margin::Relative(r) => r * pc,
     };
-    let default_tau = pc.max(0.005);
+    let default_tau = pc.max(0.02);
     estimate(pc, pt, var(control) + var(treatment), margin.max(0.0), default_tau, test)
 }
 

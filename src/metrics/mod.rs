@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 pub use guard::{bucket_lower_bound, latency_bucket, GuardSnapshot, GuardStats, LogMoments, LATENCY_BUCKETS};
@@ -79,6 +79,8 @@ pub struct Metrics {
     config_revision: IntGauge,
     reload_errors: IntCounter,
     reload_ok: IntGauge,
+    guard_state: IntGaugeVec,
+    guard_trips: IntCounterVec,
     missing_variables: IntCounterVec,
     /// Guard statistics by (flag, variation): kept across snapshots, like the counters.
     guards: Mutex<HashMap<(String, String), Arc<GuardStats>>>,
@@ -158,6 +160,17 @@ impl Metrics {
             "1 when the last reload of the config file was applied or found nothing to change, 0 when it was refused.",
         )?;
         reload_ok.set(1);
+        let guard_state = IntGaugeVec::new(
+            Opts::new(
+                "sluice_guard_state",
+                "Each guarded metric: 0 pass, 1 insufficient data, 2 tripped or paused, 3 rolled back.",
+            ),
+            &["flag", "metric"],
+        )?;
+        let guard_trips = IntCounterVec::new(
+            Opts::new("sluice_guard_trips_total", "Guard trips (a regression or the circuit breaker)."),
+            &["flag", "metric"],
+        )?;
         let missing_variables = IntCounterVec::new(
             Opts::new(
                 "sluice_template_missing_variables_total",
@@ -177,6 +190,8 @@ impl Metrics {
         registry.register(Box::new(missing_variables.clone()))?;
         registry.register(Box::new(reload_errors.clone()))?;
         registry.register(Box::new(reload_ok.clone()))?;
+        registry.register(Box::new(guard_state.clone()))?;
+        registry.register(Box::new(guard_trips.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Metrics {
@@ -192,6 +207,8 @@ impl Metrics {
             config_revision,
             reload_errors,
             reload_ok,
+            guard_state,
+            guard_trips,
             missing_variables,
             guards: Mutex::new(HashMap::new()),
         })
@@ -248,6 +265,15 @@ impl Metrics {
     /// Forget the rollout weights of flags that no longer exist.
     pub fn clear_rollout_weights(&self) {
         self.rollout_weight.reset();
+    }
+
+    /// A guarded metric's state (off the request path: a label lookup is fine here).
+    pub fn set_guard_state(&self, flag: &str, metric: &str, value: i64) {
+        self.guard_state.with_label_values(&[flag, metric]).set(value);
+    }
+
+    pub fn guard_tripped(&self, flag: &str, metric: &str) {
+        self.guard_trips.with_label_values(&[flag, metric]).inc();
     }
 
     pub fn reload_succeeded(&self) {

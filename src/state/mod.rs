@@ -152,6 +152,11 @@ pub enum Change {
     AddVersion { ai_config: String, version: Value },
     /// A flag as it was at an earlier revision.
     Rollback { flag: String, revision: u64 },
+    /// A flag's whole new document (the guard's trips and ramp steps).
+    ReplaceFlag { flag: String, value: Value },
+    /// A flag's guard state, set by a person: pause, resume, re-arm (`restart`: a ramp
+    /// starts again from its first step).
+    GuardState { flag: String, state: &'static str, restart: bool },
     /// The config file was (re)loaded: its whole value (the static part of the
     /// configuration) and its documents.
     File { base: Value, docs: Docs },
@@ -166,7 +171,9 @@ impl Change {
             | Change::Fallthrough { flag, .. }
             | Change::RuleVariation { flag, .. }
             | Change::PointVariation { flag, .. }
-            | Change::Rollback { flag, .. } => Some(flag),
+            | Change::Rollback { flag, .. }
+            | Change::ReplaceFlag { flag, .. }
+            | Change::GuardState { flag, .. } => Some(flag),
             Change::AddVersion { .. } | Change::File { .. } => None,
         }
     }
@@ -541,6 +548,22 @@ fn edit(docs: &mut Docs, change: &Change) -> Result<(), ChangeError> {
                 }
             }
             versions.push(version.clone());
+        }
+        Change::ReplaceFlag { flag, value } => {
+            flag_mut(docs, flag)?;
+            docs.flags.insert(flag.clone(), value.clone());
+        }
+        Change::GuardState { flag, state, restart } => {
+            let f = flag_mut(docs, flag)?;
+            let guard = f
+                .get_mut("guard")
+                .and_then(Value::as_object_mut)
+                .ok_or_else(|| ChangeError::NotFound(format!("flag `{flag}` has no guard")))?;
+            guard.insert("state".into(), Value::String(state.to_string()));
+            if *restart {
+                guard.insert("step".into(), Value::from(0));
+                guard.remove("step_started");
+            }
         }
         Change::Rollback { .. } | Change::File { .. } => {}
     }

@@ -1,0 +1,246 @@
+//! A flag's `guard:` section: which variations to compare, on which metrics, how strictly,
+//! what to do on a regression, and the ramp. Its runtime state (`state`, `step`,
+//! `step_started`) lives in the same document, so every guard decision is a revision.
+
+use serde::Deserialize;
+
+use super::values::HumanDuration;
+use super::Problem;
+
+/// `guard:` of a flag.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// The variation everyone is compared with.
+    pub control: String,
+    /// The variation under test.
+    pub treatment: String,
+    pub metrics: Vec<GuardMetric>,
+    /// The overall false-trip rate, split evenly across the metrics.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Below this many requests in either arm (per step), nothing is decided.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u64,
+    /// Proportions (error rate, tail share) also need this many events in both arms together.
+    #[serde(default = "default_min_events")]
+    pub min_events: u64,
+    #[serde(default = "default_interval")]
+    pub check_interval: HumanDuration,
+    #[serde(default)]
+    pub on_trip: OnTrip,
+    /// Acts at once, without waiting for the floor.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreaker,
+    /// Steps of the treatment's share of the fallthrough; empty: no ramp.
+    #[serde(default)]
+    pub ramp: Vec<RampStep>,
+    /// Told (POST, JSON) about trips and ramp steps.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// Runtime state, written by the guard: `armed`, `paused` or `rolled_back`.
+    #[serde(default)]
+    pub state: GuardState,
+    /// Runtime state: the current ramp step (index into `ramp`).
+    #[serde(default)]
+    pub step: usize,
+    /// Runtime state: when the current step started (RFC 3339).
+    #[serde(default)]
+    pub step_started: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardState {
+    #[default]
+    Armed,
+    Paused,
+    RolledBack,
+}
+
+impl GuardState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuardState::Armed => "armed",
+            GuardState::Paused => "paused",
+            GuardState::RolledBack => "rolled_back",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTrip {
+    /// The treatment's traffic goes to control.
+    #[default]
+    Rollback,
+    /// The ramp stops where it is.
+    Pause,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricKind {
+    ErrorRate,
+    Latency,
+    Ttft,
+    LatencyTail,
+    OutputTokens,
+}
+
+impl MetricKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::ErrorRate => "error_rate",
+            MetricKind::Latency => "latency",
+            MetricKind::Ttft => "ttft",
+            MetricKind::LatencyTail => "latency_tail",
+            MetricKind::OutputTokens => "output_tokens",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectionConfig {
+    /// More is worse.
+    #[default]
+    Increase,
+    /// Less is worse.
+    Decrease,
+}
+
+/// One guarded metric. `margin`: a number is absolute (a proportion for `error_rate` and
+/// `latency_tail`, seconds for `latency` and `ttft`, tokens for `output_tokens`); a string
+/// such as `"15%"` is relative to control.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardMetric {
+    pub metric: MetricKind,
+    #[serde(default)]
+    pub margin: Option<MarginConfig>,
+    #[serde(default)]
+    pub direction: DirectionConfig,
+    /// The mSPRT's mixing scale, in the test's units (a proportion; a log-shift for
+    /// latencies; tokens); default: the margin, or the size of effect worth catching.
+    #[serde(default)]
+    pub tau: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum MarginConfig {
+    Absolute(f64),
+    Text(String),
+}
+
+impl MarginConfig {
+    /// `Ok(Err(relative))` or `Ok(Ok(absolute))`.
+    pub fn parse(&self) -> Result<crate::guard::stats::Margin, String> {
+        use crate::guard::stats::Margin;
+        match self {
+            MarginConfig::Absolute(v) if *v >= 0.0 && v.is_finite() => Ok(Margin::Absolute(*v)),
+            MarginConfig::Absolute(v) => Err(format!("must be a number ≥ 0 (got {v})")),
+            MarginConfig::Text(t) => {
+                let pct = t.trim().strip_suffix('%').and_then(|n| n.trim().trim_start_matches('+').parse::<f64>().ok());
+                match pct {
+                    Some(p) if p >= 0.0 && p.is_finite() => Ok(Margin::Relative(p / 100.0)),
+                    _ => Err(format!("`{t}`: write a number (absolute) or a percentage such as \"15%\" (relative)")),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// Trip when the treatment's error rate is above this…
+    pub error_rate: f64,
+    /// …after at least this many treatment requests.
+    pub min_requests: u64,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker { error_rate: 0.5, min_requests: 20 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RampStep {
+    /// The treatment's share of the fallthrough, in percent.
+    pub percent: f64,
+    /// The step lasts at least this long…
+    #[serde(default = "default_step_duration")]
+    pub min_duration: HumanDuration,
+    /// …and until both arms have this many requests in the step.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u64,
+}
+
+fn default_alpha() -> f64 {
+    0.05
+}
+fn default_min_samples() -> u64 {
+    500
+}
+fn default_min_events() -> u64 {
+    5
+}
+fn default_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+fn default_step_duration() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(600))
+}
+
+/// Semantic checks of a flag's guard (`at` is its path).
+pub fn validate(at: &str, guard: &GuardConfig, variations: &[&str], problems: &mut Vec<Problem>) {
+    for (field, name) in [("control", &guard.control), ("treatment", &guard.treatment)] {
+        if !variations.contains(&name.as_str()) {
+            problems.push(Problem::new(format!("{at}.{field}"), format!("no variation `{name}` in this flag")));
+        }
+    }
+    if guard.control == guard.treatment {
+        problems.push(Problem::new(format!("{at}.treatment"), "must differ from `control`"));
+    }
+    if guard.metrics.is_empty() {
+        problems.push(Problem::new(format!("{at}.metrics"), "list at least one metric to guard"));
+    }
+    for (i, m) in guard.metrics.iter().enumerate() {
+        if let Some(Err(e)) = m.margin.as_ref().map(MarginConfig::parse) {
+            problems.push(Problem::new(format!("{at}.metrics[{i}].margin"), e));
+        }
+    }
+    if !(guard.alpha > 0.0 && guard.alpha < 1.0) {
+        problems.push(Problem::new(format!("{at}.alpha"), "must be between 0 and 1"));
+    }
+    if guard.check_interval.0.is_zero() {
+        problems.push(Problem::new(format!("{at}.check_interval"), "must be greater than zero"));
+    }
+    if !(guard.circuit_breaker.error_rate > 0.0 && guard.circuit_breaker.error_rate <= 1.0) {
+        problems.push(Problem::new(format!("{at}.circuit_breaker.error_rate"), "must be above 0 and at most 1"));
+    }
+    let mut last = 0.0;
+    for (i, s) in guard.ramp.iter().enumerate() {
+        if !(s.percent > last && s.percent <= 100.0) {
+            problems.push(Problem::new(format!("{at}.ramp[{i}].percent"), "steps must grow, above 0 and at most 100"));
+        }
+        last = s.percent;
+    }
+    if !guard.ramp.is_empty() && guard.step >= guard.ramp.len() {
+        problems.push(Problem::new(format!("{at}.step"), "is past the last ramp step"));
+    }
+    if let Some(url) = &guard.webhook {
+        if url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| u.scheme_str().map(str::to_string))
+            .is_none_or(|s| s != "http" && s != "https")
+        {
+            problems.push(Problem::new(format!("{at}.webhook"), "must be an http:// or https:// URL"));
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Guarded releases end to end: a treatment whose provider fails is rolled back through the
+//! write path (audit entry, webhook, metrics), equal arms are left alone, and a ramp moves
+//! through its steps.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const WRITE: &str = "admin-write-token-0123456789";
+
+fn guarded_config(treatment_error_rate: f64, webhook: &str, guard_extra: &str, fallthrough: &str) -> String {
+    config("http://127.0.0.1:9/v1", "").replace("\naliases:\n  fast: up/gpt-x\n", "\n")
+        + &format!(
+            r#"  good:
+    kind: mock
+  flaky:
+    kind: mock
+    mock: {{error_rate: {treatment_error_rate}, error_status: 500}}
+aliases:
+  fast: up/gpt-x
+admin:
+  tokens:
+    - {{name: ops, token: {WRITE}, role: write}}
+ai_configs:
+  bot:
+    versions:
+      - {{version: 1, provider: good, model: m1}}
+      - {{version: 2, provider: flaky, model: m2}}
+flags:
+  bot:
+    variations:
+      - {{name: control, ai_config: bot, version: 1}}
+      - {{name: treatment, ai_config: bot, version: 2}}
+    fallthrough: {fallthrough}
+    guard:
+      control: control
+      treatment: treatment
+      metrics:
+        - {{metric: error_rate}}
+        - {{metric: latency, margin: "50%"}}
+      min_samples: 40
+      min_events: 3
+      check_interval: 50ms
+      circuit_breaker: {{error_rate: 0.9, min_requests: 20}}
+      webhook: {webhook}
+{guard_extra}"#
+        )
+}
+
+const TEN_PERCENT: &str =
+    "{rollout: {variations: [{variation: control, percent: 90}, {variation: treatment, percent: 10}]}}";
+
+async fn admin_get(gw: &Running, path: &str) -> Value {
+    send(gw.admin_addr, get(path, Some(WRITE))).await.json()
+}
+
+/// Send requests with distinct users until `done` says so (checked every 100), at most `max`.
+async fn traffic(gw: &Running, prefix: &str, max: usize, done: impl AsyncFn() -> bool) -> usize {
+    let mut conn = Conn::open(gw.data_addr).await;
+    for i in 0..max {
+        conn.send(chat("bot", &[], &format!(r#","user":"{prefix}-{i}""#))).await;
+        if i % 100 == 99 && done().await {
+            return i + 1;
+        }
+    }
+    max
+}
+
+#[tokio::test]
+async fn a_failing_treatment_is_rolled_back_and_everyone_says_why() {
+    let hook = Upstream::start(json_reply("{}")).await;
+    let gw = gateway(&guarded_config(0.2, &format!("http://{}/hook", hook.addr), "", TEN_PERCENT)).await;
+    let sent = traffic(&gw, "u", 4000, async || {
+        admin_get(&gw, "/admin/v1/flags/bot").await["flag"]["definition"]["guard"]["state"] == "rolled_back"
+    })
+    .await;
+    let flag = admin_get(&gw, "/admin/v1/flags/bot").await;
+    assert_eq!(flag["flag"]["definition"]["guard"]["state"], "rolled_back", "after {sent} requests: {flag}");
+    eprintln!("rolled back after {sent} requests");
+
+    // Later traffic all reaches control.
+    let mut conn = Conn::open(gw.data_addr).await;
+    for i in 0..200 {
+        let a = conn.send(chat("bot", &[], &format!(r#","user":"after-{i}""#))).await;
+        assert_eq!(a.header("x-sluice-variation"), "control");
+    }
+    // The audit entry says why.
+    let audit = admin_get(&gw, "/admin/v1/audit?flag=bot").await;
+    let entry = &audit["entries"][0];
+    assert_eq!(entry["actor"], "guard");
+    let reason = entry["reason"].as_str().unwrap();
+    assert!(reason.contains("error_rate") && reason.contains("Λ") && reason.contains("interval"), "{reason}");
+    // The webhook was told, off the data plane.
+    for _ in 0..100 {
+        if hook.calls.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let call = hook.last().json();
+    assert_eq!((&call["event"], &call["flag"], &call["metric"]), (&json!("trip"), &json!("bot"), &json!("error_rate")));
+    assert!(call["lambda"].as_f64().unwrap() >= 20.0 && call["treatment_samples"].as_u64().unwrap() >= 40, "{call}");
+    // Metrics, and the status endpoint.
+    let metrics = send(gw.admin_addr, get("/metrics", None)).await.text();
+    assert!(metrics.contains(r#"sluice_guard_trips_total{flag="bot",metric="error_rate"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"sluice_guard_state{flag="bot",metric="error_rate"} 3"#), "{metrics}");
+    let guards = admin_get(&gw, "/admin/v1/guards").await;
+    assert_eq!(guards["guards"][0]["state"], "rolled_back");
+    assert!(guards["guards"][0]["metrics"][0]["treatment_samples"].as_u64().unwrap() > 0);
+
+    // Sticky until a person re-arms it.
+    let rearm = json!({"reason": "fixed the provider"});
+    let a = send(gw.admin_addr, {
+        let mut r = post("/admin/v1/flags/bot/guard/rearm", None, &rearm.to_string());
+        r.headers_mut().insert("authorization", format!("Bearer {WRITE}").parse().unwrap());
+        r
+    })
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(admin_get(&gw, "/admin/v1/flags/bot").await["flag"]["definition"]["guard"]["state"], "armed");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn equal_arms_are_left_alone() {
+    let hook = Upstream::start(json_reply("{}")).await;
+    let gw = gateway(&guarded_config(0.0, &format!("http://{}/hook", hook.addr), "", TEN_PERCENT)).await;
+    traffic(&gw, "u", 1500, async || false).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let guards = admin_get(&gw, "/admin/v1/guards").await;
+    assert_eq!(guards["guards"][0]["state"], "armed", "{guards}");
+    let decisions: Vec<&str> =
+        guards["guards"][0]["metrics"].as_array().unwrap().iter().map(|m| m["decision"].as_str().unwrap()).collect();
+    // No errors at all: the error rate has too few events to decide; latency passes.
+    assert_eq!(decisions, ["insufficient", "pass"], "{guards}");
+    assert_eq!(hook.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_ramp_with_short_steps_advances_to_100_percent() {
+    let hook = Upstream::start(json_reply("{}")).await;
+    let ramp = "      ramp:\n        - {percent: 10, min_duration: 50ms, min_samples: 5}\n        - {percent: 50, min_duration: 50ms, min_samples: 5}\n        - {percent: 100, min_duration: 50ms, min_samples: 5}\n";
+    let gw = gateway(&guarded_config(0.0, &format!("http://{}/hook", hook.addr), ramp, "{variation: control}")).await;
+    let sent = traffic(&gw, "u", 3000, async || {
+        admin_get(&gw, "/admin/v1/flags/bot").await["flag"]["definition"]["guard"]["step"] == 2
+    })
+    .await;
+    let flag = admin_get(&gw, "/admin/v1/flags/bot").await;
+    assert_eq!(flag["flag"]["definition"]["guard"]["step"], 2, "after {sent} requests: {flag}");
+    let weights = &flag["flag"]["fallthrough"]["rollout"]["variations"];
+    assert_eq!(weights[0], json!({"variation": "treatment", "percent": 100.0}), "{flag}");
+    let audit = admin_get(&gw, "/admin/v1/audit?flag=bot").await;
+    let steps = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"].as_str().unwrap().contains("ramp step"))
+        .count();
+    assert_eq!(steps, 3, "each step is an audited revision: {audit}");
+    gw.shutdown().await;
+}
