@@ -54,6 +54,25 @@ flags:
 const TEN_PERCENT: &str =
     "{rollout: {variations: [{variation: control, percent: 90}, {variation: treatment, percent: 10}]}}";
 
+/// `sluice ctl` against `gw`: success and stdout (or stderr).
+async fn ctl(gw: &Running, args: &[&str]) -> (bool, String) {
+    let url = format!("http://{}", gw.admin_addr);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("ctl")
+            .args(&args)
+            .env("SLUICE_ADMIN_URL", url)
+            .env("SLUICE_ADMIN_TOKEN", WRITE)
+            .output()
+            .unwrap();
+        let text = if out.status.success() { out.stdout } else { out.stderr };
+        (out.status.success(), String::from_utf8_lossy(&text).into_owned())
+    })
+    .await
+    .unwrap()
+}
+
 async fn admin_get(gw: &Running, path: &str) -> Value {
     send(gw.admin_addr, get(path, Some(WRITE))).await.json()
 }
@@ -110,18 +129,20 @@ async fn a_failing_treatment_is_rolled_back_and_everyone_says_why() {
     assert!(metrics.contains(r#"sluice_guard_state{flag="bot",metric="error_rate"} 3"#), "{metrics}");
     let guards = admin_get(&gw, "/admin/v1/guards").await;
     assert_eq!(guards["guards"][0]["state"], "rolled_back");
-    assert!(guards["guards"][0]["metrics"][0]["treatment_samples"].as_u64().unwrap() > 0);
+    assert_eq!(guards["guards"][0]["metrics"][0]["metric"], "error_rate", "{guards}");
+
+    let (ok, table) = ctl(&gw, &["guards"]).await;
+    assert!(ok && table.contains("rolled_back") && table.contains("error_rate"), "{table}");
 
     // Sticky until a person re-arms it.
-    let rearm = json!({"reason": "fixed the provider"});
-    let a = send(gw.admin_addr, {
-        let mut r = post("/admin/v1/flags/bot/guard/rearm", None, &rearm.to_string());
-        r.headers_mut().insert("authorization", format!("Bearer {WRITE}").parse().unwrap());
-        r
-    })
-    .await;
-    assert_eq!(a.status, 200, "{}", a.text());
-    assert_eq!(admin_get(&gw, "/admin/v1/flags/bot").await["flag"]["definition"]["guard"]["state"], "armed");
+    let (ok, out) = ctl(&gw, &["guard", "rearm", "bot", "--reason", "fixed the provider"]).await;
+    assert!(ok, "{out}");
+    let audit = admin_get(&gw, "/admin/v1/audit?flag=bot&limit=3").await;
+    assert_eq!(
+        admin_get(&gw, "/admin/v1/flags/bot").await["flag"]["definition"]["guard"]["state"],
+        "armed",
+        "{out} {audit}"
+    );
     gw.shutdown().await;
 }
 

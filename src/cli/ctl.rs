@@ -116,6 +116,35 @@ enum CtlCommand {
     },
     /// The current revision and how the last reload of the config file went.
     Status,
+    /// Guards per flag and metric: samples, estimates, interval, Λ, decision, ramp step.
+    Guards,
+    /// A flag's guard: pause it, resume it, or re-arm it after a rollback.
+    Guard {
+        #[command(subcommand)]
+        command: GuardCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GuardCommand {
+    /// No trips and no ramp steps until resumed.
+    Pause {
+        flag: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Go on where the ramp was.
+    Resume {
+        flag: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// After a rollback: arm again (a ramp starts from its first step).
+    Rearm {
+        flag: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +260,16 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
             (Method::GET, format!("/audit?{}", q.join("&")), None, None)
         }
         CtlCommand::Status => (Method::GET, "/status".to_string(), None, None),
+        CtlCommand::Guards => (Method::GET, "/guards".to_string(), None, None),
+        CtlCommand::Guard { command } => {
+            let (flag, change, action) = match command {
+                GuardCommand::Pause { flag, change } => (flag, change, "pause"),
+                GuardCommand::Resume { flag, change } => (flag, change, "resume"),
+                GuardCommand::Rearm { flag, change } => (flag, change, "rearm"),
+            };
+            let (b, m) = with_reason(change, json!({}));
+            (Method::POST, format!("/flags/{}/guard/{action}", encode(flag)), Some(b), m)
+        }
     };
     let value = call(args, method, &path, body, if_match).await?;
     if args.json {
@@ -427,6 +466,30 @@ fn render(command: &CtlCommand, v: &Value) -> String {
                 (Some(t), _) => format!("REFUSED at {t}: {}", text(&r["error"])),
             };
             format!("revision    {}\nlast reload {reload}\n", text(&v["revision"]))
+        }
+        CtlCommand::Guards => {
+            let mut rows = Vec::new();
+            for g in v["guards"].as_array().into_iter().flatten() {
+                let step = match (g["step"].as_u64(), g["percent"].as_f64()) {
+                    (Some(s), Some(p)) => format!("{} ({p}%)", s + 1),
+                    _ => "-".into(),
+                };
+                for m in g["metrics"].as_array().into_iter().flatten() {
+                    let f = |x: &Value| x.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
+                    rows.push(vec![
+                        text(&g["flag"]),
+                        text(&g["state"]),
+                        step.clone(),
+                        text(&m["metric"]),
+                        format!("{} / {}", text(&m["control_samples"]), text(&m["treatment_samples"])),
+                        f(&m["estimate"]),
+                        format!("[{}, {}]", f(&m["interval"][0]), f(&m["interval"][1])),
+                        m["lambda"].as_f64().map_or("-".into(), |l| format!("{l:.3e}")),
+                        text(&m["decision"]),
+                    ]);
+                }
+            }
+            table(&["FLAG", "STATE", "STEP", "METRIC", "SAMPLES C/T", "ESTIMATE", "INTERVAL", "Λ", "DECISION"], &rows)
         }
         _ => format!("ok: revision {} ({} object(s) changed)\n", text(&v["revision"]), text(&v["changes"])),
     }

@@ -43,7 +43,7 @@ pub enum Command {
     /// Run a fast fake OpenAI-compatible provider (for demos, tests and load tests).
     MockProvider(mock::MockArgs),
     /// Drive the admin API: flags, kill, restore, rollout, promote, point, rollback,
-    /// versions, audit, status.
+    /// versions, audit, status, guards, guard pause|resume|rearm.
     Ctl(ctl::CtlArgs),
 }
 

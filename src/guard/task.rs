@@ -121,17 +121,29 @@ impl Guards {
                 continue;
             };
             seen.push(flag.clone());
-            self.check(flag, doc, &guard, current.revision, &metrics, now);
+            let changed_at = current.flag_revisions.get(flag).copied().unwrap_or(0);
+            self.check(flag, doc, &guard, (current.revision, changed_at), &metrics, now);
         }
         self.windows.lock().unwrap_or_else(PoisonError::into_inner).retain(|f, _| seen.contains(f));
         self.status.lock().unwrap_or_else(PoisonError::into_inner).retain(|f, _| seen.contains(f));
     }
 
-    fn check(&self, flag: &str, doc: &Value, guard: &GuardConfig, revision: u64, metrics: &Metrics, now: Instant) {
+    /// `revisions`: the current revision (for `If-Match`) and the one that last changed the
+    /// flag (any change of the flag — a step, a re-arm, a new split — starts a new window).
+    fn check(
+        &self,
+        flag: &str,
+        doc: &Value,
+        guard: &GuardConfig,
+        revisions: (u64, u64),
+        metrics: &Metrics,
+        now: Instant,
+    ) {
+        let (revision, changed_at) = revisions;
         let control_stats = metrics.guard_stats(flag, &guard.control).snapshot();
         let treatment_stats = metrics.guard_stats(flag, &guard.treatment).snapshot();
         let identity = format!(
-            "{}|{}|{}|{}|{:?}|{:?}",
+            "{changed_at}|{}|{}|{}|{}|{:?}|{:?}",
             guard.control,
             guard.treatment,
             guard.step,
