@@ -185,3 +185,34 @@ async fn a_ramp_with_short_steps_advances_to_100_percent() {
     assert_eq!(steps, 3, "each step is an audited revision: {audit}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_restart_mid_ramp_resumes_the_step() {
+    let dir = std::env::temp_dir().join(format!("sluice-ramp-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let hook = Upstream::start(json_reply("{}")).await;
+    let ramp = "      ramp:\n        - {percent: 10, min_duration: 50ms, min_samples: 5}\n        - {percent: 50, min_duration: 1h, min_samples: 5}\n        - {percent: 100, min_duration: 1h, min_samples: 5}\n";
+    let yaml = guarded_config(0.0, &format!("http://{}/hook", hook.addr), ramp, "{variation: control}")
+        .replace("admin:\n", &format!("state: {{dir: {}}}\nadmin:\n", dir.display()));
+    let gw = gateway(&yaml).await;
+    traffic(&gw, "u", 3000, async || {
+        admin_get(&gw, "/admin/v1/flags/bot").await["flag"]["definition"]["guard"]["step"] == 1
+    })
+    .await;
+    let before = admin_get(&gw, "/admin/v1/flags/bot").await["flag"].clone();
+    assert_eq!(before["definition"]["guard"]["step"], 1, "{before}");
+    gw.shutdown().await;
+
+    let gw = gateway(&yaml).await;
+    traffic(&gw, "v", 300, async || false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = admin_get(&gw, "/admin/v1/flags/bot").await["flag"].clone();
+    assert_eq!(after["definition"]["guard"]["step"], 1, "the step survives the restart: {after}");
+    assert_eq!(
+        after["definition"]["guard"]["step_started"], before["definition"]["guard"]["step_started"],
+        "and its start time"
+    );
+    assert_eq!(after["fallthrough"]["rollout"]["variations"][0]["percent"], 50.0);
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
