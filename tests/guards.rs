@@ -216,3 +216,19 @@ async fn a_restart_mid_ramp_resumes_the_step() {
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_circuit_breaker_acts_below_the_floor() {
+    let hook = Upstream::start(json_reply("{}")).await;
+    let yaml = guarded_config(1.0, &format!("http://{}/hook", hook.addr), "", TEN_PERCENT)
+        .replace("min_samples: 40", "min_samples: 100000");
+    let gw = gateway(&yaml).await;
+    let sent = traffic(&gw, "u", 2000, async || {
+        admin_get(&gw, "/admin/v1/flags/bot").await["flag"]["definition"]["guard"]["state"] == "rolled_back"
+    })
+    .await;
+    assert!(sent < 2000, "the breaker tripped long before the floor of 100,000");
+    let audit = admin_get(&gw, "/admin/v1/audit?flag=bot").await;
+    assert!(audit["entries"][0]["reason"].as_str().unwrap().contains("circuit_breaker"), "{audit}");
+    gw.shutdown().await;
+}
