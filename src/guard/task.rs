@@ -233,6 +233,7 @@ impl Guards {
                 },
             });
             metrics.set_guard_state(flag, m.metric.as_str(), guard_value(guard.state, decision));
+            metrics.guard_trips_seen(flag, m.metric.as_str());
             if decision == Decision::Trip && tripped.is_none() {
                 tripped = Some((m.metric, e));
             }

@@ -272,6 +272,11 @@ impl Metrics {
         self.guard_state.with_label_values(&[flag, metric]).set(value);
     }
 
+    /// Make the trip counter of a guarded metric visible (at 0) before its first trip.
+    pub fn guard_trips_seen(&self, flag: &str, metric: &str) {
+        let _ = self.guard_trips.with_label_values(&[flag, metric]);
+    }
+
     pub fn guard_tripped(&self, flag: &str, metric: &str) {
         self.guard_trips.with_label_values(&[flag, metric]).inc();
     }
