@@ -8,6 +8,7 @@
 //! Kinds: `openai` (any OpenAI-compatible server) and `mock` (the built-in fake, called
 //! in-process). Providers know nothing about targeting.
 
+pub mod anthropic;
 mod error;
 
 use std::sync::Arc;
