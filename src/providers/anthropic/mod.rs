@@ -1,4 +1,6 @@
 //! Translation between OpenAI chat completions and Anthropic Messages, as pure functions
-//! tested without I/O. This holds the request side; no provider kind uses it yet.
+//! tested without I/O. This holds the request, response and streaming sides; no provider kind uses them yet.
 
 pub mod request;
+pub mod response;
+pub mod stream;
