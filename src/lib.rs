@@ -31,5 +31,6 @@ pub mod providers;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;
+pub mod sse_event;
 pub mod state;
 pub mod worker;

@@ -158,26 +158,47 @@ fn admin(config: &Config, problems: &mut Vec<Problem>) {
         } else if !names.insert(t.name.as_str()) {
             problems.push(Problem::new(format!("{at}.name"), format!("`{}` is used by another token", t.name)));
         }
-        let digest = match (&t.token, &t.token_sha256) {
-            (Some(token), None) if token.expose().len() < 16 => {
-                problems.push(Problem::new(format!("{at}.token"), "must be at least 16 characters"));
-                continue;
-            }
-            (Some(token), None) => crate::auth::digest(token.expose().as_bytes()),
-            (None, Some(hex)) => match crate::auth::parse_digest(hex) {
-                Some(d) => d,
-                None => {
-                    problems.push(Problem::new(format!("{at}.token_sha256"), "must be 64 hexadecimal digits"));
-                    continue;
-                }
-            },
-            _ => {
-                problems.push(Problem::new(&at, "set exactly one of `token` or `token_sha256`"));
-                continue;
-            }
+        let Some(digest) = secret_digest(&at, "token", t.token.as_ref(), t.token_sha256.as_deref(), 16, problems)
+        else {
+            continue;
         };
         if let Some(other) = digests.insert(digest, i) {
             problems.push(Problem::new(&at, format!("has the same token as admin.tokens[{other}]")));
+        }
+    }
+}
+
+/// The SHA-256 digest of a secret given either as itself (`field`, at least `min_len`
+/// characters) or as its digest (`{field}_sha256`, hex); `None` after reporting a problem.
+fn secret_digest(
+    at: &str,
+    field: &str,
+    secret: Option<&super::values::Secret>,
+    hex: Option<&str>,
+    min_len: usize,
+    problems: &mut Vec<Problem>,
+) -> Option<crate::auth::KeyDigest> {
+    match (secret, hex) {
+        (Some(s), None) if s.expose().len() < min_len => {
+            let message = if min_len <= 1 {
+                "cannot be empty".to_string()
+            } else {
+                format!("must be at least {min_len} characters")
+            };
+            problems.push(Problem::new(format!("{at}.{field}"), message));
+            None
+        }
+        (Some(s), None) => Some(crate::auth::digest(s.expose().as_bytes())),
+        (None, Some(hex)) => {
+            let d = crate::auth::parse_digest(hex);
+            if d.is_none() {
+                problems.push(Problem::new(format!("{at}.{field}_sha256"), "must be 64 hexadecimal digits"));
+            }
+            d
+        }
+        _ => {
+            problems.push(Problem::new(at, format!("set exactly one of `{field}` or `{field}_sha256`")));
+            None
         }
     }
 }
@@ -189,23 +210,8 @@ fn clients(config: &Config, problems: &mut Vec<Problem>) {
     let mut digests = std::collections::HashMap::new();
     for (name, c) in &config.clients {
         let at = format!("clients.{name}");
-        let digest = match (&c.key, &c.key_sha256) {
-            (Some(key), None) if key.is_empty() => {
-                problems.push(Problem::new(format!("{at}.key"), "cannot be empty"));
-                continue;
-            }
-            (Some(key), None) => crate::auth::digest(key.expose().as_bytes()),
-            (None, Some(hex)) => match crate::auth::parse_digest(hex) {
-                Some(d) => d,
-                None => {
-                    problems.push(Problem::new(format!("{at}.key_sha256"), "must be 64 hexadecimal digits"));
-                    continue;
-                }
-            },
-            _ => {
-                problems.push(Problem::new(&at, "set exactly one of `key` or `key_sha256`"));
-                continue;
-            }
+        let Some(digest) = secret_digest(&at, "key", c.key.as_ref(), c.key_sha256.as_deref(), 1, problems) else {
+            continue;
         };
         if let Some(other) = digests.insert(digest, name) {
             problems.push(Problem::new(&at, format!("has the same key as client `{other}`")));

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use super::response::{finish_reason, usage};
+use crate::sse_event::{data_of, event_len};
 
 /// The state of one stream.
 #[derive(Debug)]
@@ -60,9 +61,9 @@ impl Translator {
             return out;
         }
         self.partial.extend_from_slice(bytes);
-        while let Some(end) = event_end(&self.partial) {
+        while let Some(end) = event_len(&self.partial) {
             let event: Vec<u8> = self.partial.drain(..end).collect();
-            if let Some(data) = data_of(&event) {
+            if let Some((data, _)) = data_of(&event) {
                 match serde_json::from_slice::<Value>(&data) {
                     Ok(v) => self.event(&v, &mut out),
                     Err(_) => self.error("the provider sent an event that is not JSON", &mut out),
@@ -198,38 +199,6 @@ fn sse(v: &Value, out: &mut Vec<u8>) {
     out.extend_from_slice(b"data: ");
     out.extend_from_slice(v.to_string().as_bytes());
     out.extend_from_slice(b"\n\n");
-}
-
-/// The end of the first complete event (after its blank line).
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
-        let nl = from + i;
-        match &buf[nl + 1..] {
-            [b'\n', ..] => return Some(nl + 2),
-            [b'\r', b'\n', ..] => return Some(nl + 3),
-            _ => from = nl + 1,
-        }
-    }
-    None
-}
-
-/// The `data:` lines of an event, joined.
-fn data_of(event: &[u8]) -> Option<Vec<u8>> {
-    let mut data: Option<Vec<u8>> = None;
-    for line in event.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)) {
-        if let Some(rest) = line.strip_prefix(b"data:") {
-            let value = rest.strip_prefix(b" ").unwrap_or(rest);
-            match &mut data {
-                None => data = Some(value.to_vec()),
-                Some(d) => {
-                    d.push(b'\n');
-                    d.extend_from_slice(value);
-                }
-            }
-        }
-    }
-    data
 }
 
 #[cfg(test)]
