@@ -342,9 +342,10 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[tokio::test]
-async fn the_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing() {
-    let dir = std::env::temp_dir().join(format!("sluice-reload-test-{}", std::process::id()));
+/// A fresh directory `sluice-{name}-test-<pid>` with a config file for a `sluice serve`
+/// process on free ports, its state inside: (dir, config path, admin port, config text).
+fn process_setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, u16, String) {
+    let dir = std::env::temp_dir().join(format!("sluice-{name}-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let (data, admin) = (free_port(), free_port());
@@ -353,7 +354,13 @@ async fn the_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing
         &format!("data: \"127.0.0.1:{data}\", admin: \"127.0.0.1:{admin}\""),
     );
     let cfg = dir.join("sluice.yaml");
-    replace_file(&cfg, &yaml);
+    std::fs::write(&cfg, &yaml).unwrap();
+    (dir, cfg, admin, yaml)
+}
+
+#[tokio::test]
+async fn the_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing() {
+    let (dir, cfg, admin, yaml) = process_setup("reload");
     let p = Process::start(&cfg, admin, &["--watch"]);
     assert_eq!(p.get("/admin/v1/status").await["revision"], 1);
 
@@ -431,16 +438,7 @@ async fn the_openapi_document_lists_exactly_the_endpoints_that_exist() {
 
 #[tokio::test]
 async fn every_acknowledged_change_survives_sigkill() {
-    let dir = std::env::temp_dir().join(format!("sluice-crash-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let (data, admin) = (free_port(), free_port());
-    let yaml = admin_config("http://127.0.0.1:9/v1", Some(&dir.join("state"))).replace(
-        "data: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"",
-        &format!("data: \"127.0.0.1:{data}\", admin: \"127.0.0.1:{admin}\""),
-    );
-    let cfg = dir.join("sluice.yaml");
-    std::fs::write(&cfg, &yaml).unwrap();
+    let (dir, cfg, admin, _) = process_setup("crash");
     let addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
     let mut acknowledged: Vec<(u64, u64)> = Vec::new(); // (revision, percent)
     let mut n = 0u64;
