@@ -20,7 +20,7 @@ use crate::config::flags::{FlagConfig, WhenDisabled};
 use crate::config::{Config, Problem, Targeting};
 use crate::flags::FlagIndex;
 use crate::metrics::{Labels, Metrics, RouteMetrics};
-use crate::providers::Provider;
+use crate::providers::{self, Endpoint, Provider};
 
 /// The `model` label of pass-through requests for a model the provider does not list
 /// (request data never becomes a label value).
@@ -88,6 +88,8 @@ pub struct FlagRoute {
     pub off_variation: Option<usize>,
     pub when_disabled: WhenDisabled,
     pub require_context_key: bool,
+    /// The endpoints apps may call this flag on.
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// One variation of a routing flag.
@@ -303,7 +305,9 @@ fn flag_route(
         let fallbacks = fallback.filter(|&f| f != i).map(|f| metrics.fallback(key, &v.name, &flag.variations[f].name));
         variants.push(Variant { header: name?, metrics: metrics.route(&labels), version, fallbacks });
     }
+    let endpoints = flag_endpoints(key, flag, &variants, problems);
     Some(FlagRoute {
+        endpoints,
         index,
         header: flag_header,
         variants,
@@ -312,6 +316,38 @@ fn flag_route(
         when_disabled: flag.when_disabled,
         require_context_key: flag.require_context_key,
     })
+}
+
+/// The endpoints a routing flag serves: those it lists, each of which every variation's
+/// provider must serve (or else a problem), or by default those they all serve.
+fn flag_endpoints(key: &str, flag: &FlagConfig, variants: &[Variant], problems: &mut Vec<Problem>) -> Vec<Endpoint> {
+    let serve_all = |e: Endpoint| variants.iter().all(|v| providers::serves(v.version.provider.kind_name, e));
+    let Some(listed) = &flag.endpoints else {
+        return Endpoint::ALL.into_iter().filter(|&e| serve_all(e)).collect();
+    };
+    if listed.is_empty() {
+        problems.push(Problem::new(format!("flags.{key}.endpoints"), "list at least one endpoint"));
+    }
+    for (i, &e) in listed.iter().enumerate() {
+        for (v, variant) in flag.variations.iter().zip(variants) {
+            let provider = &variant.version.provider;
+            if !providers::serves(provider.kind_name, e) {
+                problems.push(Problem::new(
+                    format!("flags.{key}.endpoints[{i}]"),
+                    format!(
+                        "variation `{}` routes to the `{}` provider `{}`, which does not serve {}: remove `{}` \
+                         from `endpoints` or route that variation to another provider",
+                        v.name,
+                        provider.kind_name.as_str(),
+                        provider.name,
+                        e.path(),
+                        e.as_str()
+                    ),
+                ));
+            }
+        }
+    }
+    listed.clone()
 }
 
 /// The share of the fallthrough traffic (percent) each variation gets while the flag is on

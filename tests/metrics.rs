@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,48 +59,6 @@ flags:
     fallthrough: {{variation: control}}
 "#
         )
-}
-
-/// Samples of `/metrics`: (name, labels) → value.
-type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
-
-fn parse(text: &str) -> Samples {
-    let mut out = Samples::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let (name, labels) = match series.split_once('{') {
-            None => (series.to_string(), BTreeMap::new()),
-            Some((name, rest)) => {
-                let labels = rest
-                    .trim_end_matches('}')
-                    .split("\",")
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        let (k, v) = p.split_once("=\"").unwrap();
-                        (k.to_string(), v.trim_end_matches('"').to_string())
-                    })
-                    .collect();
-                (name.to_string(), labels)
-            }
-        };
-        out.insert((name, labels), value.parse().unwrap());
-    }
-    out
-}
-
-/// The sum of `name` over the samples whose labels include all of `with`.
-fn sum(samples: &Samples, name: &str, with: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|((n, labels), _)| {
-            n == name && with.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
-
-async fn scrape(gw: &Running) -> String {
-    send(gw.admin_addr, get("/metrics", None)).await.text()
 }
 
 fn request(user: &str, test: &str, stream: bool, usage: bool) -> http::Request<http_body_util::Full<Bytes>> {

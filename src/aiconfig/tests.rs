@@ -1,18 +1,10 @@
 use super::*;
 use crate::config::aiconfig::MessageConfig;
-use crate::config::{ProviderConfig, ProviderKind, UpstreamTimeouts};
+use crate::config::{ProviderConfig, UpstreamTimeouts};
 use serde_json::json;
 
 fn providers() -> HashMap<String, Arc<Provider>> {
-    let cfg = ProviderConfig {
-        kind: ProviderKind::Mock,
-        base_url: None,
-        api_key: None,
-        headers: Default::default(),
-        timeouts: UpstreamTimeouts::default(),
-        models: Vec::new(),
-        mock: None,
-    };
+    let cfg: ProviderConfig = serde_json::from_value(json!({"kind": "mock"})).unwrap();
     let p = Provider::build("mock", &cfg, &UpstreamTimeouts::default(), 1).unwrap();
     HashMap::from([("mock".to_string(), Arc::new(p))])
 }

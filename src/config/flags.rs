@@ -56,6 +56,11 @@ pub struct FlagConfig {
     /// A routing flag: compare a treatment with control and act on regressions.
     #[serde(default)]
     pub guard: Option<super::guard::GuardConfig>,
+    /// A routing flag: the API endpoints apps may call it on (`chat_completions`,
+    /// `completions`, `embeddings`, `responses`). Every variation's provider must serve
+    /// each one. Default: the endpoints all of its variations' providers serve.
+    #[serde(default)]
+    pub endpoints: Option<Vec<crate::providers::Endpoint>>,
 }
 
 fn yes() -> bool {

@@ -252,8 +252,24 @@ pub struct ClientConfig {
 pub enum ProviderKind {
     /// OpenAI or any OpenAI-compatible server.
     Openai,
+    /// Azure OpenAI: `api-key` auth, deployment names as models.
+    AzureOpenai,
+    /// Anthropic's Messages API, translated to and from OpenAI's chat completions.
+    Anthropic,
     /// The built-in fake provider: answers in-process, no network.
     Mock,
+}
+
+impl ProviderKind {
+    /// The kind as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::AzureOpenai => "azure_openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Mock => "mock",
+        }
+    }
 }
 
 /// A model provider.
@@ -261,10 +277,24 @@ pub enum ProviderKind {
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
-    /// Base URL the OpenAI paths are appended to, e.g. `https://api.openai.com/v1`.
+    /// Base URL the OpenAI paths are appended to, e.g. `https://api.openai.com/v1`; for
+    /// `azure_openai`, the resource's endpoint (see `docs/providers/azure_openai.md`).
     pub base_url: Option<String>,
-    /// Sent upstream as `Authorization: Bearer <api_key>`.
+    /// Sent upstream as `Authorization: Bearer <api_key>` (`api-key` for Azure,
+    /// `x-api-key` for Anthropic).
     pub api_key: Option<Secret>,
+    /// `azure_openai`: the `api-version` of the deployment URL form.
+    pub api_version: Option<String>,
+    /// `anthropic`: the `anthropic-version` header (default `2023-06-01`).
+    pub anthropic_version: Option<String>,
+    /// `anthropic`: `max_tokens` for requests that set neither `max_tokens` nor
+    /// `max_completion_tokens` (Anthropic requires it).
+    pub max_tokens: Option<u64>,
+    /// `openai`: how this OpenAI-compatible server differs from OpenAI.
+    #[serde(default)]
+    pub quirks: Quirks,
+    /// `azure_openai`: drop Azure's content-filter annotations from answers (default true).
+    pub normalise: Option<bool>,
     /// Extra headers sent upstream (values are treated as secrets).
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
@@ -275,6 +305,32 @@ pub struct ProviderConfig {
     pub models: Vec<String>,
     /// Knobs of a `mock` provider.
     pub mock: Option<MockConfig>,
+}
+
+/// Where an OpenAI-compatible server differs from OpenAI.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quirks {
+    /// Whether the server accepts `stream_options`. When false, it is removed from
+    /// requests (and streamed usage is then unknown unless the server sends it anyway).
+    #[serde(default = "yes")]
+    pub stream_options: bool,
+    /// Top-level request parameters removed before sending.
+    #[serde(default)]
+    pub drop_params: Vec<String>,
+    /// Number streamed tool calls that come without an `index` (by their `id`).
+    #[serde(default)]
+    pub fill_tool_call_index: bool,
+}
+
+impl Default for Quirks {
+    fn default() -> Self {
+        Quirks { stream_options: true, drop_params: Vec::new(), fill_tool_call_index: false }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Knobs of the built-in mock provider.

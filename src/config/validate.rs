@@ -89,16 +89,22 @@ fn providers(config: &Config, problems: &mut Vec<Problem>) {
             problems.push(Problem::new(&at, "a provider name must be non-empty, without `/` or spaces"));
         }
         match (p.kind, &p.base_url) {
-            (ProviderKind::Openai, None) => {
-                problems.push(Problem::new(&at, "an `openai` provider needs `base_url`"));
+            (ProviderKind::Openai | ProviderKind::AzureOpenai, None) => {
+                problems.push(Problem::new(&at, format!("an `{}` provider needs `base_url`", p.kind.as_str())));
+            }
+            (ProviderKind::AzureOpenai, Some(url)) => {
+                if let Err(msg) = crate::providers::AzureUrl::parse(url, p.api_version.as_deref()) {
+                    problems.push(Problem::new(format!("{at}.base_url"), msg));
+                }
             }
             (_, Some(url)) => {
                 if let Err(msg) = check_base_url(url) {
                     problems.push(Problem::new(format!("{at}.base_url"), msg));
                 }
             }
-            (ProviderKind::Mock, None) => {}
+            (ProviderKind::Anthropic | ProviderKind::Mock, None) => {}
         }
+        kind_fields(&at, p, problems);
         if p.mock.is_some() && p.kind != ProviderKind::Mock {
             problems.push(Problem::new(format!("{at}.mock"), "only a `mock` provider takes `mock` settings"));
         }
@@ -129,6 +135,48 @@ fn providers(config: &Config, problems: &mut Vec<Problem>) {
             if m.is_empty() {
                 problems.push(Problem::new(format!("{at}.models[{i}]"), "a model name cannot be empty"));
             }
+        }
+    }
+}
+
+/// Fields only some provider kinds take, and what each kind requires.
+fn kind_fields(at: &str, p: &super::ProviderConfig, problems: &mut Vec<Problem>) {
+    let kind = p.kind;
+    let only = |field: &str, set: bool, allowed: ProviderKind, problems: &mut Vec<Problem>| {
+        if set && kind != allowed {
+            problems.push(Problem::new(
+                format!("{at}.{field}"),
+                format!("only an `{}` provider takes `{field}`", allowed.as_str()),
+            ));
+        }
+    };
+    only("api_version", p.api_version.is_some(), ProviderKind::AzureOpenai, problems);
+    only("normalise", p.normalise.is_some(), ProviderKind::AzureOpenai, problems);
+    only("anthropic_version", p.anthropic_version.is_some(), ProviderKind::Anthropic, problems);
+    only("max_tokens", p.max_tokens.is_some(), ProviderKind::Anthropic, problems);
+    only("quirks", p.quirks != super::Quirks::default(), ProviderKind::Openai, problems);
+    if kind == ProviderKind::Anthropic {
+        match p.max_tokens {
+            None => problems.push(Problem::new(
+                at,
+                "an `anthropic` provider needs `max_tokens`: Anthropic requires it on every request, and it is \
+                 used when neither the app nor the AI config version sets `max_tokens` or `max_completion_tokens`",
+            )),
+            Some(0) => problems.push(Problem::new(format!("{at}.max_tokens"), "must be at least 1")),
+            Some(_) => {}
+        }
+        if let Some(v) = &p.anthropic_version {
+            if v.is_empty() || HeaderValue::from_str(v).is_err() {
+                problems.push(Problem::new(format!("{at}.anthropic_version"), "must be a version such as 2023-06-01"));
+            }
+        }
+    }
+    for (i, param) in p.quirks.drop_params.iter().enumerate() {
+        if matches!(param.as_str(), "model" | "messages" | "stream" | "prompt" | "input") {
+            problems.push(Problem::new(
+                format!("{at}.quirks.drop_params[{i}]"),
+                format!("`{param}` cannot be dropped: every request needs it"),
+            ));
         }
     }
 }

@@ -48,3 +48,13 @@ impl UpstreamError {
         matches!(self, UpstreamError::ConnectTimeout | UpstreamError::FirstByteTimeout | UpstreamError::IdleTimeout)
     }
 }
+
+/// Why [`super::Provider::send`] gave no response.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum SendError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The request cannot go to this provider as it is (a 400 for the app).
+    #[error("{message}")]
+    Refused { param: &'static str, message: String },
+}

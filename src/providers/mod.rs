@@ -5,29 +5,37 @@
 //! hyper-util client with hyper-rustls (webpki roots, HTTP/1.1 and HTTP/2 by ALPN) per
 //! data-plane worker thread, so that an upstream connection is only ever used by the thread
 //! that opened it.
-//! Kinds: `openai` (any OpenAI-compatible server) and `mock` (the built-in fake, called
-//! in-process). Providers know nothing about targeting.
+//! Kinds: `openai` (any OpenAI-compatible server, with quirk switches), `azure_openai`
+//! (Azure's URL forms and `api-key`; answers normalised), `anthropic` (the Messages API,
+//! translated both ways) and `mock` (the built-in fake, called in-process). Whatever the
+//! kind, what [`Provider::send`] returns is in OpenAI's shape: the proxy never sees a
+//! provider's own vocabulary. Providers know nothing about targeting.
 
 pub mod anthropic;
+pub mod azure;
+mod azure_url;
 mod error;
+pub mod openai;
+mod rewrite;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, Response, Uri};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use error::UpstreamError;
+pub use azure_url::AzureUrl;
+pub use error::{SendError, UpstreamError};
 
 use crate::body::Body;
-use crate::config::{ProviderConfig, ProviderKind, Timeouts, UpstreamTimeouts};
+use crate::config::{ProviderConfig, ProviderKind, Quirks, Timeouts, UpstreamTimeouts};
 use crate::mock::{self, MockSettings};
 use crate::worker::PerWorker;
 
@@ -39,27 +47,54 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// An OpenAI API endpoint sluice forwards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    Responses,
 }
 
 impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 4] =
+        [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Responses];
+
     /// The path after the provider's base URL.
     pub fn path(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Responses => "/responses",
         }
+    }
+
+    /// The name used in the config (`endpoints:` of a flag).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+        }
+    }
+}
+
+/// Whether a provider of `kind` serves `endpoint`.
+pub fn serves(kind: ProviderKind, endpoint: Endpoint) -> bool {
+    match kind {
+        ProviderKind::Openai | ProviderKind::AzureOpenai | ProviderKind::Mock => true,
+        ProviderKind::Anthropic => endpoint == Endpoint::ChatCompletions,
     }
 }
 
 /// A request ready to go upstream: the body is already rewritten.
 pub struct UpstreamRequest<'a> {
     pub endpoint: Endpoint,
+    /// The model as the provider knows it (Azure's deployment name).
+    pub model: &'a str,
     /// The client's query string, passed through.
     pub query: Option<&'a str>,
     /// Headers to forward (already stripped of the client's credentials and hop-by-hop).
@@ -74,6 +109,7 @@ pub struct Provider {
     pub timeouts: Timeouts,
     /// Model names advertised by `GET /v1/models` (as `provider/model`).
     pub models: Vec<String>,
+    pub kind_name: ProviderKind,
     kind: Kind,
 }
 
@@ -91,16 +127,28 @@ impl std::fmt::Debug for Kind {
     }
 }
 
+/// How an HTTP provider's requests and answers differ from OpenAI's.
+enum Dialect {
+    OpenAi(Quirks),
+    Azure { url: AzureUrl, normalise: bool },
+    Anthropic { max_tokens: Option<u64> },
+}
+
 /// An HTTP provider: where to send, what to add.
 struct HttpUpstream {
     scheme: Scheme,
     authority: Authority,
     /// Base path without a trailing slash, e.g. `/v1`.
     base_path: String,
+    dialect: Dialect,
     /// Headers sluice adds: the provider's credentials (marked sensitive) and extras.
     added_headers: Vec<(HeaderName, HeaderValue)>,
     clients: PerWorker<HttpClient>,
 }
+
+/// The largest provider answer read whole to translate or normalise it (error bodies and
+/// non-streamed answers); a larger one is a protocol error.
+const MAX_READ_BODY: usize = 16 << 20;
 
 impl Provider {
     /// Build a provider from its (already validated) config.
@@ -114,23 +162,36 @@ impl Provider {
         let timeouts = cfg.timeouts.resolve(defaults);
         let kind = match cfg.kind {
             ProviderKind::Mock => Kind::Mock(Arc::new(mock_settings(cfg))),
-            ProviderKind::Openai => Kind::Http(Box::new(HttpUpstream::build(cfg, &timeouts, workers)?)),
+            _ => Kind::Http(Box::new(HttpUpstream::build(cfg, &timeouts, workers)?)),
         };
-        Ok(Provider { name: name.to_string(), timeouts, models: cfg.models.clone(), kind })
+        Ok(Provider { name: name.to_string(), timeouts, models: cfg.models.clone(), kind_name: cfg.kind, kind })
     }
 
-    /// Send `req` for `model`'s provider and wait for the response head, within the
-    /// first-byte timeout. The body is returned unread.
-    pub async fn send(&self, req: UpstreamRequest<'_>) -> Result<Response<Body>, UpstreamError> {
+    /// Send `req` and wait for the response head, within the first-byte timeout. A
+    /// streamed body is returned unread (rewritten on the way when the kind needs it); an
+    /// error or a non-streamed answer that needs translating is read whole first.
+    pub async fn send(&self, req: UpstreamRequest<'_>) -> Result<Response<Body>, SendError> {
+        if !serves(self.kind_name, req.endpoint) {
+            return Err(SendError::Refused {
+                param: "model",
+                message: format!(
+                    "the provider `{}` ({}) does not serve {}",
+                    self.name,
+                    self.kind_name.as_str(),
+                    req.endpoint.path()
+                ),
+            });
+        }
         match &self.kind {
             Kind::Http(http) => {
-                let request = http.request(req)?;
+                let (request, reply) = http.request(req)?;
                 let fut = http.clients.get().request(request);
-                match tokio::time::timeout(self.timeouts.first_byte, fut).await {
-                    Err(_) => Err(UpstreamError::FirstByteTimeout),
-                    Ok(Err(e)) => Err(UpstreamError::from_client(&e)),
-                    Ok(Ok(resp)) => Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync())),
-                }
+                let resp = match tokio::time::timeout(self.timeouts.first_byte, fut).await {
+                    Err(_) => return Err(UpstreamError::FirstByteTimeout.into()),
+                    Ok(Err(e)) => return Err(UpstreamError::from_client(&e).into()),
+                    Ok(Ok(resp)) => resp.map(boxed),
+                };
+                http.answer(resp, reply, &self.timeouts).await.map_err(SendError::from)
             }
             Kind::Mock(settings) => {
                 let path = format!("/v1{}", req.endpoint.path());
@@ -142,10 +203,24 @@ impl Provider {
                     body: req.body,
                 };
                 let fut = mock::respond(settings, mock_req);
-                tokio::time::timeout(self.timeouts.first_byte, fut).await.map_err(|_| UpstreamError::FirstByteTimeout)
+                tokio::time::timeout(self.timeouts.first_byte, fut)
+                    .await
+                    .map_err(|_| UpstreamError::FirstByteTimeout.into())
             }
         }
     }
+}
+
+/// What translating the answer back needs to know about the request.
+enum Reply {
+    /// Passed through as it is.
+    Plain,
+    /// A stream whose tool calls may lack `index`.
+    FillToolIndex,
+    Azure {
+        normalise: bool,
+    },
+    Anthropic(anthropic::Reply),
 }
 
 fn mock_settings(cfg: &ProviderConfig) -> MockSettings {
@@ -172,19 +247,47 @@ fn mock_settings(cfg: &ProviderConfig) -> MockSettings {
 
 impl HttpUpstream {
     fn build(cfg: &ProviderConfig, timeouts: &Timeouts, workers: usize) -> Result<Self, String> {
-        let url = cfg.base_url.as_deref().ok_or("an HTTP provider needs `base_url`")?;
-        let uri: Uri = url.parse().map_err(|e| format!("invalid base_url: {e}"))?;
-        let parts = uri.into_parts();
-        let scheme = parts.scheme.ok_or("base_url needs a scheme")?;
-        let authority = parts.authority.ok_or("base_url needs a host")?;
-        let base_path = parts.path_and_query.map(|p| p.path().trim_end_matches('/').to_string()).unwrap_or_default();
+        let (scheme, authority, base_path, dialect) = match cfg.kind {
+            ProviderKind::AzureOpenai => {
+                let url = cfg.base_url.as_deref().ok_or("an `azure_openai` provider needs `base_url`")?;
+                let url = AzureUrl::parse(url, cfg.api_version.as_deref())?;
+                let (scheme, authority) = (url.scheme.clone(), url.authority.clone());
+                (scheme, authority, String::new(), Dialect::Azure { url, normalise: cfg.normalise.unwrap_or(true) })
+            }
+            kind => {
+                let url = match kind {
+                    ProviderKind::Anthropic => cfg.base_url.as_deref().unwrap_or(ANTHROPIC_BASE_URL),
+                    _ => cfg.base_url.as_deref().ok_or("an HTTP provider needs `base_url`")?,
+                };
+                let uri: Uri = url.parse().map_err(|e| format!("invalid base_url: {e}"))?;
+                let parts = uri.into_parts();
+                let scheme = parts.scheme.ok_or("base_url needs a scheme")?;
+                let authority = parts.authority.ok_or("base_url needs a host")?;
+                let base_path =
+                    parts.path_and_query.map(|p| p.path().trim_end_matches('/').to_string()).unwrap_or_default();
+                let dialect = match kind {
+                    ProviderKind::Anthropic => Dialect::Anthropic { max_tokens: cfg.max_tokens },
+                    _ => Dialect::OpenAi(cfg.quirks.clone()),
+                };
+                (scheme, authority, base_path, dialect)
+            }
+        };
 
         let mut added_headers = Vec::new();
         if let Some(key) = cfg.api_key.as_ref().filter(|k| !k.is_empty()) {
-            let mut v = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                .map_err(|_| "api_key is not a valid header value")?;
+            let (name, value) = match cfg.kind {
+                ProviderKind::AzureOpenai => (HeaderName::from_static("api-key"), key.expose().to_string()),
+                ProviderKind::Anthropic => (HeaderName::from_static("x-api-key"), key.expose().to_string()),
+                _ => (AUTHORIZATION, format!("Bearer {}", key.expose())),
+            };
+            let mut v = HeaderValue::from_str(&value).map_err(|_| "api_key is not a valid header value")?;
             v.set_sensitive(true);
-            added_headers.push((AUTHORIZATION, v));
+            added_headers.push((name, v));
+        }
+        if cfg.kind == ProviderKind::Anthropic {
+            let version = cfg.anthropic_version.as_deref().unwrap_or(ANTHROPIC_VERSION);
+            let v = HeaderValue::from_str(version).map_err(|_| "anthropic_version is not a valid header value")?;
+            added_headers.push((HeaderName::from_static("anthropic-version"), v));
         }
         for (name, value) in &cfg.headers {
             let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name `{name}`"))?;
@@ -211,18 +314,36 @@ impl HttpUpstream {
                 .timer(TokioTimer::new())
                 .build(https.clone())
         });
-        Ok(HttpUpstream { scheme, authority, base_path, added_headers, clients })
+        Ok(HttpUpstream { scheme, authority, base_path, dialect, added_headers, clients })
     }
 
-    fn request(&self, req: UpstreamRequest<'_>) -> Result<Request<Full<Bytes>>, UpstreamError> {
-        let path = req.endpoint.path();
-        let mut pq = String::with_capacity(self.base_path.len() + path.len() + 1 + req.query.map_or(0, str::len));
-        pq.push_str(&self.base_path);
-        pq.push_str(path);
-        if let Some(q) = req.query {
-            pq.push('?');
-            pq.push_str(q);
-        }
+    /// The HTTP request for `req` in this provider's dialect, and what reading the answer needs.
+    fn request(&self, req: UpstreamRequest<'_>) -> Result<(Request<Full<Bytes>>, Reply), SendError> {
+        let (pq, body, reply) = match &self.dialect {
+            Dialect::OpenAi(quirks) => {
+                let pq = join_path(&self.base_path, req.endpoint.path(), req.query);
+                let body = apply_quirks(quirks, req.body);
+                let reply = if quirks.fill_tool_call_index { Reply::FillToolIndex } else { Reply::Plain };
+                (pq, body, reply)
+            }
+            Dialect::Azure { url, normalise } => {
+                let pq = url.path_and_query(req.endpoint, req.model, req.query).ok_or_else(|| SendError::Refused {
+                    param: "model",
+                    message: format!("`{}` is not a valid Azure deployment name", req.model),
+                })?;
+                (pq, req.body, Reply::Azure { normalise: *normalise })
+            }
+            Dialect::Anthropic { max_tokens } => {
+                let openai: serde_json::Value =
+                    serde_json::from_slice(&req.body).map_err(|_| UpstreamError::InvalidRequest)?;
+                let defaults = anthropic::request::Defaults { max_tokens: *max_tokens };
+                let translated = anthropic::request::translate(&openai, defaults)
+                    .map_err(|e| SendError::Refused { param: e.param, message: e.message })?;
+                let body = serde_json::to_vec(&translated.body).map_err(|_| UpstreamError::InvalidRequest)?;
+                let pq = join_path(&self.base_path, "/messages", req.query);
+                (pq, Bytes::from(body), Reply::Anthropic(translated.reply))
+            }
+        };
         let path_and_query = PathAndQuery::try_from(pq).map_err(|_| UpstreamError::InvalidRequest)?;
         let uri = Uri::builder()
             .scheme(self.scheme.clone())
@@ -234,12 +355,155 @@ impl HttpUpstream {
         for (name, value) in &self.added_headers {
             headers.insert(name.clone(), value.clone());
         }
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(req.body.len()));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
-        let mut request = Request::new(Full::new(req.body));
+        let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        Ok(request)
+        Ok((request, reply))
     }
+
+    /// The provider's answer in OpenAI's shape.
+    async fn answer(
+        &self,
+        resp: Response<Body>,
+        reply: Reply,
+        timeouts: &Timeouts,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let sse = resp.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        let ok = resp.status().is_success();
+        match reply {
+            Reply::Plain => Ok(resp),
+            Reply::FillToolIndex if ok && sse => Ok(rewrite(resp, Box::new(openai::ToolIndexFiller::new()))),
+            Reply::FillToolIndex => Ok(resp),
+            Reply::Azure { normalise } => {
+                if !ok {
+                    if resp.status() != StatusCode::BAD_REQUEST {
+                        return Ok(resp);
+                    }
+                    let (parts, body) = read_whole(resp, timeouts).await?;
+                    return Ok(match azure::translate_error(parts.status.as_u16(), &body) {
+                        Some((status, json)) => json_response(parts, status, &json),
+                        None => Response::from_parts(parts, crate::body::full(body)),
+                    });
+                }
+                if !normalise {
+                    return Ok(resp);
+                }
+                if sse {
+                    return Ok(rewrite(resp, Box::new(azure::StreamNormaliser::new())));
+                }
+                let (mut parts, body) = read_whole(resp, timeouts).await?;
+                let body = azure::normalise_json(&body).map_or(body, Bytes::from);
+                parts.headers.remove(CONTENT_LENGTH);
+                Ok(Response::from_parts(parts, crate::body::full(body)))
+            }
+            Reply::Anthropic(reply) => {
+                let created = unix_now();
+                if ok && sse {
+                    let mut resp = rewrite(resp, Box::new(anthropic::stream::Translator::new(&reply, created)));
+                    keep_headers(resp.headers_mut(), &[CONTENT_TYPE, CACHE_CONTROL]);
+                    return Ok(resp);
+                }
+                let (parts, body) = read_whole(resp, timeouts).await?;
+                let status = parts.status.as_u16();
+                if !ok {
+                    let (to, json) = anthropic::errors::translate(status, &body);
+                    return Ok(json_response(parts, to, &json));
+                }
+                let message: serde_json::Value = serde_json::from_slice(&body).map_err(|_| UpstreamError::Protocol)?;
+                let json = anthropic::response::translate(&message, &reply, created);
+                Ok(json_response(parts, status, &json))
+            }
+        }
+    }
+}
+
+/// Where Anthropic's API is when a provider names no `base_url`.
+const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
+/// The `anthropic-version` sent when a provider names none.
+const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+fn join_path(base: &str, path: &str, query: Option<&str>) -> String {
+    let mut pq = String::with_capacity(base.len() + path.len() + 1 + query.map_or(0, str::len));
+    pq.push_str(base);
+    pq.push_str(path);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    pq
+}
+
+/// The body without what this server refuses. Only parsed when there is something to drop.
+fn apply_quirks(quirks: &Quirks, body: Bytes) -> Bytes {
+    let dropped = quirks.drop_params.iter().map(String::as_str);
+    let dropped: Vec<&str> =
+        if quirks.stream_options { dropped.collect() } else { dropped.chain(["stream_options"]).collect() };
+    let mut body = body;
+    for key in dropped {
+        let Ok(parsed) = crate::proxy::request::JsonBody::parse(&body) else { return body };
+        if let Some(without) = parsed.without(key) {
+            body = Bytes::from(without);
+        }
+    }
+    body
+}
+
+fn rewrite(resp: Response<Body>, rewriter: Box<dyn rewrite::StreamRewrite>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.remove(CONTENT_LENGTH);
+    Response::from_parts(parts, rewrite::Rewritten::new(body, rewriter).boxed_unsync())
+}
+
+/// Read a whole answer (an error, or a non-streamed answer to translate), each frame
+/// within the idle timeout.
+async fn read_whole(
+    resp: Response<Body>,
+    timeouts: &Timeouts,
+) -> Result<(http::response::Parts, Bytes), UpstreamError> {
+    let (parts, mut body) = resp.into_parts();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(timeouts.idle, body.frame()).await {
+            Err(_) => return Err(UpstreamError::IdleTimeout),
+            Ok(None) => return Ok((parts, buf.freeze())),
+            Ok(Some(Err(_))) => return Err(UpstreamError::StreamBroken),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() > MAX_READ_BODY {
+                        return Err(UpstreamError::Protocol);
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+}
+
+/// A JSON answer replacing a provider's own: only `retry-after` of its headers is kept.
+fn json_response(mut parts: http::response::Parts, status: u16, json: &serde_json::Value) -> Response<Body> {
+    keep_headers(&mut parts.headers, &[RETRY_AFTER]);
+    parts.status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    parts.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, crate::body::full(json.to_string()))
+}
+
+/// Remove every header but `keep` (a provider's own headers say nothing the app understands).
+fn keep_headers(headers: &mut HeaderMap, keep: &[HeaderName]) {
+    let drop: Vec<HeaderName> = headers.keys().filter(|k| !keep.contains(k)).cloned().collect();
+    for name in drop {
+        headers.remove(name);
+    }
+}
+
+/// The upstream body as sluice's body type (a plain function: a closure here trips the
+/// `Send` check of the request future).
+fn boxed(body: hyper::body::Incoming) -> Body {
+    body.map_err(|e| -> crate::body::BoxError { Box::new(e) }).boxed_unsync()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -82,6 +82,10 @@ pub enum GatewayError {
     AiConfigDisabled(String),
     #[error("provider `{provider}`: {error}")]
     Upstream { provider: String, error: UpstreamError },
+    /// The request cannot be sent to the chosen provider as it is (e.g. `n: 2` for a
+    /// provider that returns one choice).
+    #[error("{message}")]
+    Refused { param: &'static str, message: String },
     #[error("internal gateway error")]
     Internal,
 }
@@ -94,7 +98,9 @@ impl GatewayError {
             MissingKey | InvalidKey => StatusCode::UNAUTHORIZED,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            BodyRead | MalformedJson(_) | NotAnObject | MissingModel | InvalidField { .. } => StatusCode::BAD_REQUEST,
+            BodyRead | MalformedJson(_) | NotAnObject | MissingModel | InvalidField { .. } | Refused { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             InvalidContext(_) | InvalidVariables(_) | ContextKeyRequired(_) | InvalidMessages => {
                 StatusCode::BAD_REQUEST
             }
@@ -135,6 +141,7 @@ impl GatewayError {
             InvalidVariables(_) => ("invalid_request_error", None, Some("invalid_variables")),
             ContextKeyRequired(_) => ("invalid_request_error", Some("user"), Some("context_key_required")),
             InvalidMessages => ("invalid_request_error", Some("messages"), Some("invalid_type")),
+            Refused { param, .. } => ("invalid_request_error", Some(param), Some("unsupported_value")),
             FlagError { .. } => ("server_error", None, Some("flag_evaluation_error")),
             AiConfigDisabled(_) => ("server_error", None, Some("ai_config_disabled")),
             UnknownUrl { .. } => ("invalid_request_error", None, Some("unknown_url")),

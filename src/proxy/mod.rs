@@ -110,11 +110,12 @@ async fn route(
         (&Method::POST, "/v1/chat/completions") => Endpoint::ChatCompletions,
         (&Method::POST, "/v1/completions") => Endpoint::Completions,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
+        (&Method::POST, "/v1/responses") => Endpoint::Responses,
         (&Method::GET, "/v1/models") => {
             authenticate(snapshot, req.headers())?;
             return Ok(json(StatusCode::OK, snapshot.models_json.clone()));
         }
-        (m, p @ ("/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/models")) => {
+        (m, p @ ("/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses" | "/v1/models")) => {
             return Err(GatewayError::MethodNotAllowed { method: m.to_string(), path: p.to_string() })
         }
         (m, p) => return Err(GatewayError::UnknownUrl { method: m.to_string(), path: truncate(p) }),
@@ -147,7 +148,7 @@ async fn forward(
     let bytes = read_body(snapshot, &parts.headers, incoming).await?;
     let body = JsonBody::parse(&bytes)?;
     if snapshot.log_content {
-        if let (Some(log), Some(messages)) = (record.log_mut(), body.get("messages")) {
+        if let (Some(log), Some(messages)) = (record.log_mut(), body.get("messages").or_else(|| body.get("input"))) {
             log.content = Some(truncate_bytes(messages.get(), 4096));
         }
     }
@@ -157,6 +158,10 @@ async fn forward(
     let call =
         upstream::Call { endpoint, query: parts.uri.query(), stream, request_id, strip_usage: usage_edit.is_some() };
     if let Some(route) = snapshot.flag_route(&model) {
+        if !route.endpoints.contains(&endpoint) {
+            let message = format!("the flag `{}` is not served on /v1{}", truncate(&model), endpoint.path());
+            return Err(GatewayError::Refused { param: "model", message });
+        }
         let flag = targeted::Flag { route, key: &model, usage_edit: usage_edit.as_deref() };
         return targeted::forward(snapshot, flag, parts.headers, &body, client, &call, record).await;
     }
@@ -170,13 +175,16 @@ async fn forward(
     }
     let rewritten = Bytes::from(body.rewrite(&edits));
     let headers = upstream::forwarded_headers(parts.headers);
-    upstream::send(route.provider, &call, headers, rewritten, record).await.or_else(upstream::Failure::into_result)
+    upstream::send(route.provider, route.model, &call, headers, rewritten, record)
+        .await
+        .or_else(upstream::Failure::into_result)
 }
 
 /// For a stream whose app did not ask for usage: the `stream_options` that asks the
 /// provider for it (sluice needs the tokens; the tap removes them from what the app gets).
 fn usage_request(endpoint: Endpoint, body: &JsonBody<'_>) -> Option<String> {
-    if endpoint == Endpoint::Embeddings {
+    // Embeddings are not streamed; a Responses stream always ends with its usage.
+    if matches!(endpoint, Endpoint::Embeddings | Endpoint::Responses) {
         return None;
     }
     let mut options = match body.get("stream_options") {

@@ -34,11 +34,21 @@ pub struct Tap {
     /// The bytes of an event that has not ended yet.
     partial: BytesMut,
     content_seen: bool,
+    /// A Responses API stream (typed events) rather than chat or completion chunks.
+    responses: bool,
 }
 
 impl Tap {
     pub fn new(strip_usage: bool) -> Self {
-        Tap { strip_usage, partial: BytesMut::new(), content_seen: false }
+        Tap { strip_usage, partial: BytesMut::new(), content_seen: false, responses: false }
+    }
+
+    /// A tap for a Responses API stream: the first token is the first output delta, usage
+    /// comes with the terminal `response.completed` / `response.incomplete` /
+    /// `response.failed` event (the last two also count as errors, as does `error`).
+    /// Nothing is ever changed.
+    pub fn responses() -> Self {
+        Tap { responses: true, ..Tap::new(false) }
     }
 
     /// Read `frame`; returns the bytes to forward (possibly empty) and what was seen.
@@ -112,6 +122,10 @@ impl Tap {
         if data.as_ref() == b"[DONE]" {
             return Edit::Keep;
         }
+        if self.responses {
+            self.inspect_response_event(&data, seen);
+            return Edit::Keep;
+        }
         // Fast paths once the first token is known (most chunks): a chunk with neither
         // usage nor an error needs no parsing, and one that ends with `,"usage":null}` (how
         // OpenAI writes it) loses that member by a cut. In JSON, `"usage":null}` with nothing
@@ -173,19 +187,55 @@ impl Tap {
     }
 }
 
+impl Tap {
+    fn inspect_response_event(&mut self, data: &[u8], seen: &mut Seen) {
+        const TERMINAL: [&[u8]; 3] = [b"response.completed", b"response.incomplete", b"response.failed"];
+        let has = |needle: &[u8]| memchr::memmem::find(data, needle).is_some();
+        if self.content_seen && !TERMINAL.iter().any(|t| has(t)) && !has(b"\"error\"") {
+            return;
+        }
+        #[derive(Deserialize)]
+        struct Event<'a> {
+            #[serde(borrow, rename = "type")]
+            kind: std::borrow::Cow<'a, str>,
+            #[serde(borrow, default)]
+            response: Option<&'a serde_json::value::RawValue>,
+        }
+        let Ok(event) = serde_json::from_slice::<Event<'_>>(data) else { return };
+        match &*event.kind {
+            "response.output_text.delta" | "response.refusal.delta" | "response.function_call_arguments.delta" => {
+                if !self.content_seen {
+                    self.content_seen = true;
+                    seen.first_token = true;
+                }
+            }
+            kind @ ("response.completed" | "response.incomplete" | "response.failed") => {
+                seen.error |= kind != "response.completed";
+                let usage = event.response.and_then(|r| JsonBody::parse(r.get().as_bytes()).ok()?.get("usage"));
+                if let Some(u) = usage.and_then(|u| parse_usage(u.get())) {
+                    seen.usage = Some(u);
+                }
+            }
+            "error" => seen.error = true,
+            _ => {}
+        }
+    }
+}
+
 enum Edit {
     Keep,
     Drop,
     Replace(Vec<u8>),
 }
 
-/// An OpenAI `usage` object (`null` or anything else reads as none).
+/// An OpenAI `usage` object (`null` or anything else reads as none): chat and completions
+/// (`prompt_tokens`, `completion_tokens`) or the Responses API (`input_tokens`, `output_tokens`).
 pub fn parse_usage(raw: &str) -> Option<Usage> {
     #[derive(Deserialize)]
     struct RawUsage {
-        #[serde(default)]
+        #[serde(default, alias = "input_tokens")]
         prompt_tokens: u64,
-        #[serde(default)]
+        #[serde(default, alias = "output_tokens")]
         completion_tokens: u64,
     }
     let u: RawUsage = serde_json::from_str::<Option<RawUsage>>(raw).ok()??;

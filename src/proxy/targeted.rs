@@ -75,6 +75,8 @@ pub async fn forward(
     let result = request.send(&route.variants[chosen], forwarded, record).await?;
     let (resp, served, fell_back_from) = match (result, fallback.zip(retry_headers)) {
         (Ok(resp), _) => (resp, chosen, None),
+        // The app's request does not fit the chosen provider: its error, not the provider's.
+        (Err(upstream::Failure::Error(e @ GatewayError::Refused { .. })), _) => return Err(e),
         (Err(failure), Some((f, retry_headers))) => {
             tracing::warn!(
                 flag, from = %route.variants[chosen].header.to_str().unwrap_or("?"),
@@ -128,7 +130,7 @@ impl Attempt<'_> {
             edits.push(("stream_options", options));
         }
         let rewritten = Bytes::from(self.body.rewrite(&edits));
-        Ok(upstream::send(&version.provider, self.call, headers, rewritten, record).await)
+        Ok(upstream::send(&version.provider, &version.model, self.call, headers, rewritten, record).await)
     }
 }
 

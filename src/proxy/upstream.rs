@@ -18,7 +18,7 @@ use super::sse::Tap;
 use super::stream::{Forward, Reading};
 use super::X_REQUEST_ID;
 use crate::body::Body;
-use crate::providers::{Endpoint, Provider, UpstreamError, UpstreamRequest};
+use crate::providers::{Endpoint, Provider, SendError, UpstreamError, UpstreamRequest};
 
 /// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), the
 /// client's own credentials, sluice's own headers, and `accept-encoding` (the response
@@ -95,17 +95,23 @@ impl Failure {
 /// response body when there is one.
 pub async fn send(
     provider: &Arc<Provider>,
+    model: &str,
     call: &Call<'_>,
     mut headers: HeaderMap,
     body: Bytes,
     record: &mut Recorder,
 ) -> Result<Response<Body>, Failure> {
     headers.insert(X_REQUEST_ID.clone(), call.request_id.clone());
-    let upstream = UpstreamRequest { endpoint: call.endpoint, query: call.query, headers, body };
+    let upstream = UpstreamRequest { endpoint: call.endpoint, model, query: call.query, headers, body };
     let waiting = Instant::now();
     let resp = provider.send(upstream).await;
     record.waited(waiting);
-    let resp = resp.map_err(|error| Failure::Error(upstream_error(provider, error)))?;
+    let resp = resp.map_err(|error| {
+        Failure::Error(match error {
+            SendError::Upstream(error) => upstream_error(provider, error),
+            SendError::Refused { param, message } => GatewayError::Refused { param, message },
+        })
+    })?;
     if resp.status().is_server_error() {
         return Err(Failure::Status(strip_hop_by_hop(resp)));
     }
@@ -173,7 +179,9 @@ async fn respond(
     } else {
         None
     };
-    let reading = if sse {
+    let reading = if sse && call.endpoint == Endpoint::Responses {
+        Reading::Sse(Tap::responses())
+    } else if sse {
         Reading::Sse(Tap::new(call.strip_usage))
     } else if content_type.starts_with(b"application/json") && parts.status.is_success() {
         Reading::Json { frames: Vec::new(), len: 0 }

@@ -2,6 +2,7 @@
 //! in-process, and a small HTTP client that can read a response frame by frame.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -57,6 +58,12 @@ pub enum Reply {
         delay: Duration,
     },
     Sse(Vec<Step>),
+    /// Any status, headers and body.
+    Raw {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    },
     /// Decided per request.
     PerRequest(Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>),
 }
@@ -143,6 +150,14 @@ async fn answer(reply: Reply, dropped: Arc<AtomicBool>) -> Response<TestBody> {
             let body = Scripted { steps, at: 0, sleep: None, dropped, finished: false };
             let mut resp = Response::new(body.boxed_unsync());
             resp.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            resp
+        }
+        Reply::Raw { status, headers, body } => {
+            let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync());
+            *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+            for (name, value) in headers {
+                resp.headers_mut().insert(name, value.parse().unwrap());
+            }
             resp
         }
         Reply::PerRequest(_) => panic!("a per-request reply must decide on a concrete one"),
@@ -274,6 +289,48 @@ pub async fn gateway(yaml: &str) -> Running {
     let loaded = sluice::config::parse(yaml, "test.yaml", &|_| None).unwrap();
     let prepared = sluice::server::prepare(loaded).unwrap();
     sluice::server::start(prepared).await.unwrap()
+}
+
+/// Samples of `/metrics`: (name, labels) → value.
+pub type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
+pub fn parse(text: &str) -> Samples {
+    let mut out = Samples::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), BTreeMap::new()),
+            Some((name, rest)) => {
+                let labels = rest
+                    .trim_end_matches('}')
+                    .split("\",")
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        let (k, v) = p.split_once("=\"").unwrap();
+                        (k.to_string(), v.trim_end_matches('"').to_string())
+                    })
+                    .collect();
+                (name.to_string(), labels)
+            }
+        };
+        out.insert((name, labels), value.parse().unwrap());
+    }
+    out
+}
+
+/// The sum of `name` over the samples whose labels include all of `with`.
+pub fn sum(samples: &Samples, name: &str, with: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|((n, labels), _)| {
+            n == name && with.iter().all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+pub async fn scrape(gw: &Running) -> String {
+    send(gw.admin_addr, get("/metrics", None)).await.text()
 }
 
 /// A response read completely.

@@ -1,0 +1,477 @@
+//! Provider kinds end to end against scripted upstreams: what each kind sends (URL,
+//! credentials, translated body) and what the app gets back (always OpenAI's shape), with
+//! the metrics and usage each variation records.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// An Anthropic SSE event.
+fn anth(kind: &str, data: Value) -> Step {
+    Step::Send(format!("event: {kind}\ndata: {data}\n\n"))
+}
+
+const ANTHROPIC_MESSAGE: &str = r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"Let me check."},{"type":"tool_use","id":"toolu_1","name":"weather","input":{"city":"Paris"}},{"type":"text","text":" Done."}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":7,"cache_read_input_tokens":5,"cache_creation_input_tokens":1}}"#;
+
+/// An Anthropic stream: text, then a tool call, with pings; usage 12 in (3 cached), 9 out.
+fn anthropic_stream() -> Vec<Step> {
+    vec![
+        anth(
+            "message_start",
+            json!({"type":"message_start","message":{"id":"msg_2","type":"message","role":"assistant","model":"claude-x","content":[],"stop_reason":null,"usage":{"input_tokens":9,"cache_read_input_tokens":3,"output_tokens":1}}}),
+        ),
+        anth("ping", json!({"type":"ping"})),
+        anth(
+            "content_block_start",
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
+        anth(
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Héllo"}}),
+        ),
+        anth("content_block_stop", json!({"type":"content_block_stop","index":0})),
+        anth(
+            "content_block_start",
+            json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_9","name":"weather","input":{}}}),
+        ),
+        anth(
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\":"}}),
+        ),
+        anth(
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"\"Paris\"}"}}),
+        ),
+        anth("content_block_stop", json!({"type":"content_block_stop","index":1})),
+        anth(
+            "message_delta",
+            json!({"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":9}}),
+        ),
+        anth("message_stop", json!({"type":"message_stop"})),
+    ]
+}
+
+/// What the scripted Anthropic API answers, by the request's `x-test`.
+fn anthropic_api(r: &Recorded) -> Reply {
+    let stream = r.json()["stream"].as_bool() == Some(true);
+    let test = r.headers.get("x-test").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let error = |status: u16, kind: &str, message: &str| Reply::Raw {
+        status,
+        headers: vec![("content-type", "application/json".into()), ("retry-after", "3".into())],
+        body: json!({"type":"error","error":{"type":kind,"message":message}}).to_string(),
+    };
+    match test.as_str() {
+        "529" => error(529, "overloaded_error", "Overloaded"),
+        "429" => error(429, "rate_limit_error", "Number of request tokens has exceeded your rate limit"),
+        "401" => error(401, "authentication_error", "invalid x-api-key"),
+        "400" => error(400, "invalid_request_error", "messages.0: text content blocks must be non-empty"),
+        "500" => error(500, "api_error", "Internal server error"),
+        "error_event" => Reply::Sse(vec![
+            anthropic_stream()[0].clone(),
+            anthropic_stream()[2].clone(),
+            anthropic_stream()[3].clone(),
+            anth("error", json!({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})),
+        ]),
+        "eof" => Reply::Sse(anthropic_stream()[..4].to_vec()),
+        _ if stream => Reply::Sse(anthropic_stream()),
+        _ => Reply::Raw {
+            status: 200,
+            headers: vec![
+                ("content-type", "application/json".into()),
+                ("anthropic-ratelimit-requests-remaining", "9".into()),
+            ],
+            body: ANTHROPIC_MESSAGE.into(),
+        },
+    }
+}
+
+fn providers_config(anthropic: &str, other: &str) -> String {
+    format!(
+        r#"
+listen: {{data: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+clients:
+  app: {{key: {KEY}}}
+providers:
+  claude:
+    kind: anthropic
+    base_url: {anthropic}
+    api_key: {PROVIDER_KEY}
+    max_tokens: 256
+    timeouts: {{connect: 1s, first_byte: 2s, idle: 2s}}
+  az:
+    kind: azure_openai
+    base_url: {other}
+    api_version: 2024-10-21
+    api_key: {PROVIDER_KEY}
+  quirky:
+    kind: openai
+    base_url: {other}/v1
+    quirks: {{stream_options: false, drop_params: [seed], fill_tool_call_index: true}}
+  up:
+    kind: openai
+    base_url: {other}/v1
+    api_key: {PROVIDER_KEY}
+ai_configs:
+  assistant:
+    versions:
+      - {{version: 1, provider: up, model: gpt-x}}
+      - {{version: 2, provider: claude, model: claude-x}}
+flags:
+  assistant:
+    variations:
+      - {{name: control, ai_config: assistant, version: 1}}
+      - {{name: candidate, ai_config: assistant, version: 2}}
+    targets:
+      - {{variation: candidate, values: [u-claude]}}
+    fallthrough: {{variation: control}}
+"#
+    )
+}
+
+async fn anthropic_upstream() -> Upstream {
+    Upstream::start(Reply::PerRequest(Arc::new(anthropic_api))).await
+}
+
+async fn setup() -> (Upstream, Upstream, Running) {
+    let anthropic = anthropic_upstream().await;
+    let other = Upstream::start(Reply::PerRequest(Arc::new(|r: &Recorded| {
+        if r.json()["stream"].as_bool() == Some(true) {
+            Reply::Sse(openai_stream(r, &["a", "b"]))
+        } else {
+            json_reply(CHAT_RESPONSE)
+        }
+    })))
+    .await;
+    let gw = gateway(&providers_config(&anthropic.base_url(), &format!("http://{}", other.addr))).await;
+    (anthropic, other, gw)
+}
+
+fn tool_request(model: &str, extra: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let body = format!(
+        r#"{{"model":"{model}","messages":[{{"role":"system","content":"Be brief."}},{{"role":"user","content":"Weather in Paris?"}}],"tools":[{{"type":"function","function":{{"name":"weather","parameters":{{"type":"object","properties":{{"city":{{"type":"string"}}}},"required":["city"]}}}}}}],"user":"someone@example.com"{extra}}}"#
+    );
+    post("/v1/chat/completions", Some(KEY), &body)
+}
+
+#[tokio::test]
+async fn anthropic_requests_are_translated_and_answers_come_back_in_openai_shape() {
+    let (anthropic, _other, gw) = setup().await;
+    let a = send(gw.data_addr, tool_request("claude/claude-x", "")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+
+    let r = anthropic.last();
+    assert_eq!(r.path_and_query, "/v1/messages");
+    assert_eq!(r.headers["x-api-key"], PROVIDER_KEY);
+    assert_eq!(r.headers["anthropic-version"], "2023-06-01");
+    assert!(r.headers.get("authorization").is_none(), "the app's own key never travels upstream");
+    let sent = r.json();
+    assert_eq!(sent["system"], "Be brief.");
+    assert_eq!(sent["max_tokens"], 256, "the provider's default max_tokens");
+    assert_eq!(sent["messages"], json!([{"role":"user","content":[{"type":"text","text":"Weather in Paris?"}]}]));
+    assert_eq!(sent["tools"][0]["name"], "weather");
+    assert_eq!(sent["tools"][0]["input_schema"]["required"], json!(["city"]));
+    let user_id = sent["metadata"]["user_id"].as_str().unwrap();
+    assert_eq!(user_id.len(), 64, "a SHA-256 hex digest");
+    assert!(!r.body.windows(7).any(|w| w == b"example"), "the e-mail address never leaves");
+
+    let body = a.json();
+    assert_eq!(body["object"], "chat.completion");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(choice["message"]["content"], "Let me check. Done.");
+    assert_eq!(choice["message"]["tool_calls"][0]["function"]["name"], "weather");
+    let args: Value =
+        serde_json::from_str(choice["message"]["tool_calls"][0]["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"city":"Paris"}));
+    assert_eq!(body["usage"]["prompt_tokens"], 16, "cache reads and writes are prompt tokens");
+    assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 5);
+    assert_eq!(body["usage"]["completion_tokens"], 7);
+    assert!(a.headers.get("anthropic-ratelimit-requests-remaining").is_none(), "no provider vocabulary");
+    gw.shutdown().await;
+}
+
+/// The `data:` JSON events of an SSE body (without `[DONE]`), and whether it ended with `[DONE]`.
+fn events(text: &str) -> (Vec<Value>, bool) {
+    let datas: Vec<&str> = text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).collect();
+    let done = datas.last() == Some(&"[DONE]");
+    (datas.iter().filter(|d| **d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect(), done)
+}
+
+#[tokio::test]
+async fn a_flag_serves_openai_and_anthropic_variations_with_exact_metrics() {
+    let (_anthropic, _other, gw) = setup().await;
+    for (user, expect_role_model) in [("u-claude", "claude-x"), ("u-other", "m")] {
+        for usage in [false, true] {
+            let extra = format!(
+                r#","user":"{user}","stream":true{}"#,
+                if usage { r#","stream_options":{"include_usage":true}"# } else { "" }
+            );
+            let a = send(gw.data_addr, tool_request("assistant", &extra)).await;
+            assert_eq!(a.status, 200, "{}", a.text());
+            assert_eq!(a.header("content-type"), "text/event-stream");
+            let (chunks, done) = events(&a.text());
+            assert!(done, "ends with [DONE]: {}", a.text());
+            assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+            assert_eq!(chunks[0]["model"], expect_role_model);
+            assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+            let usage_chunks: Vec<&Value> = chunks.iter().filter(|c| !c["usage"].is_null()).collect();
+            assert_eq!(usage_chunks.len(), usize::from(usage), "a usage chunk only when asked for: {}", a.text());
+            if usage && user == "u-claude" {
+                assert_eq!(usage_chunks[0]["usage"]["prompt_tokens"], 12);
+                assert_eq!(usage_chunks[0]["usage"]["completion_tokens"], 9, "cumulative output, set not added");
+                assert_eq!(usage_chunks[0]["choices"], json!([]));
+            }
+            if user == "u-claude" {
+                let tool: Vec<&Value> =
+                    chunks.iter().filter(|c| !c["choices"][0]["delta"]["tool_calls"].is_null()).collect();
+                assert_eq!(tool[0]["choices"][0]["delta"]["tool_calls"][0]["index"], 0, "counted among tool blocks");
+                assert_eq!(tool[0]["choices"][0]["delta"]["tool_calls"][0]["id"], "toolu_9");
+                let args: String = tool
+                    .iter()
+                    .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+                    .collect();
+                assert_eq!(args, r#"{"city":"Paris"}"#, "no {{}} placeholder prefix");
+                let finish: Vec<&Value> =
+                    chunks.iter().filter(|c| !c["choices"][0]["finish_reason"].is_null()).collect();
+                assert_eq!(finish[0]["choices"][0]["finish_reason"], "tool_calls");
+            }
+        }
+    }
+    let samples = parse(&scrape(&gw).await);
+    let variation = |v: &str, name: &str, extra: &[(&str, &str)]| {
+        let mut with = vec![("flag", "assistant"), ("variation", v)];
+        with.extend_from_slice(extra);
+        sum(&samples, name, &with)
+    };
+    assert_eq!(variation("candidate", "sluice_requests_total", &[("outcome", "ok"), ("provider", "claude")]), 2.0);
+    assert_eq!(variation("control", "sluice_requests_total", &[("outcome", "ok"), ("provider", "up")]), 2.0);
+    // Usage is exact on both, whether or not the app asked for it.
+    assert_eq!(variation("candidate", "sluice_tokens_total", &[("kind", "input")]), 24.0);
+    assert_eq!(variation("candidate", "sluice_tokens_total", &[("kind", "output")]), 18.0);
+    let (p, c) = STREAM_USAGE;
+    assert_eq!(variation("control", "sluice_tokens_total", &[("kind", "input")]), 2.0 * p as f64);
+    assert_eq!(variation("control", "sluice_tokens_total", &[("kind", "output")]), 2.0 * c as f64);
+    for v in ["candidate", "control"] {
+        assert_eq!(variation(v, "sluice_time_to_first_token_seconds_count", &[]), 2.0, "{v}");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn anthropic_errors_become_openai_errors_with_the_right_status() {
+    let (anthropic, _other, gw) = setup().await;
+    for (test, status, code) in [
+        ("529", 503, "upstream_overloaded"),
+        ("429", 429, "rate_limit_exceeded"),
+        ("401", 502, "upstream_misconfigured"),
+        ("400", 400, "invalid_request"),
+        ("500", 502, "upstream_error"),
+    ] {
+        for stream in [false, true] {
+            let req = chat("claude/claude-x", &[("x-test", test)], &format!(r#","stream":{stream}"#));
+            let a = send(gw.data_addr, req).await;
+            assert_eq!(a.status, status, "{test}: {}", a.text());
+            assert_eq!(a.error_code(), code, "{test}");
+            assert_eq!(a.json()["error"]["param"], Value::Null);
+            if matches!(test, "529" | "429") {
+                assert_eq!(a.header("retry-after"), "3", "{test}: retry-after is kept");
+            }
+            assert!(!a.text().contains("x-api-key"), "the app never hears about the provider's key");
+        }
+    }
+    // Refused before anything is sent: the app's request does not fit Anthropic.
+    let calls = anthropic.calls.load(std::sync::atomic::Ordering::SeqCst);
+    let a = send(gw.data_addr, chat("claude/claude-x", &[], r#","n":2"#)).await;
+    assert_eq!((a.status.as_u16(), a.json()["error"]["param"].as_str()), (400, Some("n")), "{}", a.text());
+    assert_eq!(anthropic.calls.load(std::sync::atomic::Ordering::SeqCst), calls, "nothing was sent");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_anthropic_stream_that_breaks_ends_with_an_error_event_and_counts_as_an_error() {
+    let (_anthropic, _other, gw) = setup().await;
+    for test in ["error_event", "eof"] {
+        let req = chat("assistant", &[("x-test", test)], r#","user":"u-claude","stream":true"#);
+        let a = send(gw.data_addr, req).await;
+        assert_eq!(a.status, 200, "the head was already sent");
+        let (chunks, done) = events(&a.text());
+        assert!(!done, "{test}: no [DONE] after an error");
+        assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Héllo");
+        assert!(chunks.last().unwrap()["error"]["message"].is_string(), "{test}: {}", a.text());
+    }
+    let samples = parse(&scrape(&gw).await);
+    let errors = sum(
+        &samples,
+        "sluice_requests_total",
+        &[("flag", "assistant"), ("variation", "candidate"), ("outcome", "upstream_error")],
+    );
+    assert_eq!(errors, 2.0, "both count as errors of the variation");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn azure_gets_its_url_and_key_and_answers_are_normalised() {
+    const ANNOTATION: &str = r#"{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}"#;
+    let filter = r#""content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}"#;
+    let chunk = |delta: &str, finish: &str| {
+        format!(
+            r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"dep","choices":[{{"index":0,"delta":{delta},"finish_reason":{finish},{filter}}}]}}"#
+        )
+    };
+    let steps = vec![
+        event(ANNOTATION),
+        event(&chunk(r#"{"role":"assistant","content":""}"#, "null")),
+        event(&chunk(r#"{"content":"Hi"}"#, "null")),
+        event(&chunk(r#"{}"#, r#""stop""#)),
+        event(&format!(
+            r#"{{"id":"c1","object":"chat.completion.chunk","created":1,"model":"dep","choices":[{{"index":0,"finish_reason":null,"delta":{{}},{filter},"content_filter_offsets":{{"check_offset":0,"start_offset":0,"end_offset":2}}}}]}}"#
+        )),
+        Step::Send("data: [DONE]\n\n".into()),
+    ];
+    let azure = Upstream::start(Reply::PerRequest(Arc::new(move |r: &Recorded| {
+        if r.headers.contains_key("x-filter") {
+            return Reply::Json {
+                status: 400,
+                body: r#"{"error":{"code":"content_filter","message":"The response was filtered","param":"prompt","status":400,"innererror":{"code":"ResponsibleAIPolicyViolation"}}}"#.into(),
+                delay: Duration::ZERO,
+            };
+        }
+        Reply::Sse(steps.clone())
+    })))
+    .await;
+    let gw = gateway(&providers_config("http://127.0.0.1:9/v1", &format!("http://{}", azure.addr))).await;
+    let a = send(gw.data_addr, chat("az/gpt-4o-prod", &[], r#","stream":true"#)).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let r = azure.last();
+    assert_eq!(r.path_and_query, "/openai/deployments/gpt-4o-prod/chat/completions?api-version=2024-10-21");
+    assert_eq!(r.headers["api-key"], PROVIDER_KEY);
+    assert!(r.headers.get("authorization").is_none());
+    let text = a.text();
+    assert!(!text.contains("filter"), "annotations and filter-only chunks are dropped: {text}");
+    let (chunks, done) = events(&text);
+    assert!(done);
+    assert_eq!(chunks.len(), 3, "role, content, finish: {text}");
+    assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Hi");
+
+    let a = send(gw.data_addr, chat("az/gpt-4o-prod", &[("x-filter", "1")], "")).await;
+    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (400, "content_filter"), "{}", a.text());
+    assert_eq!(a.json()["error"]["param"], "prompt");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn openai_quirks_drop_params_and_fill_tool_call_indexes() {
+    let tool_chunk = |tc: &str| {
+        event(&format!(
+            r#"{{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{{"tool_calls":[{tc}]}},"finish_reason":null}}]}}"#
+        ))
+    };
+    let steps = vec![
+        tool_chunk(r#"{"id":"call_a","type":"function","function":{"name":"f","arguments":""}}"#),
+        tool_chunk(r#"{"function":{"arguments":"{}"}}"#),
+        tool_chunk(r#"{"id":"call_b","type":"function","function":{"name":"g","arguments":"{}"}}"#),
+        Step::Send("data: [DONE]\n\n".into()),
+    ];
+    let up = Upstream::start(Reply::Sse(steps)).await;
+    let gw = gateway(&providers_config("http://127.0.0.1:9/v1", &format!("http://{}", up.addr))).await;
+    let req = chat("quirky/m", &[], r#","stream":true,"seed":7,"stream_options":{"include_usage":true}"#);
+    let a = send(gw.data_addr, req).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let sent = up.last().json();
+    assert!(sent.get("seed").is_none() && sent.get("stream_options").is_none(), "{sent}");
+    assert_eq!(sent["model"], "m");
+    assert!(up.last().headers.get("authorization").is_none(), "no api_key: no credentials");
+    let (chunks, _) = events(&a.text());
+    let indexes: Vec<u64> =
+        chunks.iter().map(|c| c["choices"][0]["delta"]["tool_calls"][0]["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, [0, 0, 1]);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_responses_api_is_routed_with_targeting_and_metrics() {
+    let typed = |kind: &str, rest: &str| Step::Send(format!("event: {kind}\ndata: {{\"type\":\"{kind}\"{rest}}}\n\n"));
+    let steps = vec![
+        typed("response.created", r#","response":{"id":"resp_1","model":"gpt-x","status":"in_progress","output":[]}"#),
+        typed("response.output_item.added", r#","output_index":0,"item":{"type":"message"}"#),
+        typed("response.output_text.delta", r#","output_index":0,"content_index":0,"delta":"Hi""#),
+        typed(
+            "response.completed",
+            r#","response":{"id":"resp_1","model":"gpt-x","status":"completed","usage":{"input_tokens":11,"output_tokens":4,"total_tokens":15}}"#,
+        ),
+    ];
+    let up = Upstream::start(Reply::PerRequest(Arc::new(move |r: &Recorded| {
+        if r.json()["stream"].as_bool() == Some(true) {
+            Reply::Sse(steps.clone())
+        } else {
+            json_reply(r#"{"id":"resp_2","object":"response","status":"completed","model":"gpt-x","output":[],"usage":{"input_tokens":5,"output_tokens":2,"total_tokens":7}}"#)
+        }
+    })))
+    .await;
+    let yaml = providers_config("http://127.0.0.1:9/v1", &format!("http://{}", up.addr)).replace(
+        "    fallthrough: {variation: control}\n",
+        "    fallthrough: {variation: control}\n  responder:\n    variations:\n      - {name: only, ai_config: assistant, version: 1}\n    fallthrough: {variation: only}\n",
+    );
+    let gw = gateway(&yaml).await;
+    for stream in [true, false] {
+        let body = format!(r#"{{"model":"responder","input":"hi","stream":{stream}}}"#);
+        let a = send(gw.data_addr, post("/v1/responses", Some(KEY), &body)).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.header("x-sluice-variation"), "only");
+        let r = up.last();
+        assert_eq!(r.path_and_query, "/v1/responses");
+        assert_eq!(r.json()["model"], "gpt-x", "the model is rewritten");
+        assert!(r.json().get("stream_options").is_none(), "the Responses API always reports usage");
+    }
+    // `assistant` has a variation on Anthropic, which has no Responses API.
+    let a = send(gw.data_addr, post("/v1/responses", Some(KEY), r#"{"model":"assistant","input":"hi"}"#)).await;
+    assert_eq!((a.status.as_u16(), a.json()["error"]["param"].as_str()), (400, Some("model")), "{}", a.text());
+    let a = send(gw.data_addr, post("/v1/responses", Some(KEY), r#"{"model":"claude/claude-x","input":"hi"}"#)).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+
+    let samples = parse(&scrape(&gw).await);
+    let only = |name: &str, extra: &[(&str, &str)]| {
+        let mut with = vec![("flag", "responder"), ("variation", "only")];
+        with.extend_from_slice(extra);
+        sum(&samples, name, &with)
+    };
+    assert_eq!(only("sluice_requests_total", &[("outcome", "ok")]), 2.0);
+    assert_eq!(only("sluice_tokens_total", &[("kind", "input")]), 16.0);
+    assert_eq!(only("sluice_tokens_total", &[("kind", "output")]), 6.0);
+    assert_eq!(only("sluice_time_to_first_token_seconds_count", &[]), 1.0, "the stream's first output delta");
+    gw.shutdown().await;
+}
+
+#[test]
+fn check_refuses_what_cannot_work() {
+    let check = |yaml: &str| match sluice::config::parse(yaml, "t.yaml", &|_| None) {
+        Err(e) => e.to_string(),
+        Ok(loaded) => match sluice::server::prepare(loaded) {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        },
+    };
+    let base = providers_config("http://127.0.0.1:9/v1", "http://127.0.0.1:9");
+    assert_eq!(check(&base), "", "the base config is valid");
+
+    let no_max = base.replace("    max_tokens: 256\n", "");
+    assert!(check(&no_max).contains("needs `max_tokens`"), "{}", check(&no_max));
+
+    let responses = base.replace(
+        "    fallthrough: {variation: control}\n",
+        "    fallthrough: {variation: control}\n    endpoints: [chat_completions, responses]\n",
+    );
+    let err = check(&responses);
+    assert!(err.contains("flags.assistant.endpoints[1]") && err.contains("does not serve /responses"), "{err}");
+
+    let azure = base.replace("    api_version: 2024-10-21\n", "");
+    assert!(check(&azure).contains("api-version"), "{}", check(&azure));
+
+    let misplaced = base.replace("    max_tokens: 256\n", "    max_tokens: 256\n    api_version: x\n");
+    assert!(check(&misplaced).contains("only an `azure_openai` provider takes `api_version`"), "{}", check(&misplaced));
+}
