@@ -9,7 +9,9 @@
 //! in-process). Providers know nothing about targeting.
 
 pub mod anthropic;
+pub mod azure;
 mod error;
+pub mod openai;
 
 use std::sync::Arc;
 use std::time::Duration;
