@@ -1,18 +1,167 @@
-pub struct StreamNormaliser;
+//! Azure OpenAI answers in OpenAI's shape, as pure functions tested without I/O.
+//!
+//! Azure adds content-filter annotations to OpenAI's answers; apps and SDKs written for
+//! OpenAI do not expect them. On a stream:
+//! - the leading annotation chunk (`"choices":[]` with `prompt_filter_results`, empty id
+//!   and model) is dropped;
+//! - filter-only chunks (every choice has an empty or no `delta`, no `finish_reason`, and
+//!   only `content_filter_results` / `content_filter_offsets` besides) are dropped;
+//! - `content_filter_results`, `content_filter_offsets` and `prompt_filter_results` are
+//!   removed from every other chunk; `finish_reason: "content_filter"` stays, as do the
+//!   usage chunk and `[DONE]`;
+//! - an event without the bytes `filter` is passed on as it came, without parsing.
+//!
+//! A whole JSON answer loses `prompt_filter_results` and each choice's filter results, and
+//! Azure's 400 for a filtered prompt becomes OpenAI's `content_filter` error.
+
+use memchr::memmem;
+use serde_json::{json, Map, Value};
+
+use crate::sse_event::{data_of, Events};
+
+/// Every annotation this module removes has this in its name.
+const FILTER: &[u8] = b"filter";
+
+/// The keys a choice of a filter-only chunk may have.
+const FILTER_ONLY_KEYS: [&str; 6] =
+    ["index", "delta", "finish_reason", "logprobs", "content_filter_results", "content_filter_offsets"];
+
+/// The per-stream state: only the current partial event.
+#[derive(Debug, Default)]
+pub struct StreamNormaliser {
+    events: Events,
+}
+
 impl StreamNormaliser {
     pub fn new() -> Self {
-        StreamNormaliser
+        StreamNormaliser::default()
     }
-    pub fn feed(&mut self, b: &[u8]) -> Vec<u8> {
-        b.to_vec()
+
+    /// Feed upstream bytes (split anywhere); returns the bytes to send on.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        self.events.push(bytes);
+        while let Some(event) = self.events.next_event() {
+            normalise_event(event, &mut out);
+        }
+        out
     }
+
+    /// The upstream ended: the bytes of an event that never ended, as they came.
     pub fn finish(&mut self) -> Vec<u8> {
-        Vec::new()
+        self.events.take_rest()
     }
 }
-pub fn normalise_json(_body: &[u8]) -> Option<Vec<u8>> {
-    None
+
+/// What to do with one chunk.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    Unchanged,
+    Changed,
+    Drop,
 }
-pub fn translate_error(_s: u16, _b: &[u8]) -> Option<(u16, serde_json::Value)> {
-    None
+
+fn normalise_event(event: &[u8], out: &mut Vec<u8>) {
+    if memmem::find(event, FILTER).is_none() {
+        out.extend_from_slice(event);
+        return;
+    }
+    let parsed = data_of(event).and_then(|(data, _)| serde_json::from_slice::<Value>(&data).ok());
+    let Some(Value::Object(mut chunk)) = parsed else {
+        out.extend_from_slice(event);
+        return;
+    };
+    match normalise_chunk(&mut chunk) {
+        Change::Unchanged => out.extend_from_slice(event),
+        Change::Drop => {}
+        Change::Changed => {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(Value::Object(chunk).to_string().as_bytes());
+            out.extend_from_slice(b"\n\n");
+        }
+    }
 }
+
+fn normalise_chunk(chunk: &mut Map<String, Value>) -> Change {
+    let annotated = chunk.contains_key("prompt_filter_results");
+    let no_usage = chunk.get("usage").is_none_or(Value::is_null);
+    if let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) {
+        if choices.is_empty() && annotated && no_usage {
+            return Change::Drop;
+        }
+        if !choices.is_empty() && choices.iter().all(filter_only) {
+            return Change::Drop;
+        }
+    }
+    let mut changed = chunk.remove("prompt_filter_results").is_some();
+    if let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) {
+        let before = choices.len();
+        choices.retain(|c| !filter_only(c));
+        changed |= choices.len() != before;
+        changed |= strip_choices(choices);
+    }
+    if changed {
+        Change::Changed
+    } else {
+        Change::Unchanged
+    }
+}
+
+/// A choice that says nothing but content-filter results.
+fn filter_only(choice: &Value) -> bool {
+    let Some(c) = choice.as_object() else { return false };
+    let delta_empty = c.get("delta").is_none_or(|d| d.as_object().is_some_and(Map::is_empty));
+    let no_finish = c.get("finish_reason").is_none_or(Value::is_null);
+    let no_logprobs = c.get("logprobs").is_none_or(Value::is_null);
+    let annotated = c.contains_key("content_filter_results") || c.contains_key("content_filter_offsets");
+    let only_known = c.keys().all(|k| FILTER_ONLY_KEYS.contains(&k.as_str()));
+    delta_empty && no_finish && no_logprobs && annotated && only_known
+}
+
+/// Remove each choice's filter results; whether there were any.
+fn strip_choices(choices: &mut [Value]) -> bool {
+    let mut changed = false;
+    for c in choices.iter_mut().filter_map(Value::as_object_mut) {
+        changed |= c.remove("content_filter_results").is_some();
+        changed |= c.remove("content_filter_offsets").is_some();
+    }
+    changed
+}
+
+/// A whole (not streamed) JSON answer without Azure's filter results; `None` when there is
+/// nothing to change or the body is not a JSON object (send the original).
+pub fn normalise_json(body: &[u8]) -> Option<Vec<u8>> {
+    memmem::find(body, FILTER)?;
+    let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(body) else { return None };
+    let mut changed = answer.remove("prompt_filter_results").is_some();
+    if let Some(choices) = answer.get_mut("choices").and_then(Value::as_array_mut) {
+        changed |= strip_choices(choices);
+    }
+    if !changed {
+        return None;
+    }
+    serde_json::to_vec(&Value::Object(answer)).ok()
+}
+
+/// Azure's 400 for a prompt its content filter refused, as OpenAI's error (status, body);
+/// `None` for any other answer.
+pub fn translate_error(status: u16, body: &[u8]) -> Option<(u16, Value)> {
+    if status != 400 {
+        return None;
+    }
+    let parsed: Value = serde_json::from_slice(body).ok()?;
+    let error = parsed.get("error")?;
+    if error.get("code").and_then(Value::as_str) != Some("content_filter") {
+        return None;
+    }
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("the prompt was refused by the provider's content filter");
+    let param = error.get("param").and_then(Value::as_str).unwrap_or("prompt");
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": "content_filter"}});
+    Some((400, body))
+}
+
+#[cfg(test)]
+mod tests;

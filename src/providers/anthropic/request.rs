@@ -12,12 +12,22 @@
 //! - `temperature` clamped to Anthropic's 0–1; `top_p` dropped when both are set; `stop` →
 //!   `stop_sequences` without whitespace-only entries;
 //! - `tools` and `tool_choice` (`auto`, `required` → `any`, `none`, a named function →
-//!   `tool`), `parallel_tool_calls: false` → `disable_parallel_tool_use`;
+//!   `tool`), `parallel_tool_calls: false` → `disable_parallel_tool_use`; a `tool_choice`
+//!   without tools is dropped (Anthropic refuses it);
+//! - `response_format` `json_schema` / `json_object` → one tool with that schema, forced,
+//!   whose input the response side turns back into the message text (not with `tools`:
+//!   400); `text` → nothing;
 //! - `user` → `metadata.user_id` as a SHA-256 hash (never the address itself);
-//! - `n` > 1 → 400.
+//! - `n` > 1 → 400;
+//! - `stream` is passed on; `stream_options.include_usage` goes to the [`Reply`].
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
+
+pub use super::Reply;
+
+/// The name of the tool that carries a `json_object` response.
+pub const JSON_OBJECT_TOOL: &str = "json_response";
 
 /// Why a request cannot be translated (the app gets a 400 with this message and `param`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,8 +48,15 @@ pub struct Defaults {
     pub max_tokens: Option<u64>,
 }
 
+/// A translated request: the Anthropic body, and what translating the answer needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translated {
+    pub body: Value,
+    pub reply: Reply,
+}
+
 /// Translate an OpenAI chat completions body into an Anthropic Messages body.
-pub fn translate(body: &Value, defaults: Defaults) -> Result<Value, Invalid> {
+pub fn translate(body: &Value, defaults: Defaults) -> Result<Translated, Invalid> {
     let req = body.as_object().ok_or_else(|| invalid("messages", "the body must be a JSON object"))?;
     if req.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
         return Err(invalid("n", "this model's provider returns one choice: `n` must be 1"));
@@ -61,6 +78,23 @@ pub fn translate(body: &Value, defaults: Defaults) -> Result<Value, Invalid> {
             invalid("max_tokens", "this model's provider needs `max_tokens` (or `max_completion_tokens`)")
         })?;
     out.insert("max_tokens".into(), json!(max_tokens));
+    sampling(req, &mut out);
+    if req.get("stream").and_then(Value::as_bool) == Some(true) {
+        out.insert("stream".into(), Value::Bool(true));
+    }
+    let json_tool = tools(req, &mut out)?;
+    if let Some(user) = req.get("user").and_then(Value::as_str).filter(|u| !u.is_empty()) {
+        let hash = Sha256::digest(user.as_bytes());
+        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        out.insert("metadata".into(), json!({ "user_id": hex }));
+    }
+    let include_usage = req.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool);
+    let reply = Reply { include_usage: include_usage == Some(true), json_tool };
+    Ok(Translated { body: Value::Object(out), reply })
+}
+
+/// `temperature` (clamped), `top_p` (only without a temperature) and `stop`.
+fn sampling(req: &Map<String, Value>, out: &mut Map<String, Value>) {
     let temperature = req.get("temperature").and_then(Value::as_f64);
     if let Some(t) = temperature {
         out.insert("temperature".into(), json!(t.clamp(0.0, 1.0)));
@@ -73,22 +107,64 @@ pub fn translate(body: &Value, defaults: Defaults) -> Result<Value, Invalid> {
     if let Some(stop) = stop_sequences(req.get("stop")) {
         out.insert("stop_sequences".into(), stop);
     }
-    if req.get("stream").and_then(Value::as_bool) == Some(true) {
-        out.insert("stream".into(), Value::Bool(true));
-    }
-    if let Some(tools) = req.get("tools").and_then(Value::as_array) {
-        out.insert("tools".into(), Value::Array(tools.iter().map(tool).collect::<Result<_, _>>()?));
+}
+
+/// `tools`, `tool_choice` and `response_format`; returns the name of the tool that carries
+/// a JSON response, if there is one.
+fn tools(req: &Map<String, Value>, out: &mut Map<String, Value>) -> Result<Option<String>, Invalid> {
+    let tools: Vec<Value> = match req.get("tools").and_then(Value::as_array) {
+        Some(list) => list.iter().map(tool).collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    if let Some((name, json_tool)) = response_format(req.get("response_format"))? {
+        if !tools.is_empty() {
+            return Err(invalid(
+                "response_format",
+                "this model's provider does not support a JSON `response_format` together with `tools`",
+            ));
+        }
+        out.insert("tools".into(), json!([json_tool]));
+        out.insert("tool_choice".into(), json!({"type": "tool", "name": name}));
+        return Ok(Some(name));
     }
     let parallel = req.get("parallel_tool_calls").and_then(Value::as_bool);
-    if let Some(choice) = tool_choice(req.get("tool_choice"), parallel)? {
+    let choice = tool_choice(req.get("tool_choice"), parallel)?;
+    if tools.is_empty() {
+        return Ok(None);
+    }
+    out.insert("tools".into(), Value::Array(tools));
+    if let Some(choice) = choice {
         out.insert("tool_choice".into(), choice);
     }
-    if let Some(user) = req.get("user").and_then(Value::as_str).filter(|u| !u.is_empty()) {
-        let hash = Sha256::digest(user.as_bytes());
-        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-        out.insert("metadata".into(), json!({ "user_id": hex }));
+    Ok(None)
+}
+
+/// A JSON `response_format` as the name and definition of the tool that carries it;
+/// `None` for text.
+fn response_format(format: Option<&Value>) -> Result<Option<(String, Value)>, Invalid> {
+    let Some(format) = format.filter(|f| !f.is_null()) else { return Ok(None) };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some((
+            JSON_OBJECT_TOOL.to_string(),
+            json!({"name": JSON_OBJECT_TOOL, "input_schema": {"type": "object"}}),
+        ))),
+        Some("json_schema") => {
+            let spec = format.get("json_schema");
+            let name = spec
+                .and_then(|s| s.get("name"))
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| invalid("response_format", "`response_format.json_schema` needs a `name`"))?;
+            let schema = spec.and_then(|s| s.get("schema")).cloned().unwrap_or_else(|| json!({"type": "object"}));
+            let mut tool = json!({"name": name, "input_schema": schema});
+            if let Some(d) = spec.and_then(|s| s.get("description")) {
+                tool["description"] = d.clone();
+            }
+            Ok(Some((name.to_string(), tool)))
+        }
+        other => Err(invalid("response_format", format!("unknown `response_format` type {other:?}"))),
     }
-    Ok(Value::Object(out))
 }
 
 /// The text of a message's `content` (a string, or text parts).
@@ -142,11 +218,14 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<String>, Vec<Value>), Inval
                 push(&mut out, "assistant", blocks);
             }
             "tool" => {
-                let result = json!({
+                let mut result = json!({
                     "type": "tool_result",
                     "tool_use_id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
-                    "content": text_of(m.get("content")),
                 });
+                let content = text_of(m.get("content"));
+                if !content.is_empty() {
+                    result["content"] = Value::String(content);
+                }
                 push(&mut out, "user", vec![result]);
             }
             other => return Err(invalid("messages", format!("messages[{i}]: unknown role `{other}`"))),
@@ -242,7 +321,7 @@ fn tool(t: &Value) -> Result<Value, Invalid> {
 }
 
 fn tool_choice(choice: Option<&Value>, parallel: Option<bool>) -> Result<Option<Value>, Invalid> {
-    let mut out = match choice {
+    let mut out = match choice.filter(|c| !c.is_null()) {
         None => {
             if parallel == Some(false) {
                 json!({"type": "auto"})
@@ -268,107 +347,4 @@ fn tool_choice(choice: Option<&Value>, parallel: Option<bool>) -> Result<Option<
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DEFAULTS: Defaults = Defaults { max_tokens: Some(1024) };
-
-    #[test]
-    fn system_messages_anywhere_become_the_system_prompt() {
-        let body = json!({"model": "claude", "messages": [
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "hi"},
-            {"role": "developer", "content": [{"type": "text", "text": "Answer in French."}]},
-            {"role": "assistant", "content": "salut"},
-            {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "encore"}]},
-        ]});
-        let out = translate(&body, DEFAULTS).unwrap();
-        assert_eq!(out["system"], "Be brief.\n\nAnswer in French.");
-        assert_eq!(
-            out["messages"],
-            json!([
-                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
-                {"role": "assistant", "content": [{"type": "text", "text": "salut"}]},
-                {"role": "user", "content": [{"type": "text", "text": "encore"}]},
-            ])
-        );
-        assert_eq!(out["max_tokens"], 1024);
-    }
-
-    #[test]
-    fn max_tokens_comes_from_the_request_or_the_provider_or_is_refused() {
-        let body =
-            json!({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 50, "max_tokens": 99});
-        assert_eq!(translate(&body, DEFAULTS).unwrap()["max_tokens"], 50);
-        let none = json!({"messages": [{"role": "user", "content": "x"}]});
-        let err = translate(&none, Defaults { max_tokens: None }).unwrap_err();
-        assert_eq!(err.param, "max_tokens");
-    }
-
-    #[test]
-    fn sampling_stop_n_and_user() {
-        let body = json!({"messages": [{"role": "user", "content": "x"}], "temperature": 1.5, "top_p": 0.9,
-            "stop": ["\n\n", " ", "END"], "user": "ada@example.com"});
-        let out = translate(&body, DEFAULTS).unwrap();
-        assert_eq!(out["temperature"], 1.0);
-        assert!(out.get("top_p").is_none(), "top_p is dropped when temperature is set");
-        assert_eq!(out["stop_sequences"], json!(["END"]));
-        let id = out["metadata"]["user_id"].as_str().unwrap();
-        assert_eq!(id.len(), 64);
-        assert!(!id.contains('@'), "never the address itself");
-        let n = json!({"messages": [{"role": "user", "content": "x"}], "n": 2});
-        assert_eq!(translate(&n, DEFAULTS).unwrap_err().param, "n");
-    }
-
-    #[test]
-    fn tool_calls_and_results() {
-        let body = json!({"messages": [
-            {"role": "user", "content": "weather in Paris and Rome?"},
-            {"role": "assistant", "content": "", "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}},
-                {"id": "call_2", "type": "function", "function": {"name": "now", "arguments": ""}}]},
-            {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
-            {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
-        ], "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}],
-           "tool_choice": "required", "parallel_tool_calls": false});
-        let out = translate(&body, DEFAULTS).unwrap();
-        assert_eq!(
-            out["messages"][1],
-            json!({"role": "assistant", "content": [
-            {"type": "tool_use", "id": "call_1", "name": "weather", "input": {"city": "Paris"}},
-            {"type": "tool_use", "id": "call_2", "name": "now", "input": {}}]})
-        );
-        assert_eq!(
-            out["messages"][2],
-            json!({"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"},
-            {"type": "tool_result", "tool_use_id": "call_2", "content": "noon"}]})
-        );
-        assert_eq!(out["tools"][0], json!({"name": "weather", "input_schema": {"type": "object"}}));
-        assert_eq!(out["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
-        let bad = json!({"messages": [{"role": "assistant", "tool_calls": [
-            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]});
-        assert_eq!(translate(&bad, DEFAULTS).unwrap_err().param, "messages");
-        let named = json!({"messages": [], "tool_choice": {"type": "function", "function": {"name": "weather"}}});
-        assert_eq!(translate(&named, DEFAULTS).unwrap()["tool_choice"], json!({"type": "tool", "name": "weather"}));
-    }
-
-    #[test]
-    fn images() {
-        let body = json!({"messages": [{"role": "user", "content": [
-            {"type": "text", "text": "what is this?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-            {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}]}]});
-        let out = translate(&body, DEFAULTS).unwrap();
-        assert_eq!(
-            out["messages"][0]["content"][1]["source"],
-            json!({"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="})
-        );
-        assert_eq!(
-            out["messages"][0]["content"][2]["source"],
-            json!({"type": "url", "url": "https://example.com/cat.jpg"})
-        );
-        let http = json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]});
-        assert!(translate(&http, DEFAULTS).is_err());
-    }
-}
+mod tests;

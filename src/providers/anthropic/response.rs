@@ -1,8 +1,11 @@
 //! Anthropic Messages response → OpenAI `chat.completion`: text blocks joined, `tool_use`
 //! blocks → `tool_calls`, stop reasons mapped, usage with cache tokens counted in
-//! `prompt_tokens` and reported as `prompt_tokens_details.cached_tokens`.
+//! `prompt_tokens` and reported as `prompt_tokens_details.cached_tokens`; the input of the
+//! tool that carries a JSON `response_format` becomes the message text.
 
 use serde_json::{json, Value};
+
+use super::Reply;
 
 /// Anthropic's `stop_reason` in OpenAI's vocabulary.
 pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
@@ -31,17 +34,26 @@ pub fn usage(u: &Value) -> Value {
 }
 
 /// The whole response. `created` is the Unix time to stamp it with.
-pub fn translate(message: &Value, created: u64) -> Value {
-    let blocks = message.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
-    let text: String = blocks
-        .iter()
-        .filter(|b| b["type"] == "text")
-        .filter_map(|b| b.get("text").and_then(Value::as_str))
-        .collect::<Vec<_>>()
-        .join("");
+///
+/// With a JSON `response_format` ([`Reply::json_tool`]), the input of that tool is the
+/// message text (compact JSON) and the finish reason `stop`, not `tool_calls`; other text
+/// blocks are left out so the text stays JSON.
+pub fn translate(message: &Value, reply: &Reply, created: u64) -> Value {
+    let blocks = message.get("content").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let is_json = |b: &Value| b["type"] == "tool_use" && reply.json_tool.as_deref().is_some_and(|n| b["name"] == n);
+    let json_block = blocks.iter().find(|b| is_json(b));
+    let text: String = match json_block {
+        Some(b) => b.get("input").map_or_else(|| "{}".to_string(), Value::to_string),
+        None => blocks
+            .iter()
+            .filter(|b| b["type"] == "text")
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(""),
+    };
     let tool_calls: Vec<Value> = blocks
         .iter()
-        .filter(|b| b["type"] == "tool_use")
+        .filter(|b| b["type"] == "tool_use" && !is_json(b))
         .map(|b| {
             json!({
                 "id": b["id"],
@@ -50,10 +62,16 @@ pub fn translate(message: &Value, created: u64) -> Value {
             })
         })
         .collect();
-    let mut msg = json!({"role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { Value::String(text) }, "refusal": Value::Null});
+    let content = if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { Value::String(text) };
+    let mut msg = json!({"role": "assistant", "content": content, "refusal": Value::Null});
     if !tool_calls.is_empty() {
         msg["tool_calls"] = Value::Array(tool_calls);
     }
+    let stop_reason = message.get("stop_reason").and_then(Value::as_str);
+    let finish = match (json_block, stop_reason) {
+        (Some(_), Some("tool_use")) => "stop",
+        _ => finish_reason(stop_reason),
+    };
     json!({
         "id": message.get("id").cloned().unwrap_or_else(|| json!("msg")),
         "object": "chat.completion",
@@ -63,7 +81,7 @@ pub fn translate(message: &Value, created: u64) -> Value {
             "index": 0,
             "message": msg,
             "logprobs": Value::Null,
-            "finish_reason": finish_reason(message.get("stop_reason").and_then(Value::as_str)),
+            "finish_reason": finish,
         }],
         "usage": usage(message.get("usage").unwrap_or(&Value::Null)),
     })
@@ -85,7 +103,7 @@ mod tests {
             "stop_reason": "tool_use",
             "usage": {"input_tokens": 10, "cache_creation_input_tokens": 5, "cache_read_input_tokens": 100, "output_tokens": 20}
         });
-        let out = translate(&message, 7);
+        let out = translate(&message, &Reply::default(), 7);
         let choice = &out["choices"][0];
         assert_eq!(choice["message"]["content"], "Let me check. One moment.");
         assert_eq!(
@@ -114,6 +132,24 @@ mod tests {
         }
         let only_tools =
             json!({"content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}], "stop_reason": "tool_use"});
-        assert_eq!(translate(&only_tools, 0)["choices"][0]["message"]["content"], Value::Null);
+        assert_eq!(translate(&only_tools, &Reply::default(), 0)["choices"][0]["message"]["content"], Value::Null);
+    }
+
+    #[test]
+    fn the_json_tool_is_the_message_text() {
+        let message = json!({
+            "id": "msg_2", "model": "claude-x", "stop_reason": "tool_use",
+            "content": [{"type": "tool_use", "id": "toolu_9", "name": "answer", "input": {"answer": "héllo", "n": 1}}],
+            "usage": {"input_tokens": 3, "output_tokens": 4}
+        });
+        let reply = Reply { include_usage: false, json_tool: Some("answer".into()) };
+        let choice = &translate(&message, &reply, 0)["choices"][0];
+        assert_eq!(choice["message"]["content"], r#"{"answer":"héllo","n":1}"#);
+        assert!(choice["message"].get("tool_calls").is_none());
+        assert_eq!(choice["finish_reason"], "stop");
+        // Without the reply's json_tool it is an ordinary tool call.
+        let plain = &translate(&message, &Reply::default(), 0)["choices"][0];
+        assert_eq!(plain["finish_reason"], "tool_calls");
+        assert_eq!(plain["message"]["content"], Value::Null);
     }
 }

@@ -6,7 +6,9 @@
 //! streamed arguments without Anthropic's `{}` placeholder, `"{}"` for a tool with no
 //! arguments; `message_delta` → the finish reason and the output tokens (cumulative: set,
 //! not added); `message_stop` → the last chunk, the usage chunk when usage was asked for,
-//! then `[DONE]`. An `error` event, or a stream that ends before `message_stop`, becomes an
+//! then `[DONE]`. With a JSON `response_format` the JSON tool's streamed input is the
+//! `content` (`"{}"` if it had none), never a tool call, and `tool_use` finishes as `stop`.
+//! An `error` event, or a stream that ends before `message_stop`, becomes an
 //! OpenAI-shaped SSE error event and the end of the stream.
 
 use std::collections::HashMap;
@@ -14,35 +16,51 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use super::response::{finish_reason, usage};
-use crate::sse_event::{data_of, event_len};
+use super::Reply;
+use crate::sse_event::{data_of, Events};
+
+/// What an Anthropic `tool_use` block is on the OpenAI side.
+#[derive(Debug, Clone, Copy)]
+enum ToolBlock {
+    /// A tool call with this index; whether arguments were streamed.
+    Call(usize, bool),
+    /// The tool that carries a JSON `response_format`: its input is the message text.
+    Json(bool),
+}
 
 /// The state of one stream.
 #[derive(Debug)]
 pub struct Translator {
     include_usage: bool,
+    json_tool: Option<String>,
     created: u64,
-    partial: Vec<u8>,
+    events: Events,
     id: Value,
     model: Value,
-    /// Anthropic block index → OpenAI tool-call index, and whether arguments were streamed.
-    tools: HashMap<u64, (usize, bool)>,
+    /// Anthropic block index → what the tool block is.
+    tools: HashMap<u64, ToolBlock>,
     next_tool: usize,
+    /// A block of the JSON tool was seen: `tool_use` means `stop`.
+    json_seen: bool,
     usage: Value,
     stop_reason: Option<String>,
     finished: bool,
 }
 
 impl Translator {
-    /// `include_usage`: end with a usage chunk; `created`: the Unix time for the chunks.
-    pub fn new(include_usage: bool, created: u64) -> Self {
+    /// `reply`: what the app asked for (a usage chunk, JSON output); `created`: the Unix
+    /// time for the chunks.
+    pub fn new(reply: &Reply, created: u64) -> Self {
         Translator {
-            include_usage,
+            include_usage: reply.include_usage,
+            json_tool: reply.json_tool.clone(),
             created,
-            partial: Vec::new(),
+            events: Events::default(),
             id: json!("msg"),
             model: Value::Null,
             tools: HashMap::new(),
             next_tool: 0,
+            json_seen: false,
             usage: json!({}),
             stop_reason: None,
             finished: false,
@@ -60,17 +78,18 @@ impl Translator {
         if self.finished {
             return out;
         }
-        self.partial.extend_from_slice(bytes);
-        while let Some(end) = event_len(&self.partial) {
-            let event: Vec<u8> = self.partial.drain(..end).collect();
-            if let Some((data, _)) = data_of(&event) {
-                match serde_json::from_slice::<Value>(&data) {
-                    Ok(v) => self.event(&v, &mut out),
-                    Err(_) => self.error("the provider sent an event that is not JSON", &mut out),
-                }
+        self.events.push(bytes);
+        while let Some(event) = self.events.next_event() {
+            let parsed = match data_of(event) {
+                Some((data, _)) => serde_json::from_slice::<Value>(&data),
+                None => continue,
+            };
+            match parsed {
+                Ok(v) => self.event(&v, &mut out),
+                Err(_) => self.error("the provider sent an event that is not JSON", &mut out),
             }
             if self.finished {
-                self.partial.clear();
+                self.events.take_rest();
                 break;
             }
         }
@@ -116,50 +135,20 @@ impl Translator {
                 }
                 self.chunk(json!({"role": "assistant", "content": ""}), None, out);
             }
-            "content_block_start" => {
-                let block = &v["content_block"];
-                if block["type"] == "tool_use" {
-                    let index = v["index"].as_u64().unwrap_or(0);
-                    let k = self.next_tool;
-                    self.next_tool += 1;
-                    self.tools.insert(index, (k, false));
-                    let call = json!({"index": k, "id": block["id"], "type": "function",
-                        "function": {"name": block["name"], "arguments": ""}});
-                    self.chunk(json!({ "tool_calls": [call] }), None, out);
-                }
-            }
-            "content_block_delta" => {
-                let d = &v["delta"];
-                match d["type"].as_str() {
-                    Some("text_delta") => {
-                        let text = d["text"].as_str().unwrap_or("");
-                        if !text.is_empty() {
-                            self.chunk(json!({ "content": text }), None, out);
-                        }
-                    }
-                    Some("input_json_delta") => {
-                        let part = d["partial_json"].as_str().unwrap_or("");
-                        let index = v["index"].as_u64().unwrap_or(0);
-                        if let Some((k, streamed)) = self.tools.get_mut(&index) {
-                            if !part.is_empty() {
-                                *streamed = true;
-                                let k = *k;
-                                self.chunk(
-                                    json!({"tool_calls": [{"index": k, "function": {"arguments": part}}]}),
-                                    None,
-                                    out,
-                                );
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            "content_block_start" => self.block_start(v, out),
+            "content_block_delta" => self.block_delta(v, out),
             "content_block_stop" => {
                 let index = v["index"].as_u64().unwrap_or(0);
-                if let Some((k, false)) = self.tools.get(&index).copied() {
-                    self.chunk(json!({"tool_calls": [{"index": k, "function": {"arguments": "{}"}}]}), None, out);
-                    self.tools.insert(index, (k, true));
+                match self.tools.get(&index).copied() {
+                    Some(ToolBlock::Call(k, false)) => {
+                        self.chunk(json!({"tool_calls": [{"index": k, "function": {"arguments": "{}"}}]}), None, out);
+                        self.tools.insert(index, ToolBlock::Call(k, true));
+                    }
+                    Some(ToolBlock::Json(false)) => {
+                        self.chunk(json!({"content": "{}"}), None, out);
+                        self.tools.insert(index, ToolBlock::Json(true));
+                    }
+                    _ => {}
                 }
             }
             "message_delta" => {
@@ -174,7 +163,11 @@ impl Translator {
                 }
             }
             "message_stop" => {
-                self.chunk(json!({}), Some(finish_reason(self.stop_reason.as_deref())), out);
+                let finish = match self.stop_reason.as_deref() {
+                    Some("tool_use") if self.json_seen => "stop",
+                    reason => finish_reason(reason),
+                };
+                self.chunk(json!({}), Some(finish), out);
                 if self.include_usage {
                     let last = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
                         "model": self.model, "choices": [], "usage": usage(&self.usage)});
@@ -190,6 +183,57 @@ impl Translator {
                 self.error(&format!("{kind}: {message}"), out);
             }
             // ping, and events this translator does not know.
+            _ => {}
+        }
+    }
+
+    fn block_start(&mut self, v: &Value, out: &mut Vec<u8>) {
+        let block = &v["content_block"];
+        if block["type"] != "tool_use" {
+            return;
+        }
+        let index = v["index"].as_u64().unwrap_or(0);
+        if self.json_tool.as_deref().is_some_and(|n| block["name"] == n) {
+            self.json_seen = true;
+            self.tools.insert(index, ToolBlock::Json(false));
+            return;
+        }
+        let k = self.next_tool;
+        self.next_tool += 1;
+        self.tools.insert(index, ToolBlock::Call(k, false));
+        let call = json!({"index": k, "id": block["id"], "type": "function",
+            "function": {"name": block["name"], "arguments": ""}});
+        self.chunk(json!({ "tool_calls": [call] }), None, out);
+    }
+
+    fn block_delta(&mut self, v: &Value, out: &mut Vec<u8>) {
+        let d = &v["delta"];
+        match d["type"].as_str() {
+            // With JSON output, only the JSON tool's input is the text.
+            Some("text_delta") if self.json_tool.is_none() => {
+                let text = d["text"].as_str().unwrap_or("");
+                if !text.is_empty() {
+                    self.chunk(json!({ "content": text }), None, out);
+                }
+            }
+            Some("input_json_delta") => {
+                let part = d["partial_json"].as_str().unwrap_or("");
+                let index = v["index"].as_u64().unwrap_or(0);
+                if part.is_empty() {
+                    return;
+                }
+                match self.tools.get(&index).copied() {
+                    Some(ToolBlock::Call(k, _)) => {
+                        self.tools.insert(index, ToolBlock::Call(k, true));
+                        self.chunk(json!({"tool_calls": [{"index": k, "function": {"arguments": part}}]}), None, out);
+                    }
+                    Some(ToolBlock::Json(_)) => {
+                        self.tools.insert(index, ToolBlock::Json(true));
+                        self.chunk(json!({ "content": part }), None, out);
+                    }
+                    None => {}
+                }
+            }
             _ => {}
         }
     }

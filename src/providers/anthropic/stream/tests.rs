@@ -22,7 +22,7 @@ const TRANSCRIPT: &str = concat!(
 );
 
 fn run(pieces: &[&[u8]], include_usage: bool) -> String {
-    let mut t = Translator::new(include_usage, 1);
+    let mut t = Translator::new(&Reply { include_usage, json_tool: None }, 1);
     let mut out = Vec::new();
     for p in pieces {
         out.extend(t.feed(p));
@@ -99,4 +99,35 @@ proptest! {
         pieces.push(&bytes[at..]);
         prop_assert_eq!(run(&pieces, true), run(&[bytes], true));
     }
+}
+
+#[test]
+fn the_json_tool_streams_as_content() {
+    let stream = concat!(
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"x\",\"usage\":{\"input_tokens\":3}}}\n\n",
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"answer\",\"input\":{}}}\n\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":\"}}\n\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"1}\"}}\n\n",
+        "data: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":5}}\n\n",
+        "data: {\"type\":\"message_stop\"}\n\n",
+    );
+    let reply = Reply { include_usage: false, json_tool: Some("answer".into()) };
+    let run_json = |s: &str| {
+        let mut t = Translator::new(&reply, 1);
+        let mut out = t.feed(s.as_bytes());
+        out.extend(t.finish());
+        events(&String::from_utf8(out).unwrap())
+    };
+    let ev = run_json(stream);
+    let content: String = ev.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(content, "{\"a\":1}");
+    assert!(ev.iter().all(|e| e["choices"][0]["delta"].get("tool_calls").is_none()));
+    assert_eq!(ev.last().unwrap()["choices"][0]["finish_reason"], "stop");
+    // No deltas at all: "{}".
+    let empty: String = stream.split_inclusive("\n\n").filter(|e| !e.contains("input_json_delta")).collect();
+    let ev = run_json(&empty);
+    let content: String = ev.iter().filter_map(|e| e["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(content, "{}");
+    assert_eq!(ev.last().unwrap()["choices"][0]["finish_reason"], "stop");
 }
