@@ -203,11 +203,11 @@ impl Tap {
         }
         let Ok(event) = serde_json::from_slice::<Event<'_>>(data) else { return };
         match &*event.kind {
-            "response.output_text.delta" | "response.refusal.delta" | "response.function_call_arguments.delta" => {
-                if !self.content_seen {
-                    self.content_seen = true;
-                    seen.first_token = true;
-                }
+            "response.output_text.delta" | "response.refusal.delta" | "response.function_call_arguments.delta"
+                if !self.content_seen =>
+            {
+                self.content_seen = true;
+                seen.first_token = true;
             }
             kind @ ("response.completed" | "response.incomplete" | "response.failed") => {
                 seen.error |= kind != "response.completed";
