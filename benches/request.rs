@@ -109,5 +109,31 @@ fn accounting(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench, accounting);
+/// Per streamed event: what each provider kind's rewriter costs on top of the tap.
+fn translation(c: &mut Criterion) {
+    use sluice::providers::{anthropic, azure, openai};
+    const TEXT_DELTA: &[u8] = b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" world\"}}\n\n";
+    const START: &[u8] = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude\",\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+    c.bench_function("anthropic/stream-text-delta", |b| {
+        let mut t = anthropic::stream::Translator::new(&anthropic::Reply::default(), 1);
+        t.feed(START);
+        b.iter(|| black_box(t.feed(black_box(TEXT_DELTA))).len())
+    });
+    const AZURE_CHUNK: &[u8] = br#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":" world"},"finish_reason":null,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"},"self_harm":{"filtered":false,"severity":"safe"}}}]}
+
+"#;
+    c.bench_function("azure/normalise-chunk", |b| {
+        let mut n = azure::StreamNormaliser::new();
+        b.iter(|| black_box(n.feed(black_box(AZURE_CHUNK))).len())
+    });
+    const OPENAI_CHUNK: &[u8] = br#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":" world"},"finish_reason":null}]}
+
+"#;
+    c.bench_function("openai/tool-index-fill-pass", |b| {
+        let mut f = openai::ToolIndexFiller::new();
+        b.iter(|| black_box(f.feed(black_box(OPENAI_CHUNK))).len())
+    });
+}
+
+criterion_group!(benches, bench, accounting, translation);
 criterion_main!(benches);
