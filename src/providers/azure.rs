@@ -2,14 +2,16 @@
 //!
 //! Azure adds content-filter annotations to OpenAI's answers; apps and SDKs written for
 //! OpenAI do not expect them. On a stream:
-//! - the leading annotation chunk (`"choices":[]` with `prompt_filter_results`, empty id
-//!   and model) is dropped;
+//! - the leading annotation chunk (`"choices":[]` with `prompt_filter_results`, or
+//!   `prompt_annotations` in older API versions, empty id and model) is dropped;
 //! - filter-only chunks (every choice has an empty or no `delta`, no `finish_reason`, and
 //!   only `content_filter_results` / `content_filter_offsets` besides) are dropped;
 //! - `content_filter_results`, `content_filter_offsets` and `prompt_filter_results` are
-//!   removed from every other chunk; `finish_reason: "content_filter"` stays, as do the
-//!   usage chunk and `[DONE]`;
-//! - an event without the bytes `filter` is passed on as it came, without parsing.
+//!   removed from every other chunk; `finish_reason: "content_filter"` stays (with an empty
+//!   `delta` when Azure sent it in a filter chunk without one, and the stream's id, model
+//!   and time instead of Azure's empty ones), as do the usage chunk and `[DONE]`;
+//! - an event without the bytes `filter` is passed on as it came, without parsing (once
+//!   the stream's id is known).
 //!
 //! A whole JSON answer loses `prompt_filter_results` and each choice's filter results, and
 //! Azure's 400 for a filtered prompt becomes OpenAI's `content_filter` error.
@@ -22,14 +24,23 @@ use crate::sse_event::{data_of, Events};
 /// Every annotation this module removes has this in its name.
 const FILTER: &[u8] = b"filter";
 
+/// The prompt's filter results (`prompt_annotations` in older API versions).
+const PROMPT_KEYS: [&str; 2] = ["prompt_filter_results", "prompt_annotations"];
+
 /// The keys a choice of a filter-only chunk may have.
 const FILTER_ONLY_KEYS: [&str; 6] =
     ["index", "delta", "finish_reason", "logprobs", "content_filter_results", "content_filter_offsets"];
 
-/// The per-stream state: only the current partial event.
+/// The members that say which completion a chunk belongs to.
+const IDENTITY_KEYS: [&str; 5] = ["id", "object", "created", "model", "system_fingerprint"];
+
+/// The per-stream state.
 #[derive(Debug, Default)]
 pub struct StreamNormaliser {
     events: Events,
+    /// The identity members of the first chunk with an id. Azure sends its filter chunks
+    /// with an empty id and model; one that is kept (a `content_filter` finish) gets these.
+    identity: Option<Map<String, Value>>,
 }
 
 impl StreamNormaliser {
@@ -42,7 +53,7 @@ impl StreamNormaliser {
         let mut out = Vec::with_capacity(bytes.len());
         self.events.push(bytes);
         while let Some(event) = self.events.next_event() {
-            normalise_event(event, &mut out);
+            normalise_event(event, &mut self.identity, &mut out);
         }
         out
     }
@@ -61,8 +72,9 @@ enum Change {
     Drop,
 }
 
-fn normalise_event(event: &[u8], out: &mut Vec<u8>) {
-    if memmem::find(event, FILTER).is_none() {
+fn normalise_event(event: &[u8], identity: &mut Option<Map<String, Value>>, out: &mut Vec<u8>) {
+    let filtered = memmem::find(event, FILTER).is_some();
+    if !filtered && identity.is_some() {
         out.extend_from_slice(event);
         return;
     }
@@ -71,10 +83,20 @@ fn normalise_event(event: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(event);
         return;
     };
+    if identity.is_none() {
+        *identity = identity_of(&chunk);
+    }
+    if !filtered {
+        out.extend_from_slice(event);
+        return;
+    }
     match normalise_chunk(&mut chunk) {
         Change::Unchanged => out.extend_from_slice(event),
         Change::Drop => {}
         Change::Changed => {
+            if let Some(identity) = identity.as_ref().filter(|_| chunk.get("id").is_none_or(|id| id == "")) {
+                chunk.extend(identity.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
             out.extend_from_slice(b"data: ");
             out.extend_from_slice(Value::Object(chunk).to_string().as_bytes());
             out.extend_from_slice(b"\n\n");
@@ -83,7 +105,7 @@ fn normalise_event(event: &[u8], out: &mut Vec<u8>) {
 }
 
 fn normalise_chunk(chunk: &mut Map<String, Value>) -> Change {
-    let annotated = chunk.contains_key("prompt_filter_results");
+    let annotated = PROMPT_KEYS.iter().any(|k| chunk.contains_key(*k));
     let no_usage = chunk.get("usage").is_none_or(Value::is_null);
     if let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) {
         if choices.is_empty() && annotated && no_usage {
@@ -93,18 +115,30 @@ fn normalise_chunk(chunk: &mut Map<String, Value>) -> Change {
             return Change::Drop;
         }
     }
-    let mut changed = chunk.remove("prompt_filter_results").is_some();
+    let mut changed = strip_prompt(chunk);
     if let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) {
         let before = choices.len();
         choices.retain(|c| !filter_only(c));
         changed |= choices.len() != before;
-        changed |= strip_choices(choices);
+        if strip_choices(choices) {
+            changed = true;
+            // A finish that came in a filter chunk has no delta; OpenAI's SDKs expect one.
+            for c in choices.iter_mut().filter_map(Value::as_object_mut) {
+                c.entry("delta").or_insert_with(|| json!({}));
+            }
+        }
     }
     if changed {
         Change::Changed
     } else {
         Change::Unchanged
     }
+}
+
+/// The identity members of a chunk that has an id.
+fn identity_of(chunk: &Map<String, Value>) -> Option<Map<String, Value>> {
+    chunk.get("id").and_then(Value::as_str).filter(|id| !id.is_empty())?;
+    Some(IDENTITY_KEYS.iter().filter_map(|k| Some((k.to_string(), chunk.get(*k)?.clone()))).collect())
 }
 
 /// A choice that says nothing but content-filter results.
@@ -116,6 +150,15 @@ fn filter_only(choice: &Value) -> bool {
     let annotated = c.contains_key("content_filter_results") || c.contains_key("content_filter_offsets");
     let only_known = c.keys().all(|k| FILTER_ONLY_KEYS.contains(&k.as_str()));
     delta_empty && no_finish && no_logprobs && annotated && only_known
+}
+
+/// Remove the prompt's filter results; whether there were any.
+fn strip_prompt(answer: &mut Map<String, Value>) -> bool {
+    let mut changed = false;
+    for k in PROMPT_KEYS {
+        changed |= answer.remove(k).is_some();
+    }
+    changed
 }
 
 /// Remove each choice's filter results; whether there were any.
@@ -133,7 +176,7 @@ fn strip_choices(choices: &mut [Value]) -> bool {
 pub fn normalise_json(body: &[u8]) -> Option<Vec<u8>> {
     memmem::find(body, FILTER)?;
     let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(body) else { return None };
-    let mut changed = answer.remove("prompt_filter_results").is_some();
+    let mut changed = strip_prompt(&mut answer);
     if let Some(choices) = answer.get_mut("choices").and_then(Value::as_array_mut) {
         changed |= strip_choices(choices);
     }
