@@ -9,9 +9,9 @@
 //!
 //! | kind        | routes                                                                                   | credentials                            |
 //! |-------------|------------------------------------------------------------------------------------------|----------------------------------------|
-//! | `openai`    | `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`                  | none checked                           |
+//! | `openai`    | `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`, `/v1/responses` | none checked                           |
 //! | `anthropic` | `/v1/messages`                                                                           | `x-api-key` (401), `anthropic-version` |
-//! | `azure`     | `/openai/deployments/{deployment}/chat/completions?api-version=...`, `/openai/v1/chat/completions` | `api-key` (401)          |
+//! | `azure`     | `/openai/deployments/{deployment}/chat/completions?api-version=...`, `/openai/v1/chat/completions`, `/openai/v1/responses` | `api-key` (401)          |
 //!
 //! The Anthropic and Azure kinds refuse an `authorization` header (400), so a test sees a
 //! client key that leaked upstream. Errors come in the kind's own shape. An Azure
@@ -59,7 +59,8 @@
 //! finishing. Content chunks are text pieces and pieces of tool-call arguments.
 //!
 //! Cached tokens are OpenAI's `usage.prompt_tokens_details.cached_tokens` (included in
-//! `prompt_tokens`) and Anthropic's `cache_read_input_tokens` (`input_tokens` is the rest).
+//! `prompt_tokens`), Anthropic's `cache_read_input_tokens` (`input_tokens` is the rest),
+//! and the Responses API's `input_tokens_details.cached_tokens`.
 //!
 //! # Scripts
 //!
@@ -70,9 +71,9 @@
 //! | `bad_request`      | 400 with the kind's error body                                                           |
 //! | `mid_stream_error` | a stream sends 2 content chunks, then the kind's error event, and ends; a whole answer is a 500 |
 //! | `truncate`         | a stream sends up to 2 content chunks and ends without its final events (`[DONE]`, `message_stop`, `response.completed`); a whole answer's JSON is cut in half |
-//! | `content_filter`   | Azure: 400 `content_filter`; Anthropic: `stop_reason: refusal`; OpenAI: `finish_reason: content_filter` |
+//! | `content_filter`   | Azure: 400 `content_filter`; Anthropic: `stop_reason: refusal`; OpenAI: `finish_reason: content_filter`; Responses API: `incomplete` |
 //! | `text_tool_text`   | chat answers of text, a call of the first tool offered (else `mock_tool`), then text    |
-//! | `incomplete`       | finish `length` / `max_tokens`                                                          |
+//! | `incomplete`       | finish `length` / `max_tokens`; Responses API: a terminal `response.incomplete`         |
 //!
 //! The three error scripts apply on every API route; the others shape generated answers.
 //!
@@ -94,6 +95,7 @@ mod knobs;
 mod openai;
 mod plan;
 mod render;
+mod responses;
 mod routes;
 mod schema;
 mod script;
@@ -118,14 +120,15 @@ pub use server::{run, serve, MockArgs, HELP};
 /// Which provider API the mock imitates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum MockKind {
-    /// OpenAI: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`.
+    /// OpenAI: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`,
+    /// `/v1/responses`.
     #[default]
     #[value(name = "openai")]
     OpenAi,
     /// Anthropic: `/v1/messages`, with `x-api-key` and `anthropic-version` required.
     Anthropic,
     /// Azure OpenAI: `/openai/deployments/{deployment}/chat/completions?api-version=...`,
-    /// `/openai/v1/chat/completions`, with `api-key` required.
+    /// `/openai/v1/chat/completions`, `/openai/v1/responses`, with `api-key` required.
     Azure,
 }
 
@@ -232,6 +235,7 @@ fn answer(call: &Call<'_>, api: Api, body: &[u8]) -> Response<Body> {
         Api::Completions => chat::respond_completion(call, body),
         Api::Embeddings => embeddings::respond(body),
         Api::Models => render::json_response(StatusCode::OK, Bytes::from_static(render::MODELS_JSON)),
+        Api::Responses => responses::respond(call, body),
         Api::Messages => anthropic::respond(call, body),
     }
 }

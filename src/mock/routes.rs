@@ -13,6 +13,7 @@ pub(crate) enum Api {
     Completions,
     Embeddings,
     Models,
+    Responses,
     Messages,
 }
 
@@ -59,6 +60,7 @@ fn openai(path: &str) -> Option<(Api, bool)> {
         "/v1/completions" => (Api::Completions, true),
         "/v1/embeddings" => (Api::Embeddings, true),
         "/v1/models" => (Api::Models, false),
+        "/v1/responses" => (Api::Responses, true),
         _ => return None,
     })
 }
@@ -68,6 +70,7 @@ fn openai(path: &str) -> Option<(Api, bool)> {
 fn azure<'a>(path: &'a str, query: Option<&str>) -> Option<(Api, Option<&'a str>)> {
     match path {
         "/openai/v1/chat/completions" => Some((Api::Chat, None)),
+        "/openai/v1/responses" => Some((Api::Responses, None)),
         _ => {
             let (deployment, rest) = path.strip_prefix("/openai/deployments/")?.split_once('/')?;
             if deployment.is_empty() || rest != "chat/completions" {

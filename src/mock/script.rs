@@ -28,7 +28,7 @@ pub(crate) enum Script {
     ContentFilter,
     /// An answer of text, a tool call, then more text.
     TextToolText,
-    /// The answer ends early: `length` / `max_tokens`.
+    /// The answer ends early: `length` / `max_tokens`, a Responses API `response.incomplete`.
     Incomplete,
 }
 

@@ -25,10 +25,11 @@ const MAX_BODY: usize = 32 * 1024 * 1024;
 /// The end of `sluice mock-provider --help`: routes per kind, per-request knobs, scripts.
 pub const HELP: &str = "\
 Kinds (--kind):
-  openai     /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models
+  openai     /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /v1/responses
   anthropic  /v1/messages; x-api-key and anthropic-version required, authorization refused
   azure      /openai/deployments/{deployment}/chat/completions?api-version=...,
-             /openai/v1/chat/completions; api-key required, authorization refused
+             /openai/v1/chat/completions, /openai/v1/responses; api-key required,
+             authorization refused
 
 Per-request knobs (header, or query parameter; the header wins):
   x-mock-latency-ms     latency_ms      delay before the response head
@@ -50,7 +51,7 @@ Scripts:
   content_filter    Azure 400 content_filter; Anthropic stop_reason refusal;
                     OpenAI finish_reason content_filter
   text_tool_text    an answer of text, a tool call, then text
-  incomplete        finish length / max_tokens";
+  incomplete        finish length / max_tokens; Responses API response.incomplete";
 
 /// Command-line arguments of `sluice mock-provider`.
 #[derive(Debug, Clone, clap::Args)]

@@ -1,5 +1,5 @@
-//! Tests of the provider kinds, driving [`respond`] in-process: one module per kind and the
-//! plan shared by the OpenAI and Anthropic kinds.
+//! Tests of the provider kinds, driving [`respond`] in-process: one module per kind, the
+//! Responses API, and the plan shared by the OpenAI and Anthropic kinds.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -7,6 +7,7 @@ mod anthropic;
 mod azure;
 mod openai;
 mod plan;
+mod responses;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
@@ -217,6 +218,11 @@ async fn truncated_bodies_never_fail_the_mock() {
                 serde_json::json!([{"role": "user", "content": [{"type": "text", "text": "h\u{e9}llo \"x\""}]}, {"role": "tool", "content": "r"}]),
                 serde_json::json!({"tools": tools, "stream": true}),
             ),
+        ),
+        (
+            MockKind::OpenAi,
+            "/v1/responses",
+            serde_json::json!({"model": "m", "input": [{"role": "user", "content": "hi"}], "instructions": "x"}),
         ),
         (
             MockKind::Anthropic,
