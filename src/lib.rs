@@ -12,7 +12,7 @@
 //! | [`auth`] | gateway keys: SHA-256 digests compared in constant time |
 //! | [`proxy`] | the data-plane pipeline, OpenAI-style errors, the streaming body wrapper |
 //! | [`providers`] | upstream clients (hyper-util + hyper-rustls) and provider kinds |
-//! | [`mock`] | the built-in fake OpenAI-compatible provider (`sluice mock-provider`, kind `mock`) |
+//! | [`mock`] | the built-in fake provider, OpenAI, Anthropic or Azure shaped (`sluice mock-provider --kind`; kind `mock` in-process, OpenAI shaped) |
 //! | [`server`] | listeners, TLS termination, the admin listener, graceful shutdown |
 //! | [`cli`] | the `sluice` subcommands |
 //! | [`body`] | the one response body type |

@@ -40,7 +40,9 @@ pub enum Command {
     },
     /// Evaluate a flag for a context and explain why; `--batch` evaluates JSON lines.
     Eval(eval::EvalArgs),
-    /// Run a fast fake OpenAI-compatible provider (for demos, tests and load tests).
+    /// Run a fast fake provider, OpenAI, Anthropic or Azure OpenAI (for demos, tests and
+    /// load tests).
+    #[command(after_help = mock::HELP)]
     MockProvider(mock::MockArgs),
     /// Drive the admin API: flags, kill, restore, rollout, promote, point, rollback,
     /// versions, audit, status, guards, guard pause|resume|rearm.

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName};
 
+use super::plan;
+use super::script::{self, Script};
+use super::stream::{Cut, Timing};
 use super::MockSettings;
 
 /// Largest accepted `chunks` value (bounds the size of a non-streamed answer).
@@ -27,6 +30,8 @@ static ERROR_STATUS: Knob = knob("x-mock-error-status", "error_status");
 static CHUNKS: Knob = knob("x-mock-chunks", "chunks");
 static CHUNK_DELAY: Knob = knob("x-mock-chunk-delay-ms", "chunk_delay_ms");
 static BREAK_AFTER: Knob = knob("x-mock-break-after", "break_after");
+static SCRIPT: Knob = knob("x-mock-script", "script");
+static CACHED_TOKENS: Knob = knob("x-mock-cached-tokens", "cached_tokens");
 
 /// The effective knobs of one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +43,10 @@ pub(crate) struct Knobs {
     pub chunk_delay: Duration,
     /// Streamed answers fail the body after this many content chunks.
     pub break_after: Option<usize>,
+    /// A scripted answer (failure or unusual shape).
+    pub script: Option<Script>,
+    /// Prompt tokens reported as read from cache.
+    pub cached_tokens: Option<u64>,
 }
 
 /// A knob value that could not be parsed; `name` is the header or query parameter used.
@@ -63,12 +72,29 @@ impl Knobs {
             chunks: lookup.get(&CHUNKS, parse_chunks)?.unwrap_or(settings.chunks.min(MAX_CHUNKS)),
             chunk_delay: lookup.get(&CHUNK_DELAY, parse_millis)?.unwrap_or(settings.chunk_delay),
             break_after: lookup.get(&BREAK_AFTER, parse_count)?,
+            script: lookup.get(&SCRIPT, script::parse)?,
+            cached_tokens: lookup.get(&CACHED_TOKENS, parse_tokens)?,
         })
     }
 
     /// Draw whether this request gets an injected error.
     pub(crate) fn inject_error(&self) -> bool {
         self.error_rate > 0.0 && fastrand::f64() < self.error_rate
+    }
+
+    /// The knobs that shape a chat answer's plan.
+    pub(crate) fn plan_settings(&self) -> plan::Settings {
+        plan::Settings { chunks: self.chunks, cached_tokens: self.cached_tokens, script: self.script }
+    }
+
+    /// The pacing and cuts of a stream; `every_event`: delay every event, not only content.
+    pub(crate) fn timing(&self, every_event: bool) -> Timing {
+        let cut = match self.script {
+            Some(Script::MidStreamError) => Some(Cut::Error),
+            Some(Script::Truncate) => Some(Cut::End),
+            _ => None,
+        };
+        Timing { chunk_delay: self.chunk_delay, every_event, break_after: self.break_after, cut }
     }
 }
 
@@ -95,8 +121,9 @@ impl Lookup<'_> {
     }
 }
 
-/// The first value of `key` in a raw query string (no percent-decoding: knobs are numbers).
-fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+/// The first value of `key` in a raw query string (no percent-decoding: knobs are numbers
+/// and plain names).
+pub(crate) fn query_param<'q>(query: &'q str, key: &str) -> Option<&'q str> {
     query.split('&').find_map(|pair| match pair.split_once('=') {
         Some((k, v)) if k == key => Some(v),
         None if pair == key => Some(""),
@@ -138,4 +165,9 @@ pub(crate) fn parse_chunks(raw: &str) -> Result<usize, String> {
 /// A non-negative count.
 fn parse_count(raw: &str) -> Result<usize, String> {
     raw.parse::<usize>().map_err(|_| format!("expected a whole number, got {raw:?}"))
+}
+
+/// A token count.
+fn parse_tokens(raw: &str) -> Result<u64, String> {
+    raw.parse::<u64>().map_err(|_| format!("expected a whole number of tokens, got {raw:?}"))
 }

@@ -1,15 +1,40 @@
-//! `sluice mock-provider`: a fast, fake OpenAI-compatible provider.
+//! `sluice mock-provider`: a fast, fake provider that speaks OpenAI, Anthropic or Azure
+//! OpenAI.
 //!
-//! The mock answers the OpenAI routes sluice forwards (`/v1/chat/completions`,
-//! `/v1/completions`, `/v1/embeddings`, `/v1/models`) with well-formed, deterministic
-//! responses, so demos, integration tests and load tests need no real model and no API
-//! key. It is used two ways: as a standalone HTTP server ([`run`] / [`serve`]) and
-//! in-process as the gateway's provider kind `mock`, which calls [`respond`] directly.
+//! The mock answers the routes of the provider kind it imitates ([`MockKind`], `--kind`)
+//! with well-formed, deterministic responses, so demos, integration tests and load tests
+//! need no real model and no API key. It is used two ways: as a standalone HTTP server
+//! ([`run`] / [`serve`]) and in-process as the gateway's provider kind `mock`, which calls
+//! [`respond`] directly with the default (OpenAI) kind.
+//!
+//! | kind        | routes                                                                                   | credentials                            |
+//! |-------------|------------------------------------------------------------------------------------------|----------------------------------------|
+//! | `openai`    | `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`, `/v1/responses` | none checked                           |
+//! | `anthropic` | `/v1/messages`                                                                           | `x-api-key` (401), `anthropic-version` |
+//! | `azure`     | `/openai/deployments/{deployment}/chat/completions?api-version=...`, `/openai/v1/chat/completions`, `/openai/v1/responses` | `api-key` (401)          |
+//!
+//! The Anthropic and Azure kinds refuse an `authorization` header (400), so a test sees a
+//! client key that leaked upstream. Errors come in the kind's own shape. An Azure
+//! deployment path without `api-version` is a 404, and its answers name the deployment as
+//! the model. Every kind answers `GET /healthz` with `ok`.
+//!
+//! # One answer, three renderings
+//!
+//! A chat request is reduced to a kind-neutral conversation and its answer is decided once
+//! (see `plan`): tool results are echoed (`Results: ...`), offered tools are called with
+//! arguments generated from their JSON schemas, structured output gets JSON generated from
+//! its schema, and anything else gets `mock0 mock1 ...`. The same conversation as an OpenAI
+//! request and as its Anthropic translation gets the same text, tool calls, finish and
+//! token counts. Prompt tokens are the words of the messages' text (not tool definitions
+//! or call arguments); completion tokens are the answer's words, or 10 per tool call or
+//! structured answer. The legacy `/v1/completions` route always gets `mock0 mock1 ...` and
+//! counts prompt tokens as body bytes / 4.
 //!
 //! It is built to never be the bottleneck of a benchmark: responses are written with
-//! plain string building (no `serde_json::Value` trees), requests are parsed with
-//! borrowed structs that only pick the fields the mock needs, and streamed answers are
-//! a small hand-written body state machine (no task or channel per stream).
+//! plain string building (no `serde_json::Value` trees; only tool schemas are read as
+//! values), requests are parsed with borrowed structs that only pick the fields the mock
+//! needs, and streamed answers are a small hand-written body state machine (no task or
+//! channel per stream).
 //!
 //! # Knobs
 //!
@@ -21,22 +46,64 @@
 //! | `x-mock-latency-ms`     | `latency_ms`     | delay before the response head, on every route              |
 //! | `x-mock-error-rate`     | `error_rate`     | probability (0..=1) of answering with an injected error     |
 //! | `x-mock-error-status`   | `error_status`   | status of injected errors (400..=599, default 500)          |
-//! | `x-mock-chunks`         | `chunks`         | words in an answer = streamed content chunks = completion tokens (at most 100000) |
-//! | `x-mock-chunk-delay-ms` | `chunk_delay_ms` | delay between consecutive streamed content chunks           |
+//! | `x-mock-chunks`         | `chunks`         | words in the generated answer = its streamed content chunks = its completion tokens (at most 100000) |
+//! | `x-mock-chunk-delay-ms` | `chunk_delay_ms` | delay between consecutive streamed content chunks (Anthropic: between all events) |
 //! | `x-mock-break-after`    | `break_after`    | streamed answers fail the body after N content chunks       |
+//! | `x-mock-cached-tokens`  | `cached_tokens`  | prompt tokens reported as read from cache (request only; at most the prompt tokens) |
+//! | `x-mock-script`         | `script`         | a scripted answer, below (request only)                     |
 //!
-//! On the `/v1/...` routes an unparseable knob value gets a 400 naming the knob, and
-//! errors are injected there only (`/healthz` and unknown routes just get the latency).
-//! `break_after` only affects streamed answers; when it is not below `chunks`, every
-//! content chunk is sent and the body fails instead of finishing.
+//! On the API routes an unparseable knob value (or an unknown script) gets a 400 naming the
+//! knob, and errors are injected there only (`/healthz` and unknown routes just get the
+//! latency). `break_after` only affects streamed answers; when it is not below the
+//! answer's content chunks, every content chunk is sent and the body fails instead of
+//! finishing. Content chunks are text pieces and pieces of tool-call arguments.
+//!
+//! Cached tokens are OpenAI's `usage.prompt_tokens_details.cached_tokens` (included in
+//! `prompt_tokens`), Anthropic's `cache_read_input_tokens` (`input_tokens` is the rest),
+//! and the Responses API's `input_tokens_details.cached_tokens`.
+//!
+//! # Scripts
+//!
+//! | script             | answer                                                                                   |
+//! |--------------------|------------------------------------------------------------------------------------------|
+//! | `rate_limited`     | 429 with `retry-after: 7` and the kind's error body                                      |
+//! | `overloaded`       | Anthropic 529 `overloaded_error`; OpenAI and Azure 503 with an OpenAI error body         |
+//! | `bad_request`      | 400 with the kind's error body                                                           |
+//! | `mid_stream_error` | a stream sends 2 content chunks, then the kind's error event, and ends; a whole answer is a 500 |
+//! | `truncate`         | a stream sends up to 2 content chunks and ends without its final events (`[DONE]`, `message_stop`, `response.completed`); a whole answer's JSON is cut in half |
+//! | `content_filter`   | Azure: 400 `content_filter`; Anthropic: `stop_reason: refusal`; OpenAI: `finish_reason: content_filter`; Responses API: `incomplete` |
+//! | `text_tool_text`   | chat answers of text, a call of the first tool offered (else `mock_tool`), then text    |
+//! | `incomplete`       | finish `length` / `max_tokens`; Responses API: a terminal `response.incomplete`         |
+//!
+//! The three error scripts apply on every API route; the others shape generated answers.
+//!
+//! # Quirks
+//!
+//! Process-wide flags imitating OpenAI-compatible servers, on the OpenAI-shaped kinds:
+//! `--reject-stream-options` ([`MockSettings::reject_stream_options`]) answers any request
+//! carrying `stream_options` with OpenAI's 400 for an unknown argument;
+//! `--omit-tool-call-index` ([`MockSettings::omit_tool_call_index`]) leaves `index` out of
+//! streamed tool-call deltas.
 
+mod anthropic;
+mod anthropic_events;
+mod azure;
 mod chat;
 mod embeddings;
+mod errors;
 mod knobs;
+mod openai;
+mod plan;
 mod render;
+mod responses;
+mod routes;
+mod schema;
+mod script;
 mod server;
 mod stream;
 
+#[cfg(test)]
+mod kind_tests;
 #[cfg(test)]
 mod tests;
 
@@ -46,8 +113,24 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 
 use crate::body::Body;
+use routes::{Api, Route};
 
-pub use server::{run, serve, MockArgs};
+pub use server::{run, serve, MockArgs, HELP};
+
+/// Which provider API the mock imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum MockKind {
+    /// OpenAI: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`,
+    /// `/v1/responses`.
+    #[default]
+    #[value(name = "openai")]
+    OpenAi,
+    /// Anthropic: `/v1/messages`, with `x-api-key` and `anthropic-version` required.
+    Anthropic,
+    /// Azure OpenAI: `/openai/deployments/{deployment}/chat/completions?api-version=...`,
+    /// `/openai/v1/chat/completions`, `/openai/v1/responses`, with `api-key` required.
+    Azure,
+}
 
 /// Process-wide knobs; each can be overridden per request.
 #[derive(Debug, Clone)]
@@ -63,11 +146,28 @@ pub struct MockSettings {
     pub chunks: usize,
     /// Delay between consecutive streamed content chunks (default 0).
     pub chunk_delay: Duration,
+    /// The provider API imitated (default OpenAI).
+    pub kind: MockKind,
+    /// OpenAI-shaped kinds: refuse any request carrying `stream_options` with a 400, like
+    /// OpenAI-compatible servers that do not know the field.
+    pub reject_stream_options: bool,
+    /// OpenAI-shaped kinds: leave `index` out of streamed tool-call deltas, like
+    /// OpenAI-compatible servers that do.
+    pub omit_tool_call_index: bool,
 }
 
 impl Default for MockSettings {
     fn default() -> Self {
-        Self { latency: Duration::ZERO, error_rate: 0.0, error_status: 500, chunks: 20, chunk_delay: Duration::ZERO }
+        Self {
+            latency: Duration::ZERO,
+            error_rate: 0.0,
+            error_status: 500,
+            chunks: 20,
+            chunk_delay: Duration::ZERO,
+            kind: MockKind::OpenAi,
+            reject_stream_options: false,
+            omit_tool_call_index: false,
+        }
     }
 }
 
@@ -85,42 +185,15 @@ pub struct MockRequest<'a> {
     pub body: Bytes,
 }
 
-/// The OpenAI routes, subject to knobs and error injection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Api {
-    Chat,
-    Completions,
-    Embeddings,
-    Models,
+/// What an API handler needs besides the body.
+pub(crate) struct Call<'a> {
+    pub settings: &'a MockSettings,
+    pub knobs: &'a knobs::Knobs,
+    /// Azure: the deployment named in the path, the answers' model.
+    pub deployment: Option<&'a str>,
 }
 
-/// Where a request goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Api(Api),
-    Health,
-    /// Known path, wrong method; carries the value of the `allow` header.
-    WrongMethod(&'static str),
-    NotFound,
-}
-
-fn route(method: &Method, path: &str) -> Route {
-    let (route, post) = match path {
-        "/v1/chat/completions" => (Route::Api(Api::Chat), true),
-        "/v1/completions" => (Route::Api(Api::Completions), true),
-        "/v1/embeddings" => (Route::Api(Api::Embeddings), true),
-        "/v1/models" => (Route::Api(Api::Models), false),
-        "/healthz" => (Route::Health, false),
-        _ => return Route::NotFound,
-    };
-    match (post, method) {
-        (true, &Method::POST) | (false, &Method::GET | &Method::HEAD) => route,
-        (true, _) => Route::WrongMethod("POST"),
-        (false, _) => Route::WrongMethod("GET, HEAD"),
-    }
-}
-
-/// Answer one request. Never fails: bad input gets an OpenAI-shaped 4xx.
+/// Answer one request. Never fails: bad input gets a 4xx in the kind's error shape.
 pub async fn respond(settings: &MockSettings, req: MockRequest<'_>) -> Response<Body> {
     let knobs = knobs::Knobs::resolve(settings, req.headers, req.query);
     let latency = match &knobs {
@@ -131,32 +204,38 @@ pub async fn respond(settings: &MockSettings, req: MockRequest<'_>) -> Response<
         tokio::time::sleep(latency).await;
     }
 
-    match route(req.method, req.path) {
-        Route::Api(api) => match knobs {
-            Ok(knobs) => answer(api, &knobs, &req.body),
-            Err(err) => render::invalid_request(&err.to_string(), Some(err.name)),
-        },
+    let kind = settings.kind;
+    match routes::route(kind, req.method, req.path, req.query) {
+        Route::Api { api, deployment } => {
+            if let Some(response) = errors::auth_refusal(kind, req.headers) {
+                return response;
+            }
+            match knobs {
+                Ok(knobs) => answer(&Call { settings, knobs: &knobs, deployment }, api, &req.body),
+                Err(err) => errors::bad_request(kind, &err.to_string(), Some(err.name)),
+            }
+        }
         Route::Health => render::text_response(StatusCode::OK, Bytes::from_static(b"ok")),
-        Route::WrongMethod(allow) => render::method_not_allowed(req.method, req.path, allow),
-        Route::NotFound => render::error_response(
-            StatusCode::NOT_FOUND,
-            &format!("Unknown route: {} {}", req.method, req.path),
-            "invalid_request_error",
-            None,
-            Some("not_found"),
-        ),
+        Route::WrongMethod(allow) => errors::method_not_allowed(kind, req.method, req.path, allow),
+        Route::NotFound => errors::not_found(kind, req.method, req.path),
     }
 }
 
-/// Answer an OpenAI route once the knobs are known (after the latency).
-fn answer(api: Api, knobs: &knobs::Knobs, body: &[u8]) -> Response<Body> {
-    if knobs.inject_error() {
-        return render::injected_error(knobs.error_status);
+/// Answer an API route once the knobs are known (after the latency).
+fn answer(call: &Call<'_>, api: Api, body: &[u8]) -> Response<Body> {
+    let kind = call.settings.kind;
+    if call.knobs.inject_error() {
+        return errors::injected(kind, call.knobs.error_status);
+    }
+    if let Some(response) = call.knobs.script.and_then(|script| script.early_answer(kind)) {
+        return response;
     }
     match api {
-        Api::Chat => chat::respond(chat::Kind::Chat, knobs, body),
-        Api::Completions => chat::respond(chat::Kind::Completion, knobs, body),
+        Api::Chat => chat::respond_chat(call, body),
+        Api::Completions => chat::respond_completion(call, body),
         Api::Embeddings => embeddings::respond(body),
         Api::Models => render::json_response(StatusCode::OK, Bytes::from_static(render::MODELS_JSON)),
+        Api::Responses => responses::respond(call, body),
+        Api::Messages => anthropic::respond(call, body),
     }
 }

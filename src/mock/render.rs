@@ -19,6 +19,12 @@ const INJECTED_ERROR_JSON: &[u8] =
 /// Append `s` as a JSON string literal (with quotes).
 pub(crate) fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
+    push_escaped(out, s);
+    out.push('"');
+}
+
+/// Append `s` escaped for the inside of a JSON string literal (without quotes).
+pub(crate) fn push_escaped(out: &mut String, s: &str) {
     let mut start = 0;
     for (i, byte) in s.bytes().enumerate() {
         let escaped = match byte {
@@ -40,7 +46,6 @@ pub(crate) fn push_json_str(out: &mut String, s: &str) {
         start = i + 1;
     }
     out.push_str(s.get(start..).unwrap_or_default());
-    out.push('"');
 }
 
 /// Current Unix time in seconds.

@@ -16,11 +16,42 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::knobs::{parse_chunks, parse_rate, parse_status};
-use super::{render, respond, MockRequest, MockSettings};
+use super::{render, respond, MockKind, MockRequest, MockSettings};
 use crate::body::Body;
 
 /// Largest request body the server reads.
 const MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// The end of `sluice mock-provider --help`: routes per kind, per-request knobs, scripts.
+pub const HELP: &str = "\
+Kinds (--kind):
+  openai     /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /v1/responses
+  anthropic  /v1/messages; x-api-key and anthropic-version required, authorization refused
+  azure      /openai/deployments/{deployment}/chat/completions?api-version=...,
+             /openai/v1/chat/completions, /openai/v1/responses; api-key required,
+             authorization refused
+
+Per-request knobs (header, or query parameter; the header wins):
+  x-mock-latency-ms     latency_ms      delay before the response head
+  x-mock-error-rate     error_rate      probability of an injected error
+  x-mock-error-status   error_status    status of injected errors
+  x-mock-chunks         chunks          words of the generated answer
+  x-mock-chunk-delay-ms chunk_delay_ms  delay between streamed chunks
+  x-mock-break-after    break_after     fail a stream's body after N content chunks
+  x-mock-cached-tokens  cached_tokens   prompt tokens reported as read from cache
+  x-mock-script         script          a scripted answer, below
+
+Scripts:
+  rate_limited      429 with retry-after: 7
+  overloaded        Anthropic 529 overloaded_error; OpenAI and Azure 503
+  bad_request       400
+  mid_stream_error  a stream sends 2 content chunks, then an error event (whole answers: 500)
+  truncate          a stream stops after some content, without its final events
+                    (whole answers: the JSON cut in half)
+  content_filter    Azure 400 content_filter; Anthropic stop_reason refusal;
+                    OpenAI finish_reason content_filter
+  text_tool_text    an answer of text, a tool call, then text
+  incomplete        finish length / max_tokens; Responses API response.incomplete";
 
 /// Command-line arguments of `sluice mock-provider`.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,6 +74,15 @@ pub struct MockArgs {
     /// Delay between consecutive streamed content chunks, in milliseconds.
     #[arg(long, default_value_t = 0)]
     pub chunk_delay_ms: u64,
+    /// The provider API to imitate.
+    #[arg(long, value_enum, default_value_t = MockKind::OpenAi)]
+    pub kind: MockKind,
+    /// OpenAI and Azure kinds: refuse requests carrying `stream_options` with a 400.
+    #[arg(long)]
+    pub reject_stream_options: bool,
+    /// OpenAI and Azure kinds: leave `index` out of streamed tool-call deltas.
+    #[arg(long)]
+    pub omit_tool_call_index: bool,
 }
 
 impl MockArgs {
@@ -54,6 +94,9 @@ impl MockArgs {
             error_status: self.error_status,
             chunks: self.chunks,
             chunk_delay: Duration::from_millis(self.chunk_delay_ms),
+            kind: self.kind,
+            reject_stream_options: self.reject_stream_options,
+            omit_tool_call_index: self.omit_tool_call_index,
         }
     }
 }
@@ -61,7 +104,7 @@ impl MockArgs {
 /// Entry point for the CLI: bind `args.listen`, log the address, serve until Ctrl-C/SIGTERM.
 pub async fn run(args: MockArgs) -> std::io::Result<()> {
     let listener = TcpListener::bind(args.listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "mock provider listening");
+    tracing::info!(address = %listener.local_addr()?, kind = ?args.kind, "mock provider listening");
     serve(listener, Arc::new(args.settings()), shutdown_signal()).await?;
     tracing::info!("mock provider stopped");
     Ok(())

@@ -1,8 +1,10 @@
-//! The streamed (SSE) answer: a hand-written `http_body::Body` state machine.
+//! The streamed (SSE) answer: a hand-written `http_body::Body` driving an [`Events`] source.
 //!
-//! Each stream holds only its shared event head (`data: {"id":...,"choices":[`), a few
-//! counters and, when a chunk delay is set, one reusable timer. Events are rendered when
-//! polled; without a delay, consecutive events are coalesced into one frame.
+//! A source (OpenAI chunks, Anthropic events, Responses API events) renders one event at a
+//! time when polled and says what kind of event comes next; the body does everything that
+//! is the same for every kind: the chunk delay (one reusable timer), coalescing consecutive
+//! events into one frame when there is no delay, `break_after`, and the scripted cuts
+//! (`mid_stream_error`, `truncate`). No task or channel per stream.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,27 +15,52 @@ use bytes::Bytes;
 use http_body::{Body, Frame};
 use tokio::time::{Instant, Sleep};
 
-use super::chat::Kind;
-use super::render;
+use super::script::CUT_AFTER;
 use crate::body::BoxError;
 
 /// Coalesced frames are flushed once they reach this size.
 const FLUSH_AT: usize = 16 * 1024;
 
-/// Everything needed to render one stream.
-pub(crate) struct StreamSpec {
-    pub kind: Kind,
-    /// Start of every event, up to and including `"choices":[`.
-    pub head: Box<str>,
-    /// Content chunks (one word each).
-    pub chunks: usize,
-    /// Delay between consecutive content chunks.
+/// What the next event of a stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Framing before or between content: a role chunk, `message_start`, a block start.
+    Frame,
+    /// A content event: a text piece or a piece of tool-call arguments.
+    Content,
+    /// The events after the content, starting with the finish.
+    Tail,
+}
+
+/// One kind's events, rendered on demand.
+pub(crate) trait Events {
+    /// The class of the next event, or `None` once the stream is complete.
+    fn peek(&self) -> Option<Class>;
+    /// Append the next event (the one [`Events::peek`] described) and move past it.
+    fn push_next(&mut self, out: &mut String);
+    /// Append the event reporting a failure mid-stream (the `mid_stream_error` script).
+    fn push_error(&self, out: &mut String);
+}
+
+/// A scripted early end of the stream, after [`CUT_AFTER`] content events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// Send the kind's error event, then end.
+    Error,
+    /// End cleanly, without the terminal events.
+    End,
+}
+
+/// How a stream is paced and where it stops.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    /// Delay between consecutive events that are delayed (see `every_event`).
     pub chunk_delay: Duration,
-    /// Fail the body after this many content chunks (at most `chunks`).
+    /// Delay every event after the first (Anthropic), not only content after the first.
+    pub every_event: bool,
+    /// Fail the body after this many content events, or instead of the finish.
     pub break_after: Option<usize>,
-    /// Send a final usage chunk; non-final chunks then carry `"usage":null`.
-    pub include_usage: bool,
-    pub prompt_tokens: u64,
+    pub cut: Option<Cut>,
 }
 
 /// The error a stream yields when asked to break (`x-mock-break-after`).
@@ -41,42 +68,29 @@ pub(crate) struct StreamSpec {
 #[error("mock provider broke the stream after {0} content chunks (break_after)")]
 pub(crate) struct StreamBroken(pub usize);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Chat only: the `role: assistant` chunk.
-    Role,
-    /// Content chunks; `next` counts the ones sent.
-    Content,
-    Finish,
-    Usage,
-    Done,
-    Broken,
-    End,
-}
-
 /// The streamed answer body.
-pub(crate) struct SseBody {
-    spec: StreamSpec,
-    phase: Phase,
-    next: usize,
+pub(crate) struct SseBody<E> {
+    events: E,
+    timing: Timing,
+    /// Content events sent.
+    content: usize,
+    /// Whether any event was sent.
+    started: bool,
+    ended: bool,
     sleep: Option<Pin<Box<Sleep>>>,
-    /// Whether `sleep` is set for the delay before content chunk `next`.
+    /// Whether `sleep` is set for the delay before the next event.
     armed: bool,
 }
 
-impl SseBody {
-    pub(crate) fn new(spec: StreamSpec) -> Self {
-        let phase = match spec.kind {
-            Kind::Chat => Phase::Role,
-            Kind::Completion => Phase::Content,
-        };
-        Self { spec, phase, next: 0, sleep: None, armed: false }
+impl<E: Events> SseBody<E> {
+    pub(crate) fn new(events: E, timing: Timing) -> Self {
+        Self { events, timing, content: 0, started: false, ended: false, sleep: None, armed: false }
     }
 
-    /// Wait out the chunk delay before content chunk `next`.
+    /// Wait out the chunk delay before the next event.
     fn poll_delay(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.armed {
-            let deadline = Instant::now() + self.spec.chunk_delay;
+            let deadline = Instant::now() + self.timing.chunk_delay;
             match &mut self.sleep {
                 Some(sleep) => sleep.as_mut().reset(deadline),
                 None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
@@ -92,110 +106,70 @@ impl SseBody {
         Poll::Ready(())
     }
 
-    /// Append one event: head, `choice` (may be empty), then the tail.
-    fn push_event(&self, out: &mut String, choice: impl FnOnce(&mut String)) {
-        out.push_str(&self.spec.head);
-        choice(out);
-        out.push_str(if self.spec.include_usage { "],\"usage\":null}\n\n" } else { "]}\n\n" });
+    fn end(&mut self) {
+        self.ended = true;
+        self.sleep = None;
     }
 
-    fn push_content(&self, out: &mut String) {
-        let index = self.next;
-        self.push_event(out, |out| match self.spec.kind {
-            Kind::Chat => {
-                out.push_str(r#"{"index":0,"delta":{"content":""#);
-                render::push_word(out, index);
-                out.push_str(r#""},"logprobs":null,"finish_reason":null}"#);
-            }
-            Kind::Completion => {
-                out.push_str(r#"{"text":""#);
-                render::push_word(out, index);
-                out.push_str(r#"","index":0,"logprobs":null,"finish_reason":null}"#);
-            }
-        });
-    }
-
-    fn push_finish(&self, out: &mut String) {
-        self.push_event(out, |out| {
-            out.push_str(match self.spec.kind {
-                Kind::Chat => r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}"#,
-                Kind::Completion => r#"{"text":"","index":0,"logprobs":null,"finish_reason":"stop"}"#,
-            });
-        });
-    }
-
-    fn push_usage(&self, out: &mut String) {
-        out.push_str(&self.spec.head);
-        out.push_str(r#"],"usage":"#);
-        render::push_usage(out, self.spec.prompt_tokens, self.spec.chunks as u64);
-        out.push_str("}\n\n");
+    fn delayed(&self, class: Class) -> bool {
+        if self.timing.chunk_delay.is_zero() {
+            return false;
+        }
+        match class {
+            Class::Content => self.started && (self.timing.every_event || self.content > 0),
+            Class::Frame | Class::Tail => self.started && self.timing.every_event,
+        }
     }
 }
 
-impl Body for SseBody {
+impl<E: Events + Unpin> Body for SseBody<E> {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let mut out = String::new();
-        loop {
-            match this.phase {
-                Phase::Role => {
-                    out.reserve(this.spec.head.len() + 128);
-                    this.push_event(&mut out, |out| {
-                        out.push_str(
-                            r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#,
-                        );
-                    });
-                    this.phase = Phase::Content;
-                }
-                Phase::Content => {
-                    if this.next == this.spec.chunks || Some(this.next) == this.spec.break_after {
-                        this.phase = match this.spec.break_after {
-                            Some(_) => Phase::Broken,
-                            None => Phase::Finish,
-                        };
-                        continue;
+        while !this.ended {
+            let Some(class) = this.events.peek() else {
+                this.end();
+                break;
+            };
+            let sent = this.content;
+            let at_content_limit = |limit: usize| match class {
+                Class::Content => sent == limit,
+                Class::Tail => true,
+                Class::Frame => false,
+            };
+            if let Some(cut) = this.timing.cut {
+                if at_content_limit(CUT_AFTER) {
+                    if cut == Cut::Error {
+                        this.events.push_error(&mut out);
                     }
-                    if this.next > 0 && !this.spec.chunk_delay.is_zero() {
-                        if !out.is_empty() {
-                            break; // flush what we have before waiting
-                        }
-                        if this.poll_delay(cx).is_pending() {
-                            return Poll::Pending;
-                        }
-                    }
-                    if out.is_empty() {
-                        out.reserve(this.spec.head.len() + 128);
-                    }
-                    this.push_content(&mut out);
-                    this.next += 1;
-                }
-                Phase::Finish => {
-                    this.push_finish(&mut out);
-                    this.phase = if this.spec.include_usage { Phase::Usage } else { Phase::Done };
-                }
-                Phase::Usage => {
-                    this.push_usage(&mut out);
-                    this.phase = Phase::Done;
-                }
-                Phase::Done => {
-                    out.push_str("data: [DONE]\n\n");
-                    this.phase = Phase::End;
-                }
-                Phase::Broken => {
-                    if !out.is_empty() {
-                        break; // deliver the chunks before failing
-                    }
-                    this.phase = Phase::End;
-                    this.sleep = None;
-                    return Poll::Ready(Some(Err(Box::new(StreamBroken(this.next)))));
-                }
-                Phase::End => {
-                    this.sleep = None;
+                    this.end();
                     break;
                 }
+            }
+            if let Some(limit) = this.timing.break_after {
+                if at_content_limit(limit) {
+                    if !out.is_empty() {
+                        break; // deliver the events before failing
+                    }
+                    this.end();
+                    return Poll::Ready(Some(Err(Box::new(StreamBroken(this.content)))));
+                }
+            }
+            if this.delayed(class) {
+                if !out.is_empty() {
+                    break; // flush what we have before waiting
+                }
+                if this.poll_delay(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            this.events.push_next(&mut out);
+            this.started = true;
+            if class == Class::Content {
+                this.content += 1;
             }
             if out.len() >= FLUSH_AT {
                 break;
@@ -209,6 +183,6 @@ impl Body for SseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.phase == Phase::End
+        self.ended
     }
 }
