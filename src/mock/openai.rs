@@ -35,16 +35,14 @@ pub(crate) struct ChunkOptions {
     pub omit_tool_call_index: bool,
 }
 
-/// The OpenAI `usage` object.
+/// The OpenAI `usage` object; like OpenAI's, it always has `prompt_tokens_details`.
 pub(crate) fn push_usage(out: &mut String, plan: &Plan) {
     let completion = plan.completion_tokens();
     render::push_usage(out, plan.prompt_tokens, completion);
-    if let Some(cached) = plan.cached_tokens {
-        out.pop();
-        out.push_str(r#","prompt_tokens_details":{"cached_tokens":"#);
-        render::push_num(out, cached);
-        out.push_str("}}");
-    }
+    out.pop();
+    out.push_str(r#","prompt_tokens_details":{"cached_tokens":"#);
+    render::push_num(out, plan.cached_tokens.unwrap_or(0));
+    out.push_str("}}");
 }
 
 /// Append the concatenated text of the plan's text blocks, escaped.

@@ -31,7 +31,10 @@ async fn whole_tool_calls() {
             {"id": "call_mock_2", "type": "function", "function": {"name": "now", "arguments": "{}"}}
         ])
     );
-    assert_eq!(v["usage"], json!({"prompt_tokens": 2, "completion_tokens": 20, "total_tokens": 22}));
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 2, "completion_tokens": 20, "total_tokens": 22, "prompt_tokens_details": {"cached_tokens": 0}})
+    );
 }
 
 /// The tool-call deltas of a streamed answer.

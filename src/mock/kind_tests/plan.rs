@@ -58,7 +58,8 @@ async fn anthropic_answer(body: &Value, headers: &[(&str, &str)]) -> Value {
 async fn same_plan(body: Value, headers: &[(&str, &str)]) -> Value {
     let openai = neutral(&openai_answer(&body, headers).await);
     let translated = request::translate(&body, DEFAULTS).unwrap();
-    let anthropic = neutral(&response::translate(&anthropic_answer(&translated, headers).await, 0));
+    let answer = anthropic_answer(&translated.body, headers).await;
+    let anthropic = neutral(&response::translate(&answer, &translated.reply, 0));
     assert_eq!(openai, anthropic, "request: {body}");
     openai
 }
@@ -197,7 +198,7 @@ async fn streamed_and_whole_answers_agree() {
     }
     assert_eq!(arguments, [r#"{"city":"mock","days":1}"#, "{}"]);
 
-    let translated = request::translate(&body, DEFAULTS).unwrap();
+    let translated = request::translate(&body, DEFAULTS).unwrap().body;
     let events = events(messages(&translated).to(MockKind::Anthropic).await).await;
     let mut inputs = vec![String::new(); 2];
     for event in &events {
