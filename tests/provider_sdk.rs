@@ -163,3 +163,49 @@ async fn openai_anthropic_and_azure_variations_look_the_same_to_the_openai_sdk()
     }
     gw.shutdown().await;
 }
+
+/// `config/migration.yaml` with both vendors at `openai` and `anthropic`.
+async fn migration_example(openai: SocketAddr, anthropic: SocketAddr, state: &std::path::Path) -> Running {
+    let env = |name: &str| match name {
+        "SLUICE_DATA_ADDR" | "SLUICE_ADMIN_ADDR" => Some("127.0.0.1:0".to_string()),
+        "OPENAI_BASE_URL" => Some(format!("http://{openai}/v1")),
+        "ANTHROPIC_BASE_URL" => Some(format!("http://{anthropic}/v1")),
+        "SLUICE_STATE_DIR" => Some(state.display().to_string()),
+        _ => None,
+    };
+    let yaml = std::fs::read_to_string("config/migration.yaml").unwrap();
+    let loaded = sluice::config::parse(&yaml, "config/migration.yaml", &env).unwrap();
+    sluice::server::start(sluice::server::prepare(loaded).unwrap()).await.unwrap()
+}
+
+/// `config/migration.yaml` as documented: both vendors behind one flag, and the
+/// candidate's overload (Anthropic's 529) retried on control.
+#[tokio::test]
+async fn the_migration_example_config_works() {
+    let openai = mock(MockKind::OpenAi).await;
+    let ask = || {
+        let body = r#"{"model":"assistant","user":"qa-tester","messages":[{"role":"user","content":"Hello"}]}"#;
+        post("/v1/chat/completions", Some("sk-sluice-demo"), body)
+    };
+    let state = std::env::temp_dir().join(format!("sluice-migration-{}", std::process::id()));
+    let gw = migration_example(openai, mock(MockKind::Anthropic).await, &state).await;
+    let a = send(gw.data_addr, ask()).await;
+    assert_eq!((a.status.as_u16(), a.header("x-sluice-variation")), (200, "candidate"), "{}", a.text());
+    assert_eq!(a.json()["model"], "claude-sonnet-4-5");
+    assert_eq!(a.json()["object"], "chat.completion");
+    gw.shutdown().await;
+
+    // An Anthropic that is always overloaded: the candidate's 529 is retried on control.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let overloaded = listener.local_addr().unwrap();
+    let settings =
+        MockSettings { kind: MockKind::Anthropic, error_rate: 1.0, error_status: 529, ..MockSettings::default() };
+    tokio::spawn(sluice::mock::serve(listener, Arc::new(settings), std::future::pending()));
+    let gw = migration_example(openai, overloaded, &state).await;
+    let a = send(gw.data_addr, ask()).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!((a.header("x-sluice-variation"), a.header("x-sluice-fallback-from")), ("control", "candidate"));
+    assert_eq!(a.json()["model"], "gpt-4o-mini");
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&state);
+}
