@@ -197,7 +197,8 @@ async fn anthropic_requests_are_translated_and_answers_come_back_in_openai_shape
 
 /// The `data:` JSON events of an SSE body (without `[DONE]`), and whether it ended with `[DONE]`.
 fn events(text: &str) -> (Vec<Value>, bool) {
-    let datas: Vec<&str> = text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).collect();
+    let datas: Vec<&str> =
+        text.split("\n\n").filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: "))).collect();
     let done = datas.last() == Some(&"[DONE]");
     (datas.iter().filter(|d| **d != "[DONE]").map(|d| serde_json::from_str(d).unwrap()).collect(), done)
 }
@@ -474,4 +475,106 @@ fn check_refuses_what_cannot_work() {
 
     let misplaced = base.replace("    max_tokens: 256\n", "    max_tokens: 256\n    api_version: x\n");
     assert!(check(&misplaced).contains("only an `azure_openai` provider takes `api_version`"), "{}", check(&misplaced));
+}
+
+/// A `sluice mock-provider` on an ephemeral port, stopped with the test.
+async fn mock_provider(settings: sluice::mock::MockSettings) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(sluice::mock::serve(listener, Arc::new(settings), std::future::pending()));
+    addr
+}
+
+#[tokio::test]
+async fn quirk_switches_make_a_stricter_server_work() {
+    use sluice::mock::{MockKind, MockSettings};
+    let strict = mock_provider(MockSettings {
+        kind: MockKind::OpenAi,
+        reject_stream_options: true,
+        omit_tool_call_index: true,
+        ..MockSettings::default()
+    })
+    .await;
+    let yaml = format!(
+        r#"
+listen: {{data: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+clients:
+  app: {{key: {KEY}}}
+providers:
+  plain: {{kind: openai, base_url: "http://{strict}/v1"}}
+  fixed:
+    kind: openai
+    base_url: http://{strict}/v1
+    quirks: {{stream_options: false, fill_tool_call_index: true}}
+"#
+    );
+    let gw = gateway(&yaml).await;
+    let tools = r#","stream":true,"tools":[{"type":"function","function":{"name":"a","parameters":{"type":"object"}}},{"type":"function","function":{"name":"b","parameters":{"type":"object"}}}]"#;
+    // Without the switch, the server refuses the `stream_options` sluice adds for usage.
+    let a = send(gw.data_addr, chat("plain/m", &[], tools)).await;
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(a.json()["error"]["param"], "stream_options");
+
+    let a = send(gw.data_addr, chat("fixed/m", &[], tools)).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let (chunks, done) = events(&a.text());
+    assert!(done);
+    let mut names = std::collections::BTreeMap::new();
+    for c in &chunks {
+        for call in c["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            let index = call["index"].as_u64().expect("every tool-call delta has an index");
+            if let Some(name) = call["function"]["name"].as_str() {
+                names.insert(index, name.to_string());
+            }
+        }
+    }
+    assert_eq!(names, std::collections::BTreeMap::from([(0, "a".to_string()), (1, "b".to_string())]));
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn azure_and_openai_mocks_serve_the_responses_api_alike() {
+    use sluice::mock::{MockKind, MockSettings};
+    let openai = mock_provider(MockSettings { kind: MockKind::OpenAi, ..MockSettings::default() }).await;
+    let azure = mock_provider(MockSettings { kind: MockKind::Azure, ..MockSettings::default() }).await;
+    let yaml = format!(
+        r#"
+listen: {{data: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+clients:
+  app: {{key: {KEY}}}
+providers:
+  oa: {{kind: openai, base_url: "http://{openai}/v1"}}
+  az: {{kind: azure_openai, base_url: "http://{azure}/openai/v1", api_key: k}}
+"#
+    );
+    let gw = gateway(&yaml).await;
+    let mut seen = Vec::new();
+    for model in ["oa/gpt-x", "az/dep-x"] {
+        for stream in [false, true] {
+            let body = format!(r#"{{"model":"{model}","input":"Say hi","stream":{stream}}}"#);
+            let a = send(gw.data_addr, post("/v1/responses", Some(KEY), &body)).await;
+            assert_eq!(a.status, 200, "{model}: {}", a.text());
+            let text = if stream {
+                let (events, _) = events(&a.text());
+                assert_eq!(events.last().unwrap()["type"], "response.completed");
+                events.iter().filter_map(|e| e["delta"].as_str()).collect::<String>()
+            } else {
+                a.json()["output"][0]["content"][0]["text"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{model}: {}", a.text()))
+                    .to_string()
+            };
+            seen.push(text);
+        }
+    }
+    assert!(seen.iter().all(|t| t == &seen[0] && !t.is_empty()), "{seen:?}");
+    let samples = parse(&scrape(&gw).await);
+    for provider in ["oa", "az"] {
+        let of = |kind: &str| sum(&samples, "sluice_tokens_total", &[("provider", provider), ("kind", kind)]);
+        assert!(of("input") > 0.0 && of("output") > 0.0, "{provider}");
+        assert_eq!(of("output"), sum(&samples, "sluice_tokens_total", &[("provider", "oa"), ("kind", "output")]));
+        let ttft = sum(&samples, "sluice_time_to_first_token_seconds_count", &[("provider", provider)]);
+        assert_eq!(ttft, 1.0, "{provider}: the stream's first output delta");
+    }
+    gw.shutdown().await;
 }
