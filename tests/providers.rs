@@ -161,12 +161,14 @@ fn tool_request(model: &str, extra: &str) -> http::Request<http_body_util::Full<
 #[tokio::test]
 async fn anthropic_requests_are_translated_and_answers_come_back_in_openai_shape() {
     let (anthropic, _other, gw) = setup().await;
-    let a = send(gw.data_addr, tool_request("claude/claude-x", "")).await;
+    let mut req = tool_request("claude/claude-x", "");
+    req.headers_mut().insert("x-api-key", "sk-the-apps-own".parse().unwrap());
+    let a = send(gw.data_addr, req).await;
     assert_eq!(a.status, 200, "{}", a.text());
 
     let r = anthropic.last();
     assert_eq!(r.path_and_query, "/v1/messages");
-    assert_eq!(r.headers["x-api-key"], PROVIDER_KEY);
+    assert_eq!(r.headers["x-api-key"], PROVIDER_KEY, "the provider's key, never the app's");
     assert_eq!(r.headers["anthropic-version"], "2023-06-01");
     assert!(r.headers.get("authorization").is_none(), "the app's own key never travels upstream");
     let sent = r.json();
@@ -380,13 +382,21 @@ async fn openai_quirks_drop_params_and_fill_tool_call_indexes() {
     ];
     let up = Upstream::start(Reply::Sse(steps)).await;
     let gw = gateway(&providers_config("http://127.0.0.1:9/v1", &format!("http://{}", up.addr))).await;
-    let req = chat("quirky/m", &[], r#","stream":true,"seed":7,"stream_options":{"include_usage":true}"#);
+    let req = chat(
+        "quirky/m",
+        &[("x-api-key", "sk-app-own"), ("api-key", "sk-app-own")],
+        r#","stream":true,"seed":7,"stream_options":{"include_usage":true}"#,
+    );
     let a = send(gw.data_addr, req).await;
     assert_eq!(a.status, 200, "{}", a.text());
     let sent = up.last().json();
     assert!(sent.get("seed").is_none() && sent.get("stream_options").is_none(), "{sent}");
     assert_eq!(sent["model"], "m");
-    assert!(up.last().headers.get("authorization").is_none(), "no api_key: no credentials");
+    let headers = up.last().headers;
+    assert!(
+        ["authorization", "x-api-key", "api-key"].iter().all(|h| headers.get(*h).is_none()),
+        "no api_key: no credentials, and never the app's own: {headers:?}"
+    );
     let (chunks, _) = events(&a.text());
     let indexes: Vec<u64> =
         chunks.iter().map(|c| c["choices"][0]["delta"]["tool_calls"][0]["index"].as_u64().unwrap()).collect();

@@ -21,8 +21,9 @@ use crate::body::Body;
 use crate::providers::{Endpoint, Provider, SendError, UpstreamError, UpstreamRequest};
 
 /// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), the
-/// client's own credentials, sluice's own headers, and `accept-encoding` (the response
-/// must stay readable by sluice; providers' answers are small).
+/// client's own credentials (whatever the header a provider kind reads them from),
+/// sluice's own headers, and `accept-encoding` (the response must stay readable by
+/// sluice; providers' answers are small).
 const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",
@@ -35,6 +36,8 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "authorization",
+    "x-api-key",
+    "api-key",
     "accept-encoding",
 ];
 
