@@ -438,6 +438,9 @@ fn join_path(base: &str, path: &str, query: Option<&str>) -> String {
 
 /// The body without what this server refuses. Only parsed when there is something to drop.
 fn apply_quirks(quirks: &Quirks, body: Bytes) -> Bytes {
+    if quirks.stream_options && quirks.drop_params.is_empty() {
+        return body;
+    }
     let dropped = quirks.drop_params.iter().map(String::as_str);
     let dropped: Vec<&str> =
         if quirks.stream_options { dropped.collect() } else { dropped.chain(["stream_options"]).collect() };
