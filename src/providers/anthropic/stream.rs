@@ -11,8 +11,10 @@
 //! An `error` event, or a stream that ends before `message_stop`, becomes an
 //! OpenAI-shaped SSE error event and the end of the stream.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::response::{finish_reason, usage};
@@ -45,6 +47,9 @@ pub struct Translator {
     usage: Value,
     stop_reason: Option<String>,
     finished: bool,
+    /// The end of every chunk after its choice: `"created":…,"id":…,"model":…,"object":…}`
+    /// and the blank line (set at `message_start`).
+    tail: Vec<u8>,
 }
 
 impl Translator {
@@ -64,7 +69,21 @@ impl Translator {
             usage: json!({}),
             stop_reason: None,
             finished: false,
+            tail: Vec::new(),
         }
+        .with_tail()
+    }
+
+    /// The chunk tail for the current id and model (keys in the order `json!` writes them).
+    fn with_tail(mut self) -> Self {
+        self.set_tail();
+        self
+    }
+
+    fn set_tail(&mut self) {
+        let tail =
+            json!({"created": self.created, "id": self.id, "model": self.model, "object": "chat.completion.chunk"});
+        self.tail = format!(",{}\n\n", &tail.to_string()[1..]).into_bytes();
     }
 
     /// Whether the stream ended (normally or with an error event).
@@ -80,10 +99,21 @@ impl Translator {
         }
         self.events.push(bytes);
         while let Some(event) = self.events.next_event() {
-            let parsed = match data_of(event) {
-                Some((data, _)) => serde_json::from_slice::<Value>(&data),
-                None => continue,
-            };
+            let Some((data, _)) = data_of(event) else { continue };
+            // Most events are text deltas: read them without building a JSON tree.
+            if self.json_tool.is_none() {
+                if let Some(text) = text_delta(&data) {
+                    if !text.is_empty() {
+                        write_chunk(&mut out, &self.tail, None, |o| {
+                            o.extend_from_slice(b"{\"content\":");
+                            let _ = serde_json::to_writer(&mut *o, &*text);
+                            o.push(b'}');
+                        });
+                    }
+                    continue;
+                }
+            }
+            let parsed = serde_json::from_slice::<Value>(&data);
             match parsed {
                 Ok(v) => self.event(&v, &mut out),
                 Err(_) => self.error("the provider sent an event that is not JSON", &mut out),
@@ -106,14 +136,9 @@ impl Translator {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
-        let chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": Value::Null, "finish_reason": finish}],
+        write_chunk(out, &self.tail, finish, |o| {
+            let _ = serde_json::to_writer(o, &delta);
         });
-        sse(&chunk, out);
     }
 
     fn error(&mut self, message: &str, out: &mut Vec<u8>) {
@@ -128,6 +153,7 @@ impl Translator {
                 let m = &v["message"];
                 self.id = m.get("id").cloned().unwrap_or(json!("msg"));
                 self.model = m.get("model").cloned().unwrap_or(Value::Null);
+                self.set_tail();
                 if let Some(u) = m.get("usage").and_then(Value::as_object) {
                     for (k, val) in u {
                         self.usage[k] = val.clone();
@@ -237,6 +263,39 @@ impl Translator {
             _ => {}
         }
     }
+}
+
+/// One `chat.completion.chunk` event, byte for byte what serializing it whole as a
+/// `serde_json::Value` gives (keys sorted): the choice with `delta` written by `delta`,
+/// then the stream's `tail`.
+fn write_chunk(out: &mut Vec<u8>, tail: &[u8], finish: Option<&str>, delta: impl FnOnce(&mut Vec<u8>)) {
+    out.extend_from_slice(b"data: {\"choices\":[{\"delta\":");
+    delta(out);
+    out.extend_from_slice(b",\"finish_reason\":");
+    let _ = serde_json::to_writer(&mut *out, &finish);
+    out.extend_from_slice(b",\"index\":0,\"logprobs\":null}]");
+    out.extend_from_slice(tail);
+}
+
+/// The text of a `content_block_delta` event with a `text_delta`; `None` for any other event.
+fn text_delta(data: &[u8]) -> Option<Cow<'_, str>> {
+    #[derive(Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow, rename = "type")]
+        kind: Cow<'a, str>,
+        #[serde(borrow, default)]
+        delta: Option<Delta<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Delta<'a> {
+        #[serde(borrow, rename = "type", default)]
+        kind: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        text: Option<Cow<'a, str>>,
+    }
+    let event: Event<'_> = serde_json::from_slice(data).ok()?;
+    let delta = event.delta?;
+    (event.kind == "content_block_delta" && delta.kind.as_deref() == Some("text_delta")).then_some(delta.text?)
 }
 
 fn sse(v: &Value, out: &mut Vec<u8>) {
