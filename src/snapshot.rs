@@ -319,11 +319,35 @@ fn flag_route(
 }
 
 /// The endpoints a routing flag serves: those it lists, each of which every variation's
-/// provider must serve (or else a problem), or by default those they all serve.
+/// provider must serve (or else a problem). Without a list, every variation's provider
+/// must serve every endpoint (true of all kinds but `anthropic`), or the list is required.
 fn flag_endpoints(key: &str, flag: &FlagConfig, variants: &[Variant], problems: &mut Vec<Problem>) -> Vec<Endpoint> {
     let serve_all = |e: Endpoint| variants.iter().all(|v| providers::serves(v.version.provider.kind_name, e));
     let Some(listed) = &flag.endpoints else {
-        return Endpoint::ALL.into_iter().filter(|&e| serve_all(e)).collect();
+        let all: Vec<Endpoint> = Endpoint::ALL.into_iter().filter(|&e| serve_all(e)).collect();
+        // Variations that serve different endpoints: which ones the flag serves must be said,
+        // so adding (say) an Anthropic variation never silently takes endpoints away from apps.
+        let served_by = |v: &Variant| {
+            Endpoint::ALL.into_iter().filter(|&e| providers::serves(v.version.provider.kind_name, e)).count()
+        };
+        let fewest = flag.variations.iter().zip(variants).find(|(_, v)| served_by(v) == all.len());
+        let most = variants.iter().map(served_by).max().unwrap_or(0);
+        if let Some((v, variant)) = fewest.filter(|_| most > all.len()) {
+            let p = &variant.version.provider;
+            let served: Vec<&str> = all.iter().map(|e| e.as_str()).collect();
+            problems.push(Problem::new(
+                format!("flags.{key}"),
+                format!(
+                    "variation `{}` routes to the `{}` provider `{}`, which does not serve every endpoint the \
+                     other variations serve: list the endpoints this flag serves, e.g. `endpoints: [{}]`",
+                    v.name,
+                    p.kind_name.as_str(),
+                    p.name,
+                    served.join(", ")
+                ),
+            ));
+        }
+        return all;
     };
     if listed.is_empty() {
         problems.push(Problem::new(format!("flags.{key}.endpoints"), "list at least one endpoint"));

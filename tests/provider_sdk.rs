@@ -69,6 +69,7 @@ flags:
       - {{variation: candidate, values: [u-candidate]}}
       - {{variation: azure, values: [u-azure]}}
     fallthrough: {{variation: control}}
+    endpoints: [chat_completions]
 "#
     )
 }

@@ -119,7 +119,7 @@ providers:
 ai_configs:
   assistant:
     versions:
-      - {{version: 1, provider: up, model: gpt-x}}
+      - {{version: 1, provider: up, model: gpt-x, parameters: {{max_tokens: 64}}}}
       - {{version: 2, provider: claude, model: claude-x}}
 flags:
   assistant:
@@ -129,6 +129,7 @@ flags:
     targets:
       - {{variation: candidate, values: [u-claude]}}
     fallthrough: {{variation: control}}
+    endpoints: [chat_completions]
 "#
     )
 }
@@ -337,6 +338,13 @@ async fn azure_gets_its_url_and_key_and_answers_are_normalised() {
         Step::Send("data: [DONE]\n\n".into()),
     ];
     let azure = Upstream::start(Reply::PerRequest(Arc::new(move |r: &Recorded| {
+        if r.headers.contains_key("x-missing") {
+            return Reply::Json {
+                status: 404,
+                body: r#"{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource does not exist."}}"#.into(),
+                delay: Duration::ZERO,
+            };
+        }
         if r.headers.contains_key("x-filter") {
             return Reply::Json {
                 status: 400,
@@ -364,6 +372,10 @@ async fn azure_gets_its_url_and_key_and_answers_are_normalised() {
     let a = send(gw.data_addr, chat("az/gpt-4o-prod", &[("x-filter", "1")], "")).await;
     assert_eq!((a.status.as_u16(), a.error_code().as_str()), (400, "content_filter"), "{}", a.text());
     assert_eq!(a.json()["error"]["param"], "prompt");
+    // A wrong deployment is the gateway's misconfiguration, never the app's 404.
+    let a = send(gw.data_addr, chat("az/gone", &[("x-missing", "1")], "")).await;
+    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (502, "upstream_misconfigured"), "{}", a.text());
+    assert!(!a.text().contains("DeploymentNotFound"));
     gw.shutdown().await;
 }
 
@@ -425,8 +437,8 @@ async fn the_responses_api_is_routed_with_targeting_and_metrics() {
     })))
     .await;
     let yaml = providers_config("http://127.0.0.1:9/v1", &format!("http://{}", up.addr)).replace(
-        "    fallthrough: {variation: control}\n",
-        "    fallthrough: {variation: control}\n  responder:\n    variations:\n      - {name: only, ai_config: assistant, version: 1}\n    fallthrough: {variation: only}\n",
+        "    endpoints: [chat_completions]\n",
+        "    endpoints: [chat_completions]\n  responder:\n    variations:\n      - {name: only, ai_config: assistant, version: 1}\n    fallthrough: {variation: only}\n",
     );
     let gw = gateway(&yaml).await;
     for stream in [true, false] {
@@ -437,6 +449,8 @@ async fn the_responses_api_is_routed_with_targeting_and_metrics() {
         let r = up.last();
         assert_eq!(r.path_and_query, "/v1/responses");
         assert_eq!(r.json()["model"], "gpt-x", "the model is rewritten");
+        assert_eq!(r.json()["max_output_tokens"], 64, "the version's max_tokens, as the Responses API names it");
+        assert!(r.json().get("max_tokens").is_none());
         assert!(r.json().get("stream_options").is_none(), "the Responses API always reports usage");
     }
     // `assistant` has a variation on Anthropic, which has no Responses API.
@@ -473,12 +487,14 @@ fn check_refuses_what_cannot_work() {
     let no_max = base.replace("    max_tokens: 256\n", "");
     assert!(check(&no_max).contains("needs `max_tokens`"), "{}", check(&no_max));
 
-    let responses = base.replace(
-        "    fallthrough: {variation: control}\n",
-        "    fallthrough: {variation: control}\n    endpoints: [chat_completions, responses]\n",
-    );
+    let responses =
+        base.replace("    endpoints: [chat_completions]\n", "    endpoints: [chat_completions, responses]\n");
     let err = check(&responses);
     assert!(err.contains("flags.assistant.endpoints[1]") && err.contains("does not serve /responses"), "{err}");
+    // Variations on providers that serve different endpoints: the flag must say which it serves.
+    let unsaid = base.replace("    endpoints: [chat_completions]\n", "");
+    let err = check(&unsaid);
+    assert!(err.contains("list the endpoints this flag serves, e.g. `endpoints: [chat_completions]`"), "{err}");
 
     let azure = base.replace("    api_version: 2024-10-21\n", "");
     assert!(check(&azure).contains("api-version"), "{}", check(&azure));
@@ -586,5 +602,41 @@ providers:
         let ttft = sum(&samples, "sluice_time_to_first_token_seconds_count", &[("provider", provider)]);
         assert_eq!(ttft, 1.0, "{provider}: the stream's first output delta");
     }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn anthropic_pings_keep_a_stream_alive_and_it_ends_at_message_stop() {
+    // Pings 150 ms apart for 0.9 s with an idle timeout of 400 ms; then the upstream keeps
+    // the connection open for 1 s after `message_stop`.
+    let mut steps = anthropic_stream();
+    let tail = steps.split_off(2);
+    for _ in 0..6 {
+        steps.push(Step::Wait(Duration::from_millis(150)));
+        steps.push(anth("ping", json!({"type":"ping"})));
+    }
+    steps.extend(tail);
+    steps.push(Step::Wait(Duration::from_secs(1)));
+    let up = Upstream::start(Reply::Sse(steps)).await;
+    let yaml = format!(
+        r#"
+listen: {{data: "127.0.0.1:0", admin: "127.0.0.1:0"}}
+clients:
+  app: {{key: {KEY}}}
+providers:
+  claude:
+    kind: anthropic
+    base_url: {}
+    max_tokens: 100
+    timeouts: {{first_byte: 2s, idle: 400ms}}
+"#,
+        up.base_url()
+    );
+    let gw = gateway(&yaml).await;
+    let a = send(gw.data_addr, chat("claude/c", &[], r#","stream":true"#)).await;
+    assert_eq!(a.status, 200);
+    let (chunks, done) = events(&a.text());
+    assert!(done, "{}", a.text());
+    assert!(chunks.iter().all(|c| c.get("error").is_none()), "no idle timeout, before or after the end: {}", a.text());
     gw.shutdown().await;
 }

@@ -58,7 +58,8 @@ pub struct FlagConfig {
     pub guard: Option<super::guard::GuardConfig>,
     /// A routing flag: the API endpoints apps may call it on (`chat_completions`,
     /// `completions`, `embeddings`, `responses`). Every variation's provider must serve
-    /// each one. Default: the endpoints all of its variations' providers serve.
+    /// each one. Default: the endpoints its variations' providers serve — required when
+    /// they serve different endpoints.
     #[serde(default)]
     pub endpoints: Option<Vec<crate::providers::Endpoint>>,
 }

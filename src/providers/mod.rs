@@ -356,7 +356,12 @@ impl HttpUpstream {
             headers.insert(name.clone(), value.clone());
         }
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
+        if matches!(self.dialect, Dialect::Anthropic { .. }) {
+            // The body is sluice's own translation, whatever the app said it sent.
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        } else {
+            headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
+        }
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri;
@@ -379,7 +384,13 @@ impl HttpUpstream {
             Reply::FillToolIndex => Ok(resp),
             Reply::Azure { normalise } => {
                 if !ok {
-                    if resp.status() != StatusCode::BAD_REQUEST {
+                    let status = resp.status().as_u16();
+                    if matches!(status, 401 | 403 | 404) {
+                        // The gateway's key, deployment or api-version is wrong: never the app's.
+                        let (parts, _) = read_whole(resp, timeouts).await?;
+                        return Ok(json_response(parts, 502, &misconfigured(status)));
+                    }
+                    if status != 400 {
                         return Ok(resp);
                     }
                     let (parts, body) = read_whole(resp, timeouts).await?;
@@ -491,6 +502,14 @@ fn json_response(mut parts: http::response::Parts, status: u16, json: &serde_jso
     parts.status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     parts.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Response::from_parts(parts, crate::body::full(json.to_string()))
+}
+
+/// The error for a provider's 401 / 403 / 404: the gateway's configuration is wrong (its
+/// key, model or deployment), which the app must never take for its own bad key.
+fn misconfigured(status: u16) -> serde_json::Value {
+    serde_json::json!({"error": {
+        "message": format!("the provider answered {status}: check this provider's key, model and URL in the gateway's config"),
+        "type": "upstream_error", "param": null, "code": "upstream_misconfigured"}})
 }
 
 /// Remove every header but `keep` (a provider's own headers say nothing the app understands).

@@ -1,7 +1,9 @@
 //! A provider's streamed body, rewritten on its way into OpenAI's shape: Anthropic's events
 //! translated, Azure's filter annotations dropped, missing tool-call indexes filled. The
 //! rewriters are per-stream state machines fed with bytes split anywhere; this body only
-//! drives them, so the proxy's tap downstream sees a plain OpenAI stream.
+//! drives them, so the proxy's tap downstream sees a plain OpenAI stream. The body ends
+//! as soon as the rewriter has sent the stream's last event (an upstream that keeps the
+//! connection open after it is not waited for).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,6 +20,11 @@ pub trait StreamRewrite: Send {
     /// The upstream body ended: whatever must still be sent (e.g. an error event for a
     /// stream cut short).
     fn finish(&mut self) -> Vec<u8>;
+    /// Whether the stream is complete (its last event, or an error, was sent): nothing
+    /// after it is read.
+    fn finished(&self) -> bool {
+        false
+    }
 }
 
 impl StreamRewrite for super::anthropic::stream::Translator {
@@ -26,6 +33,9 @@ impl StreamRewrite for super::anthropic::stream::Translator {
     }
     fn finish(&mut self) -> Vec<u8> {
         super::anthropic::stream::Translator::finish(self)
+    }
+    fn finished(&self) -> bool {
+        super::anthropic::stream::Translator::finished(self)
     }
 }
 
@@ -66,30 +76,30 @@ impl HttpBody for Rewritten {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        loop {
-            if this.done {
-                return Poll::Ready(None);
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            // Even an empty result is passed on: upstream bytes that produce nothing (a
+            // ping, an annotation) still show the provider is alive, which is what the
+            // proxy's idle timeout measures.
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let out = this.rewrite.feed(&data);
+                    this.done = this.rewrite.finished();
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+                }
+                Err(other) => Poll::Ready(Some(Ok(other))),
+            },
+            // A break is the proxy's to report (it knows the provider and the record).
+            Some(Err(e)) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e)))
             }
-            match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let out = this.rewrite.feed(&data);
-                        if !out.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
-                        }
-                    }
-                    Err(other) => return Poll::Ready(Some(Ok(other))),
-                },
-                // A break is the proxy's to report (it knows the provider and the record).
-                Some(Err(e)) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                None => {
-                    this.done = true;
-                    let rest = this.rewrite.finish();
-                    return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(Bytes::from(rest)))));
-                }
+            None => {
+                this.done = true;
+                let rest = this.rewrite.finish();
+                Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(Bytes::from(rest)))))
             }
         }
     }

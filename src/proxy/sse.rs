@@ -45,7 +45,7 @@ impl Tap {
 
     /// A tap for a Responses API stream: the first token is the first output delta, usage
     /// comes with the terminal `response.completed` / `response.incomplete` /
-    /// `response.failed` event (the last two also count as errors, as does `error`).
+    /// `response.failed` event (`response.failed` and `error` count as errors).
     /// Nothing is ever changed.
     pub fn responses() -> Self {
         Tap { responses: true, ..Tap::new(false) }
@@ -210,7 +210,8 @@ impl Tap {
                 seen.first_token = true;
             }
             kind @ ("response.completed" | "response.incomplete" | "response.failed") => {
-                seen.error |= kind != "response.completed";
+                // `incomplete` is a length limit (chat's `length`), not a failure.
+                seen.error |= kind == "response.failed";
                 let usage = event.response.and_then(|r| JsonBody::parse(r.get().as_bytes()).ok()?.get("usage"));
                 if let Some(u) = usage.and_then(|u| parse_usage(u.get())) {
                     seen.usage = Some(u);
@@ -378,5 +379,39 @@ mod tests {
         let frame = Bytes::from_static(WITHOUT_USAGE.as_bytes());
         let (out, _) = Tap::new(true).feed(frame.clone());
         assert_eq!(out.as_ptr(), frame.as_ptr());
+    }
+}
+
+#[cfg(test)]
+mod responses_tests {
+    use super::*;
+
+    fn run(events: &[&str]) -> Seen {
+        let mut tap = Tap::responses();
+        let mut all = Seen::default();
+        for e in events {
+            let (out, seen) = tap.feed(Bytes::from(format!("event: x\ndata: {e}\n\n")));
+            assert_eq!(out.len(), e.len() + 17, "a Responses stream passes unchanged");
+            all.first_token |= seen.first_token;
+            all.error |= seen.error;
+            all.usage = seen.usage.or(all.usage);
+        }
+        all
+    }
+
+    #[test]
+    fn first_output_delta_terminal_usage_and_errors() {
+        let usage = r#""usage":{"input_tokens":5,"output_tokens":2,"total_tokens":7}"#;
+        let seen = run(&[
+            r#"{"type":"response.created","response":{"model":"m","usage":null}}"#,
+            r#"{"type":"response.output_text.delta","delta":"Hi"}"#,
+            &format!(r#"{{"type":"response.completed","response":{{"status":"completed",{usage}}}}}"#),
+        ]);
+        assert_eq!((seen.first_token, seen.error, seen.usage), (true, false, Some(Usage { input: 5, output: 2 })));
+        let incomplete = format!(r#"{{"type":"response.incomplete","response":{{"status":"incomplete",{usage}}}}}"#);
+        assert!(!run(&[&incomplete]).error, "a length limit is not an error");
+        let failed = format!(r#"{{"type":"response.failed","response":{{"status":"failed",{usage}}}}}"#);
+        assert!(run(&[&failed]).error);
+        assert!(run(&[r#"{"type":"error","message":"boom"}"#]).error);
     }
 }

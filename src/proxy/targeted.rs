@@ -125,12 +125,22 @@ impl Attempt<'_> {
         let chat = self.call.endpoint == Endpoint::ChatCompletions;
         let edits =
             version.edits(chat, self.body.get("messages"), self.scope).map_err(|_| GatewayError::InvalidMessages)?;
-        let mut edits: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (*k, &**v)).collect();
+        let responses = self.call.endpoint == Endpoint::Responses;
+        let mut edits: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (responses_name(responses, k), &**v)).collect();
         if let Some(options) = self.usage_edit {
             edits.push(("stream_options", options));
         }
         let rewritten = Bytes::from(self.body.rewrite(&edits));
         Ok(upstream::send(&version.provider, &version.model, self.call, headers, rewritten, record).await)
+    }
+}
+
+/// A version's parameter as the Responses API names it (`max_output_tokens` for
+/// `max_tokens` / `max_completion_tokens`); other endpoints keep the name.
+fn responses_name(responses: bool, key: &str) -> &str {
+    match key {
+        "max_tokens" | "max_completion_tokens" if responses => "max_output_tokens",
+        _ => key,
     }
 }
 

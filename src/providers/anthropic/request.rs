@@ -196,18 +196,11 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<String>, Vec<Value>), Inval
             "assistant" => {
                 let mut blocks = Vec::new();
                 let t = text_of(m.get("content"));
-                if !t.is_empty() {
+                if !t.trim().is_empty() {
                     blocks.push(json!({"type": "text", "text": t}));
                 }
                 for call in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                    let args = call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("");
-                    let input: Value = if args.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(args).map_err(|_| {
-                            invalid("messages", format!("messages[{i}]: tool call arguments are not JSON"))
-                        })?
-                    };
+                    let input = tool_input(call.pointer("/function/arguments"), i)?;
                     blocks.push(json!({
                         "type": "tool_use",
                         "id": call.get("id").cloned().unwrap_or(Value::Null),
@@ -223,7 +216,7 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<String>, Vec<Value>), Inval
                     "tool_use_id": m.get("tool_call_id").cloned().unwrap_or(Value::Null),
                 });
                 let content = text_of(m.get("content"));
-                if !content.is_empty() {
+                if !content.trim().is_empty() {
                     result["content"] = Value::String(content);
                 }
                 push(&mut out, "user", vec![result]);
@@ -232,6 +225,23 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<String>, Vec<Value>), Inval
         }
     }
     Ok((system, out))
+}
+
+/// A tool call's `arguments` as Anthropic's `input` object: `""` → `{}`; a JSON object
+/// (as a string, or sent as an object) as it is; anything else is the app's error.
+fn tool_input(arguments: Option<&Value>, i: usize) -> Result<Value, Invalid> {
+    let not_object = || invalid("messages", format!("messages[{i}]: tool call arguments must be a JSON object"));
+    match arguments {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(Value::Object(o)) => Ok(Value::Object(o.clone())),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(json!({})),
+        Some(Value::String(s)) => match serde_json::from_str(s) {
+            Ok(Value::Object(o)) => Ok(Value::Object(o)),
+            Ok(_) => Err(not_object()),
+            Err(_) => Err(invalid("messages", format!("messages[{i}]: tool call arguments are not JSON"))),
+        },
+        Some(_) => Err(not_object()),
+    }
 }
 
 /// Append `blocks` as a message of `role`, joining it to the previous one of the same role
@@ -251,7 +261,7 @@ fn push(out: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
 
 fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Invalid> {
     match content {
-        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})]),
         Some(Value::Array(parts)) => {
             let mut blocks = Vec::new();
@@ -259,7 +269,7 @@ fn user_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, Invalid>
                 match p.get("type").and_then(Value::as_str) {
                     Some("text") => {
                         let t = p.get("text").and_then(Value::as_str).unwrap_or("");
-                        if !t.is_empty() {
+                        if !t.trim().is_empty() {
                             blocks.push(json!({"type": "text", "text": t}));
                         }
                     }

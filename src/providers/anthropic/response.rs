@@ -10,7 +10,7 @@ use super::Reply;
 /// Anthropic's `stop_reason` in OpenAI's vocabulary.
 pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     match stop_reason {
-        Some("max_tokens") => "length",
+        Some("max_tokens" | "model_context_window_exceeded") => "length",
         Some("tool_use") => "tool_calls",
         Some("refusal") => "content_filter",
         // end_turn, stop_sequence, pause_turn and anything new.

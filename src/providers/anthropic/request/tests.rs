@@ -133,3 +133,26 @@ fn response_format_becomes_a_forced_tool() {
     let unnamed = json!({"messages": [], "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}});
     assert_eq!(translate(&unnamed, DEFAULTS).unwrap_err().param, "response_format");
 }
+
+#[test]
+fn whitespace_only_text_is_dropped_and_tool_arguments_must_be_objects() {
+    let body = json!({"messages": [
+        {"role": "user", "content": [{"type": "text", "text": " \n"}, {"type": "text", "text": "hi"}]},
+        {"role": "assistant", "content": "  ", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"sent": "as an object"}}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": " "},
+    ]});
+    let out = translate(&body, DEFAULTS).unwrap().body;
+    assert_eq!(out["messages"][0]["content"], json!([{"type": "text", "text": "hi"}]));
+    assert_eq!(
+        out["messages"][1]["content"],
+        json!([{"type": "tool_use", "id": "c1", "name": "f", "input": {"sent": "as an object"}}])
+    );
+    assert_eq!(out["messages"][2]["content"], json!([{"type": "tool_result", "tool_use_id": "c1"}]));
+    for args in ["[1]", "null", "\"text\""] {
+        let bad = json!({"messages": [{"role": "assistant", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": args}}]}]});
+        let err = translate(&bad, DEFAULTS).unwrap_err();
+        assert!(err.message.contains("must be a JSON object"), "{args}: {}", err.message);
+    }
+}
