@@ -11,7 +11,8 @@
 //!   `delta` when Azure sent it in a filter chunk without one, and the stream's id, model
 //!   and time instead of Azure's empty ones), as do the usage chunk and `[DONE]`;
 //! - an event without the bytes `filter` is passed on as it came, without parsing (once
-//!   the stream's id is known).
+//!   the stream's id is known); the common content chunk (one choice, a non-empty delta)
+//!   has its filter results cut out of its bytes, also without parsing.
 //!
 //! A whole JSON answer loses `prompt_filter_results` and each choice's filter results, and
 //! Azure's 400 for a filtered prompt becomes OpenAI's `content_filter` error.
@@ -78,6 +79,9 @@ fn normalise_event(event: &[u8], identity: &mut Option<Map<String, Value>>, out:
         out.extend_from_slice(event);
         return;
     }
+    if filtered && identity.is_some() && stripped_content_chunk(event, out) {
+        return;
+    }
     let parsed = data_of(event).and_then(|(data, _)| serde_json::from_slice::<Value>(&data).ok());
     let Some(Value::Object(mut chunk)) = parsed else {
         out.extend_from_slice(event);
@@ -102,6 +106,101 @@ fn normalise_event(event: &[u8], identity: &mut Option<Map<String, Value>>, out:
             out.extend_from_slice(b"\n\n");
         }
     }
+}
+
+/// The common chunk — one choice with a non-empty `delta` and its filter results — with
+/// those results cut out of the bytes, without building a JSON tree (every other member
+/// keeps its bytes and order). `false` for any other event: the caller parses it.
+fn stripped_content_chunk(event: &[u8], out: &mut Vec<u8>) -> bool {
+    let Some((data, true)) = data_of(event) else { return false };
+    let count = |needle: &[u8]| memmem::find_iter(&data, needle).count();
+    if count(b"\"delta\":{\"") != 1 || count(b"\"delta\"") != 1 || PROMPT_KEYS.iter().any(|k| count(k.as_bytes()) > 0) {
+        return false;
+    }
+    let mut json = data.into_owned();
+    for key in [&b"content_filter_results"[..], b"content_filter_offsets"] {
+        while let Some(cut) = member_span(&json, key) {
+            json.drain(cut);
+        }
+    }
+    if memmem::find(&json, FILTER).is_some() {
+        // `filter` somewhere else (say, in the text): a cut could have been wrong; parse.
+        return false;
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&json);
+    out.extend_from_slice(b"\n\n");
+    true
+}
+
+/// Where the first member named `key` is in the compact JSON `json`, with the comma that
+/// separates it from its neighbour: the bytes to remove. Strings (and what they hold) are
+/// skipped, so a key inside a value never matches.
+fn member_span(json: &[u8], key: &[u8]) -> Option<std::ops::Range<usize>> {
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                let end = string_end(json, i)?;
+                let name = &json[i + 1..end - 1];
+                if name == key && json.get(end) == Some(&b':') {
+                    let value_end = value_end(json, end + 1)?;
+                    return Some(if json.get(value_end) == Some(&b',') {
+                        i..value_end + 1
+                    } else if i > 0 && json[i - 1] == b',' {
+                        i - 1..value_end
+                    } else {
+                        i..value_end
+                    });
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The index just past the string that starts at `start` (a `"`).
+fn string_end(json: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < json.len() {
+        match json[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The index just past the JSON value that starts at `start`.
+fn value_end(json: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                i = string_end(json, i)?;
+                if depth == 0 {
+                    return Some(i);
+                }
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' if depth == 0 => return Some(i),
+            b'}' | b']' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            b',' if depth == 0 => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 fn normalise_chunk(chunk: &mut Map<String, Value>) -> Change {

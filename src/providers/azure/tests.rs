@@ -77,3 +77,50 @@ fn the_content_filter_400_becomes_openai_s_error() {
     assert_eq!(translate_error(400, br#"{"error":{"code":"invalid_request","message":"x"}}"#), None);
     assert_eq!(translate_error(400, b"<html>"), None);
 }
+
+#[test]
+fn members_are_cut_out_of_the_bytes_wherever_they_stand() {
+    let strip = |json: &str, key: &str| {
+        let mut bytes = json.as_bytes().to_vec();
+        while let Some(cut) = member_span(&bytes, key.as_bytes()) {
+            bytes.drain(cut);
+        }
+        let out = String::from_utf8(bytes).unwrap();
+        let _: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+        out
+    };
+    let k = "content_filter_results";
+    assert_eq!(strip(r#"{"content_filter_results":{"a":{"b":[1,{"c":"}"}]}},"x":1}"#, k), r#"{"x":1}"#);
+    assert_eq!(strip(r#"{"x":1,"content_filter_results":{},"y":"z"}"#, k), r#"{"x":1,"y":"z"}"#);
+    assert_eq!(strip(r#"{"x":[1,2],"content_filter_results":{"q":"\"}"}}"#, k), r#"{"x":[1,2]}"#);
+    assert_eq!(strip(r#"{"content_filter_results":true}"#, k), r#"{}"#);
+    // The key's text inside a string is content, not a member.
+    let text = r#"{"delta":{"content":"say \"content_filter_results\":{} now"},"content_filter_results":{}}"#;
+    assert_eq!(strip(text, k), r#"{"delta":{"content":"say \"content_filter_results\":{} now"}}"#);
+    let two = r#"{"choices":[{"content_filter_results":{"h":1},"i":0},{"i":1,"content_filter_results":{"h":2}}]}"#;
+    assert_eq!(strip(two, k), r#"{"choices":[{"i":0},{"i":1}]}"#);
+}
+
+#[test]
+fn the_byte_cut_and_the_parsed_path_agree() {
+    let chunks = [
+        r#"{"choices":[{"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}},"delta":{"content":"héllo"},"finish_reason":null,"index":0,"logprobs":null}],"created":1,"id":"c","model":"m","object":"chat.completion.chunk"}"#,
+        r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\":1}"}}]},"finish_reason":null,"index":0,"content_filter_results":{},"content_filter_offsets":{"check_offset":0,"start_offset":0,"end_offset":5}}],"id":"c","model":"m","object":"chat.completion.chunk"}"#,
+    ];
+    for chunk in chunks {
+        let event = format!("data: {chunk}\n\n");
+        let mut fast = Vec::new();
+        assert!(stripped_content_chunk(event.as_bytes(), &mut fast), "{chunk}");
+        let mut parsed: Map<String, Value> = serde_json::from_str(chunk).unwrap();
+        assert_eq!(normalise_chunk(&mut parsed), Change::Changed);
+        let fast: Value = serde_json::from_slice(fast.strip_prefix(b"data: ").unwrap()).unwrap();
+        assert_eq!(fast, Value::Object(parsed), "{chunk}");
+    }
+    // A filter-only chunk and the annotation chunk are not for the cut.
+    for other in [
+        r#"{"choices":[{"delta":{},"content_filter_results":{},"finish_reason":null,"index":0}],"id":"c"}"#,
+        r#"{"choices":[],"prompt_filter_results":[{"prompt_index":0,"content_filter_results":{}}]}"#,
+    ] {
+        assert!(!stripped_content_chunk(format!("data: {other}\n\n").as_bytes(), &mut Vec::new()), "{other}");
+    }
+}
