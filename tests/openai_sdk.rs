@@ -9,20 +9,11 @@ mod common;
 
 use std::process::Command;
 
-use common::gateway;
-
-fn sdk_available() -> bool {
-    Command::new("python3").args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success())
-}
+use common::{gateway, python_sdk_or_skip};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_sdk_works_through_sluice() {
-    if !sdk_available() {
-        assert!(
-            std::env::var("SLUICE_REQUIRE_SDK").as_deref() != Ok("1"),
-            "SLUICE_REQUIRE_SDK=1 but `python3 -c 'import openai'` fails"
-        );
-        eprintln!("SKIPPED the_openai_python_sdk_works_through_sluice: python3 with the `openai` package is not installed (pip install openai)");
+    if !python_sdk_or_skip("the_openai_python_sdk_works_through_sluice") {
         return;
     }
     let yaml = std::fs::read_to_string("config/sluice.yaml")

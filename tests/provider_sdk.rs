@@ -13,23 +13,14 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
 
 use common::*;
 use serde_json::{json, Value};
 use sluice::mock::{MockKind, MockSettings};
 
-fn sdk_available() -> bool {
-    Command::new("python3").args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success())
-}
-
-/// A `sluice mock-provider` of `kind` on an ephemeral port, stopped with the test.
+/// A `sluice mock-provider` of `kind` on an ephemeral port.
 async fn mock(kind: MockKind) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let settings = Arc::new(MockSettings { kind, chunks: 6, ..MockSettings::default() });
-    tokio::spawn(sluice::mock::serve(listener, settings, std::future::pending()));
-    addr
+    mock_provider(MockSettings { kind, chunks: 6, ..MockSettings::default() }).await
 }
 
 fn migration_config(openai: SocketAddr, anthropic: SocketAddr, azure: SocketAddr) -> String {
@@ -82,12 +73,7 @@ fn comparable(mut v: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_anthropic_and_azure_variations_look_the_same_to_the_openai_sdk() {
-    if !sdk_available() {
-        assert!(
-            std::env::var("SLUICE_REQUIRE_SDK").as_deref() != Ok("1"),
-            "SLUICE_REQUIRE_SDK=1 but `python3 -c 'import openai'` fails"
-        );
-        eprintln!("SKIPPED openai_anthropic_and_azure_variations_look_the_same_to_the_openai_sdk: python3 with the `openai` package is not installed (pip install openai)");
+    if !python_sdk_or_skip("openai_anthropic_and_azure_variations_look_the_same_to_the_openai_sdk") {
         return;
     }
     let (openai, anthropic, azure) =
@@ -197,11 +183,13 @@ async fn the_migration_example_config_works() {
     gw.shutdown().await;
 
     // An Anthropic that is always overloaded: the candidate's 529 is retried on control.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let overloaded = listener.local_addr().unwrap();
-    let settings =
-        MockSettings { kind: MockKind::Anthropic, error_rate: 1.0, error_status: 529, ..MockSettings::default() };
-    tokio::spawn(sluice::mock::serve(listener, Arc::new(settings), std::future::pending()));
+    let overloaded = mock_provider(MockSettings {
+        kind: MockKind::Anthropic,
+        error_rate: 1.0,
+        error_status: 529,
+        ..MockSettings::default()
+    })
+    .await;
     let gw = migration_example(openai, overloaded, &state).await;
     let a = send(gw.data_addr, ask()).await;
     assert_eq!(a.status, 200, "{}", a.text());

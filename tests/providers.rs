@@ -503,14 +503,6 @@ fn check_refuses_what_cannot_work() {
     assert!(check(&misplaced).contains("only an `azure_openai` provider takes `api_version`"), "{}", check(&misplaced));
 }
 
-/// A `sluice mock-provider` on an ephemeral port, stopped with the test.
-async fn mock_provider(settings: sluice::mock::MockSettings) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(sluice::mock::serve(listener, Arc::new(settings), std::future::pending()));
-    addr
-}
-
 #[tokio::test]
 async fn quirk_switches_make_a_stricter_server_work() {
     use sluice::mock::{MockKind, MockSettings};

@@ -333,6 +333,29 @@ pub async fn scrape(gw: &Running) -> String {
     send(gw.admin_addr, get("/metrics", None)).await.text()
 }
 
+/// Whether the OpenAI Python SDK can run here. When it cannot, the test `name` is skipped
+/// with a loud line — or fails, when `SLUICE_REQUIRE_SDK=1` (as in CI).
+pub fn python_sdk_or_skip(name: &str) -> bool {
+    let available =
+        std::process::Command::new("python3").args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(
+            std::env::var("SLUICE_REQUIRE_SDK").as_deref() != Ok("1"),
+            "SLUICE_REQUIRE_SDK=1 but `python3 -c 'import openai'` fails"
+        );
+        eprintln!("SKIPPED {name}: python3 with the `openai` package is not installed (pip install openai)");
+    }
+    available
+}
+
+/// A `sluice mock-provider` with `settings` on an ephemeral port, stopped with the test.
+pub async fn mock_provider(settings: sluice::mock::MockSettings) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(sluice::mock::serve(listener, Arc::new(settings), std::future::pending()));
+    addr
+}
+
 /// A response read completely.
 #[derive(Debug)]
 pub struct Answer {
