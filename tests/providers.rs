@@ -338,6 +338,9 @@ async fn azure_gets_its_url_and_key_and_answers_are_normalised() {
         Step::Send("data: [DONE]\n\n".into()),
     ];
     let azure = Upstream::start(Reply::PerRequest(Arc::new(move |r: &Recorded| {
+        if r.headers.contains_key("x-break") {
+            return Reply::Sse(vec![event(ANNOTATION), Step::Wait(Duration::from_millis(50)), Step::Break]);
+        }
         if r.headers.contains_key("x-missing") {
             return Reply::Json {
                 status: 404,
@@ -372,6 +375,10 @@ async fn azure_gets_its_url_and_key_and_answers_are_normalised() {
     let a = send(gw.data_addr, chat("az/gpt-4o-prod", &[("x-filter", "1")], "")).await;
     assert_eq!((a.status.as_u16(), a.error_code().as_str()), (400, "content_filter"), "{}", a.text());
     assert_eq!(a.json()["error"]["param"], "prompt");
+    // Azure's annotation is not the stream's first event: a break right after it is still
+    // a failure before the first byte (a status, and a fallback when the flag has one).
+    let a = send(gw.data_addr, chat("az/gpt-4o-prod", &[("x-break", "1")], r#","stream":true"#)).await;
+    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (502, "upstream_stream_broken"), "{}", a.text());
     // A wrong deployment is the gateway's misconfiguration, never the app's 404.
     let a = send(gw.data_addr, chat("az/gone", &[("x-missing", "1")], "")).await;
     assert_eq!((a.status.as_u16(), a.error_code().as_str()), (502, "upstream_misconfigured"), "{}", a.text());

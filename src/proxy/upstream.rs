@@ -197,12 +197,16 @@ async fn respond(
 
 /// Wait for a stream's first frame, so a provider that fails before its first event
 /// still gets a proper error status instead of a 200 with a broken stream.
+/// Empty frames (a rewritten provider's keep-alives and annotations) are not the first event.
 async fn peek_first(inner: &mut Body, provider: &Provider) -> Result<Option<Frame<Bytes>>, GatewayError> {
-    let first = tokio::time::timeout(provider.timeouts.first_byte, inner.frame()).await;
-    match first {
-        Err(_) => Err(upstream_error(provider, UpstreamError::FirstByteTimeout)),
-        Ok(Some(Err(_))) => Err(upstream_error(provider, UpstreamError::StreamBroken)),
-        Ok(frame) => Ok(frame.and_then(Result::ok)),
+    let deadline = tokio::time::Instant::now() + provider.timeouts.first_byte;
+    loop {
+        match tokio::time::timeout_at(deadline, inner.frame()).await {
+            Err(_) => return Err(upstream_error(provider, UpstreamError::FirstByteTimeout)),
+            Ok(Some(Err(_))) => return Err(upstream_error(provider, UpstreamError::StreamBroken)),
+            Ok(Some(Ok(frame))) if frame.data_ref().is_some_and(Bytes::is_empty) => continue,
+            Ok(frame) => return Ok(frame.and_then(Result::ok)),
+        }
     }
 }
 
