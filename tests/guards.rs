@@ -77,23 +77,38 @@ async fn admin_get(gw: &Running, path: &str) -> Value {
     send(gw.admin_addr, get(path, Some(WRITE))).await.json()
 }
 
-/// Send requests with distinct users until `done` says so (checked every 100), at most `max`.
-async fn traffic(gw: &Running, prefix: &str, max: usize, done: impl AsyncFn() -> bool) -> usize {
+/// Send requests with distinct users until `done` says so (checked every 50 requests). The
+/// guard task decides on its own clock, so this waits on the condition, however fast the
+/// requests go; the deadline is only a safety net for a guard that never decides.
+async fn traffic(gw: &Running, prefix: &str, done: impl AsyncFn() -> bool) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut conn = Conn::open(gw.data_addr).await;
-    for i in 0..max {
-        conn.send(chat("bot", &[], &format!(r#","user":"{prefix}-{i}""#))).await;
-        if i % 100 == 99 && done().await {
-            return i + 1;
+    let mut sent = 0;
+    loop {
+        conn.send(chat("bot", &[], &format!(r#","user":"{prefix}-{sent}""#))).await;
+        sent += 1;
+        if sent % 50 == 0 && (done().await || std::time::Instant::now() > deadline) {
+            return sent;
         }
     }
-    max
+}
+
+/// The guard's latest check of `bot`, once one has seen at least `samples` requests in each arm.
+async fn checked_with(gw: &Running, samples: u64) -> bool {
+    let guards = admin_get(gw, "/admin/v1/guards").await;
+    guards["guards"][0]["metrics"].as_array().is_some_and(|ms| {
+        ms.iter().all(|m| {
+            m["control_samples"].as_u64().unwrap_or(0) >= samples
+                && m["treatment_samples"].as_u64().unwrap_or(0) >= samples
+        })
+    })
 }
 
 #[tokio::test]
 async fn a_failing_treatment_is_rolled_back_and_everyone_says_why() {
     let hook = Upstream::start(json_reply("{}")).await;
     let gw = gateway(&guarded_config(0.2, &format!("http://{}/hook", hook.addr), "", TEN_PERCENT)).await;
-    let sent = traffic(&gw, "u", 4000, async || {
+    let sent = traffic(&gw, "u", async || {
         admin_get(&gw, "/admin/v1/flags/bot").await["flag"]["definition"]["guard"]["state"] == "rolled_back"
     })
     .await;
@@ -150,8 +165,8 @@ async fn a_failing_treatment_is_rolled_back_and_everyone_says_why() {
 async fn equal_arms_are_left_alone() {
     let hook = Upstream::start(json_reply("{}")).await;
     let gw = gateway(&guarded_config(0.0, &format!("http://{}/hook", hook.addr), "", TEN_PERCENT)).await;
-    traffic(&gw, "u", 1500, async || false).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Until a check has seen the floor of samples in both arms: only then can it decide.
+    traffic(&gw, "u", async || checked_with(&gw, 40).await).await;
     let guards = admin_get(&gw, "/admin/v1/guards").await;
     assert_eq!(guards["guards"][0]["state"], "armed", "{guards}");
     let decisions: Vec<&str> =
@@ -167,7 +182,7 @@ async fn a_ramp_with_short_steps_advances_to_100_percent() {
     let hook = Upstream::start(json_reply("{}")).await;
     let ramp = "      ramp:\n        - {percent: 10, min_duration: 50ms, min_samples: 5}\n        - {percent: 50, min_duration: 50ms, min_samples: 5}\n        - {percent: 100, min_duration: 50ms, min_samples: 5}\n";
     let gw = gateway(&guarded_config(0.0, &format!("http://{}/hook", hook.addr), ramp, "{variation: control}")).await;
-    let sent = traffic(&gw, "u", 3000, async || {
+    let sent = traffic(&gw, "u", async || {
         admin_get(&gw, "/admin/v1/flags/bot").await["flag"]["definition"]["guard"]["step"] == 2
     })
     .await;
@@ -195,17 +210,15 @@ async fn a_restart_mid_ramp_resumes_the_step() {
     let yaml = guarded_config(0.0, &format!("http://{}/hook", hook.addr), ramp, "{variation: control}")
         .replace("admin:\n", &format!("state: {{dir: {}}}\nadmin:\n", dir.display()));
     let gw = gateway(&yaml).await;
-    traffic(&gw, "u", 3000, async || {
-        admin_get(&gw, "/admin/v1/flags/bot").await["flag"]["definition"]["guard"]["step"] == 1
-    })
-    .await;
+    traffic(&gw, "u", async || admin_get(&gw, "/admin/v1/flags/bot").await["flag"]["definition"]["guard"]["step"] == 1)
+        .await;
     let before = admin_get(&gw, "/admin/v1/flags/bot").await["flag"].clone();
     assert_eq!(before["definition"]["guard"]["step"], 1, "{before}");
     gw.shutdown().await;
 
     let gw = gateway(&yaml).await;
-    traffic(&gw, "v", 300, async || false).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Until the guard has checked the step with its floor of samples after the restart.
+    traffic(&gw, "v", async || checked_with(&gw, 5).await).await;
     let after = admin_get(&gw, "/admin/v1/flags/bot").await["flag"].clone();
     assert_eq!(after["definition"]["guard"]["step"], 1, "the step survives the restart: {after}");
     assert_eq!(
@@ -223,11 +236,13 @@ async fn the_circuit_breaker_acts_below_the_floor() {
     let yaml = guarded_config(1.0, &format!("http://{}/hook", hook.addr), "", TEN_PERCENT)
         .replace("min_samples: 40", "min_samples: 100000");
     let gw = gateway(&yaml).await;
-    let sent = traffic(&gw, "u", 2000, async || {
+    let sent = traffic(&gw, "u", async || {
         admin_get(&gw, "/admin/v1/flags/bot").await["flag"]["definition"]["guard"]["state"] == "rolled_back"
     })
     .await;
-    assert!(sent < 2000, "the breaker tripped long before the floor of 100,000");
+    let state = admin_get(&gw, "/admin/v1/flags/bot").await["flag"]["definition"]["guard"]["state"].clone();
+    assert_eq!(state, "rolled_back", "after {sent} requests");
+    assert!(sent < 100_000, "the breaker tripped below the floor of 100,000 samples: {sent}");
     let audit = admin_get(&gw, "/admin/v1/audit?flag=bot").await;
     assert!(audit["entries"][0]["reason"].as_str().unwrap().contains("circuit_breaker"), "{audit}");
     gw.shutdown().await;
