@@ -3,6 +3,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo reads every target the manifest declares, the benches included.
+COPY benches ./benches
 RUN cargo build --release --locked --bin sluice
 
 FROM debian:bookworm-slim
