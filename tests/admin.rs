@@ -492,9 +492,17 @@ async fn every_acknowledged_change_survives_sigkill() {
     let revision = p.get("/admin/v1/status").await["revision"].as_u64().unwrap();
     let (last, _) = *acknowledged.last().unwrap();
     assert!(revision >= last, "revision {revision} < last acknowledged {last}");
-    let audit = p.get(&format!("/admin/v1/audit?flag=bot&limit={}", revision + 10)).await;
+    // The whole log, a page at a time.
+    let mut entries: Vec<Value> = Vec::new();
+    let mut page = p.get("/admin/v1/audit?flag=bot&limit=1000").await;
+    loop {
+        entries.extend(page["entries"].as_array().unwrap().iter().cloned());
+        let Some(next) = page["next"].as_u64() else { break };
+        page = p.get(&format!("/admin/v1/audit?flag=bot&limit=1000&before={next}")).await;
+    }
     let by_revision: std::collections::HashMap<u64, &Value> =
-        audit["entries"].as_array().unwrap().iter().map(|e| (e["revision"].as_u64().unwrap(), e)).collect();
+        entries.iter().map(|e| (e["revision"].as_u64().unwrap(), e)).collect();
+    assert_eq!(by_revision.len(), entries.len(), "no revision appears twice");
     for (rev, percent) in &acknowledged {
         let entry = by_revision.get(rev).unwrap_or_else(|| panic!("acknowledged revision {rev} is missing"));
         let after = &entry["changes"][0]["after"]["fallthrough"]["rollout"]["variations"][0]["percent"];
