@@ -607,3 +607,22 @@ async fn a_change_keeps_the_providers_and_their_warm_connections() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_rollback_to_a_future_revision_is_not_found_and_a_reason_is_bounded() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), None)).await;
+    let future = json!({"reason": "undo", "revision": 99999});
+    let a = call(&gw, "POST", "/admin/v1/flags/bot/rollback", Some(WRITE), Some(future), None).await;
+    assert_eq!((a.status.as_u16(), a.error_code()), (404, "not_found".to_string()), "{}", a.text());
+    assert!(a.text().contains("no revision 99999"), "{}", a.text());
+    let long = json!({"reason": "x".repeat(sluice::admin::MAX_REASON + 1)});
+    let a = call(&gw, "POST", "/admin/v1/flags/bot/kill", Some(WRITE), Some(long), None).await;
+    assert_eq!(a.status, 422, "{}", a.text());
+    assert!(a.text().contains("at most 1000 characters"), "{}", a.text());
+    let longest = json!({"reason": "é".repeat(sluice::admin::MAX_REASON)});
+    let a = call(&gw, "POST", "/admin/v1/flags/bot/kill", Some(WRITE), Some(longest), None).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(gw.state.revision(), 2, "only the bounded reason made a revision");
+    gw.shutdown().await;
+}

@@ -27,6 +27,9 @@ use crate::state::{Change, ChangeError, Request as ChangeRequest, State};
 /// Largest admin request body.
 const MAX_BODY: usize = 256 * 1024;
 
+/// Longest `reason`, in characters: a sentence or two for the audit log, not a document.
+pub const MAX_REASON: usize = 1000;
+
 /// The admin tokens, as digests.
 #[derive(Debug, Default)]
 pub struct Tokens(Vec<(KeyDigest, String, AdminRole)>);
@@ -247,6 +250,9 @@ async fn route(
     let reason = body.get("reason").and_then(Value::as_str).unwrap_or("").trim().to_string();
     if reason.is_empty() {
         return Err(invalid("reason", "every change needs a reason (it goes to the audit log)"));
+    }
+    if reason.chars().count() > MAX_REASON {
+        return Err(invalid("reason", &format!("at most {MAX_REASON} characters (it goes to the audit log)")));
     }
     let request = ChangeRequest { actor: name.to_string(), reason, if_match };
     let applied = tokio::task::spawn_blocking(move || state.apply(change, &request))

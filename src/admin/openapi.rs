@@ -7,7 +7,7 @@ use super::{Op, ROUTES};
 
 /// What the document says about one operation: summary, whether it writes, its body.
 fn describe(op: Op) -> (&'static str, bool, Option<Value>) {
-    let reason = json!({"type": "string", "minLength": 1, "description": "Why: it goes to the audit log."});
+    let reason = json!({"type": "string", "minLength": 1, "maxLength": super::MAX_REASON, "description": "Why: it goes to the audit log."});
     let body = |props: Value, required: &[&str]| {
         let mut required: Vec<&str> = required.to_vec();
         required.push("reason");
