@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::log::{self, Scan};
-use super::store::{Store, StoreError};
+use super::store::{Store, StoreError, RECOVER};
 use super::{AuditEntry, Stored};
 
 /// A fault a test makes the next matching disk operation suffer.
@@ -117,9 +117,10 @@ pub(super) fn audit_path(dir: &Path) -> PathBuf {
 pub(super) fn read_state(dir: &Path) -> Result<Option<Stored>, StoreError> {
     let path = state_path(dir);
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::Damaged { path: path.display().to_string(), message: e.to_string() }),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Damaged {
+            path: path.display().to_string(),
+            message: format!("{e}; rebuild it from the audit log with `{RECOVER}`"),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(&path)(e)),
     }

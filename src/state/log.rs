@@ -241,3 +241,51 @@ pub fn cut(path: &Path, offset: u64) -> Result<u64, LogError> {
     file.sync_all().map_err(io(path))?;
     Ok(len - offset)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entry(revision: u64, reason_len: usize) -> AuditEntry {
+        AuditEntry {
+            revision,
+            time: "2026-12-01T00:00:00Z".into(),
+            actor: "t".into(),
+            reason: "é".repeat(reason_len),
+            changes: Vec::new(),
+            file_objects: None,
+        }
+    }
+
+    #[test]
+    fn lines_longer_and_shorter_than_a_chunk_are_read_back_and_scanned() {
+        let path = std::env::temp_dir().join(format!("sluice-log-unit-{}.jsonl", std::process::id()));
+        let sizes = [0, 1, CHUNK, 3 * CHUNK + 7, 10, CHUNK / 2 - 40, 0];
+        let mut bytes = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            bytes.extend(serde_json::to_vec(&entry(i as u64 + 1, *n)).unwrap());
+            bytes.push(b'\n');
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let mut seen = Vec::new();
+        read_back(&path, bytes.len() as u64, &mut |e| {
+            seen.push((e.revision, e.reason.chars().count()));
+            true
+        })
+        .unwrap();
+        let expected: Vec<(u64, usize)> = sizes.iter().enumerate().rev().map(|(i, n)| (i as u64 + 1, *n)).collect();
+        assert_eq!(seen, expected);
+        let scan = scan(&path).unwrap();
+        assert_eq!((scan.lines, scan.last.map(|l| l.revision), scan.torn, scan.bad_last), (7, Some(7), None, None));
+        // Stopping early reads no further.
+        let mut n = 0;
+        read_back(&path, bytes.len() as u64, &mut |_| {
+            n += 1;
+            n < 2
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+        let _ = std::fs::remove_file(&path);
+    }
+}

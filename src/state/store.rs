@@ -51,9 +51,10 @@ pub trait Store: Send + Sync {
     /// The last committed state, if any.
     fn load(&self) -> Result<Option<Stored>, StoreError>;
     /// Make `entry` and the documents after it durable, or nothing: when this returns
-    /// `Err`, the change is not in the store and its entry is not in the audit log. `entry.
-    /// revision` must be the stored revision plus one. When this returns `Ok`, the change
-    /// survives a crash.
+    /// `Err`, the change is not in effect and its entry is not in the audit log (a store
+    /// that cannot know whether the change reached the disk refuses every later commit,
+    /// and a restart serves whichever state did, with its entry). `entry.revision` must be
+    /// the stored revision plus one. When this returns `Ok`, the change survives a crash.
     fn commit(&self, entry: &AuditEntry, state: &Stored) -> Result<(), StoreError>;
     /// Visit the audit log newest first, until `visit` returns `false`.
     fn audit_back(&self, visit: &mut dyn FnMut(AuditEntry) -> bool) -> Result<(), StoreError>;
