@@ -472,3 +472,18 @@ fn a_full_disk_refuses_the_change_and_leaves_the_log_whole() {
     assert_eq!(revisions(&state), (1..=after).collect::<Vec<_>>());
     drop(state);
 }
+
+#[test]
+fn a_log_removed_under_a_running_store_is_never_padded_and_the_store_stops() {
+    let dir = temp_dir("removed");
+    let state = open(&dir).unwrap();
+    assert_eq!(kill(&state, false, "before").unwrap(), 2);
+    std::fs::remove_file(audit_path(&dir)).unwrap();
+    assert!(matches!(kill(&state, true, "after"), Err(ChangeError::Store(_))));
+    assert!(kill(&state, true, "again").unwrap_err().to_string().contains("refuses changes"));
+    let log = std::fs::read(audit_path(&dir)).unwrap_or_default();
+    assert!(!log.contains(&0), "no gap of zeros: {} bytes", log.len());
+    assert_eq!(state.revision(), 2);
+    drop(state);
+    let _ = std::fs::remove_dir_all(&dir);
+}

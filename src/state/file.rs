@@ -166,7 +166,13 @@ impl FileStore {
     /// entry starts on a line of its own.
     fn append(&self, path: &Path, start: u64, line: &[u8]) -> Result<(), StoreError> {
         let mut f = OpenOptions::new().create(true).append(true).open(path).map_err(io(path))?;
-        if f.metadata().map_err(io(path))?.len() != start {
+        let len = f.metadata().map_err(io(path))?.len();
+        if len < start {
+            // Shortened (or replaced) behind sluice's back: appending would leave a gap.
+            let e = std::io::Error::other(format!("the log is {len} bytes, shorter than its {start} acknowledged"));
+            return Err(io(path)(e));
+        }
+        if len > start {
             f.set_len(start).map_err(io(path))?;
         }
         if let Err(e) = self.faults.take(Fault::AuditWrite) {
@@ -181,7 +187,14 @@ impl FileStore {
     fn undo(&self, inner: &mut Inner, path: &Path, start: u64, cause: StoreError) -> StoreError {
         let cut = self.faults.take(Fault::AuditCut).and_then(|()| {
             let f = OpenOptions::new().write(true).open(path)?;
-            f.set_len(start)?;
+            let len = f.metadata()?.len();
+            if len < start {
+                // Never lengthen the log (with zeros): a store that lost its log stops.
+                return Err(std::io::Error::other(format!("the log is {len} bytes, shorter than acknowledged")));
+            }
+            if len > start {
+                f.set_len(start)?;
+            }
             f.sync_all()
         });
         if let Err(e) = cut {
