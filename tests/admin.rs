@@ -626,3 +626,28 @@ async fn a_rollback_to_a_future_revision_is_not_found_and_a_reason_is_bounded() 
     assert_eq!(gw.state.revision(), 2, "only the bounded reason made a revision");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_audit_log_is_read_a_page_at_a_time() {
+    let dir = std::env::temp_dir().join(format!("sluice-admin-audit-pages-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), Some(&dir))).await;
+    for n in 0..60 {
+        let request = sluice::state::Request { actor: "t".into(), reason: format!("change {n}"), if_match: None };
+        gw.state.apply(sluice::state::Change::SetOn { flag: "bot".into(), on: n % 2 == 1 }, &request).unwrap();
+    }
+    let page = call(&gw, "GET", "/admin/v1/audit?limit=50", Some(READ), None, None).await.json();
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 50);
+    assert_eq!((entries[0]["revision"].as_u64(), page["next"].as_u64()), (Some(61), Some(12)));
+    let rest = call(&gw, "GET", "/admin/v1/audit?limit=50&before=12", Some(READ), None, None).await.json();
+    let revisions: Vec<u64> =
+        rest["entries"].as_array().unwrap().iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    assert_eq!(revisions, (1..12).rev().collect::<Vec<_>>());
+    assert!(rest["next"].is_null());
+    let too_many = call(&gw, "GET", "/admin/v1/audit?limit=5000", Some(READ), None, None).await;
+    assert_eq!(too_many.status, 422, "{}", too_many.text());
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -487,3 +487,41 @@ fn a_log_removed_under_a_running_store_is_never_padded_and_the_store_stops() {
     drop(state);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn start_up_accepts_exactly_the_tails_a_crash_leaves() {
+    let dir = temp_dir("tails");
+    let state = open(&dir).unwrap();
+    assert_eq!(kill(&state, false, "a").unwrap(), 2);
+    drop(state);
+    let log = std::fs::read(audit_path(&dir)).unwrap();
+    let first_line = log.iter().position(|b| *b == b'\n').unwrap() + 1;
+
+    // A complete last line that does not parse, after the stored revision: cut.
+    let mut garbage = log.clone();
+    garbage.extend_from_slice(b"\0\0\0{\"revision\n");
+    std::fs::write(audit_path(&dir), &garbage).unwrap();
+    assert_eq!(open(&dir).unwrap().revision(), 2);
+    assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), log);
+
+    // The same line where the stored revision's own entry should be: refused.
+    let mut damaged = log[..first_line].to_vec();
+    damaged.extend_from_slice(b"{\"revision\":2,\n");
+    std::fs::write(audit_path(&dir), &damaged).unwrap();
+    let err = open(&dir).expect_err("refused");
+    assert!(err.contains("audit.jsonl:2:"), "{err}");
+
+    // A log behind state.json: refused, not truncated further.
+    std::fs::write(audit_path(&dir), &log[..first_line]).unwrap();
+    let err = open(&dir).expect_err("refused");
+    assert!(err.contains("ends at revision 1, before") && err.contains("revision 2"), "{err}");
+    assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), &log[..first_line]);
+
+    // No state.json and only the first entry: the first commit crashed; start afresh.
+    std::fs::remove_file(dir.join("state.json")).unwrap();
+    let state = open(&dir).unwrap();
+    assert_eq!(state.revision(), 1);
+    assert_eq!(revisions(&state), [1]);
+    drop(state);
+    let _ = std::fs::remove_dir_all(&dir);
+}
