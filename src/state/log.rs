@@ -237,6 +237,10 @@ pub fn cut(path: &Path, offset: u64) -> Result<u64, LogError> {
     // stay separate lines.
     bak.write_all(b"\n").map_err(io(&backup))?;
     bak.sync_all().map_err(io(&backup))?;
+    // The backup's directory entry is durable before anything is cut.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    }
     file.set_len(offset).map_err(io(path))?;
     file.sync_all().map_err(io(path))?;
     Ok(len - offset)
