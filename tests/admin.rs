@@ -579,6 +579,11 @@ async fn sluice_ctl_drives_every_operation() {
     assert!(ok, "{out}{err}");
     let (_, out, _) = ctl(&gw, Some(READ), &["audit", "--flag", "bot"]).await;
     assert!(out.contains("undo") && out.contains("ops") && out.contains("incident"), "{out}");
+    let (_, out, _) = ctl(&gw, Some(READ), &["audit", "--limit", "1"]).await;
+    let next = gw.state.revision();
+    assert!(out.contains(&format!("(more: --before {next})")), "{out}");
+    let (_, older, _) = ctl(&gw, Some(READ), &["audit", "--limit", "1", "--before", &next.to_string()]).await;
+    assert!(older.contains(&format!("\n{}  ", next - 1)), "{older}");
     let (_, out, _) = ctl(&gw, Some(READ), &["flag", "get", "bot"]).await;
     assert!(out.contains("state       on"), "{out}");
     let (ok, out, _) = ctl(&gw, Some(READ), &["--json", "status"]).await;

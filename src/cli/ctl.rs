@@ -462,7 +462,11 @@ fn render(command: &CtlCommand, v: &Value) -> String {
                         .collect()
                 })
                 .unwrap_or_default();
-            table(&["REVISION", "TIME", "ACTOR", "REASON", "CHANGED"], &rows)
+            let mut out = table(&["REVISION", "TIME", "ACTOR", "REASON", "CHANGED"], &rows);
+            if let Some(next) = v["next"].as_u64() {
+                out.push_str(&format!("(more: --before {next})\n"));
+            }
+            out
         }
         CtlCommand::Status => {
             let r = &v["reload"];
