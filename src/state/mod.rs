@@ -1,8 +1,9 @@
 //! The runtime state: flags, segments and AI configs as documents with a revision, and
 //! the one write path every change goes through ([`State::apply`]):
 //!
-//! validate → new revision → audit entry (who, when, why, each object before / after) →
-//! persist → rebuild and swap the snapshot.
+//! validate → new revision → audit entry (who, when, why, what each object became: a
+//! flag's document before / after, a patch of an AI config's or segment's fields) →
+//! persist (all or nothing: see `file.rs`) → rebuild and swap the snapshot.
 //!
 //! A change that fails validation changes nothing and writes nothing. The static part of
 //! the configuration (listeners, clients, providers, limits) always comes from the file.
