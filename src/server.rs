@@ -159,6 +159,14 @@ pub fn prepare(mut loaded: Loaded) -> Result<Prepared, ConfigError> {
     }
 }
 
+impl Prepared {
+    /// The config file as JSON, its name, the snapshot and the metrics (what
+    /// [`crate::state::State::open`] takes).
+    pub fn into_parts(self) -> (serde_json::Value, String, Snapshot, Arc<Metrics>) {
+        (self.value, self.file, self.snapshot, self.metrics)
+    }
+}
+
 /// Bind both listeners and start serving: the data plane on `limits.workers` threads of
 /// its own, the admin plane on the caller's runtime.
 ///

@@ -492,9 +492,17 @@ async fn every_acknowledged_change_survives_sigkill() {
     let revision = p.get("/admin/v1/status").await["revision"].as_u64().unwrap();
     let (last, _) = *acknowledged.last().unwrap();
     assert!(revision >= last, "revision {revision} < last acknowledged {last}");
-    let audit = p.get(&format!("/admin/v1/audit?flag=bot&limit={}", revision + 10)).await;
+    // The whole log, a page at a time.
+    let mut entries: Vec<Value> = Vec::new();
+    let mut page = p.get("/admin/v1/audit?flag=bot&limit=1000").await;
+    loop {
+        entries.extend(page["entries"].as_array().unwrap().iter().cloned());
+        let Some(next) = page["next"].as_u64() else { break };
+        page = p.get(&format!("/admin/v1/audit?flag=bot&limit=1000&before={next}")).await;
+    }
     let by_revision: std::collections::HashMap<u64, &Value> =
-        audit["entries"].as_array().unwrap().iter().map(|e| (e["revision"].as_u64().unwrap(), e)).collect();
+        entries.iter().map(|e| (e["revision"].as_u64().unwrap(), e)).collect();
+    assert_eq!(by_revision.len(), entries.len(), "no revision appears twice");
     for (rev, percent) in &acknowledged {
         let entry = by_revision.get(rev).unwrap_or_else(|| panic!("acknowledged revision {rev} is missing"));
         let after = &entry["changes"][0]["after"]["fallthrough"]["rollout"]["variations"][0]["percent"];
@@ -571,6 +579,11 @@ async fn sluice_ctl_drives_every_operation() {
     assert!(ok, "{out}{err}");
     let (_, out, _) = ctl(&gw, Some(READ), &["audit", "--flag", "bot"]).await;
     assert!(out.contains("undo") && out.contains("ops") && out.contains("incident"), "{out}");
+    let (_, out, _) = ctl(&gw, Some(READ), &["audit", "--limit", "1"]).await;
+    let next = gw.state.revision();
+    assert!(out.contains(&format!("(more: --before {next})")), "{out}");
+    let (_, older, _) = ctl(&gw, Some(READ), &["audit", "--limit", "1", "--before", &next.to_string()]).await;
+    assert!(older.contains(&format!("\n{}  ", next - 1)), "{older}");
     let (_, out, _) = ctl(&gw, Some(READ), &["flag", "get", "bot"]).await;
     assert!(out.contains("state       on"), "{out}");
     let (ok, out, _) = ctl(&gw, Some(READ), &["--json", "status"]).await;
@@ -598,4 +611,48 @@ async fn a_change_keeps_the_providers_and_their_warm_connections() {
         "the pooled connection outlived the change"
     );
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rollback_to_a_future_revision_is_not_found_and_a_reason_is_bounded() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), None)).await;
+    let future = json!({"reason": "undo", "revision": 99999});
+    let a = call(&gw, "POST", "/admin/v1/flags/bot/rollback", Some(WRITE), Some(future), None).await;
+    assert_eq!((a.status.as_u16(), a.error_code()), (404, "not_found".to_string()), "{}", a.text());
+    assert!(a.text().contains("no revision 99999"), "{}", a.text());
+    let long = json!({"reason": "x".repeat(sluice::admin::MAX_REASON + 1)});
+    let a = call(&gw, "POST", "/admin/v1/flags/bot/kill", Some(WRITE), Some(long), None).await;
+    assert_eq!(a.status, 422, "{}", a.text());
+    assert!(a.text().contains("at most 1000 characters"), "{}", a.text());
+    let longest = json!({"reason": "é".repeat(sluice::admin::MAX_REASON)});
+    let a = call(&gw, "POST", "/admin/v1/flags/bot/kill", Some(WRITE), Some(longest), None).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(gw.state.revision(), 2, "only the bounded reason made a revision");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_audit_log_is_read_a_page_at_a_time() {
+    let dir = std::env::temp_dir().join(format!("sluice-admin-audit-pages-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), Some(&dir))).await;
+    for n in 0..60 {
+        let request = sluice::state::Request { actor: "t".into(), reason: format!("change {n}"), if_match: None };
+        gw.state.apply(sluice::state::Change::SetOn { flag: "bot".into(), on: n % 2 == 1 }, &request).unwrap();
+    }
+    let page = call(&gw, "GET", "/admin/v1/audit?limit=50", Some(READ), None, None).await.json();
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 50);
+    assert_eq!((entries[0]["revision"].as_u64(), page["next"].as_u64()), (Some(61), Some(12)));
+    let rest = call(&gw, "GET", "/admin/v1/audit?limit=50&before=12", Some(READ), None, None).await.json();
+    let revisions: Vec<u64> =
+        rest["entries"].as_array().unwrap().iter().map(|e| e["revision"].as_u64().unwrap()).collect();
+    assert_eq!(revisions, (1..12).rev().collect::<Vec<_>>());
+    assert!(rest["next"].is_null());
+    let too_many = call(&gw, "GET", "/admin/v1/audit?limit=5000", Some(READ), None, None).await;
+    assert_eq!(too_many.status, 422, "{}", too_many.text());
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,16 +15,20 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+mod audit;
 mod openapi;
 
 use crate::auth::{digest, parse_digest, KeyDigest};
 use crate::body::{self, Body};
 use crate::config::{AdminConfig, AdminRole, Problem};
 use crate::guard::Guards;
-use crate::state::{Change, ChangeError, Kind, Request as ChangeRequest, State};
+use crate::state::{Change, ChangeError, Request as ChangeRequest, State};
 
 /// Largest admin request body.
 const MAX_BODY: usize = 256 * 1024;
+
+/// Longest `reason`, in characters: a sentence or two for the audit log, not a document.
+pub const MAX_REASON: usize = 1000;
 
 /// The admin tokens, as digests.
 #[derive(Debug, Default)]
@@ -225,7 +229,7 @@ async fn route(
         Op::ListFlags => return Ok(list_flags(&state)),
         Op::GetFlag => return get_flag(&state, params[0]),
         Op::ListAiConfigs => return Ok(list_ai_configs(&state)),
-        Op::Audit => return audit(&state, &query),
+        Op::Audit => return audit::page(state, &query).await,
         Op::Guards => {
             return Ok(json_response(StatusCode::OK, &json!({"revision": state.revision(), "guards": guards.status()})))
         }
@@ -246,6 +250,9 @@ async fn route(
     let reason = body.get("reason").and_then(Value::as_str).unwrap_or("").trim().to_string();
     if reason.is_empty() {
         return Err(invalid("reason", "every change needs a reason (it goes to the audit log)"));
+    }
+    if reason.chars().count() > MAX_REASON {
+        return Err(invalid("reason", &format!("at most {MAX_REASON} characters (it goes to the audit log)")));
     }
     let request = ChangeRequest { actor: name.to_string(), reason, if_match };
     let applied = tokio::task::spawn_blocking(move || state.apply(change, &request))
@@ -403,38 +410,6 @@ fn get_flag(state: &State, key: &str) -> Result<Response<Body>, ApiError> {
 fn list_ai_configs(state: &State) -> Response<Body> {
     let current = state.current();
     json_response(StatusCode::OK, &json!({"revision": current.revision, "ai_configs": current.docs.ai_configs}))
-}
-
-/// `GET /admin/v1/audit?flag=&since=&until=&limit=` (times in RFC 3339), newest first.
-fn audit(state: &State, query: &str) -> Result<Response<Body>, ApiError> {
-    let mut flag = None;
-    let (mut since, mut until) = (None, None);
-    let mut limit = 100usize;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v);
-        let time =
-            |name: &str| humantime::parse_rfc3339_weak(&v).map_err(|_| invalid(name, "must be an RFC 3339 time"));
-        match k {
-            "flag" => flag = Some(v.clone()),
-            "since" => since = Some(time("since")?),
-            "until" => until = Some(time("until")?),
-            "limit" => limit = v.parse().map_err(|_| invalid("limit", "must be a number"))?,
-            _ => return Err(invalid(k, "unknown parameter (use flag, since, until, limit)")),
-        }
-    }
-    let entries = state.audit().map_err(|e| ApiError::from(ChangeError::Store(e)))?;
-    let selected: Vec<_> = entries
-        .iter()
-        .rev()
-        .filter(|e| flag.as_ref().is_none_or(|f| e.changes.iter().any(|c| c.kind == Kind::Flag && &c.key == f)))
-        .filter(|e| {
-            let t = humantime::parse_rfc3339_weak(&e.time).ok();
-            since.is_none_or(|s| t.is_some_and(|t| t >= s)) && until.is_none_or(|u| t.is_some_and(|t| t <= u))
-        })
-        .take(limit)
-        .collect();
-    Ok(json_response(StatusCode::OK, &json!({"revision": state.revision(), "entries": selected})))
 }
 
 /// `%XX` and `+` in a query value.

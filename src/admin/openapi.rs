@@ -7,7 +7,7 @@ use super::{Op, ROUTES};
 
 /// What the document says about one operation: summary, whether it writes, its body.
 fn describe(op: Op) -> (&'static str, bool, Option<Value>) {
-    let reason = json!({"type": "string", "minLength": 1, "description": "Why: it goes to the audit log."});
+    let reason = json!({"type": "string", "minLength": 1, "maxLength": super::MAX_REASON, "description": "Why: it goes to the audit log."});
     let body = |props: Value, required: &[&str]| {
         let mut required: Vec<&str> = required.to_vec();
         required.push("reason");
@@ -105,7 +105,8 @@ pub fn document() -> Value {
         }
         if *op == Op::Audit {
             let q = |name: &str, description: &str, format: Option<&str>| {
-                let mut schema = json!({"type": if name == "limit" { "integer" } else { "string" }});
+                let mut schema =
+                    json!({"type": if name == "limit" || name == "before" { "integer" } else { "string" }});
                 if let Some(f) = format {
                     schema["format"] = json!(f);
                 }
@@ -115,7 +116,8 @@ pub fn document() -> Value {
                 q("flag", "Only revisions that changed this flag.", None),
                 q("since", "Only revisions at or after this time (RFC 3339).", Some("date-time")),
                 q("until", "Only revisions at or before this time (RFC 3339).", Some("date-time")),
-                q("limit", "At most this many entries (default 100).", None),
+                q("before", "Only revisions before this one: the `next` of the previous page.", None),
+                q("limit", "At most this many entries (default 100, at most 1000).", None),
             ]);
         }
         if writes {

@@ -111,6 +111,9 @@ enum CtlCommand {
         /// RFC 3339 time.
         #[arg(long)]
         until: Option<String>,
+        /// Only revisions before this one (page on: the previous page's `next`).
+        #[arg(long)]
+        before: Option<u64>,
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
@@ -250,8 +253,11 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
             let (b, m) = with_reason(change, json!({ "version": version }));
             (Method::POST, format!("/ai-configs/{}/versions", encode(ai_config)), Some(b), m)
         }
-        CtlCommand::Audit { flag, since, until, limit } => {
+        CtlCommand::Audit { flag, since, until, before, limit } => {
             let mut q = vec![format!("limit={limit}")];
+            if let Some(b) = before {
+                q.push(format!("before={b}"));
+            }
             for (k, v) in [("flag", flag), ("since", since), ("until", until)] {
                 if let Some(v) = v {
                     q.push(format!("{k}={}", encode(v)));
@@ -456,7 +462,11 @@ fn render(command: &CtlCommand, v: &Value) -> String {
                         .collect()
                 })
                 .unwrap_or_default();
-            table(&["REVISION", "TIME", "ACTOR", "REASON", "CHANGED"], &rows)
+            let mut out = table(&["REVISION", "TIME", "ACTOR", "REASON", "CHANGED"], &rows);
+            if let Some(next) = v["next"].as_u64() {
+                out.push_str(&format!("(more: --before {next})\n"));
+            }
+            out
         }
         CtlCommand::Status => {
             let r = &v["reload"];

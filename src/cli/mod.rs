@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod ctl;
 mod eval;
 mod reload;
+mod state;
 
 use crate::config::{self, LogConfig, LogFormat};
 use crate::{mock, server};
@@ -47,6 +48,9 @@ pub enum Command {
     /// Drive the admin API: flags, kill, restore, rollout, promote, point, rollback,
     /// versions, audit, status, guards, guard pause|resume|rearm.
     Ctl(ctl::CtlArgs),
+    /// Repair a state directory that `serve` refuses: `recover` rebuilds `state.json` from
+    /// the audit log, `repair --drop-line N` moves a damaged log line to its backup.
+    State(state::StateArgs),
 }
 
 /// Run the parsed command line.
@@ -55,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
         // Evaluation is synchronous: no runtime needed.
         Command::Eval(args) => return eval::run(args),
         Command::Check { config } => return check(&config),
+        Command::State(args) => return state::run(args),
         other => other,
     };
     // `serve` runs its data plane on worker threads of its own (see `server::start`); the
@@ -84,7 +89,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
             Command::Ctl(args) => ctl::run(args).await,
-            Command::Check { .. } | Command::Eval(_) => ExitCode::FAILURE,
+            Command::Check { .. } | Command::Eval(_) | Command::State(_) => ExitCode::FAILURE,
         }
     })
 }

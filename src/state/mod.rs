@@ -1,8 +1,9 @@
 //! The runtime state: flags, segments and AI configs as documents with a revision, and
 //! the one write path every change goes through ([`State::apply`]):
 //!
-//! validate → new revision → audit entry (who, when, why, each object before / after) →
-//! persist → rebuild and swap the snapshot.
+//! validate → new revision → audit entry (who, when, why, what each object became: a
+//! flag's document before / after, a patch of an AI config's or segment's fields) →
+//! persist (all or nothing: see `file.rs`) → rebuild and swap the snapshot.
 //!
 //! A change that fails validation changes nothing and writes nothing. The static part of
 //! the configuration (listeners, clients, providers, limits) always comes from the file.
@@ -14,6 +15,11 @@
 //! someone changes that flag again, in the file or through the API: the last writer of an
 //! object wins.
 
+mod delta;
+mod file;
+mod log;
+mod query;
+mod recover;
 mod store;
 
 use std::collections::BTreeMap;
@@ -22,7 +28,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use store::{FileStore, MemoryStore, Store, StoreError};
+pub use delta::Patch;
+pub use file::{Fault, Faults, FileStore};
+pub use log::LogError;
+pub use query::{AuditPage, AuditQuery};
+pub use recover::{recover, repair_drop_line, RecoverError, Recovered};
+pub use store::{MemoryStore, Store, StoreError};
 
 use crate::config::{self, Problem};
 use crate::server::Gateway;
@@ -95,7 +106,7 @@ impl Docs {
             for key in keys {
                 let (b, a) = (old.get(key), new.get(key));
                 if b != a {
-                    out.push(ObjectChange { kind, key: key.clone(), before: b.cloned(), after: a.cloned() });
+                    out.push(ObjectChange::new(kind, key, b, a));
                 }
             }
         }
@@ -124,15 +135,48 @@ pub struct AuditEntry {
     pub actor: String,
     pub reason: String,
     pub changes: Vec<ObjectChange>,
+    /// A load of the config file: the objects whose text in the file changed (each now
+    /// has the file's value). With `changes`, what rebuilds the state from the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_objects: Option<Vec<ObjectKey>>,
 }
 
-/// One object's change within a revision.
+/// Which object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub key: String,
+}
+
+/// One object's change within a revision: the document before and after it (`None`: the
+/// object does not exist), or — for an AI config or segment that exists on both sides —
+/// only a [`Patch`] of its fields that changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectChange {
     pub kind: Kind,
     pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<Patch>,
+}
+
+impl ObjectChange {
+    fn new(kind: Kind, key: &str, before: Option<&Value>, after: Option<&Value>) -> ObjectChange {
+        let patch = match (kind, before, after) {
+            (Kind::Flag, _, _) => None,
+            (_, Some(b), Some(a)) => delta::diff(b, a),
+            _ => None,
+        };
+        match patch {
+            Some(patch) => ObjectChange { kind, key: key.to_string(), before: None, after: None, patch: Some(patch) },
+            None => {
+                ObjectChange { kind, key: key.to_string(), before: before.cloned(), after: after.cloned(), patch: None }
+            }
+        }
+    }
 }
 
 /// A change to the documents. Each becomes one revision.
@@ -319,9 +363,9 @@ impl State {
         self.store.close();
     }
 
-    /// The audit log, oldest first.
-    pub fn audit(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        self.store.audit()
+    /// A page of the audit log, newest first (reads files: call it on a blocking thread).
+    pub fn audit(&self, query: &AuditQuery) -> Result<AuditPage, StoreError> {
+        query.run(self.store.as_ref())
     }
 
     /// The one write path. Holds the state's lock throughout, so changes are applied one
@@ -337,13 +381,17 @@ impl State {
         let mut file = current.file.clone();
         let mut base = self.base.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut base_changed = false;
+        let mut file_objects = None;
         match &change {
             Change::File { base: new_base, docs: new_file } => {
                 // Only what the file itself changed since its last load.
+                let mut objects = Vec::new();
                 for kind in KINDS {
                     let (old, new) = (current.file.of(kind), new_file.of(kind));
-                    for key in old.keys().chain(new.keys()) {
+                    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+                    for key in keys {
                         if old.get(key) != new.get(key) {
+                            objects.push(ObjectKey { kind, key: key.clone() });
                             match new.get(key) {
                                 Some(v) => docs.of_mut(kind).insert(key.clone(), v.clone()),
                                 None => docs.of_mut(kind).remove(key),
@@ -357,8 +405,15 @@ impl State {
                 }
                 file = new_file.clone();
                 base = new_base.clone();
+                file_objects = Some(objects);
             }
             Change::Rollback { flag, revision } => {
+                if *revision > current.revision {
+                    return Err(ChangeError::NotFound(format!(
+                        "no revision {revision}: the current revision is {}",
+                        current.revision
+                    )));
+                }
                 let value = self.flag_at(flag, *revision)?;
                 docs.flags.insert(flag.clone(), value);
             }
@@ -376,6 +431,7 @@ impl State {
             actor: request.actor.clone(),
             reason: request.reason.clone(),
             changes: changes.clone(),
+            file_objects,
         };
         let mut flag_revisions = current.flag_revisions.clone();
         for c in changes.iter().filter(|c| c.kind == Kind::Flag) {
@@ -422,13 +478,13 @@ impl State {
 
     /// A flag's document as of `revision`.
     fn flag_at(&self, flag: &str, revision: u64) -> Result<Value, ChangeError> {
-        let entries = self.store.audit()?;
-        let last = entries
-            .iter()
-            .rev()
-            .filter(|e| e.revision <= revision)
-            .flat_map(|e| e.changes.iter())
-            .find(|c| c.kind == Kind::Flag && c.key == flag);
+        let mut last = None;
+        self.store.audit_back(&mut |e| {
+            if e.revision <= revision {
+                last = e.changes.into_iter().find(|c| c.kind == Kind::Flag && c.key == flag);
+            }
+            last.is_none()
+        })?;
         match last {
             Some(ObjectChange { after: Some(v), .. }) => Ok(v.clone()),
             Some(_) => Err(ChangeError::Conflict(format!("flag `{flag}` did not exist at revision {revision}"))),

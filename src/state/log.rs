@@ -1,0 +1,295 @@
+//! The audit log file, `audit.jsonl`, as bytes: one JSON object per line, each line ended
+//! by `\n` (serde_json never writes a raw newline inside a value, so a `\n` only ever ends
+//! an entry).
+//!
+//! Everything here reads the file a line at a time (or a chunk at a time, from the end):
+//! memory is bounded by the longest line, never by the file. Lines are split on the byte
+//! `\n`, so a line torn anywhere — inside a multi-byte UTF-8 character included — is one
+//! bad line, never a read error that hides the lines around it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::AuditEntry;
+
+/// How much of the file is read at once when reading from the end.
+const CHUNK: usize = 64 * 1024;
+
+/// The audit log could not be read, or holds what no crash can explain.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}:{line}: the audit entry is damaged ({message})")]
+    Damaged { path: String, line: u64, message: String },
+    #[error("{path}:{line}: revision {revision} follows revision {previous}: revisions must increase")]
+    OutOfOrder { path: String, line: u64, revision: u64, previous: u64 },
+}
+
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io { path: path.display().to_string(), source }
+}
+
+/// What a scan found: the complete lines that parse, and what follows them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Scan {
+    /// The file's length.
+    pub len: u64,
+    /// How many lines parse (the good ones, all of them before any bad one).
+    pub lines: u64,
+    /// The first and last good revisions.
+    pub first: Option<u64>,
+    pub last: Option<Line>,
+    /// The good line before `last`.
+    pub before_last: Option<Line>,
+    /// A complete last line that does not parse (only the last line may be bad: a bad
+    /// line with a good line after it is an error).
+    pub bad_last: Option<Line>,
+    /// Where a last line without its `\n` (torn mid-append) starts.
+    pub torn: Option<u64>,
+}
+
+/// A line of the file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Line {
+    /// 1-based.
+    pub number: u64,
+    pub offset: u64,
+    pub revision: u64,
+}
+
+/// Only the revision of an entry: the rest is validated as JSON but not kept.
+#[derive(Deserialize)]
+struct Head {
+    revision: u64,
+}
+
+fn parse_head(line: &[u8]) -> Result<u64, String> {
+    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+    serde_json::from_str::<Head>(text).map(|h| h.revision).map_err(|e| e.to_string())
+}
+
+/// Read the whole file once, a line at a time (bounded memory: the longest line), checking
+/// that every complete line is a JSON object with a revision greater than the one before.
+/// A missing file scans as empty.
+pub fn scan(path: &Path) -> Result<Scan, LogError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Scan::default()),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let mut reader = BufReader::with_capacity(CHUNK, file);
+    let mut scan = Scan::default();
+    let mut buf = Vec::new();
+    let mut offset = 0u64;
+    let mut number = 0u64;
+    let mut bad: Option<(Line, String)> = None;
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(io(path))? as u64;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        if buf.last() != Some(&b'\n') {
+            scan.torn = Some(offset);
+            offset += n;
+            break;
+        }
+        if let Some((line, message)) = bad.take() {
+            // A bad line with a line after it: not a torn tail.
+            return Err(LogError::Damaged { path: path.display().to_string(), line: line.number, message });
+        }
+        match parse_head(&buf[..buf.len() - 1]) {
+            Ok(revision) => {
+                if let Some(last) = scan.last {
+                    if revision <= last.revision {
+                        return Err(LogError::OutOfOrder {
+                            path: path.display().to_string(),
+                            line: number,
+                            revision,
+                            previous: last.revision,
+                        });
+                    }
+                }
+                scan.first.get_or_insert(revision);
+                scan.before_last = scan.last;
+                scan.last = Some(Line { number, offset, revision });
+                scan.lines += 1;
+            }
+            Err(message) => bad = Some((Line { number, offset, revision: 0 }, message)),
+        }
+        offset += n;
+    }
+    scan.bad_last = bad.map(|(line, _)| line);
+    scan.len = offset;
+    Ok(scan)
+}
+
+/// Visit the entries of the first `len` bytes of the file, newest first, until `visit`
+/// returns `false`. Reads the file backwards a chunk at a time.
+pub fn read_back(path: &Path, len: u64, visit: &mut dyn FnMut(AuditEntry) -> bool) -> Result<(), LogError> {
+    if len == 0 {
+        return Ok(());
+    }
+    let mut file = File::open(path).map_err(io(path))?;
+    // The bytes of the lines not yet visited that lie after `pos` (a line longer than a
+    // chunk is gathered over several reads).
+    let mut pending: Vec<u8> = Vec::new();
+    let mut pos = len;
+    // The line number is only known counting from the start; errors name the offset's line
+    // as counted from the end instead, which is enough to find it with `tail`.
+    let mut from_end = 0u64;
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        // Every complete line in `pending` (all but a possible partial first one).
+        while let Some(i) = memchr::memrchr(b'\n', &pending[..pending.len().saturating_sub(1)]) {
+            let line = pending.split_off(i + 1);
+            if !visit_line(path, &line, &mut from_end, visit)? {
+                return Ok(());
+            }
+        }
+        if pos == 0 {
+            if !pending.is_empty() {
+                let line = std::mem::take(&mut pending);
+                visit_line(path, &line, &mut from_end, visit)?;
+            }
+            return Ok(());
+        }
+        let n = CHUNK.min(pos as usize);
+        pos -= n as u64;
+        file.seek(SeekFrom::Start(pos)).map_err(io(path))?;
+        file.read_exact(&mut chunk[..n]).map_err(io(path))?;
+        let mut joined = Vec::with_capacity(n + pending.len());
+        joined.extend_from_slice(&chunk[..n]);
+        joined.extend_from_slice(&pending);
+        pending = joined;
+    }
+}
+
+fn visit_line(
+    path: &Path,
+    line: &[u8],
+    from_end: &mut u64,
+    visit: &mut dyn FnMut(AuditEntry) -> bool,
+) -> Result<bool, LogError> {
+    *from_end += 1;
+    let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let entry = std::str::from_utf8(body)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str::<AuditEntry>(t).map_err(|e| e.to_string()))
+        .map_err(|message| LogError::Damaged {
+            path: format!("{} (counting from the end)", path.display()),
+            line: *from_end,
+            message,
+        })?;
+    Ok(visit(entry))
+}
+
+/// Visit every entry of the first `len` bytes, oldest first (for rebuilding the state
+/// from the log).
+pub fn read_forward(
+    path: &Path,
+    len: u64,
+    visit: &mut dyn FnMut(u64, AuditEntry) -> Result<(), String>,
+) -> Result<(), LogError> {
+    let file = File::open(path).map_err(io(path))?;
+    let mut reader = BufReader::with_capacity(CHUNK, file.take(len));
+    let mut buf = Vec::new();
+    let mut number = 0u64;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).map_err(io(path))? == 0 || buf.last() != Some(&b'\n') {
+            // The end, or a torn last line (never acknowledged).
+            return Ok(());
+        }
+        number += 1;
+        let damaged = |message: String| LogError::Damaged { path: path.display().to_string(), line: number, message };
+        let text = std::str::from_utf8(&buf[..buf.len() - 1]).map_err(|e| damaged(e.to_string()))?;
+        let entry: AuditEntry = serde_json::from_str(text).map_err(|e| damaged(e.to_string()))?;
+        visit(number, entry).map_err(damaged)?;
+    }
+}
+
+/// The backup file next to `path` (`audit.jsonl.bak`).
+pub fn backup_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".bak");
+    PathBuf::from(name)
+}
+
+/// Cut the file back to `offset`, first appending (and syncing) the bytes cut to the
+/// backup file. Returns how many bytes were cut.
+pub fn cut(path: &Path, offset: u64) -> Result<u64, LogError> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io(path))?;
+    let len = file.metadata().map_err(io(path))?.len();
+    if len <= offset {
+        return Ok(0);
+    }
+    let backup = backup_path(path);
+    let mut bak = OpenOptions::new().create(true).append(true).open(&backup).map_err(io(&backup))?;
+    file.seek(SeekFrom::Start(offset)).map_err(io(path))?;
+    std::io::copy(&mut (&mut file).take(len - offset), &mut bak).map_err(io(&backup))?;
+    // The cut bytes end with a newline in the backup, so that backups of several cuts
+    // stay separate lines.
+    bak.write_all(b"\n").map_err(io(&backup))?;
+    bak.sync_all().map_err(io(&backup))?;
+    // The backup's directory entry is durable before anything is cut.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    }
+    file.set_len(offset).map_err(io(path))?;
+    file.sync_all().map_err(io(path))?;
+    Ok(len - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn entry(revision: u64, reason_len: usize) -> AuditEntry {
+        AuditEntry {
+            revision,
+            time: "2026-12-01T00:00:00Z".into(),
+            actor: "t".into(),
+            reason: "é".repeat(reason_len),
+            changes: Vec::new(),
+            file_objects: None,
+        }
+    }
+
+    #[test]
+    fn lines_longer_and_shorter_than_a_chunk_are_read_back_and_scanned() {
+        let path = std::env::temp_dir().join(format!("sluice-log-unit-{}.jsonl", std::process::id()));
+        let sizes = [0, 1, CHUNK, 3 * CHUNK + 7, 10, CHUNK / 2 - 40, 0];
+        let mut bytes = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            bytes.extend(serde_json::to_vec(&entry(i as u64 + 1, *n)).unwrap());
+            bytes.push(b'\n');
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let mut seen = Vec::new();
+        read_back(&path, bytes.len() as u64, &mut |e| {
+            seen.push((e.revision, e.reason.chars().count()));
+            true
+        })
+        .unwrap();
+        let expected: Vec<(u64, usize)> = sizes.iter().enumerate().rev().map(|(i, n)| (i as u64 + 1, *n)).collect();
+        assert_eq!(seen, expected);
+        let scan = scan(&path).unwrap();
+        assert_eq!((scan.lines, scan.last.map(|l| l.revision), scan.torn, scan.bad_last), (7, Some(7), None, None));
+        // Stopping early reads no further.
+        let mut n = 0;
+        read_back(&path, bytes.len() as u64, &mut |_| {
+            n += 1;
+            n < 2
+        })
+        .unwrap();
+        assert_eq!(n, 2);
+        let _ = std::fs::remove_file(&path);
+    }
+}
