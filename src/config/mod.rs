@@ -455,10 +455,11 @@ fn compile_targeting(
 ) -> Result<Targeting, Vec<Problem>> {
     let (data, names, mut problems) = flags::convert(flags, segments, ai_configs);
     let set = crate::flags::FlagSet::compile(&data);
+    // A field already reported by the conversion is not reported twice.
+    let converted: std::collections::HashSet<String> = problems.iter().map(|q| q.path.clone()).collect();
     for p in set.problems() {
         let path = flags::yaml_path(&p.item, &p.field);
-        // A field already reported by the conversion is not reported twice.
-        if !problems.iter().any(|q| q.path == path) {
+        if !converted.contains(&path) {
             problems.push(Problem::new(path, p.message.clone()));
         }
     }
