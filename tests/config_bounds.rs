@@ -198,18 +198,22 @@ fn watch_reloads_once_per_change_and_not_on_access() {
     let r0 = s.metric("sluice_config_revision").unwrap();
     let text = std::fs::read_to_string(&s.cfg).unwrap();
     let edit = |n: usize| text.replace("the support assistant", &format!("the support assistant, edit {n}"));
-    let touch = || {
-        // Open, read and touch the file: access and metadata events, no new content.
+    // Open, read and touch the file (access and metadata events, no new content), then
+    // leave it alone for a while. The count asserted below does not depend on how long:
+    // the window only gives a reload that should not happen (each reload's own read of
+    // the file used to trigger the next) the time to show up.
+    let touch_and_observe = || {
         for _ in 0..5 {
             let _ = std::fs::read(&s.cfg).unwrap();
             let f = std::fs::OpenOptions::new().append(true).open(&s.cfg).unwrap();
             f.set_modified(std::time::SystemTime::now()).unwrap();
         }
+        std::thread::sleep(Duration::from_secs(1));
     };
 
     std::fs::write(&s.cfg, edit(1)).unwrap();
     s.wait_for("the first reload", || s.metric("sluice_config_revision") == Some(r0 + 1.0));
-    touch();
+    touch_and_observe();
     std::fs::write(&s.cfg, edit(2)).unwrap();
     s.wait_for("the second reload", || s.metric("sluice_config_revision") == Some(r0 + 2.0));
     // Reloads are logged before they apply: these two are all there were.
@@ -218,7 +222,7 @@ fn watch_reloads_once_per_change_and_not_on_access() {
     // A broken file: one error per change, not one per debounce period.
     std::fs::write(&s.cfg, text.replace("listen:", "listen: [")).unwrap();
     s.wait_for("the first refusal", || s.metric("sluice_config_reload_errors_total") == Some(1.0));
-    touch();
+    touch_and_observe();
     std::fs::write(&s.cfg, text.replace("listen:", "listen: {")).unwrap();
     s.wait_for("the second refusal", || s.metric("sluice_config_reload_errors_total") == Some(2.0));
     assert_eq!(s.count(REFUSED), 2, "{}", s.log());
