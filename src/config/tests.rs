@@ -280,3 +280,23 @@ flags:
         "{err}"
     );
 }
+
+#[test]
+fn segments_nested_deeper_than_evaluation_follows_are_refused() {
+    let nest = |n: usize| {
+        let mut text = String::from("segments:\n");
+        for i in 0..n {
+            let rules = if i + 1 < n {
+                format!("rules: [{{clauses: [{{segment: s{}}}]}}]", i + 1)
+            } else {
+                "included: [u]".into()
+            };
+            text.push_str(&format!("  s{i}: {{{rules}}}\n"));
+        }
+        text
+    };
+    assert!(parse(&with_flags(&nest(32)), "sluice.yaml", &env).is_ok());
+    let err = errors(&with_flags(&nest(33)));
+    assert!(err.contains("segments.s0.rules: the nested segment chain is 33 long"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
