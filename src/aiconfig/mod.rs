@@ -136,6 +136,17 @@ impl Version {
                 Err(e) => problems.push((format!("messages[{i}].content"), e.to_string())),
             }
         }
+        // Text every request renders must fit the budget, or every request would fail.
+        let fixed: usize = messages.iter().map(|m| m.content.fixed_len()).sum();
+        if fixed > render_limit {
+            problems.push((
+                "messages".to_string(),
+                format!(
+                    "the messages' text is {fixed} bytes, more than a request may render \
+                     (limits.max_request_body: {render_limit} bytes)"
+                ),
+            ));
+        }
         let header = HeaderValue::from_str(&format!("{key}@{version}"));
         if header.is_err() {
             problems.push((String::new(), "the AI config key cannot be sent in a header".to_string()));

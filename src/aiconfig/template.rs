@@ -109,6 +109,11 @@ impl Template {
         Ok(Template { nodes, literal })
     }
 
+    /// The bytes every rendering writes whatever the values: the text outside sections.
+    pub fn fixed_len(&self) -> usize {
+        self.nodes.iter().map(|n| if let Node::Text(t) = n { t.len() } else { 0 }).sum()
+    }
+
     /// Every top-level name the template refers to (e.g. `ldctx`, `vars`).
     pub fn roots(&self) -> Vec<&str> {
         let mut out = Vec::new();

@@ -109,3 +109,22 @@ fn a_render_past_the_budget_names_the_message_and_makes_no_edits() {
     assert_eq!(e, EditError::Render { message: 1, error: RenderError::TooLarge { limit: LIMIT } });
     assert_eq!(e.to_string(), "messages[1]: its output would exceed 4096 bytes");
 }
+
+#[test]
+fn messages_whose_own_text_passes_the_budget_are_refused_when_they_compile() {
+    let long = "x".repeat(LIMIT / 2 + 1);
+    let r = resolved(
+        MessagesMode::Prepend,
+        &[("system", &long), ("user", &format!("{long}{{{{#vars.a}}}}{{{{/vars.a}}}}"))],
+    );
+    let problems = Version::compile("bot", 1, &r, &providers(), counter(), LIMIT).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, "messages");
+    assert!(
+        problems[0].1.contains("more than a request may render (limits.max_request_body: 4096 bytes)"),
+        "{problems:?}"
+    );
+    // Text inside sections may not render: it is not counted.
+    let r = resolved(MessagesMode::Prepend, &[("system", &format!("{{{{#vars.a}}}}{long}{long}{{{{/vars.a}}}}"))]);
+    assert!(Version::compile("bot", 1, &r, &providers(), counter(), LIMIT).is_ok());
+}
