@@ -414,12 +414,15 @@ fn admin_handle(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     resp
 }
 
-/// Load the config file at `path` again and apply it (SIGHUP, `serve --watch`): only
-/// what the file changed since its last load (see [`crate::state`]). A file that fails
-/// validation changes nothing; the error goes to the log,
-/// `sluice_config_reload_errors_total` and `GET /admin/v1/status`. Blocking (file I/O).
-pub fn reload_file(state: &State, path: &std::path::Path) {
-    let result = crate::config::load_file(path).map_err(|e| e.to_string()).and_then(|loaded| {
+/// Apply the config file again (SIGHUP, `serve --watch`), given its content just read
+/// (`config::read_file`): only what the file changed since its last load (see
+/// [`crate::state`]). A file that cannot be read or fails validation changes nothing;
+/// the error goes to the log, `sluice_config_reload_errors_total` and
+/// `GET /admin/v1/status`. Blocking (it fsyncs the state).
+pub fn reload_file(state: &State, path: &std::path::Path, text: Result<String, crate::config::ConfigError>) {
+    let file = path.display().to_string();
+    let loaded = text.and_then(|text| crate::config::parse(&text, &file, &|name| std::env::var(name).ok()));
+    let result = loaded.map_err(|e| e.to_string()).and_then(|loaded| {
         let file = loaded.file.clone();
         let before = state.base();
         for fixed in ["listen", "state", "admin"] {

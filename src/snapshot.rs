@@ -236,6 +236,8 @@ fn versions(
     problems: &mut Vec<Problem>,
 ) -> Versions {
     let mut out = HashMap::new();
+    // A request's rendered messages may be as large as a request body may be.
+    let render_limit = usize::try_from(config.limits.max_request_body.0).unwrap_or(usize::MAX);
     for (key, ai) in &config.ai_configs {
         if ai.versions.is_empty() {
             problems
@@ -252,7 +254,8 @@ fn versions(
             }
             previous = v.version;
             let compiled = v.resolve().and_then(|resolved| {
-                Version::compile(key, v.version, &resolved, providers, metrics.missing_variables(key, v.version))
+                let missing = metrics.missing_variables(key, v.version);
+                Version::compile(key, v.version, &resolved, providers, missing, render_limit)
             });
             match compiled {
                 Ok(version) => {

@@ -5,6 +5,9 @@
 //! parameters serialized, message templates compiled. Per request, [`Version::edits`]
 //! renders the messages and lists the top-level body members to set — `model`, the
 //! version's parameters, `messages` — which the proxy splices into the app's bytes.
+//! Rendering spends one [`Budget`] per request: at most `render_limit` bytes of rendered
+//! text (the snapshot sets it to `limits.max_request_body`) and
+//! [`template::MAX_SECTION_ITERATIONS`] section repetitions, over all the messages.
 
 pub mod template;
 
@@ -20,7 +23,7 @@ use serde_json::Value;
 
 use crate::config::aiconfig::{MessagesMode, Resolved};
 use crate::providers::Provider;
-use template::{Scope, Template};
+use template::{Budget, RenderError, Scope, Template};
 
 /// Names a template may use.
 pub const TEMPLATE_ROOTS: &[&str] = &["ldctx", "vars", "client"];
@@ -47,6 +50,8 @@ pub struct Version {
     pub header: HeaderValue,
     /// Template variables that were missing when rendering (they render empty).
     pub missing_variables: IntCounter,
+    /// Most bytes of rendered text one request may produce.
+    render_limit: usize,
 }
 
 #[derive(Debug)]
@@ -80,15 +85,28 @@ impl Scope for RenderScope<'_> {
 #[error("`messages` must be an array of message objects")]
 pub struct BadMessages;
 
+/// Why a version's edits cannot be made for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EditError {
+    #[error(transparent)]
+    BadMessages(#[from] BadMessages),
+    /// The request's values would make the template at `messages[message]` render past
+    /// the budget.
+    #[error("messages[{message}]: {error}")]
+    Render { message: usize, error: RenderError },
+}
+
 impl Version {
     /// Compile a resolved version; problems come back as `(field, message)`.
-    /// `missing_variables` counts the template variables requests did not have.
+    /// `missing_variables` counts the template variables requests did not have;
+    /// `render_limit` is the most bytes of text one request's rendering may produce.
     pub fn compile(
         key: &str,
         version: u32,
         resolved: &Resolved,
         providers: &HashMap<String, Arc<Provider>>,
         missing_variables: IntCounter,
+        render_limit: usize,
     ) -> Result<Version, Vec<(String, String)>> {
         let mut problems = Vec::new();
         let provider = providers.get(&resolved.provider).cloned();
@@ -118,6 +136,17 @@ impl Version {
                 Err(e) => problems.push((format!("messages[{i}].content"), e.to_string())),
             }
         }
+        // Text every request renders must fit the budget, or every request would fail.
+        let fixed: usize = messages.iter().map(|m| m.content.fixed_len()).sum();
+        if fixed > render_limit {
+            problems.push((
+                "messages".to_string(),
+                format!(
+                    "the messages' text is {fixed} bytes, more than a request may render \
+                     (limits.max_request_body: {render_limit} bytes)"
+                ),
+            ));
+        }
         let header = HeaderValue::from_str(&format!("{key}@{version}"));
         if header.is_err() {
             problems.push((String::new(), "the AI config key cannot be sent in a header".to_string()));
@@ -139,6 +168,7 @@ impl Version {
                 mode: resolved.messages_mode,
                 header,
                 missing_variables,
+                render_limit,
             }),
             _ => Err(problems),
         }
@@ -151,7 +181,7 @@ impl Version {
         chat: bool,
         app_messages: Option<&RawValue>,
         scope: &RenderScope<'_>,
-    ) -> Result<Vec<(&'s str, Cow<'s, str>)>, BadMessages> {
+    ) -> Result<Vec<(&'s str, Cow<'s, str>)>, EditError> {
         let mut edits: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(2 + self.parameters.len());
         edits.push(("model", Cow::Borrowed(&*self.model_json)));
         for (k, v) in &self.parameters {
@@ -164,7 +194,7 @@ impl Version {
     }
 
     /// The version's rendered messages combined with the app's.
-    fn messages_json(&self, app: Option<&RawValue>, scope: &RenderScope<'_>) -> Result<String, BadMessages> {
+    fn messages_json(&self, app: Option<&RawValue>, scope: &RenderScope<'_>) -> Result<String, EditError> {
         let app: Vec<&RawValue> = match app {
             None => Vec::new(),
             Some(raw) => serde_json::from_str(raw.get()).map_err(|_| BadMessages)?,
@@ -173,12 +203,16 @@ impl Version {
         out.push('[');
         let mut content = String::new();
         let mut missing = 0;
+        let mut budget = Budget::new(self.render_limit);
         for (i, m) in self.messages.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
             content.clear();
-            missing += m.content.render(scope, &mut content);
+            missing += m
+                .content
+                .render(scope, &mut content, &mut budget)
+                .map_err(|error| EditError::Render { message: i, error })?;
             out.push_str("{\"role\":");
             out.push_str(&m.role_json);
             out.push_str(",\"content\":");

@@ -6,8 +6,22 @@
 //! and comments `{{! ...}}`. Partials and delimiter changes are not supported and are
 //! refused when the template compiles. A variable that is not there renders empty and
 //! is counted, so a prompt missing a value is visible.
+//!
+//! Both steps are bounded. Sections nest at most [`MAX_SECTION_DEPTH`] deep (deeper is
+//! refused when the template compiles, so rendering recurses no deeper). Rendering
+//! spends a [`Budget`]: bytes of output (counted before they are written, a list or
+//! object included, which is written piece by piece) and section repetitions, nested
+//! ones included — so the work a request's values can cause is bounded by the budget,
+//! not by the product of its list lengths.
 
 use serde_json::Value;
+
+/// Deepest nesting of sections a template may have.
+pub const MAX_SECTION_DEPTH: usize = 32;
+
+/// Most section repetitions (a list element, a shown section) one request's rendering may
+/// take, over all of a version's messages.
+pub const MAX_SECTION_ITERATIONS: usize = 10_000;
 
 /// A compiled template.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +51,50 @@ pub struct TemplateError {
     pub message: String,
 }
 
+/// What one request's rendering may still spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    output_limit: usize,
+    output_left: usize,
+    iterations_left: usize,
+}
+
+impl Budget {
+    /// `output` bytes of rendered text and [`MAX_SECTION_ITERATIONS`] repetitions.
+    pub fn new(output: usize) -> Budget {
+        Budget { output_limit: output, output_left: output, iterations_left: MAX_SECTION_ITERATIONS }
+    }
+
+    fn spend_output(&mut self, bytes: usize) -> Result<(), RenderError> {
+        match self.output_left.checked_sub(bytes) {
+            Some(left) => {
+                self.output_left = left;
+                Ok(())
+            }
+            None => Err(RenderError::TooLarge { limit: self.output_limit }),
+        }
+    }
+
+    fn spend_iteration(&mut self) -> Result<(), RenderError> {
+        match self.iterations_left.checked_sub(1) {
+            Some(left) => {
+                self.iterations_left = left;
+                Ok(())
+            }
+            None => Err(RenderError::TooManyIterations { limit: MAX_SECTION_ITERATIONS }),
+        }
+    }
+}
+
+/// Why rendering stopped: the request's values would make the output too large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("its output would exceed {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("its sections would repeat more than {limit} times")]
+    TooManyIterations { limit: usize },
+}
+
 /// Where names are looked up: a stack of values, innermost last.
 pub trait Scope {
     /// The value of a top-level name.
@@ -46,10 +104,14 @@ pub trait Scope {
 impl Template {
     /// Compile template text.
     pub fn compile(text: &str) -> Result<Template, TemplateError> {
-        let mut pos = 0;
-        let nodes = parse(text, &mut pos, None)?;
+        let nodes = parse(text)?;
         let literal = nodes.iter().all(|n| matches!(n, Node::Text(_)));
         Ok(Template { nodes, literal })
+    }
+
+    /// The bytes every rendering writes whatever the values: the text outside sections.
+    pub fn fixed_len(&self) -> usize {
+        self.nodes.iter().map(|n| if let Node::Text(t) = n { t.len() } else { 0 }).sum()
     }
 
     /// Every top-level name the template refers to (e.g. `ldctx`, `vars`).
@@ -59,18 +121,22 @@ impl Template {
         out
     }
 
-    /// Render into `out`; returns how many variables were missing.
-    pub fn render(&self, scope: &dyn Scope, out: &mut String) -> usize {
+    /// Render into `out`, spending `budget`; returns how many variables were missing.
+    /// On an error `out` holds a partial rendering, to be thrown away.
+    pub fn render(&self, scope: &dyn Scope, out: &mut String, budget: &mut Budget) -> Result<usize, RenderError> {
         if self.literal {
             for n in &self.nodes {
                 if let Node::Text(t) = n {
+                    budget.spend_output(t.len())?;
                     out.push_str(t);
                 }
             }
-            return 0;
+            return Ok(0);
         }
-        let mut stack: Vec<&Value> = Vec::new();
-        render_nodes(&self.nodes, scope, &mut stack, out)
+        let mut stack: Vec<&Value> = Vec::with_capacity(MAX_SECTION_DEPTH);
+        let mut r = Render { scope, out, budget, missing: 0 };
+        r.nodes(&self.nodes, &mut stack)?;
+        Ok(r.missing)
     }
 }
 
@@ -103,25 +169,40 @@ fn split_name(name: &str, at: usize) -> Result<Vec<Box<str>>, TemplateError> {
     Ok(name.split('.').map(Box::from).collect())
 }
 
-/// Parse until the end of `text` or the closing tag of `open`.
-fn parse(text: &str, pos: &mut usize, open: Option<&str>) -> Result<Vec<Node>, TemplateError> {
+/// A section whose closing tag is not reached yet.
+struct Open {
+    /// The name as written, to match its closing tag.
+    written: Box<str>,
+    name: Vec<Box<str>>,
+    inverted: bool,
+    /// The nodes of the enclosing level, so far.
+    outer: Vec<Node>,
+}
+
+/// Parse the whole of `text`. Sections are kept on an explicit stack, at most
+/// [`MAX_SECTION_DEPTH`] deep, so no template can exhaust the thread's stack.
+fn parse(text: &str) -> Result<Vec<Node>, TemplateError> {
+    let mut open: Vec<Open> = Vec::new();
     let mut nodes = Vec::new();
+    let mut pos = 0;
     loop {
-        let rest = &text[*pos..];
+        let rest = &text[pos..];
         let Some(start) = rest.find("{{") else {
-            if let Some(name) = open {
-                return Err(TemplateError { at: text.len(), message: format!("section `{name}` is never closed") });
+            if let Some(o) = open.last() {
+                return Err(TemplateError {
+                    at: text.len(),
+                    message: format!("section `{}` is never closed", o.written),
+                });
             }
             if !rest.is_empty() {
                 nodes.push(Node::Text(rest.into()));
             }
-            *pos = text.len();
             return Ok(nodes);
         };
         if start > 0 {
             nodes.push(Node::Text(rest[..start].into()));
         }
-        let tag_at = *pos + start;
+        let tag_at = pos + start;
         let after = &text[tag_at + 2..];
         let (inner, len) = if let Some(stripped) = after.strip_prefix('{') {
             let end = stripped.find("}}}").ok_or(TemplateError { at: tag_at, message: "unclosed `{{{`".into() })?;
@@ -130,7 +211,7 @@ fn parse(text: &str, pos: &mut usize, open: Option<&str>) -> Result<Vec<Node>, T
             let end = after.find("}}").ok_or(TemplateError { at: tag_at, message: "unclosed `{{`".into() })?;
             (after[..end].to_string(), 2 + end + 2)
         };
-        *pos = tag_at + len;
+        pos = tag_at + len;
         let inner = inner.trim();
         let (sigil, name) = match inner.chars().next() {
             Some(c @ ('#' | '^' | '/' | '!' | '&' | '>' | '=')) => (Some(c), inner[1..].trim()),
@@ -140,16 +221,29 @@ fn parse(text: &str, pos: &mut usize, open: Option<&str>) -> Result<Vec<Node>, T
             Some('!') => {}
             Some('&') | None => nodes.push(Node::Var(split_name(name, tag_at)?)),
             Some(c @ ('#' | '^')) => {
-                let body = parse(text, pos, Some(name))?;
-                nodes.push(Node::Section { name: split_name(name, tag_at)?, inverted: c == '^', body });
+                if open.len() == MAX_SECTION_DEPTH {
+                    return Err(TemplateError {
+                        at: tag_at,
+                        message: format!("sections nest more than {MAX_SECTION_DEPTH} deep"),
+                    });
+                }
+                let split = split_name(name, tag_at)?;
+                let outer = std::mem::take(&mut nodes);
+                open.push(Open { written: name.into(), name: split, inverted: c == '^', outer });
             }
-            Some('/') => {
-                return match open {
-                    Some(o) if o == name => Ok(nodes),
-                    Some(o) => Err(TemplateError { at: tag_at, message: format!("`{{{{/{name}}}}}` closes `{o}`") }),
-                    None => Err(TemplateError { at: tag_at, message: format!("`{{{{/{name}}}}}` closes nothing") }),
-                };
-            }
+            Some('/') => match open.pop() {
+                Some(o) if *o.written == *name => {
+                    let body = std::mem::replace(&mut nodes, o.outer);
+                    nodes.push(Node::Section { name: o.name, inverted: o.inverted, body });
+                }
+                Some(o) => {
+                    return Err(TemplateError {
+                        at: tag_at,
+                        message: format!("`{{{{/{name}}}}}` closes `{}`", o.written),
+                    })
+                }
+                None => return Err(TemplateError { at: tag_at, message: format!("`{{{{/{name}}}}}` closes nothing") }),
+            },
             _ => {
                 return Err(TemplateError {
                     at: tag_at,
@@ -184,98 +278,101 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-fn render_nodes<'a>(nodes: &'a [Node], scope: &'a dyn Scope, stack: &mut Vec<&'a Value>, out: &mut String) -> usize {
-    let mut missing = 0;
-    for n in nodes {
-        match n {
-            Node::Text(t) => out.push_str(t),
-            Node::Var(name) => match resolve(name, scope, stack) {
-                Some(Value::String(s)) => out.push_str(s),
-                Some(Value::Null) | None => missing += 1,
-                Some(other) => out.push_str(&other.to_string()),
-            },
-            Node::Section { name, inverted, body } => {
-                let v = resolve(name, scope, stack);
-                let shown = v.is_some_and(truthy);
-                if *inverted {
-                    if !shown {
-                        missing += render_nodes(body, scope, stack, out);
-                    }
-                    continue;
-                }
-                match v {
-                    Some(Value::Array(items)) => {
-                        for item in items {
-                            stack.push(item);
-                            missing += render_nodes(body, scope, stack, out);
-                            stack.pop();
+/// One rendering: where it writes and what it may still spend.
+struct Render<'a, 'o> {
+    scope: &'a dyn Scope,
+    out: &'o mut String,
+    budget: &'o mut Budget,
+    missing: usize,
+}
+
+impl<'a> Render<'a, '_> {
+    /// Render `nodes`; recursion follows the template's sections, at most
+    /// [`MAX_SECTION_DEPTH`] deep.
+    fn nodes(&mut self, nodes: &'a [Node], stack: &mut Vec<&'a Value>) -> Result<(), RenderError> {
+        for n in nodes {
+            match n {
+                Node::Text(t) => self.text(t)?,
+                Node::Var(name) => match resolve(name, self.scope, stack) {
+                    Some(Value::String(s)) => self.text(s)?,
+                    Some(Value::Null) | None => self.missing += 1,
+                    Some(other) => self.json(other)?,
+                },
+                Node::Section { name, inverted, body } => {
+                    let v = resolve(name, self.scope, stack);
+                    let shown = v.is_some_and(truthy);
+                    if *inverted {
+                        if !shown {
+                            self.budget.spend_iteration()?;
+                            self.nodes(body, stack)?;
                         }
+                        continue;
                     }
-                    Some(v) if truthy(v) => {
-                        stack.push(v);
-                        missing += render_nodes(body, scope, stack, out);
-                        stack.pop();
+                    match v {
+                        Some(Value::Array(items)) => {
+                            for item in items {
+                                self.budget.spend_iteration()?;
+                                stack.push(item);
+                                let result = self.nodes(body, stack);
+                                stack.pop();
+                                result?;
+                            }
+                        }
+                        Some(v) if truthy(v) => {
+                            self.budget.spend_iteration()?;
+                            stack.push(v);
+                            let result = self.nodes(body, stack);
+                            stack.pop();
+                            result?;
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
         }
+        Ok(())
     }
-    missing
+
+    fn text(&mut self, t: &str) -> Result<(), RenderError> {
+        self.budget.spend_output(t.len())?;
+        self.out.push_str(t);
+        Ok(())
+    }
+
+    /// A list, object, number or boolean as compact JSON, written piece by piece so
+    /// that the budget stops it before it is all in memory.
+    fn json(&mut self, v: &Value) -> Result<(), RenderError> {
+        let mut w = Bounded { out: self.out, budget: self.budget, stopped: None };
+        match serde_json::to_writer(&mut w, v) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(w.stopped.unwrap_or(RenderError::TooLarge { limit: w.budget.output_limit })),
+        }
+    }
+}
+
+/// An `io::Write` into the output that spends the budget before each write.
+struct Bounded<'o> {
+    out: &'o mut String,
+    budget: &'o mut Budget,
+    stopped: Option<RenderError>,
+}
+
+impl std::io::Write for Bounded<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Err(e) = self.budget.spend_output(buf.len()) {
+            self.stopped = Some(e);
+            return Err(std::io::Error::other(e));
+        }
+        // serde_json writes whole characters: each piece is valid UTF-8.
+        let s = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
+        self.out.push_str(s);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    struct S(Value);
-    impl Scope for S {
-        fn lookup(&self, name: &str) -> Option<&Value> {
-            self.0.get(name)
-        }
-    }
-
-    fn render(t: &str, data: Value) -> (String, usize) {
-        let mut out = String::new();
-        let missing = Template::compile(t).unwrap().render(&S(data), &mut out);
-        (out, missing)
-    }
-
-    #[test]
-    fn renders_variables_without_escaping() {
-        let data = json!({"ldctx": {"email": "a&b@<x>.com", "user": {"name": "Ada"}, "n": 3}, "vars": {"topic": "\"billing\""}});
-        assert_eq!(
-            render("Hi {{ldctx.user.name}} <{{ldctx.email}}> on {{vars.topic}} x{{ ldctx.n }} {{{ldctx.email}}}", data),
-            ("Hi Ada <a&b@<x>.com> on \"billing\" x3 a&b@<x>.com".to_string(), 0)
-        );
-    }
-
-    #[test]
-    fn missing_values_render_empty_and_are_counted() {
-        assert_eq!(render("[{{vars.a}}][{{ldctx.b.c}}][{{x}}]", json!({"ldctx": {}})), ("[][][]".to_string(), 3));
-    }
-
-    #[test]
-    fn sections_inverted_sections_and_comments() {
-        let data = json!({"vars": {"vip": true, "items": ["a", "b"], "none": []}});
-        assert_eq!(
-            render("{{#vars.vip}}VIP {{/vars.vip}}{{^vars.none}}empty{{/vars.none}}{{! hidden }}", data.clone()).0,
-            "VIP empty"
-        );
-        assert_eq!(render("{{#vars.items}}<{{.}}>{{/vars.items}}", data).0, "<a><b>");
-    }
-
-    #[test]
-    fn bad_templates_are_refused() {
-        for bad in ["{{#a}}open", "{{/a}}", "{{#a}}{{/b}}", "{{x", "{{>partial}}", "{{=<% %>=}}", "{{a..b}}"] {
-            assert!(Template::compile(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn roots_lists_referenced_names() {
-        let t = Template::compile("{{ldctx.a}} {{#vars.x}}{{.}}{{client.name}}{{/vars.x}}").unwrap();
-        assert_eq!(t.roots(), ["ldctx", "vars", "client"]);
-    }
-}
+mod tests;

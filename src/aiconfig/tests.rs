@@ -20,6 +20,8 @@ fn resolved(mode: MessagesMode, messages: &[(&str, &str)]) -> Resolved {
     }
 }
 
+const LIMIT: usize = 4096;
+
 fn counter() -> prometheus::IntCounter {
     prometheus::IntCounter::new("missing", "test").unwrap()
 }
@@ -36,6 +38,7 @@ fn edits_set_model_parameters_and_prepended_messages() {
         &resolved(MessagesMode::Prepend, &[("system", "Help {{ldctx.email}} with {{vars.topic}}{{vars.nope}}")]),
         &providers(),
         counter(),
+        LIMIT,
     )
     .unwrap();
     assert_eq!(v.header, "bot@2");
@@ -59,8 +62,15 @@ fn edits_set_model_parameters_and_prepended_messages() {
 
 #[test]
 fn replace_mode_drops_the_apps_instructions() {
-    let v = Version::compile("bot", 1, &resolved(MessagesMode::Replace, &[("system", "new")]), &providers(), counter())
-        .unwrap();
+    let v = Version::compile(
+        "bot",
+        1,
+        &resolved(MessagesMode::Replace, &[("system", "new")]),
+        &providers(),
+        counter(),
+        LIMIT,
+    )
+    .unwrap();
     let (ldctx, vars, client) = scope_values();
     let scope = RenderScope { ldctx: &ldctx, vars: &vars, client: &client };
     let app: Box<RawValue> = RawValue::from_string(
@@ -71,15 +81,50 @@ fn replace_mode_drops_the_apps_instructions() {
     let messages: Value = serde_json::from_str(&edits.iter().find(|(k, _)| *k == "messages").unwrap().1).unwrap();
     assert_eq!(messages, json!([{"role":"system","content":"new"},{"role":"user","content":"q"}]));
     let bad: Box<RawValue> = RawValue::from_string("{\"x\":1}".into()).unwrap();
-    assert_eq!(v.edits(true, Some(&bad), &scope), Err(BadMessages));
+    assert_eq!(v.edits(true, Some(&bad), &scope), Err(EditError::BadMessages(BadMessages)));
 }
 
 #[test]
 fn compile_reports_every_problem() {
     let mut r = resolved(MessagesMode::Prepend, &[("wizard", "{{#x}}"), ("user", "{{secret.key}}")]);
     r.provider = "nope".into();
-    let problems = Version::compile("bot", 1, &r, &providers(), counter()).unwrap_err();
+    let problems = Version::compile("bot", 1, &r, &providers(), counter(), LIMIT).unwrap_err();
     let fields: Vec<&str> = problems.iter().map(|(f, _)| f.as_str()).collect();
     assert_eq!(fields, ["provider", "messages[0].role", "messages[0].content", "messages[1].content"]);
     assert!(problems[3].1.contains("unknown template name `secret`"));
+}
+
+#[test]
+fn a_render_past_the_budget_names_the_message_and_makes_no_edits() {
+    let template = "Hi.{{#vars.topic}} Topic: {{vars.topic}}.{{/vars.topic}}";
+    let r = resolved(MessagesMode::Replace, &[("system", "fixed"), ("system", template)]);
+    let v = Version::compile("bot", 2, &r, &providers(), counter(), LIMIT).unwrap();
+    let (ldctx, _, client) = scope_values();
+    let small = json!({"topic": [1, 2]});
+    let scope = RenderScope { ldctx: &ldctx, vars: &small, client: &client };
+    assert!(v.edits(true, None, &scope).is_ok());
+    let large = json!({"topic": vec![1; 30_000]});
+    let scope = RenderScope { ldctx: &ldctx, vars: &large, client: &client };
+    let e = v.edits(true, None, &scope).unwrap_err();
+    assert_eq!(e, EditError::Render { message: 1, error: RenderError::TooLarge { limit: LIMIT } });
+    assert_eq!(e.to_string(), "messages[1]: its output would exceed 4096 bytes");
+}
+
+#[test]
+fn messages_whose_own_text_passes_the_budget_are_refused_when_they_compile() {
+    let long = "x".repeat(LIMIT / 2 + 1);
+    let r = resolved(
+        MessagesMode::Prepend,
+        &[("system", &long), ("user", &format!("{long}{{{{#vars.a}}}}{{{{/vars.a}}}}"))],
+    );
+    let problems = Version::compile("bot", 1, &r, &providers(), counter(), LIMIT).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, "messages");
+    assert!(
+        problems[0].1.contains("more than a request may render (limits.max_request_body: 4096 bytes)"),
+        "{problems:?}"
+    );
+    // Text inside sections may not render: it is not counted.
+    let r = resolved(MessagesMode::Prepend, &[("system", &format!("{{{{#vars.a}}}}{long}{long}{{{{/vars.a}}}}"))]);
+    assert!(Version::compile("bot", 1, &r, &providers(), counter(), LIMIT).is_ok());
 }

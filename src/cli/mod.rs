@@ -96,16 +96,21 @@ pub fn run(cli: Cli) -> ExitCode {
 
 async fn serve(path: &std::path::Path, watch: bool) -> ExitCode {
     let shutdown = shutdown_signal();
-    let prepared = match config::load_file(path).and_then(|loaded| {
-        init_logging(&loaded.config.log);
-        server::prepare(loaded)
-    }) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // The content is kept (as a hash) so that `--watch` reloads only a changed file.
+    let text = config::read_file(path);
+    let started_with = reload::Fingerprint::of(&text);
+    let file = path.display().to_string();
+    let prepared =
+        match text.and_then(|text| config::parse(&text, &file, &|name| std::env::var(name).ok())).and_then(|loaded| {
+            init_logging(&loaded.config.log);
+            server::prepare(loaded)
+        }) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let running = match server::start(prepared).await {
         Ok(r) => r,
         Err(e) => {
@@ -113,7 +118,8 @@ async fn serve(path: &std::path::Path, watch: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let reloads = tokio::spawn(reload::run(std::sync::Arc::clone(&running.state), path.to_path_buf(), watch));
+    let reloads =
+        tokio::spawn(reload::run(std::sync::Arc::clone(&running.state), path.to_path_buf(), watch, started_with));
     shutdown.await;
     tracing::info!("shutdown signal received");
     reloads.abort();

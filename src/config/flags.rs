@@ -457,6 +457,13 @@ impl Converter<'_> {
                     .enumerate()
                     .map(|(i, w)| {
                         let field = format!("{at}.rollout.variations[{i}]");
+                        // Each variation once: a second entry would hide the share of another.
+                        if let Some(first) = r.variations[..i].iter().position(|o| o.variation == w.variation) {
+                            self.problem(
+                                &format!("{field}.variation"),
+                                format!("`{}` is already in this rollout (variations[{first}])", w.variation),
+                            );
+                        }
                         let weight = self.percent(&format!("{field}.percent"), w.percent);
                         total += weight;
                         model::WeightedVariation {

@@ -455,10 +455,11 @@ fn compile_targeting(
 ) -> Result<Targeting, Vec<Problem>> {
     let (data, names, mut problems) = flags::convert(flags, segments, ai_configs);
     let set = crate::flags::FlagSet::compile(&data);
+    // A field already reported by the conversion is not reported twice.
+    let converted: std::collections::HashSet<String> = problems.iter().map(|q| q.path.clone()).collect();
     for p in set.problems() {
         let path = flags::yaml_path(&p.item, &p.field);
-        // A field already reported by the conversion is not reported twice.
-        if !problems.iter().any(|q| q.path == path) {
+        if !converted.contains(&path) {
             problems.push(Problem::new(path, p.message.clone()));
         }
     }
@@ -495,14 +496,29 @@ fn locate(file: &str, locations: &yaml::Locations, problems: Vec<Problem>) -> Co
     ConfigError { file: file.to_string(), problems: located }
 }
 
+/// Largest config (or flag data) file read: a larger one is refused before it is parsed.
+pub const MAX_CONFIG_FILE: u64 = 16 << 20;
+
 /// Read and validate a config file, with `${VAR}` taken from the process environment.
 pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: file.clone(),
-        problems: vec![(0, 0, format!("cannot read config file: {e}"))],
-    })?;
-    parse(&text, &file, &|name| std::env::var(name).ok())
+    let text = read_file(path)?;
+    parse(&text, &path.display().to_string(), &|name| std::env::var(name).ok())
+}
+
+/// Read a config file of at most [`MAX_CONFIG_FILE`] bytes.
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let fail = |message: String| ConfigError { file: path.display().to_string(), problems: vec![(0, 0, message)] };
+    let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot read config file: {e}")))?;
+    // `take` bounds the read even when the file grows while it is read.
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read config file: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE {
+        return Err(fail(format!("the file is larger than the limit of {} MiB", MAX_CONFIG_FILE >> 20)));
+    }
+    String::from_utf8(bytes).map_err(|_| fail("cannot read config file: it is not valid UTF-8".to_string()))
 }
 
 /// Parse and validate config text. `file` is only used in error messages.
@@ -545,7 +561,7 @@ pub fn check_value(value: serde_json::Value) -> Result<(Config, Targeting), Vec<
 pub fn load_flag_data(path: &Path) -> Result<(Targeting, Vec<String>), ConfigError> {
     let file = path.display().to_string();
     let fail = |problems| ConfigError { file: file.clone(), problems };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(vec![(0, 0, format!("cannot read: {e}"))]))?;
+    let text = read_file(path)?;
     let (value, locations) = yaml::load(&text, &|name| std::env::var(name).ok())
         .map_err(|e| fail(vec![(e.location.line, e.location.col, e.message)]))?;
     let located = |problems| locate(&file, &locations, problems);

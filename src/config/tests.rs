@@ -216,3 +216,87 @@ segments:
     assert!(err.contains("flags.b.prerequisites: prerequisites form a cycle"), "{err}");
     assert!(err.contains("segments.s1.rules: segments refer to each other in a cycle"), "{err}");
 }
+
+/// `n` flags, each with the next one as its prerequisite.
+fn chain(n: usize) -> String {
+    let mut text = String::from("flags:\n");
+    for i in 0..n {
+        let prerequisite = if i + 1 < n {
+            format!("\n    prerequisites: [{{flag: f{}, variation: x}}]", i + 1)
+        } else {
+            String::new()
+        };
+        text.push_str(&format!(
+            "  f{i}:\n    variations: [{{name: x}}]{prerequisite}\n    fallthrough: {{variation: x}}\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn prerequisite_chains_longer_than_evaluation_follows_are_refused() {
+    // 32 flags in a chain evaluate; 33 do not, and the error names the flag.
+    assert!(parse(&with_flags(&chain(32)), "sluice.yaml", &env).is_ok());
+    let err = errors(&with_flags(&chain(33)));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("flags.f0.prerequisites: the prerequisite chain is 33 long; evaluation follows at most 32"),
+        "{err}"
+    );
+    // A 10,000-deep chain is checked in one pass (it took seconds, each flag walked again).
+    let err = errors(&with_flags(&chain(10_000)));
+    assert_eq!(err.lines().count(), 10_000 - 32, "every flag that cannot be evaluated is named");
+    assert!(err.contains("flags.f9967.prerequisites: the prerequisite chain is 33 long"), "{err}");
+}
+
+#[test]
+fn a_prerequisite_written_with_key_is_an_unknown_field_not_a_secret() {
+    let text = chain(2).replace("{flag: f1,", "{key: f1,");
+    let err = errors(&with_flags(&text));
+    assert!(err.contains("flags.f0.prerequisites[0].key: unknown field `key`, expected `flag`"), "{err}");
+    assert!(!err.contains("secret"), "{err}");
+    // Real secrets stay hidden, whatever their name.
+    for (from, to) in [("key: ${APP_KEY}", "key: [sk-LEAK]"), ("org-1", "[sk-LEAK]")] {
+        let err = errors(&GOOD.replace(from, to));
+        assert!(err.contains("this field holds a secret") && !err.contains("sk-LEAK"), "{err}");
+    }
+}
+
+#[test]
+fn a_rollout_names_each_variation_once() {
+    let flags = r#"
+flags:
+  f:
+    variations: [{name: control}, {name: candidate}]
+    fallthrough:
+      rollout:
+        variations: [{variation: control, percent: 50}, {variation: control, percent: 50}]
+"#;
+    let err = errors(&with_flags(flags));
+    assert!(
+        err.contains(
+            "flags.f.fallthrough.rollout.variations[1].variation: `control` is already in this rollout (variations[0])"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn segments_nested_deeper_than_evaluation_follows_are_refused() {
+    let nest = |n: usize| {
+        let mut text = String::from("segments:\n");
+        for i in 0..n {
+            let rules = if i + 1 < n {
+                format!("rules: [{{clauses: [{{segment: s{}}}]}}]", i + 1)
+            } else {
+                "included: [u]".into()
+            };
+            text.push_str(&format!("  s{i}: {{{rules}}}\n"));
+        }
+        text
+    };
+    assert!(parse(&with_flags(&nest(32)), "sluice.yaml", &env).is_ok());
+    let err = errors(&with_flags(&nest(33)));
+    assert!(err.contains("segments.s0.rules: the nested segment chain is 33 long"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -5,13 +5,15 @@ use http::Uri;
 
 use super::{Config, Problem, ProviderKind};
 
-/// Field names whose values are secrets: an error there never quotes the value.
-const SECRET_FIELDS: &[&str] = &["api_key", "key", "token"];
-
-/// Whether the value at `path` is (or is inside) a secret.
+/// Whether the value at `path` is (or is inside) a secret: a client's gateway key, a
+/// provider's API key or extra headers, an admin token — an error there never quotes
+/// the value. Other fields named `key` (a flag's, a prerequisite's) are not secrets.
+/// (Names may hold dots, so only the section and the last field are compared.)
 pub(super) fn is_secret_path(path: &str) -> bool {
-    let leaf = path.rsplit('.').next().unwrap_or(path);
-    SECRET_FIELDS.contains(&leaf) || path.contains(".headers.")
+    let under = |section: &str| path.strip_prefix(section).is_some_and(|rest| rest.starts_with(['.', '[']));
+    (under("clients") && path.ends_with(".key"))
+        || (under("providers") && (path.ends_with(".api_key") || path.contains(".headers.")))
+        || (under("admin.tokens") && path.ends_with(".token"))
 }
 
 pub(super) fn validate(config: &Config) -> Vec<Problem> {

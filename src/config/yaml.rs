@@ -8,6 +8,10 @@
 //!
 //! Interpolation runs on scalars after parsing, so a secret taken from the environment
 //! never appears in a syntax error and never shifts a line number.
+//!
+//! Parsing is bounded: an alias copies its anchored value, and all the aliases of a
+//! document may copy at most [`MAX_ALIAS_NODES`] nodes in all (a "billion laughs" file is
+//! refused at the alias that passes it); collections nest at most [`MAX_NESTING`] deep.
 
 use std::collections::HashMap;
 
@@ -15,6 +19,12 @@ use serde_json::{Map, Number, Value};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 use yaml_rust2::Yaml;
+
+/// Most nodes (scalars and collections) the aliases of one document may copy, in all.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
+/// Deepest nesting of collections in a document.
+pub const MAX_NESTING: usize = 64;
 
 /// A 1-based line and column in the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,6 +88,7 @@ pub fn load(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(Value, 
         stack: Vec::new(),
         root: None,
         anchors: HashMap::new(),
+        aliased: 0,
         open_anchors: Vec::new(),
         locations: Locations::default(),
         error: None,
@@ -98,17 +109,20 @@ pub fn load(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(Value, 
 /// The YAML merge key.
 const MERGE_KEY: &str = "<<";
 
-/// A collection being built, with the path it lives at.
+/// A collection being built, with the path it lives at and how many nodes it holds so far.
 enum Frame {
-    Seq { path: String, items: Vec<Value> },
-    Map { path: String, map: Map<String, Value>, key: Option<String>, merges: Vec<Map<String, Value>> },
+    Seq { path: String, items: Vec<Value>, nodes: usize },
+    Map { path: String, map: Map<String, Value>, key: Option<String>, merges: Vec<Map<String, Value>>, nodes: usize },
 }
 
 struct Builder<'e> {
     env: &'e dyn Fn(&str) -> Option<String>,
     stack: Vec<Frame>,
     root: Option<Value>,
-    anchors: HashMap<usize, Value>,
+    /// Each anchored value, with its number of nodes.
+    anchors: HashMap<usize, (Value, usize)>,
+    /// Nodes copied by aliases so far (bounded by [`MAX_ALIAS_NODES`]).
+    aliased: usize,
     /// Anchor ids of the open collections, so the finished value can be recorded.
     open_anchors: Vec<usize>,
     locations: Locations,
@@ -126,21 +140,24 @@ impl Builder<'_> {
     fn next_path(&self) -> Option<String> {
         match self.stack.last() {
             None => Some(".".to_string()),
-            Some(Frame::Seq { path, items }) => Some(format!("{}[{}]", root_relative(path), items.len())),
+            Some(Frame::Seq { path, items, .. }) => Some(format!("{}[{}]", root_relative(path), items.len())),
             Some(Frame::Map { key: None, .. }) => None,
             Some(Frame::Map { path, key: Some(k), .. }) => Some(join(path, k)),
         }
     }
 
-    /// Place a finished node in its parent (or as the root).
-    fn push_value(&mut self, value: Value, anchor: usize, mark: Location) {
+    /// Place a finished node of `nodes` nodes in its parent (or as the root).
+    fn push_value(&mut self, value: Value, nodes: usize, anchor: usize, mark: Location) {
         if anchor > 0 {
-            self.anchors.insert(anchor, value.clone());
+            self.anchors.insert(anchor, (value.clone(), nodes));
+        }
+        if let Some(Frame::Seq { nodes: n, .. } | Frame::Map { nodes: n, .. }) = self.stack.last_mut() {
+            *n = n.saturating_add(nodes);
         }
         match self.stack.last_mut() {
             None => self.root = Some(value),
             Some(Frame::Seq { items, .. }) => items.push(value),
-            Some(Frame::Map { key, map, path, merges }) => match key.take() {
+            Some(Frame::Map { key, map, path, merges, .. }) => match key.take() {
                 // A merge key (`<<: *anchor` or `<<: [*a, *b]`): its mappings fill in the
                 // keys this mapping does not set itself, when the mapping ends.
                 Some(k) if k == MERGE_KEY => match value {
@@ -226,6 +243,26 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+impl Builder<'_> {
+    /// Copy the value anchored as `id`, within the document's alias budget: the size is
+    /// checked before anything is copied.
+    fn alias(&mut self, id: usize, mark: Location) {
+        let Some(&(_, nodes)) = self.anchors.get(&id) else {
+            return self.fail(mark, "alias to an unknown anchor".to_string());
+        };
+        self.aliased = self.aliased.saturating_add(nodes);
+        if self.aliased > MAX_ALIAS_NODES {
+            return self.fail(
+                mark,
+                format!("aliases expand to more than {MAX_ALIAS_NODES} nodes in all; write the values out instead"),
+            );
+        }
+        if let Some((value, _)) = self.anchors.get(&id).cloned() {
+            self.push_value(value, nodes, 0, mark);
+        }
+    }
+}
+
 impl MarkedEventReceiver for Builder<'_> {
     fn on_event(&mut self, ev: Event, marker: Marker) {
         if self.error.is_some() {
@@ -239,41 +276,42 @@ impl MarkedEventReceiver for Builder<'_> {
                 }
 
                 let value = self.scalar(raw, style, tag, mark);
-                self.push_value(value, anchor, mark);
+                self.push_value(value, 1, anchor, mark);
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 let Some(path) = self.next_path() else {
                     self.fail(mark, "mapping keys must be strings".to_string());
                     return;
                 };
+                if self.stack.len() == MAX_NESTING {
+                    self.fail(mark, format!("collections nest more than {MAX_NESTING} deep"));
+                    return;
+                }
                 self.locations.nodes.insert(path.clone(), mark);
                 self.open_anchors.push(anchor);
                 self.stack.push(if matches!(ev, Event::SequenceStart(..)) {
-                    Frame::Seq { path, items: Vec::new() }
+                    Frame::Seq { path, items: Vec::new(), nodes: 0 }
                 } else {
-                    Frame::Map { path, map: Map::new(), key: None, merges: Vec::new() }
+                    Frame::Map { path, map: Map::new(), key: None, merges: Vec::new(), nodes: 0 }
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let anchor = self.open_anchors.pop().unwrap_or(0);
-                let value = match self.stack.pop() {
-                    Some(Frame::Seq { items, .. }) => Value::Array(items),
-                    Some(Frame::Map { mut map, merges, .. }) => {
+                let (value, nodes) = match self.stack.pop() {
+                    Some(Frame::Seq { items, nodes, .. }) => (Value::Array(items), nodes),
+                    Some(Frame::Map { mut map, merges, nodes, .. }) => {
                         for merged in merges {
                             for (k, v) in merged {
                                 map.entry(k).or_insert(v);
                             }
                         }
-                        Value::Object(map)
+                        (Value::Object(map), nodes)
                     }
                     None => return,
                 };
-                self.push_value(value, anchor, mark);
+                self.push_value(value, nodes.saturating_add(1), anchor, mark);
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(value) => self.push_value(value, 0, mark),
-                None => self.fail(mark, "alias to an unknown anchor".to_string()),
-            },
+            Event::Alias(id) => self.alias(id, mark),
             Event::DocumentStart | Event::DocumentEnd | Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
         }
     }
@@ -377,6 +415,37 @@ mod tests {
         let (v, _) = load(text, &env).unwrap();
         assert_eq!(v["m"], json!({"x":1,"y":9,"z":3}));
         assert!(load("m:\n  <<: 5\n", &env).is_err());
+    }
+
+    /// The "billion laughs" document: 10 anchors, each a list of ten aliases to the one
+    /// before, `levels` deep.
+    fn laughs(levels: usize) -> String {
+        let mut text = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..levels {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_at_the_alias_that_passes_the_budget() {
+        // 10⁴ laughs are fine; 10⁹ (which would take gigabytes) are refused.
+        assert!(load(&laughs(4), &env).is_ok());
+        let err = load(&laughs(10), &env).unwrap_err();
+        assert!(err.message.contains("aliases expand to more than 100000 nodes"), "{}", err.message);
+        // a3 holds 11,111 nodes: the aliases to it on line 5 (a4) pass the budget.
+        assert_eq!(err.location.line, 5, "{err:?}");
+        assert!(err.location.col > 1);
+    }
+
+    #[test]
+    fn collections_nested_too_deep_are_refused() {
+        let ok = format!("a: {}{}\n", "[".repeat(MAX_NESTING - 1), "]".repeat(MAX_NESTING - 1));
+        assert!(load(&ok, &env).is_ok());
+        let deep = format!("a: {}{}\n", "[".repeat(200), "]".repeat(200));
+        let err = load(&deep, &env).unwrap_err();
+        assert!(err.message.contains("nest more than 64 deep"), "{}", err.message);
     }
 
     #[test]

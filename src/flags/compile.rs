@@ -17,6 +17,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::context::{valid_kind, AttrRef};
+use super::eval::MAX_DEPTH;
 use super::model::{self, Clause, FlagData, Rollout};
 use super::semver::{OwnedSemVer, SemVer};
 
@@ -252,8 +253,9 @@ impl FlagSet {
         self.flags.get(index.0).map_or(&[], |f| &f.variations)
     }
 
-    /// Report prerequisite and segment cycles (evaluation still detects them when it
-    /// reaches them, as LaunchDarkly does).
+    /// Report prerequisite and segment cycles, and chains longer than evaluation follows
+    /// ([`MAX_DEPTH`] flags, or segments, counting the first). Evaluation still detects
+    /// them when it reaches them, as LaunchDarkly does.
     fn find_cycles(&mut self) {
         let prerequisites =
             |i: usize| -> Vec<usize> { self.flags[i].prerequisites.iter().filter_map(|p| p.flag).collect() };
@@ -266,43 +268,78 @@ impl FlagSet {
                 .collect()
         };
         let mut problems = Vec::new();
-        for start in 0..self.flags.len() {
-            if reaches_cycle(&mut vec![start], &prerequisites) {
-                problems.push(Problem {
-                    item: format!("flags.{}", self.flags[start].key),
-                    field: "prerequisites".into(),
-                    message: "prerequisites form a cycle".into(),
-                });
-            }
+        let mut report = |item: String, field: &str, chain: Option<usize>, cycle: &str, what: &str| {
+            let message = match chain {
+                None => cycle.to_string(),
+                Some(n) if n > MAX_DEPTH => {
+                    format!("{what} chain is {n} long; evaluation follows at most {MAX_DEPTH}, counting this one")
+                }
+                Some(_) => return,
+            };
+            problems.push(Problem { item, field: field.into(), message });
+        };
+        for (i, chain) in chains(self.flags.len(), &prerequisites).into_iter().enumerate() {
+            let item = format!("flags.{}", self.flags[i].key);
+            report(item, "prerequisites", chain, "prerequisites form a cycle", "the prerequisite");
         }
-        for start in 0..self.segments.len() {
-            if reaches_cycle(&mut vec![start], &nested_segments) {
-                problems.push(Problem {
-                    item: format!("segments.{}", self.segments[start].key),
-                    field: "rules".into(),
-                    message: "segments refer to each other in a cycle".into(),
-                });
-            }
+        for (i, chain) in chains(self.segments.len(), &nested_segments).into_iter().enumerate() {
+            let item = format!("segments.{}", self.segments[i].key);
+            report(item, "rules", chain, "segments refer to each other in a cycle", "the nested segment");
         }
         self.problems.extend(problems);
     }
 }
 
-/// Whether following `next` from the top of `path` ever comes back to a node on it.
-fn reaches_cycle(path: &mut Vec<usize>, next: &dyn Fn(usize) -> Vec<usize>) -> bool {
-    let Some(&top) = path.last() else { return false };
-    for n in next(top) {
-        if path.contains(&n) {
-            return true;
+/// For each of `n` nodes, the length of the longest chain that starts there following
+/// `next` (the node itself counted), or `None` when following it reaches a cycle.
+/// Depth-first without recursion, each node visited once.
+fn chains(n: usize, next: &dyn Fn(usize) -> Vec<usize>) -> Vec<Option<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let mut mark = vec![Mark::New; n];
+    let mut len: Vec<Option<usize>> = vec![Some(1); n];
+    let join = |parent: Option<usize>, child: Option<usize>| match (parent, child) {
+        (Some(p), Some(c)) => Some(p.max(c + 1)),
+        _ => None,
+    };
+    for start in 0..n {
+        if mark[start] != Mark::New {
+            continue;
         }
-        path.push(n);
-        let found = reaches_cycle(path, next);
-        path.pop();
-        if found {
-            return true;
+        mark[start] = Mark::Open;
+        // Each open node, its successors and the next one to visit.
+        let mut stack = vec![(start, next(start), 0)];
+        while let Some((node, successors, at)) = stack.last_mut() {
+            let node = *node;
+            match successors.get(*at).copied() {
+                Some(s) if s < n => {
+                    *at += 1;
+                    match mark[s] {
+                        Mark::New => {
+                            mark[s] = Mark::Open;
+                            stack.push((s, next(s), 0));
+                        }
+                        // Back to a node on the current path: a cycle.
+                        Mark::Open => len[node] = None,
+                        Mark::Done => len[node] = join(len[node], len[s]),
+                    }
+                }
+                Some(_) => *at += 1,
+                None => {
+                    mark[node] = Mark::Done;
+                    stack.pop();
+                    if let Some((parent, ..)) = stack.last() {
+                        len[*parent] = join(len[*parent], len[node]);
+                    }
+                }
+            }
         }
     }
-    false
+    len
 }
 
 /// Compilation state for one flag or segment.

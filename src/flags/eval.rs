@@ -101,7 +101,7 @@ impl<'a> Detail<'a> {
 
 /// Deepest prerequisite chain or segment nesting followed before giving up (a longer
 /// chain is treated as a cycle). Bounds the fixed-size guards below.
-const MAX_DEPTH: usize = 32;
+pub(crate) const MAX_DEPTH: usize = 32;
 
 /// A fixed-capacity stack of indexes, for cycle detection without allocating.
 struct Visiting {

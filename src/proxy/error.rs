@@ -76,6 +76,10 @@ pub enum GatewayError {
     ContextKeyRequired(String),
     #[error("`messages` must be an array of message objects")]
     InvalidMessages,
+    /// The request's values (`x-sluice-variables`, the context) would make a version's
+    /// template render past its budget; nothing was sent upstream.
+    #[error("the template at messages[{message}] of AI config `{ai_config}` version {version} cannot be rendered for this request: {error}")]
+    TemplateTooLarge { ai_config: String, version: u32, message: usize, error: crate::aiconfig::template::RenderError },
     #[error("the flag `{flag}` could not be evaluated: {kind}")]
     FlagError { flag: String, kind: &'static str },
     #[error("the AI config version `{0}` is disabled")]
@@ -101,9 +105,11 @@ impl GatewayError {
             BodyRead | MalformedJson(_) | NotAnObject | MissingModel | InvalidField { .. } | Refused { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            InvalidContext(_) | InvalidVariables(_) | ContextKeyRequired(_) | InvalidMessages => {
-                StatusCode::BAD_REQUEST
-            }
+            InvalidContext(_)
+            | InvalidVariables(_)
+            | ContextKeyRequired(_)
+            | InvalidMessages
+            | TemplateTooLarge { .. } => StatusCode::BAD_REQUEST,
             FlagError { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             AiConfigDisabled(_) => StatusCode::SERVICE_UNAVAILABLE,
             ModelNotFound(_) | UnknownUrl { .. } => StatusCode::NOT_FOUND,
@@ -141,6 +147,7 @@ impl GatewayError {
             InvalidVariables(_) => ("invalid_request_error", None, Some("invalid_variables")),
             ContextKeyRequired(_) => ("invalid_request_error", Some("user"), Some("context_key_required")),
             InvalidMessages => ("invalid_request_error", Some("messages"), Some("invalid_type")),
+            TemplateTooLarge { .. } => ("invalid_request_error", None, Some("template_too_large")),
             Refused { param, .. } => ("invalid_request_error", Some(param), Some("unsupported_value")),
             FlagError { .. } => ("server_error", None, Some("flag_evaluation_error")),
             AiConfigDisabled(_) => ("server_error", None, Some("ai_config_disabled")),

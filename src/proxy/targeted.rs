@@ -12,7 +12,7 @@ use super::error::GatewayError;
 use super::record::Recorder;
 use super::request::JsonBody;
 use super::upstream::{self, Call};
-use crate::aiconfig::RenderScope;
+use crate::aiconfig::{EditError, RenderScope};
 use crate::auth::Client;
 use crate::body::Body;
 use crate::config::flags::WhenDisabled;
@@ -123,8 +123,15 @@ impl Attempt<'_> {
     ) -> Result<Result<Response<Body>, upstream::Failure>, GatewayError> {
         let version = &variant.version;
         let chat = self.call.endpoint == Endpoint::ChatCompletions;
-        let edits =
-            version.edits(chat, self.body.get("messages"), self.scope).map_err(|_| GatewayError::InvalidMessages)?;
+        let edits = version.edits(chat, self.body.get("messages"), self.scope).map_err(|e| match e {
+            EditError::BadMessages(_) => GatewayError::InvalidMessages,
+            EditError::Render { message, error } => GatewayError::TemplateTooLarge {
+                ai_config: version.key.to_string(),
+                version: version.version,
+                message,
+                error,
+            },
+        })?;
         let responses = self.call.endpoint == Endpoint::Responses;
         let mut edits: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (responses_name(responses, k), &**v)).collect();
         if let Some(options) = self.usage_edit {

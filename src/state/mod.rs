@@ -264,8 +264,10 @@ pub struct State {
     reload: Mutex<ReloadStatus>,
 }
 
-/// How the last reload of the config file went.
-#[derive(Debug, Clone, Default, Serialize)]
+/// How the last reload of the config file went. Before any reload (`time: null`) it is
+/// `ok`: the configuration running is the file's as loaded at start (as
+/// `sluice_config_last_reload_successful` says).
+#[derive(Debug, Clone, Serialize)]
 pub struct ReloadStatus {
     /// RFC 3339.
     pub time: Option<String>,
@@ -274,6 +276,12 @@ pub struct ReloadStatus {
     pub error: Option<String>,
     /// The revision the reload made, if it changed anything.
     pub revision: Option<u64>,
+}
+
+impl Default for ReloadStatus {
+    fn default() -> Self {
+        ReloadStatus { time: None, ok: true, error: None, revision: None }
+    }
 }
 
 impl std::fmt::Debug for State {
