@@ -348,7 +348,9 @@ pub struct MockConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// A tracing filter, e.g. `info` or `sluice=debug`. `RUST_LOG` overrides it.
+    /// A tracing filter, e.g. `info` or `sluice=debug`. `RUST_LOG` overrides it. At `debug`
+    /// and `trace`, the HTTP and TLS libraries are capped at `info` unless named
+    /// (`cli::logging`).
     #[serde(default = "default_log_level")]
     pub level: String,
     #[serde(default)]
