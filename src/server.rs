@@ -14,9 +14,8 @@ use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -32,6 +31,7 @@ use crate::snapshot::Snapshot;
 use crate::state::{FileStore, MemoryStore, StartupError, State, Store};
 use crate::worker;
 
+mod conn;
 mod tls;
 
 /// Shared state of a running gateway.
@@ -286,7 +286,9 @@ impl Worker {
             Ok(l) => l,
             Err(e) => return tracing::error!(worker = index, error = %e, "cannot watch the data listener"),
         };
-        let graceful = GracefulShutdown::new();
+        // Each connection holds a receiver: the sender sees them all gone once drained.
+        let (drain, _) = watch::channel(());
+        let signal = stopped.clone();
         let builder = Arc::new(connection_builder(&settings));
         loop {
             tokio::select! {
@@ -297,16 +299,17 @@ impl Worker {
                             let snapshot = g.snapshot();
                             async move { Ok::<_, Infallible>(proxy::handle(snapshot, req).await) }
                         });
-                        spawn_connection(stream, tls.clone(), &builder, Some(&graceful), &settings, service);
+                        let on_stop = Some((signal.clone(), drain.subscribe()));
+                        spawn_connection(stream, tls.clone(), &builder, on_stop, &settings, service);
                     }
                 }
                 _ = stopped.wait_for(|s| *s) => break,
             }
         }
         drop(listener);
-        tracing::debug!(worker = index, connections = graceful.count(), "draining");
+        tracing::debug!(worker = index, connections = drain.receiver_count(), "draining");
         tokio::select! {
-            _ = graceful.shutdown() => tracing::debug!(worker = index, "all connections drained"),
+            _ = drain.closed() => tracing::debug!(worker = index, "all connections drained"),
             _ = tokio::time::sleep(settings.shutdown_grace) => {
                 tracing::warn!(worker = index, "shutdown grace period over; closing the remaining connections");
             }
@@ -342,11 +345,13 @@ fn connection_builder(settings: &ListenSettings) -> auto::Builder<TokioExecutor>
 }
 
 /// Serve one accepted connection (after the TLS handshake, if any) in its own task.
+/// `on_stop`: the worker's stop signal, and the receiver the connection holds until it
+/// ends so the worker knows when it has drained (`None` on the admin plane).
 fn spawn_connection<S>(
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: Option<&GracefulShutdown>,
+    on_stop: Option<(watch::Receiver<bool>, watch::Receiver<()>)>,
     settings: &ListenSettings,
     service: S,
 ) where
@@ -354,29 +359,20 @@ fn spawn_connection<S>(
     S::Future: Send + 'static,
 {
     let _ = stream.set_nodelay(true);
-    let builder = Arc::clone(builder);
-    let watcher = graceful.map(GracefulShutdown::watcher);
+    let (stop, draining) = on_stop.unzip();
+    let serve = conn::Serve { builder: Arc::clone(builder), idle: settings.header_read_timeout, stop };
     let handshake_timeout = settings.header_read_timeout;
     tokio::spawn(async move {
+        let _draining = draining;
         let result = match tls {
-            None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                match watcher {
-                    Some(w) => w.watch(conn).await,
-                    None => conn.await,
-                }
-            }
+            None => serve.run(stream, service).await,
             Some(acceptor) => {
                 let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => return tracing::debug!("TLS handshake timed out"),
                 };
-                let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
-                match watcher {
-                    Some(w) => w.watch(conn).await,
-                    None => conn.await,
-                }
+                serve.run(tls_stream, service).await
             }
         };
         if let Err(e) = result {

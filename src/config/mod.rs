@@ -147,7 +147,8 @@ pub struct Limits {
     /// Largest request body accepted; larger gets 413.
     #[serde(default = "default_max_body")]
     pub max_request_body: ByteSize,
-    /// Time a client has to send the request head (HTTP/1.1).
+    /// Time a client has to send the request head; also the longest a connection may stay
+    /// open without a request in flight (`server::conn`).
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: HumanDuration,
     /// Time a client has to send the request body once the head has arrived.

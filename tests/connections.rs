@@ -1,0 +1,102 @@
+//! Connection limits: connections that say nothing are closed, a stalled reader is cut,
+//! one header-size limit for both HTTP versions, and the listeners keep answering when
+//! descriptors run out.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncReadExt as _;
+
+/// The outer bound of every wait here: generous, never a measure of speed.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Read until the peer closes (EOF or reset); panics if it is still open after [`PATIENCE`].
+async fn closed_by_peer(mut io: impl tokio::io::AsyncRead + Unpin, what: &str) {
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "{what}: still open after {PATIENCE:?}");
+}
+
+fn tls_material(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, rustls::pki_types::CertificateDer<'static>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    (cert, key, ck.cert.der().clone())
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed() {
+    let gw = gateway(&config("http://127.0.0.1:9/v1", "")).await;
+    let silent = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
+    closed_by_peer(silent, "a silent data-plane connection").await;
+    let silent = tokio::net::TcpStream::connect(gw.admin_addr).await.unwrap();
+    closed_by_peer(silent, "a silent admin connection").await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tls_connection_silent_after_its_handshake_is_closed() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = temp_dir("tls-silent");
+    let (cert, key, der) = tls_material(&dir);
+    let yaml = config("http://127.0.0.1:9/v1", "").replace(
+        "listen: {data: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}",
+        &format!(
+            "listen: {{data: \"127.0.0.1:0\", admin: \"127.0.0.1:0\", tls: {{cert: {}, key: {}}}}}",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let gw = gateway(&yaml).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.expect("the handshake completes");
+    closed_by_peer(tls, "a TLS connection silent after its handshake").await;
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn an_http2_connection_without_open_streams_is_closed() {
+    let gw = gateway(&config("http://127.0.0.1:9/v1", "")).await;
+    let tcp = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let resp = sender.send_request(get("/v1/models", Some(KEY))).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    // The client keeps its connection open and answers the server's PINGs.
+    let ended = tokio::time::timeout(PATIENCE, conn).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection is still open after {PATIENCE:?}");
+    drop(sender);
+    gw.shutdown().await;
+}
