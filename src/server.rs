@@ -76,6 +76,8 @@ struct AdminPlane {
 struct ListenSettings {
     header_read_timeout: Duration,
     shutdown_grace: Duration,
+    /// `limits.max_header_bytes`, within the bounds validation allows.
+    max_header_bytes: usize,
 }
 
 /// A gateway that is serving; [`Running::shutdown`] stops it gracefully.
@@ -189,6 +191,7 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     let settings = Arc::new(ListenSettings {
         header_read_timeout: config.limits.header_read_timeout.0,
         shutdown_grace: config.limits.shutdown_grace.0,
+        max_header_bytes: usize::try_from(config.limits.max_header_bytes.0).unwrap_or(usize::MAX),
     });
     let gateway = Arc::clone(state.gateway());
     let tokens = Arc::new(admin::Tokens::from_config(&config.admin));
@@ -337,10 +340,22 @@ fn spawn_admin_connection(
     spawn_connection(stream, None, builder, None, settings, service);
 }
 
+/// HTTP/1.1 and HTTP/2 settings of both listeners. One head-size limit for both versions:
+/// HTTP/1.1 reads at most `max_header_bytes` before the head must be complete (its read
+/// buffer), HTTP/2 refuses a larger header list; both answer 431.
 fn connection_builder(settings: &ListenSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout).keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(true)
+        .max_buf_size(settings.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }
 

@@ -100,3 +100,43 @@ async fn an_http2_connection_without_open_streams_is_closed() {
     drop(sender);
     gw.shutdown().await;
 }
+
+/// `GET /v1/models` with a `x-filler` header of `size` bytes.
+fn with_header(size: usize) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut req = get("/v1/models", Some(KEY));
+    req.headers_mut().insert("x-filler", "a".repeat(size).parse().unwrap());
+    req
+}
+
+async fn status_over_h2(addr: std::net::SocketAddr, size: usize) -> u16 {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = with_header(size);
+    *req.uri_mut() = format!("http://{addr}/v1/models").parse().unwrap();
+    let resp = tokio::time::timeout(PATIENCE, sender.send_request(req)).await.expect("no answer over HTTP/2");
+    resp.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn both_http_versions_take_the_same_header_size() {
+    let gw = gateway(&config("http://127.0.0.1:9/v1", "")).await;
+    // The default limit is 64 KiB: 40 KB passes on both versions, 70 KB is refused on both.
+    assert_eq!(send(gw.data_addr, with_header(40_000)).await.status, 200, "HTTP/1.1, 40 KB");
+    assert_eq!(status_over_h2(gw.data_addr, 40_000).await, 200, "HTTP/2, 40 KB");
+    assert_eq!(send(gw.data_addr, with_header(70_000)).await.status, 431, "HTTP/1.1, 70 KB");
+    assert_eq!(status_over_h2(gw.data_addr, 70_000).await, 431, "HTTP/2, 70 KB");
+    gw.shutdown().await;
+
+    let gw = gateway(
+        &config("http://127.0.0.1:9/v1", "")
+            .replace("shutdown_grace: 5s", "shutdown_grace: 5s, max_header_bytes: 16KiB"),
+    )
+    .await;
+    assert_eq!(send(gw.data_addr, with_header(20_000)).await.status, 431, "HTTP/1.1, 20 KB over 16 KiB");
+    assert_eq!(status_over_h2(gw.data_addr, 20_000).await, 431, "HTTP/2, 20 KB over 16 KiB");
+    gw.shutdown().await;
+}

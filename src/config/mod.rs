@@ -161,7 +161,17 @@ pub struct Limits {
     /// Default: one per CPU core available to the process.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Largest request head, over HTTP/1.1 (request line and headers, as sent) and HTTP/2
+    /// (the header list, as RFC 9113 counts it); larger gets 431. 64 KiB leaves room for
+    /// large `x-sluice-context` and `x-sluice-variables` headers.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: ByteSize,
 }
+
+/// Smallest `limits.max_header_bytes`: hyper's smallest HTTP/1.1 read buffer.
+pub const MIN_HEADER_BYTES: u64 = 8 << 10;
+/// Largest `limits.max_header_bytes`.
+pub const MAX_HEADER_BYTES: u64 = 16 << 20;
 
 /// Most data-plane worker threads accepted in the config.
 pub const MAX_WORKERS: usize = 1024;
@@ -187,6 +197,9 @@ fn default_body_read_timeout() -> HumanDuration {
 fn default_shutdown_grace() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
+fn default_max_header_bytes() -> ByteSize {
+    ByteSize(64 << 10)
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -196,6 +209,7 @@ impl Default for Limits {
             body_read_timeout: default_body_read_timeout(),
             shutdown_grace: default_shutdown_grace(),
             workers: None,
+            max_header_bytes: default_max_header_bytes(),
         }
     }
 }

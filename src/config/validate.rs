@@ -67,6 +67,13 @@ fn limits(config: &Config, problems: &mut Vec<Problem>) {
             problems.push(Problem::new(format!("limits.{name}"), "must be greater than zero"));
         }
     }
+    let header = l.max_header_bytes.0;
+    if !(super::MIN_HEADER_BYTES..=super::MAX_HEADER_BYTES).contains(&header) {
+        problems.push(Problem::new(
+            "limits.max_header_bytes",
+            format!("must be between 8KiB and 16MiB (got {header} bytes)"),
+        ));
+    }
     if let Some(n) = l.workers.filter(|n| !(1..=super::MAX_WORKERS).contains(n)) {
         problems
             .push(Problem::new("limits.workers", format!("must be between 1 and {} (got {n})", super::MAX_WORKERS)));
