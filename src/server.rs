@@ -32,6 +32,7 @@ use crate::state::{FileStore, MemoryStore, StartupError, State, Store};
 use crate::worker;
 
 mod conn;
+mod io;
 mod tls;
 
 /// Shared state of a running gateway.
@@ -78,6 +79,7 @@ struct ListenSettings {
     shutdown_grace: Duration,
     /// `limits.max_header_bytes`, within the bounds validation allows.
     max_header_bytes: usize,
+    client_write_timeout: Duration,
 }
 
 /// A gateway that is serving; [`Running::shutdown`] stops it gracefully.
@@ -192,6 +194,7 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
         header_read_timeout: config.limits.header_read_timeout.0,
         shutdown_grace: config.limits.shutdown_grace.0,
         max_header_bytes: usize::try_from(config.limits.max_header_bytes.0).unwrap_or(usize::MAX),
+        client_write_timeout: config.limits.client_write_timeout.0,
     });
     let gateway = Arc::clone(state.gateway());
     let tokens = Arc::new(admin::Tokens::from_config(&config.admin));
@@ -377,17 +380,18 @@ fn spawn_connection<S>(
     let (stop, draining) = on_stop.unzip();
     let serve = conn::Serve { builder: Arc::clone(builder), idle: settings.header_read_timeout, stop };
     let handshake_timeout = settings.header_read_timeout;
+    let write_timeout = settings.client_write_timeout;
     tokio::spawn(async move {
         let _draining = draining;
         let result = match tls {
-            None => serve.run(stream, service).await,
+            None => serve.run(io::WriteDeadline::new(stream, write_timeout), service).await,
             Some(acceptor) => {
                 let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => return tracing::debug!("TLS handshake timed out"),
                 };
-                serve.run(tls_stream, service).await
+                serve.run(io::WriteDeadline::new(tls_stream, write_timeout), service).await
             }
         };
         if let Err(e) = result {

@@ -140,3 +140,34 @@ async fn both_http_versions_take_the_same_header_size() {
     assert_eq!(status_over_h2(gw.data_addr, 20_000).await, 431, "HTTP/2, 20 KB over 16 KiB");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_and_its_upstream_released() {
+    let chunk = match chat_chunk(&"a".repeat(16 << 10)) {
+        Step::Send(s) => s,
+        _ => unreachable!(),
+    };
+    let up = Upstream::start(Reply::Sse(vec![Step::Forever(chunk)])).await;
+    let yaml =
+        config(&up.base_url(), "").replace("shutdown_grace: 5s", "shutdown_grace: 5s, client_write_timeout: 300ms");
+    let gw = gateway(&yaml).await;
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut client = socket.connect(gw.data_addr).await.unwrap();
+    let body = r#"{"model":"up/gpt-x","stream":true,"messages":[]}"#;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut client, head.as_bytes()).await.unwrap();
+    // The client reads nothing from here on; the upstream keeps sending.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !up.stream_dropped.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(tokio::time::Instant::now() < deadline, "the upstream stream is still held after {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    drop(client);
+    gw.shutdown().await;
+}

@@ -166,6 +166,10 @@ pub struct Limits {
     /// large `x-sluice-context` and `x-sluice-variables` headers.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: ByteSize,
+    /// Longest a response write may wait for the client to read: a client that stops
+    /// reading a stream is disconnected after this, and its upstream stream released.
+    #[serde(default = "default_client_write_timeout")]
+    pub client_write_timeout: HumanDuration,
 }
 
 /// Smallest `limits.max_header_bytes`: hyper's smallest HTTP/1.1 read buffer.
@@ -197,6 +201,9 @@ fn default_body_read_timeout() -> HumanDuration {
 fn default_shutdown_grace() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
+fn default_client_write_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
 fn default_max_header_bytes() -> ByteSize {
     ByteSize(64 << 10)
 }
@@ -210,6 +217,7 @@ impl Default for Limits {
             shutdown_grace: default_shutdown_grace(),
             workers: None,
             max_header_bytes: default_max_header_bytes(),
+            client_write_timeout: default_client_write_timeout(),
         }
     }
 }

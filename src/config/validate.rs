@@ -62,7 +62,11 @@ fn limits(config: &Config, problems: &mut Vec<Problem>) {
     if l.max_request_body.0 == 0 {
         problems.push(Problem::new("limits.max_request_body", "must be greater than zero"));
     }
-    for (name, d) in [("header_read_timeout", l.header_read_timeout), ("body_read_timeout", l.body_read_timeout)] {
+    for (name, d) in [
+        ("header_read_timeout", l.header_read_timeout),
+        ("body_read_timeout", l.body_read_timeout),
+        ("client_write_timeout", l.client_write_timeout),
+    ] {
         if d.0.is_zero() {
             problems.push(Problem::new(format!("limits.{name}"), "must be greater than zero"));
         }
