@@ -31,9 +31,12 @@ use crate::snapshot::Snapshot;
 use crate::state::{FileStore, MemoryStore, StartupError, State, Store};
 use crate::worker;
 
+mod accept;
 mod conn;
 mod io;
 mod tls;
+
+pub use accept::raise_nofile_limit;
 
 /// Shared state of a running gateway.
 pub struct Gateway {
@@ -190,6 +193,9 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     let data_addr = data.local_addr().map_err(|source| StartError::Bind { addr: config.listen.data, source })?;
     let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { addr: config.listen.admin, source })?;
     let data = data.into_std().map_err(|source| StartError::Bind { addr: data_addr, source })?;
+    let nofile = accept::raise_nofile_limit();
+    let data_slots = accept::Slots::new("data", accept::data_cap(config.limits.max_connections, nofile));
+    let admin_slots = accept::Slots::new("admin", accept::ADMIN_CONNECTIONS);
     let settings = Arc::new(ListenSettings {
         header_read_timeout: config.limits.header_read_timeout.0,
         shutdown_grace: config.limits.shutdown_grace.0,
@@ -210,14 +216,23 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
             tls: tls.clone(),
             settings: Arc::clone(&settings),
             stopped: stopped.clone(),
+            slots: Arc::clone(&data_slots),
         };
         finished.push(worker.spawn().map_err(|source| StartError::Worker { index, source })?);
     }
     let guards = Arc::new(Guards::new(Arc::clone(&state), tokio::runtime::Handle::current()));
     let guard_task = tokio::spawn(Arc::clone(&guards).run());
     let plane = Arc::new(AdminPlane { state: Arc::clone(&state), guards: Arc::clone(&guards), tokens });
-    let task = tokio::spawn(run_admin(plane, admin, settings, finished, stopped));
-    tracing::info!(%data_addr, %admin_addr, workers, revision = state.revision(), "sluice is serving");
+    let task = tokio::spawn(run_admin(plane, admin, admin_slots, settings, finished, stopped));
+    tracing::info!(
+        %data_addr,
+        %admin_addr,
+        workers,
+        max_connections = data_slots.cap(),
+        descriptors = nofile,
+        revision = state.revision(),
+        "sluice is serving"
+    );
     Ok(Running { data_addr, admin_addr, gateway, state, guards, guard_task, stop, task })
 }
 
@@ -225,6 +240,7 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
 async fn run_admin(
     gateway: Arc<AdminPlane>,
     admin: TcpListener,
+    slots: Arc<accept::Slots>,
     settings: Arc<ListenSettings>,
     finished: Vec<oneshot::Receiver<()>>,
     mut stopped: watch::Receiver<bool>,
@@ -239,10 +255,8 @@ async fn run_admin(
     let mut stopping = false;
     loop {
         tokio::select! {
-            accepted = admin.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    spawn_admin_connection(stream, &gateway, &builder, &settings);
-                }
+            (stream, slot) = accept::next(&admin, &slots) => {
+                spawn_admin_connection(stream, slot, &gateway, &builder, &settings);
             }
             _ = stopped.wait_for(|s| *s), if !stopping => {
                 stopping = true;
@@ -263,6 +277,8 @@ struct Worker {
     tls: Option<TlsAcceptor>,
     settings: Arc<ListenSettings>,
     stopped: watch::Receiver<bool>,
+    /// The data plane's connection cap, shared by the workers.
+    slots: Arc<accept::Slots>,
 }
 
 impl Worker {
@@ -287,7 +303,7 @@ impl Worker {
 
     /// Accept until told to stop, then drain within the grace period.
     async fn run(self) {
-        let Worker { index, listener, gateway, tls, settings, mut stopped } = self;
+        let Worker { index, listener, gateway, tls, settings, mut stopped, slots } = self;
         let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => return tracing::error!(worker = index, error = %e, "cannot watch the data listener"),
@@ -298,16 +314,14 @@ impl Worker {
         let builder = Arc::new(connection_builder(&settings));
         loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    if let Ok((stream, _)) = accepted {
-                        let g = Arc::clone(&gateway);
-                        let service = service_fn(move |req: Request<Incoming>| {
-                            let snapshot = g.snapshot();
-                            async move { Ok::<_, Infallible>(proxy::handle(snapshot, req).await) }
-                        });
-                        let on_stop = Some((signal.clone(), drain.subscribe()));
-                        spawn_connection(stream, tls.clone(), &builder, on_stop, &settings, service);
-                    }
+                (stream, slot) = accept::next(&listener, &slots) => {
+                    let g = Arc::clone(&gateway);
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let snapshot = g.snapshot();
+                        async move { Ok::<_, Infallible>(proxy::handle(snapshot, req).await) }
+                    });
+                    let on_stop = Some((signal.clone(), drain.subscribe()));
+                    spawn_connection(stream, slot, tls.clone(), &builder, on_stop, &settings, service);
                 }
                 _ = stopped.wait_for(|s| *s) => break,
             }
@@ -326,6 +340,7 @@ impl Worker {
 /// Admin connections are not drained on shutdown: they answer until the process exits.
 fn spawn_admin_connection(
     stream: TcpStream,
+    slot: accept::Slot,
     plane: &Arc<AdminPlane>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
     settings: &ListenSettings,
@@ -340,7 +355,7 @@ fn spawn_admin_connection(
             Ok::<_, Infallible>(admin_handle(p.state.gateway(), req))
         }
     });
-    spawn_connection(stream, None, builder, None, settings, service);
+    spawn_connection(stream, slot, None, builder, None, settings, service);
 }
 
 /// HTTP/1.1 and HTTP/2 settings of both listeners. One head-size limit for both versions:
@@ -362,11 +377,13 @@ fn connection_builder(settings: &ListenSettings) -> auto::Builder<TokioExecutor>
     builder
 }
 
-/// Serve one accepted connection (after the TLS handshake, if any) in its own task.
+/// Serve one accepted connection (after the TLS handshake, if any) in its own task; it
+/// holds its listener's `slot` until it ends.
 /// `on_stop`: the worker's stop signal, and the receiver the connection holds until it
 /// ends so the worker knows when it has drained (`None` on the admin plane).
 fn spawn_connection<S>(
     stream: TcpStream,
+    slot: accept::Slot,
     tls: Option<TlsAcceptor>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
     on_stop: Option<(watch::Receiver<bool>, watch::Receiver<()>)>,
@@ -382,7 +399,7 @@ fn spawn_connection<S>(
     let handshake_timeout = settings.header_read_timeout;
     let write_timeout = settings.client_write_timeout;
     tokio::spawn(async move {
-        let _draining = draining;
+        let _held = (slot, draining);
         let result = match tls {
             None => serve.run(io::WriteDeadline::new(stream, write_timeout), service).await,
             Some(acceptor) => {

@@ -171,3 +171,128 @@ async fn a_client_that_stops_reading_is_disconnected_and_its_upstream_released()
     drop(client);
     gw.shutdown().await;
 }
+
+/// A `sluice serve` child process and the addresses it logged.
+struct Child {
+    child: std::process::Child,
+    data: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+}
+
+impl Child {
+    /// `sluice serve --config <yaml>`, run by `wrapper` (e.g. `prlimit …`) when given.
+    fn serve(name: &str, yaml: &str, wrapper: &[&str]) -> Child {
+        use std::io::BufRead as _;
+        let dir = temp_dir(name);
+        let cfg = dir.join("sluice.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_sluice"));
+                c
+            }
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_sluice")),
+        };
+        let mut child = cmd
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env_remove("RUST_LOG")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Read the log to its end, so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("sluice is serving") {
+                    let _ = tx.send(line.clone());
+                }
+                eprintln!("[sluice] {line}");
+            }
+        });
+        let unknown = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        // Killed on drop from here on, whatever happens next.
+        let mut started = Child { child, data: unknown, admin: unknown };
+        let line = rx.recv_timeout(PATIENCE).expect("sluice serve never said it was serving");
+        let line = strip_ansi(&line);
+        let addr = |key: &str| {
+            let at = line.find(key).unwrap() + key.len();
+            line[at..].split_whitespace().next().unwrap().parse().unwrap()
+        };
+        started.data = addr("data_addr=");
+        started.admin = addr("admin_addr=");
+        started
+    }
+
+    /// The process's CPU time (user + system) so far.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        // utime and stime are fields 14 and 15 of the whole line, in clock ticks (100 Hz).
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 10)
+    }
+}
+
+/// `text` without its terminal colour sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn silent_connections_past_the_descriptor_limit_leave_the_admin_plane_answering() {
+    if std::process::Command::new("prlimit").arg("--version").output().is_err() {
+        return eprintln!("SKIPPED: `prlimit` (util-linux) is not installed");
+    }
+    // This test holds 1,100 sockets of its own.
+    sluice::server::raise_nofile_limit();
+    // limits.max_connections stays at its default (10,000): the descriptors run out first.
+    // A 2 s header_read_timeout: the connections are held long enough for a spinning
+    // accept loop to show (it burns a whole core), however fast the machine.
+    let yaml = config("http://127.0.0.1:9/v1", "").replace("header_read_timeout: 300ms", "header_read_timeout: 2s");
+    let gw = Child::serve("fd-limit", &yaml, &["prlimit", "--nofile=1024:1024"]);
+
+    let mut silent = Vec::new();
+    for _ in 0..1100 {
+        silent.push(tokio::net::TcpStream::connect(gw.data).await.unwrap());
+    }
+    let health = send(gw.admin, get("/healthz", None)).await;
+    assert_eq!((health.status.as_u16(), health.text().as_str()), (200, "ok"), "the admin plane answers");
+    let (cpu_before, start) = (gw.cpu(), std::time::Instant::now());
+    // Every silent connection is closed by the gateway: past the cap at once, the others
+    // once header_read_timeout has passed.
+    let closing: Vec<_> = silent.into_iter().map(|s| tokio::spawn(closed_by_peer(s, "a silent connection"))).collect();
+    for c in closing {
+        c.await.unwrap();
+    }
+    let (cpu, wall) = (gw.cpu() - cpu_before, start.elapsed());
+    eprintln!("1,100 silent connections: sluice used {cpu:?} of CPU in {wall:?}");
+    assert!(
+        cpu.as_secs_f64() < 0.25 * wall.as_secs_f64(),
+        "sluice used {cpu:?} of CPU in {wall:?} holding silent connections"
+    );
+    // And the data plane serves again.
+    assert_eq!(send(gw.data, get("/v1/models", Some(KEY))).await.status, 200);
+}

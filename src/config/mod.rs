@@ -170,6 +170,10 @@ pub struct Limits {
     /// reading a stream is disconnected after this, and its upstream stream released.
     #[serde(default = "default_client_write_timeout")]
     pub client_write_timeout: HumanDuration,
+    /// Most data-plane connections open at once; past it new ones are closed at once. The
+    /// descriptor limit may lower it (`server::accept`); the admin plane has its own cap.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 /// Smallest `limits.max_header_bytes`: hyper's smallest HTTP/1.1 read buffer.
@@ -201,6 +205,9 @@ fn default_body_read_timeout() -> HumanDuration {
 fn default_shutdown_grace() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
+fn default_max_connections() -> usize {
+    10_000
+}
 fn default_client_write_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
 }
@@ -218,6 +225,7 @@ impl Default for Limits {
             workers: None,
             max_header_bytes: default_max_header_bytes(),
             client_write_timeout: default_client_write_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }

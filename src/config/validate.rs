@@ -71,6 +71,9 @@ fn limits(config: &Config, problems: &mut Vec<Problem>) {
             problems.push(Problem::new(format!("limits.{name}"), "must be greater than zero"));
         }
     }
+    if l.max_connections == 0 {
+        problems.push(Problem::new("limits.max_connections", "must be greater than zero"));
+    }
     let header = l.max_header_bytes.0;
     if !(super::MIN_HEADER_BYTES..=super::MAX_HEADER_BYTES).contains(&header) {
         problems.push(Problem::new(
