@@ -94,6 +94,8 @@ pub struct Running {
     pub state: Arc<State>,
     /// The guards and their latest checks.
     pub guards: Arc<Guards>,
+    /// `limits.shutdown_grace`: how long [`Running::shutdown`] lets streams run.
+    pub shutdown_grace: Duration,
     guard_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -223,6 +225,7 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     let guards = Arc::new(Guards::new(Arc::clone(&state), tokio::runtime::Handle::current()));
     let guard_task = tokio::spawn(Arc::clone(&guards).run());
     let plane = Arc::new(AdminPlane { state: Arc::clone(&state), guards: Arc::clone(&guards), tokens });
+    let settings_grace = settings.shutdown_grace;
     let task = tokio::spawn(run_admin(plane, admin, admin_slots, settings, finished, stopped));
     tracing::info!(
         %data_addr,
@@ -233,7 +236,8 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
         revision = state.revision(),
         "sluice is serving"
     );
-    Ok(Running { data_addr, admin_addr, gateway, state, guards, guard_task, stop, task })
+    let shutdown_grace = settings_grace;
+    Ok(Running { data_addr, admin_addr, gateway, state, guards, shutdown_grace, guard_task, stop, task })
 }
 
 /// Serve the admin plane until told to stop, and on until every worker has drained.
@@ -467,6 +471,28 @@ pub fn reload_file(state: &State, path: &std::path::Path) {
         }
     });
     state.record_reload(result);
+}
+
+/// Exit status of a process whose shutdown outlived its grace period (see [`exit_after`]).
+pub const FORCED_EXIT_CODE: i32 = 3;
+
+/// Time past `shutdown_grace` for the workers to close what is left and stop.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
+
+/// End the process with [`FORCED_EXIT_CODE`] if it is still running `after` from now.
+///
+/// Each worker enforces the grace period on its own runtime, which a worker busy on the
+/// CPU (a long render) never gets back to; this deadline runs on a thread of its own, so
+/// neither a busy worker nor a busy admin runtime can hold the process past it.
+pub fn exit_after(after: Duration) {
+    let spawned = std::thread::Builder::new().name("sluice-shutdown-deadline".into()).spawn(move || {
+        std::thread::sleep(after);
+        tracing::error!(?after, "shutdown did not finish in time: exiting with the work left undone");
+        std::process::exit(FORCED_EXIT_CODE);
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the shutdown deadline thread");
+    }
 }
 
 /// Run until `signal` resolves, then shut down gracefully.

@@ -296,3 +296,65 @@ async fn silent_connections_past_the_descriptor_limit_leave_the_admin_plane_answ
     // And the data plane serves again.
     assert_eq!(send(gw.data, get("/v1/models", Some(KEY))).await.status, 200);
 }
+
+/// A flag `busy` whose template renders six nested sections over `vars.a`: with a list of
+/// 200 elements that is 200⁶ iterations, far more than any grace period.
+const BUSY_TEMPLATE: &str = r#"
+ai_configs:
+  busy:
+    versions:
+      - version: 1
+        provider: mock
+        model: m
+        messages:
+          - role: system
+            content: "{{#vars.a}}{{#vars.a}}{{#vars.a}}{{#vars.a}}{{#vars.a}}{{#vars.a}}{{/vars.a}}{{/vars.a}}{{/vars.a}}{{/vars.a}}{{/vars.a}}{{/vars.a}}"
+flags:
+  busy:
+    variations:
+      - {name: only, ai_config: busy, version: 1}
+    fallthrough: {variation: only}
+"#;
+
+#[tokio::test]
+async fn sigterm_ends_the_process_even_when_a_worker_is_busy() {
+    let yaml = config("http://127.0.0.1:9/v1", BUSY_TEMPLATE).replace("shutdown_grace: 5s", "shutdown_grace: 1s");
+    let mut gw = Child::serve("busy-worker", &yaml, &[]);
+    let list = vec!["1"; 200].join(",");
+    let vars = format!(r#"{{"a":[{list}]}}"#);
+    let req = chat("busy", &[("x-sluice-variables", vars.as_str())], "");
+    let data = gw.data;
+    let answer = tokio::spawn(async move {
+        let tcp = tokio::net::TcpStream::connect(data).await.ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.ok()?;
+        tokio::spawn(conn);
+        sender.send_request(req).await.ok().map(|r| r.status())
+    });
+    // Wait until a worker is rendering (the process burns CPU), or the request is answered
+    // (rendering has a budget: nothing blocks).
+    let cpu = gw.cpu();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let busy = loop {
+        if gw.cpu() >= cpu + Duration::from_millis(300) {
+            break true;
+        }
+        if answer.is_finished() {
+            break false;
+        }
+        assert!(std::time::Instant::now() < deadline, "the request neither rendered nor was answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let pid = gw.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let code = loop {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(std::time::Instant::now() < deadline, "sluice still running {PATIENCE:?} after SIGTERM (busy: {busy})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let expected = if busy { sluice::server::FORCED_EXIT_CODE } else { 0 };
+    assert_eq!(code, Some(expected), "exit status (a worker busy: {busy})");
+    answer.abort();
+}

@@ -114,6 +114,7 @@ async fn serve(path: &std::path::Path, watch: bool) -> ExitCode {
     let reloads = tokio::spawn(reload::run(std::sync::Arc::clone(&running.state), path.to_path_buf(), watch));
     shutdown.await;
     tracing::info!("shutdown signal received");
+    server::exit_after(running.shutdown_grace + server::SHUTDOWN_MARGIN);
     reloads.abort();
     running.shutdown().await;
     ExitCode::SUCCESS
