@@ -399,7 +399,12 @@ fn spawn_connection<S>(
 {
     let _ = stream.set_nodelay(true);
     let (stop, draining) = on_stop.unzip();
-    let serve = conn::Serve { builder: Arc::clone(builder), idle: settings.header_read_timeout, stop };
+    let serve = conn::Serve {
+        builder: Arc::clone(builder),
+        idle: settings.header_read_timeout,
+        write_timeout: settings.client_write_timeout,
+        stop,
+    };
     let handshake_timeout = settings.header_read_timeout;
     let write_timeout = settings.client_write_timeout;
     tokio::spawn(async move {

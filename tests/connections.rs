@@ -358,3 +358,33 @@ async fn sigterm_ends_the_process_even_when_a_worker_is_busy() {
     assert_eq!(code, Some(expected), "exit status (a worker busy: {busy})");
     answer.abort();
 }
+
+#[tokio::test]
+async fn an_http2_client_that_stops_reading_a_stream_is_disconnected() {
+    let chunk = match chat_chunk(&"a".repeat(16 << 10)) {
+        Step::Send(s) => s,
+        _ => unreachable!(),
+    };
+    let up = Upstream::start(Reply::Sse(vec![Step::Forever(chunk)])).await;
+    let yaml =
+        config(&up.base_url(), "").replace("shutdown_grace: 5s", "shutdown_grace: 5s, client_write_timeout: 300ms");
+    let gw = gateway(&yaml).await;
+    let tcp = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = post("/v1/chat/completions", Some(KEY), r#"{"model":"up/gpt-x","stream":true,"messages":[]}"#);
+    *req.uri_mut() = format!("http://{}/v1/chat/completions", gw.data_addr).parse().unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The body is never read: HTTP/2 flow control stops the gateway's stream, not its socket.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !up.stream_dropped.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(tokio::time::Instant::now() < deadline, "the upstream stream is still held after {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(resp);
+    gw.shutdown().await;
+}
