@@ -388,3 +388,28 @@ async fn an_http2_client_that_stops_reading_a_stream_is_disconnected() {
     drop(resp);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn accept_errors_back_off_instead_of_spinning() {
+    if std::process::Command::new("prlimit").arg("--version").output().is_err() {
+        return eprintln!("SKIPPED: `prlimit` (util-linux) is not installed");
+    }
+    // So few descriptors that the admin listener runs out before its own cap (64): its
+    // accepts fail with EMFILE until the silent connections are closed.
+    let yaml = config("http://127.0.0.1:9/v1", "").replace("header_read_timeout: 300ms", "header_read_timeout: 2s");
+    let gw = Child::serve("emfile", &yaml, &["prlimit", "--nofile=48:48"]);
+    let mut silent = Vec::new();
+    for _ in 0..60 {
+        silent.push(tokio::net::TcpStream::connect(gw.admin).await.unwrap());
+    }
+    let (cpu_before, start) = (gw.cpu(), std::time::Instant::now());
+    let closing: Vec<_> = silent.into_iter().map(|s| tokio::spawn(closed_by_peer(s, "a silent connection"))).collect();
+    for c in closing {
+        c.await.unwrap();
+    }
+    let (cpu, wall) = (gw.cpu() - cpu_before, start.elapsed());
+    eprintln!("60 silent admin connections at 48 descriptors: sluice used {cpu:?} of CPU in {wall:?}");
+    assert!(cpu.as_secs_f64() < 0.25 * wall.as_secs_f64(), "sluice used {cpu:?} of CPU in {wall:?} out of descriptors");
+    let health = send(gw.admin, get("/healthz", None)).await;
+    assert_eq!(health.status, 200, "the admin plane answers once descriptors are free again");
+}
