@@ -413,3 +413,20 @@ async fn accept_errors_back_off_instead_of_spinning() {
     let health = send(gw.admin, get("/healthz", None)).await;
     assert_eq!(health.status, 200, "the admin plane answers once descriptors are free again");
 }
+
+#[tokio::test]
+async fn a_kept_alive_connection_serves_requests_in_a_row_then_closes_when_idle() {
+    let gw = gateway(&config("http://127.0.0.1:9/v1", "")).await;
+    let tcp = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    for _ in 0..3 {
+        sender.ready().await.unwrap();
+        let resp = sender.send_request(get("/v1/models", Some(KEY))).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        http_body_util::BodyExt::collect(resp.into_body()).await.unwrap();
+    }
+    let ended = tokio::time::timeout(PATIENCE, conn).await;
+    assert!(ended.is_ok(), "an idle kept-alive connection is still open after {PATIENCE:?}");
+    gw.shutdown().await;
+}
