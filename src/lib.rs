@@ -13,7 +13,7 @@
 //! | [`proxy`] | the data-plane pipeline, OpenAI-style errors, the streaming body wrapper |
 //! | [`providers`] | upstream clients (hyper-util + hyper-rustls) and provider kinds |
 //! | [`mock`] | the built-in fake provider, OpenAI, Anthropic or Azure shaped (`sluice mock-provider --kind`; kind `mock` in-process, OpenAI shaped) |
-//! | [`server`] | listeners, TLS termination, the admin listener, graceful shutdown |
+//! | [`server`] | listeners (connection caps, accept back-off), one connection's limits (idle close, stalled readers), TLS termination, the admin listener, graceful shutdown and its deadline |
 //! | [`state`] | the runtime documents and their revision, the one write path, the state directory (`state.json`, the audit log) and its repairs |
 //! | [`cli`] | the `sluice` subcommands |
 //! | [`body`] | the one response body type |

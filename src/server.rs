@@ -14,9 +14,8 @@ use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -32,7 +31,12 @@ use crate::snapshot::Snapshot;
 use crate::state::{FileStore, MemoryStore, StartupError, State, Store};
 use crate::worker;
 
+mod accept;
+mod conn;
+mod io;
 mod tls;
+
+pub use accept::raise_nofile_limit;
 
 /// Shared state of a running gateway.
 pub struct Gateway {
@@ -76,6 +80,9 @@ struct AdminPlane {
 struct ListenSettings {
     header_read_timeout: Duration,
     shutdown_grace: Duration,
+    /// `limits.max_header_bytes`, within the bounds validation allows.
+    max_header_bytes: usize,
+    client_write_timeout: Duration,
 }
 
 /// A gateway that is serving; [`Running::shutdown`] stops it gracefully.
@@ -87,6 +94,8 @@ pub struct Running {
     pub state: Arc<State>,
     /// The guards and their latest checks.
     pub guards: Arc<Guards>,
+    /// `limits.shutdown_grace`: how long [`Running::shutdown`] lets streams run.
+    pub shutdown_grace: Duration,
     guard_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -194,9 +203,14 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     let data_addr = data.local_addr().map_err(|source| StartError::Bind { addr: config.listen.data, source })?;
     let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { addr: config.listen.admin, source })?;
     let data = data.into_std().map_err(|source| StartError::Bind { addr: data_addr, source })?;
+    let nofile = accept::raise_nofile_limit();
+    let data_slots = accept::Slots::new("data", accept::data_cap(config.limits.max_connections, nofile));
+    let admin_slots = accept::Slots::new("admin", accept::ADMIN_CONNECTIONS);
     let settings = Arc::new(ListenSettings {
         header_read_timeout: config.limits.header_read_timeout.0,
         shutdown_grace: config.limits.shutdown_grace.0,
+        max_header_bytes: usize::try_from(config.limits.max_header_bytes.0).unwrap_or(usize::MAX),
+        client_write_timeout: config.limits.client_write_timeout.0,
     });
     let gateway = Arc::clone(state.gateway());
     let tokens = Arc::new(admin::Tokens::from_config(&config.admin));
@@ -212,21 +226,33 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
             tls: tls.clone(),
             settings: Arc::clone(&settings),
             stopped: stopped.clone(),
+            slots: Arc::clone(&data_slots),
         };
         finished.push(worker.spawn().map_err(|source| StartError::Worker { index, source })?);
     }
     let guards = Arc::new(Guards::new(Arc::clone(&state), tokio::runtime::Handle::current()));
     let guard_task = tokio::spawn(Arc::clone(&guards).run());
     let plane = Arc::new(AdminPlane { state: Arc::clone(&state), guards: Arc::clone(&guards), tokens });
-    let task = tokio::spawn(run_admin(plane, admin, settings, finished, stopped));
-    tracing::info!(%data_addr, %admin_addr, workers, revision = state.revision(), "sluice is serving");
-    Ok(Running { data_addr, admin_addr, gateway, state, guards, guard_task, stop, task })
+    let settings_grace = settings.shutdown_grace;
+    let task = tokio::spawn(run_admin(plane, admin, admin_slots, settings, finished, stopped));
+    tracing::info!(
+        %data_addr,
+        %admin_addr,
+        workers,
+        max_connections = data_slots.cap(),
+        descriptors = nofile,
+        revision = state.revision(),
+        "sluice is serving"
+    );
+    let shutdown_grace = settings_grace;
+    Ok(Running { data_addr, admin_addr, gateway, state, guards, shutdown_grace, guard_task, stop, task })
 }
 
 /// Serve the admin plane until told to stop, and on until every worker has drained.
 async fn run_admin(
     gateway: Arc<AdminPlane>,
     admin: TcpListener,
+    slots: Arc<accept::Slots>,
     settings: Arc<ListenSettings>,
     finished: Vec<oneshot::Receiver<()>>,
     mut stopped: watch::Receiver<bool>,
@@ -241,10 +267,8 @@ async fn run_admin(
     let mut stopping = false;
     loop {
         tokio::select! {
-            accepted = admin.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    spawn_admin_connection(stream, &gateway, &builder, &settings);
-                }
+            (stream, slot) = accept::next(&admin, &slots) => {
+                spawn_admin_connection(stream, slot, &gateway, &builder, &settings);
             }
             _ = stopped.wait_for(|s| *s), if !stopping => {
                 stopping = true;
@@ -265,6 +289,8 @@ struct Worker {
     tls: Option<TlsAcceptor>,
     settings: Arc<ListenSettings>,
     stopped: watch::Receiver<bool>,
+    /// The data plane's connection cap, shared by the workers.
+    slots: Arc<accept::Slots>,
 }
 
 impl Worker {
@@ -289,32 +315,33 @@ impl Worker {
 
     /// Accept until told to stop, then drain within the grace period.
     async fn run(self) {
-        let Worker { index, listener, gateway, tls, settings, mut stopped } = self;
+        let Worker { index, listener, gateway, tls, settings, mut stopped, slots } = self;
         let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => return tracing::error!(worker = index, error = %e, "cannot watch the data listener"),
         };
-        let graceful = GracefulShutdown::new();
+        // Each connection holds a receiver: the sender sees them all gone once drained.
+        let (drain, _) = watch::channel(());
+        let signal = stopped.clone();
         let builder = Arc::new(connection_builder(&settings));
         loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    if let Ok((stream, _)) = accepted {
-                        let g = Arc::clone(&gateway);
-                        let service = service_fn(move |req: Request<Incoming>| {
-                            let snapshot = g.snapshot();
-                            async move { Ok::<_, Infallible>(proxy::handle(snapshot, req).await) }
-                        });
-                        spawn_connection(stream, tls.clone(), &builder, Some(&graceful), &settings, service);
-                    }
+                (stream, slot) = accept::next(&listener, &slots) => {
+                    let g = Arc::clone(&gateway);
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let snapshot = g.snapshot();
+                        async move { Ok::<_, Infallible>(proxy::handle(snapshot, req).await) }
+                    });
+                    let on_stop = Some((signal.clone(), drain.subscribe()));
+                    spawn_connection(stream, slot, tls.clone(), &builder, on_stop, &settings, service);
                 }
                 _ = stopped.wait_for(|s| *s) => break,
             }
         }
         drop(listener);
-        tracing::debug!(worker = index, connections = graceful.count(), "draining");
+        tracing::debug!(worker = index, connections = drain.receiver_count(), "draining");
         tokio::select! {
-            _ = graceful.shutdown() => tracing::debug!(worker = index, "all connections drained"),
+            _ = drain.closed() => tracing::debug!(worker = index, "all connections drained"),
             _ = tokio::time::sleep(settings.shutdown_grace) => {
                 tracing::warn!(worker = index, "shutdown grace period over; closing the remaining connections");
             }
@@ -325,6 +352,7 @@ impl Worker {
 /// Admin connections are not drained on shutdown: they answer until the process exits.
 fn spawn_admin_connection(
     stream: TcpStream,
+    slot: accept::Slot,
     plane: &Arc<AdminPlane>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
     settings: &ListenSettings,
@@ -339,22 +367,38 @@ fn spawn_admin_connection(
             Ok::<_, Infallible>(admin_handle(p.state.gateway(), req))
         }
     });
-    spawn_connection(stream, None, builder, None, settings, service);
+    spawn_connection(stream, slot, None, builder, None, settings, service);
 }
 
+/// HTTP/1.1 and HTTP/2 settings of both listeners. One head-size limit for both versions:
+/// HTTP/1.1 reads at most `max_header_bytes` before the head must be complete (its read
+/// buffer), HTTP/2 refuses a larger header list; both answer 431.
 fn connection_builder(settings: &ListenSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout).keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(true)
+        .max_buf_size(settings.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }
 
-/// Serve one accepted connection (after the TLS handshake, if any) in its own task.
+/// Serve one accepted connection (after the TLS handshake, if any) in its own task; it
+/// holds its listener's `slot` until it ends.
+/// `on_stop`: the worker's stop signal, and the receiver the connection holds until it
+/// ends so the worker knows when it has drained (`None` on the admin plane).
 fn spawn_connection<S>(
     stream: TcpStream,
+    slot: accept::Slot,
     tls: Option<TlsAcceptor>,
     builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: Option<&GracefulShutdown>,
+    on_stop: Option<(watch::Receiver<bool>, watch::Receiver<()>)>,
     settings: &ListenSettings,
     service: S,
 ) where
@@ -362,29 +406,26 @@ fn spawn_connection<S>(
     S::Future: Send + 'static,
 {
     let _ = stream.set_nodelay(true);
-    let builder = Arc::clone(builder);
-    let watcher = graceful.map(GracefulShutdown::watcher);
+    let (stop, draining) = on_stop.unzip();
+    let serve = conn::Serve {
+        builder: Arc::clone(builder),
+        idle: settings.header_read_timeout,
+        write_timeout: settings.client_write_timeout,
+        stop,
+    };
     let handshake_timeout = settings.header_read_timeout;
+    let write_timeout = settings.client_write_timeout;
     tokio::spawn(async move {
+        let _held = (slot, draining);
         let result = match tls {
-            None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                match watcher {
-                    Some(w) => w.watch(conn).await,
-                    None => conn.await,
-                }
-            }
+            None => serve.run(io::WriteDeadline::new(stream, write_timeout), service).await,
             Some(acceptor) => {
                 let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => return tracing::debug!("TLS handshake timed out"),
                 };
-                let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
-                match watcher {
-                    Some(w) => w.watch(conn).await,
-                    None => conn.await,
-                }
+                serve.run(io::WriteDeadline::new(tls_stream, write_timeout), service).await
             }
         };
         if let Err(e) = result {
@@ -446,6 +487,28 @@ pub fn reload_file(state: &State, path: &std::path::Path, text: Result<String, c
         }
     });
     state.record_reload(result);
+}
+
+/// Exit status of a process whose shutdown outlived its grace period (see [`exit_after`]).
+pub const FORCED_EXIT_CODE: i32 = 3;
+
+/// Time past `shutdown_grace` for the workers to close what is left and stop.
+pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
+
+/// End the process with [`FORCED_EXIT_CODE`] if it is still running `after` from now.
+///
+/// Each worker enforces the grace period on its own runtime, which a worker busy on the
+/// CPU (a long render) never gets back to; this deadline runs on a thread of its own, so
+/// neither a busy worker nor a busy admin runtime can hold the process past it.
+pub fn exit_after(after: Duration) {
+    let spawned = std::thread::Builder::new().name("sluice-shutdown-deadline".into()).spawn(move || {
+        std::thread::sleep(after);
+        tracing::error!(?after, "shutdown did not finish in time: exiting with the work left undone");
+        std::process::exit(FORCED_EXIT_CODE);
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the shutdown deadline thread");
+    }
 }
 
 /// Run until `signal` resolves, then shut down gracefully.

@@ -7,10 +7,13 @@ use clap::{Parser, Subcommand};
 
 mod ctl;
 mod eval;
+mod logging;
 mod reload;
 mod state;
 
-use crate::config::{self, LogConfig, LogFormat};
+pub use logging::init_logging;
+
+use crate::config::{self, LogConfig};
 use crate::{mock, server};
 
 /// sluice: an OpenAI-compatible LLM gateway for changing prompts and models in
@@ -122,6 +125,7 @@ async fn serve(path: &std::path::Path, watch: bool) -> ExitCode {
         tokio::spawn(reload::run(std::sync::Arc::clone(&running.state), path.to_path_buf(), watch, started_with));
     shutdown.await;
     tracing::info!("shutdown signal received");
+    server::exit_after(running.shutdown_grace + server::SHUTDOWN_MARGIN);
     reloads.abort();
     running.shutdown().await;
     ExitCode::SUCCESS
@@ -192,16 +196,4 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// Logging to stderr; `RUST_LOG` overrides the configured level.
-pub fn init_logging(log: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }

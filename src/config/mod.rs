@@ -147,7 +147,8 @@ pub struct Limits {
     /// Largest request body accepted; larger gets 413.
     #[serde(default = "default_max_body")]
     pub max_request_body: ByteSize,
-    /// Time a client has to send the request head (HTTP/1.1).
+    /// Time a client has to send the request head; also the longest a connection may stay
+    /// open without a request in flight (`server::conn`).
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: HumanDuration,
     /// Time a client has to send the request body once the head has arrived.
@@ -160,7 +161,25 @@ pub struct Limits {
     /// Default: one per CPU core available to the process.
     #[serde(default)]
     pub workers: Option<usize>,
+    /// Largest request head, over HTTP/1.1 (request line and headers, as sent) and HTTP/2
+    /// (the header list, as RFC 9113 counts it); larger gets 431. 64 KiB leaves room for
+    /// large `x-sluice-context` and `x-sluice-variables` headers.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: ByteSize,
+    /// Longest a response write may wait for the client to read: a client that stops
+    /// reading a stream is disconnected after this, and its upstream stream released.
+    #[serde(default = "default_client_write_timeout")]
+    pub client_write_timeout: HumanDuration,
+    /// Most data-plane connections open at once; past it new ones are closed at once. The
+    /// descriptor limit may lower it (`server::accept`); the admin plane has its own cap.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
+
+/// Smallest `limits.max_header_bytes`: hyper's smallest HTTP/1.1 read buffer.
+pub const MIN_HEADER_BYTES: u64 = 8 << 10;
+/// Largest `limits.max_header_bytes`.
+pub const MAX_HEADER_BYTES: u64 = 16 << 20;
 
 /// Most data-plane worker threads accepted in the config.
 pub const MAX_WORKERS: usize = 1024;
@@ -186,6 +205,15 @@ fn default_body_read_timeout() -> HumanDuration {
 fn default_shutdown_grace() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_client_write_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_max_header_bytes() -> ByteSize {
+    ByteSize(64 << 10)
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -195,6 +223,9 @@ impl Default for Limits {
             body_read_timeout: default_body_read_timeout(),
             shutdown_grace: default_shutdown_grace(),
             workers: None,
+            max_header_bytes: default_max_header_bytes(),
+            client_write_timeout: default_client_write_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -348,7 +379,9 @@ pub struct MockConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// A tracing filter, e.g. `info` or `sluice=debug`. `RUST_LOG` overrides it.
+    /// A tracing filter, e.g. `info` or `sluice=debug`. `RUST_LOG` overrides it. At `debug`
+    /// and `trace`, the HTTP and TLS libraries are capped at `info` unless named
+    /// (`cli::logging`).
     #[serde(default = "default_log_level")]
     pub level: String,
     #[serde(default)]

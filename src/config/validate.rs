@@ -64,10 +64,24 @@ fn limits(config: &Config, problems: &mut Vec<Problem>) {
     if l.max_request_body.0 == 0 {
         problems.push(Problem::new("limits.max_request_body", "must be greater than zero"));
     }
-    for (name, d) in [("header_read_timeout", l.header_read_timeout), ("body_read_timeout", l.body_read_timeout)] {
+    for (name, d) in [
+        ("header_read_timeout", l.header_read_timeout),
+        ("body_read_timeout", l.body_read_timeout),
+        ("client_write_timeout", l.client_write_timeout),
+    ] {
         if d.0.is_zero() {
             problems.push(Problem::new(format!("limits.{name}"), "must be greater than zero"));
         }
+    }
+    if l.max_connections == 0 {
+        problems.push(Problem::new("limits.max_connections", "must be greater than zero"));
+    }
+    let header = l.max_header_bytes.0;
+    if !(super::MIN_HEADER_BYTES..=super::MAX_HEADER_BYTES).contains(&header) {
+        problems.push(Problem::new(
+            "limits.max_header_bytes",
+            format!("must be between 8KiB and 16MiB (got {header} bytes)"),
+        ));
     }
     if let Some(n) = l.workers.filter(|n| !(1..=super::MAX_WORKERS).contains(n)) {
         problems

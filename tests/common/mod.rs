@@ -47,6 +47,8 @@ pub enum Step {
     Wait(Duration),
     /// Fail the body: the connection is aborted mid-response.
     Break,
+    /// Send this for ever, as fast as the reader takes it.
+    Forever(String),
 }
 
 /// How an upstream answers.
@@ -234,6 +236,10 @@ impl HttpBody for Scripted {
                 Step::Break => {
                     self.finished = true;
                     return Poll::Ready(Some(Err("scripted break".into())));
+                }
+                Step::Forever(s) => {
+                    self.at -= 1;
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(s)))));
                 }
             }
         }
