@@ -298,7 +298,8 @@ async fn silent_connections_past_the_descriptor_limit_leave_the_admin_plane_answ
 }
 
 /// A flag `busy` whose template renders six nested sections over `vars.a`: with a list of
-/// 200 elements that is 200⁶ iterations, far more than any grace period.
+/// 200 elements that is 200⁶ iterations, far more than any grace period, were it not for
+/// the render budget (which stops it with a 400).
 const BUSY_TEMPLATE: &str = r#"
 ai_configs:
   busy:
@@ -354,8 +355,12 @@ async fn sigterm_ends_the_process_even_when_a_worker_is_busy() {
         assert!(std::time::Instant::now() < deadline, "sluice still running {PATIENCE:?} after SIGTERM (busy: {busy})");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let expected = if busy { sluice::server::FORCED_EXIT_CODE } else { 0 };
-    assert_eq!(code, Some(expected), "exit status (a worker busy: {busy})");
+    // Rendering has a budget, so a busy worker may finish its render and drain within the
+    // grace (0), or still be busy at the deadline (forced); either way the process ends.
+    assert!(
+        code == Some(0) || code == Some(sluice::server::FORCED_EXIT_CODE),
+        "exit status {code:?} (a worker busy: {busy})"
+    );
     answer.abort();
 }
 
