@@ -42,6 +42,17 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
+# The port a server bound (it was given port 0), read from its log line `key=ADDR`.
+addr_in_log() {
+  local a
+  for _ in $(seq 400); do
+    a=$(sed 's/\x1b\[[0-9;]*m//g' "$1" 2>/dev/null | grep -o "$2=127\.0\.0\.1:[0-9]*" | head -1 | cut -d= -f2)
+    [ -n "$a" ] && { echo "${a##*:}"; return 0; }
+    sleep 0.05
+  done
+  echo "$1 never named its $2" >&2; exit 1
+}
+# nginx and the floor cannot report a port they chose; only the full run (never CI) uses them.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
   for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
@@ -57,22 +68,22 @@ cpu_ticks() {
 }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
-mock_port=$(free_port); data_port=$(free_port); admin_port=$(free_port); nginx_port=$(free_port)
-floor_port=$(free_port)
+log "start the mock provider"
+"$bin" mock-provider --listen 127.0.0.1:0 2>"$work/mock.log" & pids+=($!); mock_pid=$!
+mock_port=$(addr_in_log "$work/mock.log" address)
 
-log "start the mock provider on :$mock_port"
-"$bin" mock-provider --listen "127.0.0.1:$mock_port" 2>"$work/mock.log" & pids+=($!); mock_pid=$!
-wait_port "$mock_port"
-
-log "start sluice on :$data_port"
-DATA_ADDR=127.0.0.1:$data_port ADMIN_ADDR=127.0.0.1:$admin_port MOCK_ADDR=127.0.0.1:$mock_port \
+log "start sluice (upstream :$mock_port)"
+# The config logs at warn; the server's own start-up line names the ports it bound.
+RUST_LOG=warn,sluice::server=info DATA_ADDR=127.0.0.1:0 ADMIN_ADDR=127.0.0.1:0 MOCK_ADDR=127.0.0.1:$mock_port \
   "$bin" serve --config load-tests/sluice.yaml 2>"$work/sluice.log" & pids+=($!); sluice_pid=$!
+data_port=$(addr_in_log "$work/sluice.log" data_addr); admin_port=$(addr_in_log "$work/sluice.log" admin_addr)
 wait_port "$data_port"; wait_port "$admin_port"
 sleep 1
 idle_rss_kb=$(rss_kb "$sluice_pid")
 
 targets=("sluice 127.0.0.1:$data_port support-bot $sluice_pid")
 if ! $smoke; then
+  nginx_port=$(free_port); floor_port=$(free_port)
   log "start nginx on :$nginx_port"
   cat > "$work/nginx.conf" <<NGINX
 worker_processes auto;
