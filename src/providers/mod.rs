@@ -334,8 +334,10 @@ impl HttpUpstream {
                 (pq, req.body, Reply::Azure { normalise: *normalise })
             }
             Dialect::Anthropic { max_tokens } => {
+                // The body is the app's (sluice's edits are valid JSON): what this parser
+                // cannot read is the app's problem, never the provider's.
                 let openai: serde_json::Value =
-                    serde_json::from_slice(&req.body).map_err(|_| UpstreamError::InvalidRequest)?;
+                    serde_json::from_slice(&req.body).map_err(|e| SendError::Untranslatable(e.to_string()))?;
                 let defaults = anthropic::request::Defaults { max_tokens: *max_tokens };
                 let translated = anthropic::request::translate(&openai, defaults)
                     .map_err(|e| SendError::Refused { param: e.param, message: e.message })?;

@@ -86,6 +86,10 @@ pub enum GatewayError {
     /// provider that returns one choice).
     #[error("{message}")]
     Refused { param: &'static str, message: String },
+    /// The body cannot be translated for the chosen provider (JSON nested deeper than the
+    /// translation takes, a lone surrogate…): the app's problem, never the provider's.
+    #[error("the request cannot be translated for this model's provider: {0}")]
+    Untranslatable(String),
     #[error("internal gateway error")]
     Internal,
 }
@@ -101,6 +105,7 @@ impl GatewayError {
             BodyRead | MalformedJson(_) | NotAnObject | MissingModel | InvalidField { .. } | Refused { .. } => {
                 StatusCode::BAD_REQUEST
             }
+            Untranslatable(_) => StatusCode::BAD_REQUEST,
             InvalidContext(_) | InvalidVariables(_) | ContextKeyRequired(_) | InvalidMessages => {
                 StatusCode::BAD_REQUEST
             }
@@ -142,6 +147,7 @@ impl GatewayError {
             ContextKeyRequired(_) => ("invalid_request_error", Some("user"), Some("context_key_required")),
             InvalidMessages => ("invalid_request_error", Some("messages"), Some("invalid_type")),
             Refused { param, .. } => ("invalid_request_error", Some(param), Some("unsupported_value")),
+            Untranslatable(_) => ("invalid_request_error", None, Some("unsupported_value")),
             FlagError { .. } => ("server_error", None, Some("flag_evaluation_error")),
             AiConfigDisabled(_) => ("server_error", None, Some("ai_config_disabled")),
             UnknownUrl { .. } => ("invalid_request_error", None, Some("unknown_url")),

@@ -113,6 +113,7 @@ pub async fn send(
         Failure::Error(match error {
             SendError::Upstream(error) => upstream_error(provider, error),
             SendError::Refused { param, message } => GatewayError::Refused { param, message },
+            SendError::Untranslatable(reason) => GatewayError::Untranslatable(reason),
         })
     })?;
     if resp.status().is_server_error() {
