@@ -119,3 +119,65 @@ async fn a_body_the_anthropic_translation_cannot_read_is_the_apps_400_never_a_fa
     assert_eq!(requests(&m, "fb-ant", "control", "ok"), 0.0, "no fallback");
     gw.shutdown().await;
 }
+
+/// What an upstream that echoes the credentials it received answers, by `x-evil`.
+fn echoing(r: &Recorded) -> Reply {
+    let key = ["authorization", "x-api-key", "api-key"]
+        .iter()
+        .find_map(|h| r.headers.get(*h))
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let evil = r.headers.get("x-evil").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    match evil.as_str() {
+        status @ ("401" | "403") => Reply::Raw {
+            status: status.parse().unwrap(),
+            headers: vec![("content-type", "application/json".into()), ("x-echo-key", key.clone())],
+            body: format!(r#"{{"error":{{"message":"Incorrect API key provided: {key}.","code":"invalid_api_key"}}}}"#),
+        },
+        "307" => Reply::Raw {
+            status: 307,
+            headers: vec![("location", "http://127.0.0.1:9/steal".into()), ("x-echo-key", key)],
+            body: String::new(),
+        },
+        _ => Reply::Raw {
+            status: 200,
+            headers: vec![
+                ("content-type", "application/json".into()),
+                ("set-cookie", format!("s={key}")),
+                ("x-echo-key", key),
+                ("x-ratelimit-remaining-requests", "99".into()),
+            ],
+            body: CHAT_RESPONSE.into(),
+        },
+    }
+}
+
+/// The whole response as text: status, every header, the body.
+fn everything(a: &Answer) -> String {
+    format!("{} {:?} {}", a.status, a.headers, a.text())
+}
+
+#[tokio::test]
+async fn a_providers_credentials_cookies_and_redirects_never_reach_the_app() {
+    let (_bad, _good, gw) = setup(Reply::PerRequest(Arc::new(echoing))).await;
+    for model in ["oai/m", "ant/m", "az/m"] {
+        for evil in ["401", "403", "307"] {
+            let a = send(gw.data_addr, chat(model, &[("x-evil", evil)], "")).await;
+            assert_eq!((a.status.as_u16(), a.error_code().as_str()), (502, "upstream_misconfigured"), "{model} {evil}");
+            assert!(!everything(&a).contains(PROVIDER_KEY), "{model} {evil}: {}", everything(&a));
+            assert!(a.headers.get("location").is_none() && a.headers.get("x-echo-key").is_none(), "{model} {evil}");
+        }
+    }
+    for model in ["oai/m", "az/m"] {
+        let a = send(gw.data_addr, chat(model, &[], "")).await;
+        assert_eq!(a.status, 200, "{model}: {}", a.text());
+        assert!(!everything(&a).contains(PROVIDER_KEY), "{model}: {}", everything(&a));
+        assert!(a.headers.get("set-cookie").is_none(), "{model}");
+        assert_eq!(a.header("x-ratelimit-remaining-requests"), "99", "{model}: rate limits are the app's to see");
+        assert_eq!(a.header("content-type"), "application/json", "{model}");
+    }
+    // A fallback is tried, as for any provider failure before the first byte.
+    let a = send(gw.data_addr, chat("fb-oai", &[("x-evil", "401")], "")).await;
+    assert_eq!((a.status.as_u16(), a.header("x-sluice-fallback-from")), (200, "candidate"), "{}", a.text());
+    gw.shutdown().await;
+}

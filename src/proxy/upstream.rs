@@ -41,9 +41,23 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "accept-encoding",
 ];
 
-/// Response headers never passed back: hop-by-hop only.
-const DROPPED_RESPONSE_HEADERS: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+/// Provider response headers passed back to the app: what describes the body, and the
+/// rate-limit and request-id headers apps and SDKs act on. Every other header a provider
+/// sends (cookies, an echo of the key it received, its routing and account details,
+/// hop-by-hop headers) stays with sluice.
+const ALLOWED_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "cache-control",
+    "retry-after",
+    "retry-after-ms",
+    "request-id",
+    "apim-request-id",
+    "openai-processing-ms",
+    "openai-version",
+];
+/// Header families passed back too (`x-ratelimit-remaining-tokens`, …).
+const ALLOWED_RESPONSE_PREFIXES: &[&str] = &["x-ratelimit-", "anthropic-ratelimit-"];
 
 /// What is the same for every attempt of one request.
 pub struct Call<'a> {
@@ -117,7 +131,7 @@ pub async fn send(
         })
     })?;
     if resp.status().is_server_error() {
-        return Err(Failure::Status(strip_hop_by_hop(resp)));
+        return Err(Failure::Status(allowed_headers_only(resp)));
     }
     respond(resp, Arc::clone(provider), call, record).await.map_err(Failure::Error)
 }
@@ -153,14 +167,20 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-fn strip_hop_by_hop(mut resp: Response<Body>) -> Response<Body> {
-    let listed = connection_listed(resp.headers());
+/// Whether a provider's response header may reach the app.
+fn allowed(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    ALLOWED_RESPONSE_HEADERS.contains(&name) || ALLOWED_RESPONSE_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The response with only the provider headers the app may see.
+fn allowed_headers_only(mut resp: Response<Body>) -> Response<Body> {
     let headers = resp.headers_mut();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in DROPPED_RESPONSE_HEADERS {
-        headers.remove(*name);
+    if headers.keys().any(|k| !allowed(k)) {
+        let dropped: Vec<HeaderName> = headers.keys().filter(|k| !allowed(k)).cloned().collect();
+        for name in dropped {
+            headers.remove(name);
+        }
     }
     resp
 }
@@ -172,7 +192,7 @@ async fn respond(
     call: &Call<'_>,
     record: &mut Recorder,
 ) -> Result<Response<Body>, GatewayError> {
-    let (parts, mut inner) = strip_hop_by_hop(resp).into_parts();
+    let (parts, mut inner) = allowed_headers_only(resp).into_parts();
     let content_type = parts.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
     let sse = content_type.starts_with(b"text/event-stream");
     let first = if call.stream && sse && parts.status.is_success() {
