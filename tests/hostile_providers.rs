@@ -181,3 +181,67 @@ async fn a_providers_credentials_cookies_and_redirects_never_reach_the_app() {
     assert_eq!((a.status.as_u16(), a.header("x-sluice-fallback-from")), (200, "candidate"), "{}", a.text());
     gw.shutdown().await;
 }
+
+/// A stream with one event, then an event that never ends (`size` bytes of it).
+fn never_ending(first: &str, size: usize) -> Reply {
+    let mut steps = vec![Step::Send(first.to_string()), Step::Send("data: {\"x\":\"".into())];
+    let piece = "A".repeat(64 * 1024);
+    for _ in 0..size / piece.len() {
+        steps.push(Step::Send(piece.clone()));
+    }
+    Reply::Sse(steps)
+}
+
+#[tokio::test]
+async fn an_event_that_never_ends_is_cut_at_1_mib_with_an_error_event() {
+    let chunk = r#"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"first"}}]}
+
+"#;
+    let anthropic_start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg\",\"model\":\"m\",\"usage\":{\"input_tokens\":1}}}\n\n";
+    for (kind, first, extra) in [
+        ("oai", chunk, ""),
+        ("oai", chunk, r#","stream_options":{"include_usage":true}"#),
+        ("ant", anthropic_start, ""),
+    ] {
+        let (_bad, _good, gw) = setup(never_ending(first, 1536 * 1024)).await;
+        let a = send(gw.data_addr, chat(&format!("{kind}/m"), &[], &format!(r#","stream":true{extra}"#))).await;
+        assert_eq!(a.status, 200, "{kind}");
+        let text = a.text();
+        assert!(!text.contains("AAAA"), "{kind}: the partial event never reaches the app");
+        assert!(text.len() < 4096, "{kind}: {} bytes", text.len());
+        let last = text.trim_end().rsplit("\n\n").next().unwrap();
+        let error: serde_json::Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(error["error"]["code"], "upstream_protocol_error", "{kind}: {text}");
+        let m = parse(&scrape(&gw).await);
+        let failed = sum(&m, "sluice_requests_total", &[("provider", kind), ("outcome", "upstream_error")]);
+        assert_eq!(failed, 1.0, "{kind}: the provider's failure");
+        gw.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn cr_only_line_endings_end_events() {
+    let up = Upstream::start(Reply::PerRequest(Arc::new(|r: &Recorded| {
+        let steps = openai_stream(r, &["a", "b"]);
+        Reply::Sse(
+            steps
+                .into_iter()
+                .map(|s| if let Step::Send(t) = s { Step::Send(t.replace('\n', "\r")) } else { s })
+                .collect(),
+        )
+    })))
+    .await;
+    let gw = gateway(&config(&up.base_url(), "")).await;
+    let a = send(gw.data_addr, chat("up/gpt-x", &[], r#","stream":true"#)).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    // What the app would have had without sluice asking for usage: the same CR-only stream.
+    let plain = Recorded { body: r#"{"stream":true}"#.into(), ..up.last() };
+    let expected: String = openai_stream(&plain, &["a", "b"])
+        .into_iter()
+        .map(|s| if let Step::Send(t) = s { t.replace('\n', "\r") } else { String::new() })
+        .collect();
+    assert_eq!(a.text(), expected, "usage removed, byte for byte");
+    let m = parse(&scrape(&gw).await);
+    assert_eq!(sum(&m, "sluice_tokens_total", &[("provider", "up")]), 10.0, "usage read: {m:?}");
+    gw.shutdown().await;
+}
