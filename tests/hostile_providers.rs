@@ -182,6 +182,43 @@ async fn a_providers_credentials_cookies_and_redirects_never_reach_the_app() {
     gw.shutdown().await;
 }
 
+/// An upstream answering 200 `text/event-stream` with `body` (then the end).
+fn sse_answer(body: &str) -> Reply {
+    Reply::Raw { status: 200, headers: vec![("content-type", "text/event-stream".into())], body: body.into() }
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_before_its_first_event_is_a_502_or_a_fallback_on_every_kind() {
+    // Nothing at all; bytes that hold no event; events without data; for Anthropic, an
+    // OpenAI chunk (not one of its events).
+    let bodies = [
+        ("empty", ""),
+        ("garbage", "\u{1}\u{2}garbage without an end"),
+        ("no data", ": ping\n\nevent: x\r\rid: 3\n\n"),
+        ("not anthropic", "data: {\"choices\":[]}\n\n"),
+    ];
+    for (what, body) in bodies {
+        let (_bad, good, gw) = setup(sse_answer(body)).await;
+        let kinds: &[&str] = if what == "not anthropic" { &["ant"] } else { &["oai", "ant", "az"] };
+        for kind in kinds {
+            let a = send(gw.data_addr, chat(&format!("{kind}/m"), &[], r#","stream":true"#)).await;
+            assert_eq!(
+                (a.status.as_u16(), a.error_code().as_str()),
+                (502, "upstream_stream_broken"),
+                "{what}, {kind}: {}",
+                a.text()
+            );
+            let a = send(gw.data_addr, chat(&format!("fb-{kind}"), &[], r#","stream":true"#)).await;
+            assert_eq!(a.status, 200, "{what}, fb-{kind}: {}", a.text());
+            assert_eq!(a.header("x-sluice-fallback-from"), "candidate", "{what}, fb-{kind}");
+            assert_eq!(a.header("x-sluice-variation"), "control", "{what}, fb-{kind}");
+            assert!(a.text().contains("\"ok\"") && a.text().ends_with("data: [DONE]\n\n"), "{what}: {}", a.text());
+        }
+        assert!(good.calls.load(std::sync::atomic::Ordering::SeqCst) > 0);
+        gw.shutdown().await;
+    }
+}
+
 /// A stream with one event, then an event that never ends (`size` bytes of it).
 fn never_ending(first: &str, size: usize) -> Reply {
     let mut steps = vec![Step::Send(first.to_string()), Step::Send("data: {\"x\":\"".into())];

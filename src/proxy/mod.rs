@@ -18,6 +18,7 @@
 
 pub mod context;
 pub mod error;
+mod peek;
 pub mod record;
 pub mod request;
 pub mod sse;

@@ -13,6 +13,7 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 
 use super::error::{GatewayError, Outcome};
+use super::peek::first_event;
 use super::record::Recorder;
 use super::sse::Tap;
 use super::stream::{Forward, Reading};
@@ -197,9 +198,9 @@ async fn respond(
     let sse = content_type.starts_with(b"text/event-stream");
     let first = if call.stream && sse && parts.status.is_success() {
         let waiting = Instant::now();
-        let first = peek_first(&mut inner, &provider).await;
+        let first = first_event(&mut inner, provider.timeouts.first_byte).await;
         record.waited(waiting);
-        first?
+        Some(Frame::data(first.map_err(|e| upstream_error(&provider, e))?))
     } else {
         None
     };
@@ -214,21 +215,6 @@ async fn respond(
     };
     let body = Forward::new(inner, first, provider, reading, record.hand_off(parts.status), parts.status);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
-}
-
-/// Wait for a stream's first frame, so a provider that fails before its first event
-/// still gets a proper error status instead of a 200 with a broken stream.
-/// Empty frames (a rewritten provider's keep-alives and annotations) are not the first event.
-async fn peek_first(inner: &mut Body, provider: &Provider) -> Result<Option<Frame<Bytes>>, GatewayError> {
-    let deadline = tokio::time::Instant::now() + provider.timeouts.first_byte;
-    loop {
-        match tokio::time::timeout_at(deadline, inner.frame()).await {
-            Err(_) => return Err(upstream_error(provider, UpstreamError::FirstByteTimeout)),
-            Ok(Some(Err(_))) => return Err(upstream_error(provider, UpstreamError::StreamBroken)),
-            Ok(Some(Ok(frame))) if frame.data_ref().is_some_and(Bytes::is_empty) => continue,
-            Ok(frame) => return Ok(frame.and_then(Result::ok)),
-        }
-    }
 }
 
 fn upstream_error(provider: &Provider, error: UpstreamError) -> GatewayError {
