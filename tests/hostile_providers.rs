@@ -282,3 +282,42 @@ async fn cr_only_line_endings_end_events() {
     assert_eq!(sum(&m, "sluice_tokens_total", &[("provider", "up")]), 10.0, "usage read: {m:?}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_anthropic_200_that_is_not_a_messages_answer_is_a_502() {
+    let (_bad, _good, gw) = setup(json_reply(CHAT_RESPONSE)).await;
+    let a = send(gw.data_addr, chat("ant/m", &[], "")).await;
+    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (502, "upstream_protocol_error"), "{}", a.text());
+    let a = send(gw.data_addr, chat("fb-ant", &[], "")).await;
+    assert_eq!((a.status.as_u16(), a.header("x-sluice-fallback-from")), (200, "candidate"), "{}", a.text());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn error_codes_say_what_is_wrong() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&config(&up.base_url(), "")).await;
+    // The scheme is case-insensitive.
+    for scheme in ["BEARER", "bearer", "BeArEr"] {
+        let mut req = chat("fast", &[], "");
+        req.headers_mut().insert("authorization", format!("{scheme} {KEY}").parse().unwrap());
+        assert_eq!(send(gw.data_addr, req).await.status, 200, "{scheme}");
+    }
+    // A string that does not decode is bad JSON, not a wrong type.
+    let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), r#"{"model":"\ud800","messages":[]}"#)).await;
+    assert_eq!((a.status.as_u16(), a.error_code().as_str()), (400, "invalid_json"), "{}", a.text());
+    assert!(a.text().contains("escape"), "{}", a.text());
+    // A body whose framing is broken could not be read: not a JSON problem.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read_to_end(&mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("\"unreadable_body\""), "{answer}");
+    gw.shutdown().await;
+}

@@ -428,6 +428,11 @@ impl HttpUpstream {
                     return Ok(json_response(parts, to, &json));
                 }
                 let message: serde_json::Value = serde_json::from_slice(&body).map_err(|_| UpstreamError::Protocol)?;
+                // JSON that is not a Messages answer (another API's, an error page's) would
+                // translate to an empty one: it is the provider's failure.
+                if !anthropic::response::is_message(&message) {
+                    return Err(UpstreamError::Protocol);
+                }
                 let json = anthropic::response::translate(&message, &reply, created);
                 Ok(json_response(parts, status, &json))
             }

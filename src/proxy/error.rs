@@ -52,7 +52,8 @@ pub enum GatewayError {
     BodyTooLarge { limit: u64 },
     #[error("timed out reading the request body")]
     BodyTimeout,
-    #[error("could not read the request body")]
+    /// The body's framing is broken (bad chunked encoding, a connection cut mid-body).
+    #[error("could not read the request body: its framing is broken or it was cut short")]
     BodyRead,
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
@@ -138,7 +139,8 @@ impl GatewayError {
             InvalidKey => ("invalid_request_error", None, Some("invalid_api_key")),
             BodyTooLarge { .. } => ("invalid_request_error", None, Some("request_too_large")),
             BodyTimeout => ("invalid_request_error", None, Some("request_timeout")),
-            BodyRead | MalformedJson(_) | NotAnObject => ("invalid_request_error", None, Some("invalid_json")),
+            BodyRead => ("invalid_request_error", None, Some("unreadable_body")),
+            MalformedJson(_) | NotAnObject => ("invalid_request_error", None, Some("invalid_json")),
             MissingModel => ("invalid_request_error", Some("model"), Some("missing_model")),
             InvalidField { field, .. } => ("invalid_request_error", Some(field), Some("invalid_type")),
             ModelNotFound(_) => ("invalid_request_error", Some("model"), Some("model_not_found")),
