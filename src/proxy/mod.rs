@@ -13,7 +13,7 @@
 //! | 4 | resolve `model` to a route (targeting slots in here) | `Snapshot::route` |
 //! | 5 | rewrite the body (`model` → the provider's name) | `JsonBody::rewrite` |
 //! | 6 | send upstream, wait for the head within the first-byte timeout | `Provider::send` |
-//! | 7 | for a stream, peek the first event before committing the status | [`peek_first`] |
+//! | 7 | for a stream, wait for the first event (the first with `data`) before committing the status | [`peek::first_event`] |
 //! | 8 | forward the body frame by frame | [`stream::Forward`] |
 
 pub mod context;
