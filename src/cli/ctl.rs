@@ -293,10 +293,15 @@ async fn call(
     body: Option<Value>,
     if_match: Option<u64>,
 ) -> Result<Value, String> {
-    let url = format!("{}/admin/v1{path}", args.url.trim_end_matches('/'));
-    let mut req = Request::builder().method(method).uri(&url).header("content-type", "application/json");
+    let target = format!("{}/admin/v1{path}", args.url.trim_end_matches('/'));
+    // What errors show: the URL without any `user:password@`.
+    let url = without_userinfo(&target);
+    let mut req = Request::builder().method(method).uri(&target).header("content-type", "application/json");
     if let Some(token) = &args.token {
-        req = req.header("authorization", format!("Bearer {token}"));
+        let value = http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            "invalid admin token: it holds a line break or another character a header cannot carry".to_string()
+        })?;
+        req = req.header("authorization", value);
     }
     if let Some(rev) = if_match {
         req = req.header("if-match", format!("\"{rev}\""));
@@ -333,6 +338,17 @@ async fn call(
         }
     }
     Err(format!("{} {}", status.as_u16(), message))
+}
+
+/// `url` without the `user:password@` of its authority (never shown in errors).
+fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if scheme.is_empty() => rest[at + 1..].to_string(),
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 /// A table: columns padded to their widest cell.
@@ -502,5 +518,41 @@ fn render(command: &CtlCommand, v: &Value) -> String {
             table(&["FLAG", "STATE", "STEP", "METRIC", "SAMPLES C/T", "ESTIMATE", "INTERVAL", "Λ", "DECISION"], &rows)
         }
         _ => format!("ok: revision {} ({} object(s) changed)\n", text(&v["revision"]), text(&v["changes"])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        ctl: CtlArgs,
+    }
+
+    fn args(extra: &[&str]) -> CtlArgs {
+        let mut argv = vec!["sluice"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().ctl
+    }
+
+    #[test]
+    fn urls_are_shown_without_credentials() {
+        assert_eq!(without_userinfo("http://u:PASS@127.0.0.1:9/admin/v1/flags"), "http://127.0.0.1:9/admin/v1/flags");
+        assert_eq!(without_userinfo("https://h/a@b"), "https://h/a@b", "an @ in the path is not userinfo");
+        assert_eq!(without_userinfo("http://h:1"), "http://h:1");
+    }
+
+    #[tokio::test]
+    async fn errors_never_echo_url_credentials_and_a_bad_token_says_so() {
+        let a = args(&["--url", "http://u:URLPASS-SECRET@127.0.0.1:9", "status"]);
+        let err = call(&a, Method::GET, "/status", None, None).await.unwrap_err();
+        assert!(!err.contains("URLPASS-SECRET") && err.contains("127.0.0.1:9"), "{err}");
+        let a = args(&["--url", "http://127.0.0.1:9", "--token", "abc\r\nx-injected: 1", "status"]);
+        let err = call(&a, Method::GET, "/status", None, None).await.unwrap_err();
+        assert!(err.starts_with("invalid admin token"), "{err}");
     }
 }

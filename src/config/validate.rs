@@ -104,6 +104,11 @@ fn providers(config: &Config, problems: &mut Vec<Problem>) {
         if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
             problems.push(Problem::new(&at, "a provider name must be non-empty, without `/` or spaces"));
         }
+        if p.base_url.as_deref().is_some_and(has_userinfo) {
+            // The value is not quoted: it holds a secret.
+            let msg = "the URL cannot hold credentials (`user:password@`): put the key in `api_key` or `headers`";
+            problems.push(Problem::new(format!("{at}.base_url"), msg));
+        }
         match (p.kind, &p.base_url) {
             (ProviderKind::Openai | ProviderKind::AzureOpenai, None) => {
                 problems.push(Problem::new(&at, format!("an `{}` provider needs `base_url`", p.kind.as_str())));
@@ -195,6 +200,12 @@ fn kind_fields(at: &str, p: &super::ProviderConfig, problems: &mut Vec<Problem>)
             ));
         }
     }
+}
+
+/// Whether a URL has a `user:password@` part.
+fn has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', '?', '#']).next().is_some_and(|authority| authority.contains('@'))
 }
 
 fn check_base_url(url: &str) -> Result<(), String> {

@@ -63,6 +63,11 @@ impl StreamNormaliser {
     pub fn finish(&mut self) -> Vec<u8> {
         self.events.take_rest()
     }
+
+    /// Whether an event grew past [`crate::sse_event::MAX_EVENT`]: the stream is cut.
+    pub fn too_large(&self) -> bool {
+        self.events.too_large()
+    }
 }
 
 /// What to do with one chunk.

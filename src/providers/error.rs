@@ -57,4 +57,8 @@ pub enum SendError {
     /// The request cannot go to this provider as it is (a 400 for the app).
     #[error("{message}")]
     Refused { param: &'static str, message: String },
+    /// The body is not JSON this provider's translation can read (nested deeper than its
+    /// parser takes, a lone surrogate in a string…): a 400 for the app, like `Refused`.
+    #[error("{0}")]
+    Untranslatable(String),
 }

@@ -334,8 +334,10 @@ impl HttpUpstream {
                 (pq, req.body, Reply::Azure { normalise: *normalise })
             }
             Dialect::Anthropic { max_tokens } => {
+                // The body is the app's (sluice's edits are valid JSON): what this parser
+                // cannot read is the app's problem, never the provider's.
                 let openai: serde_json::Value =
-                    serde_json::from_slice(&req.body).map_err(|_| UpstreamError::InvalidRequest)?;
+                    serde_json::from_slice(&req.body).map_err(|e| SendError::Untranslatable(e.to_string()))?;
                 let defaults = anthropic::request::Defaults { max_tokens: *max_tokens };
                 let translated = anthropic::request::translate(&openai, defaults)
                     .map_err(|e| SendError::Refused { param: e.param, message: e.message })?;
@@ -378,18 +380,20 @@ impl HttpUpstream {
     ) -> Result<Response<Body>, UpstreamError> {
         let sse = resp.headers().get(CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         let ok = resp.status().is_success();
+        let status = resp.status().as_u16();
+        if resp.status().is_redirection() || matches!(status, 401 | 403 | 404) {
+            // The gateway's key, model, deployment or URL is wrong: never the app's (and a
+            // provider's 401 may quote the key it received). A redirect is not followed,
+            // nor passed on. The body is not read.
+            let (parts, _) = resp.into_parts();
+            return Ok(json_response(parts, 502, &misconfigured(status)));
+        }
         match reply {
             Reply::Plain => Ok(resp),
             Reply::FillToolIndex if ok && sse => Ok(rewrite(resp, Box::new(openai::ToolIndexFiller::new()))),
             Reply::FillToolIndex => Ok(resp),
             Reply::Azure { normalise } => {
                 if !ok {
-                    let status = resp.status().as_u16();
-                    if matches!(status, 401 | 403 | 404) {
-                        // The gateway's key, deployment or api-version is wrong: never the app's.
-                        let (parts, _) = read_whole(resp, timeouts).await?;
-                        return Ok(json_response(parts, 502, &misconfigured(status)));
-                    }
                     if status != 400 {
                         return Ok(resp);
                     }
@@ -424,6 +428,11 @@ impl HttpUpstream {
                     return Ok(json_response(parts, to, &json));
                 }
                 let message: serde_json::Value = serde_json::from_slice(&body).map_err(|_| UpstreamError::Protocol)?;
+                // JSON that is not a Messages answer (another API's, an error page's) would
+                // translate to an empty one: it is the provider's failure.
+                if !anthropic::response::is_message(&message) {
+                    return Err(UpstreamError::Protocol);
+                }
                 let json = anthropic::response::translate(&message, &reply, created);
                 Ok(json_response(parts, status, &json))
             }
@@ -504,8 +513,9 @@ fn json_response(mut parts: http::response::Parts, status: u16, json: &serde_jso
     Response::from_parts(parts, crate::body::full(json.to_string()))
 }
 
-/// The error for a provider's 401 / 403 / 404: the gateway's configuration is wrong (its
-/// key, model or deployment), which the app must never take for its own bad key.
+/// The error for a provider's 401 / 403 / 404 or redirect, whatever its kind: the gateway's
+/// configuration is wrong (its key, model, deployment or URL), which the app must never
+/// take for its own bad key.
 fn misconfigured(status: u16) -> serde_json::Value {
     serde_json::json!({"error": {
         "message": format!("the provider answered {status}: check this provider's key, model and URL in the gateway's config"),

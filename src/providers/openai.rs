@@ -74,6 +74,11 @@ impl ToolIndexFiller {
     pub fn finish(&mut self) -> Vec<u8> {
         self.events.take_rest()
     }
+
+    /// Whether an event grew past [`crate::sse_event::MAX_EVENT`]: the stream is cut.
+    pub fn too_large(&self) -> bool {
+        self.events.too_large()
+    }
 }
 
 fn fill_event(choices: &mut HashMap<u64, Calls>, event: &[u8], out: &mut Vec<u8>) {

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use super::UpstreamError;
 use crate::body::{Body, BoxError};
 
 /// A per-stream rewriter of SSE bytes.
@@ -25,6 +26,12 @@ pub trait StreamRewrite: Send {
     fn finished(&self) -> bool {
         false
     }
+    /// Whether the stream failed in a way the proxy reports itself, as an error of the body:
+    /// before anything of it was sent (so it can still be a 502, and a fallback), or with an
+    /// event longer than [`crate::sse_event::MAX_EVENT`]. Nothing after it is read.
+    fn broken(&self) -> Option<UpstreamError> {
+        None
+    }
 }
 
 impl StreamRewrite for super::anthropic::stream::Translator {
@@ -37,6 +44,9 @@ impl StreamRewrite for super::anthropic::stream::Translator {
     fn finished(&self) -> bool {
         super::anthropic::stream::Translator::finished(self)
     }
+    fn broken(&self) -> Option<UpstreamError> {
+        super::anthropic::stream::Translator::broken(self)
+    }
 }
 
 impl StreamRewrite for super::azure::StreamNormaliser {
@@ -45,6 +55,9 @@ impl StreamRewrite for super::azure::StreamNormaliser {
     }
     fn finish(&mut self) -> Vec<u8> {
         super::azure::StreamNormaliser::finish(self)
+    }
+    fn broken(&self) -> Option<UpstreamError> {
+        super::azure::StreamNormaliser::too_large(self).then_some(UpstreamError::Protocol)
     }
 }
 
@@ -55,6 +68,9 @@ impl StreamRewrite for super::openai::ToolIndexFiller {
     fn finish(&mut self) -> Vec<u8> {
         super::openai::ToolIndexFiller::finish(self)
     }
+    fn broken(&self) -> Option<UpstreamError> {
+        super::openai::ToolIndexFiller::too_large(self).then_some(UpstreamError::Protocol)
+    }
 }
 
 /// An upstream body passed through a [`StreamRewrite`].
@@ -62,11 +78,29 @@ pub struct Rewritten {
     inner: Body,
     rewrite: Box<dyn StreamRewrite>,
     done: bool,
+    /// The rewriter's failure, returned after the bytes it produced before it.
+    broken: Option<UpstreamError>,
 }
 
 impl Rewritten {
     pub fn new(inner: Body, rewrite: Box<dyn StreamRewrite>) -> Self {
-        Rewritten { inner, rewrite, done: false }
+        Rewritten { inner, rewrite, done: false, broken: None }
+    }
+
+    /// `out` (what the rewriter just produced), unless it broke: then `out` when there is
+    /// something, and the error next.
+    fn produced(&mut self, out: Vec<u8>) -> Option<Result<Frame<Bytes>, BoxError>> {
+        match self.rewrite.broken() {
+            None => Some(Ok(Frame::data(Bytes::from(out)))),
+            Some(e) => {
+                self.done = true;
+                if out.is_empty() {
+                    return Some(Err(Box::new(e)));
+                }
+                self.broken = Some(e);
+                Some(Ok(Frame::data(Bytes::from(out))))
+            }
+        }
     }
 }
 
@@ -76,6 +110,9 @@ impl HttpBody for Rewritten {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(e) = this.broken.take() {
+            return Poll::Ready(Some(Err(Box::new(e))));
+        }
         if this.done {
             return Poll::Ready(None);
         }
@@ -87,7 +124,7 @@ impl HttpBody for Rewritten {
                 Ok(data) => {
                     let out = this.rewrite.feed(&data);
                     this.done = this.rewrite.finished();
-                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))))
+                    Poll::Ready(this.produced(out))
                 }
                 Err(other) => Poll::Ready(Some(Ok(other))),
             },
@@ -99,13 +136,16 @@ impl HttpBody for Rewritten {
             None => {
                 this.done = true;
                 let rest = this.rewrite.finish();
-                Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(Bytes::from(rest)))))
+                if rest.is_empty() && this.rewrite.broken().is_none() {
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(this.produced(rest))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.broken.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -52,7 +52,8 @@ pub enum GatewayError {
     BodyTooLarge { limit: u64 },
     #[error("timed out reading the request body")]
     BodyTimeout,
-    #[error("could not read the request body")]
+    /// The body's framing is broken (bad chunked encoding, a connection cut mid-body).
+    #[error("could not read the request body: its framing is broken or it was cut short")]
     BodyRead,
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
@@ -90,6 +91,10 @@ pub enum GatewayError {
     /// provider that returns one choice).
     #[error("{message}")]
     Refused { param: &'static str, message: String },
+    /// The body cannot be translated for the chosen provider (JSON nested deeper than the
+    /// translation takes, a lone surrogate…): the app's problem, never the provider's.
+    #[error("the request cannot be translated for this model's provider: {0}")]
+    Untranslatable(String),
     #[error("internal gateway error")]
     Internal,
 }
@@ -105,6 +110,7 @@ impl GatewayError {
             BodyRead | MalformedJson(_) | NotAnObject | MissingModel | InvalidField { .. } | Refused { .. } => {
                 StatusCode::BAD_REQUEST
             }
+            Untranslatable(_) => StatusCode::BAD_REQUEST,
             InvalidContext(_)
             | InvalidVariables(_)
             | ContextKeyRequired(_)
@@ -139,7 +145,8 @@ impl GatewayError {
             InvalidKey => ("invalid_request_error", None, Some("invalid_api_key")),
             BodyTooLarge { .. } => ("invalid_request_error", None, Some("request_too_large")),
             BodyTimeout => ("invalid_request_error", None, Some("request_timeout")),
-            BodyRead | MalformedJson(_) | NotAnObject => ("invalid_request_error", None, Some("invalid_json")),
+            BodyRead => ("invalid_request_error", None, Some("unreadable_body")),
+            MalformedJson(_) | NotAnObject => ("invalid_request_error", None, Some("invalid_json")),
             MissingModel => ("invalid_request_error", Some("model"), Some("missing_model")),
             InvalidField { field, .. } => ("invalid_request_error", Some(field), Some("invalid_type")),
             ModelNotFound(_) => ("invalid_request_error", Some("model"), Some("model_not_found")),
@@ -149,6 +156,7 @@ impl GatewayError {
             InvalidMessages => ("invalid_request_error", Some("messages"), Some("invalid_type")),
             TemplateTooLarge { .. } => ("invalid_request_error", None, Some("template_too_large")),
             Refused { param, .. } => ("invalid_request_error", Some(param), Some("unsupported_value")),
+            Untranslatable(_) => ("invalid_request_error", None, Some("unsupported_value")),
             FlagError { .. } => ("server_error", None, Some("flag_evaluation_error")),
             AiConfigDisabled(_) => ("server_error", None, Some("ai_config_disabled")),
             UnknownUrl { .. } => ("invalid_request_error", None, Some("unknown_url")),

@@ -13,11 +13,12 @@
 //! | 4 | resolve `model` to a route (targeting slots in here) | `Snapshot::route` |
 //! | 5 | rewrite the body (`model` → the provider's name) | `JsonBody::rewrite` |
 //! | 6 | send upstream, wait for the head within the first-byte timeout | `Provider::send` |
-//! | 7 | for a stream, peek the first event before committing the status | [`peek_first`] |
+//! | 7 | for a stream, wait for the first event (the first with `data`) before committing the status | [`peek::first_event`] |
 //! | 8 | forward the body frame by frame | [`stream::Forward`] |
 
 pub mod context;
 pub mod error;
+mod peek;
 pub mod record;
 pub mod request;
 pub mod sse;
@@ -127,12 +128,15 @@ async fn route(
     forward(snapshot, endpoint, req, request_id, client, record).await
 }
 
-/// Step 1: the gateway key from `Authorization: Bearer <key>`.
+/// Step 1: the gateway key from `Authorization: Bearer <key>` (any case of `Bearer`).
 fn authenticate<'s>(snapshot: &'s Snapshot, headers: &HeaderMap) -> Result<&'s Arc<Client>, GatewayError> {
     let value = headers.get(header::AUTHORIZATION).ok_or(GatewayError::MissingKey)?;
     let bytes = value.as_bytes();
-    let key =
-        bytes.strip_prefix(b"Bearer ").or_else(|| bytes.strip_prefix(b"bearer ")).ok_or(GatewayError::MissingKey)?;
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let key = match bytes.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &bytes[7..],
+        _ => return Err(GatewayError::MissingKey),
+    };
     snapshot.clients.authenticate(key.trim_ascii()).ok_or(GatewayError::InvalidKey)
 }
 

@@ -47,6 +47,8 @@ impl<'a> JsonBody<'a> {
         match serde_json::from_str::<Option<Cow<'a, str>>>(raw.get()) {
             Ok(Some(m)) if !m.is_empty() => Ok(m),
             Ok(_) => Err(GatewayError::MissingModel),
+            // A string that does not decode (a lone surrogate escape): not a type error.
+            Err(e) if raw.get().starts_with('"') => Err(GatewayError::MalformedJson(format!("`model`: {e}"))),
             Err(_) => Err(GatewayError::InvalidField { field: "model", expected: "a string" }),
         }
     }

@@ -6,15 +6,17 @@
 //! Asking for usage (`stream_options.include_usage`) makes OpenAI add `"usage":null` to
 //! every chunk and send one more chunk with `"choices":[]` and the usage before `[DONE]`.
 //! With `strip_usage`, the tap removes the `usage` member from each chunk and drops that
-//! last chunk. Only the current partial event is buffered; a frame made of whole events
-//! that need no change is passed on as it is, without a copy.
+//! last chunk. A frame made of whole events that need no change is passed on as it is,
+//! without a copy. An event split across frames is held until it ends (the app only ever
+//! receives whole events), scanned once and copied once; one longer than
+//! [`MAX_EVENT`] ends the stream ([`Seen::too_large`]) and what was held is released.
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
 use super::request::JsonBody;
 use crate::metrics::Usage;
-use crate::sse_event::{data_of, event_len};
+use crate::sse_event::{data_of, Splitter, MAX_EVENT};
 
 /// What the tap saw in one frame.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,9 @@ pub struct Seen {
     pub usage: Option<Usage>,
     /// An error event was in this frame.
     pub error: bool,
+    /// An event grew past [`MAX_EVENT`] without ending: the stream must end here (the
+    /// bytes returned are the whole events before it).
+    pub too_large: bool,
 }
 
 /// The per-stream state.
@@ -33,14 +38,28 @@ pub struct Tap {
     strip_usage: bool,
     /// The bytes of an event that has not ended yet.
     partial: BytesMut,
+    /// Where events end (it has scanned `partial` already).
+    splitter: Splitter,
     content_seen: bool,
     /// A Responses API stream (typed events) rather than chat or completion chunks.
     responses: bool,
+    /// The last event was dropped: an LF completing its line ending goes with it.
+    dropped_last: bool,
+    /// An event was too large: nothing more is read.
+    too_large: bool,
 }
 
 impl Tap {
     pub fn new(strip_usage: bool) -> Self {
-        Tap { strip_usage, partial: BytesMut::new(), content_seen: false, responses: false }
+        Tap {
+            strip_usage,
+            partial: BytesMut::new(),
+            splitter: Splitter::default(),
+            content_seen: false,
+            responses: false,
+            dropped_last: false,
+            too_large: false,
+        }
     }
 
     /// A tap for a Responses API stream: the first token is the first output delta, usage
@@ -54,59 +73,86 @@ impl Tap {
     /// Read `frame`; returns the bytes to forward (possibly empty) and what was seen.
     pub fn feed(&mut self, frame: Bytes) -> (Bytes, Seen) {
         let mut seen = Seen::default();
-        if self.partial.is_empty() {
-            // The common case: the frame starts at an event boundary.
-            let (end, changed) = self.scan(&frame, &mut seen);
-            if end == frame.len() {
-                return match changed {
-                    None => (frame, seen),
-                    Some(out) => (out.freeze(), seen),
-                };
-            }
-            // A partial event at the end: keep it until it is complete.
-            self.partial.extend_from_slice(&frame[end..]);
-            let out = match changed {
-                None if self.strip_usage => frame.slice(..end),
-                None => frame,
-                Some(out) => out.freeze(),
+        if self.too_large {
+            return (Bytes::new(), seen);
+        }
+        // The end of the event held from earlier frames, when it ends in this one.
+        let mut completed: Option<Bytes> = None;
+        let mut at = 0;
+        if !self.partial.is_empty() {
+            let Some(n) = self.splitter.end_in(&frame) else {
+                if self.partial.len() + frame.len() > MAX_EVENT {
+                    return (Bytes::new(), self.overflow(seen));
+                }
+                self.partial.extend_from_slice(&frame);
+                return (Bytes::new(), seen);
             };
-            return (out, seen);
+            self.partial.extend_from_slice(&frame[..n]);
+            let event = self.partial.split().freeze();
+            completed = Some(match self.inspect_one(&event, &mut seen) {
+                Edit::Keep => event,
+                Edit::Drop => Bytes::new(),
+                Edit::Replace(bytes) => Bytes::from(bytes),
+            });
+            at = n;
         }
-        self.partial.extend_from_slice(&frame);
-        let buffered = self.partial.split().freeze();
-        let (end, changed) = self.scan(&buffered, &mut seen);
-        self.partial.extend_from_slice(&buffered[end..]);
-        if !self.strip_usage {
-            // Nothing is ever changed: forward the frame as it came.
-            return (frame, seen);
+        let (end, changed) = self.scan(&frame, at, &mut seen);
+        if end < frame.len() {
+            // A partial event at the end: held until it ends.
+            if frame.len() - end > MAX_EVENT {
+                seen = self.overflow(seen);
+            } else {
+                self.partial.extend_from_slice(&frame[end..]);
+            }
         }
-        let out = changed.map_or_else(|| buffered.slice(..end), BytesMut::freeze);
+        let rest = match changed {
+            None => frame.slice(at..end),
+            Some(out) => out.freeze(),
+        };
+        let out = match completed {
+            None => rest,
+            Some(first) if rest.is_empty() => first,
+            Some(first) => {
+                let mut both = BytesMut::with_capacity(first.len() + rest.len());
+                both.extend_from_slice(&first);
+                both.extend_from_slice(&rest);
+                both.freeze()
+            }
+        };
         (out, seen)
     }
 
-    /// Whether an event has started and not ended (in `strip_usage` mode it is held back).
+    /// Give up on a stream whose pending event is too large, releasing what was held.
+    fn overflow(&mut self, mut seen: Seen) -> Seen {
+        self.too_large = true;
+        self.partial = BytesMut::new();
+        seen.too_large = true;
+        seen
+    }
+
+    /// Whether an event has started and not ended (it is held back).
     pub fn has_partial(&self) -> bool {
-        self.strip_usage && !self.partial.is_empty()
+        !self.partial.is_empty()
     }
 
     /// Whatever is left when the stream ends (an event without its blank line).
     pub fn finish(&mut self) -> Option<Bytes> {
-        (self.strip_usage && !self.partial.is_empty()).then(|| self.partial.split().freeze())
+        (!self.partial.is_empty()).then(|| self.partial.split().freeze())
     }
 
-    /// Inspect the whole events at the start of `buf`. Returns where they end and, when an
-    /// event had to change, the complete replacement of `buf[..end]`.
-    fn scan(&mut self, buf: &Bytes, seen: &mut Seen) -> (usize, Option<BytesMut>) {
-        let mut at = 0;
+    /// Inspect the whole events of `buf` from `from`. Returns where they end and, when an
+    /// event had to change, the complete replacement of `buf[from..end]`.
+    fn scan(&mut self, buf: &Bytes, from: usize, seen: &mut Seen) -> (usize, Option<BytesMut>) {
+        let mut at = from;
         let mut out: Option<BytesMut> = None;
-        while let Some(len) = event_len(&buf[at..]) {
+        while let Some(len) = self.splitter.end_in(&buf[at..]) {
             let event = &buf[at..at + len];
-            let edit = self.inspect(event, seen);
+            let edit = self.inspect_one(event, seen);
             match (edit, &mut out) {
                 (Edit::Keep, None) => {}
                 (Edit::Keep, Some(o)) => o.extend_from_slice(event),
                 (edit, o) => {
-                    let o = o.get_or_insert_with(|| BytesMut::from(&buf[..at]));
+                    let o = o.get_or_insert_with(|| BytesMut::from(&buf[from..at]));
                     if let Edit::Replace(bytes) = edit {
                         o.extend_from_slice(&bytes);
                     }
@@ -115,6 +161,18 @@ impl Tap {
             at += len;
         }
         (at, out)
+    }
+
+    /// What to do with one whole event.
+    fn inspect_one(&mut self, event: &[u8], seen: &mut Seen) -> Edit {
+        let edit = if self.dropped_last && event == b"\n" {
+            // The LF completing the CRLF of an event that was dropped.
+            Edit::Drop
+        } else {
+            self.inspect(event, seen)
+        };
+        self.dropped_last = matches!(edit, Edit::Drop);
+        edit
     }
 
     fn inspect(&mut self, event: &[u8], seen: &mut Seen) -> Edit {
@@ -284,134 +342,4 @@ fn find(whole: &[u8], part: &[u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const WITH_USAGE: &str = concat!(
-        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}],\"usage\":null}\n\n",
-        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
-        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
-        "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n",
-        "data: [DONE]\n\n",
-    );
-    const WITHOUT_USAGE: &str = concat!(
-        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
-        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
-        "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
-        "data: [DONE]\n\n",
-    );
-
-    /// Feed `stream` split into pieces of `size` bytes; the forwarded bytes and the
-    /// piece index of the first token and usage.
-    fn run(stream: &str, size: usize, strip: bool) -> (String, Option<usize>, Option<(usize, Usage)>) {
-        let mut tap = Tap::new(strip);
-        let mut out = Vec::new();
-        let (mut first, mut usage) = (None, None);
-        for (i, piece) in stream.as_bytes().chunks(size).enumerate() {
-            let (bytes, seen) = tap.feed(Bytes::copy_from_slice(piece));
-            out.extend_from_slice(&bytes);
-            if seen.first_token {
-                assert!(first.is_none(), "the first token is seen once");
-                first = Some(i);
-            }
-            if let Some(u) = seen.usage {
-                usage = Some((i, u));
-            }
-        }
-        if let Some(rest) = tap.finish() {
-            out.extend_from_slice(&rest);
-        }
-        (String::from_utf8(out).unwrap(), first, usage)
-    }
-
-    #[test]
-    fn stripping_gives_the_stream_without_usage_whatever_the_split() {
-        for size in [1, 2, 3, 7, 50, 97, 1000] {
-            let (out, first, usage) = run(WITH_USAGE, size, true);
-            assert_eq!(out, WITHOUT_USAGE, "split into {size}-byte pieces");
-            assert!(first.is_some());
-            assert_eq!(usage.unwrap().1, Usage { input: 9, output: 2 });
-        }
-    }
-
-    #[test]
-    fn passing_through_changes_nothing_and_still_reads_usage() {
-        for size in [1, 5, 64, 1000] {
-            let (out, first, usage) = run(WITH_USAGE, size, false);
-            assert_eq!(out, WITH_USAGE);
-            assert!(first.is_some());
-            assert_eq!(usage.unwrap().1, Usage { input: 9, output: 2 });
-        }
-        let (out, _, usage) = run(WITHOUT_USAGE, 10, false);
-        assert_eq!(out, WITHOUT_USAGE);
-        assert!(usage.is_none());
-    }
-
-    #[test]
-    fn the_first_token_is_the_first_chunk_with_content() {
-        // Whole stream in one frame: the role-only chunk does not count, "Hi" does.
-        let (_, first, _) = run(WITH_USAGE, 10_000, true);
-        assert_eq!(first, Some(0));
-        let role_only = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
-        let mut tap = Tap::new(false);
-        assert!(!tap.feed(Bytes::from_static(role_only.as_bytes())).1.first_token);
-        let tool = "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0}]}}]}\n\n";
-        assert!(tap.feed(Bytes::from_static(tool.as_bytes())).1.first_token);
-        let text = "data: {\"choices\":[{\"text\":\"x\"}]}\n\n";
-        assert!(!tap.feed(Bytes::from_static(text.as_bytes())).1.first_token, "only the first");
-        let mut legacy = Tap::new(false);
-        assert!(legacy.feed(Bytes::from_static(text.as_bytes())).1.first_token);
-    }
-
-    #[test]
-    fn crlf_events_comments_and_errors() {
-        let s = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\r\n\r\n: ping\n\ndata: [DONE]\r\n\r\n";
-        let (out, _, usage) = run(s, 4, true);
-        assert_eq!(out, ": ping\n\ndata: [DONE]\r\n\r\n");
-        assert_eq!(usage.unwrap().1, Usage { input: 1, output: 2 });
-        let mut tap = Tap::new(false);
-        let err = "data: {\"error\":{\"message\":\"boom\"}}\n\n";
-        assert!(tap.feed(Bytes::from_static(err.as_bytes())).1.error);
-    }
-
-    #[test]
-    fn whole_unchanged_frames_are_not_copied() {
-        let frame = Bytes::from_static(WITHOUT_USAGE.as_bytes());
-        let (out, _) = Tap::new(true).feed(frame.clone());
-        assert_eq!(out.as_ptr(), frame.as_ptr());
-    }
-}
-
-#[cfg(test)]
-mod responses_tests {
-    use super::*;
-
-    fn run(events: &[&str]) -> Seen {
-        let mut tap = Tap::responses();
-        let mut all = Seen::default();
-        for e in events {
-            let (out, seen) = tap.feed(Bytes::from(format!("event: x\ndata: {e}\n\n")));
-            assert_eq!(out.len(), e.len() + 17, "a Responses stream passes unchanged");
-            all.first_token |= seen.first_token;
-            all.error |= seen.error;
-            all.usage = seen.usage.or(all.usage);
-        }
-        all
-    }
-
-    #[test]
-    fn first_output_delta_terminal_usage_and_errors() {
-        let usage = r#""usage":{"input_tokens":5,"output_tokens":2,"total_tokens":7}"#;
-        let seen = run(&[
-            r#"{"type":"response.created","response":{"model":"m","usage":null}}"#,
-            r#"{"type":"response.output_text.delta","delta":"Hi"}"#,
-            &format!(r#"{{"type":"response.completed","response":{{"status":"completed",{usage}}}}}"#),
-        ]);
-        assert_eq!((seen.first_token, seen.error, seen.usage), (true, false, Some(Usage { input: 5, output: 2 })));
-        let incomplete = format!(r#"{{"type":"response.incomplete","response":{{"status":"incomplete",{usage}}}}}"#);
-        assert!(!run(&[&incomplete]).error, "a length limit is not an error");
-        let failed = format!(r#"{{"type":"response.failed","response":{{"status":"failed",{usage}}}}}"#);
-        assert!(run(&[&failed]).error);
-        assert!(run(&[r#"{"type":"error","message":"boom"}"#]).error);
-    }
-}
+mod tests;

@@ -83,16 +83,21 @@ impl Forward {
 
     /// End the body because of `error`: an error event for SSE, an abort otherwise.
     fn fail(&mut self, error: UpstreamError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let event = self.break_off(error);
+        if matches!(self.reading, Reading::Sse(_)) {
+            Poll::Ready(Some(Ok(Frame::data(event))))
+        } else {
+            Poll::Ready(Some(Err(Box::new(error))))
+        }
+    }
+
+    /// Record the body as broken by `error`; the SSE error event that ends it.
+    fn break_off(&mut self, error: UpstreamError) -> Bytes {
         self.done = true;
         let outcome = if error.is_timeout() { Outcome::Timeout } else { Outcome::UpstreamError };
         self.record.finish(outcome, self.status);
         tracing::warn!(provider = %self.provider.name, error = %error, "upstream response broke off");
-        if matches!(self.reading, Reading::Sse(_)) {
-            let e = GatewayError::Upstream { provider: self.provider.name.clone(), error };
-            Poll::Ready(Some(Ok(Frame::data(sse_error_event(&e)))))
-        } else {
-            Poll::Ready(Some(Err(Box::new(error))))
-        }
+        sse_error_event(&GatewayError::Upstream { provider: self.provider.name.clone(), error })
     }
 
     /// The body ended normally.
@@ -130,6 +135,11 @@ impl Forward {
                 }
                 if seen.error {
                     self.record.stream_error();
+                }
+                if seen.too_large {
+                    // An event that never ends: the whole events before it, then the end.
+                    let end = self.break_off(UpstreamError::Protocol);
+                    return Some([out, end].concat().into());
                 }
                 (!out.is_empty()).then_some(out)
             }
@@ -172,7 +182,11 @@ impl HttpBody for Forward {
                         this.last_frame = Instant::now();
                         frame
                     }
-                    Poll::Ready(Some(Err(_))) => return this.fail(UpstreamError::StreamBroken),
+                    Poll::Ready(Some(Err(e))) => {
+                        // A rewritten stream says why it broke; a transport error is a break.
+                        let error = e.downcast_ref::<UpstreamError>().copied();
+                        return this.fail(error.unwrap_or(UpstreamError::StreamBroken));
+                    }
                     Poll::Ready(None) => {
                         let rest = match &mut this.reading {
                             Reading::Sse(tap) => tap.finish(),

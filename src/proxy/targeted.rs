@@ -8,7 +8,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Response;
 
 use super::context::{self, RequestContext};
-use super::error::GatewayError;
+use super::error::{GatewayError, Outcome};
 use super::record::Recorder;
 use super::request::JsonBody;
 use super::upstream::{self, Call};
@@ -75,8 +75,9 @@ pub async fn forward(
     let result = request.send(&route.variants[chosen], forwarded, record).await?;
     let (resp, served, fell_back_from) = match (result, fallback.zip(retry_headers)) {
         (Ok(resp), _) => (resp, chosen, None),
-        // The app's request does not fit the chosen provider: its error, not the provider's.
-        (Err(upstream::Failure::Error(e @ GatewayError::Refused { .. })), _) => return Err(e),
+        // The app's request does not fit the chosen provider: its error, not the provider's,
+        // and never a reason to try another variation.
+        (Err(upstream::Failure::Error(e)), _) if e.outcome() == Outcome::ClientError => return Err(e),
         (Err(failure), Some((f, retry_headers))) => {
             tracing::warn!(
                 flag, from = %route.variants[chosen].header.to_str().unwrap_or("?"),

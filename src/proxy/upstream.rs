@@ -13,6 +13,7 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 
 use super::error::{GatewayError, Outcome};
+use super::peek::first_event;
 use super::record::Recorder;
 use super::sse::Tap;
 use super::stream::{Forward, Reading};
@@ -41,9 +42,23 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
     "accept-encoding",
 ];
 
-/// Response headers never passed back: hop-by-hop only.
-const DROPPED_RESPONSE_HEADERS: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+/// Provider response headers passed back to the app: what describes the body, and the
+/// rate-limit and request-id headers apps and SDKs act on. Every other header a provider
+/// sends (cookies, an echo of the key it received, its routing and account details,
+/// hop-by-hop headers) stays with sluice.
+const ALLOWED_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "cache-control",
+    "retry-after",
+    "retry-after-ms",
+    "request-id",
+    "apim-request-id",
+    "openai-processing-ms",
+    "openai-version",
+];
+/// Header families passed back too (`x-ratelimit-remaining-tokens`, …).
+const ALLOWED_RESPONSE_PREFIXES: &[&str] = &["x-ratelimit-", "anthropic-ratelimit-"];
 
 /// What is the same for every attempt of one request.
 pub struct Call<'a> {
@@ -113,10 +128,11 @@ pub async fn send(
         Failure::Error(match error {
             SendError::Upstream(error) => upstream_error(provider, error),
             SendError::Refused { param, message } => GatewayError::Refused { param, message },
+            SendError::Untranslatable(reason) => GatewayError::Untranslatable(reason),
         })
     })?;
     if resp.status().is_server_error() {
-        return Err(Failure::Status(strip_hop_by_hop(resp)));
+        return Err(Failure::Status(allowed_headers_only(resp)));
     }
     respond(resp, Arc::clone(provider), call, record).await.map_err(Failure::Error)
 }
@@ -152,14 +168,20 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-fn strip_hop_by_hop(mut resp: Response<Body>) -> Response<Body> {
-    let listed = connection_listed(resp.headers());
+/// Whether a provider's response header may reach the app.
+fn allowed(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    ALLOWED_RESPONSE_HEADERS.contains(&name) || ALLOWED_RESPONSE_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The response with only the provider headers the app may see.
+fn allowed_headers_only(mut resp: Response<Body>) -> Response<Body> {
     let headers = resp.headers_mut();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in DROPPED_RESPONSE_HEADERS {
-        headers.remove(*name);
+    if headers.keys().any(|k| !allowed(k)) {
+        let dropped: Vec<HeaderName> = headers.keys().filter(|k| !allowed(k)).cloned().collect();
+        for name in dropped {
+            headers.remove(name);
+        }
     }
     resp
 }
@@ -171,14 +193,14 @@ async fn respond(
     call: &Call<'_>,
     record: &mut Recorder,
 ) -> Result<Response<Body>, GatewayError> {
-    let (parts, mut inner) = strip_hop_by_hop(resp).into_parts();
+    let (parts, mut inner) = allowed_headers_only(resp).into_parts();
     let content_type = parts.headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
     let sse = content_type.starts_with(b"text/event-stream");
     let first = if call.stream && sse && parts.status.is_success() {
         let waiting = Instant::now();
-        let first = peek_first(&mut inner, &provider).await;
+        let first = first_event(&mut inner, provider.timeouts.first_byte).await;
         record.waited(waiting);
-        first?
+        Some(Frame::data(first.map_err(|e| upstream_error(&provider, e))?))
     } else {
         None
     };
@@ -193,21 +215,6 @@ async fn respond(
     };
     let body = Forward::new(inner, first, provider, reading, record.hand_off(parts.status), parts.status);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
-}
-
-/// Wait for a stream's first frame, so a provider that fails before its first event
-/// still gets a proper error status instead of a 200 with a broken stream.
-/// Empty frames (a rewritten provider's keep-alives and annotations) are not the first event.
-async fn peek_first(inner: &mut Body, provider: &Provider) -> Result<Option<Frame<Bytes>>, GatewayError> {
-    let deadline = tokio::time::Instant::now() + provider.timeouts.first_byte;
-    loop {
-        match tokio::time::timeout_at(deadline, inner.frame()).await {
-            Err(_) => return Err(upstream_error(provider, UpstreamError::FirstByteTimeout)),
-            Ok(Some(Err(_))) => return Err(upstream_error(provider, UpstreamError::StreamBroken)),
-            Ok(Some(Ok(frame))) if frame.data_ref().is_some_and(Bytes::is_empty) => continue,
-            Ok(frame) => return Ok(frame.and_then(Result::ok)),
-        }
-    }
 }
 
 fn upstream_error(provider: &Provider, error: UpstreamError) -> GatewayError {

@@ -33,6 +33,13 @@ pub fn usage(u: &Value) -> Value {
     })
 }
 
+/// Whether `message` is a Messages API answer (`"type":"message"`, or a `content` array
+/// from a server that omits the type).
+pub fn is_message(message: &Value) -> bool {
+    message.get("type").and_then(Value::as_str) == Some("message")
+        || message.get("content").is_some_and(Value::is_array)
+}
+
 /// The whole response. `created` is the Unix time to stamp it with.
 ///
 /// With a JSON `response_format` ([`Reply::json_tool`]), the input of that tool is the

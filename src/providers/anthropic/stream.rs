@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use super::response::{finish_reason, usage};
 use super::Reply;
+use crate::providers::UpstreamError;
 use crate::sse_event::{data_of, Events};
 
 /// What an Anthropic `tool_use` block is on the OpenAI side.
@@ -47,6 +48,11 @@ pub struct Translator {
     usage: Value,
     stop_reason: Option<String>,
     finished: bool,
+    /// Something was sent: a failure from now on is reported in-band.
+    started: bool,
+    /// The stream failed before anything was sent, or with an event too large: the
+    /// proxy reports it (a 502 before the first byte, or its own error event).
+    broken: Option<UpstreamError>,
     /// The end of every chunk after its choice: `"created":…,"id":…,"model":…,"object":…}`
     /// and the blank line (set at `message_start`).
     tail: Vec<u8>,
@@ -69,6 +75,8 @@ impl Translator {
             usage: json!({}),
             stop_reason: None,
             finished: false,
+            started: false,
+            broken: None,
             tail: Vec::new(),
         }
         .with_tail()
@@ -89,6 +97,13 @@ impl Translator {
     /// Whether the stream ended (normally or with an error event).
     pub fn finished(&self) -> bool {
         self.finished
+    }
+
+    /// Why the stream failed, when the proxy must report it itself: it broke before its
+    /// first event was translated (then nothing was sent), or an event grew past
+    /// [`crate::sse_event::MAX_EVENT`].
+    pub fn broken(&self) -> Option<UpstreamError> {
+        self.broken
     }
 
     /// Feed upstream bytes; returns the OpenAI SSE bytes to send.
@@ -123,6 +138,11 @@ impl Translator {
                 break;
             }
         }
+        if self.events.too_large() {
+            self.broken = Some(UpstreamError::Protocol);
+            self.finished = true;
+        }
+        self.started |= !out.is_empty();
         out
     }
 
@@ -142,9 +162,14 @@ impl Translator {
     }
 
     fn error(&mut self, message: &str, out: &mut Vec<u8>) {
+        self.finished = true;
+        if !self.started && out.is_empty() {
+            // Not a first event: the proxy answers 502 (or tries the fallback).
+            self.broken = Some(UpstreamError::StreamBroken);
+            return;
+        }
         let e = json!({"error": {"message": message, "type": "upstream_error", "param": Value::Null, "code": "upstream_stream_broken"}});
         sse(&e, out);
-        self.finished = true;
     }
 
     fn event(&mut self, v: &Value, out: &mut Vec<u8>) {
