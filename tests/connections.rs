@@ -29,23 +29,6 @@ async fn closed_by_peer(mut io: impl tokio::io::AsyncRead + Unpin, what: &str) {
     assert!(closed.is_ok(), "{what}: still open after {PATIENCE:?}");
 }
 
-fn tls_material(
-    dir: &std::path::Path,
-) -> (std::path::PathBuf, std::path::PathBuf, rustls::pki_types::CertificateDer<'static>) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    (cert, key, ck.cert.der().clone())
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-test-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed() {
     let gw = gateway(&config("http://127.0.0.1:9/v1", "")).await;

@@ -68,23 +68,6 @@ async fn shutdown_gives_up_after_the_grace_period() {
     assert!(took < Duration::from_secs(3), "shutdown took {took:?} with a 300ms grace period");
 }
 
-fn tls_material(
-    dir: &std::path::Path,
-) -> (std::path::PathBuf, std::path::PathBuf, rustls::pki_types::CertificateDer<'static>) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    (cert, key, ck.cert.der().clone())
-}
-
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-test-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[tokio::test]
 async fn tls_is_terminated_with_alpn() {
     let _ = rustls::crypto::ring::default_provider().install_default();
