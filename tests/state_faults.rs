@@ -10,7 +10,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use sluice::state::{AuditEntry, AuditQuery, Change, ChangeError, Fault, Faults, FileStore, Request, State};
+use sluice::state::{
+    AuditEntry, AuditQuery, Change, ChangeError, Fault, Faults, FileStore, Request, State, StoreError,
+};
 
 const CONFIG: &str = "config/sluice.yaml";
 const FLAG: &str = "support-bot";
@@ -300,9 +302,15 @@ fn an_unsynced_rename_poisons_the_store_and_a_restart_agrees_with_the_disk() {
     let faults = Arc::new(Faults::default());
     let state = open_with(&dir, Arc::clone(&faults)).unwrap();
     faults.inject(Fault::DirSync);
-    assert!(kill(&state, false, "unknown outcome").is_err());
-    assert_eq!(state.revision(), 1, "refused in memory");
-    assert!(kill(&state, false, "again").unwrap_err().to_string().contains("refuses changes"));
+    let err = kill(&state, false, "unknown outcome").unwrap_err();
+    assert!(matches!(err, ChangeError::Store(StoreError::DurabilityUnknown { .. })), "{err}");
+    assert!(err.to_string().contains("applied but may not survive a power loss"), "{err}");
+    assert_eq!(state.revision(), 2, "in effect, as the directory shows");
+    assert_eq!(state.current().docs.flags[FLAG]["on"], false);
+    assert!(state.gateway().metrics.render().contains("sluice_config_revision 2"), "the data plane serves it");
+    assert_eq!(revisions(&state), [1, 2], "its entry is readable");
+    assert!(kill(&state, true, "again").unwrap_err().to_string().contains("refuses changes"));
+    assert_eq!(state.revision(), 2);
     drop(state);
     // state.json did reach revision 2 here: the restart serves it, with its entry.
     let state = open(&dir).unwrap();

@@ -11,9 +11,11 @@
 //! `state.json`. When the append fails, or `state.json` cannot be written, the log is cut
 //! back to its length before the append (and fsynced), so the refused entry never reaches
 //! a reader, its revision number is never held by two entries, and no rollback can install
-//! it. When even that cut fails — or the directory cannot be synced after the rename, so
-//! that whether the change is durable cannot be known — the store is poisoned: it refuses
-//! every further commit until a restart, which sorts the files out as below.
+//! it. When even that cut fails, the store is poisoned: it refuses every further commit
+//! until a restart, which sorts the files out as below. When the directory cannot be
+//! synced after the rename, the files hold the change: it is put in effect (what a restart
+//! would serve), the answer says it may not survive a power loss
+//! ([`StoreError::DurabilityUnknown`]), and the store is poisoned too.
 //!
 //! **What start-up accepts.** Let S be `state.json`'s revision (0 when it is missing) and
 //! L the last revision of the log. A crash at any point of a commit leaves L = S, or L =
@@ -317,12 +319,14 @@ impl Store for FileStore {
             }
             Err((false, e)) => Err(self.undo(&mut inner, &audit, start, e)),
             Err((true, e)) => {
-                // Whether the new state.json is durable is unknown: so is whether the entry
-                // must stay. A restart decides from what reached the disk.
+                // The directory shows the new state.json and its entry: that is what a
+                // restart serves, so readers see the entry too. Whether it is durable is
+                // unknown: no further commit until a restart.
+                inner.len = start + line.len() as u64;
                 let reason = format!("{e}, after state.json was replaced by revision {}", entry.revision);
                 tracing::error!(%reason, "the state store refuses further changes");
-                inner.poisoned = Some(reason);
-                Err(e)
+                inner.poisoned = Some(reason.clone());
+                Err(StoreError::DurabilityUnknown { reason })
             }
         }
     }

@@ -446,13 +446,21 @@ impl State {
             flag_revisions.insert(c.key.clone(), revision);
         }
         let next = Stored { revision, docs, file, flag_revisions };
-        self.store.commit(&entry, &next)?;
+        let unsynced = match self.store.commit(&entry, &next) {
+            Ok(()) => None,
+            // The files hold the change: serve it, as a restart would, and say so.
+            Err(e @ StoreError::DurabilityUnknown { .. }) => Some(e),
+            Err(e) => return Err(e.into()),
+        };
         *current = next;
         if base_changed {
             *self.base.lock().unwrap_or_else(PoisonError::into_inner) = base;
         }
         self.gateway.install(snapshot, revision);
         tracing::info!(revision, actor = %request.actor, reason = %request.reason, objects = changes.len(), "configuration changed");
+        if let Some(e) = unsynced {
+            return Err(e.into());
+        }
         Ok(Applied { revision, changes: changes.len() })
     }
 

@@ -35,6 +35,10 @@ pub enum StoreError {
     LogBehind { audit: String, last: u64, state: String, revision: u64 },
     #[error("the state store refuses changes: {reason}. Restart sluice once the disk is healthy")]
     Poisoned { reason: String },
+    /// The change reached `state.json` (and is in effect), but the directory could not be
+    /// synced: it may not survive a power loss. The store is poisoned.
+    #[error("the change was applied but may not survive a power loss ({reason}); the store refuses further changes until a restart")]
+    DurabilityUnknown { reason: String },
 }
 
 impl From<LogError> for StoreError {
@@ -51,9 +55,10 @@ pub trait Store: Send + Sync {
     /// The last committed state, if any.
     fn load(&self) -> Result<Option<Stored>, StoreError>;
     /// Make `entry` and the documents after it durable, or nothing: when this returns
-    /// `Err`, the change is not in effect and its entry is not in the audit log (a store
-    /// that cannot know whether the change reached the disk refuses every later commit,
-    /// and a restart serves whichever state did, with its entry). `entry.revision` must be
+    /// `Err`, the change is not in effect and its entry is not in the audit log — except
+    /// [`StoreError::DurabilityUnknown`]: the files hold the change (the caller puts it in
+    /// effect, as a restart would), but whether it survives a power loss is unknown, and
+    /// the store refuses every later commit until a restart. `entry.revision` must be
     /// the stored revision plus one. When this returns `Ok`, the change survives a crash.
     fn commit(&self, entry: &AuditEntry, state: &Stored) -> Result<(), StoreError>;
     /// Visit the audit log newest first, until `visit` returns `false`.
