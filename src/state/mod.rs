@@ -5,7 +5,10 @@
 //! flag's document before / after, a patch of an AI config's or segment's fields) →
 //! persist (all or nothing: see `file.rs`) → rebuild and swap the snapshot.
 //!
-//! A change that fails validation changes nothing and writes nothing. The static part of
+//! A change that fails validation changes nothing and writes nothing. Validation includes
+//! depth: a document nests at most as deep as the config file allows
+//! ([`MAX_DOC_NESTING`]), so that `state.json` and the audit log, which hold it a few
+//! levels deeper, can always be read back. The static part of
 //! the configuration (listeners, clients, providers, limits) always comes from the file.
 //!
 //! **The file and runtime changes.** The file seeds the store. A reload (SIGHUP, `--watch`)
@@ -431,6 +434,7 @@ impl State {
         if changes.is_empty() && file == current.file && !base_changed {
             return Err(ChangeError::Conflict("the change changes nothing".into()));
         }
+        check_depth(&docs, &changes)?;
         let snapshot = build(&base, &docs, &self.gateway).map_err(ChangeError::Invalid)?;
         let revision = current.revision + 1;
         let entry = AuditEntry {
@@ -518,6 +522,49 @@ pub enum StartupError {
     Invalid { revision: u64, problems: Vec<Problem> },
     #[error("{0}")]
     Change(String),
+}
+
+/// How deep a document may nest, counted as in the config file (where it sits two levels
+/// down, under its section): the YAML loader's limit, so that whatever the admin API
+/// stores could also be written in the file, and so that `state.json` and the audit log,
+/// which hold it a few levels deeper still, stay well inside what their reader accepts.
+pub const MAX_DOC_NESTING: usize = config::yaml::MAX_NESTING - 2;
+
+/// How deep `value` nests (a scalar: 0, `[]` or `{}`: 1), or `None` past `limit`.
+fn depth_within(value: &Value, limit: usize) -> Option<usize> {
+    let children: Box<dyn Iterator<Item = &Value>> = match value {
+        Value::Array(a) => Box::new(a.iter()),
+        Value::Object(o) => Box::new(o.values()),
+        _ => return Some(0),
+    };
+    let inner = limit.checked_sub(1)?;
+    let mut deepest = 0;
+    for child in children {
+        deepest = deepest.max(depth_within(child, inner)?);
+    }
+    Some(deepest + 1)
+}
+
+/// Refuse a change that leaves a document nested deeper than [`MAX_DOC_NESTING`].
+fn check_depth(docs: &Docs, changes: &[ObjectChange]) -> Result<(), ChangeError> {
+    let problems: Vec<Problem> = changes
+        .iter()
+        .filter(|c| docs.of(c.kind).get(&c.key).is_some_and(|v| depth_within(v, MAX_DOC_NESTING).is_none()))
+        .map(|c| {
+            Problem::new(
+                format!("{}.{}", c.kind.section(), c.key),
+                format!(
+                    "nests more than {} deep (counted from the top of the config file), the most the config file allows",
+                    config::yaml::MAX_NESTING
+                ),
+            )
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ChangeError::Invalid(problems))
+    }
 }
 
 /// A flag's document, or 404.
