@@ -533,3 +533,52 @@ fn start_up_accepts_exactly_the_tails_a_crash_leaves() {
     drop(state);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn recover_replays_no_unacknowledged_tail_and_never_overwrites_a_backup() {
+    let dir = temp_dir("recover-tail");
+    let state = open(&dir).unwrap();
+    assert_eq!(kill(&state, false, "acknowledged").unwrap(), 2);
+    let state_json = std::fs::read(dir.join("state.json")).unwrap();
+    assert_eq!(kill(&state, true, "never acknowledged").unwrap(), 3);
+    drop(state);
+    // The crash between the two writes of revision 3: its entry got no answer.
+    std::fs::write(dir.join("state.json"), &state_json).unwrap();
+
+    let (ok, out) = sluice_state(&dir, &["recover"]);
+    assert!(ok && out.contains("at revision 2") && out.contains("is in state.json.bak"), "{out}");
+    assert!(String::from_utf8_lossy(&bak(&dir)).contains("never acknowledged"), "the tail is in the backup");
+    let first_backup = std::fs::read(dir.join("state.json.bak")).unwrap();
+    assert_eq!(first_backup, state_json);
+    let state = open(&dir).unwrap();
+    assert_eq!(state.revision(), 2);
+    assert_eq!(state.current().docs.flags[FLAG]["on"], false, "the refused restore is not in effect");
+    assert_eq!(revisions(&state), [1, 2]);
+    drop(state);
+
+    // A second recover keeps the first backup and makes a new one.
+    let (ok, out) = sluice_state(&dir, &["recover"]);
+    assert!(ok && out.contains("is in state.json.bak.2"), "{out}");
+    assert_eq!(std::fs::read(dir.join("state.json.bak")).unwrap(), first_backup, "never overwritten");
+    assert!(dir.join("state.json.bak.2").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn recover_refuses_a_log_behind_the_state_file() {
+    let dir = temp_dir("recover-behind");
+    let state = open(&dir).unwrap();
+    history(&state);
+    drop(state);
+    let log = std::fs::read(audit_path(&dir)).unwrap();
+    let lines: Vec<&[u8]> = log.split_inclusive(|b| *b == b'\n').collect();
+    std::fs::write(audit_path(&dir), lines[..3].concat()).unwrap();
+    let state_json = std::fs::read(dir.join("state.json")).unwrap();
+
+    let (ok, out) = sluice_state(&dir, &["recover"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("is at revision 5") && out.contains("rebuilds only revision 3"), "{out}");
+    assert_eq!(std::fs::read(dir.join("state.json")).unwrap(), state_json, "nothing changed");
+    assert!(!dir.join("state.json.bak").exists(), "no backup made");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,7 +21,9 @@ pub struct StateArgs {
 enum StateCommand {
     /// Rebuild `state.json` from the audit log (when it is missing, or older than the log),
     /// check it with the config file as start-up would, and replace it atomically (the old
-    /// one is kept as `state.json.bak`).
+    /// one is kept as `state.json.bak`, or `state.json.bak.N` when that exists). A last
+    /// entry one beyond a readable `state.json` was never acknowledged and is not replayed;
+    /// a log behind `state.json` is refused.
     Recover {
         /// The config file (its `state.dir` is the directory repaired).
         #[arg(long, short, env = "SLUICE_CONFIG", default_value = "config/sluice.yaml")]
@@ -72,8 +74,9 @@ fn recover(path: &Path) -> Result<String, String> {
     };
     let done = state::recover(&dir, check).map_err(|e| e.to_string())?;
     let mut message = format!("{}: state.json rebuilt from the audit log at revision {}", dir.display(), done.revision);
-    if let Some(old) = done.replaced {
-        message.push_str(&format!(" (the state file it replaced, {old}, is in state.json.bak)"));
+    if let Some((old, backup)) = done.replaced {
+        let name = Path::new(&backup).file_name().map_or(backup.clone(), |n| n.to_string_lossy().into_owned());
+        message.push_str(&format!(" (the state file it replaced, {old}, is in {name})"));
     }
     if done.cut > 0 {
         message.push_str(&format!("; {} bytes of an unacknowledged last line moved to audit.jsonl.bak", done.cut));
