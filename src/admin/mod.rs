@@ -106,6 +106,9 @@ impl From<ChangeError> for ApiError {
                     "the change was applied but may not survive a power loss; the store refuses further changes until a restart",
                 )
             }
+            ChangeError::Store(e @ StoreError::TooLarge { .. }) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
+            }
             ChangeError::Store(e) => {
                 tracing::error!(error = %e, "the state store failed");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", "the change could not be stored")

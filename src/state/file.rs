@@ -308,6 +308,9 @@ impl Store for FileStore {
         let start = inner.len;
         let mut line = serde_json::to_vec(entry)
             .map_err(|e| StoreError::Damaged { path: audit.display().to_string(), message: e.to_string() })?;
+        if line.len() > log::MAX_LINE {
+            return Err(StoreError::TooLarge { bytes: line.len(), max: log::MAX_LINE });
+        }
         line.push(b'\n');
         if let Err(e) = self.append(&audit, start, &line) {
             return Err(self.undo(&mut inner, &audit, start, e));

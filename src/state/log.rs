@@ -3,9 +3,12 @@
 //! an entry).
 //!
 //! Everything here reads the file a line at a time (or a chunk at a time, from the end):
-//! memory is bounded by the longest line, never by the file. Lines are split on the byte
-//! `\n`, so a line torn anywhere — inside a multi-byte UTF-8 character included — is one
-//! bad line, never a read error that hides the lines around it.
+//! memory is bounded by the longest line, never by the file, and a line is at most
+//! [`MAX_LINE`] bytes — far more than any entry the write path makes (which refuses one
+//! that would be longer): a longer line is a damaged line (or a torn one, at the end),
+//! whatever a hostile or broken file holds. Lines are split on the byte `\n`, so a line
+//! torn anywhere — inside a multi-byte UTF-8 character included — is one bad line, never a
+//! read error that hides the lines around it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -17,6 +20,43 @@ use super::AuditEntry;
 
 /// How much of the file is read at once when reading from the end.
 const CHUNK: usize = 64 * 1024;
+
+/// The longest audit line (without its `\n`), in bytes: 16 MiB.
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// Read one line (through its `\n`) into `buf`, keeping at most `MAX_LINE + 1` of its bytes
+/// (the rest is read and dropped). Returns the line's whole length (0: the end of the
+/// file) and whether it ends with `\n`.
+pub(super) fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<(u64, bool)> {
+    buf.clear();
+    let mut total = 0u64;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok((total, false));
+        }
+        let (take, ended) = match memchr::memchr(b'\n', available) {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let room = (MAX_LINE + 1).saturating_sub(buf.len());
+        buf.extend_from_slice(&available[..take.min(room)]);
+        reader.consume(take);
+        total += take as u64;
+        if ended {
+            return Ok((total, true));
+        }
+    }
+}
+
+/// Why a complete line of `len` bytes (its `\n` included) is too long, if it is.
+fn too_long(len: u64) -> Option<String> {
+    (len > MAX_LINE as u64 + 1).then(|| format!("{} bytes, longer than the longest audit line ({MAX_LINE})", len - 1))
+}
 
 /// The audit log could not be read, or holds what no crash can explain.
 #[derive(Debug, thiserror::Error)]
@@ -88,13 +128,12 @@ pub fn scan(path: &Path) -> Result<Scan, LogError> {
     let mut number = 0u64;
     let mut bad: Option<(Line, String)> = None;
     loop {
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(io(path))? as u64;
+        let (n, ended) = read_line(&mut reader, &mut buf).map_err(io(path))?;
         if n == 0 {
             break;
         }
         number += 1;
-        if buf.last() != Some(&b'\n') {
+        if !ended {
             scan.torn = Some(offset);
             offset += n;
             break;
@@ -103,7 +142,11 @@ pub fn scan(path: &Path) -> Result<Scan, LogError> {
             // A bad line with a line after it: not a torn tail.
             return Err(LogError::Damaged { path: path.display().to_string(), line: line.number, message });
         }
-        match parse_head(&buf[..buf.len() - 1]) {
+        let head = match too_long(n) {
+            Some(message) => Err(message),
+            None => parse_head(&buf[..buf.len() - 1]),
+        };
+        match head {
             Ok(revision) => {
                 if let Some(last) = scan.last {
                     if revision <= last.revision {
@@ -130,44 +173,65 @@ pub fn scan(path: &Path) -> Result<Scan, LogError> {
 }
 
 /// Visit the entries of the first `len` bytes of the file, newest first, until `visit`
-/// returns `false`. Reads the file backwards a chunk at a time.
+/// returns `false`. Reads the file backwards a chunk at a time; each byte is read, searched
+/// and copied once (a line longer than a chunk is gathered as a list of pieces).
 pub fn read_back(path: &Path, len: u64, visit: &mut dyn FnMut(AuditEntry) -> bool) -> Result<(), LogError> {
     if len == 0 {
         return Ok(());
     }
     let mut file = File::open(path).map_err(io(path))?;
-    // The bytes of the lines not yet visited that lie after `pos` (a line longer than a
-    // chunk is gathered over several reads).
-    let mut pending: Vec<u8> = Vec::new();
+    // The pieces (last first) of the line not yet visited whose start is not yet read.
+    let mut tail: Vec<Vec<u8>> = Vec::new();
+    let mut tail_len = 0usize;
     let mut pos = len;
     // The line number is only known counting from the start; errors name the offset's line
     // as counted from the end instead, which is enough to find it with `tail`.
     let mut from_end = 0u64;
     let mut chunk = vec![0u8; CHUNK];
-    loop {
-        // Every complete line in `pending` (all but a possible partial first one).
-        while let Some(i) = memchr::memrchr(b'\n', &pending[..pending.len().saturating_sub(1)]) {
-            let line = pending.split_off(i + 1);
-            if !visit_line(path, &line, &mut from_end, visit)? {
-                return Ok(());
-            }
-        }
-        if pos == 0 {
-            if !pending.is_empty() {
-                let line = std::mem::take(&mut pending);
-                visit_line(path, &line, &mut from_end, visit)?;
-            }
-            return Ok(());
-        }
+    while pos > 0 {
         let n = CHUNK.min(pos as usize);
         pos -= n as u64;
         file.seek(SeekFrom::Start(pos)).map_err(io(path))?;
         file.read_exact(&mut chunk[..n]).map_err(io(path))?;
-        let mut joined = Vec::with_capacity(n + pending.len());
-        joined.extend_from_slice(&chunk[..n]);
-        joined.extend_from_slice(&pending);
-        pending = joined;
+        // chunk[..end] is not yet part of a visited line (the `\n`s that end lines are not
+        // part of them here).
+        let mut end = n;
+        while let Some(i) = memchr::memrchr(b'\n', &chunk[..end]) {
+            // The line that starts after this `\n` (none after the file's last one).
+            if pos + i as u64 + 1 < len {
+                let line = join(&chunk[i + 1..end], &mut tail);
+                tail_len = 0;
+                if !visit_line(path, &line, &mut from_end, visit)? {
+                    return Ok(());
+                }
+            }
+            end = i;
+        }
+        tail_len += end;
+        if tail_len > MAX_LINE {
+            return Err(LogError::Damaged {
+                path: format!("{} (counting from the end)", path.display()),
+                line: from_end + 1,
+                message: format!("longer than the longest audit line ({MAX_LINE} bytes)"),
+            });
+        }
+        tail.push(chunk[..end].to_vec());
     }
+    let line = join(&[], &mut tail);
+    if !line.is_empty() {
+        visit_line(path, &line, &mut from_end, visit)?;
+    }
+    Ok(())
+}
+
+/// `head` followed by the pieces of `tail` (stored last first), emptying `tail`.
+fn join(head: &[u8], tail: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    let mut line = Vec::with_capacity(head.len() + tail.iter().map(Vec::len).sum::<usize>());
+    line.extend_from_slice(head);
+    for piece in tail.drain(..).rev() {
+        line.extend_from_slice(&piece);
+    }
+    line
 }
 
 fn visit_line(
@@ -201,13 +265,16 @@ pub fn read_forward(
     let mut buf = Vec::new();
     let mut number = 0u64;
     loop {
-        buf.clear();
-        if reader.read_until(b'\n', &mut buf).map_err(io(path))? == 0 || buf.last() != Some(&b'\n') {
+        let (n, ended) = read_line(&mut reader, &mut buf).map_err(io(path))?;
+        if n == 0 || !ended {
             // The end, or a torn last line (never acknowledged).
             return Ok(());
         }
         number += 1;
         let damaged = |message: String| LogError::Damaged { path: path.display().to_string(), line: number, message };
+        if let Some(message) = too_long(n) {
+            return Err(damaged(message));
+        }
         let text = std::str::from_utf8(&buf[..buf.len() - 1]).map_err(|e| damaged(e.to_string()))?;
         let entry: AuditEntry = serde_json::from_str(text).map_err(|e| damaged(e.to_string()))?;
         visit(number, entry).map_err(damaged)?;
@@ -290,6 +357,39 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 2);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_line_past_the_limit_is_damaged_or_torn_and_never_read_whole() {
+        let path = std::env::temp_dir().join(format!("sluice-log-long-{}.jsonl", std::process::id()));
+        let mut bytes = serde_json::to_vec(&entry(1, 0)).unwrap();
+        bytes.push(b'\n');
+        let good = bytes.len() as u64;
+        // A line one byte over the limit, then a good line: damaged, not the last line.
+        let mut long = bytes.clone();
+        long.extend(std::iter::repeat_n(b'x', MAX_LINE + 1));
+        long.push(b'\n');
+        long.extend(serde_json::to_vec(&entry(2, 0)).unwrap());
+        long.push(b'\n');
+        std::fs::write(&path, &long).unwrap();
+        let err = scan(&path).unwrap_err().to_string();
+        assert!(err.contains(":2:") && err.contains("longer than the longest audit line"), "{err}");
+        // The same line at the end without its newline: a torn tail.
+        let torn = &long[..good as usize + MAX_LINE + 1];
+        std::fs::write(&path, torn).unwrap();
+        let found = scan(&path).unwrap();
+        assert_eq!((found.lines, found.torn), (1, Some(good)));
+        // Read back, a line past the limit is an error, not an allocation of its size.
+        std::fs::write(&path, &long[good as usize..]).unwrap();
+        let mut seen = Vec::new();
+        let err = read_back(&path, long.len() as u64 - good, &mut |e| {
+            seen.push(e.revision);
+            true
+        })
+        .unwrap_err();
+        assert_eq!(seen, [2]);
+        assert!(err.to_string().contains("longer than the longest audit line"), "{err}");
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -33,6 +33,8 @@ pub enum StoreError {
     StateBehind { state: String, revision: u64, audit: String, last: u64, line: u64 },
     #[error("{audit} ends at revision {last}, before {state}'s revision {revision}: entries are missing from the log. Restore the log from a backup, or move it aside to start a new one")]
     LogBehind { audit: String, last: u64, state: String, revision: u64 },
+    #[error("the change's audit entry would be {bytes} bytes, more than the {max} an audit line may hold: nothing was changed")]
+    TooLarge { bytes: usize, max: usize },
     #[error("the state store refuses changes: {reason}. Restart sluice once the disk is healthy")]
     Poisoned { reason: String },
     /// The change reached `state.json` (and is in effect), but the directory could not be
