@@ -364,19 +364,36 @@ fn a_damaged_middle_line_stops_start_up_and_repair_moves_it_to_the_backup() {
     assert!(err.contains("--drop-line 3"), "{err}");
     assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), damaged, "nothing deleted");
 
+    // A line that parses is not dropped without --force.
+    let (ok, out) = sluice_state(&dir, &["repair", "--drop-line", "2"]);
+    assert!(!ok && out.contains("is a complete audit entry (revision 2)") && out.contains("--force"), "{out}");
+    assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), damaged, "nothing changed");
+
     let (ok, out) = sluice_state(&dir, &["repair", "--drop-line", "3"]);
     assert!(ok, "{out}");
     assert!(bak(&dir).starts_with(&third[..third.len() - 5]), "the line is kept");
     let state = open(&dir).unwrap();
     assert_eq!(state.revision(), 5);
-    assert_eq!(revisions(&state), [1, 2, 4, 5]);
+    assert_eq!(revisions(&state), [1, 2, 3, 4, 5], "revision 3 keeps its number");
+    let entries = audit(&state);
+    assert!(entries[2].dropped && entries[2].changes.is_empty(), "{:?}", entries[2]);
+    assert_eq!(entries[2].actor, "sluice state repair");
+    // What revision 3 did is unknown: no rollback to it, or through it, installs a guess.
+    for revision in [3, 4] {
+        let err = state.apply(Change::Rollback { flag: FLAG.into(), revision }, &req("undo")).unwrap_err();
+        assert!(err.to_string().contains("revision 3 is not in the audit log"), "{err}");
+    }
+    state.apply(Change::Rollback { flag: FLAG.into(), revision: 2 }, &req("undo")).unwrap();
+    assert_eq!(state.current().docs.flags[FLAG]["on"], false, "revision 2's kill");
     drop(state);
+    let (ok, out) = sluice_state(&dir, &["recover"]);
+    assert!(!ok && out.contains("revision 3 was moved to the backup file"), "{out}");
 
     // A revision out of order is found too.
     let text = String::from_utf8(std::fs::read(audit_path(&dir)).unwrap()).unwrap();
-    std::fs::write(audit_path(&dir), text.replacen("\"revision\":2,", "\"revision\":9,", 1)).unwrap();
+    std::fs::write(audit_path(&dir), text.replacen("\"revision\":3,", "\"revision\":2,", 1)).unwrap();
     let err = open(&dir).expect_err("refused");
-    assert!(err.contains("audit.jsonl:3: revision 4 follows revision 9"), "{err}");
+    assert!(err.contains("audit.jsonl:3: revision 2 follows revision 2: revisions must increase"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -580,5 +597,35 @@ fn recover_refuses_a_log_behind_the_state_file() {
     assert!(out.contains("is at revision 5") && out.contains("rebuilds only revision 3"), "{out}");
     assert_eq!(std::fs::read(dir.join("state.json")).unwrap(), state_json, "nothing changed");
     assert!(!dir.join("state.json.bak").exists(), "no backup made");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_gap_in_the_revisions_stops_start_up() {
+    let dir = temp_dir("gap");
+    let state = open(&dir).unwrap();
+    history(&state);
+    drop(state);
+    let log = std::fs::read(audit_path(&dir)).unwrap();
+    let lines: Vec<&[u8]> = log.split_inclusive(|b| *b == b'\n').collect();
+    let without_3 = [lines[..2].concat(), lines[3..].concat()].concat();
+    std::fs::write(audit_path(&dir), &without_3).unwrap();
+    let err = open(&dir).expect_err("refused");
+    assert!(err.contains("audit.jsonl:3: revision 4 follows revision 2"), "{err}");
+    assert!(err.contains("missing from the log"), "{err}");
+    assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), without_3, "nothing deleted");
+
+    // Where a gap sits just before the entry beyond state.json, it is refused too: the
+    // line cut must follow state.json's own entry.
+    let state_at_4 = {
+        let text = String::from_utf8(std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+        text.replacen("\"revision\":5", "\"revision\":4", 1)
+    };
+    std::fs::write(dir.join("state.json"), state_at_4).unwrap();
+    let gapped_tail = [lines[..2].concat(), lines[4].to_vec()].concat();
+    std::fs::write(audit_path(&dir), &gapped_tail).unwrap();
+    let err = open(&dir).expect_err("refused");
+    assert!(err.contains("revision 5 follows revision 2"), "{err}");
+    assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), gapped_tail);
     let _ = std::fs::remove_dir_all(&dir);
 }

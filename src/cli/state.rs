@@ -29,20 +29,24 @@ enum StateCommand {
         #[arg(long, short, env = "SLUICE_CONFIG", default_value = "config/sluice.yaml")]
         config: PathBuf,
     },
-    /// Move one damaged line of the audit log to `audit.jsonl.bak` (start-up names it).
+    /// Move one damaged line of the audit log to `audit.jsonl.bak` (start-up names it),
+    /// leaving an entry of its revision that records it was dropped.
     Repair {
         #[arg(long, short, env = "SLUICE_CONFIG", default_value = "config/sluice.yaml")]
         config: PathBuf,
         /// The line's number (1-based), as start-up's error gives it.
         #[arg(long)]
         drop_line: u64,
+        /// Drop the line even though it is a complete entry.
+        #[arg(long)]
+        force: bool,
     },
 }
 
 pub fn run(args: StateArgs) -> ExitCode {
     let result = match args.command {
         StateCommand::Recover { config } => recover(&config),
-        StateCommand::Repair { config, drop_line } => repair(&config, drop_line),
+        StateCommand::Repair { config, drop_line, force } => repair(&config, drop_line, force),
     };
     match result {
         Ok(message) => {
@@ -84,8 +88,13 @@ fn recover(path: &Path) -> Result<String, String> {
     Ok(message)
 }
 
-fn repair(path: &Path, line: u64) -> Result<String, String> {
+fn repair(path: &Path, line: u64, force: bool) -> Result<String, String> {
     let (_, dir) = load(path)?;
-    let bytes = state::repair_drop_line(&dir, line).map_err(|e| e.to_string())?;
-    Ok(format!("{}: line {line} of audit.jsonl ({bytes} bytes) moved to audit.jsonl.bak", dir.display()))
+    let done = state::repair_drop_line(&dir, line, force).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{}: line {line} of audit.jsonl ({} bytes) moved to audit.jsonl.bak; an entry saying revision {} was dropped takes its place",
+        dir.display(),
+        done.bytes,
+        done.revision
+    ))
 }

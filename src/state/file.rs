@@ -22,7 +22,9 @@
 //! S + 1 (after the append, before the rename), or a last line without its `\n` (during
 //! the append): the line beyond S and the torn line were never acknowledged; they are cut
 //! (copied to `audit.jsonl.bak` first, and a warning logged). Anything else — a damaged
-//! line before the last, revisions out of order, a log ahead of `state.json` by more than
+//! line before the last, revisions that do not follow one another (out of order, or a
+//! gap: `sluice state repair` leaves a `dropped` entry in a damaged line's place, so only
+//! lines removed by hand make one), a log ahead of `state.json` by more than
 //! one line (a state file restored from a backup, or deleted), a log behind it — stops
 //! start-up with the file, the line and the command that repairs it. Nothing is deleted.
 //!

@@ -67,6 +67,8 @@ pub enum LogError {
     Damaged { path: String, line: u64, message: String },
     #[error("{path}:{line}: revision {revision} follows revision {previous}: revisions must increase")]
     OutOfOrder { path: String, line: u64, revision: u64, previous: u64 },
+    #[error("{path}:{line}: revision {revision} follows revision {previous}: the revisions between are missing from the log (lines removed by hand?). Put them back (a line cut by sluice or a repair is in the log's .bak file); `sluice state repair --drop-line` keeps a damaged line's revision in the log, so it never makes a gap")]
+    Gap { path: String, line: u64, revision: u64, previous: u64 },
 }
 
 pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -107,13 +109,14 @@ struct Head {
     revision: u64,
 }
 
-fn parse_head(line: &[u8]) -> Result<u64, String> {
+pub(super) fn parse_head(line: &[u8]) -> Result<u64, String> {
     let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
     serde_json::from_str::<Head>(text).map(|h| h.revision).map_err(|e| e.to_string())
 }
 
 /// Read the whole file once, a line at a time (bounded memory: the longest line), checking
-/// that every complete line is a JSON object with a revision greater than the one before.
+/// that every complete line is a JSON object whose revision follows the one before (the
+/// first line's may be any: a log moved aside starts again at the next revision).
 /// A missing file scans as empty.
 pub fn scan(path: &Path) -> Result<Scan, LogError> {
     let file = match File::open(path) {
@@ -149,13 +152,12 @@ pub fn scan(path: &Path) -> Result<Scan, LogError> {
         match head {
             Ok(revision) => {
                 if let Some(last) = scan.last {
-                    if revision <= last.revision {
-                        return Err(LogError::OutOfOrder {
-                            path: path.display().to_string(),
-                            line: number,
-                            revision,
-                            previous: last.revision,
-                        });
+                    let (path, line, previous) = (path.display().to_string(), number, last.revision);
+                    if revision <= previous {
+                        return Err(LogError::OutOfOrder { path, line, revision, previous });
+                    }
+                    if revision != previous + 1 {
+                        return Err(LogError::Gap { path, line, revision, previous });
                     }
                 }
                 scan.first.get_or_insert(revision);
@@ -326,6 +328,7 @@ mod tests {
             reason: "é".repeat(reason_len),
             changes: Vec::new(),
             file_objects: None,
+            dropped: false,
         }
     }
 

@@ -35,7 +35,7 @@ pub use delta::Patch;
 pub use file::{Fault, Faults, FileStore};
 pub use log::LogError;
 pub use query::{AuditPage, AuditQuery};
-pub use recover::{recover, repair_drop_line, RecoverError, Recovered};
+pub use recover::{recover, repair_drop_line, Dropped, RecoverError, Recovered};
 pub use store::{MemoryStore, Store, StoreError};
 
 use crate::config::{self, Problem};
@@ -142,6 +142,11 @@ pub struct AuditEntry {
     /// has the file's value). With `changes`, what rebuilds the state from the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_objects: Option<Vec<ObjectKey>>,
+    /// This revision's line was damaged and moved to `audit.jsonl.bak` by `sluice state
+    /// repair`, which left this entry (no changes) in its place: what the revision changed
+    /// is not in the log, so no rollback or rebuild goes through it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dropped: bool,
 }
 
 /// Which object.
@@ -307,7 +312,7 @@ fn build(base: &Value, docs: &Docs, gateway: &Gateway) -> Result<Snapshot, Vec<P
     Snapshot::build(&config, targeting, &gateway.metrics, Some(&gateway.snapshot()))
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
@@ -444,6 +449,7 @@ impl State {
             reason: request.reason.clone(),
             changes: changes.clone(),
             file_objects,
+            dropped: false,
         };
         let mut flag_revisions = current.flag_revisions.clone();
         for c in changes.iter().filter(|c| c.kind == Kind::Flag) {
@@ -496,19 +502,38 @@ impl State {
         self.base.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// A flag's document as of `revision`.
+    /// A flag's document as of `revision`: the newest change of it at or before `revision`,
+    /// provided every revision from there to `revision` is in the log.
     fn flag_at(&self, flag: &str, revision: u64) -> Result<Value, ChangeError> {
         let mut last = None;
+        let mut dropped = None;
+        let mut oldest = None;
         self.store.audit_back(&mut |e| {
-            if e.revision <= revision {
-                last = e.changes.into_iter().find(|c| c.kind == Kind::Flag && c.key == flag);
+            oldest = Some(e.revision);
+            if e.revision > revision {
+                return true;
             }
+            if e.dropped {
+                dropped = Some(e.revision);
+                return false;
+            }
+            last = e.changes.into_iter().find(|c| c.kind == Kind::Flag && c.key == flag);
             last.is_none()
         })?;
+        if let Some(missing) = dropped {
+            return Err(ChangeError::Conflict(format!(
+                "revision {missing} is not in the audit log (a repair moved its damaged line to audit.jsonl.bak): flag `{flag}` as of revision {revision} is unknown"
+            )));
+        }
         match last {
             Some(ObjectChange { after: Some(v), .. }) => Ok(v.clone()),
             Some(_) => Err(ChangeError::Conflict(format!("flag `{flag}` did not exist at revision {revision}"))),
-            None => Err(ChangeError::NotFound(format!("no revision up to {revision} has flag `{flag}`"))),
+            None => match oldest {
+                Some(first) if first > revision => Err(ChangeError::NotFound(format!(
+                    "revision {revision} is not in the audit log (it begins at revision {first})"
+                ))),
+                _ => Err(ChangeError::NotFound(format!("no revision up to {revision} has flag `{flag}`"))),
+            },
         }
     }
 }

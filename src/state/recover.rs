@@ -5,7 +5,7 @@
 //! appended to).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::file::{audit_path, io, lock_dir, read_state, replace_file, state_path};
@@ -31,6 +31,10 @@ pub enum RecoverError {
     Invalid { revision: u64, message: String },
     #[error("{path} has no line {line} (it has {lines})")]
     NoLine { path: String, line: u64, lines: u64 },
+    #[error("{path}:{line} is a complete audit entry (revision {revision}), not a damaged one: nothing was changed. Dropping it loses what that revision changed; pass --force to drop it anyway")]
+    NotDamaged { path: String, line: u64, revision: u64 },
+    #[error("{path}:{line}: the revision this line held cannot be told from the lines around it (they are damaged too, or not consecutive): nothing was changed")]
+    UnknownRevision { path: String, line: u64 },
 }
 
 /// What `recover` did.
@@ -97,6 +101,12 @@ fn rebuild(path: &Path, len: u64) -> Result<Stored, RecoverError> {
         if entry.revision != state.revision + 1 {
             gap = Some((line, entry.revision, state.revision + 1));
             return Ok(());
+        }
+        if entry.dropped {
+            return Err(format!(
+                "revision {} was moved to the backup file by a repair: the state cannot be rebuilt past it",
+                entry.revision
+            ));
         }
         replay(&mut state, entry)
     })?;
@@ -192,40 +202,98 @@ fn backup_state(dir: &Path, path: &Path) -> Result<PathBuf, RecoverError> {
     }
 }
 
-/// Move line `line` (1-based) of the audit log in `dir` to `audit.jsonl.bak`. Returns the
-/// bytes moved.
-pub fn repair_drop_line(dir: &Path, line: u64) -> Result<u64, RecoverError> {
+/// What `repair_drop_line` did.
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    /// The bytes moved to `audit.jsonl.bak`.
+    pub bytes: u64,
+    /// The revision the line held, now held by an entry that says it was dropped.
+    pub revision: u64,
+}
+
+/// Move line `line` (1-based) of the audit log in `dir` to `audit.jsonl.bak`, leaving in
+/// its place an entry of the same revision that records it was dropped (`dropped: true`,
+/// no changes), so the log keeps every revision number and start-up's rule — revisions
+/// follow one another — still holds, while no rollback or rebuild goes through what the
+/// line changed. A line that parses as an entry is only dropped with `force`. The log is
+/// rewritten a line at a time (bounded memory) into a file with its permissions, synced,
+/// then renamed into place.
+pub fn repair_drop_line(dir: &Path, line: u64, force: bool) -> Result<Dropped, RecoverError> {
     let _lock = lock_dir(dir)?;
     let audit = audit_path(dir);
-    let tmp = audit.with_extension("tmp");
+    let path = audit.display().to_string();
+    // First pass: where the line is, and the revisions around it.
     let mut reader = BufReader::new(File::open(&audit).map_err(io(&audit))?);
-    let mut out = BufWriter::new(File::create(&tmp).map_err(io(&tmp))?);
-    let (mut number, mut dropped) = (0u64, None);
-    let mut buf = Vec::new();
+    let (mut number, mut offset, mut buf) = (0u64, 0u64, Vec::new());
+    let (mut found, mut previous, mut next) = (None, None, None);
     loop {
-        buf.clear();
-        if reader.read_until(b'\n', &mut buf).map_err(io(&audit))? == 0 {
+        let (n, _) = log::read_line(&mut reader, &mut buf).map_err(io(&audit))?;
+        if n == 0 {
             break;
         }
         number += 1;
-        if number == line {
-            dropped = Some(buf.clone());
-        } else {
-            out.write_all(&buf).map_err(io(&tmp))?;
+        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let head = if n > log::MAX_LINE as u64 + 1 { None } else { log::parse_head(body).ok() };
+        if number + 1 == line {
+            previous = head;
+        } else if number == line {
+            let parses = n <= log::MAX_LINE as u64 + 1
+                && std::str::from_utf8(body).ok().and_then(|t| serde_json::from_str::<AuditEntry>(t).ok()).is_some();
+            found = Some((offset, n, head, parses));
+        } else if number == line + 1 {
+            next = head;
+            break;
         }
+        offset += n;
     }
-    let Some(mut bytes) = dropped else {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(RecoverError::NoLine { path: audit.display().to_string(), line, lines: number });
+    let Some((offset, len, head, parses)) = found else {
+        return Err(RecoverError::NoLine { path, line, lines: number });
     };
-    out.into_inner().map_err(|e| io(&tmp)(e.into_error())).and_then(|f| f.sync_all().map_err(io(&tmp)))?;
-    if bytes.last() != Some(&b'\n') {
-        bytes.push(b'\n');
+    if parses && !force {
+        return Err(RecoverError::NotDamaged { path, line, revision: head.unwrap_or(0) });
     }
-    let backup = log::backup_path(&audit);
-    let mut bak = OpenOptions::new().create(true).append(true).open(&backup).map_err(io(&backup))?;
-    bak.write_all(&bytes).and_then(|()| bak.sync_all()).map_err(io(&backup))?;
+    let revision = match (head.filter(|_| parses), previous, next) {
+        (Some(r), _, _) => r,
+        (None, Some(p), n) if n.is_none_or(|n| n == p + 2) => p + 1,
+        (None, None, Some(n)) if n > 1 => n - 1,
+        _ => return Err(RecoverError::UnknownRevision { path, line }),
+    };
+    // Second pass: everything but the line into the new log, the line to the backup.
+    let placeholder = AuditEntry {
+        revision,
+        time: super::now(),
+        actor: "sluice state repair".into(),
+        reason: format!(
+            "line {line} was damaged and moved to audit.jsonl.bak: what revision {revision} changed is unknown"
+        ),
+        changes: Vec::new(),
+        file_objects: None,
+        dropped: true,
+    };
+    let mut entry = serde_json::to_vec(&placeholder)
+        .map_err(|e| StoreError::Damaged { path: path.clone(), message: e.to_string() })?;
+    entry.push(b'\n');
+    let mut source = File::open(&audit).map_err(io(&audit))?;
+    let permissions = source.metadata().map_err(io(&audit))?.permissions();
+    let tmp = audit.with_extension("tmp");
+    let copied = (|| -> Result<File, RecoverError> {
+        let mut out = File::create(&tmp).map_err(io(&tmp))?;
+        out.set_permissions(permissions).map_err(io(&tmp))?;
+        std::io::copy(&mut (&mut source).take(offset), &mut out).map_err(io(&tmp))?;
+        let backup = log::backup_path(&audit);
+        let mut bak = OpenOptions::new().create(true).append(true).open(&backup).map_err(io(&backup))?;
+        std::io::copy(&mut (&mut source).take(len), &mut bak).map_err(io(&backup))?;
+        bak.write_all(b"\n").and_then(|()| bak.sync_all()).map_err(io(&backup))?;
+        out.write_all(&entry).map_err(io(&tmp))?;
+        std::io::copy(&mut source, &mut out).map_err(io(&tmp))?;
+        out.sync_all().map_err(io(&tmp))?;
+        Ok(out)
+    })();
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, &audit).map_err(io(&audit))?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    Ok(bytes.len() as u64)
+    Ok(Dropped { bytes: len, revision })
 }

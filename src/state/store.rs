@@ -47,7 +47,7 @@ impl From<LogError> for StoreError {
     fn from(e: LogError) -> Self {
         match e {
             LogError::Damaged { line, .. } | LogError::OutOfOrder { line, .. } => StoreError::Corrupt(e, line),
-            LogError::Io { .. } => StoreError::Log(e),
+            LogError::Io { .. } | LogError::Gap { .. } => StoreError::Log(e),
         }
     }
 }
