@@ -542,6 +542,20 @@ fn start_up_accepts_exactly_the_tails_a_crash_leaves() {
     assert!(err.contains("ends at revision 1, before") && err.contains("revision 2"), "{err}");
     assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), &log[..first_line]);
 
+    // An empty log under state.json: refused (only a missing one means "moved aside").
+    std::fs::write(audit_path(&dir), b"").unwrap();
+    let err = open(&dir).expect_err("refused");
+    assert!(err.contains("audit.jsonl is empty but") && err.contains("at revision 2"), "{err}");
+    std::fs::remove_file(audit_path(&dir)).unwrap();
+    let state = open(&dir).unwrap();
+    assert_eq!(state.revision(), 2, "a log moved aside starts again");
+    assert_eq!(kill(&state, true, "new log").unwrap(), 3);
+    assert_eq!(revisions(&state), [3]);
+    let err = state.apply(Change::Rollback { flag: FLAG.into(), revision: 2 }, &req("undo")).unwrap_err();
+    assert!(err.to_string().contains("revision 2 is not in the audit log (it begins at revision 3)"), "{err}");
+    drop(state);
+    std::fs::write(audit_path(&dir), &log[..first_line]).unwrap();
+
     // No state.json and only the first entry: the first commit crashed; start afresh.
     std::fs::remove_file(dir.join("state.json")).unwrap();
     let state = open(&dir).unwrap();

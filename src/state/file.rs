@@ -25,8 +25,10 @@
 //! line before the last, revisions that do not follow one another (out of order, or a
 //! gap: `sluice state repair` leaves a `dropped` entry in a damaged line's place, so only
 //! lines removed by hand make one), a log ahead of `state.json` by more than
-//! one line (a state file restored from a backup, or deleted), a log behind it — stops
-//! start-up with the file, the line and the command that repairs it. Nothing is deleted.
+//! one line (a state file restored from a backup, or deleted), a log behind it (an empty
+//! log included) — stops start-up with the file, the line and the command that repairs
+//! it. Nothing is deleted. A missing log (moved aside) is accepted with a warning: a new
+//! one starts at the next revision.
 //!
 //! Start-up reads the log once, a line at a time (bounded memory), parsing each line only
 //! as far as checking it is JSON with a revision; the audit API reads it from the end.
@@ -156,8 +158,8 @@ impl FileStore {
             }
             None => scan.len,
         };
-        if scan.lines == 0 && stored.is_some_and(|s| s > 1) {
-            tracing::warn!(log = %audit.display(), "the audit log is empty: the history starts at the next revision");
+        if !scan.exists && stored.is_some() {
+            tracing::warn!(log = %audit.display(), "there is no audit log (moved aside): a new one starts at the next revision");
         }
         Ok(FileStore {
             dir: dir.to_path_buf(),
@@ -275,6 +277,10 @@ fn cut_point(scan: &Scan, stored: Option<u64>, dir: &Path) -> Result<Option<u64>
             _ => Err(StoreError::MissingState { state, audit, last }),
         };
     };
+    if scan.exists && scan.len == 0 {
+        // A log moved aside is missing, not empty: an empty one lost its entries.
+        return Err(StoreError::EmptyLog { audit, state, revision });
+    }
     if let Some(bad) = scan.bad_last {
         // A damaged last line is a torn entry only if the log is complete without it.
         return match scan.torn {
@@ -283,7 +289,15 @@ fn cut_point(scan: &Scan, stored: Option<u64>, dir: &Path) -> Result<Option<u64>
         };
     }
     match scan.last {
-        Some(l) if l.revision == revision + 1 && scan.torn.is_none() => Ok(Some(l.offset)),
+        // The entry beyond state.json follows state.json's own (or is the first of a log
+        // moved aside).
+        Some(l)
+            if l.revision == revision + 1
+                && scan.torn.is_none()
+                && scan.before_last.is_none_or(|b| b.revision == revision) =>
+        {
+            Ok(Some(l.offset))
+        }
         Some(l) if l.revision > revision => {
             Err(StoreError::StateBehind { state, revision, audit, last: l.revision, line: l.number })
         }

@@ -78,6 +78,8 @@ pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
 /// What a scan found: the complete lines that parse, and what follows them.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Scan {
+    /// Whether the file exists (a missing file scans as empty).
+    pub exists: bool,
     /// The file's length.
     pub len: u64,
     /// How many lines parse (the good ones, all of them before any bad one).
@@ -125,7 +127,7 @@ pub fn scan(path: &Path) -> Result<Scan, LogError> {
         Err(e) => return Err(io(path)(e)),
     };
     let mut reader = BufReader::with_capacity(CHUNK, file);
-    let mut scan = Scan::default();
+    let mut scan = Scan { exists: true, ..Scan::default() };
     let mut buf = Vec::new();
     let mut offset = 0u64;
     let mut number = 0u64;

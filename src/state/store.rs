@@ -35,6 +35,8 @@ pub enum StoreError {
     LogBehind { audit: String, last: u64, state: String, revision: u64 },
     #[error("the change's audit entry would be {bytes} bytes, more than the {max} an audit line may hold: nothing was changed")]
     TooLarge { bytes: usize, max: usize },
+    #[error("{audit} is empty but {state} is at revision {revision}: the log lost its entries. Restore it from a backup, or move it aside (a missing log starts again at the next revision)")]
+    EmptyLog { audit: String, state: String, revision: u64 },
     #[error("the state store refuses changes: {reason}. Restart sluice once the disk is healthy")]
     Poisoned { reason: String },
     /// The change reached `state.json` (and is in effect), but the directory could not be
