@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::log::{self, Scan};
 use super::store::{Store, StoreError, RECOVER};
-use super::{AuditEntry, Stored};
+use super::{AuditEntry, EntryHead, Stored};
 
 /// A fault a test makes the next matching disk operation suffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,10 +350,20 @@ impl Store for FileStore {
         }
     }
 
-    fn audit_back(&self, visit: &mut dyn FnMut(AuditEntry) -> bool) -> Result<(), StoreError> {
+    fn audit_back(
+        &self,
+        before: Option<u64>,
+        wanted: &dyn Fn(&EntryHead) -> bool,
+        visit: &mut dyn FnMut(AuditEntry) -> bool,
+    ) -> Result<(), StoreError> {
         // What lies before `len` never changes while the store is open: read it unlocked.
         let len = self.inner.lock().unwrap_or_else(PoisonError::into_inner).len;
-        Ok(log::read_back(&audit_path(&self.dir), len, visit)?)
+        let path = audit_path(&self.dir);
+        let end = match before {
+            Some(revision) => log::offset_of(&path, len, revision)?,
+            None => len,
+        };
+        Ok(log::read_back(&path, end, wanted, visit)?)
     }
 
     fn close(&self) {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::AuditEntry;
+use super::{AuditEntry, EntryHead};
 
 /// How much of the file is read at once when reading from the end.
 const CHUNK: usize = 64 * 1024;
@@ -176,10 +176,16 @@ pub fn scan(path: &Path) -> Result<Scan, LogError> {
     Ok(scan)
 }
 
-/// Visit the entries of the first `len` bytes of the file, newest first, until `visit`
+/// Visit the entries of the first `len` bytes of the file whose head `wanted` accepts
+/// (the others are parsed only as far as their head), newest first, until `visit`
 /// returns `false`. Reads the file backwards a chunk at a time; each byte is read, searched
 /// and copied once (a line longer than a chunk is gathered as a list of pieces).
-pub fn read_back(path: &Path, len: u64, visit: &mut dyn FnMut(AuditEntry) -> bool) -> Result<(), LogError> {
+pub fn read_back(
+    path: &Path,
+    len: u64,
+    wanted: &dyn Fn(&EntryHead) -> bool,
+    visit: &mut dyn FnMut(AuditEntry) -> bool,
+) -> Result<(), LogError> {
     if len == 0 {
         return Ok(());
     }
@@ -205,7 +211,7 @@ pub fn read_back(path: &Path, len: u64, visit: &mut dyn FnMut(AuditEntry) -> boo
             if pos + i as u64 + 1 < len {
                 let line = join(&chunk[i + 1..end], &mut tail);
                 tail_len = 0;
-                if !visit_line(path, &line, &mut from_end, visit)? {
+                if !visit_line(path, &line, &mut from_end, wanted, visit)? {
                     return Ok(());
                 }
             }
@@ -223,7 +229,7 @@ pub fn read_back(path: &Path, len: u64, visit: &mut dyn FnMut(AuditEntry) -> boo
     }
     let line = join(&[], &mut tail);
     if !line.is_empty() {
-        visit_line(path, &line, &mut from_end, visit)?;
+        visit_line(path, &line, &mut from_end, wanted, visit)?;
     }
     Ok(())
 }
@@ -242,19 +248,60 @@ fn visit_line(
     path: &Path,
     line: &[u8],
     from_end: &mut u64,
+    wanted: &dyn Fn(&EntryHead) -> bool,
     visit: &mut dyn FnMut(AuditEntry) -> bool,
 ) -> Result<bool, LogError> {
     *from_end += 1;
     let body = line.strip_suffix(b"\n").unwrap_or(line);
-    let entry = std::str::from_utf8(body)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_str::<AuditEntry>(t).map_err(|e| e.to_string()))
-        .map_err(|message| LogError::Damaged {
-            path: format!("{} (counting from the end)", path.display()),
-            line: *from_end,
-            message,
-        })?;
+    let damaged = |message: String| LogError::Damaged {
+        path: format!("{} (counting from the end)", path.display()),
+        line: *from_end,
+        message,
+    };
+    let text = std::str::from_utf8(body).map_err(|e| damaged(e.to_string()))?;
+    let head: EntryHead = serde_json::from_str(text).map_err(|e| damaged(e.to_string()))?;
+    if !wanted(&head) {
+        return Ok(true);
+    }
+    let entry: AuditEntry = serde_json::from_str(text).map_err(|e| damaged(e.to_string()))?;
     Ok(visit(entry))
+}
+
+/// The offset of the first line, within the first `len` bytes, whose revision is at least
+/// `revision` (`len` if there is none): a binary search over byte offsets (the lines are
+/// sorted by revision), reading two lines or so per step.
+pub fn offset_of(path: &Path, len: u64, revision: u64) -> Result<u64, LogError> {
+    let mut reader = BufReader::with_capacity(CHUNK, File::open(path).map_err(io(path))?);
+    let mut buf = Vec::new();
+    // The first line that starts at or after `p`, and its revision.
+    let mut line_from = |p: u64| -> Result<Option<(u64, u64)>, LogError> {
+        let mut start = p;
+        if p > 0 {
+            reader.seek(SeekFrom::Start(p - 1)).map_err(io(path))?;
+            start = p - 1 + read_line(&mut reader, &mut buf).map_err(io(path))?.0;
+        }
+        if start >= len {
+            return Ok(None);
+        }
+        reader.seek(SeekFrom::Start(start)).map_err(io(path))?;
+        let (n, _) = read_line(&mut reader, &mut buf).map_err(io(path))?;
+        let damaged =
+            |message| LogError::Damaged { path: format!("{} (at byte {start})", path.display()), line: 0, message };
+        if let Some(message) = too_long(n) {
+            return Err(damaged(message));
+        }
+        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        parse_head(body).map(|r| Some((start, r))).map_err(damaged)
+    };
+    let (mut lo, mut hi) = (0u64, len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match line_from(mid)? {
+            Some((_, r)) if r < revision => lo = mid + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(line_from(lo)?.map_or(len, |(start, _)| start))
 }
 
 /// Visit every entry of the first `len` bytes, oldest first (for rebuilding the state
@@ -345,7 +392,7 @@ mod tests {
         }
         std::fs::write(&path, &bytes).unwrap();
         let mut seen = Vec::new();
-        read_back(&path, bytes.len() as u64, &mut |e| {
+        read_back(&path, bytes.len() as u64, &|_| true, &mut |e| {
             seen.push((e.revision, e.reason.chars().count()));
             true
         })
@@ -356,7 +403,7 @@ mod tests {
         assert_eq!((scan.lines, scan.last.map(|l| l.revision), scan.torn, scan.bad_last), (7, Some(7), None, None));
         // Stopping early reads no further.
         let mut n = 0;
-        read_back(&path, bytes.len() as u64, &mut |_| {
+        read_back(&path, bytes.len() as u64, &|_| true, &mut |_| {
             n += 1;
             n < 2
         })
@@ -388,13 +435,57 @@ mod tests {
         // Read back, a line past the limit is an error, not an allocation of its size.
         std::fs::write(&path, &long[good as usize..]).unwrap();
         let mut seen = Vec::new();
-        let err = read_back(&path, long.len() as u64 - good, &mut |e| {
+        let err = read_back(&path, long.len() as u64 - good, &|_| true, &mut |e| {
             seen.push(e.revision);
             true
         })
         .unwrap_err();
         assert_eq!(seen, [2]);
         assert!(err.to_string().contains("longer than the longest audit line"), "{err}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_page_before_a_revision_never_parses_the_newer_entries_and_filters_read_only_heads() {
+        let path = std::env::temp_dir().join(format!("sluice-log-page-{}.jsonl", std::process::id()));
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for revision in 1..=40u64 {
+            starts.push(bytes.len() as u64);
+            let mut value = serde_json::to_value(entry(revision, (revision as usize * 37) % 300)).unwrap();
+            if revision % 2 == 0 {
+                // Whole, these do not parse as entries (a patch that is not one): only
+                // their heads can be read.
+                value["changes"] = serde_json::json!([{"kind": "flag", "key": "other", "patch": 12}]);
+            }
+            bytes.extend(serde_json::to_vec(&value).unwrap());
+            bytes.push(b'\n');
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let len = bytes.len() as u64;
+        let second = &bytes[starts[1] as usize..starts[2] as usize - 1];
+        assert!(serde_json::from_slice::<AuditEntry>(second).is_err(), "a line that cannot be parsed whole");
+        for (i, start) in starts.iter().enumerate() {
+            assert_eq!(offset_of(&path, len, i as u64 + 1).unwrap(), *start);
+        }
+        assert_eq!(offset_of(&path, len, 41).unwrap(), len);
+        assert_eq!(offset_of(&path, len, 0).unwrap(), 0);
+        // Before revision 2: only revision 1 is read, never the unparsable newer ones.
+        let mut seen = Vec::new();
+        read_back(&path, offset_of(&path, len, 2).unwrap(), &|_| true, &mut |e| {
+            seen.push(e.revision);
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, [1]);
+        // A filter that skips the even entries reads only their heads.
+        let mut seen = Vec::new();
+        read_back(&path, len, &|h| h.changes.is_empty(), &mut |e| {
+            seen.push(e.revision);
+            seen.len() < 3
+        })
+        .unwrap();
+        assert_eq!(seen, [39, 37, 35]);
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -35,6 +35,7 @@ pub use delta::Patch;
 pub use file::{Fault, Faults, FileStore};
 pub use log::LogError;
 pub use query::{AuditPage, AuditQuery};
+
 pub use recover::{recover, repair_drop_line, Dropped, RecoverError, Recovered};
 pub use store::{MemoryStore, Store, StoreError};
 
@@ -147,6 +148,31 @@ pub struct AuditEntry {
     /// is not in the log, so no rollback or rebuild goes through it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dropped: bool,
+}
+
+/// What a reader of the log can decide from without the documents of an entry: its
+/// revision, time, which objects it changed and whether it was dropped. Parsing a line
+/// as this skips the documents without building them.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EntryHead {
+    pub revision: u64,
+    #[serde(default)]
+    pub time: String,
+    #[serde(default)]
+    pub changes: Vec<ObjectKey>,
+    #[serde(default)]
+    pub dropped: bool,
+}
+
+impl From<&AuditEntry> for EntryHead {
+    fn from(e: &AuditEntry) -> Self {
+        EntryHead {
+            revision: e.revision,
+            time: e.time.clone(),
+            changes: e.changes.iter().map(|c| ObjectKey { kind: c.kind, key: c.key.clone() }).collect(),
+            dropped: e.dropped,
+        }
+    }
 }
 
 /// Which object.
@@ -507,12 +533,13 @@ impl State {
     fn flag_at(&self, flag: &str, revision: u64) -> Result<Value, ChangeError> {
         let mut last = None;
         let mut dropped = None;
-        let mut oldest = None;
-        self.store.audit_back(&mut |e| {
-            oldest = Some(e.revision);
-            if e.revision > revision {
-                return true;
-            }
+        // Whether any line at or before `revision` is in the log.
+        let oldest = std::cell::Cell::new(None);
+        let wanted = |h: &EntryHead| {
+            oldest.set(Some(h.revision));
+            h.dropped || h.changes.iter().any(|c| c.kind == Kind::Flag && c.key == flag)
+        };
+        self.store.audit_back(Some(revision + 1), &wanted, &mut |e| {
             if e.dropped {
                 dropped = Some(e.revision);
                 return false;
@@ -520,6 +547,7 @@ impl State {
             last = e.changes.into_iter().find(|c| c.kind == Kind::Flag && c.key == flag);
             last.is_none()
         })?;
+        let oldest = oldest.get();
         if let Some(missing) = dropped {
             return Err(ChangeError::Conflict(format!(
                 "revision {missing} is not in the audit log (a repair moved its damaged line to audit.jsonl.bak): flag `{flag}` as of revision {revision} is unknown"
@@ -528,12 +556,11 @@ impl State {
         match last {
             Some(ObjectChange { after: Some(v), .. }) => Ok(v.clone()),
             Some(_) => Err(ChangeError::Conflict(format!("flag `{flag}` did not exist at revision {revision}"))),
-            None => match oldest {
-                Some(first) if first > revision => Err(ChangeError::NotFound(format!(
-                    "revision {revision} is not in the audit log (it begins at revision {first})"
-                ))),
-                _ => Err(ChangeError::NotFound(format!("no revision up to {revision} has flag `{flag}`"))),
-            },
+            // No line at or before `revision`: the log begins after it (moved aside).
+            None if oldest.is_none() => {
+                Err(ChangeError::NotFound(format!("revision {revision} is not in the audit log (it begins after it)")))
+            }
+            None => Err(ChangeError::NotFound(format!("no revision up to {revision} has flag `{flag}`"))),
         }
     }
 }

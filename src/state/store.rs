@@ -8,7 +8,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use super::log::LogError;
-use super::{AuditEntry, Stored};
+use super::{AuditEntry, EntryHead, Stored};
 
 /// The command that rebuilds `state.json` from the audit log, as errors quote it.
 pub const RECOVER: &str = "sluice state recover --config <config file>";
@@ -65,8 +65,15 @@ pub trait Store: Send + Sync {
     /// the store refuses every later commit until a restart. `entry.revision` must be
     /// the stored revision plus one. When this returns `Ok`, the change survives a crash.
     fn commit(&self, entry: &AuditEntry, state: &Stored) -> Result<(), StoreError>;
-    /// Visit the audit log newest first, until `visit` returns `false`.
-    fn audit_back(&self, visit: &mut dyn FnMut(AuditEntry) -> bool) -> Result<(), StoreError>;
+    /// Visit the entries of the audit log before revision `before` (all: `None`) newest
+    /// first, until `visit` returns `false`; only the entries whose head `wanted` accepts
+    /// are parsed whole and visited (it sees every head, newest first).
+    fn audit_back(
+        &self,
+        before: Option<u64>,
+        wanted: &dyn Fn(&EntryHead) -> bool,
+        visit: &mut dyn FnMut(AuditEntry) -> bool,
+    ) -> Result<(), StoreError>;
     /// Refuse further commits and release what the store holds (the directory lock).
     fn close(&self) {}
 }
@@ -96,10 +103,15 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn audit_back(&self, visit: &mut dyn FnMut(AuditEntry) -> bool) -> Result<(), StoreError> {
+    fn audit_back(
+        &self,
+        before: Option<u64>,
+        wanted: &dyn Fn(&EntryHead) -> bool,
+        visit: &mut dyn FnMut(AuditEntry) -> bool,
+    ) -> Result<(), StoreError> {
         let entries = self.inner.lock().unwrap_or_else(PoisonError::into_inner).1.clone();
-        for e in entries.into_iter().rev() {
-            if !visit(e) {
+        for e in entries.into_iter().rev().filter(|e| before.is_none_or(|b| e.revision < b)) {
+            if wanted(&EntryHead::from(&e)) && !visit(e) {
                 break;
             }
         }
