@@ -704,3 +704,17 @@ async fn a_document_nested_past_the_config_files_limit_is_refused_and_one_at_it_
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&cfg);
 }
+
+#[tokio::test]
+async fn an_audit_log_that_cannot_be_read_is_not_reported_as_a_change_that_failed() {
+    let dir = std::env::temp_dir().join(format!("sluice-admin-audit-read-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), Some(&dir))).await;
+    std::fs::remove_file(dir.join("audit.jsonl")).unwrap();
+    let page = call(&gw, "GET", "/admin/v1/audit", Some(READ), None, None).await;
+    assert_eq!((page.status.as_u16(), page.error_code()), (500, "audit_read_failed".to_string()), "{}", page.text());
+    assert!(page.text().contains("the audit log could not be read"), "{}", page.text());
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -99,7 +99,13 @@ struct Inner {
 
 /// Lock `dir` (creating it if needed): the returned file holds the OS lock.
 pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // The new directory's entry is durable before anything is committed in it.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent).and_then(|p| p.sync_all()).map_err(io(parent))?;
+        }
+    }
     let lock_path = dir.join("lock");
     let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
     match lock.try_lock() {
