@@ -193,13 +193,33 @@ fn a_failed_audit_append_is_cut_back_and_the_change_refused() {
 
 #[test]
 fn a_failed_cut_poisons_the_store_and_the_restart_keeps_lines_apart() {
-    let dir = temp_dir("poison");
-    let faults = Arc::new(Faults::default());
-    let state = open_with(&dir, Arc::clone(&faults)).unwrap();
-    assert_eq!(kill(&state, false, "before").unwrap(), 2);
-    faults.inject(Fault::AuditWrite);
-    faults.inject(Fault::AuditCut);
-    assert!(kill(&state, true, "torn é").is_err());
+    // The fault writes the first half of the line. The line's length is fixed by its
+    // reason (the time has a fixed width), so one of these prefixes puts the half inside
+    // an `é` (2 bytes): found, and asserted, below.
+    let mut found = None;
+    for prefix in ["", "x", "xx"] {
+        let dir = temp_dir(&format!("poison{}", prefix.len()));
+        let faults = Arc::new(Faults::default());
+        let state = open_with(&dir, Arc::clone(&faults)).unwrap();
+        assert_eq!(kill(&state, false, "before").unwrap(), 2);
+        let acknowledged = std::fs::metadata(audit_path(&dir)).unwrap().len() as usize;
+        faults.inject(Fault::AuditWrite);
+        faults.inject(Fault::AuditCut);
+        assert!(kill(&state, true, &format!("torn {prefix}{}", "é".repeat(20_000))).is_err());
+        let torn = std::fs::read(audit_path(&dir)).unwrap()[acknowledged..].to_vec();
+        match std::str::from_utf8(&torn) {
+            // Incomplete at the end: the cut is inside a multi-byte character.
+            Err(e) if e.error_len().is_none() && torn.ends_with(&"é".as_bytes()[..1]) => {
+                found = Some((dir, faults, state));
+                break;
+            }
+            _ => {
+                drop(state);
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
+    let (dir, _faults, state) = found.expect("a cut inside `é`");
     let err = rollout(&state, 10.0, "glued?").unwrap_err();
     assert!(err.to_string().contains("refuses changes"), "poisoned: {err}");
     assert_eq!(state.revision(), 2);
@@ -329,7 +349,7 @@ fn a_read_only_state_directory_refuses_the_change() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     if std::fs::File::create(dir.join("probe")).is_ok() {
         eprintln!(
-            "SKIPPED a_read_only_state_directory_refuses_the_change: this process can write to a read-only directory (root); the fault-injected tests cover it"
+            "\n*** SKIPPED a_read_only_state_directory_refuses_the_change: running as root, which writes to a read-only directory anyway; run as a normal user to test it (the fault-injected tests cover the path) ***\n"
         );
         let _ = std::fs::remove_file(dir.join("probe"));
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -461,7 +481,7 @@ fn a_full_disk_refuses_the_change_and_leaves_the_log_whole() {
         .output()
         .map(|o| o.status.success());
     if mounted.as_ref().map_or(true, |ok| !ok) {
-        eprintln!("SKIPPED a_full_disk_refuses_the_change_and_leaves_the_log_whole: cannot mount a tmpfs here ({mounted:?}); the fault-injected tests cover it");
+        eprintln!("\n*** SKIPPED a_full_disk_refuses_the_change_and_leaves_the_log_whole: cannot mount a tmpfs here ({mounted:?}): it needs root; run as root to test it (the fault-injected tests cover the path) ***\n");
         let _ = std::fs::remove_dir(&mount);
         return;
     }
