@@ -389,8 +389,12 @@ fn a_damaged_middle_line_stops_start_up_and_repair_moves_it_to_the_backup() {
     assert!(!ok && out.contains("is a complete audit entry (revision 2)") && out.contains("--force"), "{out}");
     assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), damaged, "nothing changed");
 
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(audit_path(&dir), std::fs::Permissions::from_mode(0o640)).unwrap();
     let (ok, out) = sluice_state(&dir, &["repair", "--drop-line", "3"]);
     assert!(ok, "{out}");
+    let mode = std::fs::metadata(audit_path(&dir)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "the log keeps its permissions");
     assert!(bak(&dir).starts_with(&third[..third.len() - 5]), "the line is kept");
     let state = open(&dir).unwrap();
     assert_eq!(state.revision(), 5);
@@ -661,5 +665,30 @@ fn a_gap_in_the_revisions_stops_start_up() {
     let err = open(&dir).expect_err("refused");
     assert!(err.contains("revision 5 follows revision 2"), "{err}");
     assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), gapped_tail);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_entry_longer_than_an_audit_line_may_be_is_refused_before_anything_is_written() {
+    use sluice::state::Store;
+    let dir = temp_dir("too-long");
+    let state = open(&dir).unwrap();
+    let stored = state.current();
+    drop(state);
+    let log = std::fs::read(audit_path(&dir)).unwrap();
+    let store = FileStore::open(&dir).unwrap();
+    let entry = AuditEntry {
+        revision: stored.revision + 1,
+        time: "2026-12-01T00:00:00.000Z".into(),
+        actor: "ops".into(),
+        reason: "x".repeat(16 * 1024 * 1024),
+        changes: Vec::new(),
+        file_objects: None,
+        dropped: false,
+    };
+    let err = store.commit(&entry, &stored).unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
+    assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), log, "nothing appended");
+    drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
