@@ -23,9 +23,24 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The store in `dir`. A `sluice state` child another test is spawning holds a copy of
+/// every open descriptor until it execs — the lock of a store just dropped included — so
+/// wait (bounded) for that lock to be released.
+fn open_store(dir: &Path, faults: Arc<Faults>) -> Result<FileStore, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match FileStore::open_with_faults(dir, Arc::clone(&faults)) {
+            Err(sluice::state::StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::yield_now()
+            }
+            other => return other.map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// The example config's state, in `dir`, as `sluice serve` would open it.
 fn open_with(dir: &Path, faults: Arc<Faults>) -> Result<State, String> {
-    let store = FileStore::open_with_faults(dir, faults).map_err(|e| e.to_string())?;
+    let store = open_store(dir, faults)?;
     let text = std::fs::read_to_string(CONFIG).unwrap();
     let env = |name: &str| (name == "SLUICE_STATE_DIR").then(|| dir.display().to_string());
     let mut loaded = sluice::config::parse(&text, CONFIG, &env).unwrap();
@@ -89,14 +104,21 @@ fn history(state: &State) {
 }
 
 fn sluice_state(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["state"])
-        .args(args)
-        .args(["--config", CONFIG])
-        .env("SLUICE_STATE_DIR", dir)
-        .output()
-        .unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    // As in `open_store`: a lock just released may live on a moment in another test's child.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["state"])
+            .args(args)
+            .args(["--config", CONFIG])
+            .env("SLUICE_STATE_DIR", dir)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if out.status.success() || !text.contains("in use by another sluice") || std::time::Instant::now() >= deadline {
+            return (out.status.success(), text);
+        }
+    }
 }
 
 fn audit_path(dir: &Path) -> PathBuf {
@@ -676,7 +698,7 @@ fn an_entry_longer_than_an_audit_line_may_be_is_refused_before_anything_is_writt
     let stored = state.current();
     drop(state);
     let log = std::fs::read(audit_path(&dir)).unwrap();
-    let store = FileStore::open(&dir).unwrap();
+    let store = open_store(&dir, Arc::default()).unwrap();
     let entry = AuditEntry {
         revision: stored.revision + 1,
         time: "2026-12-01T00:00:00.000Z".into(),
