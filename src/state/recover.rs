@@ -1,6 +1,6 @@
 //! Repairs a person asks for (`sluice state recover`, `sluice state repair`): rebuilding
 //! `state.json` from the audit log, and moving one damaged line of the log to its backup
-//! file. Both hold the directory's lock, so they never run beside a serving sluice, and
+//! file (an entry of the same revision marked `dropped` takes its place). Both hold the directory's lock, so they never run beside a serving sluice, and
 //! both keep what they replace (`state.json.bak[.N]`, never overwritten; `audit.jsonl.bak`,
 //! appended to).
 
