@@ -539,7 +539,7 @@ impl State {
             oldest.set(Some(h.revision));
             h.dropped || h.changes.iter().any(|c| c.kind == Kind::Flag && c.key == flag)
         };
-        self.store.audit_back(Some(revision + 1), &wanted, &mut |e| {
+        self.store.audit_back(Some(revision.saturating_add(1)), &wanted, &mut |e| {
             if e.dropped {
                 dropped = Some(e.revision);
                 return false;
