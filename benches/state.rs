@@ -62,6 +62,7 @@ fn long_history(dir: &std::path::Path, n: u64) {
             reason: format!("version {revision}"),
             changes: vec![change],
             file_objects: None,
+            dropped: false,
         };
         log.extend(serde_json::to_vec(&entry).unwrap());
         log.push(b'\n');

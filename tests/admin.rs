@@ -656,3 +656,65 @@ async fn the_audit_log_is_read_a_page_at_a_time() {
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `{"a": {"a": … {}}}`, `depth` objects deep.
+fn nested(depth: usize) -> Value {
+    (1..depth).fold(json!({}), |inner, _| json!({ "a": inner }))
+}
+
+#[tokio::test]
+async fn a_document_nested_past_the_config_files_limit_is_refused_and_one_at_it_survives_a_restart() {
+    let dir = std::env::temp_dir().join(format!("sluice-admin-depth-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let yaml = admin_config(&up.base_url(), Some(&dir));
+    let gw = gateway(&yaml).await;
+    let version = |number: u32, parameters: Value| json!({"reason": "deep", "version": {"version": number, "provider": "up", "model": "m", "parameters": parameters}});
+    // The body parses (127 levels), but stored it would nest past what state.json's reader takes.
+    let deep =
+        call(&gw, "POST", "/admin/v1/ai-configs/bot/versions", Some(WRITE), Some(version(3, nested(124))), None).await;
+    assert_eq!(deep.status, 422, "{}", deep.text());
+    assert_eq!(deep.json()["error"]["problems"][0]["path"], "ai_configs.bot");
+    assert!(deep.text().contains("nests more than 64 deep"), "{}", deep.text());
+    assert_eq!(gw.state.revision(), 1, "nothing stored");
+    // At the limit: ai_configs → bot → versions → the version → parameters, 64 in all.
+    let max = sluice::state::MAX_DOC_NESTING - 3;
+    let ok =
+        call(&gw, "POST", "/admin/v1/ai-configs/bot/versions", Some(WRITE), Some(version(3, nested(max))), None).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let over =
+        call(&gw, "POST", "/admin/v1/ai-configs/bot/versions", Some(WRITE), Some(version(4, nested(max + 1))), None)
+            .await;
+    assert_eq!(over.status, 422, "{}", over.text());
+    gw.shutdown().await;
+
+    let gw = gateway(&yaml).await;
+    assert_eq!(gw.state.revision(), 2, "the acknowledged version is read back");
+    let versions = &gw.state.current().docs.ai_configs["bot"]["versions"];
+    assert_eq!(versions[2]["parameters"], nested(max));
+    gw.shutdown().await;
+    let cfg = dir.with_extension("yaml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["state", "recover", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "and recover replays it: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&cfg);
+}
+
+#[tokio::test]
+async fn an_audit_log_that_cannot_be_read_is_not_reported_as_a_change_that_failed() {
+    let dir = std::env::temp_dir().join(format!("sluice-admin-audit-read-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), Some(&dir))).await;
+    std::fs::remove_file(dir.join("audit.jsonl")).unwrap();
+    let page = call(&gw, "GET", "/admin/v1/audit", Some(READ), None, None).await;
+    assert_eq!((page.status.as_u16(), page.error_code()), (500, "audit_read_failed".to_string()), "{}", page.text());
+    assert!(page.text().contains("the audit log could not be read"), "{}", page.text());
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{invalid, json_response, percent_decode, ApiError};
 use crate::body::Body;
-use crate::state::{AuditQuery, ChangeError, State};
+use crate::state::{AuditQuery, State};
 
 /// Most entries one page holds.
 pub const MAX_LIMIT: usize = 1000;
@@ -48,6 +48,13 @@ pub async fn page(state: Arc<State>, query: &str) -> Result<Response<Body>, ApiE
     let page = tokio::task::spawn_blocking(move || state.audit(&q))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the audit read was interrupted"))?
-        .map_err(|e| ApiError::from(ChangeError::Store(e)))?;
+        .map_err(|e| {
+            tracing::error!(error = %e, "the audit log could not be read");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "audit_read_failed",
+                "the audit log could not be read (sluice's log says why)",
+            )
+        })?;
     Ok(json_response(StatusCode::OK, &json!({"revision": revision, "entries": page.entries, "next": page.next})))
 }

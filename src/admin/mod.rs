@@ -22,7 +22,7 @@ use crate::auth::{digest, parse_digest, KeyDigest};
 use crate::body::{self, Body};
 use crate::config::{AdminConfig, AdminRole, Problem};
 use crate::guard::Guards;
-use crate::state::{Change, ChangeError, Request as ChangeRequest, State};
+use crate::state::{Change, ChangeError, Request as ChangeRequest, State, StoreError};
 
 /// Largest admin request body.
 const MAX_BODY: usize = 256 * 1024;
@@ -97,6 +97,17 @@ impl From<ChangeError> for ApiError {
             ChangeError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             ChangeError::Invalid(problems) => {
                 ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid", message, problems }
+            }
+            ChangeError::Store(e @ StoreError::DurabilityUnknown { .. }) => {
+                tracing::error!(error = %e, "the state store could not make a change durable");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_durability_unknown",
+                    "the change was applied but may not survive a power loss; the store refuses further changes until a restart",
+                )
+            }
+            ChangeError::Store(e @ StoreError::TooLarge { .. }) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string())
             }
             ChangeError::Store(e) => {
                 tracing::error!(error = %e, "the state store failed");

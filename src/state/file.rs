@@ -11,18 +11,24 @@
 //! `state.json`. When the append fails, or `state.json` cannot be written, the log is cut
 //! back to its length before the append (and fsynced), so the refused entry never reaches
 //! a reader, its revision number is never held by two entries, and no rollback can install
-//! it. When even that cut fails — or the directory cannot be synced after the rename, so
-//! that whether the change is durable cannot be known — the store is poisoned: it refuses
-//! every further commit until a restart, which sorts the files out as below.
+//! it. When even that cut fails, the store is poisoned: it refuses every further commit
+//! until a restart, which sorts the files out as below. When the directory cannot be
+//! synced after the rename, the files hold the change: it is put in effect (what a restart
+//! would serve), the answer says it may not survive a power loss
+//! ([`StoreError::DurabilityUnknown`]), and the store is poisoned too.
 //!
 //! **What start-up accepts.** Let S be `state.json`'s revision (0 when it is missing) and
 //! L the last revision of the log. A crash at any point of a commit leaves L = S, or L =
 //! S + 1 (after the append, before the rename), or a last line without its `\n` (during
 //! the append): the line beyond S and the torn line were never acknowledged; they are cut
 //! (copied to `audit.jsonl.bak` first, and a warning logged). Anything else — a damaged
-//! line before the last, revisions out of order, a log ahead of `state.json` by more than
-//! one line (a state file restored from a backup, or deleted), a log behind it — stops
-//! start-up with the file, the line and the command that repairs it. Nothing is deleted.
+//! line before the last, revisions that do not follow one another (out of order, or a
+//! gap: `sluice state repair` leaves a `dropped` entry in a damaged line's place, so only
+//! lines removed by hand make one), a log ahead of `state.json` by more than
+//! one line (a state file restored from a backup, or deleted), a log behind it (an empty
+//! log included) — stops start-up with the file, the line and the command that repairs
+//! it. Nothing is deleted. A missing log (moved aside) is accepted with a warning: a new
+//! one starts at the next revision.
 //!
 //! Start-up reads the log once, a line at a time (bounded memory), parsing each line only
 //! as far as checking it is JSON with a revision; the audit API reads it from the end.
@@ -34,7 +40,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::log::{self, Scan};
 use super::store::{Store, StoreError, RECOVER};
-use super::{AuditEntry, Stored};
+use super::{AuditEntry, EntryHead, Stored};
 
 /// A fault a test makes the next matching disk operation suffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +99,13 @@ struct Inner {
 
 /// Lock `dir` (creating it if needed): the returned file holds the OS lock.
 pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // The new directory's entry is durable before anything is committed in it.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent).and_then(|p| p.sync_all()).map_err(io(parent))?;
+        }
+    }
     let lock_path = dir.join("lock");
     let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
     match lock.try_lock() {
@@ -152,8 +164,8 @@ impl FileStore {
             }
             None => scan.len,
         };
-        if scan.lines == 0 && stored.is_some_and(|s| s > 1) {
-            tracing::warn!(log = %audit.display(), "the audit log is empty: the history starts at the next revision");
+        if !scan.exists && stored.is_some() {
+            tracing::warn!(log = %audit.display(), "there is no audit log (moved aside): a new one starts at the next revision");
         }
         Ok(FileStore {
             dir: dir.to_path_buf(),
@@ -271,6 +283,10 @@ fn cut_point(scan: &Scan, stored: Option<u64>, dir: &Path) -> Result<Option<u64>
             _ => Err(StoreError::MissingState { state, audit, last }),
         };
     };
+    if scan.exists && scan.len == 0 {
+        // A log moved aside is missing, not empty: an empty one lost its entries.
+        return Err(StoreError::EmptyLog { audit, state, revision });
+    }
     if let Some(bad) = scan.bad_last {
         // A damaged last line is a torn entry only if the log is complete without it.
         return match scan.torn {
@@ -279,7 +295,15 @@ fn cut_point(scan: &Scan, stored: Option<u64>, dir: &Path) -> Result<Option<u64>
         };
     }
     match scan.last {
-        Some(l) if l.revision == revision + 1 && scan.torn.is_none() => Ok(Some(l.offset)),
+        // The entry beyond state.json follows state.json's own (or is the first of a log
+        // moved aside).
+        Some(l)
+            if l.revision == revision + 1
+                && scan.torn.is_none()
+                && scan.before_last.is_none_or(|b| b.revision == revision) =>
+        {
+            Ok(Some(l.offset))
+        }
         Some(l) if l.revision > revision => {
             Err(StoreError::StateBehind { state, revision, audit, last: l.revision, line: l.number })
         }
@@ -306,6 +330,9 @@ impl Store for FileStore {
         let start = inner.len;
         let mut line = serde_json::to_vec(entry)
             .map_err(|e| StoreError::Damaged { path: audit.display().to_string(), message: e.to_string() })?;
+        if line.len() > log::MAX_LINE {
+            return Err(StoreError::TooLarge { bytes: line.len(), max: log::MAX_LINE });
+        }
         line.push(b'\n');
         if let Err(e) = self.append(&audit, start, &line) {
             return Err(self.undo(&mut inner, &audit, start, e));
@@ -317,20 +344,32 @@ impl Store for FileStore {
             }
             Err((false, e)) => Err(self.undo(&mut inner, &audit, start, e)),
             Err((true, e)) => {
-                // Whether the new state.json is durable is unknown: so is whether the entry
-                // must stay. A restart decides from what reached the disk.
+                // The directory shows the new state.json and its entry: that is what a
+                // restart serves, so readers see the entry too. Whether it is durable is
+                // unknown: no further commit until a restart.
+                inner.len = start + line.len() as u64;
                 let reason = format!("{e}, after state.json was replaced by revision {}", entry.revision);
                 tracing::error!(%reason, "the state store refuses further changes");
-                inner.poisoned = Some(reason);
-                Err(e)
+                inner.poisoned = Some(reason.clone());
+                Err(StoreError::DurabilityUnknown { reason })
             }
         }
     }
 
-    fn audit_back(&self, visit: &mut dyn FnMut(AuditEntry) -> bool) -> Result<(), StoreError> {
+    fn audit_back(
+        &self,
+        before: Option<u64>,
+        wanted: &dyn Fn(&EntryHead) -> bool,
+        visit: &mut dyn FnMut(AuditEntry) -> bool,
+    ) -> Result<(), StoreError> {
         // What lies before `len` never changes while the store is open: read it unlocked.
         let len = self.inner.lock().unwrap_or_else(PoisonError::into_inner).len;
-        Ok(log::read_back(&audit_path(&self.dir), len, visit)?)
+        let path = audit_path(&self.dir);
+        let end = match before {
+            Some(revision) => log::offset_of(&path, len, revision)?,
+            None => len,
+        };
+        Ok(log::read_back(&path, end, wanted, visit)?)
     }
 
     fn close(&self) {

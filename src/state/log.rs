@@ -3,9 +3,12 @@
 //! an entry).
 //!
 //! Everything here reads the file a line at a time (or a chunk at a time, from the end):
-//! memory is bounded by the longest line, never by the file. Lines are split on the byte
-//! `\n`, so a line torn anywhere — inside a multi-byte UTF-8 character included — is one
-//! bad line, never a read error that hides the lines around it.
+//! memory is bounded by the longest line, never by the file, and a line is at most
+//! [`MAX_LINE`] bytes — far more than any entry the write path makes (which refuses one
+//! that would be longer): a longer line is a damaged line (or a torn one, at the end),
+//! whatever a hostile or broken file holds. Lines are split on the byte `\n`, so a line
+//! torn anywhere — inside a multi-byte UTF-8 character included — is one bad line, never a
+//! read error that hides the lines around it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -13,10 +16,47 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::AuditEntry;
+use super::{AuditEntry, EntryHead};
 
 /// How much of the file is read at once when reading from the end.
 const CHUNK: usize = 64 * 1024;
+
+/// The longest audit line (without its `\n`), in bytes: 16 MiB.
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// Read one line (through its `\n`) into `buf`, keeping at most `MAX_LINE + 1` of its bytes
+/// (the rest is read and dropped). Returns the line's whole length (0: the end of the
+/// file) and whether it ends with `\n`.
+pub(super) fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<(u64, bool)> {
+    buf.clear();
+    let mut total = 0u64;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok((total, false));
+        }
+        let (take, ended) = match memchr::memchr(b'\n', available) {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let room = (MAX_LINE + 1).saturating_sub(buf.len());
+        buf.extend_from_slice(&available[..take.min(room)]);
+        reader.consume(take);
+        total += take as u64;
+        if ended {
+            return Ok((total, true));
+        }
+    }
+}
+
+/// Why a complete line of `len` bytes (its `\n` included) is too long, if it is.
+fn too_long(len: u64) -> Option<String> {
+    (len > MAX_LINE as u64 + 1).then(|| format!("{} bytes, longer than the longest audit line ({MAX_LINE})", len - 1))
+}
 
 /// The audit log could not be read, or holds what no crash can explain.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +67,8 @@ pub enum LogError {
     Damaged { path: String, line: u64, message: String },
     #[error("{path}:{line}: revision {revision} follows revision {previous}: revisions must increase")]
     OutOfOrder { path: String, line: u64, revision: u64, previous: u64 },
+    #[error("{path}:{line}: revision {revision} follows revision {previous}: the revisions between are missing from the log (lines removed by hand?). Put them back (a line cut by sluice or a repair is in the log's .bak file); `sluice state repair --drop-line` keeps a damaged line's revision in the log, so it never makes a gap")]
+    Gap { path: String, line: u64, revision: u64, previous: u64 },
 }
 
 pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
@@ -36,6 +78,8 @@ pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
 /// What a scan found: the complete lines that parse, and what follows them.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Scan {
+    /// Whether the file exists (a missing file scans as empty).
+    pub exists: bool,
     /// The file's length.
     pub len: u64,
     /// How many lines parse (the good ones, all of them before any bad one).
@@ -67,13 +111,14 @@ struct Head {
     revision: u64,
 }
 
-fn parse_head(line: &[u8]) -> Result<u64, String> {
+pub(super) fn parse_head(line: &[u8]) -> Result<u64, String> {
     let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
     serde_json::from_str::<Head>(text).map(|h| h.revision).map_err(|e| e.to_string())
 }
 
 /// Read the whole file once, a line at a time (bounded memory: the longest line), checking
-/// that every complete line is a JSON object with a revision greater than the one before.
+/// that every complete line is a JSON object whose revision follows the one before (the
+/// first line's may be any: a log moved aside starts again at the next revision).
 /// A missing file scans as empty.
 pub fn scan(path: &Path) -> Result<Scan, LogError> {
     let file = match File::open(path) {
@@ -82,19 +127,18 @@ pub fn scan(path: &Path) -> Result<Scan, LogError> {
         Err(e) => return Err(io(path)(e)),
     };
     let mut reader = BufReader::with_capacity(CHUNK, file);
-    let mut scan = Scan::default();
+    let mut scan = Scan { exists: true, ..Scan::default() };
     let mut buf = Vec::new();
     let mut offset = 0u64;
     let mut number = 0u64;
     let mut bad: Option<(Line, String)> = None;
     loop {
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf).map_err(io(path))? as u64;
+        let (n, ended) = read_line(&mut reader, &mut buf).map_err(io(path))?;
         if n == 0 {
             break;
         }
         number += 1;
-        if buf.last() != Some(&b'\n') {
+        if !ended {
             scan.torn = Some(offset);
             offset += n;
             break;
@@ -103,16 +147,19 @@ pub fn scan(path: &Path) -> Result<Scan, LogError> {
             // A bad line with a line after it: not a torn tail.
             return Err(LogError::Damaged { path: path.display().to_string(), line: line.number, message });
         }
-        match parse_head(&buf[..buf.len() - 1]) {
+        let head = match too_long(n) {
+            Some(message) => Err(message),
+            None => parse_head(&buf[..buf.len() - 1]),
+        };
+        match head {
             Ok(revision) => {
                 if let Some(last) = scan.last {
-                    if revision <= last.revision {
-                        return Err(LogError::OutOfOrder {
-                            path: path.display().to_string(),
-                            line: number,
-                            revision,
-                            previous: last.revision,
-                        });
+                    let (path, line, previous) = (path.display().to_string(), number, last.revision);
+                    if revision <= previous {
+                        return Err(LogError::OutOfOrder { path, line, revision, previous });
+                    }
+                    if revision != previous + 1 {
+                        return Err(LogError::Gap { path, line, revision, previous });
                     }
                 }
                 scan.first.get_or_insert(revision);
@@ -129,64 +176,132 @@ pub fn scan(path: &Path) -> Result<Scan, LogError> {
     Ok(scan)
 }
 
-/// Visit the entries of the first `len` bytes of the file, newest first, until `visit`
-/// returns `false`. Reads the file backwards a chunk at a time.
-pub fn read_back(path: &Path, len: u64, visit: &mut dyn FnMut(AuditEntry) -> bool) -> Result<(), LogError> {
+/// Visit the entries of the first `len` bytes of the file whose head `wanted` accepts
+/// (the others are parsed only as far as their head), newest first, until `visit`
+/// returns `false`. Reads the file backwards a chunk at a time; each byte is read, searched
+/// and copied once (a line longer than a chunk is gathered as a list of pieces).
+pub fn read_back(
+    path: &Path,
+    len: u64,
+    wanted: &dyn Fn(&EntryHead) -> bool,
+    visit: &mut dyn FnMut(AuditEntry) -> bool,
+) -> Result<(), LogError> {
     if len == 0 {
         return Ok(());
     }
     let mut file = File::open(path).map_err(io(path))?;
-    // The bytes of the lines not yet visited that lie after `pos` (a line longer than a
-    // chunk is gathered over several reads).
-    let mut pending: Vec<u8> = Vec::new();
+    // The pieces (last first) of the line not yet visited whose start is not yet read.
+    let mut tail: Vec<Vec<u8>> = Vec::new();
+    let mut tail_len = 0usize;
     let mut pos = len;
     // The line number is only known counting from the start; errors name the offset's line
     // as counted from the end instead, which is enough to find it with `tail`.
     let mut from_end = 0u64;
     let mut chunk = vec![0u8; CHUNK];
-    loop {
-        // Every complete line in `pending` (all but a possible partial first one).
-        while let Some(i) = memchr::memrchr(b'\n', &pending[..pending.len().saturating_sub(1)]) {
-            let line = pending.split_off(i + 1);
-            if !visit_line(path, &line, &mut from_end, visit)? {
-                return Ok(());
-            }
-        }
-        if pos == 0 {
-            if !pending.is_empty() {
-                let line = std::mem::take(&mut pending);
-                visit_line(path, &line, &mut from_end, visit)?;
-            }
-            return Ok(());
-        }
+    while pos > 0 {
         let n = CHUNK.min(pos as usize);
         pos -= n as u64;
         file.seek(SeekFrom::Start(pos)).map_err(io(path))?;
         file.read_exact(&mut chunk[..n]).map_err(io(path))?;
-        let mut joined = Vec::with_capacity(n + pending.len());
-        joined.extend_from_slice(&chunk[..n]);
-        joined.extend_from_slice(&pending);
-        pending = joined;
+        // chunk[..end] is not yet part of a visited line (the `\n`s that end lines are not
+        // part of them here).
+        let mut end = n;
+        while let Some(i) = memchr::memrchr(b'\n', &chunk[..end]) {
+            // The line that starts after this `\n` (none after the file's last one).
+            if pos + i as u64 + 1 < len {
+                let line = join(&chunk[i + 1..end], &mut tail);
+                tail_len = 0;
+                if !visit_line(path, &line, &mut from_end, wanted, visit)? {
+                    return Ok(());
+                }
+            }
+            end = i;
+        }
+        tail_len += end;
+        if tail_len > MAX_LINE {
+            return Err(LogError::Damaged {
+                path: format!("{} (counting from the end)", path.display()),
+                line: from_end + 1,
+                message: format!("longer than the longest audit line ({MAX_LINE} bytes)"),
+            });
+        }
+        tail.push(chunk[..end].to_vec());
     }
+    let line = join(&[], &mut tail);
+    if !line.is_empty() {
+        visit_line(path, &line, &mut from_end, wanted, visit)?;
+    }
+    Ok(())
+}
+
+/// `head` followed by the pieces of `tail` (stored last first), emptying `tail`.
+fn join(head: &[u8], tail: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    let mut line = Vec::with_capacity(head.len() + tail.iter().map(Vec::len).sum::<usize>());
+    line.extend_from_slice(head);
+    for piece in tail.drain(..).rev() {
+        line.extend_from_slice(&piece);
+    }
+    line
 }
 
 fn visit_line(
     path: &Path,
     line: &[u8],
     from_end: &mut u64,
+    wanted: &dyn Fn(&EntryHead) -> bool,
     visit: &mut dyn FnMut(AuditEntry) -> bool,
 ) -> Result<bool, LogError> {
     *from_end += 1;
     let body = line.strip_suffix(b"\n").unwrap_or(line);
-    let entry = std::str::from_utf8(body)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_str::<AuditEntry>(t).map_err(|e| e.to_string()))
-        .map_err(|message| LogError::Damaged {
-            path: format!("{} (counting from the end)", path.display()),
-            line: *from_end,
-            message,
-        })?;
+    let damaged = |message: String| LogError::Damaged {
+        path: format!("{} (counting from the end)", path.display()),
+        line: *from_end,
+        message,
+    };
+    let text = std::str::from_utf8(body).map_err(|e| damaged(e.to_string()))?;
+    let head: EntryHead = serde_json::from_str(text).map_err(|e| damaged(e.to_string()))?;
+    if !wanted(&head) {
+        return Ok(true);
+    }
+    let entry: AuditEntry = serde_json::from_str(text).map_err(|e| damaged(e.to_string()))?;
     Ok(visit(entry))
+}
+
+/// The offset of the first line, within the first `len` bytes, whose revision is at least
+/// `revision` (`len` if there is none): a binary search over byte offsets (the lines are
+/// sorted by revision), reading two lines or so per step.
+pub fn offset_of(path: &Path, len: u64, revision: u64) -> Result<u64, LogError> {
+    let mut reader = BufReader::with_capacity(CHUNK, File::open(path).map_err(io(path))?);
+    let mut buf = Vec::new();
+    // The first line that starts at or after `p`, and its revision.
+    let mut line_from = |p: u64| -> Result<Option<(u64, u64)>, LogError> {
+        let mut start = p;
+        if p > 0 {
+            reader.seek(SeekFrom::Start(p - 1)).map_err(io(path))?;
+            start = p - 1 + read_line(&mut reader, &mut buf).map_err(io(path))?.0;
+        }
+        if start >= len {
+            return Ok(None);
+        }
+        reader.seek(SeekFrom::Start(start)).map_err(io(path))?;
+        let (n, _) = read_line(&mut reader, &mut buf).map_err(io(path))?;
+        let damaged =
+            |message| LogError::Damaged { path: format!("{} (at byte {start})", path.display()), line: 0, message };
+        if let Some(message) = too_long(n) {
+            return Err(damaged(message));
+        }
+        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        parse_head(body).map(|r| Some((start, r))).map_err(damaged)
+    };
+    let (mut lo, mut hi) = (0u64, len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match line_from(mid)? {
+            Some((_, r)) if r < revision => lo = mid + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(line_from(lo)?.map_or(len, |(start, _)| start))
 }
 
 /// Visit every entry of the first `len` bytes, oldest first (for rebuilding the state
@@ -201,13 +316,16 @@ pub fn read_forward(
     let mut buf = Vec::new();
     let mut number = 0u64;
     loop {
-        buf.clear();
-        if reader.read_until(b'\n', &mut buf).map_err(io(path))? == 0 || buf.last() != Some(&b'\n') {
+        let (n, ended) = read_line(&mut reader, &mut buf).map_err(io(path))?;
+        if n == 0 || !ended {
             // The end, or a torn last line (never acknowledged).
             return Ok(());
         }
         number += 1;
         let damaged = |message: String| LogError::Damaged { path: path.display().to_string(), line: number, message };
+        if let Some(message) = too_long(n) {
+            return Err(damaged(message));
+        }
         let text = std::str::from_utf8(&buf[..buf.len() - 1]).map_err(|e| damaged(e.to_string()))?;
         let entry: AuditEntry = serde_json::from_str(text).map_err(|e| damaged(e.to_string()))?;
         visit(number, entry).map_err(damaged)?;
@@ -259,6 +377,7 @@ mod tests {
             reason: "é".repeat(reason_len),
             changes: Vec::new(),
             file_objects: None,
+            dropped: false,
         }
     }
 
@@ -273,7 +392,7 @@ mod tests {
         }
         std::fs::write(&path, &bytes).unwrap();
         let mut seen = Vec::new();
-        read_back(&path, bytes.len() as u64, &mut |e| {
+        read_back(&path, bytes.len() as u64, &|_| true, &mut |e| {
             seen.push((e.revision, e.reason.chars().count()));
             true
         })
@@ -284,12 +403,89 @@ mod tests {
         assert_eq!((scan.lines, scan.last.map(|l| l.revision), scan.torn, scan.bad_last), (7, Some(7), None, None));
         // Stopping early reads no further.
         let mut n = 0;
-        read_back(&path, bytes.len() as u64, &mut |_| {
+        read_back(&path, bytes.len() as u64, &|_| true, &mut |_| {
             n += 1;
             n < 2
         })
         .unwrap();
         assert_eq!(n, 2);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_line_past_the_limit_is_damaged_or_torn_and_never_read_whole() {
+        let path = std::env::temp_dir().join(format!("sluice-log-long-{}.jsonl", std::process::id()));
+        let mut bytes = serde_json::to_vec(&entry(1, 0)).unwrap();
+        bytes.push(b'\n');
+        let good = bytes.len() as u64;
+        // A line one byte over the limit, then a good line: damaged, not the last line.
+        let mut long = bytes.clone();
+        long.extend(std::iter::repeat_n(b'x', MAX_LINE + 1));
+        long.push(b'\n');
+        long.extend(serde_json::to_vec(&entry(2, 0)).unwrap());
+        long.push(b'\n');
+        std::fs::write(&path, &long).unwrap();
+        let err = scan(&path).unwrap_err().to_string();
+        assert!(err.contains(":2:") && err.contains("longer than the longest audit line"), "{err}");
+        // The same line at the end without its newline: a torn tail.
+        let torn = &long[..good as usize + MAX_LINE + 1];
+        std::fs::write(&path, torn).unwrap();
+        let found = scan(&path).unwrap();
+        assert_eq!((found.lines, found.torn), (1, Some(good)));
+        // Read back, a line past the limit is an error, not an allocation of its size.
+        std::fs::write(&path, &long[good as usize..]).unwrap();
+        let mut seen = Vec::new();
+        let err = read_back(&path, long.len() as u64 - good, &|_| true, &mut |e| {
+            seen.push(e.revision);
+            true
+        })
+        .unwrap_err();
+        assert_eq!(seen, [2]);
+        assert!(err.to_string().contains("longer than the longest audit line"), "{err}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_page_before_a_revision_never_parses_the_newer_entries_and_filters_read_only_heads() {
+        let path = std::env::temp_dir().join(format!("sluice-log-page-{}.jsonl", std::process::id()));
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for revision in 1..=40u64 {
+            starts.push(bytes.len() as u64);
+            let mut value = serde_json::to_value(entry(revision, (revision as usize * 37) % 300)).unwrap();
+            if revision % 2 == 0 {
+                // Whole, these do not parse as entries (a patch that is not one): only
+                // their heads can be read.
+                value["changes"] = serde_json::json!([{"kind": "flag", "key": "other", "patch": 12}]);
+            }
+            bytes.extend(serde_json::to_vec(&value).unwrap());
+            bytes.push(b'\n');
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let len = bytes.len() as u64;
+        let second = &bytes[starts[1] as usize..starts[2] as usize - 1];
+        assert!(serde_json::from_slice::<AuditEntry>(second).is_err(), "a line that cannot be parsed whole");
+        for (i, start) in starts.iter().enumerate() {
+            assert_eq!(offset_of(&path, len, i as u64 + 1).unwrap(), *start);
+        }
+        assert_eq!(offset_of(&path, len, 41).unwrap(), len);
+        assert_eq!(offset_of(&path, len, 0).unwrap(), 0);
+        // Before revision 2: only revision 1 is read, never the unparsable newer ones.
+        let mut seen = Vec::new();
+        read_back(&path, offset_of(&path, len, 2).unwrap(), &|_| true, &mut |e| {
+            seen.push(e.revision);
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, [1]);
+        // A filter that skips the even entries reads only their heads.
+        let mut seen = Vec::new();
+        read_back(&path, len, &|h| h.changes.is_empty(), &mut |e| {
+            seen.push(e.revision);
+            seen.len() < 3
+        })
+        .unwrap();
+        assert_eq!(seen, [39, 37, 35]);
         let _ = std::fs::remove_file(&path);
     }
 }

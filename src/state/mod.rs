@@ -5,7 +5,10 @@
 //! flag's document before / after, a patch of an AI config's or segment's fields) →
 //! persist (all or nothing: see `file.rs`) → rebuild and swap the snapshot.
 //!
-//! A change that fails validation changes nothing and writes nothing. The static part of
+//! A change that fails validation changes nothing and writes nothing. Validation includes
+//! depth: a document nests at most as deep as the config file allows
+//! ([`MAX_DOC_NESTING`]), so that `state.json` and the audit log, which hold it a few
+//! levels deeper, can always be read back. The static part of
 //! the configuration (listeners, clients, providers, limits) always comes from the file.
 //!
 //! **The file and runtime changes.** The file seeds the store. A reload (SIGHUP, `--watch`)
@@ -32,7 +35,8 @@ pub use delta::Patch;
 pub use file::{Fault, Faults, FileStore};
 pub use log::LogError;
 pub use query::{AuditPage, AuditQuery};
-pub use recover::{recover, repair_drop_line, RecoverError, Recovered};
+
+pub use recover::{recover, repair_drop_line, Dropped, RecoverError, Recovered};
 pub use store::{MemoryStore, Store, StoreError};
 
 use crate::config::{self, Problem};
@@ -139,6 +143,36 @@ pub struct AuditEntry {
     /// has the file's value). With `changes`, what rebuilds the state from the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_objects: Option<Vec<ObjectKey>>,
+    /// This revision's line was damaged and moved to `audit.jsonl.bak` by `sluice state
+    /// repair`, which left this entry (no changes) in its place: what the revision changed
+    /// is not in the log, so no rollback or rebuild goes through it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dropped: bool,
+}
+
+/// What a reader of the log can decide from without the documents of an entry: its
+/// revision, time, which objects it changed and whether it was dropped. Parsing a line
+/// as this skips the documents without building them.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct EntryHead {
+    pub revision: u64,
+    #[serde(default)]
+    pub time: String,
+    #[serde(default)]
+    pub changes: Vec<ObjectKey>,
+    #[serde(default)]
+    pub dropped: bool,
+}
+
+impl From<&AuditEntry> for EntryHead {
+    fn from(e: &AuditEntry) -> Self {
+        EntryHead {
+            revision: e.revision,
+            time: e.time.clone(),
+            changes: e.changes.iter().map(|c| ObjectKey { kind: c.kind, key: c.key.clone() }).collect(),
+            dropped: e.dropped,
+        }
+    }
 }
 
 /// Which object.
@@ -304,7 +338,7 @@ fn build(base: &Value, docs: &Docs, gateway: &Gateway) -> Result<Snapshot, Vec<P
     Snapshot::build(&config, targeting, &gateway.metrics, Some(&gateway.snapshot()))
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
@@ -431,6 +465,7 @@ impl State {
         if changes.is_empty() && file == current.file && !base_changed {
             return Err(ChangeError::Conflict("the change changes nothing".into()));
         }
+        check_depth(&docs, &changes)?;
         let snapshot = build(&base, &docs, &self.gateway).map_err(ChangeError::Invalid)?;
         let revision = current.revision + 1;
         let entry = AuditEntry {
@@ -440,19 +475,28 @@ impl State {
             reason: request.reason.clone(),
             changes: changes.clone(),
             file_objects,
+            dropped: false,
         };
         let mut flag_revisions = current.flag_revisions.clone();
         for c in changes.iter().filter(|c| c.kind == Kind::Flag) {
             flag_revisions.insert(c.key.clone(), revision);
         }
         let next = Stored { revision, docs, file, flag_revisions };
-        self.store.commit(&entry, &next)?;
+        let unsynced = match self.store.commit(&entry, &next) {
+            Ok(()) => None,
+            // The files hold the change: serve it, as a restart would, and say so.
+            Err(e @ StoreError::DurabilityUnknown { .. }) => Some(e),
+            Err(e) => return Err(e.into()),
+        };
         *current = next;
         if base_changed {
             *self.base.lock().unwrap_or_else(PoisonError::into_inner) = base;
         }
         self.gateway.install(snapshot, revision);
         tracing::info!(revision, actor = %request.actor, reason = %request.reason, objects = changes.len(), "configuration changed");
+        if let Some(e) = unsynced {
+            return Err(e.into());
+        }
         Ok(Applied { revision, changes: changes.len() })
     }
 
@@ -484,18 +528,38 @@ impl State {
         self.base.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// A flag's document as of `revision`.
+    /// A flag's document as of `revision`: the newest change of it at or before `revision`,
+    /// provided every revision from there to `revision` is in the log.
     fn flag_at(&self, flag: &str, revision: u64) -> Result<Value, ChangeError> {
         let mut last = None;
-        self.store.audit_back(&mut |e| {
-            if e.revision <= revision {
-                last = e.changes.into_iter().find(|c| c.kind == Kind::Flag && c.key == flag);
+        let mut dropped = None;
+        // Whether any line at or before `revision` is in the log.
+        let oldest = std::cell::Cell::new(None);
+        let wanted = |h: &EntryHead| {
+            oldest.set(Some(h.revision));
+            h.dropped || h.changes.iter().any(|c| c.kind == Kind::Flag && c.key == flag)
+        };
+        self.store.audit_back(Some(revision.saturating_add(1)), &wanted, &mut |e| {
+            if e.dropped {
+                dropped = Some(e.revision);
+                return false;
             }
+            last = e.changes.into_iter().find(|c| c.kind == Kind::Flag && c.key == flag);
             last.is_none()
         })?;
+        let oldest = oldest.get();
+        if let Some(missing) = dropped {
+            return Err(ChangeError::Conflict(format!(
+                "revision {missing} is not in the audit log (a repair moved its damaged line to audit.jsonl.bak): flag `{flag}` as of revision {revision} is unknown"
+            )));
+        }
         match last {
             Some(ObjectChange { after: Some(v), .. }) => Ok(v.clone()),
             Some(_) => Err(ChangeError::Conflict(format!("flag `{flag}` did not exist at revision {revision}"))),
+            // No line at or before `revision`: the log begins after it (moved aside).
+            None if oldest.is_none() => {
+                Err(ChangeError::NotFound(format!("revision {revision} is not in the audit log (it begins after it)")))
+            }
             None => Err(ChangeError::NotFound(format!("no revision up to {revision} has flag `{flag}`"))),
         }
     }
@@ -510,6 +574,49 @@ pub enum StartupError {
     Invalid { revision: u64, problems: Vec<Problem> },
     #[error("{0}")]
     Change(String),
+}
+
+/// How deep a document may nest, counted as in the config file (where it sits two levels
+/// down, under its section): the YAML loader's limit, so that whatever the admin API
+/// stores could also be written in the file, and so that `state.json` and the audit log,
+/// which hold it a few levels deeper still, stay well inside what their reader accepts.
+pub const MAX_DOC_NESTING: usize = config::yaml::MAX_NESTING - 2;
+
+/// How deep `value` nests (a scalar: 0, `[]` or `{}`: 1), or `None` past `limit`.
+fn depth_within(value: &Value, limit: usize) -> Option<usize> {
+    let children: Box<dyn Iterator<Item = &Value>> = match value {
+        Value::Array(a) => Box::new(a.iter()),
+        Value::Object(o) => Box::new(o.values()),
+        _ => return Some(0),
+    };
+    let inner = limit.checked_sub(1)?;
+    let mut deepest = 0;
+    for child in children {
+        deepest = deepest.max(depth_within(child, inner)?);
+    }
+    Some(deepest + 1)
+}
+
+/// Refuse a change that leaves a document nested deeper than [`MAX_DOC_NESTING`].
+fn check_depth(docs: &Docs, changes: &[ObjectChange]) -> Result<(), ChangeError> {
+    let problems: Vec<Problem> = changes
+        .iter()
+        .filter(|c| docs.of(c.kind).get(&c.key).is_some_and(|v| depth_within(v, MAX_DOC_NESTING).is_none()))
+        .map(|c| {
+            Problem::new(
+                format!("{}.{}", c.kind.section(), c.key),
+                format!(
+                    "nests more than {} deep (counted from the top of the config file), the most the config file allows",
+                    config::yaml::MAX_NESTING
+                ),
+            )
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ChangeError::Invalid(problems))
+    }
 }
 
 /// A flag's document, or 404.

@@ -1,12 +1,14 @@
 //! Reading the audit log a page at a time, newest first: the store is read from its end
-//! and only until the page is full, so a query costs what it returns (plus what its
-//! filters skip), not the size of the log. Runs on a blocking thread (it reads files).
+//! (from `before`, found by a binary search over the file: lines are sorted by revision)
+//! and only until the page is full; an entry the filters skip is parsed only as far as its
+//! head ([`EntryHead`]: no documents built). So a page costs what it returns plus a light
+//! pass over what its filters skip, never the entries after `before`. Runs on a blocking thread (it reads files).
 
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::{AuditEntry, Kind, Store, StoreError};
+use super::{AuditEntry, EntryHead, Kind, Store, StoreError};
 
 /// Which entries, newest first.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +33,7 @@ pub struct AuditPage {
 }
 
 impl AuditQuery {
-    fn matches(&self, e: &AuditEntry) -> bool {
+    fn matches(&self, e: &EntryHead) -> bool {
         let t = humantime::parse_rfc3339_weak(&e.time).ok();
         self.flag.as_ref().is_none_or(|f| e.changes.iter().any(|c| c.kind == Kind::Flag && &c.key == f))
             && self.since.is_none_or(|s| t.is_some_and(|t| t >= s))
@@ -42,10 +44,8 @@ impl AuditQuery {
     pub fn run(&self, store: &dyn Store) -> Result<AuditPage, StoreError> {
         let mut entries = Vec::new();
         if self.limit > 0 {
-            store.audit_back(&mut |e| {
-                if self.before.is_none_or(|b| e.revision < b) && self.matches(&e) {
-                    entries.push(e);
-                }
+            store.audit_back(self.before, &|h| self.matches(h), &mut |e| {
+                entries.push(e);
                 entries.len() < self.limit
             })?;
         }

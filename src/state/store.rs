@@ -8,7 +8,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use super::log::LogError;
-use super::{AuditEntry, Stored};
+use super::{AuditEntry, EntryHead, Stored};
 
 /// The command that rebuilds `state.json` from the audit log, as errors quote it.
 pub const RECOVER: &str = "sluice state recover --config <config file>";
@@ -33,15 +33,23 @@ pub enum StoreError {
     StateBehind { state: String, revision: u64, audit: String, last: u64, line: u64 },
     #[error("{audit} ends at revision {last}, before {state}'s revision {revision}: entries are missing from the log. Restore the log from a backup, or move it aside to start a new one")]
     LogBehind { audit: String, last: u64, state: String, revision: u64 },
+    #[error("the change's audit entry would be {bytes} bytes, more than the {max} an audit line may hold: nothing was changed")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("{audit} is empty but {state} is at revision {revision}: the log lost its entries. Restore it from a backup, or move it aside (a missing log starts again at the next revision)")]
+    EmptyLog { audit: String, state: String, revision: u64 },
     #[error("the state store refuses changes: {reason}. Restart sluice once the disk is healthy")]
     Poisoned { reason: String },
+    /// The change reached `state.json` (and is in effect), but the directory could not be
+    /// synced: it may not survive a power loss. The store is poisoned.
+    #[error("the change was applied but may not survive a power loss ({reason}); the store refuses further changes until a restart")]
+    DurabilityUnknown { reason: String },
 }
 
 impl From<LogError> for StoreError {
     fn from(e: LogError) -> Self {
         match e {
             LogError::Damaged { line, .. } | LogError::OutOfOrder { line, .. } => StoreError::Corrupt(e, line),
-            LogError::Io { .. } => StoreError::Log(e),
+            LogError::Io { .. } | LogError::Gap { .. } => StoreError::Log(e),
         }
     }
 }
@@ -51,13 +59,21 @@ pub trait Store: Send + Sync {
     /// The last committed state, if any.
     fn load(&self) -> Result<Option<Stored>, StoreError>;
     /// Make `entry` and the documents after it durable, or nothing: when this returns
-    /// `Err`, the change is not in effect and its entry is not in the audit log (a store
-    /// that cannot know whether the change reached the disk refuses every later commit,
-    /// and a restart serves whichever state did, with its entry). `entry.revision` must be
+    /// `Err`, the change is not in effect and its entry is not in the audit log — except
+    /// [`StoreError::DurabilityUnknown`]: the files hold the change (the caller puts it in
+    /// effect, as a restart would), but whether it survives a power loss is unknown, and
+    /// the store refuses every later commit until a restart. `entry.revision` must be
     /// the stored revision plus one. When this returns `Ok`, the change survives a crash.
     fn commit(&self, entry: &AuditEntry, state: &Stored) -> Result<(), StoreError>;
-    /// Visit the audit log newest first, until `visit` returns `false`.
-    fn audit_back(&self, visit: &mut dyn FnMut(AuditEntry) -> bool) -> Result<(), StoreError>;
+    /// Visit the entries of the audit log before revision `before` (all: `None`) newest
+    /// first, until `visit` returns `false`; only the entries whose head `wanted` accepts
+    /// are parsed whole and visited (it sees every head, newest first).
+    fn audit_back(
+        &self,
+        before: Option<u64>,
+        wanted: &dyn Fn(&EntryHead) -> bool,
+        visit: &mut dyn FnMut(AuditEntry) -> bool,
+    ) -> Result<(), StoreError>;
     /// Refuse further commits and release what the store holds (the directory lock).
     fn close(&self) {}
 }
@@ -87,10 +103,15 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn audit_back(&self, visit: &mut dyn FnMut(AuditEntry) -> bool) -> Result<(), StoreError> {
+    fn audit_back(
+        &self,
+        before: Option<u64>,
+        wanted: &dyn Fn(&EntryHead) -> bool,
+        visit: &mut dyn FnMut(AuditEntry) -> bool,
+    ) -> Result<(), StoreError> {
         let entries = self.inner.lock().unwrap_or_else(PoisonError::into_inner).1.clone();
-        for e in entries.into_iter().rev() {
-            if !visit(e) {
+        for e in entries.into_iter().rev().filter(|e| before.is_none_or(|b| e.revision < b)) {
+            if wanted(&EntryHead::from(&e)) && !visit(e) {
                 break;
             }
         }
