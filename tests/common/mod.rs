@@ -291,10 +291,24 @@ aliases:
 }
 
 /// Start a gateway from config text.
+///
+/// A gateway restarted on the state directory of one just shut down may find its lock
+/// still held for a moment: a child process that another test thread is spawning holds a
+/// copy of every descriptor, the lock's included, until it execs. So "in use" is retried
+/// until a deadline.
 pub async fn gateway(yaml: &str) -> Running {
-    let loaded = sluice::config::parse(yaml, "test.yaml", &|_| None).unwrap();
-    let prepared = sluice::server::prepare(loaded).unwrap();
-    sluice::server::start(prepared).await.unwrap()
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let loaded = sluice::config::parse(yaml, "test.yaml", &|_| None).unwrap();
+        let prepared = sluice::server::prepare(loaded).unwrap();
+        match sluice::server::start(prepared).await {
+            Ok(running) => return running,
+            Err(e) if e.to_string().contains("in use by another sluice") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("the gateway did not start: {e}"),
+        }
+    }
 }
 
 /// Samples of `/metrics`: (name, labels) → value.
