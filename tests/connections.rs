@@ -31,7 +31,11 @@ async fn closed_by_peer(mut io: impl tokio::io::AsyncRead + Unpin, what: &str) {
 
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed() {
-    let gw = gateway(&config("http://127.0.0.1:9/v1", "")).await;
+    // Stall checks (every client_write_timeout / 4) more often than header_read_timeout
+    // must not keep restarting the idle timer.
+    let yaml = config("http://127.0.0.1:9/v1", "")
+        .replace("shutdown_grace: 5s", "shutdown_grace: 5s, client_write_timeout: 200ms");
+    let gw = gateway(&yaml).await;
     let silent = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
     closed_by_peer(silent, "a silent data-plane connection").await;
     let silent = tokio::net::TcpStream::connect(gw.admin_addr).await.unwrap();
@@ -52,6 +56,7 @@ async fn a_tls_connection_silent_after_its_handshake_is_closed() {
             key.display()
         ),
     );
+    let yaml = yaml.replace("shutdown_grace: 5s", "shutdown_grace: 5s, client_write_timeout: 200ms");
     let gw = gateway(&yaml).await;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der).unwrap();

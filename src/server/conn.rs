@@ -195,6 +195,11 @@ impl Serve {
         let mut stopping = false;
         let forced = tokio::time::sleep(Duration::MAX / 4);
         tokio::pin!(forced);
+        // One idle watch for the connection's life: made anew on each turn of the loop, its
+        // timer would restart at every stall check and never fire when checks come more
+        // often than `idle`.
+        let idle = activity.idle_for(self.idle);
+        tokio::pin!(idle);
         // Stalled responses are looked for four times per `write_timeout`.
         let mut checks = tokio::time::interval(self.write_timeout / 4);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -207,7 +212,7 @@ impl Serve {
                         return Ok(());
                     }
                 }
-                _ = activity.idle_for(self.idle), if !closing => {
+                _ = idle.as_mut(), if !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                     forced.as_mut().reset(tokio::time::Instant::now() + self.idle);
