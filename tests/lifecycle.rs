@@ -175,6 +175,25 @@ async fn provider_and_gateway_keys_never_reach_logs_or_responses() {
     assert!(!logs.contains(KEY), "gateway key in the logs:\n{logs}");
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn the_json_access_log_holds_the_request_id_as_sent() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt().json().with_writer(capture.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let gw = gateway(&config("http://127.0.0.1:9/v1", "log: {access_log: true}")).await;
+    let answer = send(gw.data_addr, chat("mock/m", &[("x-request-id", "req-42")], "")).await;
+    assert_eq!(answer.status, 200);
+    gw.shutdown().await;
+    let logs = capture.text();
+    let line = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "request")
+        .unwrap_or_else(|| panic!("no access log line: {logs}"));
+    assert_eq!(line["fields"]["request_id"], "req-42", "{line}");
+    assert_eq!(line["fields"]["client"], "app", "{line}");
+}
+
 fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
 }

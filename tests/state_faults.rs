@@ -435,11 +435,45 @@ fn a_damaged_middle_line_stops_start_up_and_repair_moves_it_to_the_backup() {
     let (ok, out) = sluice_state(&dir, &["recover"]);
     assert!(!ok && out.contains("revision 3 was moved to the backup file"), "{out}");
 
-    // A revision out of order is found too.
+    // Lines out of order are found too.
     let text = String::from_utf8(std::fs::read(audit_path(&dir)).unwrap()).unwrap();
-    std::fs::write(audit_path(&dir), text.replacen("\"revision\":3,", "\"revision\":2,", 1)).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.swap(2, 3);
+    std::fs::write(audit_path(&dir), lines.join("\n") + "\n").unwrap();
     let err = open(&dir).expect_err("refused");
-    assert!(err.contains("audit.jsonl:3: revision 2 follows revision 2: revisions must increase"), "{err}");
+    assert!(err.contains("audit.jsonl:3: revision 4 follows revision 2: the revisions between are missing"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_damaged_revision_number_is_blamed_on_its_own_line_and_repair_restores_it() {
+    let dir = temp_dir("wrong-revision");
+    let state = open(&dir).unwrap();
+    history(&state);
+    drop(state);
+    let good = String::from_utf8(std::fs::read(audit_path(&dir)).unwrap()).unwrap();
+    // One digit of line 3's revision changed, up or down: its neighbours (2 and 4) agree
+    // with each other, so line 3 is named — not line 4, the first that looks out of place.
+    for wrong in ["9", "1", "2", "4"] {
+        let damaged = good.replacen("\"revision\":3,", &format!("\"revision\":{wrong},"), 1);
+        std::fs::write(audit_path(&dir), &damaged).unwrap();
+        let err = open(&dir).expect_err("refused");
+        assert!(
+            err.contains(&format!(
+                "audit.jsonl:3: the entry says revision {wrong}, but the lines around it hold revisions 2 and 4"
+            )) && err.contains("should hold revision 3")
+                && err.contains("--drop-line 3 --force"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_to_string(audit_path(&dir)).unwrap(), damaged, "nothing changed");
+    }
+    // The repair takes the revision from the neighbours, not from the damaged line.
+    let (ok, out) = sluice_state(&dir, &["repair", "--drop-line", "3", "--force"]);
+    assert!(ok, "{out}");
+    let state = open(&dir).unwrap();
+    assert_eq!(revisions(&state), [1, 2, 3, 4, 5]);
+    assert!(audit(&state)[2].dropped);
+    drop(state);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -74,7 +74,7 @@ pub async fn handle(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Response
         Err(e) => {
             let outcome = e.outcome();
             if outcome != Outcome::ClientError {
-                tracing::warn!(request_id = ?request_id, error = %e, "request failed");
+                tracing::warn!(request_id = request_id.to_str().unwrap_or("-"), error = %e, "request failed");
             }
             (e.into_response(), outcome)
         }

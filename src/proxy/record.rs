@@ -174,7 +174,7 @@ impl Recorder {
         let labels = self.route.labels();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         tracing::info!(
-            request_id = ?log.request_id,
+            request_id = log.request_id.to_str().unwrap_or("-"),
             method = %log.method,
             path = %log.path,
             status = self.status.as_u16(),

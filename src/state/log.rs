@@ -67,6 +67,11 @@ pub enum LogError {
     Damaged { path: String, line: u64, message: String },
     #[error("{path}:{line}: revision {revision} follows revision {previous}: revisions must increase")]
     OutOfOrder { path: String, line: u64, revision: u64, previous: u64 },
+    /// The line's revision disagrees with both its neighbours, which agree with each other
+    /// (the line before holds `expected - 1`, the line after `expected + 1`): the line is
+    /// damaged, not the ones around it.
+    #[error("{path}:{line}: the entry says revision {revision}, but the lines around it hold revisions {} and {}: this line is damaged (it should hold revision {expected})", expected - 1, expected + 1)]
+    WrongRevision { path: String, line: u64, revision: u64, expected: u64 },
     #[error("{path}:{line}: revision {revision} follows revision {previous}: the revisions between are missing from the log (lines removed by hand?). Put them back (a line cut by sluice or a repair is in the log's .bak file); `sluice state repair --drop-line` keeps a damaged line's revision in the log, so it never makes a gap")]
     Gap { path: String, line: u64, revision: u64, previous: u64 },
 }
@@ -154,12 +159,20 @@ pub fn scan(path: &Path) -> Result<Scan, LogError> {
         match head {
             Ok(revision) => {
                 if let Some(last) = scan.last {
-                    let (path, line, previous) = (path.display().to_string(), number, last.revision);
-                    if revision <= previous {
-                        return Err(LogError::OutOfOrder { path, line, revision, previous });
-                    }
+                    let previous = last.revision;
                     if revision != previous + 1 {
-                        return Err(LogError::Gap { path, line, revision, previous });
+                        // One damaged revision, or lines out of place? The next line says.
+                        let (n, ended) = read_line(&mut reader, &mut buf).map_err(io(path))?;
+                        let whole = ended && too_long(n).is_none();
+                        let next = if whole { parse_head(&buf[..buf.len() - 1]).ok() } else { None };
+                        let (path, line) = (path.display().to_string(), number);
+                        return Err(if next == Some(previous + 2) {
+                            LogError::WrongRevision { path, line, revision, expected: previous + 1 }
+                        } else if revision <= previous {
+                            LogError::OutOfOrder { path, line, revision, previous }
+                        } else {
+                            LogError::Gap { path, line, revision, previous }
+                        });
                     }
                 }
                 scan.first.get_or_insert(revision);

@@ -252,10 +252,12 @@ pub fn repair_drop_line(dir: &Path, line: u64, force: bool) -> Result<Dropped, R
     if parses && !force {
         return Err(RecoverError::NotDamaged { path, line, revision: head.unwrap_or(0) });
     }
-    let revision = match (head.filter(|_| parses), previous, next) {
-        (Some(r), _, _) => r,
-        (None, Some(p), n) if n.is_none_or(|n| n == p + 2) => p + 1,
-        (None, None, Some(n)) if n > 1 => n - 1,
+    // The neighbours decide the revision where they can: the line's own may be what is
+    // damaged.
+    let revision = match (previous, next, head.filter(|_| parses)) {
+        (Some(p), n, _) if n.is_none_or(|n| n == p + 2) => p + 1,
+        (None, Some(n), _) if n > 1 => n - 1,
+        (_, _, Some(r)) => r,
         _ => return Err(RecoverError::UnknownRevision { path, line }),
     };
     // Second pass: everything but the line into the new log, the line to the backup.
