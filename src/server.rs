@@ -322,6 +322,8 @@ impl Worker {
         };
         // Each connection holds a receiver: the sender sees them all gone once drained.
         let (drain, _) = watch::channel(());
+        let cut = tokio_util::sync::CancellationToken::new();
+        worker::set_cut(cut.clone());
         let signal = stopped.clone();
         let builder = Arc::new(connection_builder(&settings));
         loop {
@@ -343,7 +345,11 @@ impl Worker {
         tokio::select! {
             _ = drain.closed() => tracing::debug!(worker = index, "all connections drained"),
             _ = tokio::time::sleep(settings.shutdown_grace) => {
-                tracing::warn!(worker = index, "shutdown grace period over; closing the remaining connections");
+                tracing::warn!(worker = index, "shutdown grace period over; ending the remaining streams");
+                // Streams end with an error event saying why; what has not finished
+                // writing it by then is dropped with the runtime.
+                cut.cancel();
+                let _ = tokio::time::timeout(CUT_FLUSH, drain.closed()).await;
             }
         }
     }
@@ -492,7 +498,12 @@ pub fn reload_file(state: &State, path: &std::path::Path, text: Result<String, c
 /// Exit status of a process whose shutdown outlived its grace period (see [`exit_after`]).
 pub const FORCED_EXIT_CODE: i32 = 3;
 
-/// Time past `shutdown_grace` for the workers to close what is left and stop.
+/// How long, once `shutdown_grace` is over, the streams still open have to write the error
+/// event that ends them.
+const CUT_FLUSH: Duration = Duration::from_millis(500);
+
+/// Time past `shutdown_grace` for the workers to close what is left and stop (more than
+/// [`CUT_FLUSH`]).
 pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
 
 /// End the process with [`FORCED_EXIT_CODE`] if it is still running `after` from now.

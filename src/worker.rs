@@ -5,10 +5,13 @@
 //! pools — is kept in a slice indexed by [`index`], so a request never hands work to another
 //! thread.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+
+use tokio_util::sync::CancellationToken;
 
 thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
+    static CUT: RefCell<Option<CancellationToken>> = const { RefCell::new(None) };
 }
 
 /// This thread's worker index; 0 on any thread that is not a data-plane worker.
@@ -19,6 +22,17 @@ pub fn index() -> usize {
 /// Mark the current thread as data-plane worker `i`.
 pub(crate) fn set_index(i: usize) {
     INDEX.with(|c| c.set(i));
+}
+
+/// The signal that this worker's shutdown grace period is over: a response still streaming
+/// ends now, with an error event saying why. `None` on a thread that is not a worker.
+pub fn cut() -> Option<CancellationToken> {
+    CUT.with(|c| c.borrow().clone())
+}
+
+/// Set the current worker's cut signal.
+pub(crate) fn set_cut(token: CancellationToken) {
+    CUT.with(|c| *c.borrow_mut() = Some(token));
 }
 
 /// One `T` per worker thread (at least one).

@@ -63,9 +63,17 @@ async fn shutdown_gives_up_after_the_grace_period() {
     let mut body = resp.into_body();
     let _ = body.frame().await;
     let start = Instant::now();
+    let reader = tokio::spawn(async move { frames(&mut body, Instant::now()).await });
     gw.shutdown().await;
     let took = start.elapsed();
     assert!(took < Duration::from_secs(3), "shutdown took {took:?} with a 300ms grace period");
+    // The stream cut at the end of the grace period says why, as its last event.
+    let rest = reader.await.unwrap();
+    let (_, last) = rest.last().unwrap();
+    let last = std::str::from_utf8(last).unwrap();
+    let event: serde_json::Value = serde_json::from_str(last.strip_prefix("data: ").unwrap().trim()).unwrap();
+    assert_eq!(event["error"]["code"], "shutting_down", "{rest:?}");
+    assert!(rest.len() < 100, "the stream did not run to its end: {} frames", rest.len());
 }
 
 #[tokio::test]

@@ -95,6 +95,11 @@ pub enum GatewayError {
     /// translation takes, a lone surrogate…): the app's problem, never the provider's.
     #[error("the request cannot be translated for this model's provider: {0}")]
     Untranslatable(String),
+    /// The gateway's shutdown grace period ended while the response was still streaming.
+    #[error(
+        "the gateway is shutting down and its grace period is over: the response was cut short; retry the request"
+    )]
+    ShuttingDown,
     #[error("internal gateway error")]
     Internal,
 }
@@ -122,6 +127,7 @@ impl GatewayError {
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Upstream { error, .. } if error.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -133,6 +139,7 @@ impl GatewayError {
             Upstream { error, .. } if error.is_timeout() => Outcome::Timeout,
             Upstream { .. } => Outcome::UpstreamError,
             Internal | FlagError { .. } | AiConfigDisabled(_) => Outcome::GatewayError,
+            ShuttingDown => Outcome::Cancelled,
             _ => Outcome::ClientError,
         }
     }
@@ -162,6 +169,7 @@ impl GatewayError {
             UnknownUrl { .. } => ("invalid_request_error", None, Some("unknown_url")),
             MethodNotAllowed { .. } => ("invalid_request_error", None, Some("method_not_allowed")),
             Upstream { error, .. } => ("upstream_error", None, Some(upstream_code(*error))),
+            ShuttingDown => ("server_error", None, Some("shutting_down")),
             Internal => ("server_error", None, Some("internal_error")),
         }
     }

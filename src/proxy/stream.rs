@@ -2,7 +2,9 @@
 //! timeout, reads what the metrics need on the way (time to first token, usage, how the
 //! body ended) and finishes the request's record exactly once. When the upstream breaks or
 //! goes silent mid-way, an SSE stream ends with an OpenAI-shaped error event (so the client
-//! sees why, instead of a hang or a bare reset); any other body is aborted.
+//! sees why, instead of a hang or a bare reset); any other body is aborted. A stream still
+//! open when the worker's shutdown grace period ends gets an error event too
+//! (`shutting_down`), counted as cancelled: the variation is not to blame.
 //!
 //! Per-frame work is synchronous: the SSE tap reads each event once; the idle timer is
 //! only re-armed when it fires, from the time of the last frame.
@@ -17,6 +19,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::error::{sse_error_event, GatewayError, Outcome};
 use super::record::Recorder;
@@ -53,7 +56,22 @@ pub struct Forward {
     idle: Duration,
     last_frame: Instant,
     timer: Pin<Box<Sleep>>,
+    /// SSE only: the worker's signal that its shutdown grace period is over.
+    cut: Option<Cut>,
     done: bool,
+}
+
+/// The cut signal: the token is checked on every frame (an atomic load), the future is
+/// polled only when the upstream has nothing to give, to be woken by it.
+struct Cut {
+    token: CancellationToken,
+    wait: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Cut {
+    fn now() -> Option<Cut> {
+        crate::worker::cut().map(|token| Cut { wait: Box::pin(token.clone().cancelled_owned()), token })
+    }
 }
 
 impl Forward {
@@ -67,6 +85,7 @@ impl Forward {
     ) -> Self {
         let idle = provider.timeouts.idle;
         let now = Instant::now();
+        let cut = if matches!(reading, Reading::Sse(_)) { Cut::now() } else { None };
         Forward {
             inner,
             first,
@@ -77,6 +96,7 @@ impl Forward {
             idle,
             last_frame: now,
             timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            cut,
             done: false,
         }
     }
@@ -98,6 +118,14 @@ impl Forward {
         self.record.finish(outcome, self.status);
         tracing::warn!(provider = %self.provider.name, error = %error, "upstream response broke off");
         sse_error_event(&GatewayError::Upstream { provider: self.provider.name.clone(), error })
+    }
+
+    /// The shutdown grace period is over: the SSE error event that ends the stream (an
+    /// event half received is dropped: glued to the error event it would garble both).
+    fn cut_off(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        self.record.finish(Outcome::Cancelled, self.status);
+        Poll::Ready(Some(Ok(Frame::data(sse_error_event(&GatewayError::ShuttingDown)))))
     }
 
     /// The body ended normally.
@@ -175,6 +203,9 @@ impl HttpBody for Forward {
             if this.done {
                 return Poll::Ready(None);
             }
+            if this.cut.as_ref().is_some_and(|c| c.token.is_cancelled()) {
+                return this.cut_off();
+            }
             let frame = match this.first.take() {
                 Some(frame) => frame,
                 None => match Pin::new(&mut this.inner).poll_frame(cx) {
@@ -196,6 +227,11 @@ impl HttpBody for Forward {
                         return Poll::Ready(rest.map(|b| Ok(Frame::data(b))));
                     }
                     Poll::Pending => {
+                        if let Some(cut) = &mut this.cut {
+                            if cut.wait.as_mut().poll(cx).is_ready() {
+                                return this.cut_off();
+                            }
+                        }
                         ready!(this.poll_idle(cx));
                         return this.fail(UpstreamError::IdleTimeout);
                     }
