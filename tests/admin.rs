@@ -278,37 +278,27 @@ async fn changes_survive_a_restart_and_the_directory_is_locked() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A `sluice serve` process on free ports with its own state directory.
+/// A `sluice serve` process on the ports it bound, with its own state directory.
 struct Process {
     child: std::process::Child,
-    admin: u16,
+    admin: std::net::SocketAddr,
 }
 
 impl Process {
-    fn start(cfg: &std::path::Path, admin: u16, args: &[&str]) -> Process {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--config"])
-            .arg(cfg)
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "sluice serve never listened");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+    /// Serve `cfg` (which listens on port 0), logging beside it.
+    fn start(cfg: &std::path::Path, args: &[&str]) -> Process {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+        cmd.args(["serve", "--config"]).arg(cfg).args(args).env_remove("RUST_LOG");
+        let (child, _, admin) = spawn_serving(cmd, &cfg.with_extension("log"));
         Process { child, admin }
     }
 
     async fn get(&self, path: &str) -> Value {
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.admin).parse().unwrap();
-        send(addr, get(path, Some(READ))).await.json()
+        send(self.admin, get(path, Some(READ))).await.json()
     }
 
     async fn metrics(&self) -> String {
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.admin).parse().unwrap();
-        send(addr, get("/metrics", None)).await.text()
+        send(self.admin, get("/metrics", None)).await.text()
     }
 
     /// Wait until `GET /admin/v1/status` satisfies `done`.
@@ -338,30 +328,22 @@ fn replace_file(path: &std::path::Path, text: impl AsRef<[u8]>) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A fresh directory `sluice-{name}-test-<pid>` with a config file for a `sluice serve`
-/// process on free ports, its state inside: (dir, config path, admin port, config text).
-fn process_setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, u16, String) {
+/// process listening on port 0, its state inside: (dir, config path, config text).
+fn process_setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, String) {
     let dir = std::env::temp_dir().join(format!("sluice-{name}-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (data, admin) = (free_port(), free_port());
-    let yaml = admin_config("http://127.0.0.1:9/v1", Some(&dir.join("state"))).replace(
-        "data: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"",
-        &format!("data: \"127.0.0.1:{data}\", admin: \"127.0.0.1:{admin}\""),
-    );
+    let yaml = admin_config("http://127.0.0.1:9/v1", Some(&dir.join("state")));
     let cfg = dir.join("sluice.yaml");
     std::fs::write(&cfg, &yaml).unwrap();
-    (dir, cfg, admin, yaml)
+    (dir, cfg, yaml)
 }
 
 #[tokio::test]
 async fn the_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing() {
-    let (dir, cfg, admin, yaml) = process_setup("reload");
-    let p = Process::start(&cfg, admin, &["--watch"]);
+    let (dir, cfg, yaml) = process_setup("reload");
+    let p = Process::start(&cfg, &["--watch"]);
     assert_eq!(p.get("/admin/v1/status").await["revision"], 1);
 
     // A valid change to the file: a new revision by `file`.
@@ -386,7 +368,7 @@ async fn the_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing
 
     // Without --watch, SIGHUP reloads.
     replace_file(&cfg, &yaml);
-    let p = Process::start(&cfg, admin, &[]);
+    let p = Process::start(&cfg, &[]);
     let before = p.get("/admin/v1/status").await["revision"].as_u64().unwrap();
     replace_file(&cfg, yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n"));
     let pid = p.child.id().to_string();
@@ -438,12 +420,12 @@ async fn the_openapi_document_lists_exactly_the_endpoints_that_exist() {
 
 #[tokio::test]
 async fn every_acknowledged_change_survives_sigkill() {
-    let (dir, cfg, admin, _) = process_setup("crash");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let (dir, cfg, _) = process_setup("crash");
     let mut acknowledged: Vec<(u64, u64)> = Vec::new(); // (revision, percent)
     let mut n = 0u64;
     for round in 0..5u64 {
-        let mut p = Process::start(&cfg, admin, &[]);
+        let mut p = Process::start(&cfg, &[]);
+        let addr = p.admin;
         let start = p.get("/admin/v1/status").await["revision"].as_u64().unwrap();
         if let Some((last, _)) = acknowledged.last() {
             assert!(start >= *last, "round {round}: the store lost acknowledged revision {last} (has {start})");
@@ -488,7 +470,7 @@ async fn every_acknowledged_change_survives_sigkill() {
     assert!(acknowledged.len() > 10, "changes were made: {}", acknowledged.len());
     eprintln!("{} changes acknowledged across 5 SIGKILLs", acknowledged.len());
     // Restart once more: the store loads, and every acknowledged change is in it.
-    let p = Process::start(&cfg, admin, &[]);
+    let p = Process::start(&cfg, &[]);
     let revision = p.get("/admin/v1/status").await["revision"].as_u64().unwrap();
     let (last, _) = *acknowledged.last().unwrap();
     assert!(revision >= last, "revision {revision} < last acknowledged {last}");

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -94,14 +94,12 @@ struct Served {
 
 impl Served {
     fn start(name: &str, watch: bool) -> Served {
-        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let (data, admin) = (free(), free());
         let dir = temp_dir(name);
         let cfg = dir.join("sluice.yaml");
         let text = std::fs::read_to_string("config/sluice.yaml")
             .unwrap()
-            .replace("127.0.0.1:8080", &format!("127.0.0.1:{data}"))
-            .replace("127.0.0.1:8081", &format!("127.0.0.1:{admin}"))
+            .replace("127.0.0.1:8080", "127.0.0.1:0")
+            .replace("127.0.0.1:8081", "127.0.0.1:0")
             .replace(".sluice-state", &dir.join("state").display().to_string());
         std::fs::write(&cfg, text).unwrap();
         let log = dir.join("log");
@@ -110,7 +108,8 @@ impl Served {
         if watch {
             cmd.arg("--watch");
         }
-        let child = cmd.stderr(std::fs::File::create(&log).unwrap()).stdout(Stdio::null()).spawn().unwrap();
+        let (child, data, admin) = spawn_serving(cmd, &log);
+        let (data, admin) = (data.port(), admin.port());
         let served = Served { child, admin, data, cfg, log, dir };
         served.wait_for("the gateway to listen", || served.metric("sluice_config_revision").is_some());
         if watch {

@@ -149,9 +149,8 @@ async fn upstream_errors_pass_through_with_their_body() {
 
 #[tokio::test]
 async fn refused_upstream_is_a_502() {
-    // Bind then drop a listener: the port is now closed.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let gw = gateway(&config(&format!("http://127.0.0.1:{port}/v1"), "")).await;
+    let (_held, dead) = refusing_addr();
+    let gw = gateway(&config(&format!("http://{dead}/v1"), "")).await;
     let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), CHAT)).await;
     assert_eq!((a.status.as_u16(), a.error_code().as_str()), (502, "upstream_connect_failed"));
     assert!(a.json()["error"]["message"].as_str().unwrap().contains("provider `up`"));

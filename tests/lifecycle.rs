@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,9 +148,9 @@ async fn provider_and_gateway_keys_never_reach_logs_or_responses() {
 
     let broken = Upstream::start(Reply::Sse(vec![chat_chunk("a"), Step::Break])).await;
     let ok = Upstream::start(json_reply(CHAT_RESPONSE)).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (_held, dead) = refusing_addr();
     let extra = format!(
-        "  ok:\n    kind: openai\n    base_url: {}\n    api_key: {PROVIDER_KEY}\n  dead:\n    kind: openai\n    base_url: http://127.0.0.1:{port}/v1\n    api_key: {PROVIDER_KEY}\n    headers: {{x-secret-header: {PROVIDER_KEY}}}\n",
+        "  ok:\n    kind: openai\n    base_url: {}\n    api_key: {PROVIDER_KEY}\n  dead:\n    kind: openai\n    base_url: http://{dead}/v1\n    api_key: {PROVIDER_KEY}\n    headers: {{x-secret-header: {PROVIDER_KEY}}}\n",
         ok.base_url()
     );
     let yaml = config(&broken.base_url(), "log: {access_log: true}").replace("aliases:", &format!("{extra}aliases:"));
@@ -247,22 +247,17 @@ fn check_accepts_the_example_config_and_locates_errors() {
 
 #[test]
 fn serve_exits_cleanly_on_sigterm() {
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (data, admin) = (free(), free());
     let dir = temp_dir("serve");
     let cfg = dir.join("sluice.yaml");
     let text = std::fs::read_to_string("config/sluice.yaml")
         .unwrap()
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{data}"))
-        .replace("127.0.0.1:8081", &format!("127.0.0.1:{admin}"))
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:8081", "127.0.0.1:0")
         .replace(".sluice-state", &dir.join("state").display().to_string());
     std::fs::File::create(&cfg).unwrap().write_all(text.as_bytes()).unwrap();
-    let mut child = sluice().args(["serve", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "sluice serve never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut cmd = sluice();
+    cmd.args(["serve", "--config"]).arg(&cfg).env_remove("RUST_LOG");
+    let (mut child, _, _) = spawn_serving(cmd, &dir.join("log"));
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

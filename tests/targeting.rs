@@ -290,10 +290,8 @@ async fn the_kill_switch_and_disabled_versions() {
 async fn fallback_happens_before_the_first_byte_only() {
     // `b` (the candidate's provider) is down: refused connections.
     let a = Upstream::start(json_reply(CHAT_RESPONSE)).await;
-    let dead = format!(
-        "http://127.0.0.1:{}/v1",
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    );
+    let (_held, dead) = refusing_addr();
+    let dead = format!("http://{dead}/v1");
     let with_fallback = targeting_config(&a.base_url(), &dead, "")
         .replace("  bot:\n    variations:", "  bot:\n    fallback_variation: control\n    variations:");
     let gw = gateway(&with_fallback).await;

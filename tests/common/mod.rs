@@ -536,3 +536,63 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Spawn `cmd` — a `sluice serve` whose config listens on port 0 — with its log in `log`,
+/// and read the addresses it bound from its start-up line ("sluice is serving"): no port
+/// is picked before the gateway binds it, so none can be taken meanwhile. Returns the
+/// child with its data and admin addresses.
+pub fn spawn_serving(
+    mut cmd: std::process::Command,
+    log: &std::path::Path,
+) -> (std::process::Child, SocketAddr, SocketAddr) {
+    let file = std::fs::File::create(log).unwrap();
+    let mut child = cmd.stderr(file).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let field = |line: &str, name: &str| -> Option<SocketAddr> {
+        let at = line.find(&format!("{name}="))? + name.len() + 1;
+        let rest: String = line[at..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+        rest.parse().ok()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        // Without colour codes, whatever the terminal.
+        let plain: String = strip_ansi(&text);
+        if let Some(line) = plain.lines().find(|l| l.contains("sluice is serving")) {
+            if let (Some(data), Some(admin)) = (field(line, "data_addr"), field(line, "admin_addr")) {
+                return (child, data, admin);
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("sluice serve exited ({status}) before serving:\n{plain}");
+        }
+        assert!(std::time::Instant::now() < deadline, "sluice serve never said it was serving:\n{plain}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `text` without ANSI colour sequences.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A loopback address that refuses connections: a socket is bound there but never
+/// listens, so no one else can take the port while the returned socket lives.
+pub fn refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
+}
