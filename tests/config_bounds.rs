@@ -95,13 +95,7 @@ struct Served {
 impl Served {
     fn start(name: &str, watch: bool) -> Served {
         let dir = temp_dir(name);
-        let cfg = dir.join("sluice.yaml");
-        let text = std::fs::read_to_string("config/sluice.yaml")
-            .unwrap()
-            .replace("127.0.0.1:8080", "127.0.0.1:0")
-            .replace("127.0.0.1:8081", "127.0.0.1:0")
-            .replace(".sluice-state", &dir.join("state").display().to_string());
-        std::fs::write(&cfg, text).unwrap();
+        let cfg = example_config_in(&dir);
         let log = dir.join("log");
         let mut cmd = sluice();
         cmd.args(["serve", "--config"]).arg(&cfg).env_remove("RUST_LOG");

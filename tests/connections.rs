@@ -129,8 +129,9 @@ async fn both_http_versions_take_the_same_header_size() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_disconnected_and_its_upstream_released() {
+/// An upstream whose stream never ends (16 KiB events), behind a gateway that drops a
+/// client taking nothing for 300 ms.
+async fn endless_stream_gateway() -> (Upstream, Running) {
     let chunk = match chat_chunk(&"a".repeat(16 << 10)) {
         Step::Send(s) => s,
         _ => unreachable!(),
@@ -139,6 +140,12 @@ async fn a_client_that_stops_reading_is_disconnected_and_its_upstream_released()
     let yaml =
         config(&up.base_url(), "").replace("shutdown_grace: 5s", "shutdown_grace: 5s, client_write_timeout: 300ms");
     let gw = gateway(&yaml).await;
+    (up, gw)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_and_its_upstream_released() {
+    let (up, gw) = endless_stream_gateway().await;
 
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -354,14 +361,7 @@ async fn sigterm_ends_the_process_even_when_a_worker_is_busy() {
 
 #[tokio::test]
 async fn an_http2_client_that_stops_reading_a_stream_is_disconnected() {
-    let chunk = match chat_chunk(&"a".repeat(16 << 10)) {
-        Step::Send(s) => s,
-        _ => unreachable!(),
-    };
-    let up = Upstream::start(Reply::Sse(vec![Step::Forever(chunk)])).await;
-    let yaml =
-        config(&up.base_url(), "").replace("shutdown_grace: 5s", "shutdown_grace: 5s, client_write_timeout: 300ms");
-    let gw = gateway(&yaml).await;
+    let (up, gw) = endless_stream_gateway().await;
     let tcp = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))

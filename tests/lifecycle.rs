@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -248,13 +247,7 @@ fn check_accepts_the_example_config_and_locates_errors() {
 #[test]
 fn serve_exits_cleanly_on_sigterm() {
     let dir = temp_dir("serve");
-    let cfg = dir.join("sluice.yaml");
-    let text = std::fs::read_to_string("config/sluice.yaml")
-        .unwrap()
-        .replace("127.0.0.1:8080", "127.0.0.1:0")
-        .replace("127.0.0.1:8081", "127.0.0.1:0")
-        .replace(".sluice-state", &dir.join("state").display().to_string());
-    std::fs::File::create(&cfg).unwrap().write_all(text.as_bytes()).unwrap();
+    let cfg = example_config_in(&dir);
     let mut cmd = sluice();
     cmd.args(["serve", "--config"]).arg(&cfg).env_remove("RUST_LOG");
     let (mut child, _, _) = spawn_serving(cmd, &dir.join("log"));

@@ -596,3 +596,16 @@ pub fn refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
     let addr = socket.local_addr().unwrap();
     (socket, addr)
 }
+
+/// `config/sluice.yaml` for a `sluice serve` child: both listeners on port 0, the state in
+/// `dir/state`. Written to `dir/sluice.yaml`, whose path is returned.
+pub fn example_config_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let cfg = dir.join("sluice.yaml");
+    let text = std::fs::read_to_string("config/sluice.yaml")
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:8081", "127.0.0.1:0")
+        .replace(".sluice-state", &dir.join("state").display().to_string());
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
