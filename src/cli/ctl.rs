@@ -280,9 +280,18 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
     let value = call(args, method, &path, body, if_match).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
-        return Ok(());
+    } else {
+        print!("{}", render(&args.command, &value));
     }
-    print!("{}", render(&args.command, &value));
+    // A change to what a flag serves does nothing visible while the flag is off: say so.
+    if let CtlCommand::Rollout { flag, .. } | CtlCommand::Promote { flag, .. } | CtlCommand::Point { flag, .. } =
+        &args.command
+    {
+        let view = call(args, Method::GET, &format!("/flags/{}", encode(flag)), None, None).await?;
+        if let Some(warning) = off_warning(flag, &view) {
+            eprintln!("{warning}");
+        }
+    }
     Ok(())
 }
 
@@ -378,6 +387,27 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// A percentage as people write it: `5`, `20`, `12.5` (never `20.0`).
+fn percent(v: &Value) -> String {
+    match v.as_f64() {
+        Some(p) => {
+            let s = format!("{p:.3}");
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        }
+        None => text(v),
+    }
+}
+
+/// The warning for a change to a flag that is off: it serves its off variation to
+/// everyone, whatever the change says, until it is restored.
+fn off_warning(flag: &str, view: &Value) -> Option<String> {
+    (view["flag"]["on"] == json!(false)).then(|| {
+        format!(
+            "warning: the flag `{flag}` is off (killed): it serves its off variation to everyone until `sluice ctl restore {flag}`; this change takes effect then"
+        )
+    })
+}
+
 /// The fallthrough in a few words: `candidate` or `control 95% / candidate 5%`.
 fn fallthrough(ft: &Value) -> String {
     if let Some(v) = ft["variation"].as_str() {
@@ -386,7 +416,7 @@ fn fallthrough(ft: &Value) -> String {
     match ft["rollout"]["variations"].as_array() {
         Some(ws) => ws
             .iter()
-            .map(|w| format!("{} {}%", text(&w["variation"]), text(&w["percent"])))
+            .map(|w| format!("{} {}%", text(&w["variation"]), percent(&w["percent"])))
             .collect::<Vec<_>>()
             .join(" / "),
         None => "-".into(),
@@ -537,6 +567,25 @@ mod tests {
         let mut argv = vec!["sluice"];
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).unwrap().ctl
+    }
+
+    #[test]
+    fn percentages_print_one_way() {
+        for (v, want) in
+            [(json!(5), "5"), (json!(95.0), "95"), (json!(20.0), "20"), (json!(12.5), "12.5"), (json!(0.125), "0.125")]
+        {
+            assert_eq!(percent(&v), want, "{v}");
+        }
+        let ft = json!({"rollout": {"variations": [{"variation": "control", "percent": 80.0}, {"variation": "candidate", "percent": 20}]}});
+        assert_eq!(fallthrough(&ft), "control 80% / candidate 20%");
+    }
+
+    #[test]
+    fn a_change_to_a_killed_flag_warns_that_it_is_off() {
+        let off = json!({"revision": 3, "flag": {"key": "bot", "on": false}});
+        let warning = off_warning("bot", &off).unwrap();
+        assert!(warning.contains("`bot` is off") && warning.contains("sluice ctl restore bot"), "{warning}");
+        assert_eq!(off_warning("bot", &json!({"flag": {"key": "bot", "on": true}})), None);
     }
 
     #[test]
