@@ -211,6 +211,24 @@ async fn dashboard_is_valid_and_uses_only_exported_metrics() {
 
     // The metrics used, by the dashboard and by the alert rules.
     let exprs = dashboard_exprs(&dash);
+    // A variation re-pointed at another version draws a new line: per-variation series of
+    // the request metrics are split by AI config version, never blended.
+    let route = [
+        "sluice_requests_total",
+        "sluice_request_duration",
+        "sluice_time_to_first_token",
+        "sluice_gateway_overhead",
+        "sluice_tokens_total",
+        "sluice_request_tokens",
+    ];
+    for e in exprs.iter().filter(|e| route.iter().any(|m| e.contains(m))) {
+        for by in e.match_indices("by (").map(|(i, _)| &e[i..]) {
+            let labels = &by[..by.find(')').unwrap()];
+            if labels.contains("variation") {
+                assert!(labels.contains("ai_config") && labels.contains("version"), "split by version: {e}");
+            }
+        }
+    }
     let used_by_dashboard: BTreeSet<String> = exprs.iter().flat_map(|e| metric_names(e)).map(|(n, _)| n).collect();
     for name in DASHBOARD_METRICS {
         assert!(used_by_dashboard.contains(name), "the dashboard shows {name}");
