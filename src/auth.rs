@@ -86,6 +86,11 @@ impl Clients {
     }
 
     /// The client whose key is `key`. Every digest is compared, match or not.
+    /// The client named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Client>> {
+        self.entries.iter().map(|(_, c)| c).find(|c| c.name == name)
+    }
+
     pub fn authenticate(&self, key: &[u8]) -> Option<&Arc<Client>> {
         let presented = digest(key);
         let mut found = None;

@@ -16,7 +16,10 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 mod audit;
+mod evaluate;
 mod openapi;
+
+use evaluate::evaluate;
 
 use crate::auth::{digest, parse_digest, KeyDigest};
 use crate::body::{self, Body};
@@ -137,6 +140,7 @@ pub async fn handle(state: Arc<State>, guards: &Guards, tokens: &Tokens, req: Re
 pub const ROUTES: &[(&str, &str, Op)] = &[
     ("GET", "/flags", Op::ListFlags),
     ("GET", "/flags/{key}", Op::GetFlag),
+    ("POST", "/flags/{key}/evaluate", Op::Evaluate),
     ("POST", "/flags/{key}/kill", Op::Kill),
     ("POST", "/flags/{key}/restore", Op::Restore),
     ("PUT", "/flags/{key}/rollout", Op::Rollout),
@@ -160,6 +164,7 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
 pub enum Op {
     ListFlags,
     GetFlag,
+    Evaluate,
     Kill,
     Restore,
     Rollout,
@@ -239,6 +244,10 @@ async fn route(
     match op {
         Op::ListFlags => return Ok(list_flags(&state)),
         Op::GetFlag => return get_flag(&state, params[0]),
+        Op::Evaluate => {
+            let body = read_json(req.into_body()).await?;
+            return evaluate(&state, params[0], &body);
+        }
         Op::ListAiConfigs => return Ok(list_ai_configs(&state)),
         Op::Audit => return audit::page(state, &query).await,
         Op::Guards => {
@@ -363,7 +372,14 @@ fn change_for(op: Op, params: &[&str], body: &Value) -> Result<Change, ApiError>
         Op::GuardPause => Change::GuardState { flag: p(0), state: "paused", restart: false },
         Op::GuardResume => Change::GuardState { flag: p(0), state: "armed", restart: false },
         Op::GuardRearm => Change::GuardState { flag: p(0), state: "armed", restart: true },
-        Op::ListFlags | Op::GetFlag | Op::ListAiConfigs | Op::Audit | Op::Status | Op::OpenApi | Op::Guards => {
+        Op::ListFlags
+        | Op::GetFlag
+        | Op::Evaluate
+        | Op::ListAiConfigs
+        | Op::Audit
+        | Op::Status
+        | Op::OpenApi
+        | Op::Guards => {
             return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "not a change"))
         }
     })

@@ -19,6 +19,16 @@ fn describe(op: Op) -> (&'static str, bool, Option<Value>) {
     match op {
         Op::ListFlags => ("List flags with their state and the revision that last changed each.", false, None),
         Op::GetFlag => ("Get one flag with its definition.", false, None),
+        Op::Evaluate => (
+            "Evaluate a flag for a context against the running state; for a routing flag, the AI config version it picks with its messages rendered.",
+            false,
+            Some(json!({"type": "object", "properties": {
+                "context": {"description": "A LaunchDarkly context object, or a user key."},
+                "variables": {"type": "object", "description": "Template variables, as `x-sluice-variables` holds."},
+                "client": {"type": "string", "description": "A client name: its context kind and template values, as when it calls."},
+                "explain": {"type": "boolean", "description": "Add each step of the evaluation."}},
+                "required": ["context"]})),
+        ),
         Op::Kill => ("Turn a flag off: everyone gets its off variation.", true, body(json!({}), &[])),
         Op::Restore => ("Turn a flag back on.", true, body(json!({}), &[])),
         Op::Rollout => (
@@ -132,10 +142,9 @@ pub fn document() -> Value {
                 obj.push(json!({"name": "If-Match", "in": "header", "required": false,
                     "description": "The revision the change was made against.", "schema": {"type": "string"}}));
             }
-            if let Some(schema) = body {
-                operation["requestBody"] =
-                    json!({"required": true, "content": {"application/json": {"schema": schema}}});
-            }
+        }
+        if let Some(schema) = body {
+            operation["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema}}});
         }
         let entry = paths.entry(format!("/admin/v1{template}")).or_insert_with(|| json!({}));
         entry[method.to_ascii_lowercase()] = operation;

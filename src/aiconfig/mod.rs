@@ -193,6 +193,39 @@ impl Version {
         Ok(edits)
     }
 
+    /// The version as a request for `scope` would get it, for people to read: provider,
+    /// model, parameters and its messages rendered (before the app's own messages).
+    pub fn preview(&self, scope: &RenderScope<'_>) -> Result<Value, EditError> {
+        let mut budget = Budget::new(self.render_limit);
+        let mut messages = Vec::with_capacity(self.messages.len());
+        for (i, m) in self.messages.iter().enumerate() {
+            let mut content = String::new();
+            m.content
+                .render(scope, &mut content, &mut budget)
+                .map_err(|error| EditError::Render { message: i, error })?;
+            let role: Value = serde_json::from_str(&m.role_json).unwrap_or(Value::Null);
+            messages.push(serde_json::json!({"role": role, "content": content}));
+        }
+        let parameters: serde_json::Map<String, Value> = self
+            .parameters
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::from_str(v).unwrap_or(Value::Null)))
+            .collect();
+        Ok(serde_json::json!({
+            "key": &*self.key,
+            "version": self.version,
+            "enabled": self.enabled,
+            "provider": self.provider.name,
+            "model": &*self.model,
+            "parameters": parameters,
+            "messages_mode": match self.mode {
+                MessagesMode::Prepend => "prepend",
+                MessagesMode::Replace => "replace",
+            },
+            "messages": messages,
+        }))
+    }
+
     /// The version's rendered messages combined with the app's.
     fn messages_json(&self, app: Option<&RawValue>, scope: &RenderScope<'_>) -> Result<String, EditError> {
         let app: Vec<&RawValue> = match app {

@@ -47,6 +47,23 @@ enum CtlCommand {
         #[command(subcommand)]
         command: FlagCommand,
     },
+    /// Evaluate a flag for a context against the running gateway (runtime changes
+    /// included) and show the AI config version it picks, its prompt rendered.
+    Eval {
+        flag: String,
+        /// The context as LaunchDarkly context JSON, or a bare user key.
+        #[arg(long)]
+        context: String,
+        /// Template variables as JSON, as an app sends them in `x-sluice-variables`.
+        #[arg(long)]
+        variables: Option<String>,
+        /// Evaluate as this client (app) calls: its context kind and template values.
+        #[arg(long)]
+        client: Option<String>,
+        /// Print each step of the evaluation.
+        #[arg(long)]
+        explain: bool,
+    },
     /// Turn a flag off: everyone gets its off variation.
     Kill {
         flag: String,
@@ -201,6 +218,23 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
         CtlCommand::Flags => (Method::GET, "/flags".to_string(), None, None),
         CtlCommand::Flag { command: FlagCommand::Get { flag } } => {
             (Method::GET, format!("/flags/{}", encode(flag)), None, None)
+        }
+        CtlCommand::Eval { flag, context, variables, client, explain } => {
+            let context = match serde_json::from_str::<Value>(context) {
+                Ok(v @ Value::Object(_)) => v,
+                _ if context.trim_start().starts_with('{') => {
+                    return Err(format!("--context: not a JSON object: {context}"));
+                }
+                _ => Value::String(context.clone()),
+            };
+            let mut body = json!({"context": context, "explain": explain});
+            if let Some(v) = variables {
+                body["variables"] = serde_json::from_str(v).map_err(|e| format!("--variables: not JSON: {e}"))?;
+            }
+            if let Some(c) = client {
+                body["client"] = json!(c);
+            }
+            (Method::POST, format!("/flags/{}/evaluate", encode(flag)), Some(body), None)
         }
         CtlCommand::Kill { flag, change } => {
             let (b, m) = with_reason(change, json!({}));
@@ -387,6 +421,44 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// An evaluation: the steps (with --explain), the variation and why, the version and its
+/// rendered messages.
+fn evaluation(v: &Value) -> String {
+    let mut out = String::new();
+    for line in v["explain"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {}\n", text(line)));
+    }
+    let reason = &v["reason"];
+    let why = [&reason["kind"], &reason["ruleId"], &reason["errorKind"]]
+        .into_iter()
+        .filter(|x| !x.is_null())
+        .map(text)
+        .collect::<Vec<_>>()
+        .join(" ");
+    out.push_str(&format!("revision    {}\n", text(&v["revision"])));
+    out.push_str(&format!("variation   {} ({why})\n", text(&v["variation"])));
+    let a = &v["ai_config"];
+    if a.is_null() {
+        out.push_str(&format!("value       {}\n", v["value"]));
+        return out;
+    }
+    let state = if a["enabled"] == json!(false) { " (disabled)" } else { "" };
+    out.push_str(&format!("ai config   {}@{}{state}\n", text(&a["key"]), text(&a["version"])));
+    out.push_str(&format!("provider    {}, model {}\n", text(&a["provider"]), text(&a["model"])));
+    if a["parameters"].as_object().is_some_and(|p| !p.is_empty()) {
+        out.push_str(&format!("parameters  {}\n", a["parameters"]));
+    }
+    let mode = match a["messages_mode"].as_str() {
+        Some("replace") => "in place of the app's system messages",
+        _ => "before the app's messages",
+    };
+    out.push_str(&format!("messages    ({mode})\n"));
+    for m in a["messages"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  [{}] {}\n", text(&m["role"]), text(&m["content"])));
+    }
+    out
+}
+
 /// A percentage as people write it: `5`, `20`, `12.5` (never `20.0`).
 fn percent(v: &Value) -> String {
     match v.as_f64() {
@@ -514,6 +586,7 @@ fn render(command: &CtlCommand, v: &Value) -> String {
             }
             out
         }
+        CtlCommand::Eval { .. } => evaluation(v),
         CtlCommand::Status => {
             let r = &v["reload"];
             let reload = match (r["time"].as_str(), r["ok"].as_bool()) {
