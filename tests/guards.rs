@@ -338,7 +338,9 @@ async fn equal_arms_are_left_alone() {
 #[tokio::test]
 async fn a_ramp_advances_step_by_step_to_100_percent_as_the_clock_moves() {
     let hook = Upstream::start(json_reply("{}")).await;
-    let rig = Rig::in_memory(&guarded_config(0.0, &format!("http://{}/hook", hook.addr), RAMP, "{variation: control}"));
+    let ramp = must_replace(RAMP, "min_duration: 50ms", "min_duration: 200ms");
+    let rig =
+        Rig::in_memory(&guarded_config(0.0, &format!("http://{}/hook", hook.addr), &ramp, "{variation: control}"));
     let clock = TestClock::new();
     let share = |rig: &Rig| rig.flag()["fallthrough"]["rollout"]["variations"][0].clone();
     let mut started = Vec::new();
@@ -351,19 +353,29 @@ async fn a_ramp_advances_step_by_step_to_100_percent_as_the_clock_moves() {
     assert_eq!(rig.guard()["step_started"], rfc3339(clock.now().wall));
     started.push(clock.now().wall);
 
-    for (step, percent) in [(1, 50.0), (2, 100.0)] {
+    // Step 2 waits for its duration, step 3 for its samples.
+    for (step, percent, waits_for) in [(1, 50.0, "duration"), (2, 100.0, "samples")] {
         // The step's window opens at its first check.
         assert!(rig.check(&clock).wrote.is_empty());
-        // Long enough, but one sample short in each arm.
-        rig.record("control", 4, 0);
-        rig.record("treatment", 4, 0);
-        clock.advance(Duration::from_millis(50));
-        let pass = rig.check(&clock);
-        assert_eq!(pass.checked, ["bot"]);
-        assert!(pass.wrote.is_empty(), "step {step}: {pass:?}");
-        // Enough samples, but the check interval has not passed.
-        rig.record("control", 1, 0);
-        rig.record("treatment", 1, 0);
+        let no_step = |rig: &Rig, why: &str| {
+            let pass = rig.check(&clock);
+            assert_eq!(pass.checked, ["bot"], "step {step}, {why}");
+            assert!(pass.wrote.is_empty(), "step {step}, {why}: {pass:?}");
+        };
+        if waits_for == "duration" {
+            rig.record("control", 5, 0);
+            rig.record("treatment", 5, 0);
+            clock.advance(Duration::from_millis(150));
+            no_step(&rig, "enough samples, 150 ms of 200");
+        } else {
+            rig.record("control", 4, 0);
+            rig.record("treatment", 4, 0);
+            clock.advance(Duration::from_millis(200));
+            no_step(&rig, "long enough, one sample short in each arm");
+            rig.record("control", 1, 0);
+            rig.record("treatment", 1, 0);
+        }
+        // Both done 1 ms from now, but the check interval has not passed.
         clock.advance(Duration::from_millis(49));
         assert_eq!(rig.check(&clock), Pass::default());
         clock.advance(Duration::from_millis(1));
