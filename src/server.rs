@@ -231,7 +231,7 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
         finished.push(worker.spawn().map_err(|source| StartError::Worker { index, source })?);
     }
     let guards = Arc::new(Guards::new(Arc::clone(&state), tokio::runtime::Handle::current()));
-    let guard_task = tokio::spawn(Arc::clone(&guards).run());
+    let guard_task = tokio::spawn(Arc::clone(&guards).run(crate::guard::SystemClock));
     let plane = Arc::new(AdminPlane { state: Arc::clone(&state), guards: Arc::clone(&guards), tokens });
     let settings_grace = settings.shutdown_grace;
     let task = tokio::spawn(run_admin(plane, admin, admin_slots, settings, finished, stopped));

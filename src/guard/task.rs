@@ -1,20 +1,32 @@
-//! The guard task: every second it looks at each guarded flag whose check interval has
-//! passed, compares treatment with control over the current step's window, and acts —
+//! The guard task: four times a second it looks at each guarded flag whose check interval
+//! has passed, compares treatment with control over the current step's window, and acts —
 //! through the one write path, with `If-Match`, so an operator's concurrent change is
 //! never overwritten — on a trip (rollback or pause), on the circuit breaker, and on ramp
 //! steps. It never touches the request path: it only reads the guard statistics.
+//!
+//! A pass ([`Guards::check_all`]) is given the time and reads no clock itself: the task
+//! passes the system clock's, tests and simulations their own (see [`super::clock`]).
+//! Each guard is compiled once per revision of its flag (`compile.rs`); one that
+//! does not compile is logged then and shown in its status, not checked.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::stats::{self, Decision, Direction, Estimate, Margin, Test};
-use crate::config::guard::{DirectionConfig, GuardConfig, GuardState, MetricKind, OnTrip};
-use crate::metrics::{GuardSnapshot, Metrics};
+use super::check::{self, Arms, Evaluated, Identity, Window};
+use super::clock::{Clock, Now};
+use super::compile::{Cache, Compiled};
+use super::edit::{move_traffic, set_share};
+use super::stats::Decision;
+use crate::config::guard::{GuardState, OnTrip};
+use crate::metrics::Metrics;
 use crate::state::{Change, ChangeError, Request, State};
+
+/// How often the task looks for guards that are due.
+const TICK: Duration = Duration::from_millis(250);
 
 /// One metric's latest check.
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +47,7 @@ pub struct MetricStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct FlagStatus {
     pub flag: String,
+    /// `armed`, `paused`, `rolled_back`, or `invalid` for a guard that does not compile.
     pub state: &'static str,
     pub control: String,
     pub treatment: String,
@@ -43,36 +56,31 @@ pub struct FlagStatus {
     pub percent: Option<f64>,
     pub checked_at: Option<String>,
     pub metrics: Vec<MetricStatus>,
+    /// Why the guard does not compile (it is not checked until its flag changes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
-/// The statistics window of one flag's current step.
-struct Window {
-    /// What the window belongs to: a change of step, arms or state starts a new one.
-    identity: String,
-    control: GuardSnapshot,
-    treatment: GuardSnapshot,
-    /// The latency bucket of the control's p95, frozen when first known in the step.
-    tail_bucket: Option<usize>,
-    last_check: Option<Instant>,
+/// What one pass of [`Guards::check_all`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// The flags whose guard was checked (the first check of a window, or its interval
+    /// had passed).
+    pub checked: Vec<String>,
+    /// The flags whose guard does not compile.
+    pub invalid: Vec<String>,
+    /// The revisions the guard wrote (trips and ramp steps).
+    pub wrote: Vec<u64>,
 }
 
 /// The guards of one gateway.
 pub struct Guards {
     state: Arc<State>,
+    compiled: Mutex<Cache>,
     windows: Mutex<HashMap<String, Window>>,
     status: Mutex<BTreeMap<String, FlagStatus>>,
-    webhooks: tokio::runtime::Handle,
-}
-
-fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
-fn direction(d: DirectionConfig) -> Direction {
-    match d {
-        DirectionConfig::Increase => Direction::Increase,
-        DirectionConfig::Decrease => Direction::Decrease,
-    }
+    /// Where webhooks are posted from.
+    runtime: tokio::runtime::Handle,
 }
 
 /// What a trip or a step tells the audit log and the webhook.
@@ -89,225 +97,194 @@ struct Event {
     action: String,
 }
 
+/// The revision a check writes against (`If-Match`), and the one that last changed the
+/// flag (any change of the flag — a step, a re-arm, a new split — starts a new window).
+#[derive(Debug, Clone, Copy)]
+struct Revisions {
+    current: u64,
+    changed_at: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Guards {
-    pub fn new(state: Arc<State>, webhooks: tokio::runtime::Handle) -> Guards {
-        Guards { state, windows: Mutex::new(HashMap::new()), status: Mutex::new(BTreeMap::new()), webhooks }
+    pub fn new(state: Arc<State>, runtime: tokio::runtime::Handle) -> Guards {
+        Guards {
+            state,
+            compiled: Mutex::new(Cache::default()),
+            windows: Mutex::new(HashMap::new()),
+            status: Mutex::new(BTreeMap::new()),
+            runtime,
+        }
     }
 
     /// The latest check of every guarded flag.
     pub fn status(&self) -> Vec<FlagStatus> {
-        self.status.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+        lock(&self.status).values().cloned().collect()
     }
 
-    /// Run the checks forever, once a second (each on the blocking pool: it may write).
-    pub async fn run(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+    /// Run the checks forever, a pass every 250 ms at the time `clock` tells (each pass on
+    /// the blocking pool: it may write).
+    pub async fn run(self: Arc<Self>, clock: impl Clock + 'static) {
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            let now = clock.now();
             let guards = Arc::clone(&self);
-            let _ = tokio::task::spawn_blocking(move || guards.check_all(Instant::now())).await;
-        }
-    }
-
-    /// Check every guarded flag that is due.
-    pub fn check_all(&self, now: Instant) {
-        let current = self.state.current();
-        let metrics = Arc::clone(&self.state.gateway().metrics);
-        let mut seen = Vec::new();
-        for (flag, doc) in &current.docs.flags {
-            let Some(guard) = doc.get("guard").and_then(|g| serde_json::from_value::<GuardConfig>(g.clone()).ok())
-            else {
-                continue;
-            };
-            seen.push(flag.clone());
-            let changed_at = current.flag_revisions.get(flag).copied().unwrap_or(0);
-            self.check(flag, doc, &guard, (current.revision, changed_at), &metrics, now);
-        }
-        self.windows.lock().unwrap_or_else(PoisonError::into_inner).retain(|f, _| seen.contains(f));
-        self.status.lock().unwrap_or_else(PoisonError::into_inner).retain(|f, _| seen.contains(f));
-    }
-
-    /// `revisions`: the current revision (for `If-Match`) and the one that last changed the
-    /// flag (any change of the flag — a step, a re-arm, a new split — starts a new window).
-    fn check(
-        &self,
-        flag: &str,
-        doc: &Value,
-        guard: &GuardConfig,
-        revisions: (u64, u64),
-        metrics: &Metrics,
-        now: Instant,
-    ) {
-        let (revision, changed_at) = revisions;
-        let control_stats = metrics.guard_stats(flag, &guard.control).snapshot();
-        let treatment_stats = metrics.guard_stats(flag, &guard.treatment).snapshot();
-        let identity = format!(
-            "{changed_at}|{}|{}|{}|{}|{:?}|{:?}",
-            guard.control,
-            guard.treatment,
-            guard.step,
-            guard.step_started.as_deref().unwrap_or(""),
-            guard.state,
-            guard.ramp.get(guard.step).map(|s| s.percent)
-        );
-        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
-        let window = windows.entry(flag.to_string()).or_insert_with(|| Window {
-            identity: String::new(),
-            control: control_stats.clone(),
-            treatment: treatment_stats.clone(),
-            tail_bucket: None,
-            last_check: None,
-        });
-        if window.identity != identity {
-            // A new step (or new arms): the statistics start again.
-            *window = Window {
-                identity,
-                control: control_stats.clone(),
-                treatment: treatment_stats.clone(),
-                tail_bucket: None,
-                last_check: None,
-            };
-        }
-        if window.last_check.is_some_and(|t| now.duration_since(t) < guard.check_interval.0) {
-            return;
-        }
-        window.last_check = Some(now);
-        let c = control_stats.since(&window.control);
-        let t = treatment_stats.since(&window.treatment);
-        if window.tail_bucket.is_none() && c.latency.n >= guard.min_samples {
-            window.tail_bucket = c.latency_quantile_bucket(0.95).map(|b| b + 1);
-        }
-        let tail_bucket = window.tail_bucket;
-        drop(windows);
-
-        let alpha = guard.alpha / guard.metrics.len().max(1) as f64;
-        let mut statuses = Vec::new();
-        let mut tripped: Option<(MetricKind, Estimate)> = None;
-        for m in &guard.metrics {
-            let margin = m.margin.as_ref().and_then(|x| x.parse().ok()).unwrap_or(Margin::Absolute(0.0));
-            let test = Test { alpha, margin, tau: m.tau, direction: direction(m.direction) };
-            let floor = |a: u64, b: u64| a >= guard.min_samples && b >= guard.min_samples;
-            let (e, enough) = match m.metric {
-                MetricKind::ErrorRate => {
-                    let (nc, nt) = (c.errors + c.latency.n, t.errors + t.latency.n);
-                    let e = stats::proportions((c.errors, nc), (t.errors, nt), &test);
-                    (e, floor(nc, nt) && c.errors + t.errors >= guard.min_events)
-                }
-                MetricKind::Latency => {
-                    (stats::log_means(&c.latency, &t.latency, &test), floor(c.latency.n, t.latency.n))
-                }
-                MetricKind::Ttft => (stats::log_means(&c.ttft, &t.ttft, &test), floor(c.ttft.n, t.ttft.n)),
-                MetricKind::LatencyTail => {
-                    let above = |s: &GuardSnapshot, b: usize| s.latency_buckets.iter().skip(b).sum::<u64>();
-                    match tail_bucket {
-                        Some(b) => {
-                            let (ac, at) = (above(&c, b), above(&t, b));
-                            let e = stats::proportions((ac, c.latency.n), (at, t.latency.n), &test);
-                            (e, floor(c.latency.n, t.latency.n) && ac + at >= guard.min_events)
-                        }
-                        None => (stats::proportions((0, 0), (0, 0), &test), false),
-                    }
-                }
-                MetricKind::OutputTokens => {
-                    let moments = |s: &GuardSnapshot| (s.usage_n, s.output_tokens as f64, s.output_tokens_sumsq as f64);
-                    (stats::means(moments(&c), moments(&t), &test), floor(c.usage_n, t.usage_n))
-                }
-            };
-            let decision = stats::decide(&e, alpha, enough);
-            let samples = |s: &GuardSnapshot| s.latency.n + s.errors;
-            statuses.push(MetricStatus {
-                metric: m.metric.as_str(),
-                control_samples: samples(&c),
-                treatment_samples: samples(&t),
-                control: e.control,
-                treatment: e.treatment,
-                estimate: e.delta,
-                margin: e.margin,
-                interval: [e.low, e.high],
-                lambda: e.lambda,
-                decision: match decision {
-                    Decision::Insufficient => "insufficient",
-                    Decision::Pass => "pass",
-                    Decision::Trip => "trip",
-                },
-            });
-            metrics.set_guard_state(flag, m.metric.as_str(), guard_value(guard.state, decision));
-            metrics.guard_trips_seen(flag, m.metric.as_str());
-            if decision == Decision::Trip && tripped.is_none() {
-                tripped = Some((m.metric, e));
+            if let Err(error) = tokio::task::spawn_blocking(move || guards.check_all(now)).await {
+                tracing::error!(%error, "a pass of the guards failed");
             }
         }
-        // The circuit breaker does not wait for the floor.
-        let t_done = t.errors + t.latency.n;
-        let breaker = t_done >= guard.circuit_breaker.min_requests
-            && t_done > 0
-            && t.errors as f64 / t_done as f64 > guard.circuit_breaker.error_rate;
-        let status = FlagStatus {
-            flag: flag.to_string(),
-            state: guard.state.as_str(),
-            control: guard.control.clone(),
-            treatment: guard.treatment.clone(),
-            step: (!guard.ramp.is_empty()).then_some(guard.step),
-            percent: guard.ramp.get(guard.step).map(|s| s.percent),
-            checked_at: Some(now_rfc3339()),
-            metrics: statuses,
-        };
-        self.status.lock().unwrap_or_else(PoisonError::into_inner).insert(flag.to_string(), status);
-        if guard.state != GuardState::Armed {
+    }
+
+    /// Check every guarded flag that is due at `now`.
+    pub fn check_all(&self, now: Now) -> Pass {
+        let current = self.state.current();
+        let mut pass = Pass::default();
+        let mut seen = HashSet::new();
+        for (flag, doc) in &current.docs.flags {
+            let Some(raw) = doc.get("guard") else { continue };
+            seen.insert(flag.clone());
+            let changed_at = current.flag_revisions.get(flag).copied();
+            // A flag no revision is recorded for (a state from before they were) is
+            // compiled again whenever anything changes.
+            let compiled = lock(&self.compiled).get(flag, changed_at.unwrap_or(current.revision), raw);
+            match compiled.as_ref() {
+                Ok(guard) => {
+                    let revisions = Revisions { current: current.revision, changed_at: changed_at.unwrap_or(0) };
+                    self.check(flag, doc, guard, revisions, now, &mut pass);
+                }
+                Err(error) => {
+                    self.report_invalid(flag, raw, error, now);
+                    pass.invalid.push(flag.clone());
+                }
+            }
+        }
+        lock(&self.compiled).retain(|f| seen.contains(f));
+        lock(&self.windows).retain(|f, _| seen.contains(f));
+        lock(&self.status).retain(|f, _| seen.contains(f));
+        pass
+    }
+
+    /// Check one guard if it is due: test each metric, publish the status, then act.
+    fn check(&self, flag: &str, doc: &Value, guard: &Compiled, revisions: Revisions, now: Now, pass: &mut Pass) {
+        let metrics = Arc::clone(&self.state.gateway().metrics);
+        let Some(arms) = self.window(flag, guard, revisions.changed_at, &metrics, now) else { return };
+        pass.checked.push(flag.to_string());
+        let evaluated: Vec<Evaluated> = guard.metrics.iter().map(|m| check::evaluate(m, &arms, guard)).collect();
+        self.publish(flag, guard, &arms, &evaluated, &metrics, now);
+        if guard.config.state != GuardState::Armed {
             return;
         }
-        let samples = (c.latency.n + c.errors, t_done);
-        if breaker {
-            let event = Event {
-                event: "trip",
-                flag: flag.to_string(),
-                metric: Some("circuit_breaker"),
-                estimate: Some(t.errors as f64 / t_done as f64),
-                interval: None,
-                lambda: None,
-                control_samples: samples.0,
-                treatment_samples: samples.1,
-                action: String::new(),
-            };
-            self.trip(flag, doc, guard, revision, event, metrics);
-        } else if let Some((metric, e)) = tripped {
-            let event = Event {
-                event: "trip",
-                flag: flag.to_string(),
-                metric: Some(metric.as_str()),
-                estimate: Some(e.delta),
-                interval: Some([e.low, e.high]),
-                lambda: Some(e.lambda),
-                control_samples: samples.0,
-                treatment_samples: samples.1,
-                action: String::new(),
-            };
-            self.trip(flag, doc, guard, revision, event, metrics);
-        } else {
-            self.ramp(flag, doc, guard, revision, samples, now);
+        let wrote = match trip_event(flag, guard, &arms, &evaluated) {
+            Some(event) => self.trip(flag, doc, guard, revisions.current, event, now),
+            None => self.ramp(flag, doc, guard, revisions.current, arms.samples(), now),
+        };
+        pass.wrote.extend(wrote);
+    }
+
+    /// The arms over the flag's current window, if a check is due; a new step (or new
+    /// arms, or a new state) starts a new window.
+    fn window(&self, flag: &str, guard: &Compiled, changed_at: u64, metrics: &Metrics, now: Now) -> Option<Arms> {
+        let g = &guard.config;
+        let control = metrics.guard_stats(flag, &g.control).snapshot();
+        let treatment = metrics.guard_stats(flag, &g.treatment).snapshot();
+        let identity = Identity::of(guard, changed_at);
+        let mut windows = lock(&self.windows);
+        let window = windows
+            .entry(flag.to_string())
+            .or_insert_with(|| Window::start(identity.clone(), control.clone(), treatment.clone()));
+        if !window.belongs_to(&identity) {
+            *window = Window::start(identity, control.clone(), treatment.clone());
         }
+        window.advance(&control, &treatment, g.check_interval.0, g.min_samples, now.instant)
+    }
+
+    /// The check's status (`/admin/v1/guards`) and gauges.
+    fn publish(&self, flag: &str, guard: &Compiled, arms: &Arms, evaluated: &[Evaluated], metrics: &Metrics, now: Now) {
+        let g = &guard.config;
+        let (control_samples, treatment_samples) = arms.samples();
+        for e in evaluated {
+            metrics.set_guard_state(flag, e.kind.as_str(), guard_value(g.state, e.decision));
+            metrics.guard_trips_seen(flag, e.kind.as_str());
+        }
+        let status = FlagStatus {
+            flag: flag.to_string(),
+            state: g.state.as_str(),
+            control: g.control.clone(),
+            treatment: g.treatment.clone(),
+            step: (!g.ramp.is_empty()).then_some(g.step),
+            percent: g.ramp.get(g.step).map(|s| s.percent),
+            checked_at: Some(now.rfc3339()),
+            metrics: evaluated
+                .iter()
+                .map(|e| MetricStatus {
+                    metric: e.kind.as_str(),
+                    control_samples,
+                    treatment_samples,
+                    control: e.estimate.control,
+                    treatment: e.estimate.treatment,
+                    estimate: e.estimate.delta,
+                    margin: e.estimate.margin,
+                    interval: [e.estimate.low, e.estimate.high],
+                    lambda: e.estimate.lambda,
+                    decision: decision_str(e.decision),
+                })
+                .collect(),
+            error: None,
+        };
+        lock(&self.status).insert(flag.to_string(), status);
+    }
+
+    /// The status of a guard that does not compile.
+    fn report_invalid(&self, flag: &str, raw: &Value, error: &str, now: Now) {
+        let text = |field: &str| raw.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
+        let status = FlagStatus {
+            flag: flag.to_string(),
+            state: "invalid",
+            control: text("control"),
+            treatment: text("treatment"),
+            step: None,
+            percent: None,
+            checked_at: Some(now.rfc3339()),
+            metrics: Vec::new(),
+            error: Some(error.to_string()),
+        };
+        lock(&self.status).insert(flag.to_string(), status);
     }
 
     /// Roll the treatment back (or pause), through the write path.
-    fn trip(&self, flag: &str, doc: &Value, guard: &GuardConfig, revision: u64, mut event: Event, metrics: &Metrics) {
+    fn trip(
+        &self,
+        flag: &str,
+        doc: &Value,
+        guard: &Compiled,
+        revision: u64,
+        mut event: Event,
+        now: Now,
+    ) -> Option<u64> {
+        let g = &guard.config;
         let mut new = doc.clone();
         let metric = event.metric.unwrap_or("?");
-        match guard.on_trip {
+        let state = match g.on_trip {
             OnTrip::Rollback => {
-                move_traffic(&mut new, &guard.treatment, &guard.control);
-                new["guard"]["state"] = json!("rolled_back");
-                event.action = format!("rolled back: {}'s traffic goes to {}", guard.treatment, guard.control);
+                move_traffic(&mut new, &g.treatment, &g.control);
+                event.action = format!("rolled back: {}'s traffic goes to {}", g.treatment, g.control);
+                GuardState::RolledBack
             }
             OnTrip::Pause => {
-                new["guard"]["state"] = json!("paused");
                 event.action = "paused the ramp".into();
+                GuardState::Paused
             }
-        }
+        };
+        new["guard"]["state"] = json!(state.as_str());
         let reason = format!(
             "guard: {metric} of {} regressed against {}: estimate {}, interval {}, Λ {}, samples control {} / treatment {}; {}",
-            guard.treatment,
-            guard.control,
+            g.treatment,
+            g.control,
             event.estimate.map_or("-".into(), |v| format!("{v:.5}")),
             event.interval.map_or("-".into(), |[a, b]| format!("[{a:.5}, {b:.5}]")),
             event.lambda.map_or("-".into(), |v| format!("{v:.3e}")),
@@ -315,83 +292,84 @@ impl Guards {
             event.treatment_samples,
             event.action
         );
-        if self.write(flag, new, revision, reason) {
-            metrics.guard_tripped(flag, metric);
-            let value = match guard.on_trip {
-                OnTrip::Rollback => guard_value(GuardState::RolledBack, Decision::Trip),
-                OnTrip::Pause => guard_value(GuardState::Paused, Decision::Trip),
-            };
-            for m in &guard.metrics {
-                metrics.set_guard_state(flag, m.metric.as_str(), value);
-            }
-            let state = match guard.on_trip {
-                OnTrip::Rollback => GuardState::RolledBack,
-                OnTrip::Pause => GuardState::Paused,
-            };
-            if let Some(s) = self.status.lock().unwrap_or_else(PoisonError::into_inner).get_mut(flag) {
-                s.state = state.as_str();
-            }
-            tracing::warn!(flag, metric, action = %event.action, "guard tripped");
-            self.notify(guard, event);
+        let revision = self.write(flag, new, revision, reason, now.wall)?;
+        let metrics = &self.state.gateway().metrics;
+        metrics.guard_tripped(flag, metric);
+        for m in &guard.metrics {
+            metrics.set_guard_state(flag, m.kind.as_str(), guard_value(state, Decision::Trip));
         }
+        if let Some(s) = lock(&self.status).get_mut(flag) {
+            s.state = state.as_str();
+        }
+        tracing::warn!(flag, metric, action = %event.action, "guard tripped");
+        self.notify(guard, event);
+        Some(revision)
     }
 
-    /// Start the ramp, or move to its next step when the step is done.
-    fn ramp(&self, flag: &str, doc: &Value, guard: &GuardConfig, revision: u64, samples: (u64, u64), _now: Instant) {
-        let Some(step) = guard.ramp.get(guard.step) else { return };
-        let started = guard.step_started.as_deref().and_then(|t| humantime::parse_rfc3339_weak(t).ok());
-        let (next, percent) = match started {
+    /// Start the ramp, or move to its next step when the step is done at `now`.
+    fn ramp(
+        &self,
+        flag: &str,
+        doc: &Value,
+        guard: &Compiled,
+        revision: u64,
+        samples: (u64, u64),
+        now: Now,
+    ) -> Option<u64> {
+        let g = &guard.config;
+        let step = g.ramp.get(g.step)?;
+        let (next, percent) = match guard.step_started {
             // The ramp has not started: apply its first (or current) step.
-            None => (guard.step, step.percent),
+            None => (g.step, step.percent),
             Some(at) => {
-                let elapsed = SystemTime::now().duration_since(at).unwrap_or_default();
+                let elapsed = now.wall.duration_since(at).unwrap_or_default();
                 let done =
                     elapsed >= step.min_duration.0 && samples.0 >= step.min_samples && samples.1 >= step.min_samples;
-                match guard.ramp.get(guard.step + 1) {
-                    Some(next) if done => (guard.step + 1, next.percent),
-                    _ => return,
+                match g.ramp.get(g.step + 1) {
+                    Some(next) if done => (g.step + 1, next.percent),
+                    _ => return None,
                 }
             }
         };
         let mut new = doc.clone();
-        set_share(&mut new, &guard.control, &guard.treatment, percent);
+        set_share(&mut new, &g.control, &g.treatment, percent);
         new["guard"]["step"] = json!(next);
-        new["guard"]["step_started"] = json!(now_rfc3339());
-        let reason = format!("guard: ramp step {} — {} gets {percent}% of the fallthrough", next + 1, guard.treatment);
-        if self.write(flag, new, revision, reason) {
-            let event = Event {
-                event: "ramp",
-                flag: flag.to_string(),
-                metric: None,
-                estimate: None,
-                interval: None,
-                lambda: None,
-                control_samples: samples.0,
-                treatment_samples: samples.1,
-                action: format!("step {} at {percent}%", next + 1),
-            };
-            self.notify(guard, event);
-        }
+        new["guard"]["step_started"] = json!(now.rfc3339());
+        let reason = format!("guard: ramp step {} — {} gets {percent}% of the fallthrough", next + 1, g.treatment);
+        let revision = self.write(flag, new, revision, reason, now.wall)?;
+        let event = Event {
+            event: "ramp",
+            flag: flag.to_string(),
+            metric: None,
+            estimate: None,
+            interval: None,
+            lambda: None,
+            control_samples: samples.0,
+            treatment_samples: samples.1,
+            action: format!("step {} at {percent}%", next + 1),
+        };
+        self.notify(guard, event);
+        Some(revision)
     }
 
-    /// Apply `doc` as the flag's new document, against `revision`.
-    fn write(&self, flag: &str, doc: Value, revision: u64, reason: String) -> bool {
+    /// Apply `doc` as the flag's new document, against `revision`, audited at `at`.
+    fn write(&self, flag: &str, doc: Value, revision: u64, reason: String, at: SystemTime) -> Option<u64> {
         let request = Request { actor: "guard".into(), reason, if_match: Some(revision) };
-        match self.state.apply(Change::ReplaceFlag { flag: flag.to_string(), value: doc }, &request) {
-            Ok(_) => true,
+        match self.state.apply_at(Change::ReplaceFlag { flag: flag.to_string(), value: doc }, &request, at) {
+            Ok(applied) => Some(applied.revision),
             // Someone changed the configuration meanwhile: look again at the next tick.
-            Err(ChangeError::Stale { .. }) => false,
+            Err(ChangeError::Stale { .. }) => None,
             Err(e) => {
                 tracing::error!(flag, error = %e, "the guard could not apply its change");
-                false
+                None
             }
         }
     }
 
     /// POST the event to the guard's webhook, off the data plane, with retries.
-    fn notify(&self, guard: &GuardConfig, event: Event) {
-        let Some(url) = guard.webhook.clone() else { return };
-        self.webhooks.spawn(async move {
+    fn notify(&self, guard: &Compiled, event: Event) {
+        let Some(url) = guard.config.webhook.clone() else { return };
+        self.runtime.spawn(async move {
             let body = serde_json::to_vec(&event).unwrap_or_default();
             let mut delay = Duration::from_millis(500);
             for attempt in 1..=4 {
@@ -404,6 +382,29 @@ impl Guards {
             }
         });
     }
+}
+
+/// The trip a check calls for, if any: the circuit breaker first, then the first metric
+/// whose test trips.
+fn trip_event(flag: &str, guard: &Compiled, arms: &Arms, evaluated: &[Evaluated]) -> Option<Event> {
+    let (control_samples, treatment_samples) = arms.samples();
+    let event = |metric: &'static str, estimate: f64| Event {
+        event: "trip",
+        flag: flag.to_string(),
+        metric: Some(metric),
+        estimate: Some(estimate),
+        interval: None,
+        lambda: None,
+        control_samples,
+        treatment_samples,
+        action: String::new(),
+    };
+    if let Some(rate) = check::breaker(guard, arms) {
+        return Some(event("circuit_breaker", rate));
+    }
+    let tripped = evaluated.iter().find(|e| e.decision == Decision::Trip)?;
+    let e = &tripped.estimate;
+    Some(Event { interval: Some([e.low, e.high]), lambda: Some(e.lambda), ..event(tripped.kind.as_str(), e.delta) })
 }
 
 async fn post(url: &str, body: Vec<u8>) -> Result<(), String> {
@@ -426,6 +427,14 @@ async fn post(url: &str, body: Vec<u8>) -> Result<(), String> {
     }
 }
 
+fn decision_str(d: Decision) -> &'static str {
+    match d {
+        Decision::Insufficient => "insufficient",
+        Decision::Pass => "pass",
+        Decision::Trip => "trip",
+    }
+}
+
 /// The gauge value of a guard metric: 0 pass, 1 insufficient data, 2 tripped or paused,
 /// 3 rolled back.
 fn guard_value(state: GuardState, decision: Decision) -> i64 {
@@ -435,48 +444,4 @@ fn guard_value(state: GuardState, decision: Decision) -> i64 {
         (_, Decision::Insufficient) => 1,
         (_, Decision::Pass) => 0,
     }
-}
-
-/// Send everything `from` gets to `to`: fixed variations and rollout weights, in rules and
-/// in the fallthrough.
-fn move_traffic(doc: &mut Value, from: &str, to: &str) {
-    let fix = |serve: &mut Value| {
-        if serve.get("variation").and_then(Value::as_str) == Some(from) {
-            serve["variation"] = json!(to);
-        }
-        if let Some(ws) = serve.pointer_mut("/rollout/variations").and_then(Value::as_array_mut) {
-            let moved: f64 = ws
-                .iter_mut()
-                .filter(|w| w.get("variation").and_then(Value::as_str) == Some(from))
-                .map(|w| {
-                    let p = w["percent"].as_f64().unwrap_or(0.0);
-                    w["percent"] = json!(0.0);
-                    p
-                })
-                .sum();
-            match ws.iter_mut().find(|w| w.get("variation").and_then(Value::as_str) == Some(to)) {
-                Some(w) => w["percent"] = json!(w["percent"].as_f64().unwrap_or(0.0) + moved),
-                None if moved > 0.0 => ws.push(json!({"variation": to, "percent": moved})),
-                None => {}
-            }
-        }
-    };
-    if let Some(ft) = doc.get_mut("fallthrough") {
-        fix(ft);
-    }
-    if let Some(rules) = doc.get_mut("rules").and_then(Value::as_array_mut) {
-        rules.iter_mut().for_each(fix);
-    }
-}
-
-/// The fallthrough becomes `treatment` at `percent`, `control` the rest (keeping the
-/// rollout's other settings).
-fn set_share(doc: &mut Value, control: &str, treatment: &str, percent: f64) {
-    let mut rollout = doc.pointer("/fallthrough/rollout").and_then(Value::as_object).cloned().unwrap_or_default();
-    // Treatment first: raising its share keeps every context it already had.
-    rollout.insert(
-        "variations".into(),
-        json!([{"variation": treatment, "percent": percent}, {"variation": control, "percent": 100.0 - percent}]),
-    );
-    doc["fallthrough"] = json!({ "rollout": rollout });
 }

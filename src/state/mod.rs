@@ -413,6 +413,17 @@ impl State {
     /// The one write path. Holds the state's lock throughout, so changes are applied one
     /// at a time and `If-Match` is checked against the revision they are applied to.
     pub fn apply(&self, change: Change, request: &Request) -> Result<Applied, ChangeError> {
+        self.apply_at(change, request, std::time::SystemTime::now())
+    }
+
+    /// [`State::apply`], with the time its audit entry records given by the caller (the
+    /// guard task, which decides on a clock of its own).
+    pub fn apply_at(
+        &self,
+        change: Change,
+        request: &Request,
+        time: std::time::SystemTime,
+    ) -> Result<Applied, ChangeError> {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(expected) = request.if_match {
             if expected != current.revision {
@@ -470,7 +481,7 @@ impl State {
         let revision = current.revision + 1;
         let entry = AuditEntry {
             revision,
-            time: now(),
+            time: humantime::format_rfc3339_millis(time).to_string(),
             actor: request.actor.clone(),
             reason: request.reason.clone(),
             changes: changes.clone(),

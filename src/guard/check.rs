@@ -1,0 +1,144 @@
+//! One check of one guard, without side effects: the window of statistics it looks at,
+//! each metric's test over that window, and the circuit breaker.
+
+use std::time::{Duration, Instant};
+
+use super::compile::{Compiled, Metric};
+use super::stats::{self, Decision, Estimate};
+use crate::config::guard::{GuardState, MetricKind};
+use crate::metrics::GuardSnapshot;
+
+/// What a window belongs to: a change of any of these starts a new one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
+    /// The revision that last changed the flag (a step, a re-arm, a new split).
+    changed_at: u64,
+    control: String,
+    treatment: String,
+    step: usize,
+    step_started: Option<String>,
+    state: GuardState,
+    percent: Option<f64>,
+}
+
+impl Identity {
+    pub fn of(guard: &Compiled, changed_at: u64) -> Identity {
+        let g = &guard.config;
+        Identity {
+            changed_at,
+            control: g.control.clone(),
+            treatment: g.treatment.clone(),
+            step: g.step,
+            step_started: g.step_started.clone(),
+            state: g.state,
+            percent: g.ramp.get(g.step).map(|s| s.percent),
+        }
+    }
+}
+
+/// The statistics window of one flag's current step.
+pub struct Window {
+    identity: Identity,
+    control: GuardSnapshot,
+    treatment: GuardSnapshot,
+    /// The latency bucket of the control's p95, frozen when first known in the step.
+    tail_bucket: Option<usize>,
+    last_check: Option<Instant>,
+}
+
+/// Both arms over a window.
+#[derive(Debug, Clone)]
+pub struct Arms {
+    pub control: GuardSnapshot,
+    pub treatment: GuardSnapshot,
+    pub tail_bucket: Option<usize>,
+}
+
+impl Arms {
+    /// Requests that reached an end, per arm (control, treatment).
+    pub fn samples(&self) -> (u64, u64) {
+        let done = |s: &GuardSnapshot| s.latency.n + s.errors;
+        (done(&self.control), done(&self.treatment))
+    }
+}
+
+impl Window {
+    /// A window that starts with the arms' totals now.
+    pub fn start(identity: Identity, control: GuardSnapshot, treatment: GuardSnapshot) -> Window {
+        Window { identity, control, treatment, tail_bucket: None, last_check: None }
+    }
+
+    pub fn belongs_to(&self, identity: &Identity) -> bool {
+        self.identity == *identity
+    }
+
+    /// The arms since the window started, given their totals now, if a check is due at
+    /// `now` (the first check of a window always is; then one per `interval`).
+    pub fn advance(
+        &mut self,
+        control: &GuardSnapshot,
+        treatment: &GuardSnapshot,
+        interval: Duration,
+        min_samples: u64,
+        now: Instant,
+    ) -> Option<Arms> {
+        if self.last_check.is_some_and(|t| now.saturating_duration_since(t) < interval) {
+            return None;
+        }
+        self.last_check = Some(now);
+        let control = control.since(&self.control);
+        let treatment = treatment.since(&self.treatment);
+        if self.tail_bucket.is_none() && control.latency.n >= min_samples {
+            self.tail_bucket = control.latency_quantile_bucket(0.95).map(|b| b + 1);
+        }
+        Some(Arms { control, treatment, tail_bucket: self.tail_bucket })
+    }
+}
+
+/// One metric's test over a window.
+#[derive(Debug, Clone, Copy)]
+pub struct Evaluated {
+    pub kind: MetricKind,
+    pub estimate: Estimate,
+    pub decision: Decision,
+}
+
+/// Test one metric over `arms`.
+pub fn evaluate(metric: &Metric, arms: &Arms, guard: &Compiled) -> Evaluated {
+    let (c, t, test) = (&arms.control, &arms.treatment, &metric.test);
+    let g = &guard.config;
+    let floor = |a: u64, b: u64| a >= g.min_samples && b >= g.min_samples;
+    let (estimate, enough) = match metric.kind {
+        MetricKind::ErrorRate => {
+            let (nc, nt) = (c.errors + c.latency.n, t.errors + t.latency.n);
+            let e = stats::proportions((c.errors, nc), (t.errors, nt), test);
+            (e, floor(nc, nt) && c.errors + t.errors >= g.min_events)
+        }
+        MetricKind::Latency => (stats::log_means(&c.latency, &t.latency, test), floor(c.latency.n, t.latency.n)),
+        MetricKind::Ttft => (stats::log_means(&c.ttft, &t.ttft, test), floor(c.ttft.n, t.ttft.n)),
+        MetricKind::LatencyTail => match arms.tail_bucket {
+            Some(b) => {
+                let above = |s: &GuardSnapshot| s.latency_buckets.iter().skip(b).sum::<u64>();
+                let (ac, at) = (above(c), above(t));
+                let e = stats::proportions((ac, c.latency.n), (at, t.latency.n), test);
+                (e, floor(c.latency.n, t.latency.n) && ac + at >= g.min_events)
+            }
+            None => (stats::proportions((0, 0), (0, 0), test), false),
+        },
+        MetricKind::OutputTokens => {
+            let moments = |s: &GuardSnapshot| (s.usage_n, s.output_tokens as f64, s.output_tokens_sumsq as f64);
+            (stats::means(moments(c), moments(t), test), floor(c.usage_n, t.usage_n))
+        }
+    };
+    Evaluated { kind: metric.kind, estimate, decision: stats::decide(&estimate, test.alpha, enough) }
+}
+
+/// The treatment's error rate, if it is over the circuit breaker's limit (which does not
+/// wait for the floor).
+pub fn breaker(guard: &Compiled, arms: &Arms) -> Option<f64> {
+    let cb = &guard.config.circuit_breaker;
+    let t = &arms.treatment;
+    let done = t.errors + t.latency.n;
+    let rate = t.errors as f64 / done.max(1) as f64;
+    (done >= cb.min_requests && done > 0 && rate > cb.error_rate).then_some(rate)
+}
