@@ -123,10 +123,20 @@ impl Template {
         self.nodes.iter().map(|n| if let Node::Text(t) = n { t.len() } else { 0 }).sum()
     }
 
-    /// Every top-level name the template refers to (e.g. `ldctx`, `vars`).
+    /// The first part of every name outside sections (e.g. `ldctx`, `vars`): the names
+    /// that can only resolve at the root. Inside a section a name first reads the
+    /// section's value (`{{#vars.orders}}{{id}}{{/vars.orders}}`), so it is not listed.
     pub fn roots(&self) -> Vec<&str> {
-        let mut out = Vec::new();
-        collect_roots(&self.nodes, &mut out);
+        let mut out: Vec<&str> = Vec::new();
+        for n in &self.nodes {
+            if let Node::Var(name) | Node::Section { name, .. } = n {
+                if let Some(first) = name.first() {
+                    if &**first != "." && !out.contains(&&**first) {
+                        out.push(first);
+                    }
+                }
+            }
+        }
         out
     }
 
@@ -146,24 +156,6 @@ impl Template {
         let mut r = Render { scope, out, budget, missing: 0 };
         r.nodes(&self.nodes, &mut stack)?;
         Ok(r.missing)
-    }
-}
-
-fn collect_roots<'a>(nodes: &'a [Node], out: &mut Vec<&'a str>) {
-    for n in nodes {
-        match n {
-            Node::Text(_) => {}
-            Node::Var(name) | Node::Section { name, .. } => {
-                if let Some(first) = name.first() {
-                    if &**first != "." && !out.contains(&&**first) {
-                        out.push(first);
-                    }
-                }
-                if let Node::Section { body, .. } = n {
-                    collect_roots(body, out);
-                }
-            }
-        }
     }
 }
 

@@ -49,9 +49,13 @@ fn bad_templates_are_refused() {
 }
 
 #[test]
-fn roots_lists_referenced_names() {
-    let t = Template::compile("{{ldctx.a}} {{#vars.x}}{{.}}{{client.name}}{{/vars.x}}").unwrap();
-    assert_eq!(t.roots(), ["ldctx", "vars", "client"]);
+fn roots_lists_the_names_outside_sections() {
+    let t =
+        Template::compile("{{ldctx.a}} {{#vars.x}}{{.}}{{client.name}}{{id}}{{/vars.x}}{{^other}}{{/other}}").unwrap();
+    assert_eq!(t.roots(), ["ldctx", "vars", "other"]);
+    // Inside a section a name reads the section's value first, the root after.
+    let data = json!({"vars": {"orders": [{"id": 1}, {"id": 2}]}, "client": {"name": "app"}});
+    assert_eq!(render("{{#vars.orders}}{{id}}@{{client.name}} {{/vars.orders}}", data).0, "1@app 2@app ");
 }
 
 fn try_render(t: &str, data: Value, output: usize) -> (Result<usize, RenderError>, String) {
