@@ -3,6 +3,7 @@
 //! template engine; and the cases where Mustache implementations differ, rendered as
 //! LaunchDarkly's AI SDKs render them. The fixtures and their provenance are in
 //! `tests/data/mustache-spec/`; the README's "Template semantics" tells the choices.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 
