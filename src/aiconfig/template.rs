@@ -7,6 +7,15 @@
 //! refused when the template compiles. A variable that is not there renders empty and
 //! is counted, so a prompt missing a value is visible.
 //!
+//! The semantics are those of the libraries behind LaunchDarkly's AI SDKs (mustache.js
+//! in Node, chevron in Python) and of the Mustache spec, whose fixtures
+//! `tests/mustache_spec.rs` runs; the README's "Template semantics" says where they
+//! differ and what sluice chose. In short: a section, inverted section, closing or
+//! comment tag alone on its line removes the whole line, its line ending included;
+//! `false`, `null`, `0`, `""` and `[]` are falsy; a dotted name resolves from the
+//! innermost scope where all of it resolves; a part of digits indexes a list; a number,
+//! boolean, list or object renders as compact JSON, an empty list as nothing.
+//!
 //! Both steps are bounded. Sections nest at most [`MAX_SECTION_DEPTH`] deep (deeper is
 //! refused when the template compiles, so rendering recurses no deeper). Rendering
 //! spends a [`Budget`]: bytes of output (counted before they are written, a list or
@@ -114,10 +123,20 @@ impl Template {
         self.nodes.iter().map(|n| if let Node::Text(t) = n { t.len() } else { 0 }).sum()
     }
 
-    /// Every top-level name the template refers to (e.g. `ldctx`, `vars`).
+    /// The first part of every name outside sections (e.g. `ldctx`, `vars`): the names
+    /// that can only resolve at the root. Inside a section a name first reads the
+    /// section's value (`{{#vars.orders}}{{id}}{{/vars.orders}}`), so it is not listed.
     pub fn roots(&self) -> Vec<&str> {
-        let mut out = Vec::new();
-        collect_roots(&self.nodes, &mut out);
+        let mut out: Vec<&str> = Vec::new();
+        for n in &self.nodes {
+            if let Node::Var(name) | Node::Section { name, .. } = n {
+                if let Some(first) = name.first() {
+                    if &**first != "." && !out.contains(&&**first) {
+                        out.push(first);
+                    }
+                }
+            }
+        }
         out
     }
 
@@ -137,24 +156,6 @@ impl Template {
         let mut r = Render { scope, out, budget, missing: 0 };
         r.nodes(&self.nodes, &mut stack)?;
         Ok(r.missing)
-    }
-}
-
-fn collect_roots<'a>(nodes: &'a [Node], out: &mut Vec<&'a str>) {
-    for n in nodes {
-        match n {
-            Node::Text(_) => {}
-            Node::Var(name) | Node::Section { name, .. } => {
-                if let Some(first) = name.first() {
-                    if &**first != "." && !out.contains(&&**first) {
-                        out.push(first);
-                    }
-                }
-                if let Node::Section { body, .. } = n {
-                    collect_roots(body, out);
-                }
-            }
-        }
     }
 }
 
@@ -199,9 +200,6 @@ fn parse(text: &str) -> Result<Vec<Node>, TemplateError> {
             }
             return Ok(nodes);
         };
-        if start > 0 {
-            nodes.push(Node::Text(rest[..start].into()));
-        }
         let tag_at = pos + start;
         let after = &text[tag_at + 2..];
         let (inner, len) = if let Some(stripped) = after.strip_prefix('{') {
@@ -211,12 +209,23 @@ fn parse(text: &str) -> Result<Vec<Node>, TemplateError> {
             let end = after.find("}}").ok_or(TemplateError { at: tag_at, message: "unclosed `{{`".into() })?;
             (after[..end].to_string(), 2 + end + 2)
         };
-        pos = tag_at + len;
         let inner = inner.trim();
         let (sigil, name) = match inner.chars().next() {
             Some(c @ ('#' | '^' | '/' | '!' | '&' | '>' | '=')) => (Some(c), inner[1..].trim()),
             _ => (None, inner),
         };
+        // A section, inverted section, closing or comment tag alone on its line takes the
+        // line with it: its indentation, trailing blanks and line ending.
+        let line_end = match sigil {
+            Some('#' | '^' | '/' | '!') => standalone(text, tag_at, tag_at + len),
+            _ => None,
+        };
+        let before = &rest[..start];
+        let before = if line_end.is_some() { before.trim_end_matches(BLANK) } else { before };
+        if !before.is_empty() {
+            nodes.push(Node::Text(before.into()));
+        }
+        pos = line_end.unwrap_or(tag_at + len);
         match sigil {
             Some('!') => {}
             Some('&') | None => nodes.push(Node::Var(split_name(name, tag_at)?)),
@@ -254,27 +263,66 @@ fn parse(text: &str) -> Result<Vec<Node>, TemplateError> {
     }
 }
 
-/// Resolve a dotted name: the first part from the innermost scope that has it.
-fn resolve<'a>(name: &[Box<str>], scope: &'a dyn Scope, stack: &[&'a Value]) -> Option<&'a Value> {
-    let (first, rest) = name.split_first()?;
-    let mut v = if &**first == "." {
-        *stack.last()?
-    } else {
-        stack.iter().rev().find_map(|v| v.get(&**first)).or_else(|| scope.lookup(first))?
-    };
-    for part in rest {
-        v = v.get(&**part)?;
+/// Spaces and tabs: what may surround a standalone tag on its line.
+const BLANK: [char; 2] = [' ', '\t'];
+
+/// Where the line of the tag at `tag_at..tag_end` ends, its line ending included, if
+/// the tag stands alone on it: only blanks between the line's start (or the template's)
+/// and the tag, and between the tag and the line's end (`\n`, `\r\n` or the template's).
+fn standalone(text: &str, tag_at: usize, tag_end: usize) -> Option<usize> {
+    let line_start = text[..tag_at].rfind('\n').map_or(0, |i| i + 1);
+    if !text[line_start..tag_at].chars().all(|c| BLANK.contains(&c)) {
+        return None;
     }
-    Some(v)
+    let after = &text[tag_end..];
+    let trailing = after.trim_start_matches(BLANK);
+    let blanks = after.len() - trailing.len();
+    let ending = if trailing.is_empty() {
+        0
+    } else if trailing.starts_with("\r\n") {
+        2
+    } else if trailing.starts_with('\n') {
+        1
+    } else {
+        return None;
+    };
+    Some(tag_end + blanks + ending)
 }
 
+/// Resolve a dotted name as mustache.js and chevron do: from the innermost scope in
+/// which the whole name resolves (the last part may hold `null`), else from the root.
+/// A part of digits indexes a list (`items.0`).
+fn resolve<'a>(name: &[Box<str>], scope: &'a dyn Scope, stack: &[&'a Value]) -> Option<&'a Value> {
+    let (first, rest) = name.split_first()?;
+    let walk = |v: &'a Value| rest.iter().try_fold(v, |v, part| member(v, part));
+    if &**first == "." {
+        return stack.last().and_then(|v| walk(v));
+    }
+    stack.iter().rev().filter_map(|v| member(v, first)).chain(scope.lookup(first)).find_map(walk)
+}
+
+/// `v.part`: an object's member, or a list's element when `part` is an index written
+/// without a sign or leading zeros.
+fn member<'a>(v: &'a Value, part: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(o) => o.get(part),
+        Value::Array(a) if part == "0" || (!part.starts_with('0') && part.bytes().all(|b| b.is_ascii_digit())) => {
+            part.parse::<usize>().ok().and_then(|i| a.get(i))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a section shows: not `false`, `null`, `0`, `""` or `[]` (the spec's and
+/// mustache.js's JavaScript truthiness, which chevron shares for these values).
 fn truthy(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
         Value::Array(a) => !a.is_empty(),
         Value::String(s) => !s.is_empty(),
-        _ => true,
+        Value::Object(_) => true,
     }
 }
 
@@ -296,6 +344,8 @@ impl<'a> Render<'a, '_> {
                 Node::Var(name) => match resolve(name, self.scope, stack) {
                     Some(Value::String(s)) => self.text(s)?,
                     Some(Value::Null) | None => self.missing += 1,
+                    // As both SDKs' libraries render it.
+                    Some(Value::Array(a)) if a.is_empty() => {}
                     Some(other) => self.json(other)?,
                 },
                 Node::Section { name, inverted, body } => {

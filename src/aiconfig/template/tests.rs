@@ -49,9 +49,13 @@ fn bad_templates_are_refused() {
 }
 
 #[test]
-fn roots_lists_referenced_names() {
-    let t = Template::compile("{{ldctx.a}} {{#vars.x}}{{.}}{{client.name}}{{/vars.x}}").unwrap();
-    assert_eq!(t.roots(), ["ldctx", "vars", "client"]);
+fn roots_lists_the_names_outside_sections() {
+    let t =
+        Template::compile("{{ldctx.a}} {{#vars.x}}{{.}}{{client.name}}{{id}}{{/vars.x}}{{^other}}{{/other}}").unwrap();
+    assert_eq!(t.roots(), ["ldctx", "vars", "other"]);
+    // Inside a section a name reads the section's value first, the root after.
+    let data = json!({"vars": {"orders": [{"id": 1}, {"id": 2}]}, "client": {"name": "app"}});
+    assert_eq!(render("{{#vars.orders}}{{id}}@{{client.name}} {{/vars.orders}}", data).0, "1@app 2@app ");
 }
 
 fn try_render(t: &str, data: Value, output: usize) -> (Result<usize, RenderError>, String) {
@@ -124,4 +128,67 @@ fn inverted_and_nested_sections_render_as_before() {
     let data = json!({"vars": {"rows": [{"cells": [1, 2]}, {"cells": []}], "none": false}});
     let t = "{{#vars.rows}}[{{#cells}}{{.}}{{/cells}}{{^cells}}-{{/cells}}]{{/vars.rows}}{{^vars.none}}!{{/vars.none}}";
     assert_eq!(render(t, data).0, "[12][-]!");
+}
+
+#[test]
+fn a_tag_alone_on_its_line_takes_the_line_with_it() {
+    let t = "Hello\n{{#vars.vip}}\nVIP line\n  {{/vars.vip}}  \n{{! note }}\nBye\n";
+    assert_eq!(render(t, json!({"vars": {"vip": true}})).0, "Hello\nVIP line\nBye\n");
+    assert_eq!(render(t, json!({"vars": {"vip": false}})).0, "Hello\nBye\n");
+    // \r\n endings, and the template's start and end, bound a line too.
+    assert_eq!(render("\t{{^vars.a}}\r\nnone\r\n{{/vars.a}}", json!({"vars": {}})).0, "none\r\n");
+    // A tag sharing its line with text or another tag leaves the line as it is.
+    assert_eq!(render("a {{#vars.a}}\nb\n{{/vars.a}} c", json!({"vars": {"a": true}})).0, "a \nb\n c");
+    assert_eq!(render("{{#vars.a}}{{#vars.a}}{{/vars.a}}\n{{/vars.a}}", json!({"vars": {"a": true}})).0, "\n");
+    // Variables are never standalone.
+    assert_eq!(render("  {{vars.a}}\n", json!({"vars": {"a": "x"}})).0, "  x\n");
+    // The text outside sections, as budgeted, is the text left after the lines went.
+    assert_eq!(Template::compile("a\n{{#x}}\nb\n{{/x}}\nc").unwrap().fixed_len(), "a\nc".len());
+}
+
+#[test]
+fn zero_empty_strings_and_empty_lists_are_falsy_objects_are_not() {
+    let t = "{{#vars.v}}shown{{/vars.v}}{{^vars.v}}hidden{{/vars.v}}";
+    for falsy in [json!(0), json!(0.0), json!(-0.0), json!(""), json!([]), json!(false), json!(null)] {
+        assert_eq!(render(t, json!({"vars": {"v": falsy}})).0, "hidden", "{falsy}");
+    }
+    assert_eq!(render(t, json!({"vars": {}})).0, "hidden");
+    for truthy in [json!(1), json!(0.5), json!("0"), json!(" "), json!([0]), json!({}), json!(true)] {
+        assert_eq!(render(t, json!({"vars": {"v": truthy}})).0, "shown", "{truthy}");
+    }
+    // Interpolated, a zero is still written.
+    assert_eq!(render("[{{vars.v}}]", json!({"vars": {"v": 0}})), ("[0]".to_string(), 0));
+}
+
+#[test]
+fn a_dotted_name_resolves_from_the_innermost_scope_that_has_all_of_it() {
+    let t = "{{#vars.a}}[{{b.c}}]{{/vars.a}}";
+    // `b` in the section's value lacks `c`: the name resolves further out.
+    let data = json!({"vars": {"a": {"b": {}}}, "b": {"c": "outer"}});
+    assert_eq!(render(t, data), ("[outer]".to_string(), 0));
+    // A null is a value: it masks the outer one, and renders empty as missing.
+    let data = json!({"vars": {"a": {"b": {"c": null}}}, "b": {"c": "outer"}});
+    assert_eq!(render(t, data), ("[]".to_string(), 1));
+    assert_eq!(render(t, json!({"vars": {"a": {"b": {}}}})), ("[]".to_string(), 1));
+}
+
+#[test]
+fn digits_index_a_list() {
+    let data = json!({"vars": {"items": ["a", {"name": "b"}]}});
+    assert_eq!(
+        render("{{vars.items.0}}|{{vars.items.1.name}}|{{vars.items.2}}", data.clone()),
+        ("a|b|".to_string(), 1)
+    );
+    assert_eq!(render("{{#vars.items.1}}{{name}}{{/vars.items.1}}", data.clone()).0, "b");
+    // No sign, no leading zero, no `length`.
+    assert_eq!(render("{{vars.items.01}}{{vars.items.+1}}{{vars.items.length}}", data), (String::new(), 3));
+}
+
+#[test]
+fn an_empty_list_renders_as_nothing_other_values_as_json() {
+    let data = json!({"vars": {"e": [], "l": [1, "a"], "o": {"k": true}, "t": true, "n": 1.0}});
+    assert_eq!(
+        render("[{{vars.e}}][{{vars.l}}][{{vars.o}}][{{vars.t}}][{{vars.n}}]", data),
+        (r#"[][[1,"a"]][{"k":true}][true][1.0]"#.to_string(), 0)
+    );
 }
