@@ -603,6 +603,21 @@ fn render(command: &CtlCommand, v: &Value) -> String {
                     (Some(s), Some(p)) => format!("{} ({p}%)", s + 1),
                     _ => "-".into(),
                 };
+                if let Some(error) = g["error"].as_str() {
+                    // A guard that does not compile has no metric rows: say why instead.
+                    let dash = || "-".to_string();
+                    rows.push(vec![
+                        text(&g["flag"]),
+                        text(&g["state"]),
+                        step.clone(),
+                        dash(),
+                        dash(),
+                        dash(),
+                        dash(),
+                        dash(),
+                        error.to_string(),
+                    ]);
+                }
                 for m in g["metrics"].as_array().into_iter().flatten() {
                     let f = |x: &Value| x.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
                     rows.push(vec![
