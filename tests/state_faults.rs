@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{must_replace, must_replacen};
+use common::{eventually_blocking, must_replace, must_replacen};
 use serde_json::{json, Value};
 use sluice::state::{
     AuditEntry, AuditQuery, Change, ChangeError, Fault, Faults, FileStore, Request, State, StoreError,
@@ -33,16 +33,15 @@ fn temp_state(name: &str) -> (tempfile::TempDir, PathBuf) {
 /// every open descriptor until it execs — the lock of a store just dropped included — so
 /// wait (bounded) for that lock to be released.
 fn open_store(dir: &Path, faults: Arc<Faults>) -> Result<FileStore, String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match FileStore::open_with_faults(dir, Arc::clone(&faults)) {
-            Err(sluice::state::StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::yield_now()
-            }
-            other => return other.map_err(|e| e.to_string()),
-        }
-    }
+    eventually_blocking(LOCK_PATIENCE, || match FileStore::open_with_faults(dir, Arc::clone(&faults)) {
+        Err(e @ sluice::state::StoreError::Locked { .. }) => Err(e.to_string()),
+        other => Ok(other.map_err(|e| e.to_string())),
+    })
 }
+
+/// How long a lock held by another test's child may outlive its store: a bound that
+/// only stops a hang.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The example config's state, in `dir`, as `sluice serve` would open it.
 fn open_with(dir: &Path, faults: Arc<Faults>) -> Result<State, String> {
@@ -111,8 +110,7 @@ fn history(state: &State) {
 
 fn sluice_state(dir: &Path, args: &[&str]) -> (bool, String) {
     // As in `open_store`: a lock just released may live on a moment in another test's child.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    eventually_blocking(LOCK_PATIENCE, || {
         let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["state"])
             .args(args)
@@ -121,10 +119,12 @@ fn sluice_state(dir: &Path, args: &[&str]) -> (bool, String) {
             .output()
             .unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        if out.status.success() || !text.contains("in use by another sluice") || std::time::Instant::now() >= deadline {
-            return (out.status.success(), text);
+        if !out.status.success() && text.contains("in use by another sluice") {
+            Err(text)
+        } else {
+            Ok((out.status.success(), text))
         }
-    }
+    })
 }
 
 fn audit_path(dir: &Path) -> PathBuf {

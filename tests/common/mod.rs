@@ -297,18 +297,18 @@ aliases:
 /// copy of every descriptor, the lock's included, until it execs. So "in use" is retried
 /// until a deadline.
 pub async fn gateway(yaml: &str) -> Running {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), async || {
         let loaded = sluice::config::parse(yaml, "test.yaml", &|_| None).unwrap();
         let prepared = sluice::server::prepare(loaded).unwrap();
         match sluice::server::start(prepared).await {
-            Ok(running) => return running,
-            Err(e) if e.to_string().contains("in use by another sluice") && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(10)).await
+            Ok(running) => Ok(running),
+            Err(e) if e.to_string().contains("in use by another sluice") => {
+                Err(format!("the gateway did not start: {e}"))
             }
             Err(e) => panic!("the gateway did not start: {e}"),
         }
-    }
+    })
+    .await
 }
 
 /// Samples of `/metrics`: (name, labels) → value.
