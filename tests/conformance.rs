@@ -3,7 +3,8 @@
 //!
 //! The data is read from `$SLUICE_CONFORMANCE_DIR` (the `launchdarkly` folder of the
 //! shared conformance data); nothing from it is copied into the project. Without the
-//! variable the test prints that it was skipped and why.
+//! variable the test prints that it was skipped and why — or fails, when
+//! `SLUICE_REQUIRE_CONFORMANCE=1` (as in CI).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,11 @@ fn cases_dir() -> Option<PathBuf> {
 #[test]
 fn launchdarkly_server_side_evaluations() {
     let Some(dir) = cases_dir() else {
+        assert!(
+            std::env::var("SLUICE_REQUIRE_CONFORMANCE").as_deref() != Ok("1"),
+            "SLUICE_REQUIRE_CONFORMANCE=1 but SLUICE_CONFORMANCE_DIR is not set: the {EXPECTED_EVALUATIONS} \
+             LaunchDarkly evaluations cannot run"
+        );
         eprintln!(
             "SKIPPED launchdarkly_server_side_evaluations: SLUICE_CONFORMANCE_DIR is not set \
              (point it at the shared conformance `launchdarkly` folder, as .ci/run does)"
