@@ -245,8 +245,8 @@ impl Drop for Child {
 
 #[tokio::test]
 async fn silent_connections_past_the_descriptor_limit_leave_the_admin_plane_answering() {
-    if std::process::Command::new("prlimit").arg("--version").output().is_err() {
-        return eprintln!("SKIPPED: `prlimit` (util-linux) is not installed");
+    if !have(&PRLIMIT, "silent_connections_past_the_descriptor_limit_leave_the_admin_plane_answering") {
+        return;
     }
     // This test holds 1,100 sockets of its own.
     sluice::server::raise_nofile_limit();
@@ -374,8 +374,8 @@ async fn an_http2_client_that_stops_reading_a_stream_is_disconnected() {
 
 #[tokio::test]
 async fn accept_errors_back_off_instead_of_spinning() {
-    if std::process::Command::new("prlimit").arg("--version").output().is_err() {
-        return eprintln!("SKIPPED: `prlimit` (util-linux) is not installed");
+    if !have(&PRLIMIT, "accept_errors_back_off_instead_of_spinning") {
+        return;
     }
     // So few descriptors that the admin listener runs out before its own cap (64): its
     // accepts fail with EMFILE until the silent connections are closed.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{eventually_blocking, must_replace, must_replacen};
+use common::{eventually_blocking, must_replace, must_replacen, skipped};
 use serde_json::{json, Value};
 use sluice::state::{
     AuditEntry, AuditQuery, Change, ChangeError, Fault, Faults, FileStore, Request, State, StoreError,
@@ -365,8 +365,10 @@ fn a_read_only_state_directory_refuses_the_change() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     if std::fs::File::create(dir.join("probe")).is_ok() {
-        eprintln!(
-            "\n*** SKIPPED a_read_only_state_directory_refuses_the_change: running as root, which writes to a read-only directory anyway; run as a normal user to test it (the fault-injected tests cover the path) ***\n"
+        skipped(
+            "a_read_only_state_directory_refuses_the_change",
+            "running as root, which writes to a read-only directory anyway; run as a normal user to test it (the \
+             fault-injected tests cover the path)",
         );
         let _ = std::fs::remove_file(dir.join("probe"));
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -530,7 +532,13 @@ fn a_full_disk_refuses_the_change_and_leaves_the_log_whole() {
         .output()
         .map(|o| o.status.success());
     if mounted.as_ref().map_or(true, |ok| !ok) {
-        eprintln!("\n*** SKIPPED a_full_disk_refuses_the_change_and_leaves_the_log_whole: cannot mount a tmpfs here ({mounted:?}): it needs root; run as root to test it (the fault-injected tests cover the path) ***\n");
+        skipped(
+            "a_full_disk_refuses_the_change_and_leaves_the_log_whole",
+            &format!(
+                "cannot mount a tmpfs here ({mounted:?}): it needs root; run as root to test it (the fault-injected \
+                 tests cover the path)"
+            ),
+        );
         return;
     }
     let _unmount = Tmpfs(mount.clone());

@@ -353,19 +353,128 @@ pub async fn scrape(gw: &Running) -> String {
     send(gw.admin_addr, get("/metrics", None)).await.text()
 }
 
-/// Whether the OpenAI Python SDK can run here. When it cannot, the test `name` is skipped
-/// with a loud line — or fails, when `SLUICE_REQUIRE_SDK=1` (as in CI).
-pub fn python_sdk_or_skip(name: &str) -> bool {
-    let available =
-        std::process::Command::new("python3").args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success());
-    if !available {
-        assert!(
-            std::env::var("SLUICE_REQUIRE_SDK").as_deref() != Ok("1"),
-            "SLUICE_REQUIRE_SDK=1 but `python3 -c 'import openai'` fails"
-        );
-        eprintln!("SKIPPED {name}: python3 with the `openai` package is not installed (pip install openai)");
+/// Say, where `cargo test` shows it, that test `name` is skipped and why. `cargo test`
+/// keeps a passing test's `print!`/`eprint!` output to itself; this writes to the
+/// process's standard error directly, so the line stays visible in the run's output.
+pub fn skipped(name: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "\nSKIPPED {name}: {why}");
+}
+
+/// An optional prerequisite of some tests: without it they print `SKIPPED …` and pass —
+/// unless its `require` variable is `1` (as in CI), which makes it a failure.
+pub struct Prerequisite {
+    pub what: &'static str,
+    /// The variable that makes it required, if any.
+    pub require: Option<&'static str>,
+    /// The tests that skip without it.
+    pub tests: &'static [&'static str],
+    /// `Some(why and how to get it)` when it is missing here.
+    pub missing: fn() -> Option<String>,
+}
+
+impl Prerequisite {
+    pub fn required(&self) -> bool {
+        self.require.is_some_and(|var| std::env::var(var).as_deref() == Ok("1"))
     }
-    available
+}
+
+fn runs(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program).args(args).output().is_ok_and(|o| o.status.success())
+}
+
+pub const PYTHON_SDK: Prerequisite = Prerequisite {
+    what: "python3 with the `openai` package",
+    require: Some("SLUICE_REQUIRE_SDK"),
+    tests: &[
+        "openai_sdk::the_openai_python_sdk_works_through_sluice",
+        "provider_sdk::openai_anthropic_and_azure_variations_look_the_same_to_the_openai_sdk",
+    ],
+    missing: || {
+        (!runs("python3", &["-c", "import openai"]))
+            .then(|| "`python3 -c 'import openai'` fails (pip install openai)".to_string())
+    },
+};
+
+pub const PROMTOOL: Prerequisite = Prerequisite {
+    what: "promtool",
+    require: Some("SLUICE_REQUIRE_PROMTOOL"),
+    tests: &[
+        "metrics::metrics_pass_promtool",
+        "deploy::alert_rules_pass_promtool",
+        "deploy::alert_rules_pass_their_unit_tests",
+        "deploy::dashboard_queries_parse_as_promql",
+    ],
+    missing: || {
+        (!runs("promtool", &["--version"]))
+            .then(|| "promtool is not installed (`apt-get install prometheus`)".to_string())
+    },
+};
+
+pub const CONFORMANCE_DATA: Prerequisite = Prerequisite {
+    what: "LaunchDarkly's evaluation cases (SLUICE_CONFORMANCE_DIR)",
+    require: Some("SLUICE_REQUIRE_CONFORMANCE"),
+    tests: &["conformance::launchdarkly_server_side_evaluations"],
+    missing: || {
+        std::env::var_os("SLUICE_CONFORMANCE_DIR").is_none().then(|| {
+            "SLUICE_CONFORMANCE_DIR is not set (point it at the shared conformance `launchdarkly` folder, as \
+             .ci/run does)"
+                .to_string()
+        })
+    },
+};
+
+pub const PRLIMIT: Prerequisite = Prerequisite {
+    what: "prlimit (util-linux)",
+    require: None,
+    tests: &[
+        "connections::silent_connections_past_the_descriptor_limit_leave_the_admin_plane_answering",
+        "connections::accept_errors_back_off_instead_of_spinning",
+    ],
+    missing: || (!runs("prlimit", &["--version"])).then(|| "`prlimit` (util-linux) is not installed".to_string()),
+};
+
+/// Whether running as root: a tmpfs can be mounted (the full-disk test needs it), and a
+/// read-only directory is writable anyway (the read-only test cannot run).
+pub fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+pub const ROOT: Prerequisite = Prerequisite {
+    what: "running as root",
+    require: None,
+    tests: &["state_faults::a_full_disk_refuses_the_change_and_leaves_the_log_whole"],
+    missing: || (!is_root()).then(|| "mounting a tmpfs needs root".to_string()),
+};
+
+pub const NOT_ROOT: Prerequisite = Prerequisite {
+    what: "running as a normal user",
+    require: None,
+    tests: &["state_faults::a_read_only_state_directory_refuses_the_change"],
+    missing: || is_root().then(|| "root writes to a read-only directory anyway".to_string()),
+};
+
+/// Every optional prerequisite, for `tests/prerequisites.rs`'s summary.
+pub const PREREQUISITES: &[&Prerequisite] = &[&PYTHON_SDK, &PROMTOOL, &CONFORMANCE_DATA, &PRLIMIT, &ROOT, &NOT_ROOT];
+
+/// Whether `prerequisite` is here for test `name`. When it is missing the test is
+/// [`skipped`] (the caller returns) — or this fails, when the prerequisite is required.
+pub fn have(prerequisite: &Prerequisite, name: &str) -> bool {
+    let Some(why) = (prerequisite.missing)() else { return true };
+    assert!(
+        !prerequisite.required(),
+        "{}=1 but {} is missing: {why}",
+        prerequisite.require.unwrap_or_default(),
+        prerequisite.what
+    );
+    skipped(name, &why);
+    false
+}
+
+/// Whether the OpenAI Python SDK can run here. When it cannot, the test `name` is skipped
+/// with a visible line — or fails, when `SLUICE_REQUIRE_SDK=1` (as in CI).
+pub fn python_sdk_or_skip(name: &str) -> bool {
+    have(&PYTHON_SDK, name)
 }
 
 /// A `sluice mock-provider` with `settings` on an ephemeral port, stopped with the test.
