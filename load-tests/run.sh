@@ -52,6 +52,16 @@ addr_in_log() {
   done
   echo "$1 never named its $2" >&2; exit 1
 }
+# The port sluice bound for `key` (it was given port 0), from the file `serve --ready-file`
+# writes once both listeners are bound: {"data": ADDR, "admin": ADDR, "pid": N}.
+port_in_ready_file() {
+  for _ in $(seq 400); do
+    [ -f "$1" ] && { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]].rsplit(":", 1)[1])' "$1" "$2"; return 0; }
+    kill -0 "$3" 2>/dev/null || { echo "sluice exited before it was ready" >&2; exit 1; }
+    sleep 0.05
+  done
+  echo "$1 was never written" >&2; exit 1
+}
 # nginx and the floor cannot report a port they chose; only the full run (never CI) uses them.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
@@ -73,11 +83,11 @@ log "start the mock provider"
 mock_port=$(addr_in_log "$work/mock.log" address)
 
 log "start sluice (upstream :$mock_port)"
-# The config logs at warn; the server's own start-up line names the ports it bound.
-RUST_LOG=warn,sluice::server=info DATA_ADDR=127.0.0.1:0 ADMIN_ADDR=127.0.0.1:0 MOCK_ADDR=127.0.0.1:$mock_port \
-  "$bin" serve --config load-tests/sluice.yaml 2>"$work/sluice.log" & pids+=($!); sluice_pid=$!
-data_port=$(addr_in_log "$work/sluice.log" data_addr); admin_port=$(addr_in_log "$work/sluice.log" admin_addr)
-wait_port "$data_port"; wait_port "$admin_port"
+# The config logs at warn; the ready file names the ports it bound.
+RUST_LOG=warn DATA_ADDR=127.0.0.1:0 ADMIN_ADDR=127.0.0.1:0 MOCK_ADDR=127.0.0.1:$mock_port \
+  "$bin" serve --config load-tests/sluice.yaml --ready-file "$work/sluice.ready" 2>"$work/sluice.log" & pids+=($!)
+sluice_pid=$!
+data_port=$(port_in_ready_file "$work/sluice.ready" data "$sluice_pid")
 sleep 1
 idle_rss_kb=$(rss_kb "$sluice_pid")
 

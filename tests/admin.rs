@@ -15,7 +15,7 @@ const READ: &str = "admin-read-token-0123456789";
 
 fn admin_config(base_url: &str, state_dir: Option<&std::path::Path>) -> String {
     let state = state_dir.map(|d| format!("state: {{dir: {}}}\n", d.display())).unwrap_or_default();
-    config(base_url, "").replace("\naliases:\n  fast: up/gpt-x\n", "\n")
+    must_replace(&config(base_url, ""), "\naliases:\n  fast: up/gpt-x\n", "\n")
         + &format!(
             r#"aliases:
   fast: up/gpt-x
@@ -238,8 +238,8 @@ async fn if_match_lets_exactly_one_of_two_conflicting_changes_win() {
 
 #[tokio::test]
 async fn changes_survive_a_restart_and_the_directory_is_locked() {
-    let dir = std::env::temp_dir().join(format!("sluice-admin-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = temp_dir("admin-restart");
+    let dir = tmp.path().join("state");
     let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
     let yaml = admin_config(&up.base_url(), Some(&dir));
     let gw = gateway(&yaml).await;
@@ -257,7 +257,7 @@ async fn changes_survive_a_restart_and_the_directory_is_locked() {
     assert_eq!(variation(&gw, "u-1").await, "control", "still killed");
 
     // A reload of a file that changes another flag keeps the runtime kill.
-    let changed = yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n");
+    let changed = must_replace(&yaml, "    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n");
     assert_ne!(changed, yaml);
     let value = sluice::config::parse(&changed, "test.yaml", &|_| None).unwrap().value;
     let docs = sluice::state::Docs::from_config_value(&value);
@@ -268,14 +268,16 @@ async fn changes_survive_a_restart_and_the_directory_is_locked() {
     gw.shutdown().await;
 
     // Restarting on a file whose `bot` changed: the file's change wins for `bot`.
-    let edited = changed
-        .replace("    fallthrough: {variation: treatment}\n", "    fallthrough: {variation: control}\n    on: true\n");
+    let edited = must_replace(
+        &changed,
+        "    fallthrough: {variation: treatment}\n",
+        "    fallthrough: {variation: control}\n    on: true\n",
+    );
     let gw = gateway(&edited).await;
     assert_eq!(gw.state.revision(), 4);
     assert_eq!(variation(&gw, "u-1").await, "control");
     assert_eq!(variation(&gw, "staff-1").await, "treatment", "on again: the file changed `bot`");
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A `sluice serve` process on the ports it bound, with its own state directory.
@@ -303,14 +305,15 @@ impl Process {
 
     /// Wait until `GET /admin/v1/status` satisfies `done`.
     async fn wait_status(&self, done: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..200 {
+        eventually(std::time::Duration::from_secs(30), async || {
             let status = self.get("/admin/v1/status").await;
             if done(&status) {
-                return status;
+                Ok(status)
+            } else {
+                Err(format!("status never got there: {status}"))
             }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-        panic!("status never got there: {}", self.get("/admin/v1/status").await)
+        })
+        .await
     }
 }
 
@@ -328,33 +331,31 @@ fn replace_file(path: &std::path::Path, text: impl AsRef<[u8]>) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// A fresh directory `sluice-{name}-test-<pid>` with a config file for a `sluice serve`
-/// process listening on port 0, its state inside: (dir, config path, config text).
-fn process_setup(name: &str) -> (std::path::PathBuf, std::path::PathBuf, String) {
-    let dir = std::env::temp_dir().join(format!("sluice-{name}-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let yaml = admin_config("http://127.0.0.1:9/v1", Some(&dir.join("state")));
-    let cfg = dir.join("sluice.yaml");
+/// A fresh temporary directory with a config file for a `sluice serve` process listening
+/// on port 0, its state inside: (dir, config path, config text).
+fn process_setup(name: &str) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = temp_dir(name);
+    let yaml = admin_config("http://127.0.0.1:9/v1", Some(&dir.path().join("state")));
+    let cfg = dir.path().join("sluice.yaml");
     std::fs::write(&cfg, &yaml).unwrap();
     (dir, cfg, yaml)
 }
 
 #[tokio::test]
 async fn the_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing() {
-    let (dir, cfg, yaml) = process_setup("reload");
+    let (_dir, cfg, yaml) = process_setup("reload");
     let p = Process::start(&cfg, &["--watch"]);
     assert_eq!(p.get("/admin/v1/status").await["revision"], 1);
 
     // A valid change to the file: a new revision by `file`.
-    replace_file(&cfg, yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n"));
+    replace_file(&cfg, must_replace(&yaml, "    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n"));
     let status = p.wait_status(|s| s["revision"] == 2 && s["reload"]["time"].is_string()).await;
     assert_eq!(status["reload"]["ok"], true, "{status}");
     let audit = p.get("/admin/v1/audit?flag=other").await;
     assert_eq!(audit["entries"][0]["actor"], "file");
 
     // An invalid file: refused, the running revision stays, the error is visible.
-    replace_file(&cfg, yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: zzz}\n"));
+    replace_file(&cfg, must_replace(&yaml, "    fallthrough: {variation: a}\n", "    fallthrough: {variation: zzz}\n"));
     let status = p.wait_status(|s| s["reload"]["ok"] == false).await;
     assert_eq!(status["revision"], 2);
     assert!(status["reload"]["error"].as_str().unwrap().contains("zzz"), "{status}");
@@ -370,12 +371,11 @@ async fn the_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing
     replace_file(&cfg, &yaml);
     let p = Process::start(&cfg, &[]);
     let before = p.get("/admin/v1/status").await["revision"].as_u64().unwrap();
-    replace_file(&cfg, yaml.replace("    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n"));
+    replace_file(&cfg, must_replace(&yaml, "    fallthrough: {variation: a}\n", "    fallthrough: {variation: b}\n"));
     let pid = p.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
     p.wait_status(|s| s["revision"].as_u64() == Some(before + 1)).await;
     drop(p);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -422,7 +422,7 @@ async fn the_openapi_document_lists_exactly_the_endpoints_that_exist() {
 
 #[tokio::test]
 async fn every_acknowledged_change_survives_sigkill() {
-    let (dir, cfg, _) = process_setup("crash");
+    let (_dir, cfg, _) = process_setup("crash");
     let mut acknowledged: Vec<(u64, u64)> = Vec::new(); // (revision, percent)
     let mut n = 0u64;
     for round in 0..5u64 {
@@ -496,7 +496,6 @@ async fn every_acknowledged_change_survives_sigkill() {
     let weights = &current["flag"]["fallthrough"]["rollout"]["variations"];
     assert!(weights.is_array(), "{current}");
     drop(p);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Run `sluice ctl` against `gw` (blocking, on the blocking pool).
@@ -549,7 +548,8 @@ async fn sluice_ctl_drives_every_operation() {
     assert!(ctl(&gw, Some(WRITE), &["promote", "bot", "control", "--rule", "staff", "-r", "staff"]).await.0);
     assert_eq!(variation(&gw, "staff-1").await, "control");
 
-    let version = std::env::temp_dir().join(format!("sluice-ctl-version-{}.json", std::process::id()));
+    let tmp = temp_dir("ctl-version");
+    let version = tmp.path().join("v3.json");
     std::fs::write(&version, r#"{"version": 3, "provider": "up", "model": "model-c"}"#).unwrap();
     let (ok, out, err) =
         ctl(&gw, Some(WRITE), &["versions", "add", "bot", version.to_str().unwrap(), "-r", "v3"]).await;
@@ -574,14 +574,14 @@ async fn sluice_ctl_drives_every_operation() {
     assert!(ok);
     let status: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["revision"], gw.state.revision());
-    let _ = std::fs::remove_file(version);
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_change_keeps_the_providers_and_their_warm_connections() {
     let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
-    let yaml = admin_config(&up.base_url(), None).replace("shutdown_grace: 5s", "shutdown_grace: 5s, workers: 1");
+    let yaml =
+        must_replace(&admin_config(&up.base_url(), None), "shutdown_grace: 5s", "shutdown_grace: 5s, workers: 1");
     let gw = gateway(&yaml).await;
     let mut conn = Conn::open(gw.data_addr).await;
     assert_eq!(conn.send(chat("bot", &[], r#","user":"u-1""#)).await.status, 200);
@@ -618,8 +618,8 @@ async fn a_rollback_to_a_future_revision_is_not_found_and_a_reason_is_bounded() 
 
 #[tokio::test]
 async fn the_audit_log_is_read_a_page_at_a_time() {
-    let dir = std::env::temp_dir().join(format!("sluice-admin-audit-pages-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = temp_dir("audit-pages");
+    let dir = tmp.path().join("state");
     let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
     let gw = gateway(&admin_config(&up.base_url(), Some(&dir))).await;
     for n in 0..60 {
@@ -638,7 +638,6 @@ async fn the_audit_log_is_read_a_page_at_a_time() {
     let too_many = call(&gw, "GET", "/admin/v1/audit?limit=5000", Some(READ), None, None).await;
     assert_eq!(too_many.status, 422, "{}", too_many.text());
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `{"a": {"a": … {}}}`, `depth` objects deep.
@@ -648,8 +647,8 @@ fn nested(depth: usize) -> Value {
 
 #[tokio::test]
 async fn a_document_nested_past_the_config_files_limit_is_refused_and_one_at_it_survives_a_restart() {
-    let dir = std::env::temp_dir().join(format!("sluice-admin-depth-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = temp_dir("depth");
+    let dir = tmp.path().join("state");
     let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
     let yaml = admin_config(&up.base_url(), Some(&dir));
     let gw = gateway(&yaml).await;
@@ -677,7 +676,7 @@ async fn a_document_nested_past_the_config_files_limit_is_refused_and_one_at_it_
     let versions = &gw.state.current().docs.ai_configs["bot"]["versions"];
     assert_eq!(versions[2]["parameters"], nested(max));
     gw.shutdown().await;
-    let cfg = dir.with_extension("yaml");
+    let cfg = tmp.path().join("sluice.yaml");
     std::fs::write(&cfg, &yaml).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["state", "recover", "--config"])
@@ -685,14 +684,12 @@ async fn a_document_nested_past_the_config_files_limit_is_refused_and_one_at_it_
         .output()
         .unwrap();
     assert!(out.status.success(), "and recover replays it: {}", String::from_utf8_lossy(&out.stderr));
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(&cfg);
 }
 
 #[tokio::test]
 async fn an_audit_log_that_cannot_be_read_is_not_reported_as_a_change_that_failed() {
-    let dir = std::env::temp_dir().join(format!("sluice-admin-audit-read-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = temp_dir("audit-read");
+    let dir = tmp.path().join("state");
     let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
     let gw = gateway(&admin_config(&up.base_url(), Some(&dir))).await;
     std::fs::remove_file(dir.join("audit.jsonl")).unwrap();
@@ -700,5 +697,4 @@ async fn an_audit_log_that_cannot_be_read_is_not_reported_as_a_change_that_faile
     assert_eq!((page.status.as_u16(), page.error_code()), (500, "audit_read_failed".to_string()), "{}", page.text());
     assert!(page.text().contains("the audit log could not be read"), "{}", page.text());
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

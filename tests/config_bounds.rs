@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -17,21 +17,12 @@ fn sluice() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-bounds-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 const DEMO_TEMPLATE: &str = "{{#vars.topic}} Topic: {{vars.topic}}.{{/vars.topic}}";
 
 /// The example config with its candidate's template nested `depth` sections deep.
 fn nested(text: &str, depth: usize) -> String {
     let deep = format!("{}{}", "{{#a}}".repeat(depth), "{{/a}}".repeat(depth));
-    let out = text.replace(DEMO_TEMPLATE, &deep);
-    assert_ne!(out, text);
-    out
+    must_replace(text, DEMO_TEMPLATE, &deep)
 }
 
 /// The "billion laughs": ten anchors, each ten aliases of the one before (10⁹ strings).
@@ -50,10 +41,10 @@ fn check(path: &Path) -> (Option<i32>, String) {
 
 #[test]
 fn check_refuses_deep_templates_alias_bombs_and_huge_files_with_a_location() {
-    let dir = temp_dir("check");
+    let dir = temp_dir("bounds-check");
     let demo = std::fs::read_to_string("config/sluice.yaml").unwrap();
     let line = demo.lines().position(|l| l.contains(DEMO_TEMPLATE)).unwrap() + 1;
-    let cfg = dir.join("sluice.yaml");
+    let cfg = dir.path().join("sluice.yaml");
     for depth in [5_000, 50_000] {
         std::fs::write(&cfg, nested(&demo, depth)).unwrap();
         let (code, stderr) = check(&cfg);
@@ -79,7 +70,6 @@ fn check_refuses_deep_templates_alias_bombs_and_huge_files_with_a_location() {
     let (code, stderr) = check(&cfg);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("larger than the limit of 16 MiB"), "{stderr}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// `sluice serve` on a copy of the example config, with free ports and its log in a file.
@@ -89,14 +79,14 @@ struct Served {
     data: u16,
     cfg: PathBuf,
     log: PathBuf,
-    dir: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Served {
     fn start(name: &str, watch: bool) -> Served {
-        let dir = temp_dir(name);
-        let cfg = example_config_in(&dir);
-        let log = dir.join("log");
+        let dir = temp_dir(&format!("bounds-{name}"));
+        let cfg = example_config_in(dir.path());
+        let log = dir.path().join("log");
         let mut cmd = sluice();
         cmd.args(["serve", "--config"]).arg(&cfg).env_remove("RUST_LOG");
         if watch {
@@ -104,7 +94,7 @@ impl Served {
         }
         let (child, data, admin) = spawn_serving(cmd, &log);
         let (data, admin) = (data.port(), admin.port());
-        let served = Served { child, admin, data, cfg, log, dir };
+        let served = Served { child, admin, data, cfg, log, _dir: dir };
         served.wait_for("the gateway to listen", || served.metric("sluice_config_revision").is_some());
         if watch {
             served.wait_for("the watch to start", || served.log().contains("watching the config file"));
@@ -134,11 +124,9 @@ impl Served {
 
     /// Poll a condition (the gateway works on its own time: no fixed sleep decides).
     fn wait_for(&self, what: &str, cond: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        eventually_blocking(Duration::from_secs(30), || {
+            cond().then_some(()).ok_or_else(|| format!("timed out waiting for {what}; log:\n{}", self.log()))
+        })
     }
 
     fn hup(&self) {
@@ -160,7 +148,6 @@ impl Drop for Served {
     fn drop(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -190,7 +177,7 @@ fn watch_reloads_once_per_change_and_not_on_access() {
     const REFUSED: &str = "the config file was not reloaded";
     let r0 = s.metric("sluice_config_revision").unwrap();
     let text = std::fs::read_to_string(&s.cfg).unwrap();
-    let edit = |n: usize| text.replace("the support assistant", &format!("the support assistant, edit {n}"));
+    let edit = |n: usize| must_replace(&text, "the support assistant", &format!("the support assistant, edit {n}"));
     // Open, read and touch the file (access and metadata events, no new content), then
     // leave it alone for a while. The count asserted below does not depend on how long:
     // the window only gives a reload that should not happen (each reload's own read of
@@ -213,10 +200,10 @@ fn watch_reloads_once_per_change_and_not_on_access() {
     assert_eq!(s.count(RELOAD), 2, "{}", s.log());
 
     // A broken file: one error per change, not one per debounce period.
-    std::fs::write(&s.cfg, text.replace("listen:", "listen: [")).unwrap();
+    std::fs::write(&s.cfg, must_replace(&text, "listen:", "listen: [")).unwrap();
     s.wait_for("the first refusal", || s.metric("sluice_config_reload_errors_total") == Some(1.0));
     touch_and_observe();
-    std::fs::write(&s.cfg, text.replace("listen:", "listen: {")).unwrap();
+    std::fs::write(&s.cfg, must_replace(&text, "listen:", "listen: {")).unwrap();
     s.wait_for("the second refusal", || s.metric("sluice_config_reload_errors_total") == Some(2.0));
     assert_eq!(s.count(REFUSED), 2, "{}", s.log());
     assert_eq!(s.count(RELOAD), 4, "{}", s.log());

@@ -3,8 +3,11 @@
 //!
 //! The data is read from `$SLUICE_CONFORMANCE_DIR` (the `launchdarkly` folder of the
 //! shared conformance data); nothing from it is copied into the project. Without the
-//! variable the test prints that it was skipped and why.
+//! variable the test prints that it was skipped and why — or fails, when
+//! `SLUICE_REQUIRE_CONFORMANCE=1` (as in CI).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -21,13 +24,11 @@ fn cases_dir() -> Option<PathBuf> {
 
 #[test]
 fn launchdarkly_server_side_evaluations() {
-    let Some(dir) = cases_dir() else {
-        eprintln!(
-            "SKIPPED launchdarkly_server_side_evaluations: SLUICE_CONFORMANCE_DIR is not set \
-             (point it at the shared conformance `launchdarkly` folder, as .ci/run does)"
-        );
+    // Fails when SLUICE_REQUIRE_CONFORMANCE=1 and the data is not there; skips visibly otherwise.
+    if !common::have(&common::CONFORMANCE_DATA, "launchdarkly_server_side_evaluations") {
         return;
-    };
+    }
+    let dir = cases_dir().expect("SLUICE_CONFORMANCE_DIR is set");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
         .map(|e| e.unwrap().path())

@@ -33,8 +33,11 @@ async fn closed_by_peer(mut io: impl tokio::io::AsyncRead + Unpin, what: &str) {
 async fn a_connection_that_sends_nothing_is_closed() {
     // Stall checks (every client_write_timeout / 4) more often than header_read_timeout
     // must not keep restarting the idle timer.
-    let yaml = config("http://127.0.0.1:9/v1", "")
-        .replace("shutdown_grace: 5s", "shutdown_grace: 5s, client_write_timeout: 200ms");
+    let yaml = must_replace(
+        &config("http://127.0.0.1:9/v1", ""),
+        "shutdown_grace: 5s",
+        "shutdown_grace: 5s, client_write_timeout: 200ms",
+    );
     let gw = gateway(&yaml).await;
     let silent = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
     closed_by_peer(silent, "a silent data-plane connection").await;
@@ -47,8 +50,9 @@ async fn a_connection_that_sends_nothing_is_closed() {
 async fn a_tls_connection_silent_after_its_handshake_is_closed() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = temp_dir("tls-silent");
-    let (cert, key, der) = tls_material(&dir);
-    let yaml = config("http://127.0.0.1:9/v1", "").replace(
+    let (cert, key, der) = tls_material(dir.path());
+    let yaml = must_replace(
+        &config("http://127.0.0.1:9/v1", ""),
         "listen: {data: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}",
         &format!(
             "listen: {{data: \"127.0.0.1:0\", admin: \"127.0.0.1:0\", tls: {{cert: {}, key: {}}}}}",
@@ -56,7 +60,7 @@ async fn a_tls_connection_silent_after_its_handshake_is_closed() {
             key.display()
         ),
     );
-    let yaml = yaml.replace("shutdown_grace: 5s", "shutdown_grace: 5s, client_write_timeout: 200ms");
+    let yaml = must_replace(&yaml, "shutdown_grace: 5s", "shutdown_grace: 5s, client_write_timeout: 200ms");
     let gw = gateway(&yaml).await;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der).unwrap();
@@ -67,7 +71,6 @@ async fn a_tls_connection_silent_after_its_handshake_is_closed() {
     let tls = connector.connect(name, tcp).await.expect("the handshake completes");
     closed_by_peer(tls, "a TLS connection silent after its handshake").await;
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -119,10 +122,11 @@ async fn both_http_versions_take_the_same_header_size() {
     assert_eq!(status_over_h2(gw.data_addr, 70_000).await, 431, "HTTP/2, 70 KB");
     gw.shutdown().await;
 
-    let gw = gateway(
-        &config("http://127.0.0.1:9/v1", "")
-            .replace("shutdown_grace: 5s", "shutdown_grace: 5s, max_header_bytes: 16KiB"),
-    )
+    let gw = gateway(&must_replace(
+        &config("http://127.0.0.1:9/v1", ""),
+        "shutdown_grace: 5s",
+        "shutdown_grace: 5s, max_header_bytes: 16KiB",
+    ))
     .await;
     assert_eq!(send(gw.data_addr, with_header(20_000)).await.status, 431, "HTTP/1.1, 20 KB over 16 KiB");
     assert_eq!(status_over_h2(gw.data_addr, 20_000).await, 431, "HTTP/2, 20 KB over 16 KiB");
@@ -137,8 +141,11 @@ async fn endless_stream_gateway() -> (Upstream, Running) {
         _ => unreachable!(),
     };
     let up = Upstream::start(Reply::Sse(vec![Step::Forever(chunk)])).await;
-    let yaml =
-        config(&up.base_url(), "").replace("shutdown_grace: 5s", "shutdown_grace: 5s, client_write_timeout: 300ms");
+    let yaml = must_replace(
+        &config(&up.base_url(), ""),
+        "shutdown_grace: 5s",
+        "shutdown_grace: 5s, client_write_timeout: 300ms",
+    );
     let gw = gateway(&yaml).await;
     (up, gw)
 }
@@ -157,21 +164,24 @@ async fn a_client_that_stops_reading_is_disconnected_and_its_upstream_released()
     );
     tokio::io::AsyncWriteExt::write_all(&mut client, head.as_bytes()).await.unwrap();
     // The client reads nothing from here on; the upstream keeps sending.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !up.stream_dropped.load(std::sync::atomic::Ordering::SeqCst) {
-        assert!(tokio::time::Instant::now() < deadline, "the upstream stream is still held after {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(PATIENCE, async || {
+        up.stream_dropped
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(())
+            .ok_or("the upstream stream is still held")
+    })
+    .await;
     assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     drop(client);
     gw.shutdown().await;
 }
 
-/// A `sluice serve` child process and the addresses it logged.
+/// A `sluice serve` child process and the addresses it bound.
 struct Child {
     child: std::process::Child,
     data: std::net::SocketAddr,
     admin: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
 }
 
 impl Child {
@@ -179,7 +189,8 @@ impl Child {
     fn serve(name: &str, yaml: &str, wrapper: &[&str]) -> Child {
         use std::io::BufRead as _;
         let dir = temp_dir(name);
-        let cfg = dir.join("sluice.yaml");
+        let cfg = dir.path().join("sluice.yaml");
+        let ready = dir.path().join("ready.json");
         std::fs::write(&cfg, yaml).unwrap();
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
@@ -192,32 +203,26 @@ impl Child {
         let mut child = cmd
             .args(["serve", "--config"])
             .arg(&cfg)
+            .arg("--ready-file")
+            .arg(&ready)
             .env_remove("RUST_LOG")
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
         // Read the log to its end, so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("sluice is serving") {
-                    let _ = tx.send(line.clone());
-                }
                 eprintln!("[sluice] {line}");
             }
         });
         let unknown = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
         // Killed on drop from here on, whatever happens next.
-        let mut started = Child { child, data: unknown, admin: unknown };
-        let line = rx.recv_timeout(PATIENCE).expect("sluice serve never said it was serving");
-        let line = strip_ansi(&line);
-        let addr = |key: &str| {
-            let at = line.find(key).unwrap() + key.len();
-            line[at..].split_whitespace().next().unwrap().parse().unwrap()
-        };
-        started.data = addr("data_addr=");
-        started.admin = addr("admin_addr=");
+        let mut started = Child { child, data: unknown, admin: unknown, _dir: dir };
+        let (data, admin) =
+            read_ready_file(&mut started.child, &ready, || "(the log is above, lines marked [sluice])".to_string());
+        started.data = data;
+        started.admin = admin;
         started
     }
 
@@ -231,24 +236,6 @@ impl Child {
     }
 }
 
-/// `text` without its terminal colour sequences.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -258,15 +245,16 @@ impl Drop for Child {
 
 #[tokio::test]
 async fn silent_connections_past_the_descriptor_limit_leave_the_admin_plane_answering() {
-    if std::process::Command::new("prlimit").arg("--version").output().is_err() {
-        return eprintln!("SKIPPED: `prlimit` (util-linux) is not installed");
+    if !have(&PRLIMIT, "silent_connections_past_the_descriptor_limit_leave_the_admin_plane_answering") {
+        return;
     }
     // This test holds 1,100 sockets of its own.
     sluice::server::raise_nofile_limit();
     // limits.max_connections stays at its default (10,000): the descriptors run out first.
     // A 2 s header_read_timeout: the connections are held long enough for a spinning
     // accept loop to show (it burns a whole core), however fast the machine.
-    let yaml = config("http://127.0.0.1:9/v1", "").replace("header_read_timeout: 300ms", "header_read_timeout: 2s");
+    let yaml =
+        must_replace(&config("http://127.0.0.1:9/v1", ""), "header_read_timeout: 300ms", "header_read_timeout: 2s");
     let gw = Child::serve("fd-limit", &yaml, &["prlimit", "--nofile=1024:1024"]);
 
     let mut silent = Vec::new();
@@ -314,7 +302,8 @@ flags:
 
 #[tokio::test]
 async fn sigterm_ends_the_process_even_when_a_worker_is_busy() {
-    let yaml = config("http://127.0.0.1:9/v1", BUSY_TEMPLATE).replace("shutdown_grace: 5s", "shutdown_grace: 1s");
+    let yaml =
+        must_replace(&config("http://127.0.0.1:9/v1", BUSY_TEMPLATE), "shutdown_grace: 5s", "shutdown_grace: 1s");
     let mut gw = Child::serve("busy-worker", &yaml, &[]);
     let list = vec!["1"; 200].join(",");
     let vars = format!(r#"{{"a":[{list}]}}"#);
@@ -329,27 +318,26 @@ async fn sigterm_ends_the_process_even_when_a_worker_is_busy() {
     // Wait until a worker is rendering (the process burns CPU), or the request is answered
     // (rendering has a budget: nothing blocks).
     let cpu = gw.cpu();
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let busy = loop {
+    let busy = eventually(PATIENCE, async || {
         if gw.cpu() >= cpu + Duration::from_millis(300) {
-            break true;
+            Ok(true)
+        } else if answer.is_finished() {
+            Ok(false)
+        } else {
+            Err("the request neither rendered nor was answered")
         }
-        if answer.is_finished() {
-            break false;
-        }
-        assert!(std::time::Instant::now() < deadline, "the request neither rendered nor was answered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     let pid = gw.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let code = loop {
-        if let Some(status) = gw.child.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(std::time::Instant::now() < deadline, "sluice still running {PATIENCE:?} after SIGTERM (busy: {busy})");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let code = eventually(PATIENCE, async || {
+        gw.child
+            .try_wait()
+            .unwrap()
+            .map(|status| status.code())
+            .ok_or(format!("sluice still running after SIGTERM (busy: {busy})"))
+    })
+    .await;
     // Rendering has a budget, so a busy worker may finish its render and drain within the
     // grace (0), or still be busy at the deadline (forced); either way the process ends.
     assert!(
@@ -373,23 +361,26 @@ async fn an_http2_client_that_stops_reading_a_stream_is_disconnected() {
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     // The body is never read: HTTP/2 flow control stops the gateway's stream, not its socket.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !up.stream_dropped.load(std::sync::atomic::Ordering::SeqCst) {
-        assert!(tokio::time::Instant::now() < deadline, "the upstream stream is still held after {PATIENCE:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(PATIENCE, async || {
+        up.stream_dropped
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(())
+            .ok_or("the upstream stream is still held")
+    })
+    .await;
     drop(resp);
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn accept_errors_back_off_instead_of_spinning() {
-    if std::process::Command::new("prlimit").arg("--version").output().is_err() {
-        return eprintln!("SKIPPED: `prlimit` (util-linux) is not installed");
+    if !have(&PRLIMIT, "accept_errors_back_off_instead_of_spinning") {
+        return;
     }
     // So few descriptors that the admin listener runs out before its own cap (64): its
     // accepts fail with EMFILE until the silent connections are closed.
-    let yaml = config("http://127.0.0.1:9/v1", "").replace("header_read_timeout: 300ms", "header_read_timeout: 2s");
+    let yaml =
+        must_replace(&config("http://127.0.0.1:9/v1", ""), "header_read_timeout: 300ms", "header_read_timeout: 2s");
     let gw = Child::serve("emfile", &yaml, &["prlimit", "--nofile=48:48"]);
     let mut silent = Vec::new();
     for _ in 0..60 {

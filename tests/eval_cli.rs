@@ -1,9 +1,12 @@
 //! `sluice eval`: single evaluations with explanations, batch mode, both data formats.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use common::{must_replace, temp_dir};
 use serde_json::Value;
 
 fn eval(args: &[&str], stdin: &str) -> (i32, String, String) {
@@ -81,12 +84,11 @@ fn launchdarkly_json_is_accepted_with_warnings() {
 
 #[test]
 fn bad_data_and_arguments_fail_clearly() {
-    let dir = std::env::temp_dir().join(format!("sluice-eval-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.yaml");
+    let dir = temp_dir("eval");
+    let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
-        std::fs::read_to_string("tests/data/flags.yaml").unwrap().replace("percent: 5}", "percent: 15}"),
+        must_replace(&std::fs::read_to_string("tests/data/flags.yaml").unwrap(), "percent: 5}", "percent: 15}"),
     )
     .unwrap();
     let (code, _, err) = eval(&["--data", bad.to_str().unwrap(), "--flag", "support-bot", "--context", "a"], "");
@@ -101,5 +103,4 @@ fn bad_data_and_arguments_fail_clearly() {
         eval(&["--data", "tests/data/flags.yaml", "--flag", "support-bot", "--context", "{\"kind\":5}"], "");
     assert_eq!(code, 1);
     assert!(err.contains("invalid --context"), "{err}");
-    let _ = std::fs::remove_dir_all(dir);
 }

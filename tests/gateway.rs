@@ -30,7 +30,7 @@ async fn chat_is_routed_and_passed_through_untouched() {
     assert_eq!(r.headers["openai-beta"], "assistants=v2", "other client headers are forwarded");
     assert_eq!(r.headers["x-request-id"], "req-123");
     // Only `model` changed; every other byte is the app's.
-    let expected = CHAT.replace(r#""model":"up/gpt-x""#, r#""model":"gpt-x""#);
+    let expected = must_replace(CHAT, r#""model":"up/gpt-x""#, r#""model":"gpt-x""#);
     assert_eq!(std::str::from_utf8(&r.body).unwrap(), expected);
     gw.shutdown().await;
 }
@@ -39,7 +39,7 @@ async fn chat_is_routed_and_passed_through_untouched() {
 async fn upstream_connections_are_kept_alive_and_reused() {
     let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
     // Each worker thread has its own upstream pool: with one worker, one connection.
-    let yaml = config(&up.base_url(), "").replace("shutdown_grace: 5s", "shutdown_grace: 5s, workers: 1");
+    let yaml = must_replace(&config(&up.base_url(), ""), "shutdown_grace: 5s", "shutdown_grace: 5s, workers: 1");
     let gw = gateway(&yaml).await;
     for _ in 0..5 {
         let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), CHAT)).await;

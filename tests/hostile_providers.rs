@@ -326,8 +326,11 @@ async fn error_codes_say_what_is_wrong() {
 fn a_base_url_with_credentials_is_refused_without_showing_them() {
     for kind in ["openai", "anthropic", "azure_openai"] {
         let extra = if kind == "azure_openai" { "\n    api_version: 2024-10-21" } else { "" };
-        let yaml = config("http://user:URL-SECRET-15@127.0.0.1:9/v1", "")
-            .replace("kind: openai", &format!("kind: {kind}{extra}"));
+        let yaml = must_replace(
+            &config("http://user:URL-SECRET-15@127.0.0.1:9/v1", ""),
+            "kind: openai",
+            &format!("kind: {kind}{extra}"),
+        );
         let err = match sluice::config::parse(&yaml, "test.yaml", &|_| None) {
             Ok(loaded) => sluice::server::prepare(loaded).err().map(|e| e.to_string()).expect("refused"),
             Err(e) => e.to_string(),

@@ -39,8 +39,10 @@ async fn shutdown_drains_a_live_stream_and_refuses_new_connections() {
     assert!(first.is_data());
 
     let shutdown = tokio::spawn(gw.shutdown());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown began");
+    eventually(Duration::from_secs(10), async || {
+        tokio::net::TcpStream::connect(addr).await.is_err().then_some(()).ok_or("still accepting after shutdown began")
+    })
+    .await;
     assert!(!shutdown.is_finished(), "shutdown must wait for the live stream");
     let ready = send(admin, get("/readyz", None)).await;
     assert_eq!((ready.status.as_u16(), ready.text().as_str()), (503, "draining"), "the admin plane reports draining");
@@ -57,7 +59,7 @@ async fn shutdown_drains_a_live_stream_and_refuses_new_connections() {
 #[tokio::test]
 async fn shutdown_gives_up_after_the_grace_period() {
     let up = Upstream::start(paced(100, 100)).await;
-    let gw = gateway(&config(&up.base_url(), "").replace("shutdown_grace: 5s", "shutdown_grace: 300ms")).await;
+    let gw = gateway(&must_replace(&config(&up.base_url(), ""), "shutdown_grace: 5s", "shutdown_grace: 300ms")).await;
     let resp = send_raw(gw.data_addr, post("/v1/chat/completions", Some(KEY), STREAM_REQ)).await;
     let mut body = resp.into_body();
     let _ = body.frame().await;
@@ -79,9 +81,10 @@ async fn shutdown_gives_up_after_the_grace_period() {
 async fn tls_is_terminated_with_alpn() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = temp_dir("tls");
-    let (cert, key, der) = tls_material(&dir);
+    let (cert, key, der) = tls_material(dir.path());
     let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
-    let yaml = config(&up.base_url(), "").replace(
+    let yaml = must_replace(
+        &config(&up.base_url(), ""),
         "listen: {data: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}",
         &format!(
             "listen: {{data: \"127.0.0.1:0\", admin: \"127.0.0.1:0\", tls: {{cert: {}, key: {}}}}}",
@@ -132,7 +135,6 @@ async fn tls_is_terminated_with_alpn() {
     .unwrap();
     assert!(a.is_err(), "cleartext request answered on a TLS listener");
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -152,7 +154,8 @@ async fn provider_and_gateway_keys_never_reach_logs_or_responses() {
         "  ok:\n    kind: openai\n    base_url: {}\n    api_key: {PROVIDER_KEY}\n  dead:\n    kind: openai\n    base_url: http://{dead}/v1\n    api_key: {PROVIDER_KEY}\n    headers: {{x-secret-header: {PROVIDER_KEY}}}\n",
         ok.base_url()
     );
-    let yaml = config(&broken.base_url(), "log: {access_log: true}").replace("aliases:", &format!("{extra}aliases:"));
+    let yaml =
+        must_replace(&config(&broken.base_url(), "log: {access_log: true}"), "aliases:", &format!("{extra}aliases:"));
     let gw = gateway(&yaml).await;
 
     let mut answers = Vec::new();
@@ -212,14 +215,14 @@ fn check_accepts_the_example_config_and_locates_errors() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 
     let dir = temp_dir("check");
-    let bad = dir.join("bad.yaml");
-    let text = std::fs::read_to_string("config/sluice.yaml")
-        .unwrap()
-        .replace("  demo: mock/mock-1", "  demo: nowhere/mock-1")
-        .replace(
-            "    base_url: https://api.openai.com/v1",
-            "    base_url: https://api.openai.com/v1\n    base_url_typo: x",
-        );
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string("config/sluice.yaml").unwrap();
+    let text = must_replace(&text, "  demo: mock/mock-1", "  demo: nowhere/mock-1");
+    let text = must_replace(
+        &text,
+        "    base_url: https://api.openai.com/v1",
+        "    base_url: https://api.openai.com/v1\n    base_url_typo: x",
+    );
     std::fs::write(&bad, &text).unwrap();
     let out =
         sluice().args(["check", "--config"]).arg(&bad).env("OPENAI_API_KEY", "sk-env-SECRET-xyz").output().unwrap();
@@ -232,7 +235,7 @@ fn check_accepts_the_example_config_and_locates_errors() {
     );
     assert!(!stderr.contains("sk-env-SECRET-xyz"));
 
-    let text = text.replace("    base_url_typo: x\n", "");
+    let text = must_replace(&text, "    base_url_typo: x\n", "");
     std::fs::write(&bad, &text).unwrap();
     let out = sluice().args(["check", "--config"]).arg(&bad).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -241,26 +244,22 @@ fn check_accepts_the_example_config_and_locates_errors() {
         stderr.starts_with(&format!("{}:{line}:9: aliases.demo: unknown provider `nowhere`", bad.display())),
         "{stderr}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn serve_exits_cleanly_on_sigterm() {
     let dir = temp_dir("serve");
-    let cfg = example_config_in(&dir);
+    let cfg = example_config_in(dir.path());
     let mut cmd = sluice();
     cmd.args(["serve", "--config"]).arg(&cfg).env_remove("RUST_LOG");
-    let (mut child, _, _) = spawn_serving(cmd, &dir.join("log"));
+    let (mut child, _, _) = spawn_serving(cmd, &dir.path().join("log"));
+    let ready = dir.path().join("log.ready.json");
+    assert!(ready.exists(), "spawn_serving read the ready file there");
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(std::time::Instant::now() < deadline, "sluice serve did not exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = eventually_blocking(Duration::from_secs(10), || {
+        child.try_wait().unwrap().map(|s| s.code()).ok_or("sluice serve did not exit on SIGTERM")
+    });
     assert_eq!(code, Some(0));
-    let _ = std::fs::remove_dir_all(dir);
+    assert!(!ready.exists(), "a clean exit removes the ready file");
 }

@@ -9,22 +9,19 @@ mod common;
 
 use std::process::Command;
 
-use common::{gateway, python_sdk_or_skip};
+use common::{gateway, must_replace, python_sdk_or_skip, temp_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_sdk_works_through_sluice() {
     if !python_sdk_or_skip("the_openai_python_sdk_works_through_sluice") {
         return;
     }
-    let yaml = std::fs::read_to_string("config/sluice.yaml")
-        .unwrap()
-        .replace("127.0.0.1:8080", "127.0.0.1:0")
-        .replace("127.0.0.1:8081", "127.0.0.1:0")
-        .replace("chunk_delay: 15ms", "chunk_delay: 1ms")
-        .replace(
-            ".sluice-state",
-            &std::env::temp_dir().join(format!("sluice-sdk-{}", std::process::id())).display().to_string(),
-        );
+    let state = temp_dir("sdk");
+    let yaml = std::fs::read_to_string("config/sluice.yaml").unwrap();
+    let yaml = must_replace(&yaml, "127.0.0.1:8080", "127.0.0.1:0");
+    let yaml = must_replace(&yaml, "127.0.0.1:8081", "127.0.0.1:0");
+    let yaml = must_replace(&yaml, "chunk_delay: 15ms", "chunk_delay: 1ms");
+    let yaml = must_replace(&yaml, ".sluice-state", &state.path().join("state").display().to_string());
     let gw = gateway(&yaml).await;
     let base = format!("http://{}/v1", gw.data_addr);
     let out = tokio::task::spawn_blocking(move || {

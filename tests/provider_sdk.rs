@@ -174,7 +174,8 @@ async fn the_migration_example_config_works() {
         let body = r#"{"model":"assistant","user":"qa-tester","messages":[{"role":"user","content":"Hello"}]}"#;
         post("/v1/chat/completions", Some("sk-sluice-demo"), body)
     };
-    let state = std::env::temp_dir().join(format!("sluice-migration-{}", std::process::id()));
+    let tmp = temp_dir("migration");
+    let state = tmp.path().join("state");
     let gw = migration_example(openai, mock(MockKind::Anthropic).await, &state).await;
     let a = send(gw.data_addr, ask()).await;
     assert_eq!((a.status.as_u16(), a.header("x-sluice-variation")), (200, "candidate"), "{}", a.text());
@@ -196,5 +197,4 @@ async fn the_migration_example_config_works() {
     assert_eq!((a.header("x-sluice-variation"), a.header("x-sluice-fallback-from")), ("control", "candidate"));
     assert_eq!(a.json()["model"], "gpt-4o-mini");
     gw.shutdown().await;
-    let _ = std::fs::remove_dir_all(&state);
 }

@@ -443,7 +443,8 @@ async fn the_responses_api_is_routed_with_targeting_and_metrics() {
         }
     })))
     .await;
-    let yaml = providers_config("http://127.0.0.1:9/v1", &format!("http://{}", up.addr)).replace(
+    let yaml = must_replace(
+        &providers_config("http://127.0.0.1:9/v1", &format!("http://{}", up.addr)),
         "    endpoints: [chat_completions]\n",
         "    endpoints: [chat_completions]\n  responder:\n    variations:\n      - {name: only, ai_config: assistant, version: 1}\n    fallthrough: {variation: only}\n",
     );
@@ -491,22 +492,22 @@ fn check_refuses_what_cannot_work() {
     let base = providers_config("http://127.0.0.1:9/v1", "http://127.0.0.1:9");
     assert_eq!(check(&base), "", "the base config is valid");
 
-    let no_max = base.replace("    max_tokens: 256\n", "");
+    let no_max = must_replace(&base, "    max_tokens: 256\n", "");
     assert!(check(&no_max).contains("needs `max_tokens`"), "{}", check(&no_max));
 
     let responses =
-        base.replace("    endpoints: [chat_completions]\n", "    endpoints: [chat_completions, responses]\n");
+        must_replace(&base, "    endpoints: [chat_completions]\n", "    endpoints: [chat_completions, responses]\n");
     let err = check(&responses);
     assert!(err.contains("flags.assistant.endpoints[1]") && err.contains("does not serve /responses"), "{err}");
     // Variations on providers that serve different endpoints: the flag must say which it serves.
-    let unsaid = base.replace("    endpoints: [chat_completions]\n", "");
+    let unsaid = must_replace(&base, "    endpoints: [chat_completions]\n", "");
     let err = check(&unsaid);
     assert!(err.contains("list the endpoints this flag serves, e.g. `endpoints: [chat_completions]`"), "{err}");
 
-    let azure = base.replace("    api_version: 2024-10-21\n", "");
+    let azure = must_replace(&base, "    api_version: 2024-10-21\n", "");
     assert!(check(&azure).contains("api-version"), "{}", check(&azure));
 
-    let misplaced = base.replace("    max_tokens: 256\n", "    max_tokens: 256\n    api_version: x\n");
+    let misplaced = must_replace(&base, "    max_tokens: 256\n", "    max_tokens: 256\n    api_version: x\n");
     assert!(check(&misplaced).contains("only an `azure_openai` provider takes `api_version`"), "{}", check(&misplaced));
 }
 

@@ -5,10 +5,13 @@
 //! recover|repair`). Also: the audit log grows linearly with AI config versions.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use common::{eventually_blocking, must_replace, must_replacen, skipped};
 use serde_json::{json, Value};
 use sluice::state::{
     AuditEntry, AuditQuery, Change, ChangeError, Fault, Faults, FileStore, Request, State, StoreError,
@@ -17,26 +20,28 @@ use sluice::state::{
 const CONFIG: &str = "config/sluice.yaml";
 const FLAG: &str = "support-bot";
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-state-faults-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A state directory's path in a fresh temporary directory, which is removed when the
+/// first value is dropped (also when the test panics); the state directory itself does
+/// not exist yet.
+fn temp_state(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::Builder::new().prefix(&format!("sluice-state-faults-{name}-")).tempdir().unwrap();
+    let dir = tmp.path().join("state");
+    (tmp, dir)
 }
 
 /// The store in `dir`. A `sluice state` child another test is spawning holds a copy of
 /// every open descriptor until it execs — the lock of a store just dropped included — so
 /// wait (bounded) for that lock to be released.
 fn open_store(dir: &Path, faults: Arc<Faults>) -> Result<FileStore, String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match FileStore::open_with_faults(dir, Arc::clone(&faults)) {
-            Err(sluice::state::StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::yield_now()
-            }
-            other => return other.map_err(|e| e.to_string()),
-        }
-    }
+    eventually_blocking(LOCK_PATIENCE, || match FileStore::open_with_faults(dir, Arc::clone(&faults)) {
+        Err(e @ sluice::state::StoreError::Locked { .. }) => Err(e.to_string()),
+        other => Ok(other.map_err(|e| e.to_string())),
+    })
 }
+
+/// How long a lock held by another test's child may outlive its store: a bound that
+/// only stops a hang.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The example config's state, in `dir`, as `sluice serve` would open it.
 fn open_with(dir: &Path, faults: Arc<Faults>) -> Result<State, String> {
@@ -105,8 +110,7 @@ fn history(state: &State) {
 
 fn sluice_state(dir: &Path, args: &[&str]) -> (bool, String) {
     // As in `open_store`: a lock just released may live on a moment in another test's child.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
+    eventually_blocking(LOCK_PATIENCE, || {
         let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["state"])
             .args(args)
@@ -115,10 +119,12 @@ fn sluice_state(dir: &Path, args: &[&str]) -> (bool, String) {
             .output()
             .unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        if out.status.success() || !text.contains("in use by another sluice") || std::time::Instant::now() >= deadline {
-            return (out.status.success(), text);
+        if !out.status.success() && text.contains("in use by another sluice") {
+            Err(text)
+        } else {
+            Ok((out.status.success(), text))
         }
-    }
+    })
 }
 
 fn audit_path(dir: &Path) -> PathBuf {
@@ -131,7 +137,7 @@ fn bak(dir: &Path) -> Vec<u8> {
 
 #[test]
 fn a_deleted_state_file_stops_start_up_and_recover_rebuilds_it_from_the_log() {
-    let dir = temp_dir("deleted");
+    let (_tmp, dir) = temp_state("deleted");
     let state = open(&dir).unwrap();
     history(&state);
     let before = state.current();
@@ -158,12 +164,11 @@ fn a_deleted_state_file_stops_start_up_and_recover_rebuilds_it_from_the_log() {
     assert_eq!(revisions(&state), [1, 2, 3, 4, 5]);
     assert_eq!(kill(&state, false, "after recovery").unwrap(), 6);
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_state_file_older_than_the_log_stops_start_up_and_recover_catches_it_up() {
-    let dir = temp_dir("older");
+    let (_tmp, dir) = temp_state("older");
     let state = open(&dir).unwrap();
     assert_eq!(kill(&state, false, "incident").unwrap(), 2);
     let backup = std::fs::read(dir.join("state.json")).unwrap();
@@ -185,12 +190,11 @@ fn a_state_file_older_than_the_log_stops_start_up_and_recover_catches_it_up() {
     assert_eq!(state.current().docs, current.docs);
     assert_eq!(revisions(&state), [1, 2, 3, 4]);
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_failed_audit_append_is_cut_back_and_the_change_refused() {
-    let dir = temp_dir("append");
+    let (_tmp, dir) = temp_state("append");
     let faults = Arc::new(Faults::default());
     let state = open_with(&dir, Arc::clone(&faults)).unwrap();
     let len = std::fs::metadata(audit_path(&dir)).unwrap().len();
@@ -210,7 +214,6 @@ fn a_failed_audit_append_is_cut_back_and_the_change_refused() {
     assert_eq!(revisions(&state), [1, 2]);
     assert_eq!(entries[0].reason, "after free");
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -220,7 +223,7 @@ fn a_failed_cut_poisons_the_store_and_the_restart_keeps_lines_apart() {
     // an `é` (2 bytes): found, and asserted, below.
     let mut found = None;
     for prefix in ["", "x", "xx"] {
-        let dir = temp_dir(&format!("poison{}", prefix.len()));
+        let (tmp, dir) = temp_state(&format!("poison{}", prefix.len()));
         let faults = Arc::new(Faults::default());
         let state = open_with(&dir, Arc::clone(&faults)).unwrap();
         assert_eq!(kill(&state, false, "before").unwrap(), 2);
@@ -232,16 +235,13 @@ fn a_failed_cut_poisons_the_store_and_the_restart_keeps_lines_apart() {
         match std::str::from_utf8(&torn) {
             // Incomplete at the end: the cut is inside a multi-byte character.
             Err(e) if e.error_len().is_none() && torn.ends_with(&"é".as_bytes()[..1]) => {
-                found = Some((dir, faults, state));
+                found = Some((tmp, dir, faults, state));
                 break;
             }
-            _ => {
-                drop(state);
-                let _ = std::fs::remove_dir_all(&dir);
-            }
+            _ => drop(state),
         }
     }
-    let (dir, _faults, state) = found.expect("a cut inside `é`");
+    let (_tmp, dir, _faults, state) = found.expect("a cut inside `é`");
     let err = rollout(&state, 10.0, "glued?").unwrap_err();
     assert!(err.to_string().contains("refuses changes"), "poisoned: {err}");
     assert_eq!(state.revision(), 2);
@@ -259,19 +259,18 @@ fn a_failed_cut_poisons_the_store_and_the_restart_keeps_lines_apart() {
     assert_eq!(revisions(&state), [1, 2, 3]);
     assert_eq!(audit(&state)[0].reason, "after restart");
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_torn_last_line_cut_inside_an_emoji_is_repaired() {
-    let dir = temp_dir("torn");
+    let (_tmp, dir) = temp_state("torn");
     let state = open(&dir).unwrap();
     assert_eq!(kill(&state, false, "ramp to 20% 🚀 déploiement").unwrap(), 2);
     drop(state);
     // A crash mid-append of revision 3, cut inside the emoji.
     let log = std::fs::read(audit_path(&dir)).unwrap();
     let last = log[..log.len() - 1].rsplit(|b| *b == b'\n').next().unwrap().to_vec();
-    let text = String::from_utf8(last).unwrap().replace("\"revision\":2", "\"revision\":3");
+    let text = must_replace(&String::from_utf8(last).unwrap(), "\"revision\":2", "\"revision\":3");
     let cut = text.find('🚀').unwrap() + 2;
     let torn = &text.as_bytes()[..cut];
     assert!(std::str::from_utf8(torn).is_err(), "cut inside the character");
@@ -286,12 +285,11 @@ fn a_torn_last_line_cut_inside_an_emoji_is_repaired() {
     assert_eq!(audit(&state)[0].reason, "ramp to 20% 🚀 déploiement");
     assert_eq!(kill(&state, true, "next").unwrap(), 3);
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_crash_between_the_two_writes_is_cut_with_a_backup() {
-    let dir = temp_dir("between");
+    let (_tmp, dir) = temp_state("between");
     let state = open(&dir).unwrap();
     assert_eq!(kill(&state, false, "acknowledged").unwrap(), 2);
     let state_json = std::fs::read(dir.join("state.json")).unwrap();
@@ -304,12 +302,11 @@ fn the_crash_between_the_two_writes_is_cut_with_a_backup() {
     assert_eq!(revisions(&state), [1, 2]);
     assert!(String::from_utf8_lossy(&bak(&dir)).contains("never acknowledged"));
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_refused_state_write_leaves_no_entry_to_reuse_or_roll_back_to() {
-    let dir = temp_dir("refused");
+    let (_tmp, dir) = temp_state("refused");
     let faults = Arc::new(Faults::default());
     let state = open_with(&dir, Arc::clone(&faults)).unwrap();
     assert_eq!(kill(&state, false, "before ro").unwrap(), 2);
@@ -335,12 +332,11 @@ fn a_refused_state_write_leaves_no_entry_to_reuse_or_roll_back_to() {
     assert_eq!(flag["on"], true);
     assert!(flag["fallthrough"].get("rollout").is_none_or(|r| !r.to_string().contains("70")), "{flag}");
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn an_unsynced_rename_poisons_the_store_and_a_restart_agrees_with_the_disk() {
-    let dir = temp_dir("dirsync");
+    let (_tmp, dir) = temp_state("dirsync");
     let faults = Arc::new(Faults::default());
     let state = open_with(&dir, Arc::clone(&faults)).unwrap();
     faults.inject(Fault::DirSync);
@@ -359,24 +355,24 @@ fn an_unsynced_rename_poisons_the_store_and_a_restart_agrees_with_the_disk() {
     assert_eq!(state.revision(), 2);
     assert_eq!(revisions(&state), [1, 2]);
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_read_only_state_directory_refuses_the_change() {
     // Only meaningful where permissions apply (not as root).
-    let dir = temp_dir("readonly");
+    let (_tmp, dir) = temp_state("readonly");
     let state = open(&dir).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     if std::fs::File::create(dir.join("probe")).is_ok() {
-        eprintln!(
-            "\n*** SKIPPED a_read_only_state_directory_refuses_the_change: running as root, which writes to a read-only directory anyway; run as a normal user to test it (the fault-injected tests cover the path) ***\n"
+        skipped(
+            "a_read_only_state_directory_refuses_the_change",
+            "running as root, which writes to a read-only directory anyway; run as a normal user to test it (the \
+             fault-injected tests cover the path)",
         );
         let _ = std::fs::remove_file(dir.join("probe"));
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         drop(state);
-        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     let len = std::fs::metadata(audit_path(&dir)).unwrap().len();
@@ -385,12 +381,11 @@ fn a_read_only_state_directory_refuses_the_change() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(kill(&state, false, "after ro").unwrap(), 2);
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_damaged_middle_line_stops_start_up_and_repair_moves_it_to_the_backup() {
-    let dir = temp_dir("middle");
+    let (_tmp, dir) = temp_state("middle");
     let state = open(&dir).unwrap();
     history(&state);
     drop(state);
@@ -442,12 +437,11 @@ fn a_damaged_middle_line_stops_start_up_and_repair_moves_it_to_the_backup() {
     std::fs::write(audit_path(&dir), lines.join("\n") + "\n").unwrap();
     let err = open(&dir).expect_err("refused");
     assert!(err.contains("audit.jsonl:3: revision 4 follows revision 2: the revisions between are missing"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_damaged_revision_number_is_blamed_on_its_own_line_and_repair_restores_it() {
-    let dir = temp_dir("wrong-revision");
+    let (_tmp, dir) = temp_state("wrong-revision");
     let state = open(&dir).unwrap();
     history(&state);
     drop(state);
@@ -455,7 +449,7 @@ fn a_damaged_revision_number_is_blamed_on_its_own_line_and_repair_restores_it() 
     // One digit of line 3's revision changed, up or down: its neighbours (2 and 4) agree
     // with each other, so line 3 is named — not line 4, the first that looks out of place.
     for wrong in ["9", "1", "2", "4"] {
-        let damaged = good.replacen("\"revision\":3,", &format!("\"revision\":{wrong},"), 1);
+        let damaged = must_replacen(&good, "\"revision\":3,", &format!("\"revision\":{wrong},"), 1);
         std::fs::write(audit_path(&dir), &damaged).unwrap();
         let err = open(&dir).expect_err("refused");
         assert!(
@@ -474,7 +468,6 @@ fn a_damaged_revision_number_is_blamed_on_its_own_line_and_repair_restores_it() 
     assert_eq!(revisions(&state), [1, 2, 3, 4, 5]);
     assert!(audit(&state)[2].dropped);
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -483,7 +476,7 @@ fn the_audit_log_grows_linearly_with_ai_config_versions() {
     // costs the square of its size: 300 by default; `SLUICE_TEST_VERSIONS=2000` for the
     // full figure.
     let versions: u32 = std::env::var("SLUICE_TEST_VERSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
-    let dir = temp_dir("linear");
+    let (_tmp, dir) = temp_state("linear");
     let state = open(&dir).unwrap();
     let first = std::fs::metadata(audit_path(&dir)).unwrap().len();
     for n in 0..versions {
@@ -507,18 +500,16 @@ fn the_audit_log_grows_linearly_with_ai_config_versions() {
     state.apply(Change::Rollback { flag: FLAG.into(), revision: 1 }, &req("undo")).unwrap();
     assert_eq!(state.current().docs.flags[FLAG].get("on"), None);
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_rollback_to_a_revision_that_does_not_exist_is_not_found() {
-    let dir = temp_dir("future");
+    let (_tmp, dir) = temp_state("future");
     let state = open(&dir).unwrap();
     let err = state.apply(Change::Rollback { flag: FLAG.into(), revision: 99999 }, &req("undo")).unwrap_err();
     assert!(matches!(err, ChangeError::NotFound(_)), "{err}");
     assert!(err.to_string().contains("no revision 99999"), "{err}");
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A small tmpfs, unmounted when dropped.
@@ -533,7 +524,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_refuses_the_change_and_leaves_the_log_whole() {
-    let mount = temp_dir("tmpfs");
+    let (_tmp, mount) = temp_state("tmpfs");
     std::fs::create_dir_all(&mount).unwrap();
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
@@ -541,8 +532,13 @@ fn a_full_disk_refuses_the_change_and_leaves_the_log_whole() {
         .output()
         .map(|o| o.status.success());
     if mounted.as_ref().map_or(true, |ok| !ok) {
-        eprintln!("\n*** SKIPPED a_full_disk_refuses_the_change_and_leaves_the_log_whole: cannot mount a tmpfs here ({mounted:?}): it needs root; run as root to test it (the fault-injected tests cover the path) ***\n");
-        let _ = std::fs::remove_dir(&mount);
+        skipped(
+            "a_full_disk_refuses_the_change_and_leaves_the_log_whole",
+            &format!(
+                "cannot mount a tmpfs here ({mounted:?}): it needs root; run as root to test it (the fault-injected \
+                 tests cover the path)"
+            ),
+        );
         return;
     }
     let _unmount = Tmpfs(mount.clone());
@@ -580,7 +576,7 @@ fn a_full_disk_refuses_the_change_and_leaves_the_log_whole() {
 
 #[test]
 fn a_log_removed_under_a_running_store_is_never_padded_and_the_store_stops() {
-    let dir = temp_dir("removed");
+    let (_tmp, dir) = temp_state("removed");
     let state = open(&dir).unwrap();
     assert_eq!(kill(&state, false, "before").unwrap(), 2);
     std::fs::remove_file(audit_path(&dir)).unwrap();
@@ -590,12 +586,11 @@ fn a_log_removed_under_a_running_store_is_never_padded_and_the_store_stops() {
     assert!(!log.contains(&0), "no gap of zeros: {} bytes", log.len());
     assert_eq!(state.revision(), 2);
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn start_up_accepts_exactly_the_tails_a_crash_leaves() {
-    let dir = temp_dir("tails");
+    let (_tmp, dir) = temp_state("tails");
     let state = open(&dir).unwrap();
     assert_eq!(kill(&state, false, "a").unwrap(), 2);
     drop(state);
@@ -642,12 +637,11 @@ fn start_up_accepts_exactly_the_tails_a_crash_leaves() {
     assert_eq!(state.revision(), 1);
     assert_eq!(revisions(&state), [1]);
     drop(state);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn recover_replays_no_unacknowledged_tail_and_never_overwrites_a_backup() {
-    let dir = temp_dir("recover-tail");
+    let (_tmp, dir) = temp_state("recover-tail");
     let state = open(&dir).unwrap();
     assert_eq!(kill(&state, false, "acknowledged").unwrap(), 2);
     let state_json = std::fs::read(dir.join("state.json")).unwrap();
@@ -672,12 +666,11 @@ fn recover_replays_no_unacknowledged_tail_and_never_overwrites_a_backup() {
     assert!(ok && out.contains("is in state.json.bak.2"), "{out}");
     assert_eq!(std::fs::read(dir.join("state.json.bak")).unwrap(), first_backup, "never overwritten");
     assert!(dir.join("state.json.bak.2").exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn recover_refuses_a_log_behind_the_state_file() {
-    let dir = temp_dir("recover-behind");
+    let (_tmp, dir) = temp_state("recover-behind");
     let state = open(&dir).unwrap();
     history(&state);
     drop(state);
@@ -691,12 +684,11 @@ fn recover_refuses_a_log_behind_the_state_file() {
     assert!(out.contains("is at revision 5") && out.contains("rebuilds only revision 3"), "{out}");
     assert_eq!(std::fs::read(dir.join("state.json")).unwrap(), state_json, "nothing changed");
     assert!(!dir.join("state.json.bak").exists(), "no backup made");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_gap_in_the_revisions_stops_start_up() {
-    let dir = temp_dir("gap");
+    let (_tmp, dir) = temp_state("gap");
     let state = open(&dir).unwrap();
     history(&state);
     drop(state);
@@ -713,7 +705,7 @@ fn a_gap_in_the_revisions_stops_start_up() {
     // line cut must follow state.json's own entry.
     let state_at_4 = {
         let text = String::from_utf8(std::fs::read(dir.join("state.json")).unwrap()).unwrap();
-        text.replacen("\"revision\":5", "\"revision\":4", 1)
+        must_replacen(&text, "\"revision\":5", "\"revision\":4", 1)
     };
     std::fs::write(dir.join("state.json"), state_at_4).unwrap();
     let gapped_tail = [lines[..2].concat(), lines[4].to_vec()].concat();
@@ -721,13 +713,12 @@ fn a_gap_in_the_revisions_stops_start_up() {
     let err = open(&dir).expect_err("refused");
     assert!(err.contains("revision 5 follows revision 2"), "{err}");
     assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), gapped_tail);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn an_entry_longer_than_an_audit_line_may_be_is_refused_before_anything_is_written() {
     use sluice::state::Store;
-    let dir = temp_dir("too-long");
+    let (_tmp, dir) = temp_state("too-long");
     let state = open(&dir).unwrap();
     let stored = state.current();
     drop(state);
@@ -746,5 +737,4 @@ fn an_entry_longer_than_an_audit_line_may_be_is_refused_before_anything_is_writt
     assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
     assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), log, "nothing appended");
     drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
 }

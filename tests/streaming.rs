@@ -119,11 +119,10 @@ async fn a_client_that_disconnects_cancels_the_upstream_stream() {
     let _ = http_body_util::BodyExt::frame(&mut body).await.unwrap().unwrap();
     assert!(!up.stream_dropped.load(Ordering::SeqCst));
     drop(body); // closes the client connection mid-stream
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !up.stream_dropped.load(Ordering::SeqCst) {
-        assert!(Instant::now() < deadline, "the upstream stream was never cancelled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(3), async || {
+        up.stream_dropped.load(Ordering::SeqCst).then_some(()).ok_or("the upstream stream was never cancelled")
+    })
+    .await;
     gw.shutdown().await;
 }
 
@@ -144,32 +143,43 @@ async fn the_built_in_mock_streams_with_usage() {
 #[tokio::test]
 async fn a_client_that_disconnects_before_the_answer_cancels_the_upstream_request() {
     use tokio::io::AsyncReadExt;
-    // A raw upstream that reads the request, never answers, and notes when sluice
-    // closes the connection.
+    // A raw upstream that reads the request, never answers, and notes when the request
+    // has arrived and when sluice closes the connection.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = closed.clone();
+    let (got, flag) = (received.clone(), closed.clone());
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; 65536];
+        let mut head = Vec::new();
         loop {
             match s.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {}
+                Ok(n) => {
+                    head.extend_from_slice(&buf[..n]);
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        got.store(true, Ordering::SeqCst);
+                    }
+                }
             }
         }
         flag.store(true, Ordering::SeqCst);
     });
-    let gw = gateway(&config(&format!("http://{addr}/v1"), "").replace("first_byte: 1s", "first_byte: 30s")).await;
+    let gw =
+        gateway(&must_replace(&config(&format!("http://{addr}/v1"), ""), "first_byte: 1s", "first_byte: 30s")).await;
     let req = tokio::spawn(send_raw(gw.data_addr, post("/v1/chat/completions", Some(KEY), r#"{"model":"up/m"}"#)));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The provider has the request (its head at least) and is "thinking".
+    eventually(Duration::from_secs(10), async || {
+        received.load(Ordering::SeqCst).then_some(()).ok_or("the request never reached the upstream")
+    })
+    .await;
     assert!(!closed.load(Ordering::SeqCst));
     req.abort(); // the client goes away while the provider is still thinking
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !closed.load(Ordering::SeqCst) {
-        assert!(Instant::now() < deadline, "the upstream request was not cancelled");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(3), async || {
+        closed.load(Ordering::SeqCst).then_some(()).ok_or("the upstream request was not cancelled")
+    })
+    .await;
     gw.shutdown().await;
 }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 /// candidate (b@2), rules by email, targets, a segment, and a 5% fallthrough.
 fn targeting_config(a: &str, b: &str, extra_flag: &str) -> String {
     let base = config(a, "");
-    format!(
+    let text = format!(
         r#"{base}
   b:
     kind: openai
@@ -72,9 +72,13 @@ segments:
   beta:
     included: [beta-user]
 "#
-    )
-    .replace("\naliases:\n  fast: up/gpt-x\n", "\n")
-        + "aliases:\n  fast: up/gpt-x\n"
+    );
+    must_replace(&text, "\naliases:\n  fast: up/gpt-x\n", "\n") + "aliases:\n  fast: up/gpt-x\n"
+}
+
+/// `text` (a [`targeting_config`]) with `bot` falling back on `control`.
+fn falling_back(text: &str) -> String {
+    must_replace(text, "  bot:\n    variations:", "  bot:\n    fallback_variation: control\n    variations:")
 }
 
 async fn two_upstreams() -> (Upstream, Upstream) {
@@ -207,7 +211,7 @@ async fn five_percent_rollout_over_20000_users_is_accurate_and_sticky() {
 
 /// A rollout flag on the in-process mock provider (no upstream network).
 fn mock_rollout_config() -> String {
-    config("http://127.0.0.1:9/v1", "").replace("aliases:", "").replace("  fast: up/gpt-x\n", "")
+    must_replace(&must_replace(&config("http://127.0.0.1:9/v1", ""), "aliases:", ""), "  fast: up/gpt-x\n", "")
         + r#"
 ai_configs:
   roll:
@@ -292,8 +296,7 @@ async fn fallback_happens_before_the_first_byte_only() {
     let a = Upstream::start(json_reply(CHAT_RESPONSE)).await;
     let (_held, dead) = refusing_addr();
     let dead = format!("http://{dead}/v1");
-    let with_fallback = targeting_config(&a.base_url(), &dead, "")
-        .replace("  bot:\n    variations:", "  bot:\n    fallback_variation: control\n    variations:");
+    let with_fallback = falling_back(&targeting_config(&a.base_url(), &dead, ""));
     let gw = gateway(&with_fallback).await;
     let r = send(gw.data_addr, chat("bot", &[], r#","user":"target-me""#)).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -305,11 +308,7 @@ async fn fallback_happens_before_the_first_byte_only() {
 
     // A 5xx from the candidate falls back too.
     let failing = Upstream::start(Reply::Json { status: 503, body: "{}".into(), delay: Duration::ZERO }).await;
-    let gw = gateway(
-        &targeting_config(&a.base_url(), &failing.base_url(), "")
-            .replace("  bot:\n    variations:", "  bot:\n    fallback_variation: control\n    variations:"),
-    )
-    .await;
+    let gw = gateway(&falling_back(&targeting_config(&a.base_url(), &failing.base_url(), ""))).await;
     let r = send(gw.data_addr, chat("bot", &[], r#","user":"target-me""#)).await;
     assert_eq!((r.status.as_u16(), r.header("x-sluice-fallback-from")), (200, "candidate"));
     gw.shutdown().await;
@@ -324,11 +323,7 @@ async fn fallback_happens_before_the_first_byte_only() {
     let breaking =
         Upstream::start(Reply::Sse(vec![chat_chunk("a"), Step::Wait(Duration::from_millis(20)), Step::Break])).await;
     let calls_before = a.calls.load(std::sync::atomic::Ordering::SeqCst);
-    let gw = gateway(
-        &targeting_config(&a.base_url(), &breaking.base_url(), "")
-            .replace("  bot:\n    variations:", "  bot:\n    fallback_variation: control\n    variations:"),
-    )
-    .await;
+    let gw = gateway(&falling_back(&targeting_config(&a.base_url(), &breaking.base_url(), ""))).await;
     let r = send(gw.data_addr, chat("bot", &[], r#","user":"target-me","stream":true"#)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-sluice-variation"), "candidate");
@@ -395,34 +390,40 @@ fn configs_referring_to_missing_things_are_refused_with_paths() {
         sluice::server::prepare(loaded).map(|_| ())
     };
     assert!(load(&base).is_ok());
-    let err = load(
-        &base.replace("{name: candidate, ai_config: bot, version: 2}", "{name: candidate, ai_config: bot, version: 9}"),
-    )
+    let err = load(&must_replace(
+        &base,
+        "{name: candidate, ai_config: bot, version: 2}",
+        "{name: candidate, ai_config: bot, version: 9}",
+    ))
     .unwrap_err()
     .to_string();
     assert!(
         err.contains("flags.bot.variations[1].version: AI config `bot` has no version 9 (it has: 1, 2, 3)"),
         "{err}"
     );
-    let err = load(
-        &base
-            .replace("{name: candidate, ai_config: bot, version: 2}", "{name: candidate, ai_config: nope, version: 2}"),
-    )
+    let err = load(&must_replace(
+        &base,
+        "{name: candidate, ai_config: bot, version: 2}",
+        "{name: candidate, ai_config: nope, version: 2}",
+    ))
     .unwrap_err()
     .to_string();
     assert!(err.contains("flags.bot.variations[1].ai_config: no AI config `nope`"), "{err}");
-    let err = load(&base.replace(
+    let err = load(&must_replace(
+        &base,
         "        provider: b\n        model: model-b\n        parameters",
         "        provider: nobody\n        model: model-b\n        parameters",
     ))
     .unwrap_err()
     .to_string();
     assert!(err.contains("ai_configs.bot.versions[1].provider: unknown provider `nobody`"), "{err}");
-    let err = load(&base.replace("Be brief, {{ldctx.user.name}}.", "Be brief, {{#ldctx}}")).unwrap_err().to_string();
+    let err =
+        load(&must_replace(&base, "Be brief, {{ldctx.user.name}}.", "Be brief, {{#ldctx}}")).unwrap_err().to_string();
     assert!(err.contains("ai_configs.bot.versions[1].messages[0].content: template error"), "{err}");
-    let err = load(&base.replace("variation: candidate\n      - id: beta", "variation: candidat\n      - id: beta"))
-        .unwrap_err()
-        .to_string();
+    let err =
+        load(&must_replace(&base, "variation: candidate\n      - id: beta", "variation: candidat\n      - id: beta"))
+            .unwrap_err()
+            .to_string();
     assert!(err.contains("flags.bot.rules[0].variation: unknown variation `candidat`"), "{err}");
     // Every error carries the file, line and column.
     assert!(err.starts_with("t.yaml:"), "{err}");
@@ -445,7 +446,7 @@ flags:"#;
       - {name: only, ai_config: bot, version: 4}
     fallthrough: {variation: only}
 "#;
-    let text = targeting_config(&a.base_url(), &b.base_url(), extra).replacen("flags:", ld_version, 1);
+    let text = must_replacen(&targeting_config(&a.base_url(), &b.base_url(), extra), "flags:", ld_version, 1);
     let gw = gateway(&text).await;
     let r = send(gw.data_addr, chat("imported", &[], r#","user":"k-1""#)).await;
     assert_eq!((r.status.as_u16(), r.header("x-sluice-ai-config")), (200, "bot@4"), "{}", r.text());
@@ -460,7 +461,7 @@ flags:"#;
     gw.shutdown().await;
 
     // `_ldMeta.enabled: false` disables the version.
-    let disabled = text.replace("enabled: true}", "enabled: false}");
+    let disabled = must_replace(&text, "enabled: true}", "enabled: false}");
     let gw = gateway(&disabled).await;
     let r = send(gw.data_addr, chat("imported", &[], r#","user":"k-1""#)).await;
     assert_eq!((r.status.as_u16(), r.error_code().as_str()), (503, "ai_config_disabled"));

@@ -35,6 +35,11 @@ pub enum Command {
         /// Reload the config file when it changes (SIGHUP always reloads it).
         #[arg(long)]
         watch: bool,
+        /// Once both listeners are bound, write `{"data": ADDR, "admin": ADDR, "pid": N}`
+        /// here (atomically: a temporary file renamed into place); removed on a clean exit.
+        /// With port 0 in `listen`, this is how a supervisor or a test learns the ports.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
     },
     /// Validate a config file; prints `file:line:col: message` and exits 1 on error.
     Check {
@@ -80,7 +85,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     runtime.block_on(async {
         match command {
-            Command::Serve { config, watch } => serve(&config, watch).await,
+            Command::Serve { config, watch, ready_file } => serve(&config, watch, ready_file.as_deref()).await,
             Command::MockProvider(args) => {
                 init_logging(&LogConfig::default());
                 match mock::run(args).await {
@@ -97,8 +102,15 @@ pub fn run(cli: Cli) -> ExitCode {
     })
 }
 
-async fn serve(path: &std::path::Path, watch: bool) -> ExitCode {
+async fn serve(path: &std::path::Path, watch: bool, ready_file: Option<&std::path::Path>) -> ExitCode {
     let shutdown = shutdown_signal();
+    // A file left by an earlier run must not be taken for this one's.
+    if let Some(ready) = ready_file {
+        if let Err(e) = remove_if_present(ready) {
+            eprintln!("sluice: cannot remove the old ready file {}: {e}", ready.display());
+            return ExitCode::FAILURE;
+        }
+    }
     // The content is kept (as a hash) so that `--watch` reloads only a changed file.
     let text = config::read_file(path);
     let started_with = reload::Fingerprint::of(&text);
@@ -121,6 +133,13 @@ async fn serve(path: &std::path::Path, watch: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(ready) = ready_file {
+        if let Err(e) = write_ready_file(ready, running.data_addr, running.admin_addr) {
+            eprintln!("sluice: cannot write the ready file {}: {e}", ready.display());
+            running.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+    }
     let reloads =
         tokio::spawn(reload::run(std::sync::Arc::clone(&running.state), path.to_path_buf(), watch, started_with));
     shutdown.await;
@@ -128,7 +147,42 @@ async fn serve(path: &std::path::Path, watch: bool) -> ExitCode {
     server::exit_after(running.shutdown_grace + server::SHUTDOWN_MARGIN);
     reloads.abort();
     running.shutdown().await;
+    if let Some(ready) = ready_file {
+        if let Err(e) = remove_if_present(ready) {
+            tracing::warn!(path = %ready.display(), error = %e, "cannot remove the ready file");
+        }
+    }
     ExitCode::SUCCESS
+}
+
+/// The ready file's content: the addresses bound (port 0 resolved) and the process id.
+fn ready_json(data: std::net::SocketAddr, admin: std::net::SocketAddr, pid: u32) -> String {
+    serde_json::json!({"data": data.to_string(), "admin": admin.to_string(), "pid": pid}).to_string()
+}
+
+/// Write the ready file atomically: to a temporary file beside it, then renamed over it,
+/// so a reader sees either no file or the whole of it.
+fn write_ready_file(
+    path: &std::path::Path,
+    data: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let written = std::fs::write(&tmp, ready_json(data, admin, std::process::id()) + "\n")
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn remove_if_present(path: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
@@ -195,5 +249,30 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_ready_file_is_written_whole_and_names_the_bound_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ready.json");
+        std::fs::write(&path, "stale").unwrap();
+        write_ready_file(&path, "127.0.0.1:4100".parse().unwrap(), "127.0.0.1:4101".parse().unwrap()).unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(
+            ready,
+            serde_json::json!({"data": "127.0.0.1:4100", "admin": "127.0.0.1:4101", "pid": std::process::id()})
+        );
+        // Nothing else is left beside it.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        remove_if_present(&path).unwrap();
+        remove_if_present(&path).unwrap();
+        assert!(!path.exists());
     }
 }

@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -201,7 +203,8 @@ async fn completion_stream() {
     assert_eq!(chunks[4]["usage"]["completion_tokens"], 3);
 }
 
-#[tokio::test]
+// Paused time: the delays pass on tokio's clock at once, and exactly.
+#[tokio::test(start_paused = true)]
 async fn chunk_delay_spreads_frames() {
     let settings = MockSettings { chunks: 5, chunk_delay: Duration::from_millis(20), ..MockSettings::default() };
     let call = post("/v1/chat/completions", r#"{"model":"m","stream":true}"#);
@@ -218,7 +221,7 @@ async fn chunk_delay_spreads_frames() {
     assert_eq!(events(std::str::from_utf8(&text).unwrap()).len(), 8);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn latency_delays_the_head() {
     let start = Instant::now();
     let response = get("/v1/models").query("latency_ms=30").run().await;
@@ -290,7 +293,8 @@ async fn malformed_json_and_missing_model_are_400() {
     }
 }
 
-#[tokio::test]
+// Paused time: the 1 ms chunk delay passes on tokio's clock at once.
+#[tokio::test(start_paused = true)]
 async fn break_after_fails_the_stream() {
     for kind in ["/v1/chat/completions", "/v1/completions"] {
         for delay in ["0", "1"] {

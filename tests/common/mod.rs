@@ -297,18 +297,18 @@ aliases:
 /// copy of every descriptor, the lock's included, until it execs. So "in use" is retried
 /// until a deadline.
 pub async fn gateway(yaml: &str) -> Running {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), async || {
         let loaded = sluice::config::parse(yaml, "test.yaml", &|_| None).unwrap();
         let prepared = sluice::server::prepare(loaded).unwrap();
         match sluice::server::start(prepared).await {
-            Ok(running) => return running,
-            Err(e) if e.to_string().contains("in use by another sluice") && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(10)).await
+            Ok(running) => Ok(running),
+            Err(e) if e.to_string().contains("in use by another sluice") => {
+                Err(format!("the gateway did not start: {e}"))
             }
             Err(e) => panic!("the gateway did not start: {e}"),
         }
-    }
+    })
+    .await
 }
 
 /// Samples of `/metrics`: (name, labels) → value.
@@ -353,19 +353,128 @@ pub async fn scrape(gw: &Running) -> String {
     send(gw.admin_addr, get("/metrics", None)).await.text()
 }
 
-/// Whether the OpenAI Python SDK can run here. When it cannot, the test `name` is skipped
-/// with a loud line — or fails, when `SLUICE_REQUIRE_SDK=1` (as in CI).
-pub fn python_sdk_or_skip(name: &str) -> bool {
-    let available =
-        std::process::Command::new("python3").args(["-c", "import openai"]).output().is_ok_and(|o| o.status.success());
-    if !available {
-        assert!(
-            std::env::var("SLUICE_REQUIRE_SDK").as_deref() != Ok("1"),
-            "SLUICE_REQUIRE_SDK=1 but `python3 -c 'import openai'` fails"
-        );
-        eprintln!("SKIPPED {name}: python3 with the `openai` package is not installed (pip install openai)");
+/// Say, where `cargo test` shows it, that test `name` is skipped and why. `cargo test`
+/// keeps a passing test's `print!`/`eprint!` output to itself; this writes to the
+/// process's standard error directly, so the line stays visible in the run's output.
+pub fn skipped(name: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "\nSKIPPED {name}: {why}");
+}
+
+/// An optional prerequisite of some tests: without it they print `SKIPPED …` and pass —
+/// unless its `require` variable is `1` (as in CI), which makes it a failure.
+pub struct Prerequisite {
+    pub what: &'static str,
+    /// The variable that makes it required, if any.
+    pub require: Option<&'static str>,
+    /// The tests that skip without it.
+    pub tests: &'static [&'static str],
+    /// `Some(why and how to get it)` when it is missing here.
+    pub missing: fn() -> Option<String>,
+}
+
+impl Prerequisite {
+    pub fn required(&self) -> bool {
+        self.require.is_some_and(|var| std::env::var(var).as_deref() == Ok("1"))
     }
-    available
+}
+
+fn runs(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program).args(args).output().is_ok_and(|o| o.status.success())
+}
+
+pub const PYTHON_SDK: Prerequisite = Prerequisite {
+    what: "python3 with the `openai` package",
+    require: Some("SLUICE_REQUIRE_SDK"),
+    tests: &[
+        "openai_sdk::the_openai_python_sdk_works_through_sluice",
+        "provider_sdk::openai_anthropic_and_azure_variations_look_the_same_to_the_openai_sdk",
+    ],
+    missing: || {
+        (!runs("python3", &["-c", "import openai"]))
+            .then(|| "`python3 -c 'import openai'` fails (pip install openai)".to_string())
+    },
+};
+
+pub const PROMTOOL: Prerequisite = Prerequisite {
+    what: "promtool",
+    require: Some("SLUICE_REQUIRE_PROMTOOL"),
+    tests: &[
+        "metrics::metrics_pass_promtool",
+        "deploy::alert_rules_pass_promtool",
+        "deploy::alert_rules_pass_their_unit_tests",
+        "deploy::dashboard_queries_parse_as_promql",
+    ],
+    missing: || {
+        (!runs("promtool", &["--version"]))
+            .then(|| "promtool is not installed (`apt-get install prometheus`)".to_string())
+    },
+};
+
+pub const CONFORMANCE_DATA: Prerequisite = Prerequisite {
+    what: "LaunchDarkly's evaluation cases (SLUICE_CONFORMANCE_DIR)",
+    require: Some("SLUICE_REQUIRE_CONFORMANCE"),
+    tests: &["conformance::launchdarkly_server_side_evaluations"],
+    missing: || {
+        std::env::var_os("SLUICE_CONFORMANCE_DIR").is_none().then(|| {
+            "SLUICE_CONFORMANCE_DIR is not set (point it at the shared conformance `launchdarkly` folder, as \
+             .ci/run does)"
+                .to_string()
+        })
+    },
+};
+
+pub const PRLIMIT: Prerequisite = Prerequisite {
+    what: "prlimit (util-linux)",
+    require: None,
+    tests: &[
+        "connections::silent_connections_past_the_descriptor_limit_leave_the_admin_plane_answering",
+        "connections::accept_errors_back_off_instead_of_spinning",
+    ],
+    missing: || (!runs("prlimit", &["--version"])).then(|| "`prlimit` (util-linux) is not installed".to_string()),
+};
+
+/// Whether running as root: a tmpfs can be mounted (the full-disk test needs it), and a
+/// read-only directory is writable anyway (the read-only test cannot run).
+pub fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+pub const ROOT: Prerequisite = Prerequisite {
+    what: "running as root",
+    require: None,
+    tests: &["state_faults::a_full_disk_refuses_the_change_and_leaves_the_log_whole"],
+    missing: || (!is_root()).then(|| "mounting a tmpfs needs root".to_string()),
+};
+
+pub const NOT_ROOT: Prerequisite = Prerequisite {
+    what: "running as a normal user",
+    require: None,
+    tests: &["state_faults::a_read_only_state_directory_refuses_the_change"],
+    missing: || is_root().then(|| "root writes to a read-only directory anyway".to_string()),
+};
+
+/// Every optional prerequisite, for `tests/prerequisites.rs`'s summary.
+pub const PREREQUISITES: &[&Prerequisite] = &[&PYTHON_SDK, &PROMTOOL, &CONFORMANCE_DATA, &PRLIMIT, &ROOT, &NOT_ROOT];
+
+/// Whether `prerequisite` is here for test `name`. When it is missing the test is
+/// [`skipped`] (the caller returns) — or this fails, when the prerequisite is required.
+pub fn have(prerequisite: &Prerequisite, name: &str) -> bool {
+    let Some(why) = (prerequisite.missing)() else { return true };
+    assert!(
+        !prerequisite.required(),
+        "{}=1 but {} is missing: {why}",
+        prerequisite.require.unwrap_or_default(),
+        prerequisite.what
+    );
+    skipped(name, &why);
+    false
+}
+
+/// Whether the OpenAI Python SDK can run here. When it cannot, the test `name` is skipped
+/// with a visible line — or fails, when `SLUICE_REQUIRE_SDK=1` (as in CI).
+pub fn python_sdk_or_skip(name: &str) -> bool {
+    have(&PYTHON_SDK, name)
 }
 
 /// A `sluice mock-provider` with `settings` on an ephemeral port, stopped with the test.
@@ -530,15 +639,136 @@ pub fn tls_material(
     (cert, key, ck.cert.der().clone())
 }
 
-/// A directory of this test process's own under the system's temporary directory.
-pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-test-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory under the system's temporary directory, named after `name`, removed
+/// when the returned value is dropped — when the test panics too.
+pub fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("sluice-test-{name}-")).tempdir().unwrap()
 }
 
-/// Spawn `cmd` — a `sluice serve` whose config listens on port 0 — with its log in `log`,
-/// and read the addresses it bound from its start-up line ("sluice is serving"): no port
+/// `text` with every `from` replaced by `to`. Panics, naming `from`, when `text` does not
+/// contain it: an edit of a test's config that silently did nothing would let the test
+/// check something else than it says.
+#[track_caller]
+pub fn must_replace(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "must_replace: {from:?} is not in the text to edit:\n{}", excerpt(text));
+    text.replace(from, to)
+}
+
+/// [`must_replace`] for the first `count` occurrences of `from` only.
+#[track_caller]
+pub fn must_replacen(text: &str, from: &str, to: &str, count: usize) -> String {
+    assert!(text.contains(from), "must_replacen: {from:?} is not in the text to edit:\n{}", excerpt(text));
+    text.replacen(from, to, count)
+}
+
+/// The start of `text`, for a failure message.
+fn excerpt(text: &str) -> &str {
+    match text.char_indices().nth(4000) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
+/// How often [`eventually`] and [`eventually_blocking`] look again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// What a polled condition returns: ready (with a value), or not yet (and what it saw,
+/// for the failure message).
+pub trait Polled {
+    type Value;
+    fn ready(self) -> Result<Self::Value, String>;
+}
+
+impl Polled for bool {
+    type Value = ();
+    fn ready(self) -> Result<(), String> {
+        if self {
+            Ok(())
+        } else {
+            Err("the condition was false".into())
+        }
+    }
+}
+
+impl<T> Polled for Option<T> {
+    type Value = T;
+    fn ready(self) -> Result<T, String> {
+        self.ok_or_else(|| "the condition returned None".into())
+    }
+}
+
+impl<T, E: std::fmt::Display> Polled for Result<T, E> {
+    type Value = T;
+    fn ready(self) -> Result<T, String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// Poll `condition` until it is ready (`true`, `Some(v)` or `Ok(v)`) and return its value.
+/// `timeout` only stops a test that would otherwise hang — it is never what a test waits
+/// for, nor a measure of speed; past it, this panics with the caller's location and what
+/// the condition last saw (`Err(e)` shows `e`).
+#[track_caller]
+pub fn eventually<P: Polled>(
+    timeout: Duration,
+    mut condition: impl AsyncFnMut() -> P,
+) -> impl std::future::Future<Output = P::Value> {
+    let at = std::panic::Location::caller();
+    async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match condition().await.ready() {
+                Ok(value) => return value,
+                Err(last) if tokio::time::Instant::now() >= deadline => {
+                    panic!("{at}: still not so after {timeout:?}: {last}")
+                }
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+}
+
+/// [`eventually`] for a thread that may block: polls with `std::thread::sleep`.
+#[track_caller]
+pub fn eventually_blocking<P: Polled>(timeout: Duration, mut condition: impl FnMut() -> P) -> P::Value {
+    let at = std::panic::Location::caller();
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match condition().ready() {
+            Ok(value) => return value,
+            Err(last) if std::time::Instant::now() >= deadline => {
+                panic!("{at}: still not so after {timeout:?}: {last}")
+            }
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
+/// The addresses a `sluice serve --ready-file PATH` wrote there once both listeners were
+/// bound: `{"data": ADDR, "admin": ADDR, "pid": N}`. Waits (bounded) for the file; panics,
+/// with `log()`, when the child exits first or the file names another process.
+pub fn read_ready_file(
+    child: &mut std::process::Child,
+    ready: &std::path::Path,
+    log: impl Fn() -> String,
+) -> (SocketAddr, SocketAddr) {
+    let ready: serde_json::Value = eventually_blocking(Duration::from_secs(30), || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("sluice serve exited ({status}) before it was ready:\n{}", log());
+        }
+        // Written whole (a temporary file renamed), so a file that exists parses.
+        let text = std::fs::read_to_string(ready).map_err(|e| format!("no ready file yet ({e}); log:\n{}", log()))?;
+        serde_json::from_str::<serde_json::Value>(&text).map_err(|e| format!("a torn ready file ({e}): {text}"))
+    });
+    assert_eq!(ready["pid"], child.id(), "the ready file names the child: {ready}");
+    let addr = |key: &str| -> SocketAddr {
+        ready[key].as_str().and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("no `{key}` address: {ready}"))
+    };
+    (addr("data"), addr("admin"))
+}
+
+/// Spawn `cmd` — a `sluice serve` whose config listens on port 0 — with its log in `log`
+/// and `--ready-file` beside it, and read the addresses it bound from that file: no port
 /// is picked before the gateway binds it, so none can be taken meanwhile. Returns the
 /// child with its data and admin addresses.
 pub fn spawn_serving(
@@ -546,28 +776,19 @@ pub fn spawn_serving(
     log: &std::path::Path,
 ) -> (std::process::Child, SocketAddr, SocketAddr) {
     let file = std::fs::File::create(log).unwrap();
-    let mut child = cmd.stderr(file).stdout(std::process::Stdio::null()).spawn().unwrap();
-    let field = |line: &str, name: &str| -> Option<SocketAddr> {
-        let at = line.find(&format!("{name}="))? + name.len() + 1;
-        let rest: String = line[at..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
-        rest.parse().ok()
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        // Without colour codes, whatever the terminal.
-        let plain: String = strip_ansi(&text);
-        if let Some(line) = plain.lines().find(|l| l.contains("sluice is serving")) {
-            if let (Some(data), Some(admin)) = (field(line, "data_addr"), field(line, "admin_addr")) {
-                return (child, data, admin);
-            }
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("sluice serve exited ({status}) before serving:\n{plain}");
-        }
-        assert!(std::time::Instant::now() < deadline, "sluice serve never said it was serving:\n{plain}");
-        std::thread::sleep(Duration::from_millis(20));
+    let mut ready = log.as_os_str().to_owned();
+    ready.push(".ready.json");
+    let ready = std::path::PathBuf::from(ready);
+    // One left by an earlier child (killed, so it could not remove it) is not this one's.
+    match std::fs::remove_file(&ready) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("cannot remove {}: {e}", ready.display()),
+        _ => {}
     }
+    let mut child =
+        cmd.arg("--ready-file").arg(&ready).stderr(file).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let (data, admin) =
+        read_ready_file(&mut child, &ready, || strip_ansi(&std::fs::read_to_string(log).unwrap_or_default()));
+    (child, data, admin)
 }
 
 /// `text` without ANSI colour sequences.
@@ -601,11 +822,10 @@ pub fn refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
 /// `dir/state`. Written to `dir/sluice.yaml`, whose path is returned.
 pub fn example_config_in(dir: &std::path::Path) -> std::path::PathBuf {
     let cfg = dir.join("sluice.yaml");
-    let text = std::fs::read_to_string("config/sluice.yaml")
-        .unwrap()
-        .replace("127.0.0.1:8080", "127.0.0.1:0")
-        .replace("127.0.0.1:8081", "127.0.0.1:0")
-        .replace(".sluice-state", &dir.join("state").display().to_string());
+    let text = std::fs::read_to_string("config/sluice.yaml").unwrap();
+    let text = must_replace(&text, "127.0.0.1:8080", "127.0.0.1:0");
+    let text = must_replace(&text, "127.0.0.1:8081", "127.0.0.1:0");
+    let text = must_replace(&text, ".sluice-state", &dir.join("state").display().to_string());
     std::fs::write(&cfg, text).unwrap();
     cfg
 }

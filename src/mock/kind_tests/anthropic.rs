@@ -268,7 +268,8 @@ async fn events_of(req: super::Req) -> Vec<super::Event> {
     events(req.to(MockKind::Anthropic).await).await
 }
 
-#[tokio::test]
+// Paused time: the chunk delay passes on tokio's clock at once.
+#[tokio::test(start_paused = true)]
 async fn knobs_work_on_the_anthropic_kind() {
     let injected = MockSettings { error_rate: 1.0, error_status: 503, ..settings(MockKind::Anthropic) };
     let (status, v) = json(messages(&hello()).send(&injected).await).await;
