@@ -738,3 +738,39 @@ fn an_entry_longer_than_an_audit_line_may_be_is_refused_before_anything_is_writt
     assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), log, "nothing appended");
     drop(store);
 }
+
+#[test]
+fn a_line_that_is_json_but_not_an_entry_stops_start_up_and_a_later_one_is_not_blamed_on_a_guess() {
+    let (_tmp, dir) = temp_state("not-an-entry");
+    let state = open(&dir).unwrap();
+    history(&state);
+    drop(state);
+    let good = String::from_utf8(std::fs::read(audit_path(&dir)).unwrap()).unwrap();
+    // Line 3 keeps its revision and stays JSON, but loses its actor: start-up reads every
+    // field, as the audit API does, so it is named now, not when someone reads the audit.
+    let mut lines: Vec<String> = good.lines().map(str::to_string).collect();
+    lines[2] = must_replace(&lines[2], "\"actor\":\"ops\"", "\"who\":\"ops\"");
+    let damaged = lines.join("\n") + "\n";
+    std::fs::write(audit_path(&dir), &damaged).unwrap();
+    let err = open(&dir).expect_err("refused");
+    assert!(err.contains("audit.jsonl:3: the audit entry is damaged") && err.contains("--drop-line 3"), "{err}");
+    // It does not parse as an entry, so repair takes it without --force.
+    let (ok, out) = sluice_state(&dir, &["repair", "--drop-line", "3"]);
+    assert!(ok, "{out}");
+    let state = open(&dir).unwrap();
+    assert_eq!(revisions(&state), [1, 2, 3, 4, 5]);
+
+    // A line damaged while sluice runs is found by the audit read, which cannot know its
+    // number: it names the byte and sends the operator to start-up, never to a line
+    // counted from the end.
+    let text = std::fs::read_to_string(audit_path(&dir)).unwrap();
+    let offset = text.match_indices('\n').nth(3).unwrap().0 + 1;
+    // Same length: the running store reads the bytes it wrote.
+    std::fs::write(audit_path(&dir), must_replacen(&text, "\"reason\":\"fixed\"", "\"reason\":1234567", 1)).unwrap();
+    let err = state.audit(&AuditQuery { limit: 1000, ..AuditQuery::default() }).unwrap_err().to_string();
+    assert!(err.contains(&format!("the audit entry at byte {offset} is damaged")), "{err}");
+    assert!(err.contains("Restart sluice") && !err.contains("--drop-line"), "{err}");
+    drop(state);
+    let err = open(&dir).expect_err("refused");
+    assert!(err.contains("audit.jsonl:5: the audit entry is damaged"), "{err}");
+}

@@ -65,6 +65,9 @@ pub enum LogError {
     Io { path: String, source: std::io::Error },
     #[error("{path}:{line}: the audit entry is damaged ({message})")]
     Damaged { path: String, line: u64, message: String },
+    /// Found reading from the end or by a search, where line numbers are unknown.
+    #[error("{path}: the audit entry at byte {offset} is damaged ({message})")]
+    DamagedAt { path: String, offset: u64, message: String },
     #[error("{path}:{line}: revision {revision} follows revision {previous}: revisions must increase")]
     OutOfOrder { path: String, line: u64, revision: u64, previous: u64 },
     /// The line's revision disagrees with both its neighbours, which agree with each other
@@ -116,13 +119,20 @@ struct Head {
     revision: u64,
 }
 
+/// The revision of a line that is a whole audit entry (every field, as the audit API
+/// reads it): start-up accepts no line that a later read would fail on.
+fn parse_entry(line: &[u8]) -> Result<u64, String> {
+    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+    serde_json::from_str::<AuditEntry>(text).map(|e| e.revision).map_err(|e| e.to_string())
+}
+
 pub(super) fn parse_head(line: &[u8]) -> Result<u64, String> {
     let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
     serde_json::from_str::<Head>(text).map(|h| h.revision).map_err(|e| e.to_string())
 }
 
 /// Read the whole file once, a line at a time (bounded memory: the longest line), checking
-/// that every complete line is a JSON object whose revision follows the one before (the
+/// that every complete line is an audit entry whose revision follows the one before (the
 /// first line's may be any: a log moved aside starts again at the next revision).
 /// A missing file scans as empty.
 pub fn scan(path: &Path) -> Result<Scan, LogError> {
@@ -154,7 +164,7 @@ pub fn scan(path: &Path) -> Result<Scan, LogError> {
         }
         let head = match too_long(n) {
             Some(message) => Err(message),
-            None => parse_head(&buf[..buf.len() - 1]),
+            None => parse_entry(&buf[..buf.len() - 1]),
         };
         match head {
             Ok(revision) => {
@@ -207,9 +217,8 @@ pub fn read_back(
     let mut tail: Vec<Vec<u8>> = Vec::new();
     let mut tail_len = 0usize;
     let mut pos = len;
-    // The line number is only known counting from the start; errors name the offset's line
-    // as counted from the end instead, which is enough to find it with `tail`.
-    let mut from_end = 0u64;
+    // Line numbers are only known counting from the start: errors name the line's byte
+    // offset instead (start-up, which reads from the start, names its number).
     let mut chunk = vec![0u8; CHUNK];
     while pos > 0 {
         let n = CHUNK.min(pos as usize);
@@ -224,7 +233,7 @@ pub fn read_back(
             if pos + i as u64 + 1 < len {
                 let line = join(&chunk[i + 1..end], &mut tail);
                 tail_len = 0;
-                if !visit_line(path, &line, &mut from_end, wanted, visit)? {
+                if !visit_line(path, &line, pos + i as u64 + 1, wanted, visit)? {
                     return Ok(());
                 }
             }
@@ -232,9 +241,9 @@ pub fn read_back(
         }
         tail_len += end;
         if tail_len > MAX_LINE {
-            return Err(LogError::Damaged {
-                path: format!("{} (counting from the end)", path.display()),
-                line: from_end + 1,
+            return Err(LogError::DamagedAt {
+                path: path.display().to_string(),
+                offset: pos,
                 message: format!("longer than the longest audit line ({MAX_LINE} bytes)"),
             });
         }
@@ -242,7 +251,7 @@ pub fn read_back(
     }
     let line = join(&[], &mut tail);
     if !line.is_empty() {
-        visit_line(path, &line, &mut from_end, wanted, visit)?;
+        visit_line(path, &line, 0, wanted, visit)?;
     }
     Ok(())
 }
@@ -260,17 +269,12 @@ fn join(head: &[u8], tail: &mut Vec<Vec<u8>>) -> Vec<u8> {
 fn visit_line(
     path: &Path,
     line: &[u8],
-    from_end: &mut u64,
+    start: u64,
     wanted: &dyn Fn(&EntryHead) -> bool,
     visit: &mut dyn FnMut(AuditEntry) -> bool,
 ) -> Result<bool, LogError> {
-    *from_end += 1;
     let body = line.strip_suffix(b"\n").unwrap_or(line);
-    let damaged = |message: String| LogError::Damaged {
-        path: format!("{} (counting from the end)", path.display()),
-        line: *from_end,
-        message,
-    };
+    let damaged = |message: String| LogError::DamagedAt { path: path.display().to_string(), offset: start, message };
     let text = std::str::from_utf8(body).map_err(|e| damaged(e.to_string()))?;
     let head: EntryHead = serde_json::from_str(text).map_err(|e| damaged(e.to_string()))?;
     if !wanted(&head) {
@@ -298,8 +302,7 @@ pub fn offset_of(path: &Path, len: u64, revision: u64) -> Result<u64, LogError> 
         }
         reader.seek(SeekFrom::Start(start)).map_err(io(path))?;
         let (n, _) = read_line(&mut reader, &mut buf).map_err(io(path))?;
-        let damaged =
-            |message| LogError::Damaged { path: format!("{} (at byte {start})", path.display()), line: 0, message };
+        let damaged = |message| LogError::DamagedAt { path: path.display().to_string(), offset: start, message };
         if let Some(message) = too_long(n) {
             return Err(damaged(message));
         }

@@ -27,6 +27,8 @@ pub enum StoreError {
     Log(LogError),
     #[error("{0}; nothing was changed. Correct the line, or move it to the backup file with `sluice state repair --config <config file> --drop-line {1}`")]
     Corrupt(LogError, u64),
+    #[error("{0}: the audit log was changed since start-up, which checked every line. Restart sluice to find the line (start-up names it and how to repair it)")]
+    DamagedSinceStart(LogError),
     #[error("{0}; nothing was changed. Correct its revision, or move the line to the backup file with `sluice state repair --config <config file> --drop-line {1} --force` (what the revision changed is then lost)")]
     WrongRevision(LogError, u64),
     #[error("{state} is missing but {audit} holds revisions up to {last}: sluice will not start at revision 1 over that history. Rebuild the state from the log with `{RECOVER}`")]
@@ -50,6 +52,9 @@ pub enum StoreError {
 impl From<LogError> for StoreError {
     fn from(e: LogError) -> Self {
         match e {
+            // Found reading from the end, where line numbers are unknown: a line damaged
+            // since start-up, which names it.
+            LogError::DamagedAt { .. } => StoreError::DamagedSinceStart(e),
             LogError::Damaged { line, .. } | LogError::OutOfOrder { line, .. } => StoreError::Corrupt(e, line),
             LogError::WrongRevision { line, .. } => StoreError::WrongRevision(e, line),
             LogError::Io { .. } | LogError::Gap { .. } => StoreError::Log(e),
