@@ -15,6 +15,16 @@ use crate::flags::Single;
 /// A SHA-256 digest of a gateway key.
 pub type KeyDigest = [u8; 32];
 
+/// The credential of an `Authorization: Bearer <token>` header value, surrounding spaces
+/// trimmed; the scheme is case-insensitive (RFC 9110 §11.1). The one parser for gateway
+/// keys and admin tokens.
+pub fn bearer(value: &[u8]) -> Option<&[u8]> {
+    match value.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => Some(value[7..].trim_ascii()),
+        _ => None,
+    }
+}
+
 /// SHA-256 of `key`.
 pub fn digest(key: &[u8]) -> KeyDigest {
     Sha256::digest(key).into()
@@ -115,5 +125,15 @@ mod tests {
         assert_eq!(parse_digest(&hex.to_uppercase()), Some(d));
         assert_eq!(parse_digest("zz"), None);
         assert_eq!(parse_digest(&"g".repeat(64)), None);
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_the_token_trimmed() {
+        for v in ["Bearer tok", "bearer tok", "BEARER  tok ", "bEaReR tok"] {
+            assert_eq!(bearer(v.as_bytes()), Some(&b"tok"[..]), "{v}");
+        }
+        for v in ["Basic tok", "Bearertok", "Bear", ""] {
+            assert_eq!(bearer(v.as_bytes()), None, "{v}");
+        }
     }
 }

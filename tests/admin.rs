@@ -698,3 +698,20 @@ async fn an_audit_log_that_cannot_be_read_is_not_reported_as_a_change_that_faile
     assert!(page.text().contains("the audit log could not be read"), "{}", page.text());
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_admin_api_reads_the_bearer_scheme_in_any_case_as_the_data_plane_does() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), None)).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let mut req = get("/admin/v1/status", None);
+        req.headers_mut().insert("authorization", format!("{scheme} {READ}").parse().unwrap());
+        assert_eq!(send(gw.admin_addr, req).await.status, 200, "{scheme}");
+        assert_eq!(
+            send(gw.data_addr, chat("fast", &[("authorization", &format!("{scheme} {KEY}"))], "")).await.status,
+            200,
+            "{scheme}"
+        );
+    }
+    gw.shutdown().await;
+}

@@ -289,11 +289,9 @@ fn authenticate<'t>(tokens: &'t Tokens, headers: &http::HeaderMap) -> Result<(&'
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
     let value =
         headers.get(header::AUTHORIZATION).ok_or_else(|| unauthorized("send `Authorization: Bearer <admin token>`"))?;
-    let token = value
-        .as_bytes()
-        .strip_prefix(b"Bearer ")
+    let token = crate::auth::bearer(value.as_bytes())
         .ok_or_else(|| unauthorized("send `Authorization: Bearer <admin token>`"))?;
-    tokens.authenticate(token.trim_ascii()).ok_or_else(|| unauthorized("invalid admin token"))
+    tokens.authenticate(token).ok_or_else(|| unauthorized("invalid admin token"))
 }
 
 /// `If-Match: <revision>` (quoted or not).

@@ -131,13 +131,8 @@ async fn route(
 /// Step 1: the gateway key from `Authorization: Bearer <key>` (any case of `Bearer`).
 fn authenticate<'s>(snapshot: &'s Snapshot, headers: &HeaderMap) -> Result<&'s Arc<Client>, GatewayError> {
     let value = headers.get(header::AUTHORIZATION).ok_or(GatewayError::MissingKey)?;
-    let bytes = value.as_bytes();
-    // The scheme is case-insensitive (RFC 9110 §11.1).
-    let key = match bytes.get(..7) {
-        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => &bytes[7..],
-        _ => return Err(GatewayError::MissingKey),
-    };
-    snapshot.clients.authenticate(key.trim_ascii()).ok_or(GatewayError::InvalidKey)
+    let key = crate::auth::bearer(value.as_bytes()).ok_or(GatewayError::MissingKey)?;
+    snapshot.clients.authenticate(key).ok_or(GatewayError::InvalidKey)
 }
 
 async fn forward(
