@@ -226,6 +226,18 @@ impl Child {
         started
     }
 
+    /// Wait until the gateway has closed every one of `silent`: the CPU time it used
+    /// meanwhile, and the wall time.
+    async fn all_closed(&self, silent: Vec<tokio::net::TcpStream>) -> (Duration, Duration) {
+        let (cpu_before, start) = (self.cpu(), std::time::Instant::now());
+        let closing: Vec<_> =
+            silent.into_iter().map(|s| tokio::spawn(closed_by_peer(s, "a silent connection"))).collect();
+        for c in closing {
+            c.await.unwrap();
+        }
+        (self.cpu() - cpu_before, start.elapsed())
+    }
+
     /// The process's CPU time (user + system) so far.
     fn cpu(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
@@ -263,14 +275,9 @@ async fn silent_connections_past_the_descriptor_limit_leave_the_admin_plane_answ
     }
     let health = send(gw.admin, get("/healthz", None)).await;
     assert_eq!((health.status.as_u16(), health.text().as_str()), (200, "ok"), "the admin plane answers");
-    let (cpu_before, start) = (gw.cpu(), std::time::Instant::now());
     // Every silent connection is closed by the gateway: past the cap at once, the others
     // once header_read_timeout has passed.
-    let closing: Vec<_> = silent.into_iter().map(|s| tokio::spawn(closed_by_peer(s, "a silent connection"))).collect();
-    for c in closing {
-        c.await.unwrap();
-    }
-    let (cpu, wall) = (gw.cpu() - cpu_before, start.elapsed());
+    let (cpu, wall) = gw.all_closed(silent).await;
     eprintln!("1,100 silent connections: sluice used {cpu:?} of CPU in {wall:?}");
     assert!(
         cpu.as_secs_f64() < 0.25 * wall.as_secs_f64(),
@@ -386,12 +393,7 @@ async fn accept_errors_back_off_instead_of_spinning() {
     for _ in 0..60 {
         silent.push(tokio::net::TcpStream::connect(gw.admin).await.unwrap());
     }
-    let (cpu_before, start) = (gw.cpu(), std::time::Instant::now());
-    let closing: Vec<_> = silent.into_iter().map(|s| tokio::spawn(closed_by_peer(s, "a silent connection"))).collect();
-    for c in closing {
-        c.await.unwrap();
-    }
-    let (cpu, wall) = (gw.cpu() - cpu_before, start.elapsed());
+    let (cpu, wall) = gw.all_closed(silent).await;
     eprintln!("60 silent admin connections at 48 descriptors: sluice used {cpu:?} of CPU in {wall:?}");
     assert!(cpu.as_secs_f64() < 0.25 * wall.as_secs_f64(), "sluice used {cpu:?} of CPU in {wall:?} out of descriptors");
     let health = send(gw.admin, get("/healthz", None)).await;
