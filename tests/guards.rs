@@ -685,3 +685,32 @@ async fn a_failing_treatment_is_rolled_back_and_everyone_says_why() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_arm_without_data_shows_no_numbers_and_a_proportions_interval_stays_in_range() {
+    let rig = Rig::in_memory(&guarded_config(0.0, "http://127.0.0.1:9/hook", "", TEN_PERCENT));
+    let clock = TestClock::new();
+    rig.check(&clock); // the window starts
+    rig.record("control", 50, 0);
+    clock.advance(Duration::from_millis(50));
+    assert_eq!(rig.check(&clock).checked, ["bot"]);
+    let status = rig.status();
+    for m in status["metrics"].as_array().unwrap() {
+        assert_eq!((m["control_samples"].as_u64(), m["treatment_samples"].as_u64()), (Some(50), Some(0)), "{m}");
+        for field in ["treatment", "estimate", "interval", "lambda"] {
+            assert!(m[field].is_null(), "{field} of an arm with no data: {m}");
+        }
+        assert!(m["control"].is_number(), "{m}");
+        assert_eq!(m["decision"], "insufficient", "{m}");
+    }
+    // Two treatment requests, one failed: the error rate's interval is wide, but a
+    // difference of two proportions never leaves [-1, 1].
+    rig.record("treatment", 1, 1);
+    clock.advance(Duration::from_millis(50));
+    assert_eq!(rig.check(&clock).checked, ["bot"]);
+    let status = rig.status();
+    let error_rate = &status["metrics"][0];
+    assert_eq!(error_rate["metric"], "error_rate");
+    let [low, high] = [0, 1].map(|i| error_rate["interval"][i].as_f64().unwrap());
+    assert!((-1.0..=1.0).contains(&low) && (-1.0..=1.0).contains(&high) && low < high, "{error_rate}");
+}

@@ -626,8 +626,12 @@ fn render(command: &CtlCommand, v: &Value) -> String {
                         step.clone(),
                         text(&m["metric"]),
                         format!("{} / {}", text(&m["control_samples"]), text(&m["treatment_samples"])),
-                        f(&m["estimate"]),
-                        format!("[{}, {}]", f(&m["interval"][0]), f(&m["interval"][1])),
+                        if m["estimate"].is_null() { "no data".into() } else { f(&m["estimate"]) },
+                        if m["interval"].is_null() {
+                            "-".into()
+                        } else {
+                            format!("[{}, {}]", f(&m["interval"][0]), f(&m["interval"][1]))
+                        },
                         m["lambda"].as_f64().map_or("-".into(), |l| format!("{l:.3e}")),
                         text(&m["decision"]),
                     ]);

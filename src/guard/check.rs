@@ -101,6 +101,9 @@ pub struct Evaluated {
     pub kind: MetricKind,
     pub estimate: Estimate,
     pub decision: Decision,
+    /// The samples this metric's test saw per arm (control, treatment): requests for the
+    /// error rate and latency, streams for TTFT, answers with usage for output tokens.
+    pub samples: (u64, u64),
 }
 
 /// Test one metric over `arms`.
@@ -108,29 +111,32 @@ pub fn evaluate(metric: &Metric, arms: &Arms, guard: &Compiled) -> Evaluated {
     let (c, t, test) = (&arms.control, &arms.treatment, &metric.test);
     let g = &guard.config;
     let floor = |a: u64, b: u64| a >= g.min_samples && b >= g.min_samples;
-    let (estimate, enough) = match metric.kind {
+    let latency = (c.latency.n, t.latency.n);
+    let (estimate, enough, samples) = match metric.kind {
         MetricKind::ErrorRate => {
             let (nc, nt) = (c.errors + c.latency.n, t.errors + t.latency.n);
             let e = stats::proportions((c.errors, nc), (t.errors, nt), test);
-            (e, floor(nc, nt) && c.errors + t.errors >= g.min_events)
+            (e, floor(nc, nt) && c.errors + t.errors >= g.min_events, (nc, nt))
         }
-        MetricKind::Latency => (stats::log_means(&c.latency, &t.latency, test), floor(c.latency.n, t.latency.n)),
-        MetricKind::Ttft => (stats::log_means(&c.ttft, &t.ttft, test), floor(c.ttft.n, t.ttft.n)),
+        MetricKind::Latency => {
+            (stats::log_means(&c.latency, &t.latency, test), floor(c.latency.n, t.latency.n), latency)
+        }
+        MetricKind::Ttft => (stats::log_means(&c.ttft, &t.ttft, test), floor(c.ttft.n, t.ttft.n), (c.ttft.n, t.ttft.n)),
         MetricKind::LatencyTail => match arms.tail_bucket {
             Some(b) => {
                 let above = |s: &GuardSnapshot| s.latency_buckets.iter().skip(b).sum::<u64>();
                 let (ac, at) = (above(c), above(t));
                 let e = stats::proportions((ac, c.latency.n), (at, t.latency.n), test);
-                (e, floor(c.latency.n, t.latency.n) && ac + at >= g.min_events)
+                (e, floor(c.latency.n, t.latency.n) && ac + at >= g.min_events, latency)
             }
-            None => (stats::proportions((0, 0), (0, 0), test), false),
+            None => (stats::proportions((0, 0), (0, 0), test), false, latency),
         },
         MetricKind::OutputTokens => {
             let moments = |s: &GuardSnapshot| (s.usage_n, s.output_tokens as f64, s.output_tokens_sumsq as f64);
-            (stats::means(moments(c), moments(t), test), floor(c.usage_n, t.usage_n))
+            (stats::means(moments(c), moments(t), test), floor(c.usage_n, t.usage_n), (c.usage_n, t.usage_n))
         }
     };
-    Evaluated { kind: metric.kind, estimate, decision: stats::decide(&estimate, test.alpha, enough) }
+    Evaluated { kind: metric.kind, estimate, decision: stats::decide(&estimate, test.alpha, enough), samples }
 }
 
 /// The treatment's error rate, if it is over the circuit breaker's limit (which does not

@@ -21,7 +21,7 @@ use super::clock::{Clock, Now};
 use super::compile::{Cache, Compiled};
 use super::edit::{move_traffic, set_share};
 use super::stats::Decision;
-use crate::config::guard::{GuardState, OnTrip};
+use crate::config::guard::{GuardState, MetricKind, OnTrip};
 use crate::metrics::Metrics;
 use crate::state::{Change, ChangeError, Request, State};
 
@@ -32,15 +32,44 @@ const TICK: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricStatus {
     pub metric: &'static str,
+    /// The samples this metric's test saw (TTFT: streams; output tokens: answers with
+    /// usage; otherwise requests).
     pub control_samples: u64,
     pub treatment_samples: u64,
-    pub control: f64,
-    pub treatment: f64,
-    pub estimate: f64,
+    /// The arms' values, the estimate, its interval and Λ: `null` while an arm has no data
+    /// (no number stands in for one that was never measured).
+    pub control: Option<f64>,
+    pub treatment: Option<f64>,
+    pub estimate: Option<f64>,
     pub margin: f64,
-    pub interval: [f64; 2],
-    pub lambda: f64,
+    /// Clipped to what the metric can be (a difference of proportions lies in [−1, 1]).
+    pub interval: Option<[f64; 2]>,
+    pub lambda: Option<f64>,
     pub decision: &'static str,
+}
+
+impl MetricStatus {
+    fn of(e: &Evaluated) -> MetricStatus {
+        let (control_samples, treatment_samples) = e.samples;
+        let data = control_samples > 0 && treatment_samples > 0;
+        let known = |x: f64| (data && x.is_finite()).then_some(x);
+        let proportion = matches!(e.kind, MetricKind::ErrorRate | MetricKind::LatencyTail);
+        let clip = |x: f64| if proportion { x.clamp(-1.0, 1.0) } else { x };
+        let interval = (data && e.estimate.low.is_finite() && e.estimate.high.is_finite())
+            .then(|| [clip(e.estimate.low), clip(e.estimate.high)]);
+        MetricStatus {
+            metric: e.kind.as_str(),
+            control_samples,
+            treatment_samples,
+            control: (control_samples > 0).then_some(e.estimate.control),
+            treatment: (treatment_samples > 0).then_some(e.estimate.treatment),
+            estimate: known(e.estimate.delta),
+            margin: e.estimate.margin,
+            interval,
+            lambda: known(e.estimate.lambda),
+            decision: decision_str(e.decision),
+        }
+    }
 }
 
 /// A guarded flag's latest check.
@@ -175,7 +204,7 @@ impl Guards {
         let Some(arms) = self.window(flag, guard, revisions.changed_at, &metrics, now) else { return };
         pass.checked.push(flag.to_string());
         let evaluated: Vec<Evaluated> = guard.metrics.iter().map(|m| check::evaluate(m, &arms, guard)).collect();
-        self.publish(flag, guard, &arms, &evaluated, &metrics, now);
+        self.publish(flag, guard, &evaluated, &metrics, now);
         if guard.config.state != GuardState::Armed {
             return;
         }
@@ -204,9 +233,8 @@ impl Guards {
     }
 
     /// The check's status (`/admin/v1/guards`) and gauges.
-    fn publish(&self, flag: &str, guard: &Compiled, arms: &Arms, evaluated: &[Evaluated], metrics: &Metrics, now: Now) {
+    fn publish(&self, flag: &str, guard: &Compiled, evaluated: &[Evaluated], metrics: &Metrics, now: Now) {
         let g = &guard.config;
-        let (control_samples, treatment_samples) = arms.samples();
         for e in evaluated {
             metrics.set_guard_state(flag, e.kind.as_str(), guard_value(g.state, e.decision));
             metrics.guard_trips_seen(flag, e.kind.as_str());
@@ -219,21 +247,7 @@ impl Guards {
             step: (!g.ramp.is_empty()).then_some(g.step),
             percent: g.ramp.get(g.step).map(|s| s.percent),
             checked_at: Some(now.rfc3339()),
-            metrics: evaluated
-                .iter()
-                .map(|e| MetricStatus {
-                    metric: e.kind.as_str(),
-                    control_samples,
-                    treatment_samples,
-                    control: e.estimate.control,
-                    treatment: e.estimate.treatment,
-                    estimate: e.estimate.delta,
-                    margin: e.estimate.margin,
-                    interval: [e.estimate.low, e.estimate.high],
-                    lambda: e.estimate.lambda,
-                    decision: decision_str(e.decision),
-                })
-                .collect(),
+            metrics: evaluated.iter().map(MetricStatus::of).collect(),
             error: None,
         };
         lock(&self.status).insert(flag.to_string(), status);
