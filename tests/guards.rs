@@ -282,6 +282,13 @@ async fn a_regressing_treatment_is_rolled_back_on_the_test_clock() {
     let status = rig.status();
     assert_eq!((&status["state"], &status["metrics"][0]["metric"]), (&json!("rolled_back"), &json!("error_rate")));
     assert_eq!(status["checked_at"], rfc3339(clock.now().wall));
+    // The status says why it tripped: the audit entry's reason, when and at which revision.
+    let trip = &status["last_trip"];
+    assert_eq!(
+        (&trip["metric"], &trip["revision"], &trip["reason"]),
+        (&json!("error_rate"), &json!(start + 1), &json!(reason))
+    );
+    assert_eq!(trip["at"], rfc3339(clock.now().wall));
     // The webhook is told, off the check.
     eventually("the webhook", async || !webhook_calls(&hook).is_empty()).await;
     let call = &webhook_calls(&hook)[0];
@@ -298,8 +305,11 @@ async fn a_regressing_treatment_is_rolled_back_on_the_test_clock() {
     }
     assert_eq!(rig.revision(), start + 1);
 
-    // Until a person re-arms it: a new window, so the errors before it do not count.
+    // Until a person re-arms it: the status says so at once, before any check; a new
+    // window, so the errors before it do not count.
     rig.set_guard("armed", true);
+    assert_eq!(rig.status()["state"], "armed", "the re-arm shows before the next check");
+    assert_eq!(rig.status()["last_trip"]["revision"], start + 1, "the last trip stays on record");
     clock.advance(Duration::from_secs(1));
     let pass = rig.check(&clock);
     assert_eq!(pass.checked, ["bot"]);
@@ -673,6 +683,7 @@ async fn a_failing_treatment_is_rolled_back_and_everyone_says_why() {
 
     let (ok, table) = ctl(&gw, &["guards"]).await;
     assert!(ok && table.contains("rolled_back") && table.contains("error_rate"), "{table}");
+    assert!(table.contains("bot: last tripped at") && table.contains("regressed against control"), "{table}");
 
     // Sticky until a person re-arms it.
     let (ok, out) = ctl(&gw, &["guard", "rearm", "bot", "--reason", "fixed the provider"]).await;

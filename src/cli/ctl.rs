@@ -637,7 +637,23 @@ fn render(command: &CtlCommand, v: &Value) -> String {
                     ]);
                 }
             }
-            table(&["FLAG", "STATE", "STEP", "METRIC", "SAMPLES C/T", "ESTIMATE", "INTERVAL", "Λ", "DECISION"], &rows)
+            let mut out = table(
+                &["FLAG", "STATE", "STEP", "METRIC", "SAMPLES C/T", "ESTIMATE", "INTERVAL", "Λ", "DECISION"],
+                &rows,
+            );
+            for g in v["guards"].as_array().into_iter().flatten() {
+                let t = &g["last_trip"];
+                if !t.is_null() {
+                    out.push_str(&format!(
+                        "{}: last tripped at {} (revision {}): {}\n",
+                        text(&g["flag"]),
+                        text(&t["at"]),
+                        text(&t["revision"]),
+                        text(&t["reason"])
+                    ));
+                }
+            }
+            out
         }
         _ => format!("ok: revision {} ({} object(s) changed)\n", text(&v["revision"]), text(&v["changes"])),
     }

@@ -88,6 +88,19 @@ pub struct FlagStatus {
     /// Why the guard does not compile (it is not checked until its flag changes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The guard's last trip since this process started (the audit log keeps them all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_trip: Option<LastTrip>,
+}
+
+/// When and why a guard last tripped.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastTrip {
+    pub at: String,
+    pub revision: u64,
+    pub metric: &'static str,
+    /// The audit entry's reason: the metric, estimate, interval, Λ, samples and action.
+    pub reason: String,
 }
 
 /// What one pass of [`Guards::check_all`] did.
@@ -108,6 +121,7 @@ pub struct Guards {
     compiled: Mutex<Cache>,
     windows: Mutex<HashMap<String, Window>>,
     status: Mutex<BTreeMap<String, FlagStatus>>,
+    trips: Mutex<HashMap<String, LastTrip>>,
     /// Where webhooks are posted from.
     runtime: tokio::runtime::Handle,
 }
@@ -145,13 +159,30 @@ impl Guards {
             compiled: Mutex::new(Cache::default()),
             windows: Mutex::new(HashMap::new()),
             status: Mutex::new(BTreeMap::new()),
+            trips: Mutex::new(HashMap::new()),
             runtime,
         }
     }
 
     /// The latest check of every guarded flag.
+    /// The guard's state is the flag's as it is now (a re-arm or a pause shows at once,
+    /// not at the next check), with the last trip.
     pub fn status(&self) -> Vec<FlagStatus> {
-        lock(&self.status).values().cloned().collect()
+        let current = self.state.current();
+        let trips = lock(&self.trips);
+        let mut all: Vec<FlagStatus> = lock(&self.status).values().cloned().collect();
+        for s in &mut all {
+            let now = current.docs.flags.get(&s.flag).and_then(|d| d["guard"]["state"].as_str());
+            if s.state != "invalid" {
+                s.state = match now {
+                    Some("paused") => GuardState::Paused.as_str(),
+                    Some("rolled_back") => GuardState::RolledBack.as_str(),
+                    _ => GuardState::Armed.as_str(),
+                };
+            }
+            s.last_trip = trips.get(&s.flag).cloned();
+        }
+        all
     }
 
     /// Run the checks forever, a pass every 250 ms at the time `clock` tells (each pass on
@@ -249,6 +280,7 @@ impl Guards {
             checked_at: Some(now.rfc3339()),
             metrics: evaluated.iter().map(MetricStatus::of).collect(),
             error: None,
+            last_trip: None,
         };
         lock(&self.status).insert(flag.to_string(), status);
     }
@@ -266,6 +298,7 @@ impl Guards {
             checked_at: Some(now.rfc3339()),
             metrics: Vec::new(),
             error: Some(error.to_string()),
+            last_trip: None,
         };
         lock(&self.status).insert(flag.to_string(), status);
     }
@@ -306,7 +339,9 @@ impl Guards {
             event.treatment_samples,
             event.action
         );
-        let revision = self.write(flag, new, revision, reason, now.wall)?;
+        let revision = self.write(flag, new, revision, reason.clone(), now.wall)?;
+        let trip = LastTrip { at: now.rfc3339(), revision, metric, reason };
+        lock(&self.trips).insert(flag.to_string(), trip);
         let metrics = &self.state.gateway().metrics;
         metrics.guard_tripped(flag, metric);
         for m in &guard.metrics {
