@@ -105,78 +105,63 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    /// The HTTP status of this error. The only place statuses are chosen.
-    pub fn status(&self) -> StatusCode {
+    /// Everything this error is, in one match with no wildcard (a new error cannot be
+    /// added without choosing each): HTTP status, the outcome it is counted under, and
+    /// OpenAI's `(type, param, code)`. The only place statuses are chosen.
+    fn parts(&self) -> Parts {
         use GatewayError::*;
+        const INVALID: &str = "invalid_request_error";
+        let client = |status, param, code| Parts { status, outcome: Outcome::ClientError, kind: INVALID, param, code };
+        let server = |status, outcome, code| Parts { status, outcome, kind: "server_error", param: None, code };
         match self {
-            MissingKey | InvalidKey => StatusCode::UNAUTHORIZED,
-            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            BodyRead | MalformedJson(_) | NotAnObject | MissingModel | InvalidField { .. } | Refused { .. } => {
-                StatusCode::BAD_REQUEST
+            MissingKey => client(StatusCode::UNAUTHORIZED, None, "missing_api_key"),
+            InvalidKey => client(StatusCode::UNAUTHORIZED, None, "invalid_api_key"),
+            BodyTooLarge { .. } => client(StatusCode::PAYLOAD_TOO_LARGE, None, "request_too_large"),
+            BodyTimeout => client(StatusCode::REQUEST_TIMEOUT, None, "request_timeout"),
+            BodyRead => client(StatusCode::BAD_REQUEST, None, "unreadable_body"),
+            MalformedJson(_) | NotAnObject => client(StatusCode::BAD_REQUEST, None, "invalid_json"),
+            MissingModel => client(StatusCode::BAD_REQUEST, Some("model"), "missing_model"),
+            InvalidField { field, .. } => client(StatusCode::BAD_REQUEST, Some(field), "invalid_type"),
+            ModelNotFound(_) => client(StatusCode::NOT_FOUND, Some("model"), "model_not_found"),
+            UnknownUrl { .. } => client(StatusCode::NOT_FOUND, None, "unknown_url"),
+            MethodNotAllowed { .. } => client(StatusCode::METHOD_NOT_ALLOWED, None, "method_not_allowed"),
+            InvalidContext(_) => client(StatusCode::BAD_REQUEST, None, "invalid_context"),
+            InvalidVariables(_) => client(StatusCode::BAD_REQUEST, None, "invalid_variables"),
+            ContextKeyRequired(_) => client(StatusCode::BAD_REQUEST, Some("user"), "context_key_required"),
+            InvalidMessages => client(StatusCode::BAD_REQUEST, Some("messages"), "invalid_type"),
+            TemplateTooLarge { .. } => client(StatusCode::BAD_REQUEST, None, "template_too_large"),
+            Refused { param, .. } => client(StatusCode::BAD_REQUEST, Some(param), "unsupported_value"),
+            Untranslatable(_) => client(StatusCode::BAD_REQUEST, None, "unsupported_value"),
+            FlagError { .. } => {
+                server(StatusCode::INTERNAL_SERVER_ERROR, Outcome::GatewayError, "flag_evaluation_error")
             }
-            Untranslatable(_) => StatusCode::BAD_REQUEST,
-            InvalidContext(_)
-            | InvalidVariables(_)
-            | ContextKeyRequired(_)
-            | InvalidMessages
-            | TemplateTooLarge { .. } => StatusCode::BAD_REQUEST,
-            FlagError { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            AiConfigDisabled(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ModelNotFound(_) | UnknownUrl { .. } => StatusCode::NOT_FOUND,
-            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Upstream { error, .. } if error.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
-            Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            AiConfigDisabled(_) => server(StatusCode::SERVICE_UNAVAILABLE, Outcome::GatewayError, "ai_config_disabled"),
+            Upstream { error, .. } => {
+                let (status, outcome) = if error.is_timeout() {
+                    (StatusCode::GATEWAY_TIMEOUT, Outcome::Timeout)
+                } else {
+                    (StatusCode::BAD_GATEWAY, Outcome::UpstreamError)
+                };
+                Parts { status, outcome, kind: "upstream_error", param: None, code: upstream_code(*error) }
+            }
+            ShuttingDown => server(StatusCode::SERVICE_UNAVAILABLE, Outcome::Cancelled, "shutting_down"),
+            Internal => server(StatusCode::INTERNAL_SERVER_ERROR, Outcome::GatewayError, "internal_error"),
         }
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        self.parts().status
     }
 
     /// The outcome label this error is counted under.
     pub fn outcome(&self) -> Outcome {
-        use GatewayError::*;
-        match self {
-            Upstream { error, .. } if error.is_timeout() => Outcome::Timeout,
-            Upstream { .. } => Outcome::UpstreamError,
-            Internal | FlagError { .. } | AiConfigDisabled(_) => Outcome::GatewayError,
-            ShuttingDown => Outcome::Cancelled,
-            _ => Outcome::ClientError,
-        }
-    }
-
-    /// OpenAI's `(type, param, code)` for this error.
-    fn shape(&self) -> (&'static str, Option<&'static str>, Option<&'static str>) {
-        use GatewayError::*;
-        match self {
-            MissingKey => ("invalid_request_error", None, Some("missing_api_key")),
-            InvalidKey => ("invalid_request_error", None, Some("invalid_api_key")),
-            BodyTooLarge { .. } => ("invalid_request_error", None, Some("request_too_large")),
-            BodyTimeout => ("invalid_request_error", None, Some("request_timeout")),
-            BodyRead => ("invalid_request_error", None, Some("unreadable_body")),
-            MalformedJson(_) | NotAnObject => ("invalid_request_error", None, Some("invalid_json")),
-            MissingModel => ("invalid_request_error", Some("model"), Some("missing_model")),
-            InvalidField { field, .. } => ("invalid_request_error", Some(field), Some("invalid_type")),
-            ModelNotFound(_) => ("invalid_request_error", Some("model"), Some("model_not_found")),
-            InvalidContext(_) => ("invalid_request_error", None, Some("invalid_context")),
-            InvalidVariables(_) => ("invalid_request_error", None, Some("invalid_variables")),
-            ContextKeyRequired(_) => ("invalid_request_error", Some("user"), Some("context_key_required")),
-            InvalidMessages => ("invalid_request_error", Some("messages"), Some("invalid_type")),
-            TemplateTooLarge { .. } => ("invalid_request_error", None, Some("template_too_large")),
-            Refused { param, .. } => ("invalid_request_error", Some(param), Some("unsupported_value")),
-            Untranslatable(_) => ("invalid_request_error", None, Some("unsupported_value")),
-            FlagError { .. } => ("server_error", None, Some("flag_evaluation_error")),
-            AiConfigDisabled(_) => ("server_error", None, Some("ai_config_disabled")),
-            UnknownUrl { .. } => ("invalid_request_error", None, Some("unknown_url")),
-            MethodNotAllowed { .. } => ("invalid_request_error", None, Some("method_not_allowed")),
-            Upstream { error, .. } => ("upstream_error", None, Some(upstream_code(*error))),
-            ShuttingDown => ("server_error", None, Some("shutting_down")),
-            Internal => ("server_error", None, Some("internal_error")),
-        }
+        self.parts().outcome
     }
 
     /// The OpenAI-shaped JSON body of this error.
     pub fn to_json(&self) -> String {
-        let (kind, param, code) = self.shape();
+        let Parts { kind, param, code, .. } = self.parts();
         serde_json::json!({
             "error": { "message": self.to_string(), "type": kind, "param": param, "code": code }
         })
@@ -190,6 +175,16 @@ impl GatewayError {
         resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
     }
+}
+
+/// What [`GatewayError::parts`] says of an error.
+struct Parts {
+    status: StatusCode,
+    outcome: Outcome,
+    /// OpenAI's `type`.
+    kind: &'static str,
+    param: Option<&'static str>,
+    code: &'static str,
 }
 
 fn upstream_code(e: UpstreamError) -> &'static str {
