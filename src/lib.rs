@@ -5,18 +5,28 @@
 //!
 //! Read this file, then [`proxy`] (the request pipeline), then [`server`].
 //!
+//! Every module, ground floor first (ARCHITECTURE.md's code map says what each must
+//! never do):
+//!
 //! | module | owns |
 //! |---|---|
-//! | [`config`] | the YAML file format, `${VAR}` interpolation, validation with `file:line:col` errors |
-//! | [`snapshot`] | the immutable, precompiled view of the config one request uses (behind `ArcSwap`) |
-//! | [`auth`] | gateway keys: SHA-256 digests compared in constant time |
-//! | [`proxy`] | the data-plane pipeline, OpenAI-style errors, the streaming body wrapper |
-//! | [`providers`] | upstream clients (hyper-util + hyper-rustls) and provider kinds |
-//! | [`mock`] | the built-in fake provider, OpenAI, Anthropic or Azure shaped (`sluice mock-provider --kind`; kind `mock` in-process, OpenAI shaped) |
-//! | [`server`] | listeners (connection caps, accept back-off), one connection's limits (idle close, stalled readers), TLS termination, the admin listener, graceful shutdown and its deadline |
-//! | [`state`] | the runtime documents and their revision, the one write path, the state directory (`state.json`, the audit log) and its repairs |
-//! | [`cli`] | the `sluice` subcommands |
 //! | [`body`] | the one response body type |
+//! | [`worker`] | which data-plane worker thread the code runs on; per-worker state; the worker's shutdown cut signal |
+//! | [`sse_event`] | SSE events as bytes: the splitter (LF, CRLF, CR; at most 1 MiB an event), `data` fields |
+//! | [`config`] | the YAML file format, `${VAR}` interpolation, validation with `file:line:col` errors |
+//! | [`auth`] | gateway keys (SHA-256 digests compared in constant time) and the one bearer parser |
+//! | [`flags`] | LaunchDarkly-semantics targeting: contexts, compiled flags and segments, evaluation, explanations |
+//! | [`aiconfig`] | AI config versions compiled: the Mustache templates, rendering within a budget, the body edits |
+//! | [`metrics`] | Prometheus families per route and variation, the guards' per-arm statistics |
+//! | [`providers`] | upstream clients (hyper-util + hyper-rustls) and provider kinds (OpenAI, Azure, Anthropic, mock) |
+//! | [`mock`] | the built-in fake provider, OpenAI, Anthropic or Azure shaped (`sluice mock-provider --kind`; kind `mock` in-process, OpenAI shaped) |
+//! | [`snapshot`] | the immutable, precompiled view of the config one request uses (behind `ArcSwap`) |
+//! | [`proxy`] | the data-plane pipeline, OpenAI-style errors, the streaming body wrapper |
+//! | [`state`] | the runtime documents and their revision, the one write path, the state directory (`state.json`, the audit log) and its repairs |
+//! | [`guard`] | guarded releases: the mSPRT tests, the guard task (checks on an injected clock, trips, ramp steps, webhooks) |
+//! | [`admin`] | the admin API: tokens and roles, changes through `state`, the audit log, evaluating a flag against the running state |
+//! | [`server`] | listeners (connection caps, accept back-off), one connection's limits (idle close, stalled readers), TLS termination, the admin listener, graceful shutdown and its deadline |
+//! | [`cli`] | the `sluice` subcommands |
 
 pub mod admin;
 pub mod aiconfig;

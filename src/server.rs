@@ -503,7 +503,7 @@ pub const FORCED_EXIT_CODE: i32 = 3;
 const CUT_FLUSH: Duration = Duration::from_millis(500);
 
 /// Time past `shutdown_grace` for the workers to close what is left and stop (more than
-/// [`CUT_FLUSH`]).
+/// `CUT_FLUSH`).
 pub const SHUTDOWN_MARGIN: Duration = Duration::from_secs(2);
 
 /// End the process with [`FORCED_EXIT_CODE`] if it is still running `after` from now.

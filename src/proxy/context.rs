@@ -1,4 +1,4 @@
-//! The evaluation context of a request (DESIGN §1 step 2).
+//! The evaluation context of a request (phase 5 in ARCHITECTURE.md).
 //!
 //! 1. The `x-sluice-context` header: a LaunchDarkly context as JSON, single- or
 //!    multi-kind. Invalid JSON or an invalid context is a 400 naming the problem.

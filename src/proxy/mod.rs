@@ -1,20 +1,15 @@
-//! The data plane: one request through the pipeline of DESIGN §1.
+//! The data plane: one request through the phases of ARCHITECTURE.md ("Request phases",
+//! 1–11; this module runs 1–4 and 10, the targeted path 5–7, `upstream` 8, `stream` 9,
+//! `record` 11).
 //!
 //! [`handle`] is the outer handler: it stamps the request id, loads the snapshot once,
 //! runs the inner handler and turns any [`GatewayError`] into the OpenAI-shaped error
-//! response — the only place that happens. The inner handler ([`forward`]) runs the
-//! steps in order:
-//!
-//! | step | what | where |
-//! |---|---|---|
-//! | 1 | authenticate the gateway key | [`authenticate`] |
-//! | 2 | read the body within the size and time limits | [`read_body`] |
-//! | 3 | parse the top-level fields (`model`, `stream`) | [`request::JsonBody`] |
-//! | 4 | resolve `model` to a route (targeting slots in here) | `Snapshot::route` |
-//! | 5 | rewrite the body (`model` → the provider's name) | `JsonBody::rewrite` |
-//! | 6 | send upstream, wait for the head within the first-byte timeout | `Provider::send` |
-//! | 7 | for a stream, wait for the first event (the first with `data`) before committing the status | [`peek::first_event`] |
-//! | 8 | forward the body frame by frame | [`stream::Forward`] |
+//! response — the only place that happens. The inner handler routes the path,
+//! authenticates the gateway key (`authenticate`), reads the body within its limits
+//! (`read_body`), parses the top-level members ([`request::JsonBody`]) and resolves
+//! `model`: a routing flag goes down the targeted path (`targeted`), anything else is
+//! passed through with only `model` rewritten; both send through `upstream` and forward
+//! the answer with [`stream::Forward`].
 
 pub mod context;
 pub mod error;

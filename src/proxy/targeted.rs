@@ -1,4 +1,4 @@
-//! The targeted path (DESIGN §1 steps 2–6 for a `model` that names a flag): build the
+//! The targeted path (phases 5–8 in ARCHITECTURE.md, for a `model` that names a flag): build the
 //! context, evaluate the flag, resolve the variation's AI config version, render and
 //! splice its edits into the app's body, send it — and, when the provider fails before
 //! the first byte and the flag names a fallback variation, try that once.

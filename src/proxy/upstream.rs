@@ -1,5 +1,5 @@
 //! Sending a rewritten request to a provider and preparing its response for the client
-//! (DESIGN §1 steps 6–7): forwarded headers, the first-byte wait, peeking a stream's
+//! (phase 8 in ARCHITECTURE.md): forwarded headers, the first-byte wait, peeking a stream's
 //! first event, and the classification of failures that happen before the first byte
 //! reaches the client — the only ones a fallback may retry.
 
