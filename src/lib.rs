@@ -5,22 +5,25 @@
 //!
 //! Read this file, then [`proxy`] (the request pipeline), then [`server`].
 //!
-//! Every module, ground floor first (ARCHITECTURE.md's code map says what each must
-//! never do):
+//! Every module, ground floor first: each uses only the ones listed before it
+//! (`tests/layers.rs` checks it; ARCHITECTURE.md's code map says what each must never do):
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`body`] | the one response body type |
 //! | [`worker`] | which data-plane worker thread the code runs on; per-worker state; the worker's shutdown cut signal |
 //! | [`sse_event`] | SSE events as bytes: the splitter (LF, CRLF, CR; at most 1 MiB an event), `data` fields |
-//! | [`config`] | the YAML file format, `${VAR}` interpolation, validation with `file:line:col` errors |
-//! | [`auth`] | gateway keys (SHA-256 digests compared in constant time) and the one bearer parser |
+//! | [`wire`] | the OpenAI endpoints, Azure's URL forms, the request body read and spliced as raw JSON |
+//! | [`keys`] | key digests (SHA-256), hex digests from the config, the one bearer parser |
 //! | [`flags`] | LaunchDarkly-semantics targeting: contexts, compiled flags and segments, evaluation, explanations |
-//! | [`aiconfig`] | AI config versions compiled: the Mustache templates, rendering within a budget, the body edits |
-//! | [`metrics`] | Prometheus families per route and variation, the guards' per-arm statistics |
-//! | [`providers`] | upstream clients (hyper-util + hyper-rustls) and provider kinds (OpenAI, Azure, Anthropic, mock) |
+//! | [`config`] | the YAML file format, `${VAR}` interpolation, validation with `file:line:col` errors |
+//! | [`auth`] | the clients (apps): gateway keys compared in constant time, each app's context and template values |
+//! | [`metrics`] | Prometheus families per route and variation, how a request ended (`Outcome`), the guards' per-arm statistics |
 //! | [`mock`] | the built-in fake provider, OpenAI, Anthropic or Azure shaped (`sluice mock-provider --kind`; kind `mock` in-process, OpenAI shaped) |
+//! | [`providers`] | upstream clients (hyper-util + hyper-rustls) and provider kinds (OpenAI, Azure, Anthropic, mock) |
+//! | [`aiconfig`] | AI config versions compiled: the Mustache templates, rendering within a budget, the body edits |
 //! | [`snapshot`] | the immutable, precompiled view of the config one request uses (behind `ArcSwap`) |
+//! | [`gateway`] | the running gateway's shared state: the current snapshot, the metrics, draining |
 //! | [`proxy`] | the data-plane pipeline, OpenAI-style errors, the streaming body wrapper |
 //! | [`state`] | the runtime documents and their revision, the one write path, the state directory (`state.json`, the audit log) and its repairs |
 //! | [`guard`] | guarded releases: the mSPRT tests, the guard task (checks on an injected clock, trips, ramp steps, webhooks) |
@@ -35,7 +38,9 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod flags;
+pub mod gateway;
 pub mod guard;
+pub mod keys;
 pub mod metrics;
 pub mod mock;
 pub mod providers;
@@ -44,4 +49,5 @@ pub mod server;
 pub mod snapshot;
 pub mod sse_event;
 pub mod state;
+pub mod wire;
 pub mod worker;

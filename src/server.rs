@@ -6,11 +6,9 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -36,38 +34,8 @@ mod conn;
 mod io;
 mod tls;
 
+pub use crate::gateway::Gateway;
 pub use accept::raise_nofile_limit;
-
-/// Shared state of a running gateway.
-pub struct Gateway {
-    /// The current snapshot. Handlers load it once per request (`load_full`) and never
-    /// keep this handle: a configuration change swaps it without a lock.
-    snapshot: ArcSwap<Snapshot>,
-    /// The process's metrics; they outlive snapshots.
-    pub metrics: Arc<Metrics>,
-    /// Set when shutdown begins, so `/readyz` turns 503 and load balancers drain us.
-    draining: AtomicBool,
-}
-
-impl Gateway {
-    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
-        snapshot.publish(&metrics);
-        metrics.set_config_revision(1);
-        Gateway { snapshot: ArcSwap::from_pointee(snapshot), metrics, draining: AtomicBool::new(false) }
-    }
-
-    /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
-    }
-
-    /// Serve `snapshot` (of configuration `revision`) from the next request on.
-    pub fn install(&self, snapshot: Snapshot, revision: u64) {
-        snapshot.publish(&self.metrics);
-        self.metrics.set_config_revision(revision);
-        self.snapshot.store(Arc::new(snapshot));
-    }
-}
 
 /// What the admin listener serves from.
 struct AdminPlane {
@@ -105,7 +73,7 @@ impl Running {
     /// Begin graceful shutdown and wait until every connection has drained (or the
     /// grace deadline has passed).
     pub async fn shutdown(self) {
-        self.gateway.draining.store(true, Ordering::SeqCst);
+        self.gateway.start_draining();
         self.guard_task.abort();
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -452,7 +420,7 @@ fn admin_handle(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     }
     let (status, text) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok"),
-        "/readyz" if gateway.draining.load(Ordering::SeqCst) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        "/readyz" if gateway.is_draining() => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
         "/readyz" => (StatusCode::OK, "ready"),
         _ => (StatusCode::NOT_FOUND, "not found"),
     };

@@ -61,7 +61,7 @@ pub struct FlagConfig {
     /// each one. Default: the endpoints its variations' providers serve — required when
     /// they serve different endpoints.
     #[serde(default)]
-    pub endpoints: Option<Vec<crate::providers::Endpoint>>,
+    pub endpoints: Option<Vec<crate::wire::Endpoint>>,
 }
 
 fn yes() -> bool {

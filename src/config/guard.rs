@@ -127,6 +127,16 @@ pub struct GuardMetric {
     pub tau: Option<f64>,
 }
 
+/// The difference the treatment may have before it counts as a regression (what a
+/// `margin:` means, for the guard's tests).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Margin {
+    /// In the metric's unit (a proportion, seconds, tokens).
+    Absolute(f64),
+    /// A fraction of the control's level: 0.15 is +15 %.
+    Relative(f64),
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum MarginConfig {
@@ -136,8 +146,7 @@ pub enum MarginConfig {
 
 impl MarginConfig {
     /// `Ok(Err(relative))` or `Ok(Ok(absolute))`.
-    pub fn parse(&self) -> Result<crate::guard::stats::Margin, String> {
-        use crate::guard::stats::Margin;
+    pub fn parse(&self) -> Result<Margin, String> {
         match self {
             MarginConfig::Absolute(v) if *v >= 0.0 && v.is_finite() => Ok(Margin::Absolute(*v)),
             MarginConfig::Absolute(v) => Err(format!("must be a number ≥ 0 (got {v})")),

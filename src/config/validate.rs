@@ -114,7 +114,7 @@ fn providers(config: &Config, problems: &mut Vec<Problem>) {
                 problems.push(Problem::new(&at, format!("an `{}` provider needs `base_url`", p.kind.as_str())));
             }
             (ProviderKind::AzureOpenai, Some(url)) => {
-                if let Err(msg) = crate::providers::AzureUrl::parse(url, p.api_version.as_deref()) {
+                if let Err(msg) = crate::wire::AzureUrl::parse(url, p.api_version.as_deref()) {
                     problems.push(Problem::new(format!("{at}.base_url"), msg));
                 }
             }
@@ -252,7 +252,7 @@ fn secret_digest(
     hex: Option<&str>,
     min_len: usize,
     problems: &mut Vec<Problem>,
-) -> Option<crate::auth::KeyDigest> {
+) -> Option<crate::keys::KeyDigest> {
     match (secret, hex) {
         (Some(s), None) if s.expose().len() < min_len => {
             let message = if min_len <= 1 {
@@ -263,9 +263,9 @@ fn secret_digest(
             problems.push(Problem::new(format!("{at}.{field}"), message));
             None
         }
-        (Some(s), None) => Some(crate::auth::digest(s.expose().as_bytes())),
+        (Some(s), None) => Some(crate::keys::digest(s.expose().as_bytes())),
         (None, Some(hex)) => {
-            let d = crate::auth::parse_digest(hex);
+            let d = crate::keys::parse_digest(hex);
             if d.is_none() {
                 problems.push(Problem::new(format!("{at}.{field}_sha256"), "must be 64 hexadecimal digits"));
             }

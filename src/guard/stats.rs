@@ -24,14 +24,7 @@ pub enum Direction {
     Decrease,
 }
 
-/// The difference the treatment may have before it counts as a regression.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Margin {
-    /// In the metric's unit (a proportion, seconds, tokens).
-    Absolute(f64),
-    /// A fraction of the control's level: 0.15 is +15 %.
-    Relative(f64),
-}
+pub use crate::config::guard::Margin;
 
 /// One metric's test settings.
 #[derive(Debug, Clone, Copy, PartialEq)]

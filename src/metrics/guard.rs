@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use super::Finished;
-use crate::proxy::Outcome;
+use super::Outcome;
 
 /// Latency buckets: bucket `i` holds latencies in [2^(i/4), 2^((i+1)/4)) ms (about 19 %
 /// wide); the first also holds everything under 1 ms and the last everything above.

@@ -7,6 +7,9 @@
 //! allocation. Label values come only from the configuration, never from request data.
 
 mod guard;
+mod outcome;
+
+pub use outcome::Outcome;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,8 +20,6 @@ use prometheus::{
 };
 
 pub use guard::{bucket_lower_bound, latency_bucket, GuardSnapshot, GuardStats, LogMoments, LATENCY_BUCKETS};
-
-use crate::proxy::Outcome;
 
 /// The labels of one route: what served a request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]

@@ -13,7 +13,6 @@
 
 pub mod anthropic;
 pub mod azure;
-mod azure_url;
 mod error;
 pub mod openai;
 mod rewrite;
@@ -31,7 +30,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use azure_url::AzureUrl;
+pub use crate::wire::{AzureUrl, Endpoint};
 pub use error::{SendError, UpstreamError};
 
 use crate::body::Body;
@@ -45,42 +44,6 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 /// How long an idle upstream connection stays in the pool. Providers close idle
 /// connections after about a minute or more; reusing one saves a TLS handshake.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// An OpenAI API endpoint sluice forwards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Endpoint {
-    ChatCompletions,
-    Completions,
-    Embeddings,
-    Responses,
-}
-
-impl Endpoint {
-    /// Every endpoint.
-    pub const ALL: [Endpoint; 4] =
-        [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Responses];
-
-    /// The path after the provider's base URL.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "/chat/completions",
-            Endpoint::Completions => "/completions",
-            Endpoint::Embeddings => "/embeddings",
-            Endpoint::Responses => "/responses",
-        }
-    }
-
-    /// The name used in the config (`endpoints:` of a flag).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::ChatCompletions => "chat_completions",
-            Endpoint::Completions => "completions",
-            Endpoint::Embeddings => "embeddings",
-            Endpoint::Responses => "responses",
-        }
-    }
-}
 
 /// Whether a provider of `kind` serves `endpoint`.
 pub fn serves(kind: ProviderKind, endpoint: Endpoint) -> bool {
@@ -466,7 +429,7 @@ fn apply_quirks(quirks: &Quirks, body: Bytes) -> Bytes {
         if quirks.stream_options { dropped.collect() } else { dropped.chain(["stream_options"]).collect() };
     let mut body = body;
     for key in dropped {
-        let Ok(parsed) = crate::proxy::request::JsonBody::parse(&body) else { return body };
+        let Ok(parsed) = crate::wire::JsonBody::parse(&body) else { return body };
         if let Some(without) = parsed.without(key) {
             body = Bytes::from(without);
         }

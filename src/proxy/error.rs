@@ -7,36 +7,16 @@ use http::{Response, StatusCode};
 use crate::body::{self, Body};
 use crate::providers::UpstreamError;
 
-/// Where a failure came from; doubles as the low-cardinality `outcome` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    ClientError,
-    UpstreamError,
-    Timeout,
-    Cancelled,
-    GatewayError,
-}
+pub use crate::metrics::Outcome;
 
-impl Outcome {
-    /// Every outcome, in declaration order (`outcome as usize` indexes it).
-    pub const ALL: [Outcome; 6] = [
-        Outcome::Ok,
-        Outcome::ClientError,
-        Outcome::UpstreamError,
-        Outcome::Timeout,
-        Outcome::Cancelled,
-        Outcome::GatewayError,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::ClientError => "client_error",
-            Outcome::UpstreamError => "upstream_error",
-            Outcome::Timeout => "timeout",
-            Outcome::Cancelled => "cancelled",
-            Outcome::GatewayError => "gateway_error",
+impl From<crate::wire::BodyError> for GatewayError {
+    fn from(e: crate::wire::BodyError) -> Self {
+        use crate::wire::BodyError;
+        match e {
+            BodyError::NotAnObject => GatewayError::NotAnObject,
+            BodyError::Malformed(m) => GatewayError::MalformedJson(m),
+            BodyError::MissingModel => GatewayError::MissingModel,
+            BodyError::InvalidField { field, expected } => GatewayError::InvalidField { field, expected },
         }
     }
 }

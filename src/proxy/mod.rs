@@ -15,7 +15,7 @@ pub mod context;
 pub mod error;
 mod peek;
 pub mod record;
-pub mod request;
+pub use crate::wire::json_body as request;
 pub mod sse;
 pub mod stream;
 mod targeted;

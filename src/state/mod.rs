@@ -40,7 +40,7 @@ pub use recover::{recover, repair_drop_line, Dropped, RecoverError, Recovered};
 pub use store::{MemoryStore, Store, StoreError};
 
 use crate::config::{self, Problem};
-use crate::server::Gateway;
+use crate::gateway::Gateway;
 use crate::snapshot::Snapshot;
 
 /// The runtime-editable documents, as JSON in the config file's own format.

@@ -13,7 +13,20 @@ use std::fmt;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::error::GatewayError;
+/// Why a body, or one of the members sluice reads, cannot be taken (the data plane turns
+/// each into its 400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// Valid JSON, but not an object.
+    NotAnObject,
+    /// Not JSON, or a string that does not decode.
+    Malformed(String),
+    MissingModel,
+    InvalidField {
+        field: &'static str,
+        expected: &'static str,
+    },
+}
 
 /// The top-level members of a JSON object request body, in order.
 pub struct JsonBody<'a> {
@@ -23,16 +36,16 @@ pub struct JsonBody<'a> {
 
 impl<'a> JsonBody<'a> {
     /// Parse `source`; it must be one JSON object.
-    pub fn parse(source: &'a [u8]) -> Result<Self, GatewayError> {
+    pub fn parse(source: &'a [u8]) -> Result<Self, BodyError> {
         let mut de = serde_json::Deserializer::from_slice(source);
         let members = de.deserialize_map(MembersVisitor).map_err(|e| {
             if e.classify() == serde_json::error::Category::Data {
-                GatewayError::NotAnObject
+                BodyError::NotAnObject
             } else {
-                GatewayError::MalformedJson(e.to_string())
+                BodyError::Malformed(e.to_string())
             }
         })?;
-        de.end().map_err(|e| GatewayError::MalformedJson(e.to_string()))?;
+        de.end().map_err(|e| BodyError::Malformed(e.to_string()))?;
         Ok(JsonBody { source, members })
     }
 
@@ -42,34 +55,34 @@ impl<'a> JsonBody<'a> {
     }
 
     /// `model`: a required string.
-    pub fn model(&self) -> Result<Cow<'a, str>, GatewayError> {
-        let raw = self.get("model").ok_or(GatewayError::MissingModel)?;
+    pub fn model(&self) -> Result<Cow<'a, str>, BodyError> {
+        let raw = self.get("model").ok_or(BodyError::MissingModel)?;
         match serde_json::from_str::<Option<Cow<'a, str>>>(raw.get()) {
             Ok(Some(m)) if !m.is_empty() => Ok(m),
-            Ok(_) => Err(GatewayError::MissingModel),
+            Ok(_) => Err(BodyError::MissingModel),
             // A string that does not decode (a lone surrogate escape): not a type error.
-            Err(e) if raw.get().starts_with('"') => Err(GatewayError::MalformedJson(format!("`model`: {e}"))),
-            Err(_) => Err(GatewayError::InvalidField { field: "model", expected: "a string" }),
+            Err(e) if raw.get().starts_with('"') => Err(BodyError::Malformed(format!("`model`: {e}"))),
+            Err(_) => Err(BodyError::InvalidField { field: "model", expected: "a string" }),
         }
     }
 
     /// `stream`: an optional boolean (absent or null is false).
-    pub fn stream(&self) -> Result<bool, GatewayError> {
+    pub fn stream(&self) -> Result<bool, BodyError> {
         match self.get("stream") {
             None => Ok(false),
             Some(raw) => serde_json::from_str::<Option<bool>>(raw.get())
                 .map(Option::unwrap_or_default)
-                .map_err(|_| GatewayError::InvalidField { field: "stream", expected: "a boolean" }),
+                .map_err(|_| BodyError::InvalidField { field: "stream", expected: "a boolean" }),
         }
     }
 
     /// `user`: an optional string (absent, null or empty is none).
-    pub fn user(&self) -> Result<Option<Cow<'a, str>>, GatewayError> {
+    pub fn user(&self) -> Result<Option<Cow<'a, str>>, BodyError> {
         match self.get("user") {
             None => Ok(None),
             Some(raw) => serde_json::from_str::<Option<Cow<'a, str>>>(raw.get())
                 .map(|u| u.filter(|u| !u.is_empty()))
-                .map_err(|_| GatewayError::InvalidField { field: "user", expected: "a string" }),
+                .map_err(|_| BodyError::InvalidField { field: "user", expected: "a string" }),
         }
     }
 
@@ -217,15 +230,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_bodies() {
-        assert!(matches!(JsonBody::parse(b"{\"model\":"), Err(GatewayError::MalformedJson(_))));
-        assert!(matches!(JsonBody::parse(b"[1,2]"), Err(GatewayError::NotAnObject)));
-        assert!(matches!(JsonBody::parse(b"{} x"), Err(GatewayError::MalformedJson(_))));
+        assert!(matches!(JsonBody::parse(b"{\"model\":"), Err(BodyError::Malformed(_))));
+        assert!(matches!(JsonBody::parse(b"[1,2]"), Err(BodyError::NotAnObject)));
+        assert!(matches!(JsonBody::parse(b"{} x"), Err(BodyError::Malformed(_))));
         let b = JsonBody::parse(b"{\"messages\":[]}").unwrap();
-        assert!(matches!(b.model(), Err(GatewayError::MissingModel)));
+        assert!(matches!(b.model(), Err(BodyError::MissingModel)));
         let b = JsonBody::parse(b"{\"model\":5}").unwrap();
-        assert!(matches!(b.model(), Err(GatewayError::InvalidField { field: "model", .. })));
+        assert!(matches!(b.model(), Err(BodyError::InvalidField { field: "model", .. })));
         let b = JsonBody::parse(b"{\"model\":\"m\",\"stream\":\"yes\"}").unwrap();
-        assert!(matches!(b.stream(), Err(GatewayError::InvalidField { field: "stream", .. })));
+        assert!(matches!(b.stream(), Err(BodyError::InvalidField { field: "stream", .. })));
     }
 
     #[test]
