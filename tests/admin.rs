@@ -715,3 +715,14 @@ async fn the_admin_api_reads_the_bearer_scheme_in_any_case_as_the_data_plane_doe
     }
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn restoring_a_flag_that_is_on_changes_nothing_even_when_the_file_never_said_on() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), None)).await;
+    // The file's `bot` has no `on` key: it is on, so a restore is a no-op, refused.
+    let a = call(&gw, "POST", "/admin/v1/flags/bot/restore", Some(WRITE), Some(json!({"reason": "x"})), None).await;
+    assert_eq!((a.status.as_u16(), a.error_code()), (409, "conflict".to_string()), "{}", a.text());
+    assert_eq!(gw.state.revision(), 1, "nothing was written");
+    gw.shutdown().await;
+}

@@ -662,7 +662,11 @@ fn known_variation(flag_key: &str, flag: &serde_json::Map<String, Value>, variat
 fn edit(docs: &mut Docs, change: &Change) -> Result<(), ChangeError> {
     match change {
         Change::SetOn { flag, on } => {
-            flag_mut(docs, flag)?.insert("on".into(), Value::Bool(*on));
+            let f = flag_mut(docs, flag)?;
+            // A flag without `on` is on: restoring it changes nothing (and is refused so).
+            if f.get("on").and_then(Value::as_bool).unwrap_or(true) != *on {
+                f.insert("on".into(), Value::Bool(*on));
+            }
         }
         Change::Rollout { flag, weights } => {
             let f = flag_mut(docs, flag)?;
