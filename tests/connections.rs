@@ -133,6 +133,17 @@ async fn both_http_versions_take_the_same_header_size() {
     gw.shutdown().await;
 }
 
+/// Wait until `up` has seen the gateway drop its stream.
+async fn upstream_released(up: &Upstream) {
+    eventually(PATIENCE, async || {
+        up.stream_dropped
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(())
+            .ok_or("the upstream stream is still held")
+    })
+    .await;
+}
+
 /// An upstream whose stream never ends (16 KiB events), behind a gateway that drops a
 /// client taking nothing for 300 ms.
 async fn endless_stream_gateway() -> (Upstream, Running) {
@@ -164,13 +175,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_its_upstream_released()
     );
     tokio::io::AsyncWriteExt::write_all(&mut client, head.as_bytes()).await.unwrap();
     // The client reads nothing from here on; the upstream keeps sending.
-    eventually(PATIENCE, async || {
-        up.stream_dropped
-            .load(std::sync::atomic::Ordering::SeqCst)
-            .then_some(())
-            .ok_or("the upstream stream is still held")
-    })
-    .await;
+    upstream_released(&up).await;
     assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     drop(client);
     gw.shutdown().await;
@@ -368,13 +373,7 @@ async fn an_http2_client_that_stops_reading_a_stream_is_disconnected() {
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     // The body is never read: HTTP/2 flow control stops the gateway's stream, not its socket.
-    eventually(PATIENCE, async || {
-        up.stream_dropped
-            .load(std::sync::atomic::Ordering::SeqCst)
-            .then_some(())
-            .ok_or("the upstream stream is still held")
-    })
-    .await;
+    upstream_released(&up).await;
     drop(resp);
     gw.shutdown().await;
 }

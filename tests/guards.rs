@@ -23,13 +23,6 @@ use sluice::state::{AuditEntry, AuditQuery, Change, FileStore, MemoryStore, Requ
 
 const WRITE: &str = "admin-write-token-0123456789";
 
-/// `text` with `from` replaced by `to`; fails if `from` is not there (so an edit of a
-/// config can never silently do nothing).
-fn must_replace(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "`{from}` is not in the text to edit:\n{text}");
-    text.replace(from, to)
-}
-
 fn guarded_config(treatment_error_rate: f64, webhook: &str, guard_extra: &str, fallthrough: &str) -> String {
     must_replace(&config("http://127.0.0.1:9/v1", ""), "\naliases:\n  fast: up/gpt-x\n", "\n")
         + &format!(
@@ -530,40 +523,13 @@ async fn the_circuit_breaker_acts_below_the_floor() {
     assert!(reason.contains("circuit_breaker"), "{reason}");
 }
 
-/// Log lines, as the gateway's formatter writes them.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-    fn make_writer(&'a self) -> Logs {
-        self.clone()
-    }
-}
-
-impl Logs {
-    fn count(&self, needle: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).lines().filter(|l| l.contains(needle)).count()
-    }
-}
-
 #[tokio::test]
 async fn a_guard_that_does_not_compile_is_reported_once_per_revision() {
     // The config's validation does not read `step_started`; the guard has to.
     let extra = format!("{RAMP}      step_started: last tuesday\n");
     let rig = Rig::in_memory(&guarded_config(0.0, "http://127.0.0.1:9/hook", &extra, "{variation: control}"));
     let clock = TestClock::new();
-    let logs = Logs::default();
+    let logs = Capture::default();
     let _logging =
         tracing::subscriber::set_default(tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).finish());
     let start = rig.revision();
@@ -573,7 +539,7 @@ async fn a_guard_that_does_not_compile_is_reported_once_per_revision() {
         assert_eq!(pass, Pass { invalid: vec!["bot".into()], ..Pass::default() });
         clock.advance(Duration::from_secs(1));
     }
-    assert_eq!(logs.count(line), 1, "one line for the revision");
+    assert_eq!(logs.text().lines().filter(|l| l.contains(line)).count(), 1, "one line for the revision");
     let status = rig.status();
     assert_eq!((&status["state"], &status["treatment"]), (&json!("invalid"), &json!("treatment")), "{status}");
     assert!(status["error"].as_str().unwrap().starts_with("guard.step_started: `last tuesday`"), "{status}");
@@ -584,7 +550,7 @@ async fn a_guard_that_does_not_compile_is_reported_once_per_revision() {
     for _ in 0..3 {
         assert_eq!(rig.check(&clock).invalid, ["bot"]);
     }
-    assert_eq!(logs.count(line), 2);
+    assert_eq!(logs.text().lines().filter(|l| l.contains(line)).count(), 2);
 
     // Fixed (a re-arm drops the start time): checked again, and the ramp starts.
     rig.set_guard("armed", true);
@@ -594,7 +560,7 @@ async fn a_guard_that_does_not_compile_is_reported_once_per_revision() {
     let status = rig.status();
     assert_eq!(status["state"], "armed");
     assert!(status.get("error").is_none(), "{status}");
-    assert_eq!(logs.count(line), 2);
+    assert_eq!(logs.text().lines().filter(|l| l.contains(line)).count(), 2);
 }
 
 // ---------------------------------------------------------------------------------------
