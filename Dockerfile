@@ -1,10 +1,13 @@
 # Build the release binary, then run it as a non-root user with the example config.
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# The workspace: cargo loads every member's manifest and targets (the gateway's benches
+# included) before it builds one.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-# Cargo reads every target the manifest declares, the benches included.
 COPY benches ./benches
+COPY crates ./crates
+COPY load-tests/loadgen ./load-tests/loadgen
 RUN cargo build --release --locked --bin sluice
 
 FROM debian:bookworm-slim

@@ -21,10 +21,10 @@ log() { printf '\n== %s\n' "$*" >&2; }
 if $smoke; then profile=debug; flag=""; else profile=release; flag="--release"; fi
 log "build ($profile)"
 cargo build $flag --quiet --bin sluice
-cargo build $flag --quiet --manifest-path load-tests/loadgen/Cargo.toml
+cargo build $flag --quiet -p sluice-loadgen
 bin=$root/target/$profile/sluice
-loadgen=$root/load-tests/loadgen/target/$profile/sluice-loadgen
-floor=$root/load-tests/loadgen/target/$profile/sluice-floor
+loadgen=$root/target/$profile/sluice-loadgen
+floor=$root/target/$profile/sluice-floor
 
 if ! $smoke && ! command -v nginx >/dev/null; then
   log "install nginx (Debian package)"

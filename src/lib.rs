@@ -8,6 +8,9 @@
 //! Every module, ground floor first: each uses only the ones listed before it
 //! (`tests/layers.rs` checks it; ARCHITECTURE.md's code map says what each must never do):
 //!
+//! The fake provider is its own crate of the workspace, `sluice-mock` (`crates/mock`): the
+//! gateway's provider kind `mock` calls it in-process and `sluice mock-provider` serves it.
+//!
 //! | module | owns |
 //! |---|---|
 //! | [`body`] | the one response body type |
@@ -19,7 +22,6 @@
 //! | [`config`] | the YAML file format, `${VAR}` interpolation, validation with `file:line:col` errors |
 //! | [`auth`] | the clients (apps): gateway keys compared in constant time, each app's context and template values |
 //! | [`metrics`] | Prometheus families per route and variation, how a request ended (`Outcome`), the guards' per-arm statistics |
-//! | [`mock`] | the built-in fake provider, OpenAI, Anthropic or Azure shaped (`sluice mock-provider --kind`; kind `mock` in-process, OpenAI shaped) |
 //! | [`providers`] | upstream clients (hyper-util + hyper-rustls) and provider kinds (OpenAI, Azure, Anthropic, mock) |
 //! | [`aiconfig`] | AI config versions compiled: the Mustache templates, rendering within a budget, the body edits |
 //! | [`snapshot`] | the immutable, precompiled view of the config one request uses (behind `ArcSwap`) |
@@ -42,7 +44,6 @@ pub mod gateway;
 pub mod guard;
 pub mod keys;
 pub mod metrics;
-pub mod mock;
 pub mod providers;
 pub mod proxy;
 pub mod server;

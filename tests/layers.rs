@@ -18,7 +18,6 @@ const FLOORS: &[&str] = &[
     "config",
     "auth",
     "metrics",
-    "mock",
     "providers",
     "aiconfig",
     "snapshot",

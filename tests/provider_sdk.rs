@@ -16,7 +16,7 @@ use std::process::Command;
 
 use common::*;
 use serde_json::{json, Value};
-use sluice::mock::{MockKind, MockSettings};
+use sluice_mock::{MockKind, MockSettings};
 
 /// A `sluice mock-provider` of `kind` on an ephemeral port.
 async fn mock(kind: MockKind) -> SocketAddr {

@@ -513,7 +513,7 @@ fn check_refuses_what_cannot_work() {
 
 #[tokio::test]
 async fn quirk_switches_make_a_stricter_server_work() {
-    use sluice::mock::{MockKind, MockSettings};
+    use sluice_mock::{MockKind, MockSettings};
     let strict = mock_provider(MockSettings {
         kind: MockKind::OpenAi,
         reject_stream_options: true,
@@ -560,7 +560,7 @@ providers:
 
 #[tokio::test]
 async fn azure_and_openai_mocks_serve_the_responses_api_alike() {
-    use sluice::mock::{MockKind, MockSettings};
+    use sluice_mock::{MockKind, MockSettings};
     let openai = mock_provider(MockSettings { kind: MockKind::OpenAi, ..MockSettings::default() }).await;
     let azure = mock_provider(MockSettings { kind: MockKind::Azure, ..MockSettings::default() }).await;
     let yaml = format!(

@@ -14,7 +14,8 @@ mod state;
 pub use logging::init_logging;
 
 use crate::config::{self, LogConfig};
-use crate::{mock, server};
+use crate::server;
+use sluice_mock as mock;
 
 /// sluice: an OpenAI-compatible LLM gateway for changing prompts and models in
 /// production safely.
@@ -254,7 +255,7 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
 
     use super::*;
 
@@ -274,5 +275,42 @@ mod tests {
         remove_if_present(&path).unwrap();
         remove_if_present(&path).unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn cli_flags_and_help() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "mock-provider",
+            "--kind",
+            "anthropic",
+            "--reject-stream-options",
+            "--omit-tool-call-index",
+        ])
+        .unwrap();
+        let Command::MockProvider(args) = cli.command else { panic!("not mock-provider") };
+        let settings = args.settings();
+        assert_eq!(settings.kind, sluice_mock::MockKind::Anthropic);
+        assert!(settings.reject_stream_options && settings.omit_tool_call_index);
+
+        let cli = Cli::try_parse_from(["sluice", "mock-provider"]).unwrap();
+        let Command::MockProvider(args) = cli.command else { panic!("not mock-provider") };
+        let settings = args.settings();
+        assert_eq!(settings.kind, sluice_mock::MockKind::OpenAi);
+        assert!(!settings.reject_stream_options && !settings.omit_tool_call_index);
+        assert!(Cli::try_parse_from(["sluice", "mock-provider", "--kind", "gemini"]).is_err());
+
+        let help = Cli::try_parse_from(["sluice", "mock-provider", "--help"]).unwrap_err().to_string();
+        for needle in [
+            "--kind",
+            "anthropic",
+            "azure",
+            "x-mock-script",
+            "x-mock-cached-tokens",
+            "mid_stream_error",
+            "text_tool_text",
+        ] {
+            assert!(help.contains(needle), "{needle} missing from:\n{help}");
+        }
     }
 }

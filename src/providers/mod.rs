@@ -35,8 +35,8 @@ pub use error::{SendError, UpstreamError};
 
 use crate::body::Body;
 use crate::config::{ProviderConfig, ProviderKind, Quirks, Timeouts, UpstreamTimeouts};
-use crate::mock::{self, MockSettings};
 use crate::worker::PerWorker;
+use sluice_mock::{self as mock, MockSettings};
 
 /// The pooled upstream HTTP client.
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;

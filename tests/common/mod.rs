@@ -478,10 +478,10 @@ pub fn python_sdk_or_skip(name: &str) -> bool {
 }
 
 /// A `sluice mock-provider` with `settings` on an ephemeral port, stopped with the test.
-pub async fn mock_provider(settings: sluice::mock::MockSettings) -> SocketAddr {
+pub async fn mock_provider(settings: sluice_mock::MockSettings) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(sluice::mock::serve(listener, Arc::new(settings), std::future::pending()));
+    tokio::spawn(sluice_mock::serve(listener, Arc::new(settings), std::future::pending()));
     addr
 }
 

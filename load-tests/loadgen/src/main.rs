@@ -91,7 +91,9 @@ fn request(args: &Args, user: &str, stream: bool) -> hyper::Request<Full<Bytes>>
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {}", args.key));
     if stream {
-        b = b.header("x-mock-chunks", args.chunks.to_string()).header("x-mock-chunk-delay-ms", args.chunk_delay_ms.to_string());
+        b = b
+            .header("x-mock-chunks", args.chunks.to_string())
+            .header("x-mock-chunk-delay-ms", args.chunk_delay_ms.to_string());
     }
     b.body(Full::new(Bytes::from(body))).unwrap_or_default()
 }
@@ -107,7 +109,10 @@ async fn connect(addr: SocketAddr) -> Result<http1::SendRequest<Full<Bytes>>, St
 /// Whether a frame carries content: `"content":"` followed by a non-empty string.
 fn has_content(frame: &[u8]) -> bool {
     let needle = br#""content":""#;
-    frame.windows(needle.len()).enumerate().any(|(i, w)| w == needle && frame.get(i + needle.len()).is_some_and(|b| *b != b'"'))
+    frame
+        .windows(needle.len())
+        .enumerate()
+        .any(|(i, w)| w == needle && frame.get(i + needle.len()).is_some_and(|b| *b != b'"'))
 }
 
 /// One request; returns (total latency, time to first content) on success.
@@ -219,7 +224,8 @@ async fn hold_one(args: Args, id: usize, h2: Option<http2::SendRequest<Full<Byte
 async fn connect_h2(addr: SocketAddr) -> Result<http2::SendRequest<Full<Bytes>>, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.map_err(|e| format!("h2 handshake: {e}"))?;
+    let (sender, conn) =
+        http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.map_err(|e| format!("h2 handshake: {e}"))?;
     tokio::spawn(conn);
     Ok(sender)
 }

@@ -17,3 +17,6 @@ pub struct Reply {
     /// The name of the forced tool that carries `response_format` JSON output, if any.
     pub json_tool: Option<String>,
 }
+
+#[cfg(test)]
+mod mock_plan_tests;

@@ -6,7 +6,6 @@
 mod anthropic;
 mod azure;
 mod openai;
-mod plan;
 mod responses;
 
 use bytes::Bytes;
@@ -144,39 +143,6 @@ pub(super) fn chat_body(messages: Value, extra: Value) -> Value {
         body.extend(extra.clone());
     }
     body
-}
-
-#[test]
-fn cli_flags_and_help() {
-    use clap::Parser;
-
-    let cli = crate::cli::Cli::try_parse_from([
-        "sluice",
-        "mock-provider",
-        "--kind",
-        "anthropic",
-        "--reject-stream-options",
-        "--omit-tool-call-index",
-    ])
-    .unwrap();
-    let crate::cli::Command::MockProvider(args) = cli.command else { panic!("not mock-provider") };
-    let settings = args.settings();
-    assert_eq!(settings.kind, MockKind::Anthropic);
-    assert!(settings.reject_stream_options && settings.omit_tool_call_index);
-
-    let cli = crate::cli::Cli::try_parse_from(["sluice", "mock-provider"]).unwrap();
-    let crate::cli::Command::MockProvider(args) = cli.command else { panic!("not mock-provider") };
-    let settings = args.settings();
-    assert_eq!(settings.kind, MockKind::OpenAi);
-    assert!(!settings.reject_stream_options && !settings.omit_tool_call_index);
-    assert!(crate::cli::Cli::try_parse_from(["sluice", "mock-provider", "--kind", "gemini"]).is_err());
-
-    let help = crate::cli::Cli::try_parse_from(["sluice", "mock-provider", "--help"]).unwrap_err().to_string();
-    for needle in
-        ["--kind", "anthropic", "azure", "x-mock-script", "x-mock-cached-tokens", "mid_stream_error", "text_tool_text"]
-    {
-        assert!(help.contains(needle), "{needle} missing from:\n{help}");
-    }
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
-//! `sluice mock-provider`: a fast, fake provider that speaks OpenAI, Anthropic or Azure
-//! OpenAI.
+//! sluice's fake provider: a fast server that speaks OpenAI, Anthropic or Azure OpenAI, run
+//! as `sluice mock-provider` or in-process as the gateway's provider kind `mock`.
 //!
 //! The mock answers the routes of the provider kind it imitates ([`MockKind`], `--kind`)
 //! with well-formed, deterministic responses, so demos, integration tests and load tests
@@ -84,6 +84,8 @@
 //! carrying `stream_options` with OpenAI's 400 for an unknown argument;
 //! `--omit-tool-call-index` ([`MockSettings::omit_tool_call_index`]) leaves `index` out of
 //! streamed tool-call deltas.
+
+pub mod body;
 
 mod anthropic;
 mod anthropic_events;

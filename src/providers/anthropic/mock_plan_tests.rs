@@ -2,11 +2,63 @@
 //! mock as its translation (the gateway's own request and response translation) gets the
 //! same answer: text, tool names and arguments, finish and token counts.
 
-use http::StatusCode;
-use serde_json::{json, Value};
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::{chat_body, json, messages, post, MockKind};
-use crate::providers::anthropic::{request, response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use sluice_mock::{MockKind, MockRequest, MockSettings};
+
+use super::{request, response};
+use crate::body::Body;
+
+/// The mock of `kind` answering `body` posted to `path`, in-process.
+async fn answer(kind: MockKind, path: &str, headers: &[(&str, &str)], body: &Value) -> Response<Body> {
+    let mut map = HeaderMap::new();
+    if kind == MockKind::Anthropic {
+        map.insert("x-api-key", HeaderValue::from_static("sk-ant-test"));
+        map.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+    }
+    for (name, value) in headers {
+        map.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+    }
+    let req = MockRequest {
+        method: &Method::POST,
+        path,
+        query: None,
+        headers: &map,
+        body: Bytes::from(serde_json::to_vec(body).unwrap()),
+    };
+    sluice_mock::respond(&MockSettings { kind, ..MockSettings::default() }, req).await
+}
+
+async fn json_of(response: Response<Body>) -> (StatusCode, Value) {
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or_else(|err| panic!("{err}: {body:?}")))
+}
+
+/// The data of each event of a streamed answer (`[DONE]` left out).
+async fn events(response: Response<Body>) -> Vec<Value> {
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter(|data| *data != "[DONE]")
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect()
+}
+
+/// A chat request body with `messages` and more fields.
+fn chat_body(messages: Value, extra: Value) -> Value {
+    let mut body = json!({"model": "gpt-x", "messages": messages});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    body
+}
 
 const DEFAULTS: request::Defaults = request::Defaults { max_tokens: Some(4096) };
 
@@ -35,21 +87,13 @@ fn neutral(answer: &Value) -> Value {
 }
 
 async fn openai_answer(body: &Value, headers: &[(&str, &str)]) -> Value {
-    let mut req = post("/v1/chat/completions", body);
-    for (name, value) in headers {
-        req = req.header(name, value);
-    }
-    let (status, v) = json(req.to(MockKind::OpenAi).await).await;
+    let (status, v) = json_of(answer(MockKind::OpenAi, "/v1/chat/completions", headers, body).await).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     v
 }
 
 async fn anthropic_answer(body: &Value, headers: &[(&str, &str)]) -> Value {
-    let mut req = messages(body);
-    for (name, value) in headers {
-        req = req.header(name, value);
-    }
-    let (status, v) = json(req.to(MockKind::Anthropic).await).await;
+    let (status, v) = json_of(answer(MockKind::Anthropic, "/v1/messages", headers, body).await).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     v
 }
@@ -185,13 +229,12 @@ async fn structured_output() {
 
 #[tokio::test]
 async fn streamed_and_whole_answers_agree() {
-    use super::events;
     let body =
         chat_body(json!([{"role": "user", "content": "weather"}]), json!({"tools": weather_tools(), "stream": true}));
-    let chunks = events(post("/v1/chat/completions", &body).to(MockKind::OpenAi).await).await;
+    let chunks = events(answer(MockKind::OpenAi, "/v1/chat/completions", &[], &body).await).await;
     let mut arguments = vec![String::new(); 2];
     for chunk in &chunks {
-        for call in chunk.data["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+        for call in chunk["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
             let index = call["index"].as_u64().unwrap() as usize;
             arguments[index].push_str(call["function"]["arguments"].as_str().unwrap());
         }
@@ -199,12 +242,12 @@ async fn streamed_and_whole_answers_agree() {
     assert_eq!(arguments, [r#"{"city":"mock","days":1}"#, "{}"]);
 
     let translated = request::translate(&body, DEFAULTS).unwrap().body;
-    let events = events(messages(&translated).to(MockKind::Anthropic).await).await;
+    let events = events(answer(MockKind::Anthropic, "/v1/messages", &[], &translated).await).await;
     let mut inputs = vec![String::new(); 2];
     for event in &events {
-        if event.data["delta"]["type"] == "input_json_delta" {
-            let index = event.data["index"].as_u64().unwrap() as usize;
-            inputs[index].push_str(event.data["delta"]["partial_json"].as_str().unwrap());
+        if event["delta"]["type"] == "input_json_delta" {
+            let index = event["index"].as_u64().unwrap() as usize;
+            inputs[index].push_str(event["delta"]["partial_json"].as_str().unwrap());
         }
     }
     assert_eq!(inputs, arguments);
