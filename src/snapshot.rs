@@ -20,7 +20,7 @@ use crate::config::flags::{FlagConfig, WhenDisabled};
 use crate::config::{Config, Problem, Targeting};
 use crate::flags::FlagIndex;
 use crate::metrics::{Labels, Metrics, RouteMetrics};
-use crate::providers::{self, Endpoint, Provider};
+use crate::providers::{Endpoint, Provider};
 
 /// The `model` label of pass-through requests for a model the provider does not list
 /// (request data never becomes a label value).
@@ -325,14 +325,12 @@ fn flag_route(
 /// provider must serve (or else a problem). Without a list, every variation's provider
 /// must serve every endpoint (true of all kinds but `anthropic`), or the list is required.
 fn flag_endpoints(key: &str, flag: &FlagConfig, variants: &[Variant], problems: &mut Vec<Problem>) -> Vec<Endpoint> {
-    let serve_all = |e: Endpoint| variants.iter().all(|v| providers::serves(v.version.provider.kind_name, e));
+    let serve_all = |e: Endpoint| variants.iter().all(|v| v.version.provider.serves(e));
     let Some(listed) = &flag.endpoints else {
         let all: Vec<Endpoint> = Endpoint::ALL.into_iter().filter(|&e| serve_all(e)).collect();
         // Variations that serve different endpoints: which ones the flag serves must be said,
         // so adding (say) an Anthropic variation never silently takes endpoints away from apps.
-        let served_by = |v: &Variant| {
-            Endpoint::ALL.into_iter().filter(|&e| providers::serves(v.version.provider.kind_name, e)).count()
-        };
+        let served_by = |v: &Variant| Endpoint::ALL.into_iter().filter(|&e| v.version.provider.serves(e)).count();
         let fewest = flag.variations.iter().zip(variants).find(|(_, v)| served_by(v) == all.len());
         let most = variants.iter().map(served_by).max().unwrap_or(0);
         if let Some((v, variant)) = fewest.filter(|_| most > all.len()) {
@@ -358,7 +356,7 @@ fn flag_endpoints(key: &str, flag: &FlagConfig, variants: &[Variant], problems: 
     for (i, &e) in listed.iter().enumerate() {
         for (v, variant) in flag.variations.iter().zip(variants) {
             let provider = &variant.version.provider;
-            if !providers::serves(provider.kind_name, e) {
+            if !provider.serves(e) {
                 problems.push(Problem::new(
                     format!("flags.{key}.endpoints[{i}]"),
                     format!(

@@ -8,8 +8,6 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
 #[derive(Debug, Args)]
@@ -351,8 +349,7 @@ async fn call(
     }
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let req = req.body(Full::new(Bytes::from(body))).map_err(|e| format!("bad admin URL `{url}`: {e}"))?;
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let client = crate::providers::https_client(std::time::Duration::from_secs(30));
     let resp = tokio::time::timeout(std::time::Duration::from_secs(30), client.request(req))
         .await
         .map_err(|_| format!("{url}: no answer within 30 s"))?

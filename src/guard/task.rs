@@ -23,6 +23,7 @@ use super::edit::{move_traffic, set_share};
 use super::stats::Decision;
 use crate::config::guard::{GuardState, MetricKind, OnTrip};
 use crate::metrics::Metrics;
+use crate::providers::{self, HttpsClient};
 use crate::state::{Change, ChangeError, Request, State};
 
 /// How often the task looks for guards that are due.
@@ -122,8 +123,9 @@ pub struct Guards {
     windows: Mutex<HashMap<String, Window>>,
     status: Mutex<BTreeMap<String, FlagStatus>>,
     trips: Mutex<HashMap<String, LastTrip>>,
-    /// Where webhooks are posted from.
+    /// Where webhooks are posted from, and with what (one client, its connections reused).
     runtime: tokio::runtime::Handle,
+    webhooks: HttpsClient,
 }
 
 /// What a trip or a step tells the audit log and the webhook.
@@ -161,6 +163,7 @@ impl Guards {
             status: Mutex::new(BTreeMap::new()),
             trips: Mutex::new(HashMap::new()),
             runtime,
+            webhooks: providers::https_client(WEBHOOK_TIMEOUT),
         }
     }
 
@@ -418,11 +421,12 @@ impl Guards {
     /// POST the event to the guard's webhook, off the data plane, with retries.
     fn notify(&self, guard: &Compiled, event: Event) {
         let Some(url) = guard.config.webhook.clone() else { return };
+        let client = self.webhooks.clone();
         self.runtime.spawn(async move {
             let body = serde_json::to_vec(&event).unwrap_or_default();
             let mut delay = Duration::from_millis(500);
             for attempt in 1..=4 {
-                match post(&url, body.clone()).await {
+                match post(&client, &url, body.clone()).await {
                     Ok(()) => return,
                     Err(e) => tracing::warn!(url = %url, attempt, error = %e, "guard webhook failed"),
                 }
@@ -456,16 +460,16 @@ fn trip_event(flag: &str, guard: &Compiled, arms: &Arms, evaluated: &[Evaluated]
     Some(Event { interval: Some([e.low, e.high]), lambda: Some(e.lambda), ..event(tripped.kind.as_str(), e.delta) })
 }
 
-async fn post(url: &str, body: Vec<u8>) -> Result<(), String> {
+/// How long one webhook attempt may take, connecting included.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn post(client: &HttpsClient, url: &str, body: Vec<u8>) -> Result<(), String> {
     use http_body_util::Full;
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
-    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
     let req = http::Request::post(url)
         .header("content-type", "application/json")
         .body(Full::new(bytes::Bytes::from(body)))
         .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+    let resp = tokio::time::timeout(WEBHOOK_TIMEOUT, client.request(req))
         .await
         .map_err(|_| "timed out".to_string())?
         .map_err(|e| e.to_string())?;

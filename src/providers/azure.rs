@@ -17,10 +17,96 @@
 //! A whole JSON answer loses `prompt_filter_results` and each choice's filter results, and
 //! Azure's 400 for a filtered prompt becomes OpenAI's `content_filter` error.
 
+use bytes::Bytes;
+use http::header::{HeaderName, CONTENT_LENGTH};
+use http::Response;
 use memchr::memmem;
 use serde_json::{json, Map, Value};
 
+use super::dialect::{secret_header, Answer, Dialect, Head, Kind, Prepared, Reply, Target};
+use super::{json_response, SendError, UpstreamError, UpstreamRequest};
+use crate::config::ProviderConfig;
 use crate::sse_event::{data_of, Events};
+use crate::wire::AzureUrl;
+
+/// The `azure_openai` kind: Azure's URL forms and `api-key`, its answers normalised.
+#[derive(Debug)]
+struct Azure {
+    url: AzureUrl,
+    /// Remove Azure's filter annotations (`normalise`, on unless turned off).
+    normalise: bool,
+}
+
+pub(super) fn build(cfg: &ProviderConfig) -> Result<Kind, String> {
+    let url = cfg.base_url.as_deref().ok_or("an `azure_openai` provider needs `base_url`")?;
+    let url = AzureUrl::parse(url, cfg.api_version.as_deref())?;
+    let mut headers = Vec::new();
+    if let Some(key) = cfg.api_key.as_ref().filter(|k| !k.is_empty()) {
+        headers.push(secret_header(HeaderName::from_static("api-key"), key.expose(), "api_key")?);
+    }
+    let target = Target::Http { scheme: url.scheme.clone(), authority: url.authority.clone(), headers };
+    Ok(Kind { dialect: Box::new(Azure { url, normalise: cfg.normalise.unwrap_or(true) }), target })
+}
+
+impl Dialect for Azure {
+    fn prepare(&self, req: UpstreamRequest<'_>) -> Result<Prepared, SendError> {
+        let path_and_query =
+            self.url.path_and_query(req.endpoint, req.model, req.query).ok_or_else(|| SendError::Refused {
+                param: "model",
+                message: format!("`{}` is not a valid Azure deployment name", req.model),
+            })?;
+        Ok(Prepared {
+            path_and_query,
+            headers: req.headers,
+            body: req.body,
+            translated: false,
+            reply: Box::new(AzureReply { normalise: self.normalise }),
+        })
+    }
+}
+
+struct AzureReply {
+    normalise: bool,
+}
+
+impl Reply for AzureReply {
+    fn answer(self: Box<Self>, head: Head) -> Answer {
+        if !head.ok() {
+            if head.status != 400 {
+                return Answer::Pass;
+            }
+            return Answer::Whole(Box::new(|parts, body| {
+                Ok(match translate_error(parts.status.as_u16(), &body) {
+                    Some((status, json)) => json_response(parts, status, &json),
+                    None => Response::from_parts(parts, crate::body::full(body)),
+                })
+            }));
+        }
+        if !self.normalise {
+            return Answer::Pass;
+        }
+        if head.sse {
+            return Answer::Stream { rewriter: Box::new(StreamNormaliser::new()), own_headers: false };
+        }
+        Answer::Whole(Box::new(|mut parts, body| {
+            let body = normalise_json(&body).map_or(body, Bytes::from);
+            parts.headers.remove(CONTENT_LENGTH);
+            Ok(Response::from_parts(parts, crate::body::full(body)))
+        }))
+    }
+}
+
+impl super::rewrite::StreamRewrite for StreamNormaliser {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        StreamNormaliser::feed(self, bytes)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        StreamNormaliser::finish(self)
+    }
+    fn broken(&self) -> Option<UpstreamError> {
+        StreamNormaliser::too_large(self).then_some(UpstreamError::Protocol)
+    }
+}
 
 /// Every annotation this module removes has this in its name.
 const FILTER: &[u8] = b"filter";

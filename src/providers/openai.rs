@@ -10,10 +10,93 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
 use memchr::memmem;
 use serde_json::{Map, Value};
 
+use super::dialect::{
+    join_path, secret_header, split_base_url, Answer, Dialect, Head, Kind, Plain, Prepared, Reply, Target,
+};
+use super::{SendError, UpstreamError, UpstreamRequest};
+use crate::config::{ProviderConfig, Quirks};
 use crate::sse_event::{data_of, Events};
+
+/// The `openai` kind: OpenAI, or any server that speaks its API, with its quirks.
+#[derive(Debug)]
+struct OpenAi {
+    /// The base URL's path without a trailing slash, e.g. `/v1`.
+    base_path: String,
+    quirks: Quirks,
+}
+
+pub(super) fn build(cfg: &ProviderConfig) -> Result<Kind, String> {
+    let url = cfg.base_url.as_deref().ok_or("an HTTP provider needs `base_url`")?;
+    let (scheme, authority, base_path) = split_base_url(url)?;
+    let mut headers = Vec::new();
+    if let Some(key) = cfg.api_key.as_ref().filter(|k| !k.is_empty()) {
+        headers.push(secret_header(AUTHORIZATION, &format!("Bearer {}", key.expose()), "api_key")?);
+    }
+    let dialect = OpenAi { base_path, quirks: cfg.quirks.clone() };
+    Ok(Kind { dialect: Box::new(dialect), target: Target::Http { scheme, authority, headers } })
+}
+
+impl Dialect for OpenAi {
+    fn prepare(&self, req: UpstreamRequest<'_>) -> Result<Prepared, SendError> {
+        let reply: Box<dyn Reply> =
+            if self.quirks.fill_tool_call_index { Box::new(FillToolIndex) } else { Box::new(Plain) };
+        Ok(Prepared {
+            path_and_query: join_path(&self.base_path, req.endpoint.path(), req.query),
+            headers: req.headers,
+            body: apply_quirks(&self.quirks, req.body),
+            translated: false,
+            reply,
+        })
+    }
+}
+
+/// A server whose streamed tool calls may lack `index`.
+struct FillToolIndex;
+
+impl Reply for FillToolIndex {
+    fn answer(self: Box<Self>, head: Head) -> Answer {
+        if head.ok() && head.sse {
+            Answer::Stream { rewriter: Box::new(ToolIndexFiller::new()), own_headers: false }
+        } else {
+            Answer::Pass
+        }
+    }
+}
+
+/// The body without what this server refuses. Only parsed when there is something to drop.
+fn apply_quirks(quirks: &Quirks, body: Bytes) -> Bytes {
+    if quirks.stream_options && quirks.drop_params.is_empty() {
+        return body;
+    }
+    let dropped = quirks.drop_params.iter().map(String::as_str);
+    let dropped: Vec<&str> =
+        if quirks.stream_options { dropped.collect() } else { dropped.chain(["stream_options"]).collect() };
+    let mut body = body;
+    for key in dropped {
+        let Ok(parsed) = crate::wire::JsonBody::parse(&body) else { return body };
+        if let Some(without) = parsed.without(key) {
+            body = Bytes::from(without);
+        }
+    }
+    body
+}
+
+impl super::rewrite::StreamRewrite for ToolIndexFiller {
+    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        ToolIndexFiller::feed(self, bytes)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        ToolIndexFiller::finish(self)
+    }
+    fn broken(&self) -> Option<UpstreamError> {
+        ToolIndexFiller::too_large(self).then_some(UpstreamError::Protocol)
+    }
+}
 
 /// The per-stream state.
 #[derive(Debug, Default)]

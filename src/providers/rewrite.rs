@@ -34,45 +34,6 @@ pub trait StreamRewrite: Send {
     }
 }
 
-impl StreamRewrite for super::anthropic::stream::Translator {
-    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        super::anthropic::stream::Translator::feed(self, bytes)
-    }
-    fn finish(&mut self) -> Vec<u8> {
-        super::anthropic::stream::Translator::finish(self)
-    }
-    fn finished(&self) -> bool {
-        super::anthropic::stream::Translator::finished(self)
-    }
-    fn broken(&self) -> Option<UpstreamError> {
-        super::anthropic::stream::Translator::broken(self)
-    }
-}
-
-impl StreamRewrite for super::azure::StreamNormaliser {
-    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        super::azure::StreamNormaliser::feed(self, bytes)
-    }
-    fn finish(&mut self) -> Vec<u8> {
-        super::azure::StreamNormaliser::finish(self)
-    }
-    fn broken(&self) -> Option<UpstreamError> {
-        super::azure::StreamNormaliser::too_large(self).then_some(UpstreamError::Protocol)
-    }
-}
-
-impl StreamRewrite for super::openai::ToolIndexFiller {
-    fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        super::openai::ToolIndexFiller::feed(self, bytes)
-    }
-    fn finish(&mut self) -> Vec<u8> {
-        super::openai::ToolIndexFiller::finish(self)
-    }
-    fn broken(&self) -> Option<UpstreamError> {
-        super::openai::ToolIndexFiller::too_large(self).then_some(UpstreamError::Protocol)
-    }
-}
-
 /// An upstream body passed through a [`StreamRewrite`].
 pub struct Rewritten {
     inner: Body,
