@@ -1,13 +1,12 @@
 //! Gateway keys: which app is calling.
 //!
-//! Keys are kept only as SHA-256 digests. A presented key is hashed once and compared
-//! with every client's digest in constant time (`subtle`), so neither the key nor which
-//! client it nearly matched leaks through timing.
+//! Keys are kept only as SHA-256 digests, in a [`KeyRing`] (the one admin tokens use too):
+//! a presented key is hashed once and compared with every client's digest in constant time,
+//! so neither the key nor which client it nearly matched leaks through timing.
 
 use std::sync::Arc;
 
-use subtle::ConstantTimeEq;
-
+use crate::keys::KeyRing;
 pub use crate::keys::{bearer, digest, parse_digest, KeyDigest};
 
 use crate::config::Config;
@@ -42,41 +41,29 @@ impl Client {
 /// All gateway keys of a snapshot.
 #[derive(Debug, Default)]
 pub struct Clients {
-    entries: Vec<(KeyDigest, Arc<Client>)>,
+    ring: KeyRing<Arc<Client>>,
 }
 
 impl Clients {
     pub fn from_config(config: &Config) -> Self {
-        let entries = config
+        let ring = config
             .clients
             .iter()
             .filter_map(|(name, c)| {
-                let d = match (&c.key, &c.key_sha256) {
-                    (Some(k), _) => digest(k.expose().as_bytes()),
-                    (None, Some(hex)) => parse_digest(hex)?,
-                    (None, None) => return None,
-                };
-                let client = Client::new(name, c.attributes.clone());
-                Some((d, Arc::new(client)))
+                let d = crate::keys::configured(c.key.as_ref().map(|k| k.expose()), c.key_sha256.as_deref(), 0).ok()?;
+                Some((d, Arc::new(Client::new(name, c.attributes.clone()))))
             })
             .collect();
-        Clients { entries }
+        Clients { ring }
+    }
+
+    /// The client named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Client>> {
+        self.ring.values().find(|c| c.name == name)
     }
 
     /// The client whose key is `key`. Every digest is compared, match or not.
-    /// The client named `name`.
-    pub fn by_name(&self, name: &str) -> Option<&Arc<Client>> {
-        self.entries.iter().map(|(_, c)| c).find(|c| c.name == name)
-    }
-
     pub fn authenticate(&self, key: &[u8]) -> Option<&Arc<Client>> {
-        let presented = digest(key);
-        let mut found = None;
-        for (d, client) in &self.entries {
-            if bool::from(d.ct_eq(&presented)) {
-                found = Some(client);
-            }
-        }
-        found
+        self.ring.open(key)
     }
 }

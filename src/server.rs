@@ -411,12 +411,7 @@ fn spawn_connection<S>(
 /// The admin plane: liveness, readiness and metrics.
 fn admin_handle(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
     if req.uri().path() == "/metrics" {
-        let mut resp = Response::new(body::full(gateway.metrics.render()));
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
-        return resp;
+        return body::response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", gateway.metrics.render());
     }
     let (status, text) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok"),
@@ -424,9 +419,7 @@ fn admin_handle(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
         "/readyz" => (StatusCode::OK, "ready"),
         _ => (StatusCode::NOT_FOUND, "not found"),
     };
-    let mut resp = Response::new(body::full(text));
-    *resp.status_mut() = status;
-    resp
+    body::text(status, text)
 }
 
 /// Apply the config file again (SIGHUP, `serve --watch`), given its content just read

@@ -13,7 +13,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 
 mod audit;
 mod evaluate;
@@ -21,10 +20,10 @@ mod openapi;
 
 use evaluate::evaluate;
 
-use crate::auth::{digest, parse_digest, KeyDigest};
 use crate::body::{self, Body};
 use crate::config::{AdminConfig, AdminRole, Problem};
 use crate::guard::Guards;
+use crate::keys::{self, KeyRing};
 use crate::state::{Change, ChangeError, Request as ChangeRequest, State, StoreError};
 
 /// Largest admin request body.
@@ -35,7 +34,7 @@ pub const MAX_REASON: usize = 1000;
 
 /// The admin tokens, as digests.
 #[derive(Debug, Default)]
-pub struct Tokens(Vec<(KeyDigest, String, AdminRole)>);
+pub struct Tokens(KeyRing<(String, AdminRole)>);
 
 impl Tokens {
     pub fn from_config(admin: &AdminConfig) -> Tokens {
@@ -44,12 +43,9 @@ impl Tokens {
                 .tokens
                 .iter()
                 .filter_map(|t| {
-                    let d = match (&t.token, &t.token_sha256) {
-                        (Some(token), _) => digest(token.expose().as_bytes()),
-                        (None, Some(hex)) => parse_digest(hex)?,
-                        (None, None) => return None,
-                    };
-                    Some((d, t.name.clone(), t.role))
+                    let d =
+                        keys::configured(t.token.as_ref().map(|k| k.expose()), t.token_sha256.as_deref(), 0).ok()?;
+                    Some((d, (t.name.clone(), t.role)))
                 })
                 .collect(),
         )
@@ -57,14 +53,7 @@ impl Tokens {
 
     /// The token's name and role; every token is compared, in constant time.
     fn authenticate(&self, token: &[u8]) -> Option<(&str, AdminRole)> {
-        let d = digest(token);
-        let mut found = None;
-        for (candidate, name, role) in &self.0 {
-            if bool::from(candidate.ct_eq(&d)) {
-                found = Some((name.as_str(), *role));
-            }
-        }
-        found
+        self.0.open(token).map(|(name, role)| (name.as_str(), *role))
     }
 }
 
@@ -121,10 +110,7 @@ impl From<ChangeError> for ApiError {
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut resp = Response::new(body::full(value.to_string()));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
+    body::json(status, value.to_string())
 }
 
 /// Serve one `/admin/v1/…` request.

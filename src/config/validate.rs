@@ -4,6 +4,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::Uri;
 
 use super::{Config, Problem, ProviderKind};
+use crate::keys::KeyProblem;
 
 /// Whether the value at `path` is (or is inside) a secret: a client's gateway key, a
 /// provider's API key or extra headers, an admin token — an error there never quotes
@@ -253,29 +254,19 @@ fn secret_digest(
     min_len: usize,
     problems: &mut Vec<Problem>,
 ) -> Option<crate::keys::KeyDigest> {
-    match (secret, hex) {
-        (Some(s), None) if s.expose().len() < min_len => {
-            let message = if min_len <= 1 {
-                "cannot be empty".to_string()
-            } else {
-                format!("must be at least {min_len} characters")
-            };
-            problems.push(Problem::new(format!("{at}.{field}"), message));
-            None
+    let problem = match crate::keys::configured(secret.map(|s| s.expose()), hex, min_len) {
+        Ok(digest) => return Some(digest),
+        Err(problem) => problem,
+    };
+    problems.push(match problem {
+        KeyProblem::TooShort { min_len } if min_len <= 1 => Problem::new(format!("{at}.{field}"), "cannot be empty"),
+        KeyProblem::TooShort { min_len } => {
+            Problem::new(format!("{at}.{field}"), format!("must be at least {min_len} characters"))
         }
-        (Some(s), None) => Some(crate::keys::digest(s.expose().as_bytes())),
-        (None, Some(hex)) => {
-            let d = crate::keys::parse_digest(hex);
-            if d.is_none() {
-                problems.push(Problem::new(format!("{at}.{field}_sha256"), "must be 64 hexadecimal digits"));
-            }
-            d
-        }
-        _ => {
-            problems.push(Problem::new(at, format!("set exactly one of `{field}` or `{field}_sha256`")));
-            None
-        }
-    }
+        KeyProblem::BadDigest => Problem::new(format!("{at}.{field}_sha256"), "must be 64 hexadecimal digits"),
+        KeyProblem::NotExactlyOne => Problem::new(at, format!("set exactly one of `{field}` or `{field}_sha256`")),
+    });
+    None
 }
 
 fn clients(config: &Config, problems: &mut Vec<Problem>) {

@@ -1,7 +1,6 @@
 //! Every way a data-plane request can fail, and the one place that turns a failure into
 //! an OpenAI-shaped error response (`{"error":{"message","type","param","code"}}`).
 
-use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
 use crate::body::{self, Body};
@@ -150,10 +149,7 @@ impl GatewayError {
 
     /// The complete error response.
     pub fn into_response(self) -> Response<Body> {
-        let mut resp = Response::new(body::full(self.to_json()));
-        *resp.status_mut() = self.status();
-        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        resp
+        body::json(self.status(), self.to_json())
     }
 }
 

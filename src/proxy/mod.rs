@@ -101,7 +101,7 @@ async fn route(
     let endpoint = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => {
             record.skip();
-            return Ok(text(StatusCode::OK, "ok"));
+            return Ok(body::text(StatusCode::OK, "ok"));
         }
         (&Method::POST, "/v1/chat/completions") => Endpoint::ChatCompletions,
         (&Method::POST, "/v1/completions") => Endpoint::Completions,
@@ -109,7 +109,7 @@ async fn route(
         (&Method::POST, "/v1/responses") => Endpoint::Responses,
         (&Method::GET, "/v1/models") => {
             authenticate(snapshot, req.headers())?;
-            return Ok(json(StatusCode::OK, snapshot.models_json.clone()));
+            return Ok(body::json(StatusCode::OK, snapshot.models_json.clone()));
         }
         (m, p @ ("/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses" | "/v1/models")) => {
             return Err(GatewayError::MethodNotAllowed { method: m.to_string(), path: p.to_string() })
@@ -212,20 +212,6 @@ async fn read_body(snapshot: &Snapshot, headers: &HeaderMap, incoming: Incoming)
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
         Ok(Err(_)) => Err(GatewayError::BodyRead),
     }
-}
-
-fn text(status: StatusCode, s: &'static str) -> Response<Body> {
-    let mut resp = Response::new(body::full(Bytes::from_static(s.as_bytes())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    resp
-}
-
-fn json(status: StatusCode, bytes: Bytes) -> Response<Body> {
-    let mut resp = Response::new(body::full(bytes));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
 }
 
 /// Logged request content, cut to at most `max` bytes (on a character boundary).
