@@ -13,11 +13,11 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`body`] | the one response body type |
+//! | [`body`] | the one response body type; the one helper for a complete JSON or text response |
 //! | [`worker`] | which data-plane worker thread the code runs on; per-worker state; the worker's shutdown cut signal |
 //! | [`sse_event`] | SSE events as bytes: the splitter (LF, CRLF, CR; at most 1 MiB an event), `data` fields |
 //! | [`wire`] | the OpenAI endpoints, Azure's URL forms, the request body read and spliced as raw JSON |
-//! | [`keys`] | key digests (SHA-256), hex digests from the config, the one bearer parser |
+//! | [`keys`] | key digests (SHA-256), the one key ring (gateway keys, admin tokens), configured keys read one way, the one bearer parser |
 //! | [`flags`] | LaunchDarkly-semantics targeting: contexts, compiled flags and segments, evaluation, explanations |
 //! | [`config`] | the YAML file format, `${VAR}` interpolation, validation with `file:line:col` errors |
 //! | [`auth`] | the clients (apps): gateway keys compared in constant time, each app's context and template values |
@@ -29,7 +29,7 @@
 //! | [`proxy`] | the data-plane pipeline, OpenAI-style errors, the streaming body wrapper |
 //! | [`state`] | the runtime documents and their revision, the one write path, the state directory (`state.json`, the audit log) and its repairs |
 //! | [`guard`] | guarded releases: the mSPRT tests, the guard task (checks on an injected clock, trips, ramp steps, webhooks) |
-//! | [`admin`] | the admin API: tokens and roles, changes through `state`, the audit log, evaluating a flag against the running state |
+//! | [`admin`] | the admin API: tokens and roles, changes through `state`, the audit log, evaluating a flag against the running state; its typed contract (`admin::api`), shared with `sluice ctl` |
 //! | [`server`] | listeners (connection caps, accept back-off), one connection's limits (idle close, stalled readers), TLS termination, the admin listener, graceful shutdown and its deadline |
 //! | [`cli`] | the `sluice` subcommands |
 

@@ -6,9 +6,8 @@
 use std::sync::Arc;
 
 use http::{Response, StatusCode};
-use serde_json::json;
 
-use super::{invalid, json_response, percent_decode, ApiError};
+use super::{api, invalid, json_response, percent_decode, ApiError};
 use crate::body::Body;
 use crate::state::{AuditQuery, State};
 
@@ -56,5 +55,5 @@ pub async fn page(state: Arc<State>, query: &str) -> Result<Response<Body>, ApiE
                 "the audit log could not be read (sluice's log says why)",
             )
         })?;
-    Ok(json_response(StatusCode::OK, &json!({"revision": revision, "entries": page.entries, "next": page.next})))
+    Ok(json_response(StatusCode::OK, &api::AuditPageAnswer { revision, entries: page.entries, next: page.next }))
 }

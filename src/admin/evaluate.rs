@@ -6,6 +6,7 @@
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::api::{EvaluateBody, Evaluation};
 use super::{invalid, json_response, ApiError};
 use crate::aiconfig::RenderScope;
 use crate::body::Body;
@@ -13,10 +14,10 @@ use crate::flags::trace::Explain;
 use crate::flags::Context;
 use crate::state::State;
 
-/// `body`: `{"context": <LaunchDarkly context JSON, or a user key>, "variables"?: {...}
-/// (as `x-sluice-variables`), "client"?: "<client name>" (its context kind and template
-/// values, as when that app calls), "explain"?: bool}`.
-pub fn evaluate(state: &State, key: &str, body: &Value) -> Result<Response<Body>, ApiError> {
+/// `body`: the context (LaunchDarkly context JSON, or a user key), template variables
+/// (as `x-sluice-variables`), the client whose context kind and template values apply (as
+/// when that app calls), and whether to explain each step.
+pub fn evaluate(state: &State, key: &str, body: EvaluateBody) -> Result<Response<Body>, ApiError> {
     let snapshot = state.gateway().snapshot();
     let revision = state.revision();
     let targeting = &snapshot.targeting;
@@ -24,52 +25,51 @@ pub fn evaluate(state: &State, key: &str, body: &Value) -> Result<Response<Body>
         .set
         .index(key)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no flag `{key}`")))?;
-    let ldctx = match body.get("context") {
-        Some(Value::String(user)) if !user.is_empty() => json!({"kind": "user", "key": user}),
-        Some(v @ Value::Object(_)) => v.clone(),
+    let ldctx = match body.context {
+        Value::String(user) if !user.is_empty() => json!({"kind": "user", "key": user}),
+        v @ Value::Object(_) => v,
         _ => return Err(invalid("context", "a LaunchDarkly context object, or a user key")),
     };
     let mut context = Context::from_json(&ldctx).map_err(|e| invalid("context", &e.to_string()))?;
-    let vars = match body.get("variables") {
+    let vars = match body.variables {
         None | Some(Value::Null) => json!({}),
-        Some(v @ Value::Object(_)) => v.clone(),
+        Some(v @ Value::Object(_)) => v,
         Some(_) => return Err(invalid("variables", "an object, as `x-sluice-variables` holds")),
     };
-    let client = match body.get("client") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(name)) => Some(
+    let client = match &body.client {
+        None => None,
+        Some(name) => Some(
             snapshot.clients.by_name(name).ok_or_else(|| invalid("client", &format!("no client named `{name}`")))?,
         ),
-        Some(_) => return Err(invalid("client", "a client name from the config's `clients`")),
     };
     if let Some(c) = client {
         context = context.with(c.context.clone());
     }
-    let explain = body.get("explain").and_then(Value::as_bool).unwrap_or(false);
     let mut trace = Explain::default();
-    let detail = if explain {
+    let detail = if body.explain {
         targeting.set.evaluate_traced(index, &context, &mut trace)
     } else {
         targeting.set.evaluate_index(index, &context)
     };
-    let variation = detail.variation_index.and_then(|i| targeting.variation_name(key, i));
-    let mut out = json!({
-        "revision": revision,
-        "flag": key,
-        "value": detail.value,
-        "variationIndex": detail.variation_index,
-        "variation": variation,
-        "reason": detail.reason.to_json(),
-    });
-    if explain {
-        out["explain"] = json!(trace.lines);
-    }
     let chosen = snapshot.flag_route(key).zip(detail.variation_index).and_then(|(r, i)| r.variants.get(i));
-    if let Some(variant) = chosen {
-        let no_client = json!({});
-        let scope =
-            RenderScope { ldctx: &ldctx, vars: &vars, client: client.map_or(&no_client, |c| &c.template_value) };
-        out["ai_config"] = variant.version.preview(&scope).map_err(|e| invalid("variables", &e.to_string()))?;
-    }
-    Ok(json_response(StatusCode::OK, &out))
+    let ai_config = match chosen {
+        None => None,
+        Some(variant) => {
+            let no_client = json!({});
+            let scope =
+                RenderScope { ldctx: &ldctx, vars: &vars, client: client.map_or(&no_client, |c| &c.template_value) };
+            Some(variant.version.preview(&scope).map_err(|e| invalid("variables", &e.to_string()))?)
+        }
+    };
+    let answer = Evaluation {
+        revision,
+        flag: key.to_string(),
+        variation: detail.variation_index.and_then(|i| targeting.variation_name(key, i)).map(str::to_string),
+        value: detail.value.cloned().unwrap_or(Value::Null),
+        variation_index: detail.variation_index,
+        reason: detail.reason.to_json(),
+        explain: body.explain.then_some(trace.lines),
+        ai_config,
+    };
+    Ok(json_response(StatusCode::OK, &answer))
 }

@@ -11,9 +11,11 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 
+pub mod api;
 mod audit;
 mod evaluate;
 mod openapi;
@@ -72,11 +74,8 @@ impl ApiError {
     }
 
     fn response(self) -> Response<Body> {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if !self.problems.is_empty() {
-            error["problems"] = json!(self.problems);
-        }
-        json_response(self.status, &json!({ "error": error }))
+        let error = api::ErrorDetail { code: self.code.to_string(), message: self.message, problems: self.problems };
+        json_response(self.status, &api::ErrorAnswer { error })
     }
 }
 
@@ -109,8 +108,9 @@ impl From<ChangeError> for ApiError {
     }
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    body::json(status, value.to_string())
+/// An answer of the contract ([`api`]) as JSON.
+fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    body::json(status, serde_json::to_vec(value).unwrap_or_default())
 }
 
 /// Serve one `/admin/v1/…` request.
@@ -146,7 +146,7 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
 ];
 
 /// What an endpoint does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Op {
     ListFlags,
     GetFlag,
@@ -232,18 +232,17 @@ async fn route(
         Op::GetFlag => return get_flag(&state, params[0]),
         Op::Evaluate => {
             let body = read_json(req.into_body()).await?;
-            return evaluate(&state, params[0], &body);
+            return evaluate(&state, params[0], body_of(body, op)?);
         }
         Op::ListAiConfigs => return Ok(list_ai_configs(&state)),
         Op::Audit => return audit::page(state, &query).await,
         Op::Guards => {
-            return Ok(json_response(StatusCode::OK, &json!({"revision": state.revision(), "guards": guards.status()})))
+            let answer = api::GuardList { revision: state.revision(), guards: guards.status() };
+            return Ok(json_response(StatusCode::OK, &answer));
         }
         Op::Status => {
-            return Ok(json_response(
-                StatusCode::OK,
-                &json!({"revision": state.revision(), "reload": state.reload_status()}),
-            ))
+            let answer = api::StatusAnswer { revision: state.revision(), reload: state.reload_status() };
+            return Ok(json_response(StatusCode::OK, &answer));
         }
         _ => {}
     }
@@ -252,8 +251,8 @@ async fn route(
     }
     let if_match = if_match(req.headers())?;
     let body = read_json(req.into_body()).await?;
-    let change = change_for(op, &params, &body)?;
-    let reason = body.get("reason").and_then(Value::as_str).unwrap_or("").trim().to_string();
+    let (change, reason) = change_for(op, &params, body)?;
+    let reason = reason.trim().to_string();
     if reason.is_empty() {
         return Err(invalid("reason", "every change needs a reason (it goes to the audit log)"));
     }
@@ -264,7 +263,7 @@ async fn route(
     let applied = tokio::task::spawn_blocking(move || state.apply(change, &request))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the change was interrupted"))??;
-    let mut resp = json_response(StatusCode::OK, &json!(applied));
+    let mut resp = json_response(StatusCode::OK, &applied);
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", applied.revision)) {
         resp.headers_mut().insert(header::ETAG, v);
     }
@@ -303,7 +302,7 @@ async fn read_json(body: Incoming) -> Result<Value, ApiError> {
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is too large"))?
         .to_bytes();
     if bytes.is_empty() {
-        return Ok(json!({}));
+        return Ok(Value::Object(serde_json::Map::new()));
     }
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not JSON: {e}")))?;
@@ -313,49 +312,83 @@ async fn read_json(body: Incoming) -> Result<Value, ApiError> {
     Ok(value)
 }
 
-/// A field of the request body.
-fn field<'v, T: Deserialize<'v>>(body: &'v Value, name: &str, expected: &str) -> Result<T, ApiError> {
-    body.get(name)
-        .ok_or_else(|| invalid(name, &format!("required: {expected}")))
-        .and_then(|v| T::deserialize(v).map_err(|_| invalid(name, &format!("must be {expected}"))))
+/// What each field of a request body must be, for the error that names it.
+fn expected(op: Op, field: &str) -> &'static str {
+    match (op, field) {
+        (_, "weights") => "a list of {variation, percent}",
+        (_, "variation") => "a variation name",
+        (_, "ai_config") => "an AI config key",
+        (Op::AddVersion, "version") => "a version object",
+        (_, "version") => "a version number",
+        (_, "revision") => "a revision number",
+        (_, "context") => "a LaunchDarkly context object, or a user key",
+        (_, "variables") => "an object, as `x-sluice-variables` holds",
+        (_, "client") => "a client name from the config's `clients`",
+        (_, "explain") => "true or false",
+        (_, "reason") => "a sentence for the audit log",
+        _ => "as the OpenAPI document says",
+    }
 }
 
-/// The change a mutation asks for.
-fn change_for(op: Op, params: &[&str], body: &Value) -> Result<Change, ApiError> {
-    let p = |i: usize| params.get(i).map(|s| s.to_string()).unwrap_or_default();
-    Ok(match op {
-        Op::Kill => Change::SetOn { flag: p(0), on: false },
-        Op::Restore => Change::SetOn { flag: p(0), on: true },
-        Op::Rollout => {
-            #[derive(Deserialize)]
-            struct Weight {
-                variation: String,
-                percent: f64,
+/// The request body of `op` as its type in [`api`]; a missing or mistyped field is a 422
+/// naming it.
+fn body_of<T: DeserializeOwned>(body: Value, op: Op) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let inner = e.inner().to_string();
+        match inner.strip_prefix("missing field `").and_then(|rest| rest.split_once('`')) {
+            Some((field, _)) => invalid(field, &format!("required: {}", expected(op, field))),
+            None => {
+                let path = e.path().to_string();
+                let field = path.split(['.', '[']).next().unwrap_or(".");
+                invalid(field, &format!("must be {}", expected(op, field)))
             }
-            let weights: Vec<Weight> = field(body, "weights", "a list of {variation, percent}")?;
-            Change::Rollout { flag: p(0), weights: weights.into_iter().map(|w| (w.variation, w.percent)).collect() }
         }
-        Op::Fallthrough => Change::Fallthrough { flag: p(0), variation: field(body, "variation", "a variation name")? },
+    })
+}
+
+/// The change a mutation asks for, and its reason.
+fn change_for(op: Op, params: &[&str], body: Value) -> Result<(Change, String), ApiError> {
+    let p = |i: usize| params.get(i).map(|s| s.to_string()).unwrap_or_default();
+    let reason_only = |change: Change| -> Result<(Change, String), ApiError> {
+        let b: api::ReasonBody = body_of(body.clone(), op)?;
+        Ok((change, b.reason))
+    };
+    match op {
+        Op::Kill => reason_only(Change::SetOn { flag: p(0), on: false }),
+        Op::Restore => reason_only(Change::SetOn { flag: p(0), on: true }),
+        Op::Rollout => {
+            let b: api::RolloutBody = body_of(body, op)?;
+            let weights = b.weights.into_iter().map(|w| (w.variation, w.percent)).collect();
+            Ok((Change::Rollout { flag: p(0), weights }, b.reason))
+        }
+        Op::Fallthrough => {
+            let b: api::VariationBody = body_of(body, op)?;
+            Ok((Change::Fallthrough { flag: p(0), variation: b.variation }, b.reason))
+        }
         Op::Rule => {
-            Change::RuleVariation { flag: p(0), rule: p(1), variation: field(body, "variation", "a variation name")? }
+            let b: api::VariationBody = body_of(body, op)?;
+            Ok((Change::RuleVariation { flag: p(0), rule: p(1), variation: b.variation }, b.reason))
         }
-        Op::PointVariation => Change::PointVariation {
-            flag: p(0),
-            variation: p(1),
-            ai_config: field(body, "ai_config", "an AI config key")?,
-            version: field(body, "version", "a version number")?,
-        },
-        Op::Rollback => Change::Rollback { flag: p(0), revision: field(body, "revision", "a revision number")? },
+        Op::PointVariation => {
+            let b: api::PointBody = body_of(body, op)?;
+            let change =
+                Change::PointVariation { flag: p(0), variation: p(1), ai_config: b.ai_config, version: b.version };
+            Ok((change, b.reason))
+        }
+        Op::Rollback => {
+            let b: api::RollbackBody = body_of(body, op)?;
+            Ok((Change::Rollback { flag: p(0), revision: b.revision }, b.reason))
+        }
         Op::AddVersion => {
-            let version: Value = field(body, "version", "a version object")?;
-            if !version.is_object() {
+            let b: api::AddVersionBody = body_of(body, op)?;
+            if !b.version.is_object() {
                 return Err(invalid("version", "must be a version object"));
             }
-            Change::AddVersion { ai_config: p(0), version }
+            Ok((Change::AddVersion { ai_config: p(0), version: b.version }, b.reason))
         }
-        Op::GuardPause => Change::GuardState { flag: p(0), state: "paused", restart: false },
-        Op::GuardResume => Change::GuardState { flag: p(0), state: "armed", restart: false },
-        Op::GuardRearm => Change::GuardState { flag: p(0), state: "armed", restart: true },
+        Op::GuardPause => reason_only(Change::GuardState { flag: p(0), state: "paused", restart: false }),
+        Op::GuardResume => reason_only(Change::GuardState { flag: p(0), state: "armed", restart: false }),
+        Op::GuardRearm => reason_only(Change::GuardState { flag: p(0), state: "armed", restart: true }),
         Op::ListFlags
         | Op::GetFlag
         | Op::Evaluate
@@ -363,43 +396,41 @@ fn change_for(op: Op, params: &[&str], body: &Value) -> Result<Change, ApiError>
         | Op::Audit
         | Op::Status
         | Op::OpenApi
-        | Op::Guards => {
-            return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "not a change"))
-        }
-    })
+        | Op::Guards => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "not a change")),
+    }
 }
 
 /// A flag's summary: on/off, variations, fallthrough, the revision that last changed it.
-fn flag_view(key: &str, doc: &Value, revision: Option<u64>) -> Value {
-    let variations: Vec<Value> = doc
+fn flag_view(key: &str, doc: &Value, revision: Option<u64>) -> api::FlagView {
+    let text = |v: &Value, name: &str| v.get(name).and_then(Value::as_str).map(str::to_string);
+    let variations = doc
         .get("variations")
         .and_then(Value::as_array)
         .map(|vs| {
             vs.iter()
-                .map(|v| {
-                    json!({
-                        "name": v.get("name"),
-                        "ai_config": v.get("ai_config"),
-                        "version": v.get("version"),
-                    })
+                .map(|v| api::VariationView {
+                    name: text(v, "name"),
+                    ai_config: text(v, "ai_config"),
+                    version: v.get("version").and_then(Value::as_u64),
                 })
                 .collect()
         })
         .unwrap_or_default();
-    json!({
-        "key": key,
-        "on": doc.get("on").and_then(Value::as_bool).unwrap_or(true),
-        "variations": variations,
-        "fallthrough": doc.get("fallthrough"),
-        "revision": revision,
-    })
+    api::FlagView {
+        key: key.to_string(),
+        on: doc.get("on").and_then(Value::as_bool).unwrap_or(true),
+        variations,
+        fallthrough: doc.get("fallthrough").cloned().unwrap_or(Value::Null),
+        revision,
+        definition: None,
+    }
 }
 
 fn list_flags(state: &State) -> Response<Body> {
     let current = state.current();
-    let flags: Vec<Value> =
+    let flags =
         current.docs.flags.iter().map(|(k, v)| flag_view(k, v, current.flag_revisions.get(k).copied())).collect();
-    json_response(StatusCode::OK, &json!({"revision": current.revision, "flags": flags}))
+    json_response(StatusCode::OK, &api::FlagList { revision: current.revision, flags })
 }
 
 fn get_flag(state: &State, key: &str) -> Result<Response<Body>, ApiError> {
@@ -409,9 +440,9 @@ fn get_flag(state: &State, key: &str) -> Result<Response<Body>, ApiError> {
         .flags
         .get(key)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no flag `{key}`")))?;
-    let mut view = flag_view(key, doc, current.flag_revisions.get(key).copied());
-    view["definition"] = doc.clone();
-    let mut resp = json_response(StatusCode::OK, &json!({"revision": current.revision, "flag": view}));
+    let mut flag = flag_view(key, doc, current.flag_revisions.get(key).copied());
+    flag.definition = Some(doc.clone());
+    let mut resp = json_response(StatusCode::OK, &api::FlagAnswer { revision: current.revision, flag });
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", current.revision)) {
         resp.headers_mut().insert(header::ETAG, v);
     }
@@ -420,7 +451,8 @@ fn get_flag(state: &State, key: &str) -> Result<Response<Body>, ApiError> {
 
 fn list_ai_configs(state: &State) -> Response<Body> {
     let current = state.current();
-    json_response(StatusCode::OK, &json!({"revision": current.revision, "ai_configs": current.docs.ai_configs}))
+    let ai_configs = current.docs.ai_configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    json_response(StatusCode::OK, &api::AiConfigList { revision: current.revision, ai_configs })
 }
 
 /// `%XX` and `+` in a query value.

@@ -175,3 +175,104 @@ pub fn document() -> Value {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! The document against the contract's types ([`super::super::api`]): each request
+    //! body's properties are its type's fields, `required` lists the fields the type cannot
+    //! do without (and `reason`, which the handler requires), and the shared schemas are
+    //! the answers' fields.
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::collections::BTreeSet;
+
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+    use serde_json::{json, Value};
+
+    use super::super::api;
+    use super::*;
+
+    fn keys(v: &Value) -> BTreeSet<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+
+    /// Checks `op`'s request body schema against `sample` (every optional field set).
+    fn check<T: Serialize + DeserializeOwned>(op: Op, sample: T) {
+        let (_, _, schema) = describe(op);
+        let schema = schema.unwrap_or_else(|| panic!("{op:?} documents no body"));
+        let sample = serde_json::to_value(&sample).unwrap();
+        assert_eq!(keys(&schema["properties"]), keys(&sample), "{op:?}: documented properties vs the type's fields");
+        let documented: BTreeSet<String> =
+            schema["required"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+        for field in keys(&sample) {
+            let mut without = sample.clone();
+            without.as_object_mut().unwrap().remove(&field);
+            let type_requires = serde_json::from_value::<T>(without).is_err();
+            let handler_requires = field == "reason" || (op == Op::Evaluate && field == "context");
+            assert_eq!(
+                documented.contains(&field),
+                type_requires || handler_requires,
+                "{op:?}.{field}: documented as required vs required by the type or the handler"
+            );
+        }
+    }
+
+    #[test]
+    fn every_request_body_is_documented_as_its_type() {
+        let reason = || "why".to_string();
+        let mut checked = BTreeSet::new();
+        for op in [Op::Kill, Op::Restore, Op::GuardPause, Op::GuardResume, Op::GuardRearm] {
+            check(op, api::ReasonBody { reason: reason() });
+            checked.insert(op);
+        }
+        let weight = api::Weight { variation: "a".into(), percent: 100.0 };
+        check(Op::Rollout, api::RolloutBody { weights: vec![weight.clone()], reason: reason() });
+        for op in [Op::Fallthrough, Op::Rule] {
+            check(op, api::VariationBody { variation: "a".into(), reason: reason() });
+            checked.insert(op);
+        }
+        check(Op::PointVariation, api::PointBody { ai_config: "c".into(), version: 2, reason: reason() });
+        check(Op::Rollback, api::RollbackBody { revision: 3, reason: reason() });
+        check(Op::AddVersion, api::AddVersionBody { version: json!({"version": 2}), reason: reason() });
+        check(
+            Op::Evaluate,
+            api::EvaluateBody {
+                context: json!("u"),
+                variables: Some(json!({})),
+                client: Some("app".into()),
+                explain: true,
+            },
+        );
+        checked.extend([Op::Rollout, Op::PointVariation, Op::Rollback, Op::AddVersion, Op::Evaluate]);
+        // Every operation that takes a body is checked above.
+        let with_body: BTreeSet<Op> =
+            ROUTES.iter().map(|(_, _, op)| *op).filter(|op| describe(*op).2.is_some()).collect();
+        assert_eq!(with_body, checked);
+
+        let components = &document()["components"]["schemas"];
+        assert_eq!(keys(&components["Weight"]["properties"]), keys(&serde_json::to_value(&weight).unwrap()));
+    }
+
+    #[test]
+    fn the_shared_answers_are_documented_as_their_types() {
+        let components = &document()["components"]["schemas"];
+        let applied = serde_json::to_value(api::Applied { revision: 1, changes: 1 }).unwrap();
+        assert_eq!(keys(&components["Applied"]["properties"]), keys(&applied));
+        let error = api::ErrorAnswer {
+            error: api::ErrorDetail {
+                code: "invalid".into(),
+                message: "m".into(),
+                problems: vec![api::Problem::new("p", "m")],
+            },
+        };
+        let error = serde_json::to_value(error).unwrap();
+        assert_eq!(keys(&components["Error"]["properties"]), keys(&error));
+        let detail = &components["Error"]["properties"]["error"];
+        assert_eq!(keys(&detail["properties"]), keys(&error["error"]));
+        assert_eq!(
+            keys(&detail["properties"]["problems"]["items"]["properties"]),
+            keys(&error["error"]["problems"][0])
+        );
+    }
+}

@@ -195,7 +195,7 @@ impl Version {
 
     /// The version as a request for `scope` would get it, for people to read: provider,
     /// model, parameters and its messages rendered (before the app's own messages).
-    pub fn preview(&self, scope: &RenderScope<'_>) -> Result<Value, EditError> {
+    pub fn preview(&self, scope: &RenderScope<'_>) -> Result<Preview, EditError> {
         let mut budget = Budget::new(self.render_limit);
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.iter().enumerate() {
@@ -204,26 +204,27 @@ impl Version {
                 .render(scope, &mut content, &mut budget)
                 .map_err(|error| EditError::Render { message: i, error })?;
             let role: Value = serde_json::from_str(&m.role_json).unwrap_or(Value::Null);
-            messages.push(serde_json::json!({"role": role, "content": content}));
+            messages.push(RenderedMessage { role, content });
         }
         let parameters: serde_json::Map<String, Value> = self
             .parameters
             .iter()
             .map(|(k, v)| (k.to_string(), serde_json::from_str(v).unwrap_or(Value::Null)))
             .collect();
-        Ok(serde_json::json!({
-            "key": &*self.key,
-            "version": self.version,
-            "enabled": self.enabled,
-            "provider": self.provider.name,
-            "model": &*self.model,
-            "parameters": parameters,
-            "messages_mode": match self.mode {
+        Ok(Preview {
+            key: self.key.to_string(),
+            version: self.version,
+            enabled: self.enabled,
+            provider: self.provider.name.clone(),
+            model: self.model.to_string(),
+            parameters,
+            messages_mode: match self.mode {
                 MessagesMode::Prepend => "prepend",
                 MessagesMode::Replace => "replace",
-            },
-            "messages": messages,
-        }))
+            }
+            .to_string(),
+            messages,
+        })
     }
 
     /// The version's rendered messages combined with the app's.
@@ -280,6 +281,28 @@ fn is_instruction(m: &RawValue) -> Result<bool, BadMessages> {
 
 fn json_string(s: &str) -> Box<str> {
     Value::String(s.to_string()).to_string().into()
+}
+
+/// An AI config version as a context gets it: its messages rendered.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Preview {
+    pub key: String,
+    pub version: u32,
+    pub enabled: bool,
+    /// The provider's name in the config (never its URL or key).
+    pub provider: String,
+    pub model: String,
+    pub parameters: serde_json::Map<String, Value>,
+    /// `prepend` (before the app's messages) or `replace` (in place of its system messages).
+    pub messages_mode: String,
+    pub messages: Vec<RenderedMessage>,
+}
+
+/// One rendered message of a [`Preview`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RenderedMessage {
+    pub role: Value,
+    pub content: String,
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
+use crate::admin::api;
+
 #[derive(Debug, Args)]
 pub struct CtlArgs {
     /// The admin listener, e.g. http://127.0.0.1:8081.
@@ -206,12 +208,13 @@ fn encode(s: &str) -> String {
     out
 }
 
+/// A request body of the admin API's contract as JSON.
+fn body<T: serde::Serialize>(value: &T) -> Option<Value> {
+    serde_json::to_value(value).ok()
+}
+
 async fn execute(args: &CtlArgs) -> Result<(), String> {
-    let with_reason = |c: &ChangeArgs, body: Value| {
-        let mut body = body;
-        body["reason"] = json!(c.reason);
-        (body, c.if_match)
-    };
+    let reason = |c: &ChangeArgs| c.reason.clone();
     let (method, path, body, if_match) = match &args.command {
         CtlCommand::Flags => (Method::GET, "/flags".to_string(), None, None),
         CtlCommand::Flag { command: FlagCommand::Get { flag } } => {
@@ -225,22 +228,20 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
                 }
                 _ => Value::String(context.clone()),
             };
-            let mut body = json!({"context": context, "explain": explain});
-            if let Some(v) = variables {
-                body["variables"] = serde_json::from_str(v).map_err(|e| format!("--variables: not JSON: {e}"))?;
-            }
-            if let Some(c) = client {
-                body["client"] = json!(c);
-            }
-            (Method::POST, format!("/flags/{}/evaluate", encode(flag)), Some(body), None)
+            let variables = match variables {
+                Some(v) => Some(serde_json::from_str(v).map_err(|e| format!("--variables: not JSON: {e}"))?),
+                None => None,
+            };
+            let request = api::EvaluateBody { context, variables, client: client.clone(), explain: *explain };
+            (Method::POST, format!("/flags/{}/evaluate", encode(flag)), body(&request), None)
         }
         CtlCommand::Kill { flag, change } => {
-            let (b, m) = with_reason(change, json!({}));
-            (Method::POST, format!("/flags/{}/kill", encode(flag)), Some(b), m)
+            let b = body(&api::ReasonBody { reason: reason(change) });
+            (Method::POST, format!("/flags/{}/kill", encode(flag)), b, change.if_match)
         }
         CtlCommand::Restore { flag, change } => {
-            let (b, m) = with_reason(change, json!({}));
-            (Method::POST, format!("/flags/{}/restore", encode(flag)), Some(b), m)
+            let b = body(&api::ReasonBody { reason: reason(change) });
+            (Method::POST, format!("/flags/{}/restore", encode(flag)), b, change.if_match)
         }
         CtlCommand::Rollout { flag, weights, change } => {
             let mut list = Vec::new();
@@ -248,30 +249,30 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
                 let (variation, percent) =
                     w.split_once('=').ok_or_else(|| format!("`{w}`: write weights as variation=percent"))?;
                 let percent: f64 = percent.parse().map_err(|_| format!("`{w}`: the percent is not a number"))?;
-                list.push(json!({"variation": variation, "percent": percent}));
+                list.push(api::Weight { variation: variation.to_string(), percent });
             }
-            let (b, m) = with_reason(change, json!({ "weights": list }));
-            (Method::PUT, format!("/flags/{}/rollout", encode(flag)), Some(b), m)
+            let b = body(&api::RolloutBody { weights: list, reason: reason(change) });
+            (Method::PUT, format!("/flags/{}/rollout", encode(flag)), b, change.if_match)
         }
         CtlCommand::Promote { flag, variation, rule, change } => {
-            let (b, m) = with_reason(change, json!({ "variation": variation }));
+            let b = body(&api::VariationBody { variation: variation.clone(), reason: reason(change) });
             let path = match rule {
                 Some(rule) => format!("/flags/{}/rules/{}", encode(flag), encode(rule)),
                 None => format!("/flags/{}/fallthrough", encode(flag)),
             };
-            (Method::PUT, path, Some(b), m)
+            (Method::PUT, path, b, change.if_match)
         }
         CtlCommand::Point { flag, variation, version, change } => {
             let (ai_config, number) = version
                 .rsplit_once('@')
                 .ok_or_else(|| format!("`{version}`: write the version as ai_config@number"))?;
             let number: u32 = number.parse().map_err(|_| format!("`{version}`: the version is not a number"))?;
-            let (b, m) = with_reason(change, json!({"ai_config": ai_config, "version": number}));
-            (Method::PUT, format!("/flags/{}/variations/{}", encode(flag), encode(variation)), Some(b), m)
+            let b = body(&api::PointBody { ai_config: ai_config.to_string(), version: number, reason: reason(change) });
+            (Method::PUT, format!("/flags/{}/variations/{}", encode(flag), encode(variation)), b, change.if_match)
         }
         CtlCommand::Rollback { flag, to, change } => {
-            let (b, m) = with_reason(change, json!({ "revision": to }));
-            (Method::POST, format!("/flags/{}/rollback", encode(flag)), Some(b), m)
+            let b = body(&api::RollbackBody { revision: *to, reason: reason(change) });
+            (Method::POST, format!("/flags/{}/rollback", encode(flag)), b, change.if_match)
         }
         CtlCommand::Versions { command: None } => (Method::GET, "/ai-configs".to_string(), None, None),
         CtlCommand::Versions { command: Some(VersionsCommand::Add { ai_config, file, change }) } => {
@@ -282,8 +283,8 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
             };
             let version: Value =
                 serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
-            let (b, m) = with_reason(change, json!({ "version": version }));
-            (Method::POST, format!("/ai-configs/{}/versions", encode(ai_config)), Some(b), m)
+            let b = body(&api::AddVersionBody { version, reason: reason(change) });
+            (Method::POST, format!("/ai-configs/{}/versions", encode(ai_config)), b, change.if_match)
         }
         CtlCommand::Audit { flag, since, until, before, limit } => {
             let mut q = vec![format!("limit={limit}")];
@@ -305,26 +306,33 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
                 GuardCommand::Resume { flag, change } => (flag, change, "resume"),
                 GuardCommand::Rearm { flag, change } => (flag, change, "rearm"),
             };
-            let (b, m) = with_reason(change, json!({}));
-            (Method::POST, format!("/flags/{}/guard/{action}", encode(flag)), Some(b), m)
+            let b = body(&api::ReasonBody { reason: reason(change) });
+            (Method::POST, format!("/flags/{}/guard/{action}", encode(flag)), b, change.if_match)
         }
     };
     let value = call(args, method, &path, body, if_match).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
     } else {
-        print!("{}", render(&args.command, &value));
+        print!("{}", render(&args.command, value)?);
     }
     // A change to what a flag serves does nothing visible while the flag is off: say so.
     if let CtlCommand::Rollout { flag, .. } | CtlCommand::Promote { flag, .. } | CtlCommand::Point { flag, .. } =
         &args.command
     {
-        let view = call(args, Method::GET, &format!("/flags/{}", encode(flag)), None, None).await?;
-        if let Some(warning) = off_warning(flag, &view) {
+        let view: api::FlagAnswer =
+            typed(call(args, Method::GET, &format!("/flags/{}", encode(flag)), None, None).await?)?;
+        if let Some(warning) = off_warning(flag, &view.flag) {
             eprintln!("{warning}");
         }
     }
     Ok(())
+}
+
+/// An answer as its type in the contract; one that does not fit is the server's fault
+/// (another version of sluice?) and said so.
+fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_json::from_value(value).map_err(|e| format!("the admin API answered in an unexpected shape: {e}"))
 }
 
 async fn call(
@@ -361,21 +369,20 @@ async fn call(
     if status.is_success() {
         return Ok(value);
     }
-    let error = &value["error"];
-    let mut message = error["message"].as_str().unwrap_or("").to_string();
+    let error =
+        serde_json::from_value::<api::ErrorAnswer>(value).map(|a| a.error).unwrap_or_else(|_| api::ErrorDetail {
+            code: String::new(),
+            message: String::from_utf8_lossy(&bytes).into_owned(),
+            problems: Vec::new(),
+        });
+    let mut message = error.message;
     match status.as_u16() {
         401 => message = format!("{message} (set SLUICE_ADMIN_TOKEN or --token)"),
         412 => message = format!("conflict: {message}"),
         _ => {}
     }
-    if let Some(problems) = error["problems"].as_array() {
-        for p in problems {
-            message.push_str(&format!(
-                "\n  {}: {}",
-                p["path"].as_str().unwrap_or("?"),
-                p["message"].as_str().unwrap_or("")
-            ));
-        }
+    for p in &error.problems {
+        message.push_str(&format!("\n  {}: {}", p.path, p.message));
     }
     Err(format!("{} {}", status.as_u16(), message))
 }
@@ -420,57 +427,50 @@ fn text(v: &Value) -> String {
 
 /// An evaluation: the steps (with --explain), the variation and why, the version and its
 /// rendered messages.
-fn evaluation(v: &Value) -> String {
+fn evaluation(v: &api::Evaluation) -> String {
     let mut out = String::new();
-    for line in v["explain"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  {}\n", text(line)));
+    for line in v.explain.iter().flatten() {
+        out.push_str(&format!("  {line}\n"));
     }
-    let reason = &v["reason"];
-    let why = [&reason["kind"], &reason["ruleId"], &reason["errorKind"]]
+    let why = ["kind", "ruleId", "errorKind"]
         .into_iter()
-        .filter(|x| !x.is_null())
+        .filter_map(|k| v.reason.get(k).filter(|x| !x.is_null()))
         .map(text)
         .collect::<Vec<_>>()
         .join(" ");
-    out.push_str(&format!("revision    {}\n", text(&v["revision"])));
-    out.push_str(&format!("variation   {} ({why})\n", text(&v["variation"])));
-    let a = &v["ai_config"];
-    if a.is_null() {
-        out.push_str(&format!("value       {}\n", v["value"]));
+    out.push_str(&format!("revision    {}\n", v.revision));
+    out.push_str(&format!("variation   {} ({why})\n", v.variation.as_deref().unwrap_or("-")));
+    let Some(a) = &v.ai_config else {
+        out.push_str(&format!("value       {}\n", v.value));
         return out;
+    };
+    let state = if a.enabled { "" } else { " (disabled)" };
+    out.push_str(&format!("ai config   {}@{}{state}\n", a.key, a.version));
+    out.push_str(&format!("provider    {}, model {}\n", a.provider, a.model));
+    if !a.parameters.is_empty() {
+        out.push_str(&format!("parameters  {}\n", Value::Object(a.parameters.clone())));
     }
-    let state = if a["enabled"] == json!(false) { " (disabled)" } else { "" };
-    out.push_str(&format!("ai config   {}@{}{state}\n", text(&a["key"]), text(&a["version"])));
-    out.push_str(&format!("provider    {}, model {}\n", text(&a["provider"]), text(&a["model"])));
-    if a["parameters"].as_object().is_some_and(|p| !p.is_empty()) {
-        out.push_str(&format!("parameters  {}\n", a["parameters"]));
-    }
-    let mode = match a["messages_mode"].as_str() {
-        Some("replace") => "in place of the app's system messages",
+    let mode = match a.messages_mode.as_str() {
+        "replace" => "in place of the app's system messages",
         _ => "before the app's messages",
     };
     out.push_str(&format!("messages    ({mode})\n"));
-    for m in a["messages"].as_array().into_iter().flatten() {
-        out.push_str(&format!("  [{}] {}\n", text(&m["role"]), text(&m["content"])));
+    for m in &a.messages {
+        out.push_str(&format!("  [{}] {}\n", text(&m.role), m.content));
     }
     out
 }
 
 /// A percentage as people write it: `5`, `20`, `12.5` (never `20.0`).
-fn percent(v: &Value) -> String {
-    match v.as_f64() {
-        Some(p) => {
-            let s = format!("{p:.3}");
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        }
-        None => text(v),
-    }
+fn percent(p: f64) -> String {
+    let s = format!("{p:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// The warning for a change to a flag that is off: it serves its off variation to
 /// everyone, whatever the change says, until it is restored.
-fn off_warning(flag: &str, view: &Value) -> Option<String> {
-    (view["flag"]["on"] == json!(false)).then(|| {
+fn off_warning(flag: &str, view: &api::FlagView) -> Option<String> {
+    (!view.on).then(|| {
         format!(
             "warning: the flag `{flag}` is off (killed): it serves its off variation to everyone until `sluice ctl restore {flag}`; this change takes effect then"
         )
@@ -482,178 +482,175 @@ fn fallthrough(ft: &Value) -> String {
     if let Some(v) = ft["variation"].as_str() {
         return v.to_string();
     }
-    match ft["rollout"]["variations"].as_array() {
-        Some(ws) => ws
-            .iter()
-            .map(|w| format!("{} {}%", text(&w["variation"]), percent(&w["percent"])))
-            .collect::<Vec<_>>()
-            .join(" / "),
+    let weights: Option<Vec<api::Weight>> = serde_json::from_value(ft["rollout"]["variations"].clone()).ok();
+    match weights {
+        Some(ws) => {
+            ws.iter().map(|w| format!("{} {}%", w.variation, percent(w.percent))).collect::<Vec<_>>().join(" / ")
+        }
         None => "-".into(),
     }
 }
 
-fn render(command: &CtlCommand, v: &Value) -> String {
-    match command {
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+fn or_dash<T: std::fmt::Display>(x: Option<T>) -> String {
+    x.map_or("-".to_string(), |x| x.to_string())
+}
+
+fn render(command: &CtlCommand, v: Value) -> Result<String, String> {
+    Ok(match command {
         CtlCommand::Flags => {
-            let rows: Vec<Vec<String>> = v["flags"]
-                .as_array()
-                .map(|fs| {
-                    fs.iter()
-                        .map(|f| {
-                            let variations = f["variations"]
-                                .as_array()
-                                .map(|vs| {
-                                    vs.iter()
-                                        .map(|x| match (x["ai_config"].as_str(), x["version"].as_u64()) {
-                                            (Some(a), Some(n)) => format!("{}={a}@{n}", text(&x["name"])),
-                                            _ => text(&x["name"]),
-                                        })
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                })
-                                .unwrap_or_default();
-                            vec![
-                                text(&f["key"]),
-                                if f["on"] == json!(false) { "off".into() } else { "on".into() },
-                                text(&f["revision"]),
-                                fallthrough(&f["fallthrough"]),
-                                variations,
-                            ]
+            let list: api::FlagList = typed(v)?;
+            let rows: Vec<Vec<String>> = list
+                .flags
+                .iter()
+                .map(|f| {
+                    let variations = f
+                        .variations
+                        .iter()
+                        .map(|x| {
+                            let name = x.name.as_deref().unwrap_or("-");
+                            match (&x.ai_config, x.version) {
+                                (Some(a), Some(n)) => format!("{name}={a}@{n}"),
+                                _ => name.to_string(),
+                            }
                         })
-                        .collect()
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    vec![
+                        f.key.clone(),
+                        on_off(f.on).into(),
+                        or_dash(f.revision),
+                        fallthrough(&f.fallthrough),
+                        variations,
+                    ]
                 })
-                .unwrap_or_default();
+                .collect();
             format!(
                 "revision {}\n{}",
-                text(&v["revision"]),
+                list.revision,
                 table(&["FLAG", "STATE", "CHANGED", "FALLTHROUGH", "VARIATIONS"], &rows)
             )
         }
         CtlCommand::Flag { .. } => {
-            let f = &v["flag"];
+            let f = typed::<api::FlagAnswer>(v)?.flag;
             format!(
                 "flag        {}\nstate       {}\nchanged at  revision {}\nfallthrough {}\n\n{}\n",
-                text(&f["key"]),
-                if f["on"] == json!(false) { "off" } else { "on" },
-                text(&f["revision"]),
-                fallthrough(&f["fallthrough"]),
-                serde_json::to_string_pretty(&f["definition"]).unwrap_or_default()
+                f.key,
+                on_off(f.on),
+                or_dash(f.revision),
+                fallthrough(&f.fallthrough),
+                serde_json::to_string_pretty(&f.definition).unwrap_or_default()
             )
         }
         CtlCommand::Versions { command: None } => {
+            let list: api::AiConfigList = typed(v)?;
             let mut rows = Vec::new();
-            if let Some(configs) = v["ai_configs"].as_object() {
-                for (key, config) in configs {
-                    for version in config["versions"].as_array().into_iter().flatten() {
-                        rows.push(vec![
-                            key.clone(),
-                            text(&version["version"]),
-                            text(&version["provider"]),
-                            text(&version["model"]),
-                            if version["enabled"] == json!(false) { "disabled".into() } else { "enabled".into() },
-                        ]);
-                    }
+            for (key, config) in &list.ai_configs {
+                for version in config["versions"].as_array().into_iter().flatten() {
+                    rows.push(vec![
+                        key.clone(),
+                        text(&version["version"]),
+                        text(&version["provider"]),
+                        text(&version["model"]),
+                        if version["enabled"] == Value::Bool(false) { "disabled".into() } else { "enabled".into() },
+                    ]);
                 }
             }
             table(&["AI CONFIG", "VERSION", "PROVIDER", "MODEL", "STATE"], &rows)
         }
         CtlCommand::Audit { .. } => {
-            let rows: Vec<Vec<String>> = v["entries"]
-                .as_array()
-                .map(|es| {
-                    es.iter()
-                        .map(|e| {
-                            let what = e["changes"]
-                                .as_array()
-                                .map(|cs| {
-                                    cs.iter()
-                                        .map(|c| format!("{} {}", text(&c["kind"]), text(&c["key"])))
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                })
-                                .unwrap_or_default();
-                            vec![text(&e["revision"]), text(&e["time"]), text(&e["actor"]), text(&e["reason"]), what]
-                        })
-                        .collect()
+            let page: api::AuditPageAnswer = typed(v)?;
+            let rows: Vec<Vec<String>> = page
+                .entries
+                .iter()
+                .map(|e| {
+                    let what = e
+                        .changes
+                        .iter()
+                        .map(|c| format!("{} {}", c.kind.as_str(), c.key))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    vec![e.revision.to_string(), e.time.clone(), e.actor.clone(), e.reason.clone(), what]
                 })
-                .unwrap_or_default();
+                .collect();
             let mut out = table(&["REVISION", "TIME", "ACTOR", "REASON", "CHANGED"], &rows);
-            if let Some(next) = v["next"].as_u64() {
+            if let Some(next) = page.next {
                 out.push_str(&format!("(more: --before {next})\n"));
             }
             out
         }
-        CtlCommand::Eval { .. } => evaluation(v),
+        CtlCommand::Eval { .. } => evaluation(&typed(v)?),
         CtlCommand::Status => {
-            let r = &v["reload"];
-            let reload = match (r["time"].as_str(), r["ok"].as_bool()) {
-                (None, _) => "not reloaded since start".to_string(),
-                (Some(t), Some(true)) => format!("ok at {t}"),
-                (Some(t), _) => format!("REFUSED at {t}: {}", text(&r["error"])),
+            let status: api::StatusAnswer = typed(v)?;
+            let r = &status.reload;
+            let reload = match &r.time {
+                None => "not reloaded since start".to_string(),
+                Some(t) if r.ok => format!("ok at {t}"),
+                Some(t) => format!("REFUSED at {t}: {}", r.error.as_deref().unwrap_or("-")),
             };
-            format!("revision    {}\nlast reload {reload}\n", text(&v["revision"]))
+            format!("revision    {}\nlast reload {reload}\n", status.revision)
         }
-        CtlCommand::Guards => {
-            let mut rows = Vec::new();
-            for g in v["guards"].as_array().into_iter().flatten() {
-                let step = match (g["step"].as_u64(), g["percent"].as_f64()) {
-                    (Some(s), Some(p)) => format!("{} ({p}%)", s + 1),
-                    _ => "-".into(),
-                };
-                if let Some(error) = g["error"].as_str() {
-                    // A guard that does not compile has no metric rows: say why instead.
-                    let dash = || "-".to_string();
-                    rows.push(vec![
-                        text(&g["flag"]),
-                        text(&g["state"]),
-                        step.clone(),
-                        dash(),
-                        dash(),
-                        dash(),
-                        dash(),
-                        dash(),
-                        error.to_string(),
-                    ]);
-                }
-                for m in g["metrics"].as_array().into_iter().flatten() {
-                    let f = |x: &Value| x.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
-                    rows.push(vec![
-                        text(&g["flag"]),
-                        text(&g["state"]),
-                        step.clone(),
-                        text(&m["metric"]),
-                        format!("{} / {}", text(&m["control_samples"]), text(&m["treatment_samples"])),
-                        if m["estimate"].is_null() { "no data".into() } else { f(&m["estimate"]) },
-                        if m["interval"].is_null() {
-                            "-".into()
-                        } else {
-                            format!("[{}, {}]", f(&m["interval"][0]), f(&m["interval"][1]))
-                        },
-                        m["lambda"].as_f64().map_or("-".into(), |l| format!("{l:.3e}")),
-                        text(&m["decision"]),
-                    ]);
-                }
-            }
-            let mut out = table(
-                &["FLAG", "STATE", "STEP", "METRIC", "SAMPLES C/T", "ESTIMATE", "INTERVAL", "Λ", "DECISION"],
-                &rows,
-            );
-            for g in v["guards"].as_array().into_iter().flatten() {
-                let t = &g["last_trip"];
-                if !t.is_null() {
-                    out.push_str(&format!(
-                        "{}: last tripped at {} (revision {}): {}\n",
-                        text(&g["flag"]),
-                        text(&t["at"]),
-                        text(&t["revision"]),
-                        text(&t["reason"])
-                    ));
-                }
-            }
-            out
+        CtlCommand::Guards => guards(&typed(v)?),
+        _ => {
+            let applied: api::Applied = typed(v)?;
+            format!("ok: revision {} ({} object(s) changed)\n", applied.revision, applied.changes)
         }
-        _ => format!("ok: revision {} ({} object(s) changed)\n", text(&v["revision"]), text(&v["changes"])),
+    })
+}
+
+/// The guards' table: a row per metric (or one saying why a guard does not compile), then
+/// each guard's last trip.
+fn guards(list: &api::GuardList) -> String {
+    let mut rows = Vec::new();
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.4}"));
+    for g in &list.guards {
+        let step = match (g.step, g.percent) {
+            (Some(s), Some(p)) => format!("{} ({p}%)", s + 1),
+            _ => "-".into(),
+        };
+        if let Some(error) = &g.error {
+            let dash = || "-".to_string();
+            rows.push(vec![
+                g.flag.clone(),
+                g.state.to_string(),
+                step.clone(),
+                dash(),
+                dash(),
+                dash(),
+                dash(),
+                dash(),
+                error.clone(),
+            ]);
+        }
+        for m in &g.metrics {
+            rows.push(vec![
+                g.flag.clone(),
+                g.state.to_string(),
+                step.clone(),
+                m.metric.to_string(),
+                format!("{} / {}", m.control_samples, m.treatment_samples),
+                if m.estimate.is_none() { "no data".into() } else { f(m.estimate) },
+                m.interval.map_or("-".into(), |[low, high]| format!("[{}, {}]", f(Some(low)), f(Some(high)))),
+                m.lambda.map_or("-".into(), |l| format!("{l:.3e}")),
+                m.decision.to_string(),
+            ]);
+        }
     }
+    let mut out =
+        table(&["FLAG", "STATE", "STEP", "METRIC", "SAMPLES C/T", "ESTIMATE", "INTERVAL", "Λ", "DECISION"], &rows);
+    for g in &list.guards {
+        if let Some(t) = &g.last_trip {
+            out.push_str(&format!("{}: last tripped at {} (revision {}): {}\n", g.flag, t.at, t.revision, t.reason));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -676,10 +673,8 @@ mod tests {
 
     #[test]
     fn percentages_print_one_way() {
-        for (v, want) in
-            [(json!(5), "5"), (json!(95.0), "95"), (json!(20.0), "20"), (json!(12.5), "12.5"), (json!(0.125), "0.125")]
-        {
-            assert_eq!(percent(&v), want, "{v}");
+        for (v, want) in [(5.0, "5"), (95.0, "95"), (20.0, "20"), (12.5, "12.5"), (0.125, "0.125")] {
+            assert_eq!(percent(v), want, "{v}");
         }
         let ft = json!({"rollout": {"variations": [{"variation": "control", "percent": 80.0}, {"variation": "candidate", "percent": 20}]}});
         assert_eq!(fallthrough(&ft), "control 80% / candidate 20%");
@@ -687,10 +682,13 @@ mod tests {
 
     #[test]
     fn a_change_to_a_killed_flag_warns_that_it_is_off() {
-        let off = json!({"revision": 3, "flag": {"key": "bot", "on": false}});
-        let warning = off_warning("bot", &off).unwrap();
+        let view = |on: bool| {
+            let answer = json!({"revision": 3, "flag": {"key": "bot", "on": on, "variations": [], "fallthrough": null, "revision": 3}});
+            typed::<api::FlagAnswer>(answer).unwrap().flag
+        };
+        let warning = off_warning("bot", &view(false)).unwrap();
         assert!(warning.contains("`bot` is off") && warning.contains("sluice ctl restore bot"), "{warning}");
-        assert_eq!(off_warning("bot", &json!({"flag": {"key": "bot", "on": true}})), None);
+        assert_eq!(off_warning("bot", &view(true)), None);
     }
 
     #[test]

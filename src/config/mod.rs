@@ -415,7 +415,7 @@ pub enum LogFormat {
 }
 
 /// One problem in a config file, at a path of the document.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     pub path: String,
     pub message: String,

@@ -12,4 +12,4 @@ pub mod stats;
 pub mod task;
 
 pub use clock::{Clock, Now, SystemClock};
-pub use task::{FlagStatus, Guards, Pass};
+pub use task::{FlagStatus, Guards, LastTrip, MetricStatus, Pass};

@@ -9,11 +9,12 @@
 //! Each guard is compiled once per revision of its flag (`compile.rs`); one that
 //! does not compile is logged then and shown in its status, not checked.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::check::{self, Arms, Evaluated, Identity, Window};
@@ -30,9 +31,9 @@ use crate::state::{Change, ChangeError, Request, State};
 const TICK: Duration = Duration::from_millis(250);
 
 /// One metric's latest check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetricStatus {
-    pub metric: &'static str,
+    pub metric: Cow<'static, str>,
     /// The samples this metric's test saw (TTFT: streams; output tokens: answers with
     /// usage; otherwise requests).
     pub control_samples: u64,
@@ -46,7 +47,8 @@ pub struct MetricStatus {
     /// Clipped to what the metric can be (a difference of proportions lies in [−1, 1]).
     pub interval: Option<[f64; 2]>,
     pub lambda: Option<f64>,
-    pub decision: &'static str,
+    /// `insufficient`, `pass` or `trip`.
+    pub decision: Cow<'static, str>,
 }
 
 impl MetricStatus {
@@ -59,7 +61,7 @@ impl MetricStatus {
         let interval = (data && e.estimate.low.is_finite() && e.estimate.high.is_finite())
             .then(|| [clip(e.estimate.low), clip(e.estimate.high)]);
         MetricStatus {
-            metric: e.kind.as_str(),
+            metric: e.kind.as_str().into(),
             control_samples,
             treatment_samples,
             control: (control_samples > 0).then_some(e.estimate.control),
@@ -68,17 +70,17 @@ impl MetricStatus {
             margin: e.estimate.margin,
             interval,
             lambda: known(e.estimate.lambda),
-            decision: decision_str(e.decision),
+            decision: decision_str(e.decision).into(),
         }
     }
 }
 
 /// A guarded flag's latest check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FlagStatus {
     pub flag: String,
     /// `armed`, `paused`, `rolled_back`, or `invalid` for a guard that does not compile.
-    pub state: &'static str,
+    pub state: Cow<'static, str>,
     pub control: String,
     pub treatment: String,
     /// The ramp step and the treatment's share there, if there is a ramp.
@@ -87,19 +89,19 @@ pub struct FlagStatus {
     pub checked_at: Option<String>,
     pub metrics: Vec<MetricStatus>,
     /// Why the guard does not compile (it is not checked until its flag changes).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The guard's last trip since this process started (the audit log keeps them all).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_trip: Option<LastTrip>,
 }
 
 /// When and why a guard last tripped.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastTrip {
     pub at: String,
     pub revision: u64,
-    pub metric: &'static str,
+    pub metric: Cow<'static, str>,
     /// The audit entry's reason: the metric, estimate, interval, Λ, samples and action.
     pub reason: String,
 }
@@ -181,7 +183,8 @@ impl Guards {
                     Some("paused") => GuardState::Paused.as_str(),
                     Some("rolled_back") => GuardState::RolledBack.as_str(),
                     _ => GuardState::Armed.as_str(),
-                };
+                }
+                .into();
             }
             s.last_trip = trips.get(&s.flag).cloned();
         }
@@ -275,7 +278,7 @@ impl Guards {
         }
         let status = FlagStatus {
             flag: flag.to_string(),
-            state: g.state.as_str(),
+            state: g.state.as_str().into(),
             control: g.control.clone(),
             treatment: g.treatment.clone(),
             step: (!g.ramp.is_empty()).then_some(g.step),
@@ -293,7 +296,7 @@ impl Guards {
         let text = |field: &str| raw.get(field).and_then(Value::as_str).unwrap_or_default().to_string();
         let status = FlagStatus {
             flag: flag.to_string(),
-            state: "invalid",
+            state: "invalid".into(),
             control: text("control"),
             treatment: text("treatment"),
             step: None,
@@ -343,7 +346,7 @@ impl Guards {
             event.action
         );
         let revision = self.write(flag, new, revision, reason.clone(), now.wall)?;
-        let trip = LastTrip { at: now.rfc3339(), revision, metric, reason };
+        let trip = LastTrip { at: now.rfc3339(), revision, metric: metric.into(), reason };
         lock(&self.trips).insert(flag.to_string(), trip);
         let metrics = &self.state.gateway().metrics;
         metrics.guard_tripped(flag, metric);
@@ -351,7 +354,7 @@ impl Guards {
             metrics.set_guard_state(flag, m.kind.as_str(), guard_value(state, Decision::Trip));
         }
         if let Some(s) = lock(&self.status).get_mut(flag) {
-            s.state = state.as_str();
+            s.state = state.as_str().into();
         }
         tracing::warn!(flag, metric, action = %event.action, "guard tripped");
         self.notify(guard, event);

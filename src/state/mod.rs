@@ -66,6 +66,15 @@ pub enum Kind {
 const KINDS: [Kind; 3] = [Kind::Flag, Kind::Segment, Kind::AiConfig];
 
 impl Kind {
+    /// Its name, as the audit log and the admin API write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Flag => "flag",
+            Kind::Segment => "segment",
+            Kind::AiConfig => "ai_config",
+        }
+    }
+
     /// The config section.
     pub fn section(self) -> &'static str {
         match self {
@@ -282,7 +291,7 @@ pub struct Request {
 }
 
 /// A change that took effect.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Applied {
     pub revision: u64,
     pub changes: usize,
@@ -301,7 +310,7 @@ pub struct State {
 /// How the last reload of the config file went. Before any reload (`time: null`) it is
 /// `ok`: the configuration running is the file's as loaded at start (as
 /// `sluice_config_last_reload_successful` says).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReloadStatus {
     /// RFC 3339.
     pub time: Option<String>,
