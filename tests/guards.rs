@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -67,15 +67,9 @@ const TEN_PERCENT: &str =
 
 const RAMP: &str = "      ramp:\n        - {percent: 10, min_duration: 50ms, min_samples: 5}\n        - {percent: 50, min_duration: 50ms, min_samples: 5}\n        - {percent: 100, min_duration: 50ms, min_samples: 5}\n";
 
-/// Wait until `condition` holds, polling; the deadline only stops a test that would
-/// otherwise hang, it is not what the test waits for.
-async fn eventually(what: &str, condition: impl AsyncFn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// How long a wait on a condition may last before the test gives up (only a hung test
+/// ever reaches it).
+const PATIENCE: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------
 // The guard driven directly, on a test clock.
@@ -106,37 +100,15 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// A state directory removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("sluice-guards-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Open a state directory. Its lock may be held for a moment after the previous state
 /// closed it: a child process that another test thread is spawning holds a copy of every
 /// descriptor until it execs. So "in use" is retried until a deadline.
 fn file_store(dir: &Path) -> FileStore {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match FileStore::open(dir) {
-            Ok(store) => return store,
-            Err(e) if e.to_string().contains("in use by another sluice") && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(e) => panic!("cannot open {}: {e}", dir.display()),
-        }
-    }
+    eventually_blocking(Duration::from_secs(30), || match FileStore::open(dir) {
+        Ok(store) => Some(store),
+        Err(e) if e.to_string().contains("in use by another sluice") => None,
+        Err(e) => panic!("cannot open {}: {e}", dir.display()),
+    })
 }
 
 /// A state and its guards, with no listener and no guard task: only the test checks.
@@ -283,7 +255,7 @@ async fn a_regressing_treatment_is_rolled_back_on_the_test_clock() {
     );
     assert_eq!(trip["at"], rfc3339(clock.now().wall));
     // The webhook is told, off the check.
-    eventually("the webhook", async || !webhook_calls(&hook).is_empty()).await;
+    eventually(PATIENCE, async || !webhook_calls(&hook).is_empty()).await;
     let call = &webhook_calls(&hook)[0];
     assert_eq!((&call["event"], &call["flag"], &call["metric"]), (&json!("trip"), &json!("bot"), &json!("error_rate")));
     assert!(call["lambda"].as_f64().unwrap() >= 20.0 && call["treatment_samples"].as_u64().unwrap() >= 40, "{call}");
@@ -409,7 +381,7 @@ async fn a_ramp_advances_step_by_step_to_100_percent_as_the_clock_moves() {
         })
         .collect();
     assert_eq!(steps, expected);
-    eventually("three webhook calls", async || webhook_calls(&hook).len() >= 3).await;
+    eventually(PATIENCE, async || webhook_calls(&hook).len() >= 3).await;
     let mut actions: Vec<String> =
         webhook_calls(&hook).iter().map(|c| format!("{} {}", c["event"], c["action"].as_str().unwrap())).collect();
     actions.sort();
@@ -418,15 +390,15 @@ async fn a_ramp_advances_step_by_step_to_100_percent_as_the_clock_moves() {
 
 #[tokio::test]
 async fn a_restart_mid_ramp_resumes_the_step() {
-    let dir = TempDir::new("restart");
+    let dir = temp_dir("guards-restart");
     let ramp = "      ramp:\n        - {percent: 10, min_duration: 50ms, min_samples: 5}\n        - {percent: 50, min_duration: 1h, min_samples: 5}\n        - {percent: 100, min_duration: 1h, min_samples: 5}\n";
     let yaml = must_replace(
         &guarded_config(0.0, "http://127.0.0.1:9/hook", ramp, "{variation: control}"),
         "admin:\n",
-        &format!("state: {{dir: {}}}\nadmin:\n", dir.0.display()),
+        &format!("state: {{dir: {}}}\nadmin:\n", dir.path().display()),
     );
     let clock = TestClock::new();
-    let rig = Rig::open(&yaml, Box::new(file_store(&dir.0)));
+    let rig = Rig::open(&yaml, Box::new(file_store(dir.path())));
     rig.check(&clock); // step 1 starts
     rig.check(&clock); // its window opens
     rig.record("control", 5, 0);
@@ -442,7 +414,7 @@ async fn a_restart_mid_ramp_resumes_the_step() {
 
     // A new process: the state directory opened again, new statistics, a new guard.
     clock.advance(Duration::from_secs(600));
-    let rig = Rig::open(&yaml, Box::new(file_store(&dir.0)));
+    let rig = Rig::open(&yaml, Box::new(file_store(dir.path())));
     assert_eq!(rig.flag(), before, "the step survives the restart, and its start time");
     rig.check(&clock);
     rig.record("control", 5, 0);
@@ -630,14 +602,14 @@ async fn a_failing_treatment_is_rolled_back_and_everyone_says_why() {
     let reason = entry["reason"].as_str().unwrap();
     assert!(reason.contains("error_rate") && reason.contains("Λ") && reason.contains("interval"), "{reason}");
     // The webhook was told, off the data plane.
-    eventually("the webhook", async || !webhook_calls(&hook).is_empty()).await;
+    eventually(PATIENCE, async || !webhook_calls(&hook).is_empty()).await;
     let call = hook.last().json();
     assert_eq!((&call["event"], &call["flag"], &call["metric"]), (&json!("trip"), &json!("bot"), &json!("error_rate")));
     assert!(call["lambda"].as_f64().unwrap() >= 20.0 && call["treatment_samples"].as_u64().unwrap() >= 40, "{call}");
     // Metrics, and the status endpoint (the guard updates both just after its write).
     let trips = r#"sluice_guard_trips_total{flag="bot",metric="error_rate"} 1"#;
     let state = r#"sluice_guard_state{flag="bot",metric="error_rate"} 3"#;
-    eventually("the trip's metrics and status", async || {
+    eventually(PATIENCE, async || {
         let metrics = send(gw.admin_addr, get("/metrics", None)).await.text();
         metrics.contains(trips)
             && metrics.contains(state)
