@@ -18,6 +18,7 @@
 //! | [`sse_event`] | SSE events as bytes: the splitter (LF, CRLF, CR; at most 1 MiB an event), `data` fields |
 //! | [`wire`] | the OpenAI endpoints, Azure's URL forms, the request body read and spliced as raw JSON |
 //! | [`keys`] | key digests (SHA-256), the one key ring (gateway keys, admin tokens), configured keys read one way, the one bearer parser |
+//! | [`stats`] | the statistics: log-scale moments kept as integers, the mSPRT (estimates, always-valid intervals, Λ, decisions) |
 //! | [`flags`] | LaunchDarkly-semantics targeting: contexts, compiled flags and segments, evaluation, explanations |
 //! | [`config`] | the YAML file format, `${VAR}` interpolation, validation with `file:line:col` errors |
 //! | [`auth`] | the clients (apps): gateway keys compared in constant time, each app's context and template values |
@@ -50,5 +51,6 @@ pub mod server;
 pub mod snapshot;
 pub mod sse_event;
 pub mod state;
+pub mod stats;
 pub mod wire;
 pub mod worker;

@@ -14,6 +14,7 @@ const FLOORS: &[&str] = &[
     "sse_event",
     "wire",
     "keys",
+    "stats",
     "flags",
     "config",
     "auth",

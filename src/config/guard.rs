@@ -127,15 +127,7 @@ pub struct GuardMetric {
     pub tau: Option<f64>,
 }
 
-/// The difference the treatment may have before it counts as a regression (what a
-/// `margin:` means, for the guard's tests).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Margin {
-    /// In the metric's unit (a proportion, seconds, tokens).
-    Absolute(f64),
-    /// A fraction of the control's level: 0.15 is +15 %.
-    Relative(f64),
-}
+pub use crate::stats::Margin;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]

@@ -8,7 +8,8 @@ mod check;
 pub mod clock;
 mod compile;
 mod edit;
-pub mod stats;
+/// The statistics (a ground-floor module of their own).
+pub use crate::stats;
 pub mod task;
 
 pub use clock::{Clock, Now, SystemClock};

@@ -5,15 +5,15 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use crate::stats::log_fixed;
+pub use crate::stats::LogMoments;
+
 use super::Finished;
 use super::Outcome;
 
 /// Latency buckets: bucket `i` holds latencies in [2^(i/4), 2^((i+1)/4)) ms (about 19 %
 /// wide); the first also holds everything under 1 ms and the last everything above.
 pub const LATENCY_BUCKETS: usize = 80;
-
-/// Fixed-point scale of the sums of logarithms: 10⁻⁶ resolution.
-const SCALE: f64 = 1e6;
 
 /// The bucket of a latency.
 pub fn latency_bucket(seconds: f64) -> usize {
@@ -80,12 +80,9 @@ impl Default for GuardStats {
     }
 }
 
-/// `ln(seconds)` and its square in fixed point.
-fn log_fixed(seconds: f64) -> (i64, i64) {
-    // Latencies under a microsecond are clock noise; clamp so that ln stays finite.
-    let l = seconds.max(1e-6).ln();
-    // Both are bounded (|ln| < 30 for any latency a request can have): no overflow.
-    ((l * SCALE).round() as i64, (l * l * SCALE).round() as i64)
+/// One quantity's moments as the atomics hold them.
+fn read(n: &AtomicU64, sum: &AtomicI64, sumsq: &AtomicI64) -> LogMoments {
+    LogMoments::from_fixed(n.load(Relaxed), sum.load(Relaxed), sumsq.load(Relaxed))
 }
 
 impl GuardStats {
@@ -133,57 +130,14 @@ impl GuardStats {
             errors: self.errors.load(Relaxed),
             client_errors: self.client_errors.load(Relaxed),
             cancelled: self.cancelled.load(Relaxed),
-            latency: LogMoments::read(&self.latency_n, &self.latency_sum, &self.latency_sumsq),
+            latency: read(&self.latency_n, &self.latency_sum, &self.latency_sumsq),
             latency_buckets: std::array::from_fn(|i| self.latency_buckets[i].load(Relaxed)),
-            ttft: LogMoments::read(&self.ttft_n, &self.ttft_sum, &self.ttft_sumsq),
+            ttft: read(&self.ttft_n, &self.ttft_sum, &self.ttft_sumsq),
             usage_n: self.usage_n.load(Relaxed),
             input_tokens: self.input_tokens.load(Relaxed),
             output_tokens: self.output_tokens.load(Relaxed),
             output_tokens_sumsq: self.output_tokens_sumsq.load(Relaxed),
         }
-    }
-}
-
-/// Count, Σ ln x and Σ (ln x)² of a positive quantity, in fixed point.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LogMoments {
-    pub n: u64,
-    sum: i64,
-    sumsq: i64,
-}
-
-impl LogMoments {
-    /// From a count and the sums of ln x and (ln x)² (e.g. added up across instances).
-    pub fn from_sums(n: u64, sum: f64, sumsq: f64) -> Self {
-        LogMoments { n, sum: (sum * SCALE).round() as i64, sumsq: (sumsq * SCALE).round() as i64 }
-    }
-
-    fn read(n: &AtomicU64, sum: &AtomicI64, sumsq: &AtomicI64) -> Self {
-        LogMoments { n: n.load(Relaxed), sum: sum.load(Relaxed), sumsq: sumsq.load(Relaxed) }
-    }
-
-    fn since(&self, earlier: &Self) -> Self {
-        LogMoments {
-            n: self.n.saturating_sub(earlier.n),
-            sum: self.sum.wrapping_sub(earlier.sum),
-            sumsq: self.sumsq.wrapping_sub(earlier.sumsq),
-        }
-    }
-
-    /// The mean of ln x, if there is a sample.
-    pub fn mean(&self) -> Option<f64> {
-        (self.n > 0).then(|| self.sum as f64 / SCALE / self.n as f64)
-    }
-
-    /// The sample variance of ln x, if there are two samples.
-    pub fn variance(&self) -> Option<f64> {
-        if self.n < 2 {
-            return None;
-        }
-        let n = self.n as f64;
-        let mean = self.sum as f64 / SCALE / n;
-        let ss = self.sumsq as f64 / SCALE - n * mean * mean;
-        Some((ss / (n - 1.0)).max(0.0))
     }
 }
 

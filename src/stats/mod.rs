@@ -1,4 +1,6 @@
-//! The statistics of the guards: a mixture sequential probability ratio test (mSPRT) with a
+//! The statistics sluice decides on, on the ground floor (no I/O, no clock, no
+//! randomness, no other module of the crate): the moments the metrics keep
+//! ([`LogMoments`]), and the guards' test — a mixture sequential probability ratio test (mSPRT) with a
 //! normal mixture on the difference between a treatment arm and a control arm. Its error
 //! rate stays below α however often it is checked (it is an e-process), which is what lets
 //! the guards look every few seconds without crying wolf.
@@ -13,7 +15,9 @@
 //! Δ̂ ± √(2 V (V + τ²) / τ² · (ln(1/α) + ½ ln((V + τ²) / V))). Pure functions: no I/O, no
 //! clock, no randomness.
 
-use crate::metrics::LogMoments;
+mod moments;
+
+pub use moments::{log_fixed, LogMoments};
 
 /// Which way of the metric is bad.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +28,15 @@ pub enum Direction {
     Decrease,
 }
 
-pub use crate::config::guard::Margin;
+/// The difference the treatment may have before it counts as a regression (what a
+/// `margin:` means, for the guard's tests).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Margin {
+    /// In the metric's unit (a proportion, seconds, tokens).
+    Absolute(f64),
+    /// A fraction of the control's level: 0.15 is +15 %.
+    Relative(f64),
+}
 
 /// One metric's test settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
