@@ -43,9 +43,30 @@ fn modules() -> BTreeSet<String> {
         .collect()
 }
 
-/// The code of `text` before its first `#[cfg(test)]` (test modules come last).
-fn non_test(text: &str) -> &str {
-    text.find("#[cfg(test)]").map_or(text, |i| &text[..i])
+/// The code of `text` without its tests: a `#[cfg(test)]` line and the item after it (a
+/// `mod x;` declaration, or a test module's block, which runs to the end of the file:
+/// test modules come last). Any other item under `#[cfg(test)]` is left in, so nothing
+/// hides from the check by standing after one.
+fn non_test(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim_start() != "#[cfg(test)]" {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        match lines.next() {
+            Some(next) if next.trim_start().starts_with("mod ") && next.trim_end().ends_with(';') => {}
+            Some(next) if next.trim_start().starts_with("mod ") => break,
+            Some(next) => {
+                out.push_str(next);
+                out.push('\n');
+            }
+            None => break,
+        }
+    }
+    out
 }
 
 /// The crate modules `code` names: `crate::name` and `crate::{name, …}`.
@@ -92,7 +113,7 @@ fn edges() -> BTreeMap<String, BTreeSet<String>> {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap();
-        for used in referenced(non_test(&text)) {
+        for used in referenced(&non_test(&text)) {
             if used != module && modules.contains(&used) {
                 edges.entry(module.to_string()).or_default().insert(used);
             }
@@ -136,4 +157,7 @@ fn the_reference_reader_sees_both_forms() {
     let found: Vec<String> = referenced(code).into_iter().collect();
     assert_eq!(found, ["body", "config", "metrics", "wire"]);
     assert_eq!(non_test("a\n#[cfg(test)]\nmod tests { crate::cli }"), "a\n");
+    // A test-only declaration or import does not hide what follows it.
+    assert_eq!(non_test("#[cfg(test)]\nmod t;\nuse crate::cli;\n"), "use crate::cli;\n");
+    assert_eq!(non_test("#[cfg(test)]\nuse crate::x;\nuse crate::cli;\n"), "use crate::x;\nuse crate::cli;\n");
 }
