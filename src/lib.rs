@@ -13,10 +13,8 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`body`] | the one response body type; the one helper for a complete JSON or text response |
+//! | [`wire`] | the ground floor: the one response body type and its JSON/text helpers (`wire::body`), SSE events as bytes (`wire::sse_event`: the splitter — LF, CRLF, CR; at most 1 MiB an event — and `data` fields), the OpenAI endpoints, Azure's URL forms, the request body read and spliced as raw JSON |
 //! | [`worker`] | which data-plane worker thread the code runs on; per-worker state; the worker's shutdown cut signal |
-//! | [`sse_event`] | SSE events as bytes: the splitter (LF, CRLF, CR; at most 1 MiB an event), `data` fields |
-//! | [`wire`] | the OpenAI endpoints, Azure's URL forms, the request body read and spliced as raw JSON |
 //! | [`keys`] | key digests (SHA-256), the one key ring (gateway keys, admin tokens), configured keys read one way, the one bearer parser |
 //! | [`stats`] | the statistics: log-scale moments kept as integers, the mSPRT (estimates, always-valid intervals, Λ, decisions) |
 //! | [`flags`] | LaunchDarkly-semantics targeting: contexts, compiled flags and segments, evaluation, explanations |
@@ -37,7 +35,6 @@
 pub mod admin;
 pub mod aiconfig;
 pub mod auth;
-pub mod body;
 pub mod cli;
 pub mod config;
 pub mod flags;
@@ -49,7 +46,6 @@ pub mod providers;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;
-pub mod sse_event;
 pub mod state;
 pub mod stats;
 pub mod wire;

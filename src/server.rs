@@ -20,13 +20,13 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin;
-use crate::body::{self, Body};
 use crate::config::{Config, ConfigError, Loaded, Problem};
 use crate::guard::Guards;
 use crate::metrics::Metrics;
 use crate::proxy;
 use crate::snapshot::Snapshot;
 use crate::state::{FileStore, MemoryStore, StartupError, State, Store};
+use crate::wire::body::{self, Body};
 use crate::worker;
 
 mod accept;

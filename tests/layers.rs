@@ -9,10 +9,8 @@ use std::path::Path;
 
 /// The top-level modules, ground floor first.
 const FLOORS: &[&str] = &[
-    "body",
-    "worker",
-    "sse_event",
     "wire",
+    "worker",
     "keys",
     "stats",
     "flags",

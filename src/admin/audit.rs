@@ -8,8 +8,8 @@ use std::sync::Arc;
 use http::{Response, StatusCode};
 
 use super::{api, invalid, json_response, percent_decode, ApiError};
-use crate::body::Body;
 use crate::state::{AuditQuery, State};
+use crate::wire::body::Body;
 
 /// Most entries one page holds.
 pub const MAX_LIMIT: usize = 1000;

@@ -9,10 +9,10 @@ use serde_json::{json, Value};
 use super::api::{EvaluateBody, Evaluation};
 use super::{invalid, json_response, ApiError};
 use crate::aiconfig::RenderScope;
-use crate::body::Body;
 use crate::flags::trace::Explain;
 use crate::flags::Context;
 use crate::state::State;
+use crate::wire::body::Body;
 
 /// `body`: the context (LaunchDarkly context JSON, or a user key), template variables
 /// (as `x-sluice-variables`), the client whose context kind and template values apply (as

@@ -22,11 +22,11 @@ mod openapi;
 
 use evaluate::evaluate;
 
-use crate::body::{self, Body};
 use crate::config::{AdminConfig, AdminRole, Problem};
 use crate::guard::Guards;
 use crate::keys::{self, KeyRing};
 use crate::state::{Change, ChangeError, Request as ChangeRequest, State, StoreError};
+use crate::wire::body::{self, Body};
 
 /// Largest admin request body.
 const MAX_BODY: usize = 256 * 1024;

@@ -26,7 +26,7 @@ use serde_json::{json, Map, Value};
 use super::dialect::{secret_header, Answer, Dialect, Head, Kind, Prepared, Reply, Target};
 use super::{json_response, SendError, UpstreamError, UpstreamRequest};
 use crate::config::ProviderConfig;
-use crate::sse_event::{data_of, Events};
+use crate::wire::sse_event::{data_of, Events};
 use crate::wire::AzureUrl;
 
 /// The `azure_openai` kind: Azure's URL forms and `api-key`, its answers normalised.
@@ -78,7 +78,7 @@ impl Reply for AzureReply {
             return Answer::Whole(Box::new(|parts, body| {
                 Ok(match translate_error(parts.status.as_u16(), &body) {
                     Some((status, json)) => json_response(parts, status, &json),
-                    None => Response::from_parts(parts, crate::body::full(body)),
+                    None => Response::from_parts(parts, crate::wire::body::full(body)),
                 })
             }));
         }
@@ -91,7 +91,7 @@ impl Reply for AzureReply {
         Answer::Whole(Box::new(|mut parts, body| {
             let body = normalise_json(&body).map_or(body, Bytes::from);
             parts.headers.remove(CONTENT_LENGTH);
-            Ok(Response::from_parts(parts, crate::body::full(body)))
+            Ok(Response::from_parts(parts, crate::wire::body::full(body)))
         }))
     }
 }
@@ -150,7 +150,7 @@ impl StreamNormaliser {
         self.events.take_rest()
     }
 
-    /// Whether an event grew past [`crate::sse_event::MAX_EVENT`]: the stream is cut.
+    /// Whether an event grew past [`crate::wire::sse_event::MAX_EVENT`]: the stream is cut.
     pub fn too_large(&self) -> bool {
         self.events.too_large()
     }

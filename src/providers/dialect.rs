@@ -15,7 +15,7 @@ use http::{HeaderMap, Response, Uri};
 
 use super::rewrite::StreamRewrite;
 use super::{SendError, UpstreamError, UpstreamRequest};
-use crate::body::Body;
+use crate::wire::body::Body;
 use crate::wire::Endpoint;
 
 /// How one provider kind speaks.

@@ -38,8 +38,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 pub use crate::wire::{AzureUrl, Endpoint};
 pub use error::{SendError, UpstreamError};
 
-use crate::body::Body;
 use crate::config::{ProviderConfig, ProviderKind, Timeouts, UpstreamTimeouts};
+use crate::wire::body::Body;
 use crate::worker::PerWorker;
 use dialect::{Answer, Dialect, Head, Kind, Prepared, Reply, Target};
 use sluice_mock::MockSettings;
@@ -342,7 +342,7 @@ fn json_response(mut parts: http::response::Parts, status: u16, json: &serde_jso
     keep_headers(&mut parts.headers, &[RETRY_AFTER]);
     parts.status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     parts.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Response::from_parts(parts, crate::body::full(json.to_string()))
+    Response::from_parts(parts, crate::wire::body::full(json.to_string()))
 }
 
 /// The error for a provider's 401 / 403 / 404 or redirect, whatever its kind: the gateway's
@@ -365,5 +365,5 @@ fn keep_headers(headers: &mut HeaderMap, keep: &[HeaderName]) {
 /// The upstream body as sluice's body type (a plain function: a closure here trips the
 /// `Send` check of the request future).
 fn boxed(body: hyper::body::Incoming) -> Body {
-    body.map_err(|e| -> crate::body::BoxError { Box::new(e) }).boxed_unsync()
+    body.map_err(|e| -> crate::wire::body::BoxError { Box::new(e) }).boxed_unsync()
 }

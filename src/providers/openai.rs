@@ -20,7 +20,7 @@ use super::dialect::{
 };
 use super::{SendError, UpstreamError, UpstreamRequest};
 use crate::config::{ProviderConfig, Quirks};
-use crate::sse_event::{data_of, Events};
+use crate::wire::sse_event::{data_of, Events};
 
 /// The `openai` kind: OpenAI, or any server that speaks its API, with its quirks.
 #[derive(Debug)]
@@ -158,7 +158,7 @@ impl ToolIndexFiller {
         self.events.take_rest()
     }
 
-    /// Whether an event grew past [`crate::sse_event::MAX_EVENT`]: the stream is cut.
+    /// Whether an event grew past [`crate::wire::sse_event::MAX_EVENT`]: the stream is cut.
     pub fn too_large(&self) -> bool {
         self.events.too_large()
     }

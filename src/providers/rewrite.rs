@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::UpstreamError;
-use crate::body::{Body, BoxError};
+use crate::wire::body::{Body, BoxError};
 
 /// A per-stream rewriter of SSE bytes.
 pub trait StreamRewrite: Send {
@@ -28,7 +28,7 @@ pub trait StreamRewrite: Send {
     }
     /// Whether the stream failed in a way the proxy reports itself, as an error of the body:
     /// before anything of it was sent (so it can still be a 502, and a fallback), or with an
-    /// event longer than [`crate::sse_event::MAX_EVENT`]. Nothing after it is read.
+    /// event longer than [`crate::wire::sse_event::MAX_EVENT`]. Nothing after it is read.
     fn broken(&self) -> Option<UpstreamError> {
         None
     }

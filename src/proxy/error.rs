@@ -3,8 +3,8 @@
 
 use http::{Response, StatusCode};
 
-use crate::body::{self, Body};
 use crate::providers::UpstreamError;
+use crate::wire::body::{self, Body};
 
 pub use crate::metrics::Outcome;
 

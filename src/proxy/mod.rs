@@ -33,9 +33,9 @@ use hyper::body::Incoming;
 pub use error::{GatewayError, Outcome};
 
 use crate::auth::Client;
-use crate::body::{self, Body};
 use crate::providers::Endpoint;
 use crate::snapshot::Snapshot;
+use crate::wire::body::{self, Body};
 use record::{AccessLog, Recorder};
 use request::JsonBody;
 

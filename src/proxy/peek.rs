@@ -12,9 +12,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 
-use crate::body::Body;
 use crate::providers::UpstreamError;
-use crate::sse_event::{data_of, Splitter, MAX_EVENT};
+use crate::wire::body::Body;
+use crate::wire::sse_event::{data_of, Splitter, MAX_EVENT};
 
 /// Read `inner` until its first event, within `first_byte`. Returns every byte read, from
 /// the stream's start through the frame that completed that event.

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::request::JsonBody;
 use crate::metrics::Usage;
-use crate::sse_event::{data_of, Splitter, MAX_EVENT};
+use crate::wire::sse_event::{data_of, Splitter, MAX_EVENT};
 
 /// What the tap saw in one frame.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -25,9 +25,9 @@ use super::error::{sse_error_event, GatewayError, Outcome};
 use super::record::Recorder;
 use super::request::JsonBody;
 use super::sse::{parse_usage, Tap};
-use crate::body::{Body, BoxError};
 use crate::metrics::Usage;
 use crate::providers::{Provider, UpstreamError};
+use crate::wire::body::{Body, BoxError};
 
 /// The largest JSON response kept to read its `usage` at the end; a larger one is passed
 /// on without its tokens counted.

@@ -14,11 +14,11 @@ use super::request::JsonBody;
 use super::upstream::{self, Call};
 use crate::aiconfig::{EditError, RenderScope};
 use crate::auth::Client;
-use crate::body::Body;
 use crate::config::flags::WhenDisabled;
 use crate::flags::Reason;
 use crate::providers::Endpoint;
 use crate::snapshot::{FlagRoute, Snapshot, Variant};
+use crate::wire::body::Body;
 
 pub static X_SLUICE_FLAG: HeaderName = HeaderName::from_static("x-sluice-flag");
 pub static X_SLUICE_VARIATION: HeaderName = HeaderName::from_static("x-sluice-variation");

@@ -18,8 +18,8 @@ use super::record::Recorder;
 use super::sse::Tap;
 use super::stream::{Forward, Reading};
 use super::X_REQUEST_ID;
-use crate::body::Body;
 use crate::providers::{Endpoint, Provider, SendError, UpstreamError, UpstreamRequest};
+use crate::wire::body::Body;
 
 /// Request headers never forwarded upstream: hop-by-hop headers (RFC 9110 §7.6.1), the
 /// client's own credentials (whatever the header a provider kind reads them from),

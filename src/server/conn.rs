@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use crate::body::{Body, BoxError};
+use crate::wire::body::{Body, BoxError};
 
 /// How many requests of one connection are in flight, and a wake-up when that number
 /// leaves or reaches zero; and since when each response has waited for its client.

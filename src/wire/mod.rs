@@ -1,8 +1,12 @@
-//! Wire vocabulary every floor above speaks: the OpenAI endpoints sluice forwards,
-//! Azure's URL forms, and the request body read and spliced as raw JSON (`json_body`). Nothing here depends on another module of the crate.
+//! The ground floor: the wire vocabulary every floor above speaks — the one response body
+//! type and its helpers (`body`), SSE events as bytes (`sse_event`), the OpenAI endpoints
+//! sluice forwards, Azure's URL forms, and the request body read and spliced as raw JSON
+//! (`json_body`). Nothing here depends on another module of the crate.
 
 mod azure_url;
+pub mod body;
 pub mod json_body;
+pub mod sse_event;
 
 pub use azure_url::AzureUrl;
 pub use json_body::{BodyError, JsonBody};

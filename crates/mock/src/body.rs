@@ -1,4 +1,4 @@
-//! The mock's response body: the same type as the gateway's `sluice::body::Body`
+//! The mock's response body: the same type as the gateway's `sluice::wire::body::Body`
 //! (`UnsyncBoxBody<Bytes, BoxError>`), so the gateway forwards an in-process answer as is.
 
 use bytes::Bytes;

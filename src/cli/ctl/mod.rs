@@ -217,9 +217,34 @@ fn body<T: serde::Serialize>(value: &T) -> Option<Value> {
     serde_json::to_value(value).ok()
 }
 
+/// One admin API call: method, path under `/admin/v1`, body, `If-Match`.
+type Call = (Method, String, Option<Value>, Option<u64>);
+
 async fn execute(args: &CtlArgs) -> Result<(), String> {
+    let (method, path, body, if_match) = request(&args.command)?;
+    let value = call(args, method, &path, body, if_match).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+    } else {
+        print!("{}", render(&args.command, value)?);
+    }
+    // A change to what a flag serves does nothing visible while the flag is off: say so.
+    if let CtlCommand::Rollout { flag, .. } | CtlCommand::Promote { flag, .. } | CtlCommand::Point { flag, .. } =
+        &args.command
+    {
+        let view: api::FlagAnswer =
+            typed(call(args, Method::GET, &format!("/flags/{}", encode(flag)), None, None).await?)?;
+        if let Some(warning) = off_warning(flag, &view.flag) {
+            eprintln!("{warning}");
+        }
+    }
+    Ok(())
+}
+
+/// The call a command makes, its body one of the contract's request types.
+fn request(command: &CtlCommand) -> Result<Call, String> {
     let reason = |c: &ChangeArgs| c.reason.clone();
-    let (method, path, body, if_match) = match &args.command {
+    Ok(match command {
         CtlCommand::Flags => (Method::GET, "/flags".to_string(), None, None),
         CtlCommand::Flag { command: FlagCommand::Get { flag } } => {
             (Method::GET, format!("/flags/{}", encode(flag)), None, None)
@@ -313,24 +338,7 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
             let b = body(&api::ReasonBody { reason: reason(change) });
             (Method::POST, format!("/flags/{}/guard/{action}", encode(flag)), b, change.if_match)
         }
-    };
-    let value = call(args, method, &path, body, if_match).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
-    } else {
-        print!("{}", render(&args.command, value)?);
-    }
-    // A change to what a flag serves does nothing visible while the flag is off: say so.
-    if let CtlCommand::Rollout { flag, .. } | CtlCommand::Promote { flag, .. } | CtlCommand::Point { flag, .. } =
-        &args.command
-    {
-        let view: api::FlagAnswer =
-            typed(call(args, Method::GET, &format!("/flags/{}", encode(flag)), None, None).await?)?;
-        if let Some(warning) = off_warning(flag, &view.flag) {
-            eprintln!("{warning}");
-        }
-    }
-    Ok(())
+    })
 }
 
 /// An answer as its type in the contract; one that does not fit is the server's fault

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sluice_mock::{MockKind, MockRequest, MockSettings};
 
 use super::{request, response};
-use crate::body::Body;
+use crate::wire::body::Body;
 
 /// The mock of `kind` answering `body` posted to `path`, in-process.
 async fn answer(kind: MockKind, path: &str, headers: &[(&str, &str)], body: &Value) -> Response<Body> {

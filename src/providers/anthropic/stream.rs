@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use super::response::{finish_reason, usage};
 use super::Reply;
 use crate::providers::UpstreamError;
-use crate::sse_event::{data_of, Events};
+use crate::wire::sse_event::{data_of, Events};
 
 /// What an Anthropic `tool_use` block is on the OpenAI side.
 #[derive(Debug, Clone, Copy)]
@@ -101,7 +101,7 @@ impl Translator {
 
     /// Why the stream failed, when the proxy must report it itself: it broke before its
     /// first event was translated (then nothing was sent), or an event grew past
-    /// [`crate::sse_event::MAX_EVENT`].
+    /// [`crate::wire::sse_event::MAX_EVENT`].
     pub fn broken(&self) -> Option<UpstreamError> {
         self.broken
     }
