@@ -349,13 +349,13 @@ fn body_of<T: DeserializeOwned>(body: Value, op: Op) -> Result<T, ApiError> {
 /// The change a mutation asks for, and its reason.
 fn change_for(op: Op, params: &[&str], body: Value) -> Result<(Change, String), ApiError> {
     let p = |i: usize| params.get(i).map(|s| s.to_string()).unwrap_or_default();
-    let reason_only = |change: Change| -> Result<(Change, String), ApiError> {
-        let b: api::ReasonBody = body_of(body.clone(), op)?;
-        Ok((change, b.reason))
+    // A change whose body holds only its reason.
+    let reason_only = |change: Change, body: Value| -> Result<(Change, String), ApiError> {
+        Ok((change, body_of::<api::ReasonBody>(body, op)?.reason))
     };
     match op {
-        Op::Kill => reason_only(Change::SetOn { flag: p(0), on: false }),
-        Op::Restore => reason_only(Change::SetOn { flag: p(0), on: true }),
+        Op::Kill => reason_only(Change::SetOn { flag: p(0), on: false }, body),
+        Op::Restore => reason_only(Change::SetOn { flag: p(0), on: true }, body),
         Op::Rollout => {
             let b: api::RolloutBody = body_of(body, op)?;
             let weights = b.weights.into_iter().map(|w| (w.variation, w.percent)).collect();
@@ -386,9 +386,9 @@ fn change_for(op: Op, params: &[&str], body: Value) -> Result<(Change, String), 
             }
             Ok((Change::AddVersion { ai_config: p(0), version: b.version }, b.reason))
         }
-        Op::GuardPause => reason_only(Change::GuardState { flag: p(0), state: "paused", restart: false }),
-        Op::GuardResume => reason_only(Change::GuardState { flag: p(0), state: "armed", restart: false }),
-        Op::GuardRearm => reason_only(Change::GuardState { flag: p(0), state: "armed", restart: true }),
+        Op::GuardPause => reason_only(Change::GuardState { flag: p(0), state: "paused", restart: false }, body),
+        Op::GuardResume => reason_only(Change::GuardState { flag: p(0), state: "armed", restart: false }, body),
+        Op::GuardRearm => reason_only(Change::GuardState { flag: p(0), state: "armed", restart: true }, body),
         Op::ListFlags
         | Op::GetFlag
         | Op::Evaluate

@@ -60,16 +60,16 @@ impl Dialect for Azure {
             headers: req.headers,
             body: req.body,
             translated: false,
-            reply: Box::new(AzureReply { normalise: self.normalise }),
+            reply: if self.normalise { Box::new(AzureReply::<true>) } else { Box::new(AzureReply::<false>) },
         })
     }
 }
 
-struct AzureReply {
-    normalise: bool,
-}
+/// `NORMALISE`: remove Azure's filter annotations. (A unit type either way, so boxing it
+/// allocates nothing.)
+struct AzureReply<const NORMALISE: bool>;
 
-impl Reply for AzureReply {
+impl<const NORMALISE: bool> Reply for AzureReply<NORMALISE> {
     fn answer(self: Box<Self>, head: Head) -> Answer {
         if !head.ok() {
             if head.status != 400 {
@@ -82,7 +82,7 @@ impl Reply for AzureReply {
                 })
             }));
         }
-        if !self.normalise {
+        if !NORMALISE {
             return Answer::Pass;
         }
         if head.sse {
