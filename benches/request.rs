@@ -85,13 +85,16 @@ fn accounting(c: &mut Criterion) {
         provider: "openai".into(),
         model: "gpt-4o-mini".into(),
     };
-    let route = metrics.route(&labels);
+    // Priced, as a production route would be: the cost is part of recording.
+    let price = sluice::config::signals::Price { input: 0.15, cached_input: Some(0.075), output: 0.6 };
+    let route = metrics.route(&labels, Some(price));
     let finished = sluice::metrics::Finished {
         outcome: sluice::proxy::Outcome::Ok,
         duration: std::time::Duration::from_millis(850),
         ttft: Some(std::time::Duration::from_millis(240)),
         overhead: std::time::Duration::from_micros(30),
-        usage: Some(sluice::metrics::Usage { input: 420, output: 180 }),
+        usage: Some(sluice::metrics::Usage { input: 420, output: 180, cached: 0 }),
+        cost: None,
     };
     c.bench_function("metrics/record-request", |b| b.iter(|| route.record(black_box(&finished))));
 

@@ -16,6 +16,7 @@
 //! | [`wire`] | the ground floor: the one response body type and its JSON/text helpers (`wire::body`), SSE events as bytes (`wire::sse_event`: the splitter — LF, CRLF, CR; at most 1 MiB an event — and `data` fields), the OpenAI endpoints, Azure's URL forms, the request body read and spliced as raw JSON |
 //! | [`worker`] | which data-plane worker thread the code runs on; per-worker state; the worker's shutdown cut signal |
 //! | [`keys`] | key digests (SHA-256), the one key ring (gateway keys, admin tokens), configured keys read one way, the one bearer parser |
+//! | [`token`] | response tokens: the signed, self-describing id a routed response carries so that later feedback lands on its arm |
 //! | [`stats`] | the statistics: log-scale moments kept as integers, the mSPRT (estimates, always-valid intervals, Λ, decisions) |
 //! | [`flags`] | LaunchDarkly-semantics targeting: contexts, compiled flags and segments, evaluation, explanations |
 //! | [`config`] | the YAML file format, `${VAR}` interpolation, validation with `file:line:col` errors |
@@ -48,5 +49,6 @@ pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod stats;
+pub mod token;
 pub mod wire;
 pub mod worker;

@@ -152,13 +152,23 @@ impl Prepared {
 /// on the thread that accepted it. Nothing on the request path waits for or wakes another
 /// thread, which on a multi-threaded work-stealing runtime costs more than the proxying itself.
 pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
-    let Prepared { value, file, snapshot, metrics, tls, config } = prepared;
+    let Prepared { value, file, mut snapshot, metrics, tls, config } = prepared;
     // The state directory is locked before anything listens: a second sluice on the same
     // directory stops here, with the lock's path in the message.
     let store: Box<dyn Store> = match &config.state.dir {
-        Some(dir) => Box::new(FileStore::open(dir).map_err(StartupError::from)?),
+        Some(dir) => {
+            let store = FileStore::open(dir).map_err(StartupError::from)?;
+            if !snapshot.feedback.key_in_config() {
+                let key = crate::state::feedback_key(dir, crate::snapshot::random_key).map_err(StartupError::from)?;
+                snapshot.feedback.use_key(&key);
+            }
+            Box::new(store)
+        }
         None => {
             tracing::warn!("no `state.dir`: runtime changes are kept in memory only and lost on restart");
+            if !snapshot.feedback.key_in_config() && !config.metrics.is_empty() {
+                tracing::warn!("no `state.dir` and no `feedback.key`: response tokens are signed with a key of this process's own, and feedback on them is refused after a restart");
+            }
             Box::new(MemoryStore::default())
         }
     };

@@ -17,10 +17,12 @@ use prometheus::IntCounter;
 use crate::aiconfig::Version;
 use crate::auth::Clients;
 use crate::config::flags::{FlagConfig, WhenDisabled};
+use crate::config::signals::{Better, FeedbackConfig, MetricDef, MetricType, Price};
 use crate::config::{Config, Problem, Targeting};
 use crate::flags::FlagIndex;
-use crate::metrics::{Labels, Metrics, RouteMetrics};
+use crate::metrics::{FeedbackCounters, Labels, Metrics, RouteMetrics, SignalKind, ValueStats};
 use crate::providers::{Endpoint, Provider};
+use crate::token::{Dedup, Signer};
 
 /// The `model` label of pass-through requests for a model the provider does not list
 /// (request data never becomes a label value).
@@ -49,8 +51,73 @@ pub struct Snapshot {
     pub access_log: bool,
     /// Whether the access log may include the request's messages.
     pub log_content: bool,
+    /// Response tokens and feedback: the signer, the de-duplication set (both carried over
+    /// from the previous snapshot), the age limit and the browser origins.
+    pub feedback: Feedback,
+    /// `metrics:`: app-reported metric definitions, in key order (a variant's `signals`
+    /// has one entry per definition, in this order).
+    pub metric_defs: Vec<(Box<str>, MetricDef)>,
     /// Each provider with what it was built from, so the next snapshot can keep it.
     built: HashMap<String, (BuiltFrom, Arc<Provider>)>,
+}
+
+/// Response tokens and how feedback is taken.
+#[derive(Debug)]
+pub struct Feedback {
+    pub signer: Arc<Signer>,
+    /// The digest of `feedback.key`, or `None` when the key is the state directory's or
+    /// the process's own.
+    key_from_config: Option<[u8; 32]>,
+    pub dedup: Arc<Dedup>,
+    pub max_age_ms: u64,
+    /// `feedback.browser_origins`, as `Origin` headers carry them.
+    pub origins: Vec<HeaderValue>,
+}
+
+impl Feedback {
+    fn build(config: &FeedbackConfig, previous: Option<&Feedback>) -> Feedback {
+        let key_from_config = config.key.as_ref().map(|k| crate::keys::digest(k.expose().as_bytes()));
+        let signer = match (previous, &config.key) {
+            (Some(p), _) if p.key_from_config == key_from_config => Arc::clone(&p.signer),
+            (_, Some(key)) => Arc::new(Signer::new(key.expose().as_bytes())),
+            // Until `server::start` installs the state directory's key: the process's own.
+            (_, None) => Arc::new(Signer::new(&random_key())),
+        };
+        let dedup = match previous {
+            Some(p) if p.dedup.capacity() == config.dedup_entries => Arc::clone(&p.dedup),
+            _ => Arc::new(Dedup::new(config.dedup_entries)),
+        };
+        Feedback {
+            signer,
+            key_from_config,
+            dedup,
+            max_age_ms: u64::try_from(config.max_age.0.as_millis()).unwrap_or(u64::MAX),
+            origins: config.browser_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect(),
+        }
+    }
+
+    /// Sign with `key` (the state directory's) unless the config names a key of its own.
+    pub fn use_key(&mut self, key: &[u8]) {
+        if self.key_from_config.is_none() {
+            self.signer = Arc::new(Signer::new(key));
+        }
+    }
+
+    /// Whether the config names the key.
+    pub fn key_in_config(&self) -> bool {
+        self.key_from_config.is_some()
+    }
+}
+
+/// 32 random bytes from the operating system.
+pub fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key).is_err() {
+        // No OS randomness at all: a weak key is still better than none; say so.
+        tracing::error!("the operating system gave no random bytes: response tokens are signed with a weak key");
+        key.iter_mut().for_each(|b| *b = fastrand::u8(..));
+    }
+    key
 }
 
 /// What a provider is built from.
@@ -88,6 +155,8 @@ pub struct FlagRoute {
     pub off_variation: Option<usize>,
     pub when_disabled: WhenDisabled,
     pub require_context_key: bool,
+    /// The running experiment's iteration, carried in response tokens (0: none).
+    pub iteration: u32,
     /// The endpoints apps may call this flag on.
     pub endpoints: Vec<Endpoint>,
 }
@@ -95,6 +164,7 @@ pub struct FlagRoute {
 /// One variation of a routing flag.
 #[derive(Debug)]
 pub struct Variant {
+    pub name: Box<str>,
     /// The variation name, for `x-sluice-variation`.
     pub header: HeaderValue,
     pub version: Arc<Version>,
@@ -102,6 +172,22 @@ pub struct Variant {
     /// Counts the requests the flag's fallback variation served after this one failed
     /// (absent on the fallback variation itself).
     pub fallbacks: Option<IntCounter>,
+    /// Where app-reported metrics are counted, by position in [`Snapshot::metric_defs`].
+    pub signals: Box<[VariantSignal]>,
+}
+
+/// One app-reported metric of one variation: its statistics and its Prometheus handles.
+#[derive(Debug)]
+pub struct VariantSignal {
+    pub stats: Arc<ValueStats>,
+    pub counters: FeedbackCounters,
+}
+
+impl VariantSignal {
+    pub fn record(&self, x: f64) {
+        self.stats.record(x);
+        self.counters.record(x);
+    }
 }
 
 /// Where a pass-through request's `model` goes.
@@ -146,7 +232,8 @@ impl Snapshot {
             }
         }
         let passthrough = |provider: &str, model: &str| {
-            metrics.route(&Labels { provider: provider.to_string(), model: model.to_string(), ..Labels::default() })
+            let labels = Labels { provider: provider.to_string(), model: model.to_string(), ..Labels::default() };
+            metrics.route(&labels, price(config, provider, model))
         };
         let mut aliases = HashMap::new();
         for (alias, target) in &config.aliases {
@@ -165,7 +252,7 @@ impl Snapshot {
         let mut flag_routes = HashMap::new();
         let mut rollout_weights = Vec::new();
         for (key, flag) in &config.flags {
-            if let Some(route) = flag_route(key, flag, &targeting, &versions, metrics, &mut problems) {
+            if let Some(route) = flag_route(key, flag, config, &targeting, &versions, metrics, &mut problems) {
                 flag_routes.insert(key.as_str().into(), route);
                 rollout_weights.push((key.clone(), fallthrough_weights(flag)));
             }
@@ -188,13 +275,15 @@ impl Snapshot {
             flag_routes,
             providers,
             aliases,
-            unrouted: metrics.route(&Labels::default()),
+            unrouted: metrics.route(&Labels::default(), None),
             rollout_weights,
             models_json,
             max_request_body: config.limits.max_request_body.0,
             body_read_timeout: config.limits.body_read_timeout.0,
             access_log: config.log.access_log,
             log_content: config.log.content,
+            feedback: Feedback::build(&config.feedback, previous.map(|p| &p.feedback)),
+            metric_defs: config.metrics.iter().map(|(k, d)| (k.as_str().into(), d.clone())).collect(),
             built,
         })
     }
@@ -274,6 +363,7 @@ fn versions(
 fn flag_route(
     key: &str,
     flag: &FlagConfig,
+    config: &Config,
     targeting: &Targeting,
     versions: &Versions,
     metrics: &Metrics,
@@ -306,7 +396,16 @@ fn flag_route(
             model: version.model.to_string(),
         };
         let fallbacks = fallback.filter(|&f| f != i).map(|f| metrics.fallback(key, &v.name, &flag.variations[f].name));
-        variants.push(Variant { header: name?, metrics: metrics.route(&labels), version, fallbacks });
+        let price = price(config, &labels.provider, &labels.model);
+        let signals = signals(config, metrics, key, &v.name);
+        variants.push(Variant {
+            name: v.name.as_str().into(),
+            header: name?,
+            metrics: metrics.route(&labels, price),
+            version,
+            fallbacks,
+            signals,
+        });
     }
     let endpoints = flag_endpoints(key, flag, &variants, problems);
     Some(FlagRoute {
@@ -318,7 +417,36 @@ fn flag_route(
         off_variation: flag.off_variation.as_deref().map_or(Some(0), position),
         when_disabled: flag.when_disabled,
         require_context_key: flag.require_context_key,
+        iteration: flag
+            .experiment
+            .as_ref()
+            .filter(|e| e.state == crate::config::signals::ExperimentState::Running)
+            .map_or(0, |e| e.iteration),
     })
+}
+
+/// The price of `model` at `provider`, if `pricing:` has one.
+fn price(config: &Config, provider: &str, model: &str) -> Option<Price> {
+    config.pricing.get(provider).and_then(|models| models.get(model)).copied()
+}
+
+/// The handles of every app-reported metric of (flag, variation), in `metrics:` order.
+fn signals(config: &Config, metrics: &Metrics, flag: &str, variation: &str) -> Box<[VariantSignal]> {
+    let stats = metrics.guard_stats(flag, variation);
+    config
+        .metrics
+        .iter()
+        .map(|(key, def)| {
+            let kind = match def.kind {
+                MetricType::Boolean => SignalKind::Boolean,
+                MetricType::Numeric => SignalKind::Numeric,
+            };
+            VariantSignal {
+                stats: stats.signal(key, kind, def.direction == Better::Higher),
+                counters: metrics.feedback(flag, variation, key, kind),
+            }
+        })
+        .collect()
 }
 
 /// The endpoints a routing flag serves: those it lists, each of which every variation's

@@ -145,6 +145,7 @@ impl Rig {
             ttft: None,
             overhead: Duration::ZERO,
             usage: None,
+            cost: None,
         };
         for i in 0..ok {
             stats.record(&finished(Outcome::Ok, 80 + (i % 5) * 10));
@@ -662,4 +663,56 @@ async fn an_arm_without_data_shows_no_numbers_and_a_proportions_interval_stays_i
     assert_eq!(error_rate["metric"], "error_rate");
     let [low, high] = [0, 1].map(|i| error_rate["interval"][i].as_f64().unwrap());
     assert!((-1.0..=1.0).contains(&low) && (-1.0..=1.0).contains(&high) && low < high, "{error_rate}");
+}
+
+/// A guard on app feedback: a treatment whose answers users like less is rolled back,
+/// although it never errs — the metric's definition (higher is better) sets the direction.
+#[tokio::test]
+async fn a_treatment_users_like_less_is_rolled_back_on_feedback() {
+    let yaml = must_replace(
+        &guarded_config(0.0, "null", "", TEN_PERCENT),
+        "      metrics:\n        - {metric: error_rate}\n        - {metric: latency, margin: \"50%\"}\n",
+        "      metrics:\n        - {metric: \"feedback:thumbs_up\", margin: 0.02}\n        - {metric: cost}\n",
+    ) + "metrics:\n  thumbs_up: {type: boolean, direction: higher}\n";
+    let rig = Rig::in_memory(&yaml);
+    let clock = TestClock::new();
+    let start = rig.revision();
+    assert_eq!(rig.check(&clock).checked, ["bot"]);
+    let thumbs = |variation: &str| {
+        let stats = rig.state.gateway().metrics.guard_stats("bot", variation);
+        stats.signal("thumbs_up", sluice::metrics::SignalKind::Boolean, true)
+    };
+    // 70 % of control's answers are liked, 55 % of the treatment's; costs are alike.
+    for i in 0..2000u32 {
+        thumbs("control").record(f64::from(u8::from(i % 10 < 7)));
+        thumbs("treatment").record(f64::from(u8::from(i % 20 < 11)));
+    }
+    rig.record("control", 50, 0);
+    rig.record("treatment", 50, 0);
+    clock.advance(Duration::from_millis(50));
+    let pass = rig.check(&clock);
+    assert_eq!(pass.wrote, [start + 1], "{:?}", rig.status());
+    assert_eq!(rig.guard()["state"], "rolled_back");
+    let status = rig.status();
+    assert_eq!(status["last_trip"]["metric"], "feedback:thumbs_up");
+    let m = &status["metrics"][0];
+    assert_eq!((m["control_samples"].as_u64(), m["treatment_samples"].as_u64()), (Some(2000), Some(2000)));
+    assert!(
+        (m["control"].as_f64().unwrap() - 0.7).abs() < 1e-9 && (m["treatment"].as_f64().unwrap() - 0.55).abs() < 1e-9
+    );
+    // Cost was not priced here: no samples, so nothing decided on it.
+    assert_eq!(status["metrics"][1]["decision"], "insufficient");
+    assert!(rig.audit()[0].reason.contains("feedback:thumbs_up"), "{}", rig.audit()[0].reason);
+}
+
+#[tokio::test]
+async fn a_guard_on_an_undefined_feedback_metric_is_refused() {
+    let yaml = must_replace(
+        &guarded_config(0.0, "null", "", TEN_PERCENT),
+        "        - {metric: error_rate}\n",
+        "        - {metric: \"feedback:nope\"}\n",
+    );
+    let loaded = sluice::config::parse(&yaml, "test.yaml", &|_| None);
+    let e = loaded.expect_err("refused").to_string();
+    assert!(e.contains("guard.metrics[0].metric") && e.contains("`feedback:nope` names no metric"), "{e}");
 }

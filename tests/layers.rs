@@ -12,6 +12,7 @@ const FLOORS: &[&str] = &[
     "wire",
     "worker",
     "keys",
+    "token",
     "stats",
     "flags",
     "config",

@@ -56,6 +56,9 @@ pub struct FlagConfig {
     /// A routing flag: compare a treatment with control and act on regressions.
     #[serde(default)]
     pub guard: Option<super::guard::GuardConfig>,
+    /// A routing flag: compare its variations on quality metrics and name a winner.
+    #[serde(default)]
+    pub experiment: Option<super::signals::ExperimentConfig>,
     /// A routing flag: the API endpoints apps may call it on (`chat_completions`,
     /// `completions`, `embeddings`, `responses`). Every variation's provider must serve
     /// each one. Default: the endpoints its variations' providers serve — required when

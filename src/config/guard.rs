@@ -78,14 +78,17 @@ pub enum OnTrip {
     Pause,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
     ErrorRate,
     Latency,
     Ttft,
     LatencyTail,
     OutputTokens,
+    /// Dollars per priced request.
+    Cost,
+    /// An app-reported metric (`feedback:<key>`).
+    Feedback,
 }
 
 impl MetricKind {
@@ -96,7 +99,57 @@ impl MetricKind {
             MetricKind::Ttft => "ttft",
             MetricKind::LatencyTail => "latency_tail",
             MetricKind::OutputTokens => "output_tokens",
+            MetricKind::Cost => "cost",
+            MetricKind::Feedback => "feedback",
         }
+    }
+}
+
+/// A guarded metric's name: a built-in, or `feedback:<key>` of a metric under `metrics:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricName {
+    pub kind: MetricKind,
+    /// The `metrics:` key of a feedback metric.
+    pub feedback: Option<String>,
+}
+
+impl MetricName {
+    /// The name as written (and as labels and statuses show it).
+    pub fn label(&self) -> String {
+        match &self.feedback {
+            Some(key) => format!("feedback:{key}"),
+            None => self.kind.as_str().to_string(),
+        }
+    }
+}
+
+impl std::str::FromStr for MetricName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(key) = s.strip_prefix("feedback:").filter(|k| !k.is_empty()) {
+            return Ok(MetricName { kind: MetricKind::Feedback, feedback: Some(key.to_string()) });
+        }
+        let kind = [
+            MetricKind::ErrorRate,
+            MetricKind::Latency,
+            MetricKind::Ttft,
+            MetricKind::LatencyTail,
+            MetricKind::OutputTokens,
+            MetricKind::Cost,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| {
+            format!("unknown metric `{s}`: one of error_rate, latency, ttft, latency_tail, output_tokens, cost or `feedback:<key>`")
+        })?;
+        Ok(MetricName { kind, feedback: None })
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -116,11 +169,13 @@ pub enum DirectionConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuardMetric {
-    pub metric: MetricKind,
+    pub metric: MetricName,
     #[serde(default)]
     pub margin: Option<MarginConfig>,
+    /// Which way is a regression; default: `increase`, or for a feedback metric the
+    /// opposite of its better direction.
     #[serde(default)]
-    pub direction: DirectionConfig,
+    pub direction: Option<DirectionConfig>,
     /// The mSPRT's mixing scale, in the test's units (a proportion; a log-shift for
     /// latencies; tokens); default: the margin, or the size of effect worth catching.
     #[serde(default)]

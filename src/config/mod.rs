@@ -9,6 +9,7 @@
 pub mod aiconfig;
 pub mod flags;
 pub mod guard;
+pub mod signals;
 mod validate;
 pub mod values;
 pub mod yaml;
@@ -59,6 +60,15 @@ pub struct Config {
     /// Where runtime changes and the audit log are kept.
     #[serde(default)]
     pub state: StateConfig,
+    /// Metrics apps report through `POST /v1/feedback`, by key.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, signals::MetricDef>,
+    /// How feedback is accepted: the token key, its age limit, browser origins.
+    #[serde(default)]
+    pub feedback: signals::FeedbackConfig,
+    /// Prices per provider and model, for `sluice_cost_usd_total` and the `cost` metric.
+    #[serde(default)]
+    pub pricing: signals::Pricing,
 }
 
 /// The admin API: who may read and who may change.

@@ -15,6 +15,7 @@ pub(super) fn is_secret_path(path: &str) -> bool {
     (under("clients") && path.ends_with(".key"))
         || (under("providers") && (path.ends_with(".api_key") || path.contains(".headers.")))
         || (under("admin.tokens") && path.ends_with(".token"))
+        || path == "feedback.key"
 }
 
 pub(super) fn validate(config: &Config) -> Vec<Problem> {
@@ -27,8 +28,23 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
         if let Some(guard) = &flag.guard {
             let names: Vec<&str> = flag.variations.iter().map(|v| v.name.as_str()).collect();
             super::guard::validate(&format!("flags.{key}.guard"), guard, &names, &mut problems);
+            for (i, m) in guard.metrics.iter().enumerate() {
+                if let Some(f) = m.metric.feedback.as_deref().filter(|f| !config.metrics.contains_key(*f)) {
+                    problems.push(Problem::new(
+                        format!("flags.{key}.guard.metrics[{i}].metric"),
+                        format!("`feedback:{f}` names no metric under `metrics:`"),
+                    ));
+                }
+            }
+        }
+        if let Some(e) = &flag.experiment {
+            let names: Vec<&str> = flag.variations.iter().map(|v| v.name.as_str()).collect();
+            let path = format!("flags.{key}.experiment");
+            super::signals::validate_experiment(&path, e, &names, &config.metrics, &mut problems);
         }
     }
+    let providers = |name: &str| config.providers.contains_key(name);
+    super::signals::validate(&config.metrics, &config.feedback, &config.pricing, &providers, &mut problems);
     aliases(config, &mut problems);
     flag_keys(config, &mut problems);
     problems

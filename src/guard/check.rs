@@ -3,10 +3,13 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use super::compile::{Compiled, Metric};
-use super::stats::{self, Decision, Estimate};
+use super::stats::{self, Decision, Direction, Estimate};
 use crate::config::guard::{GuardState, MetricKind};
 use crate::metrics::GuardSnapshot;
+use crate::metrics::{Moments, Signal, SignalKind};
 
 /// What a window belongs to: a change of any of these starts a new one.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,9 +99,10 @@ impl Window {
 }
 
 /// One metric's test over a window.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Evaluated {
     pub kind: MetricKind,
+    pub name: Arc<str>,
     pub estimate: Estimate,
     pub decision: Decision,
     /// The samples this metric's test saw per arm (control, treatment): requests for the
@@ -135,8 +139,36 @@ pub fn evaluate(metric: &Metric, arms: &Arms, guard: &Compiled) -> Evaluated {
             let moments = |s: &GuardSnapshot| (s.usage_n, s.output_tokens as f64, s.output_tokens_sumsq as f64);
             (stats::means(moments(c), moments(t), test), floor(c.usage_n, t.usage_n), (c.usage_n, t.usage_n))
         }
+        MetricKind::Cost => {
+            let m = |s: &GuardSnapshot| (s.cost.n, s.cost.sum, s.cost.sumsq);
+            (stats::means(m(c), m(t), test), floor(c.cost.n, t.cost.n), (c.cost.n, t.cost.n))
+        }
+        MetricKind::Feedback => {
+            let key = metric.feedback.as_deref().unwrap_or_default();
+            let (sc, st) = (c.signals.get(key), t.signals.get(key));
+            let m = |s: Option<&Signal>| s.map_or(Moments::default(), |s| s.moments);
+            let (mc, mt) = (m(sc), m(t.signals.get(key)));
+            let signal = sc.or(st);
+            // A feedback metric whose definition says higher is better regresses downwards.
+            let mut test = *test;
+            if !metric.direction_set && signal.is_some_and(|s| s.higher_is_better) {
+                test.direction = Direction::Decrease;
+            }
+            let samples = (mc.n, mt.n);
+            let e = match signal.map(|s| s.kind) {
+                Some(SignalKind::Boolean) => {
+                    let count = |m: Moments| (m.sum.round().max(0.0) as u64, m.n);
+                    let e = stats::proportions(count(mc), count(mt), &test);
+                    // Proportions need events of the bad kind: failures when higher is better.
+                    (e, floor(mc.n, mt.n))
+                }
+                _ => (stats::means((mc.n, mc.sum, mc.sumsq), (mt.n, mt.sum, mt.sumsq), &test), floor(mc.n, mt.n)),
+            };
+            (e.0, e.1, samples)
+        }
     };
-    Evaluated { kind: metric.kind, estimate, decision: stats::decide(&estimate, test.alpha, enough), samples }
+    let name = Arc::clone(&metric.name);
+    Evaluated { kind: metric.kind, name, estimate, decision: stats::decide(&estimate, test.alpha, enough), samples }
 }
 
 /// The treatment's error rate, if it is over the circuit breaker's limit (which does not

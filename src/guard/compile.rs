@@ -17,6 +17,12 @@ use crate::config::guard::{DirectionConfig, GuardConfig, MetricKind};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
     pub kind: MetricKind,
+    /// As written: `latency`, `feedback:thumbs_up`.
+    pub name: Arc<str>,
+    /// A feedback metric's key.
+    pub feedback: Option<String>,
+    /// Whether `direction` was written (a feedback metric's default follows its definition).
+    pub direction_set: bool,
     pub test: Test,
 }
 
@@ -46,10 +52,16 @@ pub fn compile(guard: &Value) -> Result<Compiled, String> {
                 Some(margin) => margin.parse().map_err(|e| format!("guard.metrics[{i}].margin: {e}"))?,
             };
             let direction = match m.direction {
-                DirectionConfig::Increase => Direction::Increase,
-                DirectionConfig::Decrease => Direction::Decrease,
+                None | Some(DirectionConfig::Increase) => Direction::Increase,
+                Some(DirectionConfig::Decrease) => Direction::Decrease,
             };
-            Ok(Metric { kind: m.metric, test: Test { alpha, margin, tau: m.tau, direction } })
+            Ok(Metric {
+                kind: m.metric.kind,
+                name: m.metric.label().into(),
+                feedback: m.metric.feedback.clone(),
+                direction_set: m.direction.is_some(),
+                test: Test { alpha, margin, tau: m.tau, direction },
+            })
         })
         .collect::<Result<Vec<_>, String>>()?;
     let step_started = match config.step_started.as_deref() {
@@ -118,7 +130,7 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let e = compile(&guard(json!({"metrics": [{"metric": "happiness"}]}))).unwrap_err();
-        assert!(e.starts_with("guard.metrics[0].metric: unknown variant `happiness`"), "{e}");
+        assert!(e.starts_with("guard.metrics[0].metric: unknown metric `happiness`"), "{e}");
         let e = compile(&guard(json!({"metrics": [{"metric": "latency", "margin": "lots"}]}))).unwrap_err();
         assert!(e.starts_with("guard.metrics[0].margin: `lots`"), "{e}");
         let e = compile(&guard(json!({"step_started": "yesterday"}))).unwrap_err();

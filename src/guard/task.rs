@@ -61,7 +61,7 @@ impl MetricStatus {
         let interval = (data && e.estimate.low.is_finite() && e.estimate.high.is_finite())
             .then(|| [clip(e.estimate.low), clip(e.estimate.high)]);
         MetricStatus {
-            metric: e.kind.as_str().into(),
+            metric: e.name.to_string().into(),
             control_samples,
             treatment_samples,
             control: (control_samples > 0).then_some(e.estimate.control),
@@ -135,7 +135,7 @@ pub struct Guards {
 struct Event {
     event: &'static str,
     flag: String,
-    metric: Option<&'static str>,
+    metric: Option<String>,
     estimate: Option<f64>,
     interval: Option<[f64; 2]>,
     lambda: Option<f64>,
@@ -273,8 +273,8 @@ impl Guards {
     fn publish(&self, flag: &str, guard: &Compiled, evaluated: &[Evaluated], metrics: &Metrics, now: Now) {
         let g = &guard.config;
         for e in evaluated {
-            metrics.set_guard_state(flag, e.kind.as_str(), guard_value(g.state, e.decision));
-            metrics.guard_trips_seen(flag, e.kind.as_str());
+            metrics.set_guard_state(flag, &e.name, guard_value(g.state, e.decision));
+            metrics.guard_trips_seen(flag, &e.name);
         }
         let status = FlagStatus {
             flag: flag.to_string(),
@@ -321,7 +321,8 @@ impl Guards {
     ) -> Option<u64> {
         let g = &guard.config;
         let mut new = doc.clone();
-        let metric = event.metric.unwrap_or("?");
+        let metric = event.metric.clone().unwrap_or_else(|| "?".into());
+        let metric = metric.as_str();
         let state = match g.on_trip {
             OnTrip::Rollback => {
                 move_traffic(&mut new, &g.treatment, &g.control);
@@ -346,12 +347,12 @@ impl Guards {
             event.action
         );
         let revision = self.write(flag, new, revision, reason.clone(), now.wall)?;
-        let trip = LastTrip { at: now.rfc3339(), revision, metric: metric.into(), reason };
+        let trip = LastTrip { at: now.rfc3339(), revision, metric: metric.to_string().into(), reason };
         lock(&self.trips).insert(flag.to_string(), trip);
         let metrics = &self.state.gateway().metrics;
         metrics.guard_tripped(flag, metric);
         for m in &guard.metrics {
-            metrics.set_guard_state(flag, m.kind.as_str(), guard_value(state, Decision::Trip));
+            metrics.set_guard_state(flag, &m.name, guard_value(state, Decision::Trip));
         }
         if let Some(s) = lock(&self.status).get_mut(flag) {
             s.state = state.as_str().into();
@@ -444,7 +445,7 @@ impl Guards {
 /// whose test trips.
 fn trip_event(flag: &str, guard: &Compiled, arms: &Arms, evaluated: &[Evaluated]) -> Option<Event> {
     let (control_samples, treatment_samples) = arms.samples();
-    let event = |metric: &'static str, estimate: f64| Event {
+    let event = |metric: String, estimate: f64| Event {
         event: "trip",
         flag: flag.to_string(),
         metric: Some(metric),
@@ -456,11 +457,11 @@ fn trip_event(flag: &str, guard: &Compiled, arms: &Arms, evaluated: &[Evaluated]
         action: String::new(),
     };
     if let Some(rate) = check::breaker(guard, arms) {
-        return Some(event("circuit_breaker", rate));
+        return Some(event("circuit_breaker".into(), rate));
     }
     let tripped = evaluated.iter().find(|e| e.decision == Decision::Trip)?;
     let e = &tripped.estimate;
-    Some(Event { interval: Some([e.low, e.high]), lambda: Some(e.lambda), ..event(tripped.kind.as_str(), e.delta) })
+    Some(Event { interval: Some([e.low, e.high]), lambda: Some(e.lambda), ..event(tripped.name.to_string(), e.delta) })
 }
 
 /// How long one webhook attempt may take, connecting included.

@@ -3,7 +3,9 @@
 //! fixed point so that every update is one `fetch_add` (no lock, no compare-and-swap loop),
 //! is exact, and sums across gateway instances.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::stats::log_fixed;
 pub use crate::stats::LogMoments;
@@ -56,6 +58,91 @@ pub struct GuardStats {
     input_tokens: AtomicU64,
     output_tokens: AtomicU64,
     output_tokens_sumsq: AtomicU64,
+    /// Priced requests: their cost in dollars.
+    cost: ValueStats,
+    /// App-reported metrics, by key (each variant's handles are resolved when a snapshot
+    /// is built; this map is read only then and by the guard task).
+    signals: Mutex<BTreeMap<String, Arc<ValueStats>>>,
+}
+
+/// A signal's type as its counters keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalKind {
+    /// Values 0 or 1: `sum` counts the ones.
+    Boolean,
+    Numeric,
+}
+
+/// Count, Σx and Σx² of one quantity, each one atomic add (the sums are `f64` bits
+/// updated by compare-and-swap: values are the app's, of any scale, so no fixed point fits).
+#[derive(Debug)]
+pub struct ValueStats {
+    pub kind: SignalKind,
+    /// Whether higher values are better (a guard's default direction).
+    pub higher_is_better: bool,
+    n: AtomicU64,
+    sum: AtomicU64,
+    sumsq: AtomicU64,
+}
+
+fn add_f64(a: &AtomicU64, x: f64) {
+    let _ = a.fetch_update(Relaxed, Relaxed, |bits| Some((f64::from_bits(bits) + x).to_bits()));
+}
+
+impl ValueStats {
+    pub fn new(kind: SignalKind, higher_is_better: bool) -> Self {
+        ValueStats {
+            kind,
+            higher_is_better,
+            n: AtomicU64::new(0),
+            sum: AtomicU64::new(0f64.to_bits()),
+            sumsq: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    /// Add one value (finite: callers check).
+    pub fn record(&self, x: f64) {
+        self.n.fetch_add(1, Relaxed);
+        add_f64(&self.sum, x);
+        add_f64(&self.sumsq, x * x);
+    }
+
+    pub fn snapshot(&self) -> Moments {
+        Moments {
+            n: self.n.load(Relaxed),
+            sum: f64::from_bits(self.sum.load(Relaxed)),
+            sumsq: f64::from_bits(self.sumsq.load(Relaxed)),
+        }
+    }
+}
+
+/// Count, Σx and Σx² at one moment, or over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Moments {
+    pub n: u64,
+    pub sum: f64,
+    pub sumsq: f64,
+}
+
+impl Moments {
+    pub fn since(&self, earlier: &Moments) -> Moments {
+        if self.n < earlier.n {
+            return *self;
+        }
+        Moments { n: self.n - earlier.n, sum: self.sum - earlier.sum, sumsq: (self.sumsq - earlier.sumsq).max(0.0) }
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum / self.n as f64)
+    }
+}
+
+/// One app-reported metric of a snapshot: its type and moments.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Signal {
+    pub kind: SignalKind,
+    pub higher_is_better: bool,
+    pub moments: Moments,
 }
 
 impl Default for GuardStats {
@@ -76,6 +163,8 @@ impl Default for GuardStats {
             input_tokens: AtomicU64::new(0),
             output_tokens: AtomicU64::new(0),
             output_tokens_sumsq: AtomicU64::new(0),
+            cost: ValueStats::new(SignalKind::Numeric, false),
+            signals: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -120,6 +209,23 @@ impl GuardStats {
             self.output_tokens.fetch_add(u.output, Relaxed);
             self.output_tokens_sumsq.fetch_add(u.output.saturating_mul(u.output), Relaxed);
         }
+        if let Some(c) = f.cost {
+            self.cost.record(c);
+        }
+    }
+
+    /// The counters of app-reported metric `key`, created on first use (or anew when its
+    /// type changed: old values would mean something else).
+    pub fn signal(&self, key: &str, kind: SignalKind, higher_is_better: bool) -> Arc<ValueStats> {
+        let mut signals = self.signals.lock().unwrap_or_else(PoisonError::into_inner);
+        match signals.get(key) {
+            Some(s) if s.kind == kind && s.higher_is_better == higher_is_better => Arc::clone(s),
+            _ => {
+                let s = Arc::new(ValueStats::new(kind, higher_is_better));
+                signals.insert(key.to_string(), Arc::clone(&s));
+                s
+            }
+        }
     }
 
     /// The totals so far. Each field is read atomically; a request recorded during the
@@ -137,12 +243,24 @@ impl GuardStats {
             input_tokens: self.input_tokens.load(Relaxed),
             output_tokens: self.output_tokens.load(Relaxed),
             output_tokens_sumsq: self.output_tokens_sumsq.load(Relaxed),
+            cost: self.cost.snapshot(),
+            signals: {
+                let signals = self.signals.lock().unwrap_or_else(PoisonError::into_inner);
+                signals
+                    .iter()
+                    .map(|(k, s)| {
+                        let signal =
+                            Signal { kind: s.kind, higher_is_better: s.higher_is_better, moments: s.snapshot() };
+                        (k.clone(), signal)
+                    })
+                    .collect()
+            },
         }
     }
 }
 
 /// The statistics of one (flag, variation) at one moment, or over a window.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GuardSnapshot {
     pub requests: u64,
     pub errors: u64,
@@ -157,6 +275,10 @@ pub struct GuardSnapshot {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub output_tokens_sumsq: u64,
+    /// Of priced requests' cost in dollars.
+    pub cost: Moments,
+    /// App-reported metrics by key.
+    pub signals: BTreeMap<String, Signal>,
 }
 
 impl Default for GuardSnapshot {
@@ -173,6 +295,8 @@ impl Default for GuardSnapshot {
             input_tokens: 0,
             output_tokens: 0,
             output_tokens_sumsq: 0,
+            cost: Moments::default(),
+            signals: BTreeMap::new(),
         }
     }
 }
@@ -194,6 +318,18 @@ impl GuardSnapshot {
             input_tokens: self.input_tokens.saturating_sub(earlier.input_tokens),
             output_tokens: self.output_tokens.saturating_sub(earlier.output_tokens),
             output_tokens_sumsq: self.output_tokens_sumsq.saturating_sub(earlier.output_tokens_sumsq),
+            cost: self.cost.since(&earlier.cost),
+            signals: self
+                .signals
+                .iter()
+                .map(|(k, s)| {
+                    let moments = match earlier.signals.get(k) {
+                        Some(e) if e.kind == s.kind => s.moments.since(&e.moments),
+                        _ => s.moments,
+                    };
+                    (k.clone(), Signal { moments, ..*s })
+                })
+                .collect(),
         }
     }
 
@@ -239,7 +375,8 @@ mod tests {
             duration: Duration::from_millis(ms),
             ttft: ttft_ms.map(Duration::from_millis),
             overhead: Duration::ZERO,
-            usage: usage.map(|(input, output)| Usage { input, output }),
+            usage: usage.map(|(input, output)| Usage { input, output, cached: 0 }),
+            cost: None,
         }
     }
 

@@ -16,10 +16,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Counter, CounterVec, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
-pub use guard::{bucket_lower_bound, latency_bucket, GuardSnapshot, GuardStats, LogMoments, LATENCY_BUCKETS};
+pub use guard::{
+    bucket_lower_bound, latency_bucket, GuardSnapshot, GuardStats, LogMoments, Moments, Signal, SignalKind, ValueStats,
+    LATENCY_BUCKETS,
+};
+
+use crate::config::signals::Price;
 
 /// The labels of one route: what served a request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -83,6 +89,13 @@ pub struct Metrics {
     guard_state: IntGaugeVec,
     guard_trips: IntCounterVec,
     missing_variables: IntCounterVec,
+    cost: CounterVec,
+    feedback: IntCounterVec,
+    feedback_sum: CounterVec,
+    feedback_count: IntCounterVec,
+    experiment_ctbc: GaugeVec,
+    experiment_loss: GaugeVec,
+    experiment_srm: GaugeVec,
     /// Guard statistics by (flag, variation): kept across snapshots, like the counters.
     guards: Mutex<HashMap<(String, String), Arc<GuardStats>>>,
 }
@@ -179,6 +192,48 @@ impl Metrics {
             ),
             &["ai_config", "version"],
         )?;
+        let cost = CounterVec::new(
+            Opts::new("sluice_cost_usd_total", "Cost of priced requests in US dollars, from usage and `pricing:`."),
+            &ROUTE_LABELS,
+        )?;
+        let feedback = IntCounterVec::new(
+            Opts::new("sluice_feedback_total", "Boolean feedback accepted, by metric and value."),
+            &["flag", "variation", "metric", "value"],
+        )?;
+        let feedback_sum = CounterVec::new(
+            Opts::new("sluice_feedback_value_sum", "Numeric feedback accepted: the sum of its values."),
+            &["flag", "variation", "metric"],
+        )?;
+        let feedback_count = IntCounterVec::new(
+            Opts::new("sluice_feedback_value_count", "Numeric feedback accepted: how many values."),
+            &["flag", "variation", "metric"],
+        )?;
+        let experiment_gauge =
+            |name: &str, help: &str| GaugeVec::new(Opts::new(name, help), &["flag", "arm", "metric"]);
+        let experiment_ctbc = experiment_gauge(
+            "sluice_experiment_chance_to_beat_control",
+            "Each experiment arm's chance to beat control on each metric, in the current iteration.",
+        )?;
+        let experiment_loss = experiment_gauge(
+            "sluice_experiment_expected_loss",
+            "Each experiment arm's expected loss (relative lift) if it were shipped, per metric.",
+        )?;
+        let experiment_srm = GaugeVec::new(
+            Opts::new(
+                "sluice_experiment_srm_p_value",
+                "The sample-ratio check's p-value of each experiment's served counts.",
+            ),
+            &["flag"],
+        )?;
+        for c in [&cost, &feedback_sum] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        for c in [&feedback, &feedback_count] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        for g in [&experiment_ctbc, &experiment_loss, &experiment_srm] {
+            registry.register(Box::new(g.clone()))?;
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(ttft.clone()))?;
@@ -211,13 +266,20 @@ impl Metrics {
             guard_state,
             guard_trips,
             missing_variables,
+            cost,
+            feedback,
+            feedback_sum,
+            feedback_count,
+            experiment_ctbc,
+            experiment_loss,
+            experiment_srm,
             guards: Mutex::new(HashMap::new()),
         })
     }
 
     /// The handles of one route. Flag routes also get the guard statistics of their
     /// (flag, variation).
-    pub fn route(&self, labels: &Labels) -> Arc<RouteMetrics> {
+    pub fn route(&self, labels: &Labels, price: Option<Price>) -> Arc<RouteMetrics> {
         let v = labels.values();
         let with = |extra: &'static str| {
             let mut all = v.to_vec();
@@ -237,6 +299,8 @@ impl Metrics {
             input_per_request: self.request_tokens.with_label_values(&with("input")),
             output_per_request: self.request_tokens.with_label_values(&with("output")),
             guard,
+            price,
+            cost: self.cost.with_label_values(&v),
         })
     }
 
@@ -244,6 +308,41 @@ impl Metrics {
     pub fn guard_stats(&self, flag: &str, variation: &str) -> Arc<GuardStats> {
         let mut guards = self.guards.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(guards.entry((flag.to_string(), variation.to_string())).or_default())
+    }
+
+    /// The Prometheus handles of one app-reported metric of (flag, variation).
+    pub fn feedback(&self, flag: &str, variation: &str, metric: &str, kind: SignalKind) -> FeedbackCounters {
+        match kind {
+            SignalKind::Boolean => FeedbackCounters::Boolean {
+                yes: self.feedback.with_label_values(&[flag, variation, metric, "true"]),
+                no: self.feedback.with_label_values(&[flag, variation, metric, "false"]),
+            },
+            SignalKind::Numeric => FeedbackCounters::Numeric {
+                sum: self.feedback_sum.with_label_values(&[flag, variation, metric]),
+                count: self.feedback_count.with_label_values(&[flag, variation, metric]),
+            },
+        }
+    }
+
+    /// Publish an experiment's figures (off the request path).
+    pub fn set_experiment(&self, flag: &str, srm_p_value: Option<f64>, arms: &[(&str, &str, f64, f64)]) {
+        match srm_p_value {
+            Some(p) => self.experiment_srm.with_label_values(&[flag]).set(p),
+            None => {
+                let _ = self.experiment_srm.remove_label_values(&[flag]);
+            }
+        }
+        for &(arm, metric, ctbc, loss) in arms {
+            self.experiment_ctbc.with_label_values(&[flag, arm, metric]).set(ctbc);
+            self.experiment_loss.with_label_values(&[flag, arm, metric]).set(loss);
+        }
+    }
+
+    /// Forget every experiment's figures (before publishing the current ones).
+    pub fn clear_experiments(&self) {
+        self.experiment_ctbc.reset();
+        self.experiment_loss.reset();
+        self.experiment_srm.reset();
     }
 
     /// The counter of fallbacks from `variation` to `to`.
@@ -316,6 +415,28 @@ pub struct RouteMetrics {
     input_per_request: Histogram,
     output_per_request: Histogram,
     guard: Option<Arc<GuardStats>>,
+    /// The route's model's price, when `pricing:` has one.
+    price: Option<Price>,
+    cost: Counter,
+}
+
+/// One app-reported metric's Prometheus handles.
+#[derive(Debug, Clone)]
+pub enum FeedbackCounters {
+    Boolean { yes: IntCounter, no: IntCounter },
+    Numeric { sum: Counter, count: IntCounter },
+}
+
+impl FeedbackCounters {
+    pub fn record(&self, x: f64) {
+        match self {
+            FeedbackCounters::Boolean { yes, no } => if x > 0.5 { yes } else { no }.inc(),
+            FeedbackCounters::Numeric { sum, count } => {
+                sum.inc_by(x);
+                count.inc();
+            }
+        }
+    }
 }
 
 /// Token counts from a provider's `usage`.
@@ -323,6 +444,8 @@ pub struct RouteMetrics {
 pub struct Usage {
     pub input: u64,
     pub output: u64,
+    /// Input tokens served from the provider's prompt cache (part of `input`).
+    pub cached: u64,
 }
 
 /// One finished request, as the metrics see it.
@@ -333,6 +456,8 @@ pub struct Finished {
     pub ttft: Option<Duration>,
     pub overhead: Duration,
     pub usage: Option<Usage>,
+    /// The request's cost in dollars, when its route has a price and usage came back.
+    pub cost: Option<f64>,
 }
 
 impl RouteMetrics {
@@ -341,24 +466,32 @@ impl RouteMetrics {
         &self.labels
     }
 
-    /// Count tokens without a request (a fallback's, counted under the variation it served).
-    pub fn record_tokens(&self, u: Usage) {
+    /// Count tokens without a request (a fallback's, counted under the variation it
+    /// served), and their cost; returns the cost when the route is priced.
+    pub fn record_tokens(&self, u: Usage) -> Option<f64> {
         self.input_tokens.inc_by(u.input);
         self.output_tokens.inc_by(u.output);
         self.input_per_request.observe(u.input as f64);
         self.output_per_request.observe(u.output as f64);
+        let cost = self.price.map(|p| p.cost(u.input, u.cached, u.output))?;
+        self.cost.inc_by(cost);
+        Some(cost)
+    }
+
+    /// Whether this route's model has a price.
+    pub fn priced(&self) -> bool {
+        self.price.is_some()
     }
 
     /// Record one finished request: atomic additions only.
     pub fn record(&self, f: &Finished) {
+        let cost = f.usage.and_then(|u| self.record_tokens(u));
+        let f = &Finished { cost, ..*f };
         self.outcomes[f.outcome as usize].inc();
         self.duration.observe(f.duration.as_secs_f64());
         self.overhead.observe(f.overhead.as_secs_f64());
         if let Some(t) = f.ttft {
             self.ttft.observe(t.as_secs_f64());
-        }
-        if let Some(u) = f.usage {
-            self.record_tokens(u);
         }
         if let Some(g) = &self.guard {
             g.record(f);

@@ -32,6 +32,8 @@ pub struct RequestContext {
     pub context: Context,
     /// For templates (`ldctx`): the context as the app sent it.
     pub ldctx: Value,
+    /// The request named no context: its key is random.
+    pub random: bool,
 }
 
 /// Build the request's context (see the module docs for the order).
@@ -42,6 +44,7 @@ pub fn build(
     require_key: bool,
     flag: &str,
 ) -> Result<RequestContext, GatewayError> {
+    let mut random = false;
     let (context, ldctx) = if let Some(raw) = headers.get(&X_SLUICE_CONTEXT) {
         let ldctx: Value = serde_json::from_slice(raw.as_bytes())
             .map_err(|e| GatewayError::InvalidContext(format!("`x-sluice-context` is not valid JSON: {e}")))?;
@@ -62,9 +65,10 @@ pub fn build(
             attributes: Map::new(),
         };
         let ldctx = serde_json::json!({"kind": "user", "key": key, "anonymous": true});
+        random = true;
         (Context::new("user", &key).with(single), ldctx)
     };
-    Ok(RequestContext { context: context.with(client.context.clone()), ldctx })
+    Ok(RequestContext { context: context.with(client.context.clone()), ldctx, random })
 }
 
 /// The `x-sluice-variables` header: a JSON object, or an empty one when absent.

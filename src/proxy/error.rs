@@ -79,6 +79,20 @@ pub enum GatewayError {
         "the gateway is shutting down and its grace period is over: the response was cut short; retry the request"
     )]
     ShuttingDown,
+    #[error("{message}")]
+    InvalidFeedback { param: &'static str, message: String },
+    #[error("unknown metric `{0}`: feedback names a metric defined under `metrics:`")]
+    UnknownMetric(String),
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("this response already has feedback for `{0}`")]
+    DuplicateFeedback(String),
+    #[error("{0}")]
+    TokenExpired(String),
+    #[error("too much recent feedback to check for duplicates; retry later")]
+    FeedbackFull,
+    #[error("the origin `{0}` may not send feedback from a browser (see `feedback.browser_origins`)")]
+    OriginNotAllowed(String),
     #[error("internal gateway error")]
     Internal,
 }
@@ -123,6 +137,13 @@ impl GatewayError {
                 };
                 Parts { status, outcome, kind: "upstream_error", param: None, code: upstream_code(*error) }
             }
+            InvalidFeedback { param, .. } => client(StatusCode::BAD_REQUEST, Some(param), "invalid_feedback"),
+            UnknownMetric(_) => client(StatusCode::BAD_REQUEST, Some("metric"), "unknown_metric"),
+            InvalidToken(_) => client(StatusCode::UNAUTHORIZED, Some("token"), "invalid_token"),
+            DuplicateFeedback(_) => client(StatusCode::CONFLICT, Some("metric"), "duplicate_feedback"),
+            TokenExpired(_) => client(StatusCode::GONE, Some("token"), "token_expired"),
+            FeedbackFull => client(StatusCode::SERVICE_UNAVAILABLE, None, "feedback_capacity"),
+            OriginNotAllowed(_) => client(StatusCode::FORBIDDEN, None, "origin_not_allowed"),
             ShuttingDown => server(StatusCode::SERVICE_UNAVAILABLE, Outcome::Cancelled, "shutting_down"),
             Internal => server(StatusCode::INTERNAL_SERVER_ERROR, Outcome::GatewayError, "internal_error"),
         }

@@ -13,6 +13,7 @@
 
 pub mod context;
 pub mod error;
+pub mod feedback;
 mod peek;
 pub mod record;
 pub use crate::wire::json_body as request;
@@ -45,10 +46,11 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Serve one data-plane request. Never fails: errors become OpenAI-shaped responses.
 pub async fn handle(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Response<Body> {
     let start = Instant::now();
-    let request_id = request_id(req.headers());
+    let (request_id, generated_id) = request_id(req.headers());
     let log = snapshot.access_log.then(|| {
         Box::new(AccessLog {
             request_id: request_id.clone(),
+            generated_id,
             method: req.method().clone(),
             path: req.uri().path().to_string(),
             client: None,
@@ -76,20 +78,26 @@ pub async fn handle(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Response
     };
     // Unless a provider's body carries the record on, the request ends here.
     record.finish(outcome, resp.status());
+    // A request id sluice made up gives way to the response token, when there is one.
+    let request_id = match resp.headers().get(&targeted::X_SLUICE_TOKEN) {
+        Some(token) if generated_id => token.clone(),
+        _ => request_id,
+    };
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
     resp
 }
 
-/// The client's `x-request-id` when it is sane (1–128 visible ASCII), else a new one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
+/// The client's `x-request-id` when it is sane (1–128 visible ASCII), else a new one
+/// (and `true`).
+fn request_id(headers: &HeaderMap) -> (HeaderValue, bool) {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-            return v.clone();
+            return (v.clone(), false);
         }
     }
     let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+    (HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0")), true)
 }
 
 async fn route(
@@ -107,13 +115,27 @@ async fn route(
         (&Method::POST, "/v1/completions") => Endpoint::Completions,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
         (&Method::POST, "/v1/responses") => Endpoint::Responses,
+        (&Method::POST, "/v1/feedback") => {
+            record.skip();
+            return feedback::post(snapshot, req).await;
+        }
+        (&Method::OPTIONS, "/v1/feedback") => {
+            record.skip();
+            return feedback::preflight(snapshot, req.headers());
+        }
         (&Method::GET, "/v1/models") => {
             authenticate(snapshot, req.headers())?;
             return Ok(body::json(StatusCode::OK, snapshot.models_json.clone()));
         }
-        (m, p @ ("/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses" | "/v1/models")) => {
-            return Err(GatewayError::MethodNotAllowed { method: m.to_string(), path: p.to_string() })
-        }
+        (
+            m,
+            p @ ("/v1/chat/completions"
+            | "/v1/completions"
+            | "/v1/embeddings"
+            | "/v1/responses"
+            | "/v1/models"
+            | "/v1/feedback"),
+        ) => return Err(GatewayError::MethodNotAllowed { method: m.to_string(), path: p.to_string() }),
         (m, p) => return Err(GatewayError::UnknownUrl { method: m.to_string(), path: truncate(p) }),
     };
     let client = authenticate(snapshot, req.headers())?;
@@ -199,7 +221,16 @@ fn usage_request(endpoint: Endpoint, body: &JsonBody<'_>) -> Option<String> {
 
 /// Step 2: the whole request body, refusing more than the limit or a slow sender.
 async fn read_body(snapshot: &Snapshot, headers: &HeaderMap, incoming: Incoming) -> Result<Bytes, GatewayError> {
-    let limit = snapshot.max_request_body;
+    read_body_within(snapshot.max_request_body, snapshot, headers, incoming).await
+}
+
+/// The whole request body, at most `limit` bytes, within `body_read_timeout`.
+async fn read_body_within(
+    limit: u64,
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+    incoming: Incoming,
+) -> Result<Bytes, GatewayError> {
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {

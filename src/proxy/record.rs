@@ -18,6 +18,8 @@ use crate::metrics::{Finished, RouteMetrics, Usage};
 #[derive(Debug)]
 pub struct AccessLog {
     pub request_id: HeaderValue,
+    /// sluice made the request id up (the app sent none): a response token replaces it.
+    pub generated_id: bool,
     pub method: Method,
     pub path: String,
     pub client: Option<Arc<str>>,
@@ -69,6 +71,16 @@ impl Recorder {
     /// The request resolved to `route`.
     pub fn route(&mut self, route: &Arc<RouteMetrics>) {
         self.route = Arc::clone(route);
+    }
+
+    /// The response will carry `token`: when sluice made the request id up, the token is
+    /// the request id (what the OpenAI SDKs expose as `_request_id`), in the log too.
+    pub fn token_issued(&mut self, token: Option<&HeaderValue>) {
+        if let (Some(log), Some(token)) = (self.log.as_deref_mut(), token) {
+            if log.generated_id {
+                log.request_id = token.clone();
+            }
+        }
     }
 
     pub fn log_mut(&mut self) -> Option<&mut AccessLog> {
@@ -155,6 +167,7 @@ impl Recorder {
             ttft: self.ttft,
             overhead: head.saturating_sub(self.upstream),
             usage: self.usage,
+            cost: None,
         };
         match &self.served_by {
             None => self.route.record(&finished),

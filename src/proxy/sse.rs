@@ -296,9 +296,17 @@ pub fn parse_usage(raw: &str) -> Option<Usage> {
         prompt_tokens: u64,
         #[serde(default, alias = "output_tokens")]
         completion_tokens: u64,
+        #[serde(default, alias = "input_tokens_details")]
+        prompt_tokens_details: Option<Details>,
+    }
+    #[derive(Deserialize)]
+    struct Details {
+        #[serde(default)]
+        cached_tokens: u64,
     }
     let u: RawUsage = serde_json::from_str::<Option<RawUsage>>(raw).ok()??;
-    Some(Usage { input: u.prompt_tokens, output: u.completion_tokens })
+    let cached = u.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
+    Some(Usage { input: u.prompt_tokens, output: u.completion_tokens, cached })
 }
 
 /// `choices` of a chunk: whether any choice carries content.

@@ -18,12 +18,15 @@ use crate::config::flags::WhenDisabled;
 use crate::flags::Reason;
 use crate::providers::Endpoint;
 use crate::snapshot::{FlagRoute, Snapshot, Variant};
+use crate::token::{context_digest, Claims};
 use crate::wire::body::Body;
 
 pub static X_SLUICE_FLAG: HeaderName = HeaderName::from_static("x-sluice-flag");
 pub static X_SLUICE_VARIATION: HeaderName = HeaderName::from_static("x-sluice-variation");
 pub static X_SLUICE_AI_CONFIG: HeaderName = HeaderName::from_static("x-sluice-ai-config");
 pub static X_SLUICE_REASON: HeaderName = HeaderName::from_static("x-sluice-reason");
+/// The response token: feedback on this answer names it (`POST /v1/feedback`).
+pub static X_SLUICE_TOKEN: HeaderName = HeaderName::from_static("x-sluice-token");
 /// Set when a fallback served the request: the variation that failed.
 pub static X_SLUICE_FALLBACK_FROM: HeaderName = HeaderName::from_static("x-sluice-fallback-from");
 
@@ -46,7 +49,8 @@ pub async fn forward(
     record: &mut Recorder,
 ) -> Result<Response<Body>, GatewayError> {
     let Flag { route, key: flag, usage_edit } = flag;
-    let RequestContext { context, ldctx } = context::build(&headers, body, client, route.require_context_key, flag)?;
+    let RequestContext { context, ldctx, random } =
+        context::build(&headers, body, client, route.require_context_key, flag)?;
     let vars = context::variables(&headers)?;
     let detail = snapshot.targeting.set.evaluate_index(route.index, &context);
     let mut chosen = match (detail.reason, detail.variation_index) {
@@ -72,6 +76,10 @@ pub async fn forward(
     // Keep a copy of the headers only when a retry may need them.
     let retry_headers = fallback.map(|_| forwarded.clone());
     let request = Attempt { body, scope: &scope, call, usage_edit };
+    let digest = context_digest(context.kinds().iter().map(|k| (&*k.kind, &*k.key)));
+    let token_of = |v: usize| token(snapshot, route, flag, &route.variants[v], random, digest);
+    let mut served_token = token_of(chosen);
+    record.token_issued(served_token.as_ref());
     let result = request.send(&route.variants[chosen], forwarded, record).await?;
     let (resp, served, fell_back_from) = match (result, fallback.zip(retry_headers)) {
         (Ok(resp), _) => (resp, chosen, None),
@@ -88,6 +96,8 @@ pub async fn forward(
             if let Some(counter) = &route.variants[chosen].fallbacks {
                 counter.inc();
             }
+            served_token = token_of(f);
+            record.token_issued(served_token.as_ref());
             let retry = request.send(&route.variants[f], retry_headers, record).await?;
             (retry.or_else(upstream::Failure::into_result)?, f, Some(chosen))
         }
@@ -102,7 +112,34 @@ pub async fn forward(
     if let Some(from) = fell_back_from {
         h.insert(X_SLUICE_FALLBACK_FROM.clone(), route.variants[from].header.clone());
     }
+    if let Some(token) = served_token {
+        h.insert(X_SLUICE_TOKEN.clone(), token);
+    }
     Ok(resp)
+}
+
+/// The signed token of a response `variant` served.
+fn token(
+    snapshot: &Snapshot,
+    route: &FlagRoute,
+    flag: &str,
+    variant: &Variant,
+    random_context: bool,
+    context: [u8; 8],
+) -> Option<HeaderValue> {
+    let issued_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    let claims = Claims {
+        issued_ms: u64::try_from(issued_ms).ok()?,
+        nonce: fastrand::u64(..).to_be_bytes(),
+        random_context,
+        iteration: route.iteration,
+        version: variant.version.version,
+        context,
+        flag: flag.to_string(),
+        variation: variant.name.to_string(),
+        ai_config: variant.version.key.to_string(),
+    };
+    HeaderValue::from_str(&snapshot.feedback.signer.sign(&claims)?).ok()
 }
 
 /// What every attempt of one request shares.

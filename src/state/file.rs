@@ -80,6 +80,42 @@ pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ 
     move |source| StoreError::Io { path: path.display().to_string(), source }
 }
 
+/// The file of the key that signs response tokens (when the config names none).
+pub const FEEDBACK_KEY: &str = "feedback.key";
+
+/// The key that signs response tokens, from `dir/feedback.key` (64 hex digits), made
+/// the first time: 32 random bytes written to a temporary file (mode 0600), fsynced and
+/// renamed into place, then the directory fsynced — so every sluice that starts on this
+/// directory, or a copy of it, checks the same tokens. A damaged file stops start-up
+/// (tokens already handed out would otherwise all turn invalid).
+pub fn feedback_key(dir: &Path, fresh: impl FnOnce() -> [u8; 32]) -> Result<Vec<u8>, StoreError> {
+    let path = dir.join(FEEDBACK_KEY);
+    let damaged = |message: &str| StoreError::Damaged { path: path.display().to_string(), message: message.into() };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let text = std::str::from_utf8(&bytes).map_err(|_| damaged("not 64 hex digits"))?.trim();
+            let key = crate::keys::parse_digest(text).ok_or_else(|| damaged("not 64 hex digits"))?;
+            Ok(key.to_vec())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = fresh();
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            let tmp = dir.join(format!("{FEEDBACK_KEY}.tmp"));
+            let mut options = OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut f = options.open(&tmp).map_err(io(&tmp))?;
+            f.write_all(format!("{hex}\n").as_bytes()).and_then(|()| f.sync_all()).map_err(io(&tmp))?;
+            std::fs::rename(&tmp, &path).map_err(io(&path))?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+            tracing::info!(path = %path.display(), "made the key that signs response tokens");
+            Ok(key.to_vec())
+        }
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
 /// See the module documentation.
 pub struct FileStore {
     dir: PathBuf,

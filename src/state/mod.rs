@@ -38,7 +38,7 @@ use change::{check_depth, edit};
 pub use delta::Patch;
 use docs::KINDS;
 pub use docs::{AuditEntry, Docs, EntryHead, Kind, ObjectChange, ObjectKey, Stored};
-pub use file::{Fault, Faults, FileStore};
+pub use file::{feedback_key, Fault, Faults, FileStore};
 pub use log::LogError;
 pub use query::{AuditPage, AuditQuery};
 

@@ -43,7 +43,7 @@ fn stripping_gives_the_stream_without_usage_whatever_the_split() {
         let (out, first, usage) = run(WITH_USAGE, size, true);
         assert_eq!(out, WITHOUT_USAGE, "split into {size}-byte pieces");
         assert!(first.is_some());
-        assert_eq!(usage.unwrap().1, Usage { input: 9, output: 2 });
+        assert_eq!(usage.unwrap().1, Usage { input: 9, output: 2, cached: 0 });
     }
 }
 
@@ -53,7 +53,7 @@ fn passing_through_changes_nothing_and_still_reads_usage() {
         let (out, first, usage) = run(WITH_USAGE, size, false);
         assert_eq!(out, WITH_USAGE);
         assert!(first.is_some());
-        assert_eq!(usage.unwrap().1, Usage { input: 9, output: 2 });
+        assert_eq!(usage.unwrap().1, Usage { input: 9, output: 2, cached: 0 });
     }
     let (out, _, usage) = run(WITHOUT_USAGE, 10, false);
     assert_eq!(out, WITHOUT_USAGE);
@@ -81,7 +81,7 @@ fn crlf_events_comments_and_errors() {
     let s = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\r\n\r\n: ping\n\ndata: [DONE]\r\n\r\n";
     let (out, _, usage) = run(s, 4, true);
     assert_eq!(out, ": ping\n\ndata: [DONE]\r\n\r\n");
-    assert_eq!(usage.unwrap().1, Usage { input: 1, output: 2 });
+    assert_eq!(usage.unwrap().1, Usage { input: 1, output: 2, cached: 0 });
     let mut tap = Tap::new(false);
     let err = "data: {\"error\":{\"message\":\"boom\"}}\n\n";
     assert!(tap.feed(Bytes::from_static(err.as_bytes())).1.error);
@@ -122,7 +122,7 @@ fn cr_lf_and_crlf_endings_strip_the_same_whatever_the_split() {
             let (out, first, usage) = run(&with, size, true);
             assert_eq!(out, without, "{ending:?}, {size}-byte pieces");
             assert!(first.is_some(), "{ending:?}");
-            assert_eq!(usage.unwrap().1, Usage { input: 9, output: 2 }, "{ending:?}");
+            assert_eq!(usage.unwrap().1, Usage { input: 9, output: 2, cached: 0 }, "{ending:?}");
             assert_eq!(run(&with, size, false).0, with, "{ending:?}: passed through unchanged");
         }
     }
@@ -206,7 +206,10 @@ mod responses {
             r#"{"type":"response.output_text.delta","delta":"Hi"}"#,
             &format!(r#"{{"type":"response.completed","response":{{"status":"completed",{usage}}}}}"#),
         ]);
-        assert_eq!((seen.first_token, seen.error, seen.usage), (true, false, Some(Usage { input: 5, output: 2 })));
+        assert_eq!(
+            (seen.first_token, seen.error, seen.usage),
+            (true, false, Some(Usage { input: 5, output: 2, cached: 0 }))
+        );
         let incomplete = format!(r#"{{"type":"response.incomplete","response":{{"status":"incomplete",{usage}}}}}"#);
         assert!(!run(&[&incomplete]).error, "a length limit is not an error");
         let failed = format!(r#"{{"type":"response.failed","response":{{"status":"failed",{usage}}}}}"#);

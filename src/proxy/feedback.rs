@@ -1,0 +1,188 @@
+//! `POST /v1/feedback`: an app's signal about one answer, tied to the arm that served it
+//! by the answer's response token (`x-sluice-token`, or `x-request-id` when sluice made the
+//! request id up).
+//!
+//! Two ways in: a gateway key (a server), or — from a web page — the token alone as the
+//! credential, from an origin listed in `feedback.browser_origins` (CORS; the preflight is
+//! answered here too). Every check runs before anything is counted: the body, the token's
+//! signature (401), the metric and the value's type (400), the token's age and the
+//! experiment's iteration (410), the flag and variation still served (410), and last the
+//! de-duplication of (token, metric) (409).
+
+use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::error::GatewayError;
+use crate::config::signals::MetricType;
+use crate::snapshot::Snapshot;
+use crate::token::{DedupError, TokenError};
+use crate::wire::body::{self, Body};
+
+/// Largest feedback body.
+pub const MAX_BODY: u64 = 16 << 10;
+/// Longest comment (comments are counted, never stored).
+pub const MAX_COMMENT: usize = 4096;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody<'a> {
+    #[serde(default, borrow)]
+    token: Option<Cow<'a, str>>,
+    /// The request id, when sluice issued it (it is then the token).
+    #[serde(default, borrow)]
+    request_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    metric: Cow<'a, str>,
+    value: serde_json::Value,
+    #[serde(default, borrow)]
+    comment: Option<Cow<'a, str>>,
+}
+
+/// Who sends: an app with its gateway key, or a browser page of an allowed origin.
+enum Sender {
+    App,
+    Browser(HeaderValue),
+}
+
+/// The allowed `Origin` of a browser request, if it sent one.
+fn origin<'s>(snapshot: &'s Snapshot, headers: &HeaderMap) -> Result<Option<&'s HeaderValue>, GatewayError> {
+    let Some(origin) = headers.get(header::ORIGIN) else { return Ok(None) };
+    match snapshot.feedback.origins.iter().find(|o| *o == origin) {
+        Some(o) => Ok(Some(o)),
+        None => {
+            Err(GatewayError::OriginNotAllowed(String::from_utf8_lossy(origin.as_bytes()).chars().take(200).collect()))
+        }
+    }
+}
+
+/// CORS headers for an allowed origin.
+fn allow(resp: &mut Response<Body>, origin: &HeaderValue) {
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// `OPTIONS /v1/feedback`: the browser's preflight.
+pub fn preflight(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
+    let origin = origin(snapshot, headers)?.ok_or(GatewayError::OriginNotAllowed(String::new()))?;
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    allow(&mut resp, origin);
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    Ok(resp)
+}
+
+/// `POST /v1/feedback`.
+pub async fn post(snapshot: &Snapshot, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+    let (parts, incoming) = req.into_parts();
+    // A browser sends no key: its credential is the token. Anyone else needs a key.
+    let sender = match (parts.headers.contains_key(header::AUTHORIZATION), origin(snapshot, &parts.headers)?) {
+        (false, Some(o)) => Sender::Browser(o.clone()),
+        (_, origin) => {
+            super::authenticate(snapshot, &parts.headers)?;
+            origin.map_or(Sender::App, |o| Sender::Browser(o.clone()))
+        }
+    };
+    let bytes = super::read_body_within(MAX_BODY, snapshot, &parts.headers, incoming).await?;
+    let result = accept(snapshot, &bytes, now_ms());
+    let mut resp = match result {
+        Ok(answer) => body::json(StatusCode::ACCEPTED, answer),
+        Err(e) => e.into_response(),
+    };
+    if let Sender::Browser(origin) = &sender {
+        allow(&mut resp, origin);
+    }
+    Ok(resp)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Check one feedback body at `now_ms` and count it; the answer's JSON.
+pub fn accept(snapshot: &Snapshot, bytes: &[u8], now_ms: u64) -> Result<String, GatewayError> {
+    let invalid = |param, message: String| GatewayError::InvalidFeedback { param, message };
+    let body: FeedbackBody<'_> =
+        serde_json::from_slice(bytes).map_err(|e| invalid("body", format!("the feedback body is not valid: {e}")))?;
+    let token = match (&body.token, &body.request_id) {
+        (Some(t), None) | (None, Some(t)) => t,
+        (Some(_), Some(_)) => return Err(invalid("token", "send `token` or `request_id`, not both".into())),
+        (None, None) => return Err(invalid("token", "send the response's `token` (or its `request_id`)".into())),
+    };
+    if body.comment.as_ref().is_some_and(|c| c.len() > MAX_COMMENT) {
+        return Err(invalid("comment", format!("a comment is at most {MAX_COMMENT} bytes")));
+    }
+    let claims = snapshot.feedback.signer.verify(token).map_err(|e| match e {
+        TokenError::Malformed => GatewayError::InvalidToken(format!("{e}: it is the `x-sluice-token` response header")),
+        TokenError::BadSignature => GatewayError::InvalidToken(e.to_string()),
+    })?;
+    let metric = body.metric.as_ref();
+    let position = snapshot.metric_defs.iter().position(|(k, _)| &**k == metric);
+    let (index, def) = match position {
+        Some(i) => (i, &snapshot.metric_defs[i].1),
+        None => return Err(GatewayError::UnknownMetric(metric.chars().take(100).collect())),
+    };
+    let value = match (def.kind, &body.value) {
+        (MetricType::Boolean, serde_json::Value::Bool(b)) => f64::from(u8::from(*b)),
+        (MetricType::Numeric, serde_json::Value::Number(n)) => {
+            let x =
+                n.as_f64().filter(|x| x.is_finite()).ok_or_else(|| invalid("value", "not a finite number".into()))?;
+            if def.min.is_some_and(|m| x < m) || def.max.is_some_and(|m| x > m) {
+                let range = format!(
+                    "{} to {}",
+                    def.min.map_or("-∞".into(), |m| m.to_string()),
+                    def.max.map_or("∞".into(), |m| m.to_string())
+                );
+                return Err(invalid("value", format!("`{metric}` takes values from {range}")));
+            }
+            x
+        }
+        (kind, _) => {
+            let expected = match kind {
+                MetricType::Boolean => "true or false",
+                MetricType::Numeric => "a number",
+            };
+            return Err(invalid("value", format!("`{metric}` is a {} metric: its value is {expected}", kind.as_str())));
+        }
+    };
+    let expires_ms = claims.issued_ms.saturating_add(snapshot.feedback.max_age_ms);
+    if now_ms > expires_ms {
+        return Err(GatewayError::TokenExpired("the response is older than `feedback.max_age`".into()));
+    }
+    let gone = |what: String| GatewayError::TokenExpired(what);
+    let route = snapshot
+        .flag_route(&claims.flag)
+        .ok_or_else(|| gone(format!("the flag `{}` no longer routes requests", claims.flag)))?;
+    if claims.iteration != 0 && claims.iteration != route.iteration {
+        return Err(gone(format!(
+            "the response belongs to iteration {} of the flag's experiment, which has ended",
+            claims.iteration
+        )));
+    }
+    let variant =
+        route.variants.iter().find(|v| *v.name == claims.variation).ok_or_else(|| {
+            gone(format!("the flag `{}` has no variation `{}` any more", claims.flag, claims.variation))
+        })?;
+    let signal = variant.signals.get(index).ok_or(GatewayError::Internal)?;
+    match snapshot.feedback.dedup.take(&claims, metric, expires_ms, now_ms) {
+        Ok(()) => {}
+        Err(DedupError::Duplicate) => return Err(GatewayError::DuplicateFeedback(metric.to_string())),
+        Err(DedupError::Full) => return Err(GatewayError::FeedbackFull),
+    }
+    signal.record(value);
+    Ok(serde_json::json!({
+        "status": "accepted",
+        "flag": claims.flag,
+        "variation": claims.variation,
+        "metric": metric,
+    })
+    .to_string())
+}
