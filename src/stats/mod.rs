@@ -13,8 +13,9 @@
 //!
 //! and the test trips when Λ ≥ 1/α and Δ̂ > δ. The matching always-valid interval is
 //! Δ̂ ± √(2 V (V + τ²) / τ² · (ln(1/α) + ½ ln((V + τ²) / V))). Pure functions: no I/O, no
-//! clock, no randomness.
+//! clock; randomness only where a seed is passed in (Monte Carlo in `experiment`).
 
+pub mod experiment;
 mod moments;
 
 pub use moments::{log_fixed, LogMoments};
