@@ -29,6 +29,7 @@
 //! | [`proxy`] | the data-plane pipeline, OpenAI-style errors, the streaming body wrapper |
 //! | [`state`] | the runtime documents and their revision, the one write path, the state directory (`state.json`, the audit log) and its repairs |
 //! | [`guard`] | guarded releases: the mSPRT tests, the guard task (checks on an injected clock, trips, ramp steps, webhooks) |
+//! | [`experiment`] | experiments: a flag's `experiment:` read against its arms' statistics in the current iteration — results, sample-ratio checks, the recommendation |
 //! | [`admin`] | the admin API: tokens and roles, changes through `state`, the audit log, evaluating a flag against the running state; its typed contract (`admin::api`), shared with `sluice ctl` |
 //! | [`server`] | listeners (connection caps, accept back-off), one connection's limits (idle close, stalled readers), TLS termination, the admin listener, graceful shutdown and its deadline |
 //! | [`cli`] | the `sluice` subcommands |
@@ -38,6 +39,7 @@ pub mod aiconfig;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod experiment;
 pub mod flags;
 pub mod gateway;
 pub mod guard;

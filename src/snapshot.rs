@@ -253,6 +253,10 @@ impl Snapshot {
         let mut rollout_weights = Vec::new();
         for (key, flag) in &config.flags {
             if let Some(route) = flag_route(key, flag, config, &targeting, &versions, metrics, &mut problems) {
+                if route.iteration > 0 {
+                    let names: Vec<&str> = flag.variations.iter().map(|v| v.name.as_str()).collect();
+                    metrics.mark_iteration(key, route.iteration, &names);
+                }
                 flag_routes.insert(key.as_str().into(), route);
                 rollout_weights.push((key.clone(), fallthrough_weights(flag)));
             }

@@ -25,6 +25,7 @@ const FLOORS: &[&str] = &[
     "proxy",
     "state",
     "guard",
+    "experiment",
     "admin",
     "server",
     "cli",

@@ -205,3 +205,12 @@ pub struct ErrorDetail {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<Problem>,
 }
+
+pub use crate::experiment::{ArmMetric, ArmServed, MetricResults, RecommendationView, Results as ExperimentResults};
+
+/// `GET /admin/v1/experiments`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExperimentList {
+    pub revision: u64,
+    pub experiments: Vec<ExperimentResults>,
+}

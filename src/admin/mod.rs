@@ -140,6 +140,10 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("POST", "/flags/{key}/guard/pause", Op::GuardPause),
     ("POST", "/flags/{key}/guard/resume", Op::GuardResume),
     ("POST", "/flags/{key}/guard/rearm", Op::GuardRearm),
+    ("GET", "/experiments", Op::Experiments),
+    ("GET", "/experiments/{key}", Op::Experiment),
+    ("POST", "/experiments/{key}/ship", Op::ExperimentShip),
+    ("POST", "/experiments/{key}/stop", Op::ExperimentStop),
     ("GET", "/audit", Op::Audit),
     ("GET", "/status", Op::Status),
     ("GET", "/openapi.json", Op::OpenApi),
@@ -164,6 +168,10 @@ pub enum Op {
     GuardPause,
     GuardResume,
     GuardRearm,
+    Experiments,
+    Experiment,
+    ExperimentShip,
+    ExperimentStop,
     Audit,
     Status,
     OpenApi,
@@ -240,6 +248,15 @@ async fn route(
             let answer = api::GuardList { revision: state.revision(), guards: guards.status() };
             return Ok(json_response(StatusCode::OK, &answer));
         }
+        Op::Experiments => {
+            let all = experiments(&state);
+            crate::experiment::publish(&all, &state.gateway().metrics);
+            return Ok(json_response(
+                StatusCode::OK,
+                &api::ExperimentList { revision: state.revision(), experiments: all },
+            ));
+        }
+        Op::Experiment => return experiment(&state, params[0]),
         Op::Status => {
             let answer = api::StatusAnswer { revision: state.revision(), reload: state.reload_status() };
             return Ok(json_response(StatusCode::OK, &answer));
@@ -265,6 +282,45 @@ async fn route(
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the change was interrupted"))??;
     let mut resp = json_response(StatusCode::OK, &applied);
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", applied.revision)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+/// The `metrics:` definitions the running snapshot was built with.
+fn metric_defs(state: &State) -> std::collections::BTreeMap<String, crate::config::signals::MetricDef> {
+    state.gateway().snapshot().metric_defs.iter().map(|(k, d)| (k.to_string(), d.clone())).collect()
+}
+
+/// The results of every flag's experiment (one that does not read is left out and logged).
+fn experiments(state: &State) -> Vec<crate::experiment::Results> {
+    let (docs, defs) = (state.current().docs, metric_defs(state));
+    let metrics = &state.gateway().metrics;
+    docs.flags
+        .iter()
+        .filter_map(|(key, doc)| match crate::experiment::results(key, doc, &defs, metrics)? {
+            Ok(r) => Some(r),
+            Err(error) => {
+                tracing::warn!(flag = %key, %error, "an experiment's results cannot be computed");
+                None
+            }
+        })
+        .collect()
+}
+
+fn experiment(state: &State, flag: &str) -> Result<Response<Body>, ApiError> {
+    let docs = state.current().docs;
+    let doc = docs
+        .flags
+        .get(flag)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no flag `{flag}`")))?;
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("flag `{flag}` has no experiment"));
+    let results = crate::experiment::results(flag, doc, &metric_defs(state), &state.gateway().metrics)
+        .ok_or_else(not_found)?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "invalid_experiment", e))?;
+    crate::experiment::publish(std::slice::from_ref(&results), &state.gateway().metrics);
+    let mut resp = json_response(StatusCode::OK, &results);
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", state.revision())) {
         resp.headers_mut().insert(header::ETAG, v);
     }
     Ok(resp)
@@ -386,10 +442,17 @@ fn change_for(op: Op, params: &[&str], body: Value) -> Result<(Change, String), 
             }
             Ok((Change::AddVersion { ai_config: p(0), version: b.version }, b.reason))
         }
+        Op::ExperimentShip => {
+            let b: api::VariationBody = body_of(body, op)?;
+            Ok((Change::ExperimentShip { flag: p(0), variation: b.variation }, b.reason))
+        }
+        Op::ExperimentStop => reason_only(Change::ExperimentStop { flag: p(0) }, body),
         Op::GuardPause => reason_only(Change::GuardState { flag: p(0), state: "paused", restart: false }, body),
         Op::GuardResume => reason_only(Change::GuardState { flag: p(0), state: "armed", restart: false }, body),
         Op::GuardRearm => reason_only(Change::GuardState { flag: p(0), state: "armed", restart: true }, body),
         Op::ListFlags
+        | Op::Experiments
+        | Op::Experiment
         | Op::GetFlag
         | Op::Evaluate
         | Op::ListAiConfigs

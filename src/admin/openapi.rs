@@ -77,6 +77,18 @@ fn describe(op: Op) -> (&'static str, bool, Option<Value>) {
         Op::GuardRearm => {
             ("Re-arm a guard after a rollback; a ramp starts again from its first step.", true, body(json!({}), &[]))
         }
+        Op::Experiments => ("Every experiment's results in its current iteration.", false, None),
+        Op::Experiment => (
+            "An experiment's results: per arm and metric n, mean and interval, lift, chance to beat control, expected loss; the sample-ratio checks and the recommendation.",
+            false,
+            None,
+        ),
+        Op::ExperimentShip => (
+            "Ship an arm: it takes the fallthrough and every rule, and the experiment stops (one audited revision).",
+            true,
+            body(json!({"variation": variation}), &["variation"]),
+        ),
+        Op::ExperimentStop => ("Stop an experiment; the allocation stays.", true, body(json!({}), &[])),
         Op::Status => ("The current revision and how the last reload of the config file went.", false, None),
         Op::OpenApi => ("This document.", false, None),
     }
@@ -222,13 +234,13 @@ mod tests {
     fn every_request_body_is_documented_as_its_type() {
         let reason = || "why".to_string();
         let mut checked = BTreeSet::new();
-        for op in [Op::Kill, Op::Restore, Op::GuardPause, Op::GuardResume, Op::GuardRearm] {
+        for op in [Op::Kill, Op::Restore, Op::GuardPause, Op::GuardResume, Op::GuardRearm, Op::ExperimentStop] {
             check(op, api::ReasonBody { reason: reason() });
             checked.insert(op);
         }
         let weight = api::Weight { variation: "a".into(), percent: 100.0 };
         check(Op::Rollout, api::RolloutBody { weights: vec![weight.clone()], reason: reason() });
-        for op in [Op::Fallthrough, Op::Rule] {
+        for op in [Op::Fallthrough, Op::Rule, Op::ExperimentShip] {
             check(op, api::VariationBody { variation: "a".into(), reason: reason() });
             checked.insert(op);
         }

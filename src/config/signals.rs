@@ -338,6 +338,17 @@ pub(super) fn validate_experiment(
     if let Err(m) = metric_ref(&e.primary, metrics) {
         problems.push(Problem::new(format!("{path}.primary"), m));
     }
+    for (field, name) in std::iter::once(("primary", &e.primary))
+        .chain(e.secondary.iter().map(|m| ("secondary", m)))
+        .chain(e.guardrails.iter().map(|m| ("guardrails", m)))
+    {
+        if name == "latency_tail" {
+            problems.push(Problem::new(
+                format!("{path}.{field}"),
+                "`latency_tail` is a guard metric; experiments compare `latency`",
+            ));
+        }
+    }
     for (field, list) in [("secondary", &e.secondary), ("guardrails", &e.guardrails)] {
         for (i, name) in list.iter().enumerate() {
             if let Err(m) = metric_ref(name, metrics) {

@@ -98,6 +98,16 @@ pub struct Metrics {
     experiment_srm: GaugeVec,
     /// Guard statistics by (flag, variation): kept across snapshots, like the counters.
     guards: Mutex<HashMap<(String, String), Arc<GuardStats>>>,
+    /// Each experiment's current iteration and its arms' totals when it started here (an
+    /// iteration's results are the totals since).
+    iterations: Mutex<HashMap<String, Iteration>>,
+}
+
+/// Where an experiment's iteration started, in this process's counters.
+#[derive(Debug, Clone)]
+pub struct Iteration {
+    pub number: u32,
+    pub baseline: std::collections::BTreeMap<String, GuardSnapshot>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -274,6 +284,7 @@ impl Metrics {
             experiment_loss,
             experiment_srm,
             guards: Mutex::new(HashMap::new()),
+            iterations: Mutex::new(HashMap::new()),
         })
     }
 
@@ -343,6 +354,22 @@ impl Metrics {
         self.experiment_ctbc.reset();
         self.experiment_loss.reset();
         self.experiment_srm.reset();
+    }
+
+    /// Note that `flag`'s experiment is at iteration `number` (when a snapshot is built):
+    /// the first time, its arms' totals now become the iteration's baseline.
+    pub fn mark_iteration(&self, flag: &str, number: u32, variations: &[&str]) {
+        let mut iterations = self.iterations.lock().unwrap_or_else(PoisonError::into_inner);
+        if iterations.get(flag).is_some_and(|i| i.number == number) {
+            return;
+        }
+        let baseline = variations.iter().map(|v| (v.to_string(), self.guard_stats(flag, v).snapshot())).collect();
+        iterations.insert(flag.to_string(), Iteration { number, baseline });
+    }
+
+    /// Where `flag`'s experiment's current iteration started.
+    pub fn iteration(&self, flag: &str) -> Option<Iteration> {
+        self.iterations.lock().unwrap_or_else(PoisonError::into_inner).get(flag).cloned()
     }
 
     /// The counter of fallbacks from `variation` to `to`.

@@ -28,6 +28,11 @@ pub enum Change {
     /// A flag's guard state, set by a person: pause, resume, re-arm (`restart`: a ramp
     /// starts again from its first step).
     GuardState { flag: String, state: &'static str, restart: bool },
+    /// The experiment's winner takes the fallthrough and every rule (each of them served
+    /// an arm); the experiment stops.
+    ExperimentShip { flag: String, variation: String },
+    /// The experiment stops (the allocation stays as it is).
+    ExperimentStop { flag: String },
     /// The config file was (re)loaded: its whole value (the static part of the
     /// configuration) and its documents.
     File { base: Value, docs: Docs },
@@ -44,9 +49,28 @@ impl Change {
             | Change::PointVariation { flag, .. }
             | Change::Rollback { flag, .. }
             | Change::ReplaceFlag { flag, .. }
-            | Change::GuardState { flag, .. } => Some(flag),
+            | Change::GuardState { flag, .. }
+            | Change::ExperimentShip { flag, .. }
+            | Change::ExperimentStop { flag } => Some(flag),
             Change::AddVersion { .. } | Change::File { .. } => None,
         }
+    }
+}
+
+/// The flag's experiment, which must be running.
+fn running_experiment(flag: &str, f: &serde_json::Map<String, Value>) -> Result<(), ChangeError> {
+    match f.get("experiment") {
+        None => Err(ChangeError::NotFound(format!("flag `{flag}` has no experiment"))),
+        Some(e) if e.get("state").and_then(Value::as_str) == Some("stopped") => {
+            Err(ChangeError::Conflict(format!("the experiment of flag `{flag}` has already stopped")))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn stop_experiment(f: &mut serde_json::Map<String, Value>) {
+    if let Some(e) = f.get_mut("experiment").and_then(Value::as_object_mut) {
+        e.insert("state".into(), Value::String("stopped".into()));
     }
 }
 
@@ -116,8 +140,70 @@ fn known_variation(flag_key: &str, flag: &serde_json::Map<String, Value>, variat
 }
 
 /// Apply an edit to the documents (validation of the result comes after).
+/// A change to a flag with an experiment that changes who gets which variation starts a
+/// new iteration of the experiment: results and tokens are per iteration. Everything but
+/// `experiment`, `guard` and `description` decides the allocation. The number only grows
+/// (a rollback to an older document does not bring its old iteration back).
+pub(super) fn mark_iterations(old: &Docs, new: &mut Docs, time: &str) {
+    let allocation = |f: &Value| {
+        let mut f = f.as_object().cloned().unwrap_or_default();
+        for k in ["experiment", "guard", "description"] {
+            f.remove(k);
+        }
+        f
+    };
+    let iteration =
+        |f: &Value| f.get("experiment").and_then(|e| e.get("iteration")).and_then(Value::as_u64).unwrap_or(1);
+    let running = |f: &Value| {
+        f.get("experiment").is_some_and(|e| e.get("state").and_then(Value::as_str).unwrap_or("running") == "running")
+    };
+    for (key, flag) in new.flags.iter_mut() {
+        if flag.get("experiment").is_none_or(|e| !e.is_object()) {
+            continue;
+        }
+        let next = match old.flags.get(key) {
+            // A new experiment (or a new flag with one) starts at its iteration.
+            Some(before) if before.get("experiment").is_some() => {
+                let restarted = running(flag) && !running(before);
+                if allocation(before) == allocation(flag) && !restarted {
+                    continue;
+                }
+                Some(iteration(before).max(iteration(flag)) + 1)
+            }
+            _ => None,
+        };
+        let has_start = flag["experiment"].get("iteration_started").is_some();
+        if let Some(e) = flag.get_mut("experiment").and_then(Value::as_object_mut) {
+            if let Some(n) = next {
+                e.insert("iteration".into(), Value::from(n));
+                e.insert("iteration_started".into(), Value::String(time.to_string()));
+            } else if !has_start {
+                e.insert("iteration_started".into(), Value::String(time.to_string()));
+            }
+        }
+    }
+}
+
 pub(super) fn edit(docs: &mut Docs, change: &Change) -> Result<(), ChangeError> {
     match change {
+        Change::ExperimentShip { flag, variation } => {
+            let f = flag_mut(docs, flag)?;
+            known_variation(flag, f, variation)?;
+            running_experiment(flag, f)?;
+            f.insert("fallthrough".into(), serde_json::json!({ "variation": variation }));
+            if let Some(rules) = f.get_mut("rules").and_then(Value::as_array_mut) {
+                for r in rules.iter_mut().filter_map(Value::as_object_mut) {
+                    r.remove("rollout");
+                    r.insert("variation".into(), Value::String(variation.clone()));
+                }
+            }
+            stop_experiment(f);
+        }
+        Change::ExperimentStop { flag } => {
+            let f = flag_mut(docs, flag)?;
+            running_experiment(flag, f)?;
+            stop_experiment(f);
+        }
         Change::SetOn { flag, on } => {
             let f = flag_mut(docs, flag)?;
             // A flag without `on` is on: restoring it changes nothing (and is refused so).

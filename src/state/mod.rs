@@ -264,6 +264,7 @@ impl State {
             }
             other => edit(&mut docs, other)?,
         }
+        change::mark_iterations(&current.docs, &mut docs, &humantime::format_rfc3339_millis(time).to_string());
         let changes = docs.changes_since(&current.docs);
         if changes.is_empty() && file == current.file && !base_changed {
             return Err(ChangeError::Conflict("the change changes nothing".into()));
