@@ -57,6 +57,8 @@ flags:
       min_events: 3
       check_interval: 50ms
       circuit_breaker: {{error_rate: 0.9, min_requests: 20}}
+      # The direct tests record arms that do not follow the split.
+      srm_check: false
       webhook: {webhook}
 {guard_extra}"#
         )
@@ -715,4 +717,26 @@ async fn a_guard_on_an_undefined_feedback_metric_is_refused() {
     let loaded = sluice::config::parse(&yaml, "test.yaml", &|_| None);
     let e = loaded.expect_err("refused").to_string();
     assert!(e.contains("guard.metrics[0].metric") && e.contains("`feedback:nope` names no metric"), "{e}");
+}
+
+#[tokio::test]
+async fn arms_that_do_not_match_their_shares_pause_the_guard() {
+    let yaml = must_replace(&guarded_config(0.0, "null", "", TEN_PERCENT), "      srm_check: false\n", "");
+    let rig = Rig::in_memory(&yaml);
+    let clock = TestClock::new();
+    let start = rig.revision();
+    assert_eq!(rig.check(&clock).checked, ["bot"]);
+    // 90/10 allocated, 50/50 arrived: something drops the control's requests.
+    rig.record("control", 200, 0);
+    rig.record("treatment", 200, 0);
+    clock.advance(Duration::from_millis(50));
+    let pass = rig.check(&clock);
+    assert_eq!(pass.wrote, [start + 1]);
+    assert_eq!(rig.guard()["state"], "paused");
+    let status = rig.status();
+    assert!(status["srm_p_value"].as_f64().unwrap() < 0.001, "{status}");
+    assert!(status["health"].to_string().contains("sample ratio mismatch"), "{status}");
+    assert!(rig.audit()[0].reason.contains("sample ratio mismatch"), "{}", rig.audit()[0].reason);
+    // The traffic was not moved: only a person decides what to do.
+    assert_eq!(rig.flag()["fallthrough"]["rollout"]["variations"][1]["percent"].as_f64(), Some(10.0));
 }

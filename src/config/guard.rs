@@ -35,6 +35,10 @@ pub struct GuardConfig {
     /// Steps of the treatment's share of the fallthrough; empty: no ramp.
     #[serde(default)]
     pub ramp: Vec<RampStep>,
+    /// Pause when the arms' requests do not match their shares of the fallthrough
+    /// (sample-ratio mismatch, p < 0.001): the test would compare unlike groups.
+    #[serde(default = "yes")]
+    pub srm_check: bool,
     /// Told (POST, JSON) about trips and ramp steps.
     #[serde(default)]
     pub webhook: Option<String>,
@@ -236,6 +240,9 @@ pub struct RampStep {
     pub min_samples: u64,
 }
 
+fn yes() -> bool {
+    true
+}
 fn default_alpha() -> f64 {
     0.05
 }

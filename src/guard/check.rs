@@ -180,3 +180,23 @@ pub fn breaker(guard: &Compiled, arms: &Arms) -> Option<f64> {
     let rate = t.errors as f64 / done.max(1) as f64;
     (done >= cb.min_requests && done > 0 && rate > cb.error_rate).then_some(rate)
 }
+
+/// p below this: the arms' requests do not match their shares.
+pub const SRM_ALPHA: f64 = 0.001;
+/// The fewest requests per arm the sample-ratio check looks at.
+const SRM_MIN_PER_ARM: u64 = 8;
+
+/// The sample-ratio check of the window: the arms' requests against their shares of the
+/// fallthrough split (`None` when the fallthrough does not split them, or too few requests).
+pub fn sample_ratio(doc: &serde_json::Value, guard: &Compiled, arms: &Arms) -> Option<f64> {
+    let share = |v: &str| {
+        doc["fallthrough"]["rollout"]["variations"].as_array()?.iter().find(|w| w["variation"] == v)?["percent"]
+            .as_f64()
+    };
+    let (wc, wt) = (share(&guard.config.control)?, share(&guard.config.treatment)?);
+    let (c, t) = (arms.control.requests, arms.treatment.requests);
+    if wc <= 0.0 || wt <= 0.0 || c < SRM_MIN_PER_ARM || t < SRM_MIN_PER_ARM {
+        return None;
+    }
+    crate::stats::experiment::srm_p_value(&[c, t], &[wc, wt])
+}

@@ -94,6 +94,14 @@ pub struct FlagStatus {
     /// The guard's last trip since this process started (the audit log keeps them all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_trip: Option<LastTrip>,
+    /// The sample-ratio check of the arms' requests in the window against their shares of
+    /// the fallthrough (null: not a split of both arms, or too few requests).
+    #[serde(default)]
+    pub srm_p_value: Option<f64>,
+    /// What makes this window's comparison doubtful: `no traffic`, `no samples for <metric>`,
+    /// `sample ratio mismatch`.
+    #[serde(default)]
+    pub health: Vec<String>,
 }
 
 /// When and why a guard last tripped.
@@ -242,7 +250,13 @@ impl Guards {
         pass.checked.push(flag.to_string());
         let evaluated: Vec<Evaluated> = guard.metrics.iter().map(|m| check::evaluate(m, &arms, guard)).collect();
         self.publish(flag, guard, &evaluated, &metrics, now);
+        let srm = guard.config.srm_check.then(|| check::sample_ratio(doc, guard, &arms)).flatten();
+        self.note_health(flag, &arms, &evaluated, srm);
         if guard.config.state != GuardState::Armed {
+            return;
+        }
+        if let Some(p) = srm.filter(|p| *p < check::SRM_ALPHA) {
+            pass.wrote.extend(self.pause_for_srm(flag, doc, guard, revisions.current, &arms, p, now));
             return;
         }
         let wrote = match trip_event(flag, guard, &arms, &evaluated) {
@@ -287,8 +301,72 @@ impl Guards {
             metrics: evaluated.iter().map(MetricStatus::of).collect(),
             error: None,
             last_trip: None,
+            srm_p_value: None,
+            health: Vec::new(),
         };
         lock(&self.status).insert(flag.to_string(), status);
+    }
+
+    /// The window's health, in the status.
+    fn note_health(&self, flag: &str, arms: &Arms, evaluated: &[Evaluated], srm: Option<f64>) {
+        let mut health = Vec::new();
+        let (c, t) = (arms.control.requests, arms.treatment.requests);
+        if c == 0 && t == 0 {
+            health.push("no traffic".to_string());
+        } else {
+            for e in evaluated.iter().filter(|e| e.samples.0 == 0 || e.samples.1 == 0) {
+                health.push(format!("no samples for {} in an arm", e.name));
+            }
+        }
+        if srm.is_some_and(|p| p < check::SRM_ALPHA) {
+            health.push("sample ratio mismatch: the arms are not the groups the allocation made".into());
+        }
+        if let Some(s) = lock(&self.status).get_mut(flag) {
+            s.srm_p_value = srm;
+            s.health = health;
+        }
+    }
+
+    /// The arms' requests do not match their shares: the comparison is of unlike groups.
+    /// Pause (through the write path, audited) and notify; a person resumes.
+    #[allow(clippy::too_many_arguments)]
+    fn pause_for_srm(
+        &self,
+        flag: &str,
+        doc: &Value,
+        guard: &Compiled,
+        revision: u64,
+        arms: &Arms,
+        p: f64,
+        now: Now,
+    ) -> Option<u64> {
+        let g = &guard.config;
+        let mut new = doc.clone();
+        new["guard"]["state"] = json!(GuardState::Paused.as_str());
+        let (c, t) = (arms.control.requests, arms.treatment.requests);
+        let reason = format!(
+            "guard: sample ratio mismatch between {} ({c} requests) and {} ({t} requests) against their shares of the fallthrough (p = {p:.2e} < {}): the test would compare unlike groups; paused",
+            g.control, g.treatment, check::SRM_ALPHA
+        );
+        let revision = self.write(flag, new, revision, reason, now.wall)?;
+        if let Some(s) = lock(&self.status).get_mut(flag) {
+            s.state = GuardState::Paused.as_str().into();
+        }
+        tracing::warn!(flag, p, "guard paused: sample ratio mismatch");
+        let (control_samples, treatment_samples) = arms.samples();
+        let event = Event {
+            event: "srm",
+            flag: flag.to_string(),
+            metric: None,
+            estimate: Some(p),
+            interval: None,
+            lambda: None,
+            control_samples,
+            treatment_samples,
+            action: "paused: sample ratio mismatch".into(),
+        };
+        self.notify(guard, event);
+        Some(revision)
     }
 
     /// The status of a guard that does not compile.
@@ -305,6 +383,8 @@ impl Guards {
             metrics: Vec::new(),
             error: Some(error.to_string()),
             last_trip: None,
+            srm_p_value: None,
+            health: Vec::new(),
         };
         lock(&self.status).insert(flag.to_string(), status);
     }
