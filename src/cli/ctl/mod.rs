@@ -147,6 +147,33 @@ enum CtlCommand {
         #[command(subcommand)]
         command: GuardCommand,
     },
+    /// Experiments: results per arm and metric and the recommendation; ship an arm or stop.
+    Experiment {
+        #[command(subcommand)]
+        command: ExperimentCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ExperimentCommand {
+    /// Every experiment: state, iteration, requests served per arm, recommendation.
+    List,
+    /// An experiment's results in its current iteration: per metric and arm n, mean, lift,
+    /// chance to beat control, expected loss; the sample-ratio checks; the recommendation.
+    Results { flag: String },
+    /// Ship an arm: it takes the fallthrough and every rule, and the experiment stops.
+    Ship {
+        flag: String,
+        variation: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Stop an experiment; the allocation stays.
+    Stop {
+        flag: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,8 +256,10 @@ async fn execute(args: &CtlArgs) -> Result<(), String> {
         print!("{}", render(&args.command, value)?);
     }
     // A change to what a flag serves does nothing visible while the flag is off: say so.
-    if let CtlCommand::Rollout { flag, .. } | CtlCommand::Promote { flag, .. } | CtlCommand::Point { flag, .. } =
-        &args.command
+    if let CtlCommand::Rollout { flag, .. }
+    | CtlCommand::Promote { flag, .. }
+    | CtlCommand::Point { flag, .. }
+    | CtlCommand::Experiment { command: ExperimentCommand::Ship { flag, .. } } = &args.command
     {
         let view: api::FlagAnswer =
             typed(call(args, Method::GET, &format!("/flags/{}", encode(flag)), None, None).await?)?;
@@ -338,6 +367,20 @@ fn request(command: &CtlCommand) -> Result<Call, String> {
             let b = body(&api::ReasonBody { reason: reason(change) });
             (Method::POST, format!("/flags/{}/guard/{action}", encode(flag)), b, change.if_match)
         }
+        CtlCommand::Experiment { command: ExperimentCommand::List } => {
+            (Method::GET, "/experiments".to_string(), None, None)
+        }
+        CtlCommand::Experiment { command: ExperimentCommand::Results { flag } } => {
+            (Method::GET, format!("/experiments/{}", encode(flag)), None, None)
+        }
+        CtlCommand::Experiment { command: ExperimentCommand::Ship { flag, variation, change } } => {
+            let b = body(&api::VariationBody { variation: variation.clone(), reason: reason(change) });
+            (Method::POST, format!("/experiments/{}/ship", encode(flag)), b, change.if_match)
+        }
+        CtlCommand::Experiment { command: ExperimentCommand::Stop { flag, change } } => {
+            let b = body(&api::ReasonBody { reason: reason(change) });
+            (Method::POST, format!("/experiments/{}/stop", encode(flag)), b, change.if_match)
+        }
     })
 }
 
@@ -414,7 +457,7 @@ fn without_userinfo(url: &str) -> String {
 mod tests {
     use clap::Parser;
 
-    use super::render::{fallthrough, percent};
+    use super::render::{fallthrough, percent, sig};
     use super::*;
 
     #[derive(Parser)]
@@ -447,6 +490,192 @@ mod tests {
         let warning = off_warning("bot", &view(false)).unwrap();
         assert!(warning.contains("`bot` is off") && warning.contains("sluice ctl restore bot"), "{warning}");
         assert_eq!(off_warning("bot", &view(true)), None);
+    }
+
+    #[test]
+    fn experiment_commands_make_their_calls() {
+        let call = |argv: &[&str]| request(&args(argv).command).unwrap();
+        assert_eq!(call(&["experiment", "list"]), (Method::GET, "/experiments".to_string(), None, None));
+        assert_eq!(
+            call(&["experiment", "results", "support bot"]),
+            (Method::GET, "/experiments/support%20bot".to_string(), None, None)
+        );
+        assert_eq!(
+            call(&["experiment", "ship", "bot", "candidate", "--reason", "won", "--if-match", "7"]),
+            (
+                Method::POST,
+                "/experiments/bot/ship".to_string(),
+                Some(json!({"variation": "candidate", "reason": "won"})),
+                Some(7)
+            )
+        );
+        assert_eq!(
+            call(&["experiment", "stop", "bot", "-r", "enough"]),
+            (Method::POST, "/experiments/bot/stop".to_string(), Some(json!({"reason": "enough"})), None)
+        );
+        let missing = |argv: &[&str]| {
+            let mut full = vec!["sluice"];
+            full.extend_from_slice(argv);
+            Cli::try_parse_from(full).is_err()
+        };
+        assert!(missing(&["experiment", "ship", "bot", "candidate"]), "ship needs --reason");
+        assert!(missing(&["experiment", "stop", "bot"]), "stop needs --reason");
+        assert!(missing(&["experiment", "results"]), "results needs a flag");
+    }
+
+    /// A two-arm experiment whose candidate wins on its primary metric and does not lose on
+    /// its guardrail.
+    fn results_fixture() -> Value {
+        let arm = |variation: &str, n: u64, mean: f64, compared: Option<(f64, f64, f64, f64, f64)>| {
+            let (lift, lift_low, lift_high, chance, loss) = match compared {
+                Some((a, b, c, d, e)) => (Some(a), Some(b), Some(c), Some(d), Some(e)),
+                None => (None, None, None, None, None),
+            };
+            api::ArmMetric {
+                variation: variation.into(),
+                n,
+                mean: Some(mean),
+                low: Some(mean * 0.93),
+                high: Some(mean * 1.07),
+                lift,
+                lift_low,
+                lift_high,
+                chance_to_beat_control: chance,
+                expected_loss: loss,
+                chance_to_be_best: None,
+            }
+        };
+        let results = api::ExperimentResults {
+            flag: "support-bot".into(),
+            state: "running".into(),
+            iteration: 2,
+            iteration_started: Some("2025-05-01T10:00:00Z".into()),
+            control: "control".into(),
+            min_samples: 500,
+            chance_to_win: 0.95,
+            max_loss: 0.01,
+            arms: vec![
+                api::ArmServed { variation: "control".into(), weight: 50.0, served: 1210 },
+                api::ArmServed { variation: "candidate".into(), weight: 50.0, served: 1190 },
+            ],
+            srm_p_value: Some(0.683),
+            coverage_p_value: Some(0.52),
+            metrics: vec![
+                api::MetricResults {
+                    metric: "feedback:helpful".into(),
+                    role: "primary".into(),
+                    better: "higher".into(),
+                    arms: vec![
+                        arm("control", 600, 0.6, None),
+                        arm("candidate", 590, 0.7, Some((0.16667, 0.052, 0.281, 0.9812, 0.000213))),
+                    ],
+                },
+                api::MetricResults {
+                    metric: "latency".into(),
+                    role: "guardrail".into(),
+                    better: "lower".into(),
+                    arms: vec![
+                        arm("control", 1210, 812.34, None),
+                        arm("candidate", 1190, 790.1, Some((-0.0274, -0.061, 0.0071, 0.944, 0.00112))),
+                    ],
+                },
+            ],
+            recommendation: api::RecommendationView {
+                action: "ship".into(),
+                variation: Some("candidate".into()),
+                samples_short: None,
+                projected_per_arm: None,
+                reason: "beats `control` on feedback:helpful with a chance of at least 0.95 and an expected loss of at most 0.01".into(),
+            },
+        };
+        serde_json::to_value(results).unwrap()
+    }
+
+    /// The cells after `label` in the first row that starts with it.
+    fn cells(out: &str, label: &str) -> Vec<String> {
+        let row = out.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no `{label}` in\n{out}"));
+        row[label.len()..].split("  ").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn experiment_results_render_as_a_table_per_metric() {
+        let out = render(&args(&["experiment", "results", "support-bot"]).command, results_fixture()).unwrap();
+        assert!(out.contains("experiment:     support-bot\n"), "{out}");
+        assert!(out.contains("state:          running, iteration 2 (started 2025-05-01T10:00:00Z)\n"), "{out}");
+        assert!(
+            out.contains("recommendation: ship candidate — beats `control` on feedback:helpful with a chance"),
+            "{out}"
+        );
+        assert!(out.contains("SRM:            p = 0.683 (served requests against the allocation)\n"), "{out}");
+        assert!(out.contains("coverage:       p = 0.520 (primary") && !out.contains('⚠'), "{out}");
+        assert!(out.contains("\nfeedback:helpful (primary, higher is better)\n"), "{out}");
+        assert_eq!(cells(&out, "lift [95%]"), ["—", "+16.7% [+5.2%, +28.1%]"], "{out}");
+        assert_eq!(cells(&out, "chance to beat control"), ["—", "98.1%"], "{out}");
+        assert_eq!(cells(&out, "mean [95%]"), ["0.6000 [0.5580, 0.6420]", "0.7000 [0.6510, 0.7490]"], "{out}");
+        assert!(out.contains("-2.7% [-6.1%, +0.7%]") && out.contains("812.3 [755.5, 869.2]"), "{out}");
+
+        let mut value = results_fixture();
+        value["recommendation"] = json!({"action": "keep_running", "variation": null, "samples_short": 120,
+            "projected_per_arm": 2400, "reason": "120 more samples per arm before any decision (min_samples 500)"});
+        value["coverage_p_value"] = Value::Null;
+        let out = render(&args(&["experiment", "results", "support-bot"]).command, value.clone()).unwrap();
+        assert!(out.contains("coverage:       - (no samples of the primary metric yet)\n"), "{out}");
+        assert!(out.contains("recommendation: keep running: 120 more samples per arm (min_samples 500); at the current effect about 2400 samples per arm for a 95.0% chance to win\n"), "{out}");
+
+        // Served counts off their 50/50 allocation: the check is marked, nothing recommended.
+        let mut withheld = results_fixture();
+        withheld["arms"][0]["served"] = json!(1300);
+        withheld["arms"][1]["served"] = json!(1100);
+        withheld["srm_p_value"] = json!(0.0000437);
+        withheld["recommendation"] = json!({"action": "withheld", "variation": null, "samples_short": null,
+            "projected_per_arm": null, "reason": "sample ratio mismatch (p = 4.37e-5 < 0.001): the arms are not the groups the allocation made; find out why before trusting any result"});
+        let out = render(&args(&["experiment", "results", "support-bot"]).command, withheld.clone()).unwrap();
+        assert!(
+            out.contains("SRM:            p = 4.37e-5 ⚠ < 0.001, sample ratio mismatch: the arms are not the groups"),
+            "{out}"
+        );
+        assert!(out.contains("recommendation: withheld ⚠ — sample ratio mismatch (p = 4.37e-5 < 0.001)"), "{out}");
+
+        // A control whose mean is 0: the comparison is the absolute difference. The chance to
+        // be best (the API gives it with three arms or more) gets its own row.
+        let mut absolute = results_fixture();
+        absolute["metrics"][0]["arms"][0]["mean"] = json!(0.0);
+        absolute["metrics"][0]["arms"][0]["low"] = json!(0.0);
+        absolute["metrics"][0]["arms"][0]["high"] = json!(0.0);
+        absolute["metrics"][0]["arms"][1]["lift"] = json!(0.05);
+        absolute["metrics"][1]["arms"][0]["chance_to_be_best"] = json!(0.031);
+        absolute["metrics"][1]["arms"][1]["chance_to_be_best"] = json!(0.969);
+        let out = render(&args(&["experiment", "results", "support-bot"]).command, absolute).unwrap();
+        assert_eq!(cells(&out, "difference [95%]"), ["—", "+0.05000 [+0.05200, +0.2810]"], "{out}");
+        assert_eq!(cells(&out, "chance to be best"), ["3.1%", "96.9%"], "{out}");
+
+        let list = json!({"revision": 9, "experiments": [value, withheld]});
+        let out = render(&args(&["experiment", "list"]).command, list).unwrap();
+        assert!(out.starts_with("revision 9\nFLAG"), "{out}");
+        let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("support-bot")).collect();
+        for cell in ["running", "2", "control 1210 / candidate 1190", "keep running (120 more samples per arm)"] {
+            assert!(rows[0].contains(cell), "{cell}: {out}");
+        }
+        assert!(
+            rows[1].contains("control 1300 / candidate 1100") && rows[1].ends_with("withheld ⚠ sample ratio mismatch"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn numbers_keep_four_significant_digits() {
+        for (x, want) in [
+            (0.6, "0.6000"),
+            (12.345, "12.35"),
+            (1234.6, "1235"),
+            (9.99996, "10.00"),
+            (-0.5, "-0.5000"),
+            (0.01234, "0.01234"),
+            (0.0, "0"),
+        ] {
+            assert_eq!(sig(x), want, "{x}");
+        }
+        assert_eq!(sig(0.0000123), "1.230e-5");
     }
 
     #[test]

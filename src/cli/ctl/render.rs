@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{typed, CtlCommand};
+use super::{typed, CtlCommand, ExperimentCommand};
 use crate::admin::api;
 
 /// A table: columns padded to their widest cell.
@@ -206,6 +206,8 @@ pub(super) fn render(command: &CtlCommand, v: Value) -> Result<String, String> {
             format!("revision    {}\nlast reload {reload}\n", status.revision)
         }
         CtlCommand::Guards => guards(&typed(v)?),
+        CtlCommand::Experiment { command: ExperimentCommand::List } => experiments(&typed(v)?),
+        CtlCommand::Experiment { command: ExperimentCommand::Results { .. } } => experiment(&typed(v)?),
         _ => {
             let applied: api::Applied = typed(v)?;
             format!("ok: revision {} ({} object(s) changed)\n", applied.revision, applied.changes)
@@ -259,4 +261,214 @@ fn guards(list: &api::GuardList) -> String {
         }
     }
     out
+}
+
+/// A number to 4 significant digits: `0.6000`, `12.35`, `1235`; `1.230e-5` when tiny or huge.
+pub(super) fn sig(x: f64) -> String {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    if x == 0.0 {
+        return "0".into();
+    }
+    // The exponent after rounding to 4 digits (9.9996 is 1.000e1).
+    let scientific = format!("{x:.3e}");
+    let magnitude: i32 = scientific.split_once('e').and_then(|(_, e)| e.parse().ok()).unwrap_or(0);
+    if !(-4..6).contains(&magnitude) {
+        return scientific;
+    }
+    let decimals = (3 - magnitude).max(0) as usize;
+    format!("{x:.decimals$}")
+}
+
+/// A share as a percentage with one decimal: `0.981` → `98.1%`.
+fn share(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// A relative lift as a signed percentage with one decimal: `0.1667` → `+16.7%`.
+fn lift_percent(x: f64) -> String {
+    let p = (x * 1000.0).round() / 10.0;
+    if p == 0.0 {
+        "+0.0%".into()
+    } else {
+        format!("{p:+.1}%")
+    }
+}
+
+/// An absolute difference, signed (a lift against a control whose mean is 0).
+fn signed(x: f64) -> String {
+    if x >= 0.0 {
+        format!("+{}", sig(x))
+    } else {
+        sig(x)
+    }
+}
+
+/// A p-value: `0.412`, or `2.10e-5` when small.
+fn p_value(p: f64) -> String {
+    if p < 0.001 {
+        format!("{p:.2e}")
+    } else {
+        format!("{p:.3}")
+    }
+}
+
+/// A sample-ratio check's line: the p-value, marked when below the threshold; why there is
+/// none (`missing`) when the fallthrough splits two or more arms.
+fn check(r: &api::ExperimentResults, p: Option<f64>, ok: &str, mismatch: &str, missing: &str) -> String {
+    let alpha = crate::experiment::SRM_ALPHA;
+    let split = r.arms.iter().filter(|a| a.weight > 0.0).count() >= 2;
+    match p {
+        None if split => format!("- ({missing})"),
+        None => "- (the fallthrough is not a split of two or more arms)".into(),
+        Some(p) if p < alpha => format!("p = {} ⚠ < {alpha}, {mismatch}", p_value(p)),
+        Some(p) => format!("p = {} ({ok})", p_value(p)),
+    }
+}
+
+/// The requests each arm served: `control 1200 (50%) / candidate 1180 (50%)`.
+fn served(r: &api::ExperimentResults, weights: bool) -> String {
+    r.arms
+        .iter()
+        .map(|a| match weights {
+            true => format!("{} {} ({}%)", a.variation, a.served, percent(a.weight)),
+            false => format!("{} {}", a.variation, a.served),
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// The recommendation in full (`results`) or in a few words (`list`).
+fn recommendation(r: &api::ExperimentResults, full: bool) -> String {
+    let rec = &r.recommendation;
+    let variation = rec.variation.as_deref().unwrap_or("-");
+    let short = rec.samples_short.filter(|n| *n > 0);
+    if !full {
+        return match (rec.action.as_str(), short) {
+            ("ship", _) => format!("ship {variation}"),
+            ("keep_control", _) => format!("keep {variation} (control)"),
+            ("keep_running", Some(n)) => format!("keep running ({n} more samples per arm)"),
+            ("keep_running", None) => "keep running".into(),
+            ("withheld", _) => "withheld ⚠ sample ratio mismatch".into(),
+            ("stopped", _) => "- (stopped)".into(),
+            (other, _) => other.to_string(),
+        };
+    }
+    let mut line = match (rec.action.as_str(), short) {
+        ("ship", _) => format!("ship {variation} — {}", rec.reason),
+        ("keep_control", _) => format!("keep {variation} (the control) — {}", rec.reason),
+        ("keep_running", Some(n)) => {
+            format!("keep running: {n} more samples per arm (min_samples {})", r.min_samples)
+        }
+        ("keep_running", None) => format!("keep running — {}", rec.reason),
+        ("withheld", _) => format!("withheld ⚠ — {}", rec.reason),
+        ("stopped", _) => format!("none — {}", rec.reason),
+        (other, _) => format!("{other} — {}", rec.reason),
+    };
+    if let Some(p) = rec.projected_per_arm {
+        line.push_str(&format!(
+            "; at the current effect about {p} samples per arm for a {} chance to win",
+            share(r.chance_to_win)
+        ));
+    }
+    line
+}
+
+/// `experiment list`: a line per experiment.
+fn experiments(list: &api::ExperimentList) -> String {
+    let rows: Vec<Vec<String>> = list
+        .experiments
+        .iter()
+        .map(|r| {
+            vec![r.flag.clone(), r.state.clone(), r.iteration.to_string(), served(r, false), recommendation(r, false)]
+        })
+        .collect();
+    format!("revision {}\n{}", list.revision, table(&["FLAG", "STATE", "ITERATION", "SERVED", "RECOMMENDATION"], &rows))
+}
+
+/// `experiment results`: the experiment, its checks and recommendation, then a table per
+/// metric with a row per figure and a column per arm (the control's comparisons `—`).
+fn experiment(r: &api::ExperimentResults) -> String {
+    let mut out = String::new();
+    let mut field = |label: &str, value: String| out.push_str(&format!("{:<16}{value}\n", format!("{label}:")));
+    field("experiment", r.flag.clone());
+    let started = r.iteration_started.as_deref().map_or(String::new(), |t| format!(" (started {t})"));
+    field("state", format!("{}, iteration {}{started}", r.state, r.iteration));
+    field("control", r.control.clone());
+    field(
+        "decision",
+        format!(
+            "chance to win ≥ {}, expected loss ≤ {}, min_samples {} per arm",
+            share(r.chance_to_win),
+            r.max_loss,
+            r.min_samples
+        ),
+    );
+    field("served", served(r, true));
+    field(
+        "SRM",
+        check(
+            r,
+            r.srm_p_value,
+            "served requests against the allocation",
+            "sample ratio mismatch: the arms are not the groups the allocation made",
+            "no requests served yet",
+        ),
+    );
+    field(
+        "coverage",
+        check(
+            r,
+            r.coverage_p_value,
+            "primary metric's samples against requests served",
+            "the primary metric's samples arrive more from one arm than another",
+            "no samples of the primary metric yet",
+        ),
+    );
+    field("recommendation", recommendation(r, true));
+    for m in &r.metrics {
+        out.push_str(&format!("\n{} ({}, {} is better)\n", m.metric, m.role, m.better));
+        out.push_str(&metric_table(m, &r.control));
+    }
+    out
+}
+
+fn metric_table(m: &api::MetricResults, control: &str) -> String {
+    let dash = || "-".to_string();
+    let f = |x: Option<f64>, g: fn(f64) -> String| x.map_or_else(dash, g);
+    // A control whose mean is 0 has no relative lift: the comparison is the absolute difference.
+    let absolute = m.arms.iter().any(|a| a.variation == control && a.mean == Some(0.0));
+    let lift: fn(f64) -> String = if absolute { signed } else { lift_percent };
+    let mut rows: Vec<Vec<String>> = vec![
+        vec!["n".into()],
+        vec!["mean [95%]".into()],
+        vec![if absolute { "difference [95%]" } else { "lift [95%]" }.into()],
+        vec!["chance to beat control".into()],
+        vec!["expected loss".into()],
+    ];
+    let best = m.arms.iter().any(|a| a.chance_to_be_best.is_some());
+    if best {
+        rows.push(vec!["chance to be best".into()]);
+    }
+    for a in &m.arms {
+        let is_control = a.variation == control;
+        let compared = |cell: String| if is_control { "—".to_string() } else { cell };
+        rows[0].push(a.n.to_string());
+        rows[1].push(match (a.mean, a.low, a.high) {
+            (Some(mean), Some(low), Some(high)) => format!("{} [{}, {}]", sig(mean), sig(low), sig(high)),
+            (mean, _, _) => f(mean, sig),
+        });
+        rows[2].push(compared(match (a.lift, a.lift_low, a.lift_high) {
+            (Some(x), Some(low), Some(high)) => format!("{} [{}, {}]", lift(x), lift(low), lift(high)),
+            (x, _, _) => f(x, lift),
+        }));
+        rows[3].push(compared(f(a.chance_to_beat_control, share)));
+        rows[4].push(compared(f(a.expected_loss, sig)));
+        if best {
+            rows[5].push(f(a.chance_to_be_best, share));
+        }
+    }
+    let header: Vec<&str> = std::iter::once("").chain(m.arms.iter().map(|a| a.variation.as_str())).collect();
+    table(&header, &rows)
 }
