@@ -307,3 +307,14 @@ async fn priced_requests_count_their_cost() {
     assert!((stats.cost.sum - expected).abs() < 1e-12);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_that_names_no_context_is_counted_under_its_arm() {
+    let gw = gateway(&feedback_config("")).await;
+    let a = send(gw.data_addr, chat("bot", &[], "")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    ask(gw.data_addr, "someone", None).await;
+    let stats = gw.gateway.metrics.guard_stats("bot", "control").snapshot();
+    assert_eq!((stats.requests, stats.random_context), (2, 1));
+    gw.shutdown().await;
+}

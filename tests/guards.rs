@@ -740,3 +740,55 @@ async fn arms_that_do_not_match_their_shares_pause_the_guard() {
     // The traffic was not moved: only a person decides what to do.
     assert_eq!(rig.flag()["fallthrough"]["rollout"]["variations"][1]["percent"].as_f64(), Some(10.0));
 }
+
+#[tokio::test]
+async fn a_dismissed_trip_puts_the_traffic_back_and_arms_the_guard_in_a_new_window() {
+    let rig = Rig::in_memory(&guarded_config(0.0, "null", "", TEN_PERCENT));
+    let clock = TestClock::new();
+    assert_eq!(rig.check(&clock).checked, ["bot"]);
+    let before = rig.flag()["fallthrough"].clone();
+    rig.record("control", 200, 0);
+    rig.record("treatment", 136, 34);
+    clock.advance(Duration::from_millis(50));
+    let tripped = rig.check(&clock).wrote;
+    assert_eq!(tripped.len(), 1);
+    assert_eq!(rig.guard()["state"], "rolled_back");
+    assert_ne!(rig.flag()["fallthrough"], before);
+    assert_eq!(rig.guard()["before_trip"]["fallthrough"], before);
+
+    let request =
+        Request { actor: "ops".into(), reason: "a bad deploy of the provider, since fixed".into(), if_match: None };
+    let applied = rig.state.apply(Change::GuardDismiss { flag: "bot".into() }, &request).unwrap();
+    assert_eq!(rig.flag()["fallthrough"], before, "the rollback's move is undone");
+    assert_eq!(rig.guard()["state"], "armed");
+    assert!(rig.guard().get("before_trip").is_none());
+    let entry = &rig.audit()[0];
+    assert_eq!((entry.revision, entry.actor.as_str()), (applied.revision, "ops"));
+    assert_eq!(entry.reason, "a bad deploy of the provider, since fixed");
+    // A new window: the failures before the dismissal are not held against the treatment.
+    clock.advance(Duration::from_millis(50));
+    let pass = rig.check(&clock);
+    assert!(pass.wrote.is_empty(), "{pass:?}");
+    assert_eq!(rig.status()["metrics"][0]["treatment_samples"], 0);
+    // Nothing to dismiss now.
+    let again = rig.state.apply(Change::GuardDismiss { flag: "bot".into() }, &request);
+    assert!(again.unwrap_err().to_string().contains("nothing to dismiss"));
+}
+
+#[tokio::test]
+async fn requests_without_a_context_key_show_in_the_guards_health() {
+    let rig = Rig::in_memory(&guarded_config(0.0, "null", "", TEN_PERCENT));
+    let clock = TestClock::new();
+    assert_eq!(rig.check(&clock).checked, ["bot"]);
+    assert!(rig.status()["health"].to_string().contains("no traffic"), "{}", rig.status());
+    rig.record("control", 30, 0);
+    rig.record("treatment", 30, 0);
+    let stats = rig.state.gateway().metrics.guard_stats("bot", "treatment");
+    for _ in 0..15 {
+        stats.note_random_context();
+    }
+    clock.advance(Duration::from_millis(50));
+    rig.check(&clock);
+    let health = rig.status()["health"].to_string();
+    assert!(health.contains("25.0% of requests named no context"), "{health}");
+}

@@ -140,6 +140,7 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("POST", "/flags/{key}/guard/pause", Op::GuardPause),
     ("POST", "/flags/{key}/guard/resume", Op::GuardResume),
     ("POST", "/flags/{key}/guard/rearm", Op::GuardRearm),
+    ("POST", "/flags/{key}/guard/dismiss", Op::GuardDismiss),
     ("GET", "/experiments", Op::Experiments),
     ("GET", "/experiments/{key}", Op::Experiment),
     ("POST", "/experiments/{key}/ship", Op::ExperimentShip),
@@ -168,6 +169,7 @@ pub enum Op {
     GuardPause,
     GuardResume,
     GuardRearm,
+    GuardDismiss,
     Experiments,
     Experiment,
     ExperimentShip,
@@ -450,6 +452,7 @@ fn change_for(op: Op, params: &[&str], body: Value) -> Result<(Change, String), 
         Op::GuardPause => reason_only(Change::GuardState { flag: p(0), state: "paused", restart: false }, body),
         Op::GuardResume => reason_only(Change::GuardState { flag: p(0), state: "armed", restart: false }, body),
         Op::GuardRearm => reason_only(Change::GuardState { flag: p(0), state: "armed", restart: true }, body),
+        Op::GuardDismiss => reason_only(Change::GuardDismiss { flag: p(0) }, body),
         Op::ListFlags
         | Op::Experiments
         | Op::Experiment

@@ -74,6 +74,11 @@ fn describe(op: Op) -> (&'static str, bool, Option<Value>) {
             ("Pause a flag's guard: no ramp steps and no trips until resumed.", true, body(json!({}), &[]))
         }
         Op::GuardResume => ("Resume a paused guard where its ramp was.", true, body(json!({}), &[])),
+        Op::GuardDismiss => (
+            "Dismiss a trip judged a false alarm: the traffic the rollback moved goes back and the guard is armed again (its window restarts).",
+            true,
+            body(json!({}), &[]),
+        ),
         Op::GuardRearm => {
             ("Re-arm a guard after a rollback; a ramp starts again from its first step.", true, body(json!({}), &[]))
         }
@@ -234,7 +239,15 @@ mod tests {
     fn every_request_body_is_documented_as_its_type() {
         let reason = || "why".to_string();
         let mut checked = BTreeSet::new();
-        for op in [Op::Kill, Op::Restore, Op::GuardPause, Op::GuardResume, Op::GuardRearm, Op::ExperimentStop] {
+        for op in [
+            Op::Kill,
+            Op::Restore,
+            Op::GuardPause,
+            Op::GuardResume,
+            Op::GuardRearm,
+            Op::GuardDismiss,
+            Op::ExperimentStop,
+        ] {
             check(op, api::ReasonBody { reason: reason() });
             checked.insert(op);
         }

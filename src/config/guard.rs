@@ -51,6 +51,10 @@ pub struct GuardConfig {
     /// Runtime state: when the current step started (RFC 3339).
     #[serde(default)]
     pub step_started: Option<String>,
+    /// Runtime state, written by a rollback: the flag's `fallthrough` and `rules` before
+    /// it moved the traffic, which `dismiss` puts back.
+    #[serde(default)]
+    pub before_trip: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

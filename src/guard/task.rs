@@ -318,6 +318,13 @@ impl Guards {
                 health.push(format!("no samples for {} in an arm", e.name));
             }
         }
+        let random = arms.control.random_context + arms.treatment.random_context;
+        if random > 0 {
+            let share = 100.0 * random as f64 / (c + t).max(1) as f64;
+            health.push(format!(
+                "{share:.1}% of requests named no context: they bucket by random keys, so one user may see both arms"
+            ));
+        }
         if srm.is_some_and(|p| p < check::SRM_ALPHA) {
             health.push("sample ratio mismatch: the arms are not the groups the allocation made".into());
         }
@@ -405,6 +412,8 @@ impl Guards {
         let metric = metric.as_str();
         let state = match g.on_trip {
             OnTrip::Rollback => {
+                // What `dismiss` puts back if the trip is judged a false alarm.
+                new["guard"]["before_trip"] = json!({"fallthrough": doc["fallthrough"], "rules": doc["rules"]});
                 move_traffic(&mut new, &g.treatment, &g.control);
                 event.action = format!("rolled back: {}'s traffic goes to {}", g.treatment, g.control);
                 GuardState::RolledBack

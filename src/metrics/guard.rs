@@ -44,6 +44,8 @@ pub struct GuardStats {
     errors: AtomicU64,
     client_errors: AtomicU64,
     cancelled: AtomicU64,
+    /// Requests that named no context: they bucket by a random key.
+    random_context: AtomicU64,
     /// Successful requests: count, Σ ln(latency s), Σ ln² (fixed point).
     latency_n: AtomicU64,
     latency_sum: AtomicI64,
@@ -152,6 +154,7 @@ impl Default for GuardStats {
             errors: AtomicU64::new(0),
             client_errors: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
+            random_context: AtomicU64::new(0),
             latency_n: AtomicU64::new(0),
             latency_sum: AtomicI64::new(0),
             latency_sumsq: AtomicI64::new(0),
@@ -214,6 +217,11 @@ impl GuardStats {
         }
     }
 
+    /// A request of this arm named no context (its key was random).
+    pub fn note_random_context(&self) {
+        self.random_context.fetch_add(1, Relaxed);
+    }
+
     /// The counters of app-reported metric `key`, created on first use (or anew when its
     /// type changed: old values would mean something else).
     pub fn signal(&self, key: &str, kind: SignalKind, higher_is_better: bool) -> Arc<ValueStats> {
@@ -236,6 +244,7 @@ impl GuardStats {
             errors: self.errors.load(Relaxed),
             client_errors: self.client_errors.load(Relaxed),
             cancelled: self.cancelled.load(Relaxed),
+            random_context: self.random_context.load(Relaxed),
             latency: read(&self.latency_n, &self.latency_sum, &self.latency_sumsq),
             latency_buckets: std::array::from_fn(|i| self.latency_buckets[i].load(Relaxed)),
             ttft: read(&self.ttft_n, &self.ttft_sum, &self.ttft_sumsq),
@@ -266,6 +275,8 @@ pub struct GuardSnapshot {
     pub errors: u64,
     pub client_errors: u64,
     pub cancelled: u64,
+    /// Requests that named no context.
+    pub random_context: u64,
     /// Of successful requests' durations.
     pub latency: LogMoments,
     pub latency_buckets: [u64; LATENCY_BUCKETS],
@@ -288,6 +299,7 @@ impl Default for GuardSnapshot {
             errors: 0,
             client_errors: 0,
             cancelled: 0,
+            random_context: 0,
             latency: LogMoments::default(),
             latency_buckets: [0; LATENCY_BUCKETS],
             ttft: LogMoments::default(),
@@ -309,6 +321,7 @@ impl GuardSnapshot {
             errors: self.errors.saturating_sub(earlier.errors),
             client_errors: self.client_errors.saturating_sub(earlier.client_errors),
             cancelled: self.cancelled.saturating_sub(earlier.cancelled),
+            random_context: self.random_context.saturating_sub(earlier.random_context),
             latency: self.latency.since(&earlier.latency),
             latency_buckets: std::array::from_fn(|i| {
                 self.latency_buckets[i].saturating_sub(earlier.latency_buckets[i])

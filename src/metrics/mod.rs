@@ -505,6 +505,13 @@ impl RouteMetrics {
         Some(cost)
     }
 
+    /// A request of this route named no context (flag routes: its arm counts it).
+    pub fn note_random_context(&self) {
+        if let Some(g) = &self.guard {
+            g.note_random_context();
+        }
+    }
+
     /// Whether this route's model has a price.
     pub fn priced(&self) -> bool {
         self.price.is_some()

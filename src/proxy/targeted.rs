@@ -112,6 +112,9 @@ pub async fn forward(
     if let Some(from) = fell_back_from {
         h.insert(X_SLUICE_FALLBACK_FROM.clone(), route.variants[from].header.clone());
     }
+    if random {
+        route.variants[served].metrics.note_random_context();
+    }
     if let Some(token) = served_token {
         h.insert(X_SLUICE_TOKEN.clone(), token);
     }

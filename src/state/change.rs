@@ -28,6 +28,9 @@ pub enum Change {
     /// A flag's guard state, set by a person: pause, resume, re-arm (`restart`: a ramp
     /// starts again from its first step).
     GuardState { flag: String, state: &'static str, restart: bool },
+    /// A guard's trip was a false alarm: the traffic a rollback moved goes back, the guard
+    /// is armed again, and its window restarts (the flag changed).
+    GuardDismiss { flag: String },
     /// The experiment's winner takes the fallthrough and every rule (each of them served
     /// an arm); the experiment stops.
     ExperimentShip { flag: String, variation: String },
@@ -50,6 +53,7 @@ impl Change {
             | Change::Rollback { flag, .. }
             | Change::ReplaceFlag { flag, .. }
             | Change::GuardState { flag, .. }
+            | Change::GuardDismiss { flag }
             | Change::ExperimentShip { flag, .. }
             | Change::ExperimentStop { flag } => Some(flag),
             Change::AddVersion { .. } | Change::File { .. } => None,
@@ -198,6 +202,32 @@ pub(super) fn edit(docs: &mut Docs, change: &Change) -> Result<(), ChangeError> 
                 }
             }
             stop_experiment(f);
+        }
+        Change::GuardDismiss { flag } => {
+            let f = flag_mut(docs, flag)?;
+            let guard = f
+                .get_mut("guard")
+                .and_then(Value::as_object_mut)
+                .ok_or_else(|| ChangeError::NotFound(format!("flag `{flag}` has no guard")))?;
+            if guard.get("state").and_then(Value::as_str).unwrap_or("armed") == "armed" {
+                return Err(ChangeError::Conflict(format!(
+                    "the guard of flag `{flag}` has not tripped: nothing to dismiss"
+                )));
+            }
+            guard.insert("state".into(), Value::String("armed".into()));
+            let before = guard.remove("before_trip");
+            if let Some(before) = before.as_ref().and_then(Value::as_object) {
+                for key in ["fallthrough", "rules"] {
+                    match before.get(key) {
+                        Some(v) if !v.is_null() => {
+                            f.insert(key.into(), v.clone());
+                        }
+                        _ => {
+                            f.remove(key);
+                        }
+                    }
+                }
+            }
         }
         Change::ExperimentStop { flag } => {
             let f = flag_mut(docs, flag)?;

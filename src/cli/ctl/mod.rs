@@ -196,6 +196,12 @@ enum GuardCommand {
         #[command(flatten)]
         change: ChangeArgs,
     },
+    /// A trip was a false alarm: put back the traffic the rollback moved and arm again.
+    Dismiss {
+        flag: String,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -363,6 +369,7 @@ fn request(command: &CtlCommand) -> Result<Call, String> {
                 GuardCommand::Pause { flag, change } => (flag, change, "pause"),
                 GuardCommand::Resume { flag, change } => (flag, change, "resume"),
                 GuardCommand::Rearm { flag, change } => (flag, change, "rearm"),
+                GuardCommand::Dismiss { flag, change } => (flag, change, "dismiss"),
             };
             let b = body(&api::ReasonBody { reason: reason(change) });
             (Method::POST, format!("/flags/{}/guard/{action}", encode(flag)), b, change.if_match)
