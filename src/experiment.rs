@@ -83,7 +83,7 @@ pub struct ArmMetric {
     pub lift_high: Option<f64>,
     pub chance_to_beat_control: Option<f64>,
     pub expected_loss: Option<f64>,
-    /// With more than two arms: the chance this arm is the best.
+    /// With more than two arms, on the primary metric: the chance this arm is the best.
     pub chance_to_be_best: Option<f64>,
 }
 
@@ -181,10 +181,12 @@ pub fn results(
     let windows: Vec<GuardSnapshot> = variations
         .iter()
         .map(|v| {
-            let now = metrics.guard_stats(flag, v).snapshot();
+            // A stopped experiment's window ends where it stopped.
+            let end = iteration.as_ref().and_then(|i| i.end.as_ref()?.get(v).cloned());
+            let end = end.unwrap_or_else(|| metrics.guard_stats(flag, v).snapshot());
             match iteration.as_ref().and_then(|i| i.baseline.get(v)) {
-                Some(start) => now.since(start),
-                None => now,
+                Some(start) => end.since(start),
+                None => end,
             }
         })
         .collect();
@@ -227,7 +229,9 @@ pub fn results(
     let metric_results: Vec<MetricResults> = samples
         .iter()
         .map(|(role, name, kind, b, arm_samples)| {
-            let best = (arm_samples.len() > 2).then(|| chance_to_be_best(arm_samples, *kind, *b, DRAWS, seed));
+            // The chance to be best is what decides among several arms: on the primary metric.
+            let best = (*role == Role::Primary && arm_samples.len() > 2)
+                .then(|| chance_to_be_best(arm_samples, *kind, *b, DRAWS, seed));
             let arms_out = arm_samples
                 .iter()
                 .enumerate()
@@ -360,9 +364,12 @@ fn foldhash_seed(flag: &str, iteration: u32) -> u64 {
     foldhash::fast::FixedState::with_seed(u64::from(iteration)).hash_one(flag)
 }
 
-/// Publish every experiment's figures as gauges (arms × metrics).
-pub fn publish(all: &[Results], metrics: &Metrics) {
-    metrics.clear_experiments();
+/// Publish experiments' figures as gauges (arms × metrics); `every`: these are every
+/// experiment, so the gauges of flags without one any more go.
+pub fn publish(all: &[Results], metrics: &Metrics, every: bool) {
+    if every {
+        metrics.clear_experiments();
+    }
     for r in all {
         let arms: Vec<(&str, &str, f64, f64)> = r
             .metrics

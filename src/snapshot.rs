@@ -17,7 +17,7 @@ use prometheus::IntCounter;
 use crate::aiconfig::Version;
 use crate::auth::Clients;
 use crate::config::flags::{FlagConfig, WhenDisabled};
-use crate::config::signals::{Better, FeedbackConfig, MetricDef, MetricType, Price};
+use crate::config::signals::{Better, ExperimentState, FeedbackConfig, MetricDef, MetricType, Price};
 use crate::config::{Config, Problem, Targeting};
 use crate::flags::FlagIndex;
 use crate::metrics::{FeedbackCounters, Labels, Metrics, RouteMetrics, SignalKind, ValueStats};
@@ -253,9 +253,12 @@ impl Snapshot {
         let mut rollout_weights = Vec::new();
         for (key, flag) in &config.flags {
             if let Some(route) = flag_route(key, flag, config, &targeting, &versions, metrics, &mut problems) {
-                if route.iteration > 0 {
+                if let Some(e) = &flag.experiment {
                     let names: Vec<&str> = flag.variations.iter().map(|v| v.name.as_str()).collect();
-                    metrics.mark_iteration(key, route.iteration, &names);
+                    match e.state {
+                        ExperimentState::Running => metrics.mark_iteration(key, e.iteration, &names),
+                        ExperimentState::Stopped => metrics.end_iteration(key, e.iteration, &names),
+                    }
                 }
                 flag_routes.insert(key.as_str().into(), route);
                 rollout_weights.push((key.clone(), fallthrough_weights(flag)));
@@ -421,11 +424,7 @@ fn flag_route(
         off_variation: flag.off_variation.as_deref().map_or(Some(0), position),
         when_disabled: flag.when_disabled,
         require_context_key: flag.require_context_key,
-        iteration: flag
-            .experiment
-            .as_ref()
-            .filter(|e| e.state == crate::config::signals::ExperimentState::Running)
-            .map_or(0, |e| e.iteration),
+        iteration: flag.experiment.as_ref().filter(|e| e.state == ExperimentState::Running).map_or(0, |e| e.iteration),
     })
 }
 

@@ -174,7 +174,11 @@ async fn a_new_allocation_starts_a_new_iteration_and_ends_the_old_tokens() {
     let (_, old) = ask(&mut conn, "user-1").await;
     let rollout = json!({"weights": [{"variation": "control", "percent": 20}, {"variation": "candidate", "percent": 80}], "reason": "more candidate"});
     assert_eq!(admin(&gw, "PUT", "/admin/v1/flags/bot/rollout", Some(rollout), None).await.status, 200);
-    let flag = &gw.state.current().docs.flags["bot"];
+    // The iteration is the revision that started it, kept beside the document (never in it).
+    let current = gw.state.current();
+    assert!(current.docs.flags["bot"]["experiment"].get("iteration").is_none());
+    assert_eq!(current.iterations["bot"].revision, 2);
+    let flag = current.flag_with_iteration("bot").unwrap();
     assert_eq!(flag["experiment"]["iteration"], 2);
     assert!(flag["experiment"]["iteration_started"].is_string());
     let late = thumbs(&mut conn, &old, true).await;
@@ -192,7 +196,17 @@ async fn a_new_allocation_starts_a_new_iteration_and_ends_the_old_tokens() {
     // A change that leaves the allocation alone (the experiment's own settings) keeps the iteration.
     let stop = admin(&gw, "POST", "/admin/v1/experiments/bot/stop", Some(json!({"reason": "enough"})), None).await;
     assert_eq!(stop.status, 200, "{}", stop.text());
-    assert_eq!(gw.state.current().docs.flags["bot"]["experiment"]["iteration"], 2);
+    assert_eq!(gw.state.current().iterations["bot"].revision, 2);
+    let results = admin(&gw, "GET", "/admin/v1/experiments/bot", None, None).await.json();
+    assert_eq!(
+        (results["iteration"].as_u64(), results["recommendation"]["action"].as_str()),
+        (Some(2), Some("stopped"))
+    );
+    // Its window ended at the stop: traffic after it does not count.
+    ask(&mut conn, "user-3").await;
+    let after = admin(&gw, "GET", "/admin/v1/experiments/bot", None, None).await.json();
+    let served = |r: &Value| r["arms"].as_array().unwrap().iter().map(|a| a["served"].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(served(&after), served(&results), "{after}");
     gw.shutdown().await;
 }
 

@@ -161,6 +161,11 @@ fn a_deleted_state_file_stops_start_up_and_recover_rebuilds_it_from_the_log() {
     assert_eq!(after.docs, before.docs, "every runtime change is back, the version added included");
     assert_eq!(after.file, before.file);
     assert_eq!(after.flag_revisions, before.flag_revisions);
+    // The experiment's iterations are rebuilt as they were: its last allocation change was
+    // revision 5 (the flag back on); none of them is written into a document.
+    assert_eq!(before.iterations.get(FLAG).map(|i| i.revision), Some(5));
+    assert_eq!(after.iterations, before.iterations);
+    assert!(after.docs.flags[FLAG]["experiment"].get("iteration").is_none());
     assert_eq!(revisions(&state), [1, 2, 3, 4, 5]);
     assert_eq!(kill(&state, false, "after recovery").unwrap(), 6);
     drop(state);

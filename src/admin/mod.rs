@@ -251,14 +251,22 @@ async fn route(
             return Ok(json_response(StatusCode::OK, &answer));
         }
         Op::Experiments => {
-            let all = experiments(&state);
-            crate::experiment::publish(&all, &state.gateway().metrics);
+            // Monte Carlo and every arm's statistics: off the admin plane's event loop.
+            let (all, revision) = blocking(Arc::clone(&state), |state| {
+                let all = experiments(&state);
+                crate::experiment::publish(&all, &state.gateway().metrics, true);
+                (all, state.revision())
+            })
+            .await?;
             return Ok(json_response(
                 StatusCode::OK,
-                &api::ExperimentList { revision: state.revision(), experiments: all },
+                &api::ExperimentList { revision, experiments: all },
             ));
         }
-        Op::Experiment => return experiment(&state, params[0]),
+        Op::Experiment => {
+            let flag = params[0].to_string();
+            return blocking(Arc::clone(&state), move |state| experiment(&state, &flag)).await?;
+        }
         Op::Status => {
             let answer = api::StatusAnswer { revision: state.revision(), reload: state.reload_status() };
             return Ok(json_response(StatusCode::OK, &answer));
@@ -289,6 +297,16 @@ async fn route(
     Ok(resp)
 }
 
+/// Run `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    state: Arc<State>,
+    f: impl FnOnce(Arc<State>) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(move || f(state))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the request was interrupted"))
+}
+
 /// The `metrics:` definitions the running snapshot was built with.
 fn metric_defs(state: &State) -> std::collections::BTreeMap<String, crate::config::signals::MetricDef> {
     state.gateway().snapshot().metric_defs.iter().map(|(k, d)| (k.to_string(), d.clone())).collect()
@@ -296,11 +314,13 @@ fn metric_defs(state: &State) -> std::collections::BTreeMap<String, crate::confi
 
 /// The results of every flag's experiment (one that does not read is left out and logged).
 fn experiments(state: &State) -> Vec<crate::experiment::Results> {
-    let (docs, defs) = (state.current().docs, metric_defs(state));
+    let (current, defs) = (state.current(), metric_defs(state));
     let metrics = &state.gateway().metrics;
-    docs.flags
-        .iter()
-        .filter_map(|(key, doc)| match crate::experiment::results(key, doc, &defs, metrics)? {
+    current
+        .docs
+        .flags
+        .keys()
+        .filter_map(|key| match crate::experiment::results(key, &current.flag_with_iteration(key)?, &defs, metrics)? {
             Ok(r) => Some(r),
             Err(error) => {
                 tracing::warn!(flag = %key, %error, "an experiment's results cannot be computed");
@@ -311,16 +331,15 @@ fn experiments(state: &State) -> Vec<crate::experiment::Results> {
 }
 
 fn experiment(state: &State, flag: &str) -> Result<Response<Body>, ApiError> {
-    let docs = state.current().docs;
-    let doc = docs
-        .flags
-        .get(flag)
+    let doc = state
+        .current()
+        .flag_with_iteration(flag)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no flag `{flag}`")))?;
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("flag `{flag}` has no experiment"));
-    let results = crate::experiment::results(flag, doc, &metric_defs(state), &state.gateway().metrics)
+    let results = crate::experiment::results(flag, &doc, &metric_defs(state), &state.gateway().metrics)
         .ok_or_else(not_found)?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "invalid_experiment", e))?;
-    crate::experiment::publish(std::slice::from_ref(&results), &state.gateway().metrics);
+    crate::experiment::publish(std::slice::from_ref(&results), &state.gateway().metrics, false);
     let mut resp = json_response(StatusCode::OK, &results);
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", state.revision())) {
         resp.headers_mut().insert(header::ETAG, v);

@@ -154,8 +154,9 @@ pub struct ExperimentConfig {
     /// Runtime state: `running` or `stopped` (written by stop and ship).
     #[serde(default)]
     pub state: ExperimentState,
-    /// Runtime state: the current iteration (a new one starts whenever the flag's
-    /// allocation changes), and when it started (RFC 3339).
+    /// Filled in by sluice from the state, never stored in the document: the current
+    /// iteration — the revision that started it (the experiment appeared or restarted, or
+    /// the flag's allocation changed) — and when it started (RFC 3339).
     #[serde(default = "first_iteration")]
     pub iteration: u32,
     #[serde(default)]

@@ -108,6 +108,8 @@ pub struct Metrics {
 pub struct Iteration {
     pub number: u32,
     pub baseline: std::collections::BTreeMap<String, GuardSnapshot>,
+    /// The arms' totals when the experiment stopped (its window ends there).
+    pub end: Option<std::collections::BTreeMap<String, GuardSnapshot>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -364,7 +366,16 @@ impl Metrics {
             return;
         }
         let baseline = variations.iter().map(|v| (v.to_string(), self.guard_stats(flag, v).snapshot())).collect();
-        iterations.insert(flag.to_string(), Iteration { number, baseline });
+        iterations.insert(flag.to_string(), Iteration { number, baseline, end: None });
+    }
+
+    /// Note that `flag`'s experiment stopped at iteration `number`: the first time, its
+    /// arms' totals now end the iteration's window.
+    pub fn end_iteration(&self, flag: &str, number: u32, variations: &[&str]) {
+        let mut iterations = self.iterations.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = iterations.get_mut(flag).filter(|i| i.number == number && i.end.is_none()) {
+            i.end = Some(variations.iter().map(|v| (v.to_string(), self.guard_stats(flag, v).snapshot())).collect());
+        }
     }
 
     /// Where `flag`'s experiment's current iteration started.

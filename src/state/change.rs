@@ -144,11 +144,18 @@ fn known_variation(flag_key: &str, flag: &serde_json::Map<String, Value>, variat
 }
 
 /// Apply an edit to the documents (validation of the result comes after).
-/// A change to a flag with an experiment that changes who gets which variation starts a
-/// new iteration of the experiment: results and tokens are per iteration. Everything but
-/// `experiment`, `guard` and `description` decides the allocation. The number only grows
-/// (a rollback to an older document does not bring its old iteration back).
-pub(super) fn mark_iterations(old: &Docs, new: &mut Docs, time: &str) {
+/// Whether a flag's new document starts a new iteration of its experiment: the experiment
+/// appeared, was restarted, or the allocation changed while it runs (everything but
+/// `experiment`, `guard` and `description` decides who gets which variation). Stopping
+/// keeps the iteration, so its results stay readable.
+pub(super) fn starts_iteration(before: Option<&Value>, after: &Value) -> bool {
+    let running = |f: &Value| {
+        f.get("experiment").is_some_and(|e| e.is_object() && e.get("state").and_then(Value::as_str) != Some("stopped"))
+    };
+    if !running(after) {
+        return false;
+    }
+    let Some(before) = before.filter(|b| b.get("experiment").is_some()) else { return true };
     let allocation = |f: &Value| {
         let mut f = f.as_object().cloned().unwrap_or_default();
         for k in ["experiment", "guard", "description"] {
@@ -156,33 +163,27 @@ pub(super) fn mark_iterations(old: &Docs, new: &mut Docs, time: &str) {
         }
         f
     };
-    let iteration =
-        |f: &Value| f.get("experiment").and_then(|e| e.get("iteration")).and_then(Value::as_u64).unwrap_or(1);
-    let running = |f: &Value| {
-        f.get("experiment").is_some_and(|e| e.get("state").and_then(Value::as_str).unwrap_or("running") == "running")
-    };
-    for (key, flag) in new.flags.iter_mut() {
-        if flag.get("experiment").is_none_or(|e| !e.is_object()) {
-            continue;
-        }
-        let next = match old.flags.get(key) {
-            // A new experiment (or a new flag with one) starts at its iteration.
-            Some(before) if before.get("experiment").is_some() => {
-                let restarted = running(flag) && !running(before);
-                if allocation(before) == allocation(flag) && !restarted {
-                    continue;
+    !running(before) || allocation(before) != allocation(after)
+}
+
+/// The iterations after a change of `changed` flags at `revision`.
+pub(super) fn next_iterations(
+    old: &Docs,
+    new: &Docs,
+    changed: impl Iterator<Item = String>,
+    iterations: &mut std::collections::BTreeMap<String, super::docs::Iteration>,
+    revision: u64,
+    time: &str,
+) {
+    for key in changed {
+        match new.flags.get(&key) {
+            Some(after) if after.get("experiment").is_some() => {
+                if starts_iteration(old.flags.get(&key), after) {
+                    iterations.insert(key, super::docs::Iteration { revision, started: time.to_string() });
                 }
-                Some(iteration(before).max(iteration(flag)) + 1)
             }
-            _ => None,
-        };
-        let has_start = flag["experiment"].get("iteration_started").is_some();
-        if let Some(e) = flag.get_mut("experiment").and_then(Value::as_object_mut) {
-            if let Some(n) = next {
-                e.insert("iteration".into(), Value::from(n));
-                e.insert("iteration_started".into(), Value::String(time.to_string()));
-            } else if !has_start {
-                e.insert("iteration_started".into(), Value::String(time.to_string()));
+            _ => {
+                iterations.remove(&key);
             }
         }
     }

@@ -102,6 +102,50 @@ pub struct Stored {
     /// The revision that last changed each flag.
     #[serde(default)]
     pub flag_revisions: BTreeMap<String, u64>,
+    /// Each running experiment's iteration: the revision that started it (the experiment
+    /// appeared or was restarted, or the flag's allocation changed) and when. Kept beside
+    /// the documents, never in them, so that a document loaded from the file stays the
+    /// file's.
+    #[serde(default)]
+    pub iterations: BTreeMap<String, Iteration>,
+}
+
+/// Where an experiment's iteration started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Iteration {
+    pub revision: u64,
+    /// RFC 3339, UTC.
+    pub started: String,
+}
+
+impl Stored {
+    /// An empty store's state.
+    pub fn empty() -> Stored {
+        Stored {
+            revision: 0,
+            docs: Docs::default(),
+            file: Docs::default(),
+            flag_revisions: BTreeMap::new(),
+            iterations: BTreeMap::new(),
+        }
+    }
+
+    /// Flag `key`'s document with its experiment's iteration filled in (what snapshots and
+    /// experiment results read).
+    pub fn flag_with_iteration(&self, key: &str) -> Option<Value> {
+        let mut doc = self.docs.flags.get(key)?.clone();
+        with_iteration(&mut doc, self.iterations.get(key));
+        Some(doc)
+    }
+}
+
+/// Write an iteration into a flag document's experiment (the number is the revision that
+/// started it, at most `u32::MAX`).
+pub fn with_iteration(doc: &mut Value, iteration: Option<&Iteration>) {
+    if let (Some(e), Some(i)) = (doc.get_mut("experiment").and_then(Value::as_object_mut), iteration) {
+        e.insert("iteration".into(), Value::from(u32::try_from(i.revision).unwrap_or(u32::MAX)));
+        e.insert("iteration_started".into(), Value::String(i.started.clone()));
+    }
 }
 
 /// One revision in the audit log.

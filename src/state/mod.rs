@@ -37,7 +37,7 @@ pub use change::Change;
 use change::{check_depth, edit};
 pub use delta::Patch;
 use docs::KINDS;
-pub use docs::{AuditEntry, Docs, EntryHead, Kind, ObjectChange, ObjectKey, Stored};
+pub use docs::{AuditEntry, Docs, EntryHead, Iteration, Kind, ObjectChange, ObjectKey, Stored};
 pub use file::{feedback_key, Fault, Faults, FileStore};
 pub use log::LogError;
 pub use query::{AuditPage, AuditQuery};
@@ -117,12 +117,26 @@ impl std::fmt::Debug for State {
 }
 
 /// Building a configuration from documents failed.
-fn build(base: &Value, docs: &Docs, gateway: &Gateway) -> Result<Snapshot, Vec<Problem>> {
+fn build(
+    base: &Value,
+    docs: &Docs,
+    iterations: &BTreeMap<String, Iteration>,
+    gateway: &Gateway,
+) -> Result<Snapshot, Vec<Problem>> {
     let mut value = base.clone();
     if let Some(obj) = value.as_object_mut() {
         for kind in KINDS {
-            let section: serde_json::Map<String, Value> =
-                docs.of(kind).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let section: serde_json::Map<String, Value> = docs
+                .of(kind)
+                .iter()
+                .map(|(k, v)| {
+                    let mut v = v.clone();
+                    if kind == Kind::Flag {
+                        docs::with_iteration(&mut v, iterations.get(k));
+                    }
+                    (k.clone(), v)
+                })
+                .collect();
             obj.insert(kind.section().to_string(), Value::Object(section));
         }
     }
@@ -149,11 +163,9 @@ impl State {
         let stored = store.load()?;
         let gateway = Arc::new(Gateway::new(snapshot_from_file, metrics));
         let stored = match stored {
-            None => {
-                Stored { revision: 0, docs: Docs::default(), file: Docs::default(), flag_revisions: BTreeMap::new() }
-            }
+            None => Stored::empty(),
             Some(stored) => {
-                let snapshot = build(&file_value, &stored.docs, &gateway)
+                let snapshot = build(&file_value, &stored.docs, &stored.iterations, &gateway)
                     .map_err(|problems| StartupError::Invalid { revision: stored.revision, problems })?;
                 gateway.install(snapshot, stored.revision);
                 stored
@@ -264,17 +276,20 @@ impl State {
             }
             other => edit(&mut docs, other)?,
         }
-        change::mark_iterations(&current.docs, &mut docs, &humantime::format_rfc3339_millis(time).to_string());
         let changes = docs.changes_since(&current.docs);
         if changes.is_empty() && file == current.file && !base_changed {
             return Err(ChangeError::Conflict("the change changes nothing".into()));
         }
         check_depth(&docs, &changes)?;
-        let snapshot = build(&base, &docs, &self.gateway).map_err(ChangeError::Invalid)?;
         let revision = current.revision + 1;
+        let stamp = humantime::format_rfc3339_millis(time).to_string();
+        let mut iterations = current.iterations.clone();
+        let changed_flags = changes.iter().filter(|c| c.kind == Kind::Flag).map(|c| c.key.clone());
+        change::next_iterations(&current.docs, &docs, changed_flags, &mut iterations, revision, &stamp);
+        let snapshot = build(&base, &docs, &iterations, &self.gateway).map_err(ChangeError::Invalid)?;
         let entry = AuditEntry {
             revision,
-            time: humantime::format_rfc3339_millis(time).to_string(),
+            time: stamp,
             actor: request.actor.clone(),
             reason: request.reason.clone(),
             changes: changes.clone(),
@@ -285,7 +300,7 @@ impl State {
         for c in changes.iter().filter(|c| c.kind == Kind::Flag) {
             flag_revisions.insert(c.key.clone(), revision);
         }
-        let next = Stored { revision, docs, file, flag_revisions };
+        let next = Stored { revision, docs, file, flag_revisions, iterations };
         let unsynced = match self.store.commit(&entry, &next) {
             Ok(()) => None,
             // The files hold the change: serve it, as a restart would, and say so.

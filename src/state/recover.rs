@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::file::{audit_path, io, lock_dir, read_state, replace_file, state_path};
 use super::log::{self, LogError};
-use super::{delta, AuditEntry, Docs, Kind, ObjectKey, StoreError, Stored};
+use super::{delta, AuditEntry, Kind, ObjectKey, StoreError, Stored};
 
 /// A repair could not be made. Nothing was changed, except where a variant says so.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,7 @@ pub struct Recovered {
 
 /// Apply one entry to the state it follows.
 fn replay(state: &mut Stored, entry: AuditEntry) -> Result<(), String> {
+    let before = state.docs.clone();
     for c in &entry.changes {
         let docs = state.docs.of_mut(c.kind);
         match (&c.patch, &c.after) {
@@ -70,6 +71,8 @@ fn replay(state: &mut Stored, entry: AuditEntry) -> Result<(), String> {
             state.flag_revisions.insert(c.key.clone(), entry.revision);
         }
     }
+    let changed = entry.changes.iter().filter(|c| c.kind == Kind::Flag).map(|c| c.key.clone());
+    super::change::next_iterations(&before, &state.docs, changed, &mut state.iterations, entry.revision, &entry.time);
     // The file's documents as of this load (older logs do not list them: a load changed
     // what it lists in `changes`).
     let objects: Vec<ObjectKey> = match entry.file_objects {
@@ -91,8 +94,7 @@ fn replay(state: &mut Stored, entry: AuditEntry) -> Result<(), String> {
 
 /// The state after the first `len` bytes of the log, replayed from revision 1.
 fn rebuild(path: &Path, len: u64) -> Result<Stored, RecoverError> {
-    let mut state =
-        Stored { revision: 0, docs: Docs::default(), file: Docs::default(), flag_revisions: Default::default() };
+    let mut state = Stored::empty();
     let mut gap = None;
     log::read_forward(path, len, &mut |line, entry| {
         if gap.is_some() {

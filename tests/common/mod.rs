@@ -389,6 +389,7 @@ pub const PYTHON_SDK: Prerequisite = Prerequisite {
     tests: &[
         "openai_sdk::the_openai_python_sdk_works_through_sluice",
         "provider_sdk::openai_anthropic_and_azure_variations_look_the_same_to_the_openai_sdk",
+        "experiments_sdk::the_openai_python_sdk_runs_an_experiment_to_a_ship",
     ],
     missing: || {
         (!runs("python3", &["-c", "import openai"]))
