@@ -16,43 +16,12 @@ use std::time::Duration;
 const WRITE: &str = "admin-write-token-0123456789";
 
 fn experiment_config(min_samples: u64) -> String {
-    config(
-        "http://127.0.0.1:9/v1",
-        &format!(
-            r#"
-admin:
-  tokens:
-    - {{name: ops, token: {WRITE}, role: write}}
-metrics:
-  thumbs_up: {{type: boolean, direction: higher}}
-ai_configs:
-  bot:
-    versions:
-      - {{version: 1, provider: mock, model: m1}}
-      - {{version: 2, provider: mock, model: m2}}
-flags:
-  bot:
-    variations:
-      - {{name: control, ai_config: bot, version: 1}}
-      - {{name: candidate, ai_config: bot, version: 2}}
-    rules:
-      - id: staff
-        clauses: [{{attribute: key, op: startsWith, values: ["staff-"]}}]
-        variation: control
-    fallthrough:
-      rollout:
-        variations:
-          - {{variation: control, percent: 50}}
-          - {{variation: candidate, percent: 50}}
-    experiment:
-      control: control
-      primary: "feedback:thumbs_up"
-      secondary: [latency, output_tokens]
-      guardrails: [error_rate]
-      min_samples: {min_samples}
-"#
-        ),
-    )
+    let admin = format!("admin:\n  tokens:\n    - {{name: ops, token: {WRITE}, role: write}}\n");
+    let rules = "    rules:\n      - id: staff\n        clauses: [{attribute: key, op: startsWith, values: [\"staff-\"]}]\n        variation: control\n";
+    let experiment = format!(
+        "    experiment:\n      control: control\n      primary: \"feedback:thumbs_up\"\n      secondary: [latency, output_tokens]\n      guardrails: [error_rate]\n      min_samples: {min_samples}\n"
+    );
+    config("http://127.0.0.1:9/v1", &two_arm_bot(&admin, &format!("{rules}{HALF_AND_HALF}{experiment}")))
 }
 
 async fn admin(

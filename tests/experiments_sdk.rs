@@ -23,37 +23,11 @@ const CHATS: u64 = 1600;
 const MIN_SAMPLES: u64 = 300;
 
 fn experiment_config() -> String {
-    let yaml = config(
-        "http://127.0.0.1:9/v1",
-        &format!(
-            r#"
-admin:
-  tokens:
-    - {{name: ops, token: {WRITE}, role: write}}
-metrics:
-  thumbs_up: {{type: boolean, direction: higher}}
-ai_configs:
-  bot:
-    versions:
-      - {{version: 1, provider: mock, model: m1}}
-      - {{version: 2, provider: mock, model: m2}}
-flags:
-  bot:
-    variations:
-      - {{name: control, ai_config: bot, version: 1}}
-      - {{name: candidate, ai_config: bot, version: 2}}
-    fallthrough:
-      rollout:
-        variations:
-          - {{variation: control, percent: 50}}
-          - {{variation: candidate, percent: 50}}
-    experiment:
-      control: control
-      primary: "feedback:thumbs_up"
-      min_samples: {MIN_SAMPLES}
-"#
-        ),
+    let admin = format!("admin:\n  tokens:\n    - {{name: ops, token: {WRITE}, role: write}}\n");
+    let experiment = format!(
+        "    experiment:\n      control: control\n      primary: \"feedback:thumbs_up\"\n      min_samples: {MIN_SAMPLES}\n"
     );
+    let yaml = config("http://127.0.0.1:9/v1", &two_arm_bot(&admin, &format!("{HALF_AND_HALF}{experiment}")));
     // The SDK keeps its connection alive between a chat and the next while the script
     // posts feedback on another: more than the harness's 300 ms of idle time, so a pause
     // of the script (a garbage collection) never finds it closed.

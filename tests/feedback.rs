@@ -13,34 +13,16 @@ use sluice::token::{Claims, Signer};
 const FEEDBACK_KEY: &str = "feedback-key-0123456789abcdef-0123456789";
 
 fn feedback_config(extra: &str) -> String {
-    config(
-        "http://127.0.0.1:9/v1",
-        &format!(
-            r#"
-metrics:
-  thumbs_up: {{type: boolean, direction: higher}}
-  task_seconds: {{type: numeric, direction: lower, unit: s, min: 0, max: 86400}}
+    let metrics = r#"  task_seconds: {type: numeric, direction: lower, unit: s, min: 0, max: 86400}
 pricing:
   mock:
-    m1: {{input: 2.0, output: 8.0}}
+    m1: {input: 2.0, output: 8.0}
 feedback:
   browser_origins: ["https://app.example.com"]
-ai_configs:
-  bot:
-    versions:
-      - {{version: 1, provider: mock, model: m1}}
-      - {{version: 2, provider: mock, model: m2}}
-flags:
-  bot:
-    variations:
-      - {{name: control, ai_config: bot, version: 1}}
-      - {{name: candidate, ai_config: bot, version: 2}}
-    targets:
-      - {{variation: candidate, values: [cand-user]}}
-    fallthrough: {{variation: control}}
-{extra}"#
-        ),
-    )
+"#;
+    let flag =
+        "    targets:\n      - {variation: candidate, values: [cand-user]}\n    fallthrough: {variation: control}\n";
+    config("http://127.0.0.1:9/v1", &(two_arm_bot(metrics, flag) + extra))
 }
 
 fn feedback(key: Option<&str>, body: serde_json::Value) -> http::Request<http_body_util::Full<bytes::Bytes>> {

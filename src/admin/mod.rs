@@ -258,10 +258,7 @@ async fn route(
                 (all, state.revision())
             })
             .await?;
-            return Ok(json_response(
-                StatusCode::OK,
-                &api::ExperimentList { revision, experiments: all },
-            ));
+            return Ok(json_response(StatusCode::OK, &api::ExperimentList { revision, experiments: all }));
         }
         Op::Experiment => {
             let flag = params[0].to_string();

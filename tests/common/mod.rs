@@ -290,6 +290,32 @@ aliases:
     )
 }
 
+/// `metrics:` with `thumbs_up` (boolean, higher is better), an AI config `bot` with two
+/// versions on the in-process mock (models `m1`, `m2`), and a routing flag `bot` serving
+/// them as `control` and `candidate`; `flag` is the rest of the flag (its targeting, an
+/// experiment), indented under it. For [`config`]'s `extra`.
+pub fn two_arm_bot(metrics: &str, flag: &str) -> String {
+    format!(
+        r#"
+metrics:
+  thumbs_up: {{type: boolean, direction: higher}}
+{metrics}ai_configs:
+  bot:
+    versions:
+      - {{version: 1, provider: mock, model: m1}}
+      - {{version: 2, provider: mock, model: m2}}
+flags:
+  bot:
+    variations:
+      - {{name: control, ai_config: bot, version: 1}}
+      - {{name: candidate, ai_config: bot, version: 2}}
+{flag}"#
+    )
+}
+
+/// A fallthrough split 50/50 between `control` and `candidate`, for [`two_arm_bot`].
+pub const HALF_AND_HALF: &str = "    fallthrough:\n      rollout:\n        variations:\n          - {variation: control, percent: 50}\n          - {variation: candidate, percent: 50}\n";
+
 /// Start a gateway from config text.
 ///
 /// A gateway restarted on the state directory of one just shut down may find its lock
