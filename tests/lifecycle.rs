@@ -213,8 +213,24 @@ fn check_accepts_the_example_config_and_locates_errors() {
     let out = sluice().args(["check", "--config", "config/sluice.yaml"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    // Every model the example can reach has a price: no warning.
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{}", String::from_utf8_lossy(&out.stderr));
 
     let dir = temp_dir("check");
+    // A model without a price is still fine, with a warning naming it.
+    let unpriced = dir.path().join("unpriced.yaml");
+    let text = std::fs::read_to_string("config/sluice.yaml").unwrap();
+    std::fs::write(
+        &unpriced,
+        must_replace(&text, "    mock-1: {input: 0.50, output: 1.50}\n", "    mock-9: {input: 1, output: 1}\n"),
+    )
+    .unwrap();
+    let out = sluice().args(["check", "--config"]).arg(&unpriced).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("warning").count(), 1, "{stderr}");
+    assert!(stderr.contains("no price for mock/mock-1: its requests count tokens and no cost"), "{stderr}");
+
     let bad = dir.path().join("bad.yaml");
     let text = std::fs::read_to_string("config/sluice.yaml").unwrap();
     let text = must_replace(&text, "  demo: mock/mock-1", "  demo: nowhere/mock-1");

@@ -198,9 +198,13 @@ fn check(path: &std::path::Path) -> ExitCode {
                 loaded.config.flags.len(),
                 loaded.config.segments.len()
             );
+            let unpriced = config::signals::unpriced(&loaded.config);
             match server::prepare(loaded) {
                 Ok(_) => {
                     println!("{summary}");
+                    for (provider, model) in unpriced {
+                        eprintln!("warning: `pricing:` has no price for {provider}/{model}: its requests count tokens and no cost");
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -132,6 +132,32 @@ impl Price {
 /// `pricing:`: provider → model (as the provider knows it) → price.
 pub type Pricing = BTreeMap<String, BTreeMap<String, Price>>;
 
+/// Every (provider, model) the config can send requests to — AI config versions, aliases
+/// and the models providers list — that `pricing:` has no price for: their requests count
+/// tokens and no cost. What `sluice check` warns about.
+pub fn unpriced(config: &super::Config) -> std::collections::BTreeSet<(String, String)> {
+    let mut used = std::collections::BTreeSet::new();
+    for ai in config.ai_configs.values() {
+        for v in &ai.versions {
+            if let Ok(r) = v.resolve() {
+                used.insert((r.provider, r.model));
+            }
+        }
+    }
+    for target in config.aliases.values() {
+        if let Some((p, m)) = target.split_once('/') {
+            used.insert((p.to_string(), m.to_string()));
+        }
+    }
+    for (name, p) in &config.providers {
+        used.extend(p.models.iter().map(|m| (name.clone(), m.clone())));
+    }
+    used.retain(|(p, m)| {
+        config.providers.contains_key(p) && config.pricing.get(p).is_none_or(|ms| !ms.contains_key(m))
+    });
+    used
+}
+
 /// `experiment:` of a routing flag.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
