@@ -64,48 +64,73 @@ pub struct Snapshot {
 /// Response tokens and how feedback is taken.
 #[derive(Debug)]
 pub struct Feedback {
+    /// What signs and checks tokens: `runtime`, unless the config names a key.
     pub signer: Arc<Signer>,
-    /// The digest of `feedback.key`, or `None` when the key is the state directory's or
-    /// the process's own.
+    /// The state directory's key (installed by `server::start`), or the process's own:
+    /// what signs when the config names no key — also after a reload removes it.
+    runtime: Arc<Signer>,
+    /// The digest of `feedback.key`, or `None` when the key is the runtime one.
     key_from_config: Option<[u8; 32]>,
+    /// Carried across snapshots (a reload never forgets what was counted).
     pub dedup: Arc<Dedup>,
     pub max_age_ms: u64,
     /// `feedback.browser_origins`, as `Origin` headers carry them.
     pub origins: Vec<HeaderValue>,
+    /// `sluice_feedback_requests_total` by the statuses feedback answers.
+    answers: Vec<(u16, IntCounter)>,
 }
 
+/// The statuses `POST /v1/feedback` answers (anything else counts as 500).
+const FEEDBACK_STATUSES: [u16; 10] = [202, 400, 401, 403, 408, 409, 410, 413, 500, 503];
+
 impl Feedback {
-    fn build(config: &FeedbackConfig, previous: Option<&Feedback>) -> Feedback {
+    fn build(config: &FeedbackConfig, previous: Option<&Feedback>, metrics: &Metrics) -> Feedback {
         let key_from_config = config.key.as_ref().map(|k| crate::keys::digest(k.expose().as_bytes()));
+        // Until `server::start` installs the state directory's key: the process's own.
+        let runtime = previous.map_or_else(|| Arc::new(Signer::new(&random_key())), |p| Arc::clone(&p.runtime));
         let signer = match (previous, &config.key) {
-            (Some(p), _) if p.key_from_config == key_from_config => Arc::clone(&p.signer),
+            (Some(p), Some(_)) if p.key_from_config == key_from_config => Arc::clone(&p.signer),
             (_, Some(key)) => Arc::new(Signer::new(key.expose().as_bytes())),
-            // Until `server::start` installs the state directory's key: the process's own.
-            (_, None) => Arc::new(Signer::new(&random_key())),
+            (_, None) => Arc::clone(&runtime),
         };
         let dedup = match previous {
-            Some(p) if p.dedup.capacity() == config.dedup_entries => Arc::clone(&p.dedup),
-            _ => Arc::new(Dedup::new(config.dedup_entries)),
+            Some(p) => {
+                p.dedup.set_capacity(config.dedup_entries);
+                Arc::clone(&p.dedup)
+            }
+            None => Arc::new(Dedup::new(config.dedup_entries)),
         };
         Feedback {
             signer,
+            runtime,
             key_from_config,
             dedup,
             max_age_ms: u64::try_from(config.max_age.0.as_millis()).unwrap_or(u64::MAX),
             origins: config.browser_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect(),
+            answers: FEEDBACK_STATUSES.iter().map(|&s| (s, metrics.feedback_answer(s))).collect(),
         }
     }
 
-    /// Sign with `key` (the state directory's) unless the config names a key of its own.
+    /// Sign with `key` (the state directory's) whenever the config names no key of its own.
     pub fn use_key(&mut self, key: &[u8]) {
+        self.runtime = Arc::new(Signer::new(key));
         if self.key_from_config.is_none() {
-            self.signer = Arc::new(Signer::new(key));
+            self.signer = Arc::clone(&self.runtime);
         }
     }
 
     /// Whether the config names the key.
     pub fn key_in_config(&self) -> bool {
         self.key_from_config.is_some()
+    }
+
+    /// Count a feedback request answered with `status`.
+    pub fn answered(&self, status: u16) {
+        let counter =
+            self.answers.iter().find(|(s, _)| *s == status).or_else(|| self.answers.iter().find(|(s, _)| *s == 500));
+        if let Some((_, c)) = counter {
+            c.inc();
+        }
     }
 }
 
@@ -289,7 +314,7 @@ impl Snapshot {
             body_read_timeout: config.limits.body_read_timeout.0,
             access_log: config.log.access_log,
             log_content: config.log.content,
-            feedback: Feedback::build(&config.feedback, previous.map(|p| &p.feedback)),
+            feedback: Feedback::build(&config.feedback, previous.map(|p| &p.feedback), metrics),
             metric_defs: config.metrics.iter().map(|(k, d)| (k.as_str().into(), d.clone())).collect(),
             built,
         })
@@ -547,4 +572,54 @@ fn models_json(config: &Config, flag_routes: &HashMap<Box<str>, FlagRoute>) -> B
         .map(|(id, owner)| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
         .collect();
     serde_json::json!({"object": "list", "data": data}).to_string().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::Claims;
+
+    fn build(yaml: &str, metrics: &Metrics, previous: Option<&Snapshot>) -> Snapshot {
+        let text = format!(
+            "clients: {{app: {{key: sk-app-0123456789}}}}\nproviders: {{mock: {{kind: mock}}}}\nmetrics: {{thumbs_up: {{type: boolean, direction: higher}}}}\n{yaml}"
+        );
+        let mut loaded = crate::config::parse(&text, "t.yaml", &|_| None).unwrap();
+        let targeting = std::mem::take(&mut loaded.targeting);
+        Snapshot::build(&loaded.config, targeting, metrics, previous).unwrap()
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            issued_ms: 1,
+            nonce: [1; 8],
+            random_context: false,
+            iteration: 0,
+            version: 1,
+            context: [0; 8],
+            flag: "f".into(),
+            variation: "v".into(),
+            ai_config: "a".into(),
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_directory_key_and_the_dedup_set() {
+        let metrics = Metrics::new().unwrap();
+        let mut first = build("", &metrics, None);
+        // What `server::start` does with the state directory's key.
+        first.feedback.use_key(&[9; 32]);
+        let state_dir_token = first.feedback.signer.sign(&claims()).unwrap();
+        let with_key = build(
+            "feedback: {key: config-key-0123456789abcdef-0123456789, dedup_entries: 5}\n",
+            &metrics,
+            Some(&first),
+        );
+        assert!(with_key.feedback.signer.verify(&state_dir_token).is_err(), "the config's key signs");
+        assert!(Arc::ptr_eq(&first.feedback.dedup, &with_key.feedback.dedup));
+        assert_eq!(with_key.feedback.dedup.capacity(), 5);
+        // The config's key removed by a reload: the state directory's key again, not a new one.
+        let without = build("", &metrics, Some(&with_key));
+        assert!(without.feedback.signer.verify(&state_dir_token).is_ok());
+        assert!(Arc::ptr_eq(&first.feedback.dedup, &without.feedback.dedup));
+    }
 }

@@ -15,18 +15,17 @@
 //! | 8 | nonce |
 //! | 4 | experiment iteration (0: none) |
 //! | 4 | AI config version |
-//! | 8 | SHA-256 of the context's `kind:key` pairs, truncated |
+//! | 8 | an HMAC of the context's (kind, key) pairs under the same key, truncated |
 //! | 1 + n, 1 + n, 1 + n | flag, variation, AI config key (length-prefixed, each ≤ 255 bytes) |
 //!
 //! The payload is readable by anyone who holds the token (it is not encrypted): it holds
-//! names from the configuration and a digest, never a context key or any request data.
+//! names from the configuration and a keyed digest of the context (which says nothing of
+//! the context without the key), never a context key or any request data.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::hmac;
 use std::hash::BuildHasher;
-
-use sha2::{Digest, Sha256};
 
 /// The prefix of every token of this format.
 pub const PREFIX: &str = "sr1.";
@@ -34,6 +33,7 @@ const FORMAT: u8 = 1;
 const MAC_BYTES: usize = 16;
 /// Domain separation: the MAC of a token can never be mistaken for another use of the key.
 const DOMAIN: &[u8] = b"sluice response token v1\0";
+const CONTEXT_DOMAIN: &[u8] = b"sluice context digest v1\0";
 /// Longest token accepted (the three names at their longest).
 pub const MAX_LEN: usize = PREFIX.len() + (35 + 3 * 256 + MAC_BYTES).div_ceil(3) * 4;
 
@@ -71,23 +71,26 @@ impl std::fmt::Debug for Signer {
     }
 }
 
-/// The digest a token keeps of a context: its (kind, key) pairs, in order, each part
-/// length-prefixed.
-pub fn context_digest<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> [u8; 8] {
-    let mut h = Sha256::new();
-    for part in pairs.into_iter().flat_map(|(kind, key)| [kind, key]) {
-        h.update((part.len() as u64).to_be_bytes());
-        h.update(part.as_bytes());
-    }
-    let d = h.finalize();
-    let mut out = [0; 8];
-    out.copy_from_slice(&d[..8]);
-    out
-}
-
 impl Signer {
     pub fn new(key: &[u8]) -> Self {
         Signer { key: hmac::Key::new(hmac::HMAC_SHA256, key) }
+    }
+
+    /// The digest a token keeps of a context: an HMAC of its (kind, key) pairs, in order,
+    /// each part length-prefixed, under this key — so it tells whether two tokens are of
+    /// one context, and nothing about the context to whoever lacks the key (a plain hash
+    /// of a user key is guessed in seconds).
+    pub fn context_digest<'a>(&self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> [u8; 8] {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(CONTEXT_DOMAIN);
+        for part in pairs.into_iter().flat_map(|(kind, key)| [kind, key]) {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part.as_bytes());
+        }
+        let tag = ctx.sign();
+        let mut out = [0; 8];
+        out.copy_from_slice(&tag.as_ref()[..8]);
+        out
     }
 
     fn mac(&self, payload: &[u8]) -> [u8; MAC_BYTES] {
@@ -184,7 +187,7 @@ type Seen = (u64, u64, u64);
 /// that, new pairs are refused rather than risk counting one twice.
 #[derive(Debug)]
 pub struct Dedup {
-    capacity: usize,
+    capacity: std::sync::atomic::AtomicUsize,
     inner: std::sync::Mutex<DedupInner>,
 }
 
@@ -193,6 +196,24 @@ struct DedupInner {
     seen: std::collections::HashSet<Seen>,
     /// (expiry ms, pair), oldest expiry first.
     by_expiry: std::collections::BTreeSet<(u64, Seen)>,
+}
+
+/// Expired pairs removed by one take (more only when the set is full).
+const SWEEP: usize = 64;
+
+impl DedupInner {
+    /// Forget at most `most` pairs expired at `now_ms`.
+    fn expire(&mut self, now_ms: u64, most: usize) {
+        for _ in 0..most {
+            match self.by_expiry.first() {
+                Some(&(expiry, old)) if expiry <= now_ms => {
+                    self.by_expiry.pop_first();
+                    self.seen.remove(&old);
+                }
+                _ => break,
+            }
+        }
+    }
 }
 
 /// Why a pair was not taken.
@@ -204,25 +225,24 @@ pub enum DedupError {
 
 impl Dedup {
     pub fn new(capacity: usize) -> Self {
-        Dedup { capacity, inner: std::sync::Mutex::default() }
+        Dedup { capacity: std::sync::atomic::AtomicUsize::new(capacity), inner: std::sync::Mutex::default() }
     }
 
     /// Take the pair (token `c`, `metric`), which expires at `expires_ms`, at time `now_ms`.
     pub fn take(&self, c: &Claims, metric: &str, expires_ms: u64, now_ms: u64) -> Result<(), DedupError> {
         let key = (u64::from_be_bytes(c.nonce), c.issued_ms, foldhash::fast::FixedState::with_seed(0).hash_one(metric));
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while let Some(&(expiry, old)) = inner.by_expiry.first() {
-            if expiry > now_ms {
-                break;
-            }
-            inner.by_expiry.pop_first();
-            inner.seen.remove(&old);
-        }
+        // A few expired pairs go with each take, so the lock is held briefly; all of them
+        // only when the set is full.
+        inner.expire(now_ms, SWEEP);
         if inner.seen.contains(&key) {
             return Err(DedupError::Duplicate);
         }
-        if inner.seen.len() >= self.capacity {
-            return Err(DedupError::Full);
+        if inner.seen.len() >= self.capacity() {
+            inner.expire(now_ms, usize::MAX);
+            if inner.seen.len() >= self.capacity() {
+                return Err(DedupError::Full);
+            }
         }
         inner.seen.insert(key);
         inner.by_expiry.insert((expires_ms, key));
@@ -230,7 +250,13 @@ impl Dedup {
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A new bound (a reload): the pairs already taken stay; below the new bound, new ones
+    /// are refused until enough expire.
+    pub fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn len(&self) -> usize {
@@ -271,7 +297,7 @@ mod tests {
             random_context: false,
             iteration: 3,
             version: 2,
-            context: context_digest([("user", "u-1")]),
+            context: Signer::new(&[7; 32]).context_digest([("user", "u-1")]),
             flag: "support-bot".into(),
             variation: "candidate".into(),
             ai_config: "support-prompt".into(),
@@ -321,10 +347,14 @@ mod tests {
     }
 
     #[test]
-    fn the_context_digest_depends_on_every_pair() {
-        let a = context_digest([("user", "a")]);
-        assert_ne!(a, context_digest([("user", "b")]));
-        assert_ne!(a, context_digest([("org", "a")]));
-        assert_ne!(context_digest([("user", "a:b")]), context_digest([("user:a", "b")]));
+    fn the_context_digest_depends_on_every_pair_and_on_the_key() {
+        let s = Signer::new(&[7; 32]);
+        let a = s.context_digest([("user", "a")]);
+        assert_eq!(a, s.context_digest([("user", "a")]));
+        assert_ne!(a, s.context_digest([("user", "b")]));
+        assert_ne!(a, s.context_digest([("org", "a")]));
+        assert_ne!(s.context_digest([("user", "a:b")]), s.context_digest([("user:a", "b")]));
+        // Without the key, a guessed user key gives another digest.
+        assert_ne!(a, Signer::new(&[8; 32]).context_digest([("user", "a")]));
     }
 }

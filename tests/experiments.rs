@@ -14,9 +14,12 @@ use sluice::proxy::Outcome;
 use std::time::Duration;
 
 const WRITE: &str = "admin-write-token-0123456789";
+const FEEDBACK_KEY: &str = "feedback-key-0123456789abcdef-0123456789";
 
 fn experiment_config(min_samples: u64) -> String {
-    let admin = format!("admin:\n  tokens:\n    - {{name: ops, token: {WRITE}, role: write}}\n");
+    let admin = format!(
+        "admin:\n  tokens:\n    - {{name: ops, token: {WRITE}, role: write}}\nfeedback: {{key: {FEEDBACK_KEY}}}\n"
+    );
     let rules = "    rules:\n      - id: staff\n        clauses: [{attribute: key, op: startsWith, values: [\"staff-\"]}]\n        variation: control\n";
     let experiment = format!(
         "    experiment:\n      control: control\n      primary: \"feedback:thumbs_up\"\n      secondary: [latency, output_tokens]\n      guardrails: [error_rate]\n      min_samples: {min_samples}\n"
@@ -119,14 +122,14 @@ async fn an_experiment_names_the_arm_users_like_more_and_ship_moves_all_traffic(
     for user in ["user-x", "staff-1"] {
         assert_eq!(ask(&mut conn, user).await.0, "candidate");
     }
-    // The experiment has ended: feedback on its tokens is gone; shipping again is a conflict.
+    // The experiment has ended: feedback on its tokens is gone; shipping the same arm again changes nothing (409).
     let late = thumbs(&mut conn, &tokens[0], true).await;
     assert_eq!((late.status.as_u16(), late.error_code().as_str()), (410, "token_expired"), "{}", late.text());
     let again = admin(
         &gw,
         "POST",
         "/admin/v1/experiments/bot/ship",
-        Some(json!({"variation": "control", "reason": "x"})),
+        Some(json!({"variation": "candidate", "reason": "x"})),
         None,
     )
     .await;
@@ -162,6 +165,23 @@ async fn a_new_allocation_starts_a_new_iteration_and_ends_the_old_tokens() {
     assert_eq!(served, 1, "{results}");
     assert_eq!(results["recommendation"]["action"], "keep_running");
     assert!(results["recommendation"]["samples_short"].as_u64().unwrap() >= 299);
+    // An answer from before the experiment ran (its token's iteration is 0) does not count in it.
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let before = sluice::token::Claims {
+        issued_ms: now_ms,
+        nonce: [5; 8],
+        random_context: false,
+        iteration: 0,
+        version: 1,
+        context: [0; 8],
+        flag: "bot".into(),
+        variation: "control".into(),
+        ai_config: "bot".into(),
+    };
+    let forged = sluice::token::Signer::new(FEEDBACK_KEY.as_bytes()).sign(&before).unwrap();
+    let a = thumbs(&mut conn, &forged, true).await;
+    assert_eq!(a.status, 410, "{}", a.text());
+    assert!(a.text().contains("before the flag's experiment began"), "{}", a.text());
     // A change that leaves the allocation alone (the experiment's own settings) keeps the iteration.
     let stop = admin(&gw, "POST", "/admin/v1/experiments/bot/stop", Some(json!({"reason": "enough"})), None).await;
     assert_eq!(stop.status, 200, "{}", stop.text());
@@ -176,6 +196,11 @@ async fn a_new_allocation_starts_a_new_iteration_and_ends_the_old_tokens() {
     let after = admin(&gw, "GET", "/admin/v1/experiments/bot", None, None).await.json();
     let served = |r: &Value| r["arms"].as_array().unwrap().iter().map(|a| a["served"].as_u64().unwrap()).sum::<u64>();
     assert_eq!(served(&after), served(&results), "{after}");
+    // Stopped to review the results, then shipped.
+    let ship = json!({"variation": "candidate", "reason": "reviewed"});
+    let shipped = admin(&gw, "POST", "/admin/v1/experiments/bot/ship", Some(ship), None).await;
+    assert_eq!(shipped.status, 200, "{}", shipped.text());
+    assert_eq!(gw.state.current().docs.flags["bot"]["fallthrough"], json!({"variation": "candidate"}));
     gw.shutdown().await;
 }
 

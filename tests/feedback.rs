@@ -14,6 +14,7 @@ const FEEDBACK_KEY: &str = "feedback-key-0123456789abcdef-0123456789";
 
 fn feedback_config(extra: &str) -> String {
     let metrics = r#"  task_seconds: {type: numeric, direction: lower, unit: s, min: 0, max: 86400}
+  rating: {type: numeric, direction: higher}
 pricing:
   mock:
     m1: {input: 2.0, output: 8.0}
@@ -115,6 +116,10 @@ async fn every_refusal_says_why_and_counts_nothing() {
         ),
         (Some(KEY), json!({"token": altered, "metric": "thumbs_up", "value": true}), 401, "invalid_token"),
         (Some(KEY), json!({"token": "0123456789abcdef", "metric": "thumbs_up", "value": true}), 401, "invalid_token"),
+        // A metric without bounds still takes at most ±1e12: one value cannot swamp an arm.
+        (Some(KEY), json!({"token": token, "metric": "rating", "value": 1e13}), 400, "invalid_feedback"),
+        (Some(KEY), json!({"token": token, "metric": "rating", "value": -1e300}), 400, "invalid_feedback"),
+        (Some(KEY), json!({"token": token, "metric": "rating", "value": 1e308}), 400, "invalid_feedback"),
     ];
     for (key, body, status, code) in cases {
         let a = send(gw.data_addr, feedback(key, body.clone())).await;
@@ -136,6 +141,14 @@ async fn every_refusal_says_why_and_counts_nothing() {
     assert_eq!((a.status.as_u16(), a.error_code().as_str()), (409, "duplicate_feedback"), "{}", a.text());
     assert_eq!(feedback_count(&gw, "candidate", "true").await, 1.0);
     assert_eq!(feedback_count(&gw, "candidate", "false").await, 0.0);
+    // A negative value is a value: the sum (a gauge) goes down, and stays exact.
+    let a = send(gw.data_addr, feedback(Some(KEY), json!({"token": token, "metric": "rating", "value": -3.5}))).await;
+    assert_eq!(a.status, 202, "{}", a.text());
+    let m = parse(&scrape(&gw).await);
+    assert_eq!(sum(&m, "sluice_feedback_value_sum", &[("variation", "candidate"), ("metric", "rating")]), -3.5);
+    // Every answer is counted by status, refusals included.
+    let by = |status: &str| sum(&m, "sluice_feedback_requests_total", &[("status", status)]);
+    assert_eq!((by("202"), by("409"), by("401"), by("400")), (2.0, 1.0, 4.0, 12.0));
     gw.shutdown().await;
 }
 

@@ -773,6 +773,23 @@ async fn a_dismissed_trip_puts_the_traffic_back_and_arms_the_guard_in_a_new_wind
     // Nothing to dismiss now.
     let again = rig.state.apply(Change::GuardDismiss { flag: "bot".into() }, &request);
     assert!(again.unwrap_err().to_string().contains("nothing to dismiss"));
+
+    // A trip a person has acted on since: dismissing a later pause puts nothing back.
+    rig.record("control", 200, 0);
+    rig.record("treatment", 136, 34);
+    clock.advance(Duration::from_millis(50));
+    assert_eq!(rig.check(&clock).wrote.len(), 1);
+    assert!(rig.guard().get("before_trip").is_some());
+    rig.set_guard("armed", true);
+    assert!(rig.guard().get("before_trip").is_none(), "a re-arm forgets the trip");
+    let rollout =
+        Change::Rollout { flag: "bot".into(), weights: vec![("control".into(), 70.0), ("treatment".into(), 30.0)] };
+    rig.state.apply(rollout, &request).unwrap();
+    let manual = rig.flag()["fallthrough"].clone();
+    rig.set_guard("paused", false);
+    rig.state.apply(Change::GuardDismiss { flag: "bot".into() }, &request).unwrap();
+    assert_eq!(rig.flag()["fallthrough"], manual, "the person's rollout stays");
+    assert_eq!(rig.guard()["state"], "armed");
 }
 
 #[tokio::test]

@@ -199,9 +199,14 @@ fn check(path: &std::path::Path) -> ExitCode {
                 loaded.config.segments.len()
             );
             let unpriced = config::signals::unpriced(&loaded.config);
+            let unbounded: Vec<String> =
+                config::signals::unbounded(&loaded.config).into_iter().map(str::to_string).collect();
             match server::prepare(loaded) {
                 Ok(_) => {
                     println!("{summary}");
+                    for key in unbounded {
+                        eprintln!("warning: metrics.{key} has no `min` and `max`: any value from -1e12 to 1e12 is accepted, and one far off moves its means");
+                    }
                     for (provider, model) in unpriced {
                         eprintln!("warning: `pricing:` has no price for {provider}/{model}: its requests count tokens and no cost");
                     }

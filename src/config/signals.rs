@@ -19,6 +19,10 @@ pub const BUILT_IN: [&str; 6] = ["error_rate", "latency", "ttft", "latency_tail"
 /// Most metric definitions.
 pub const MAX_METRICS: usize = 64;
 
+/// The largest magnitude a numeric feedback value (and a metric's `min` / `max`) may have:
+/// squares and sums of many stay exact enough, and one value cannot swamp an arm.
+pub const MAX_ABS_VALUE: f64 = 1e12;
+
 /// One app-reported metric.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,6 +135,17 @@ impl Price {
 
 /// `pricing:`: provider → model (as the provider knows it) → price.
 pub type Pricing = BTreeMap<String, BTreeMap<String, Price>>;
+
+/// Numeric metrics without both bounds: a value far off (a bug, or a hostile page with a
+/// token) moves their means until the iteration ends. What `sluice check` warns about.
+pub fn unbounded(config: &super::Config) -> Vec<&str> {
+    config
+        .metrics
+        .iter()
+        .filter(|(_, d)| d.kind == MetricType::Numeric && (d.min.is_none() || d.max.is_none()))
+        .map(|(k, _)| k.as_str())
+        .collect()
+}
 
 /// Every (provider, model) the config can send requests to — AI config versions, aliases
 /// and the models providers list — that `pricing:` has no price for: their requests count
@@ -290,8 +305,8 @@ pub(super) fn validate(
             if let Some(b) = bound {
                 if def.kind == MetricType::Boolean {
                     problems.push(Problem::new(format!("{path}.{name}"), "only numeric metrics have bounds"));
-                } else if !b.is_finite() {
-                    problems.push(Problem::new(format!("{path}.{name}"), "must be a finite number"));
+                } else if !(b.is_finite() && b.abs() <= MAX_ABS_VALUE) {
+                    problems.push(Problem::new(format!("{path}.{name}"), "must be a number from -1e12 to 1e12"));
                 }
             }
         }
@@ -340,12 +355,46 @@ pub(super) fn validate(
     }
 }
 
-/// `scheme://host[:port]` with nothing after it, as browsers send `Origin`.
+/// `scheme://host[:port]` exactly as browsers send `Origin`: lowercase, no default port,
+/// no path, a host of labels (or a bracketed IPv6 address) and a port of 1–65535.
 fn is_origin(s: &str) -> bool {
     let Some((scheme, rest)) = s.split_once("://") else { return false };
-    matches!(scheme, "http" | "https")
-        && !rest.is_empty()
-        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    let (host, port) = if rest.starts_with('[') {
+        let Some(end) = rest.find(']') else { return false };
+        match &rest[end + 1..] {
+            "" => (&rest[..=end], None),
+            after => match after.strip_prefix(':') {
+                Some(p) => (&rest[..=end], Some(p)),
+                None => return false,
+            },
+        }
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    let port_ok = match port {
+        None => true,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) => {
+                let default = (scheme == "https" && n == 443) || (scheme == "http" && n == 80);
+                n > 0 && !default && !p.starts_with('0')
+            }
+            Err(_) => false,
+        },
+    };
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            })
+    };
+    matches!(scheme, "http" | "https") && host_ok && port_ok
 }
 
 /// Checks of a flag's `experiment:`.
@@ -381,6 +430,12 @@ pub(super) fn validate_experiment(
             if let Err(m) = metric_ref(name, metrics) {
                 problems.push(Problem::new(format!("{path}.{field}[{i}]"), m));
             }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for name in std::iter::once(&e.primary).chain(&e.secondary).chain(&e.guardrails) {
+        if !seen.insert(name) {
+            problems.push(Problem::new(path, format!("`{name}` is listed twice")));
         }
     }
     if e.secondary.len() + e.guardrails.len() > 32 {
@@ -429,5 +484,18 @@ mod tests {
         assert!(metric_ref("thumbs_up", &defs).unwrap_err().contains("unknown metric"));
         assert!(is_origin("https://app.example.com") && is_origin("http://127.0.0.1:3000"));
         assert!(!is_origin("https://app.example.com/") && !is_origin("app.example.com") && !is_origin("*"));
+        // Never what a browser sends: uppercase, a default port, a bad port, an empty label.
+        for never in [
+            "https://APP.example.com",
+            "https://app.example.com:443",
+            "http://a:80",
+            "http://[::1]:99999",
+            "http://a..b",
+            "http://a:0",
+            "http://a:080",
+        ] {
+            assert!(!is_origin(never), "{never}");
+        }
+        assert!(is_origin("http://[::1]:8080") && is_origin("http://[::1]") && is_origin("https://a-b.example:8443"));
     }
 }

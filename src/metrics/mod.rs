@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus::{
-    Counter, CounterVec, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
 
@@ -91,7 +91,8 @@ pub struct Metrics {
     missing_variables: IntCounterVec,
     cost: CounterVec,
     feedback: IntCounterVec,
-    feedback_sum: CounterVec,
+    feedback_sum: GaugeVec,
+    feedback_answers: IntCounterVec,
     feedback_count: IntCounterVec,
     experiment_ctbc: GaugeVec,
     experiment_loss: GaugeVec,
@@ -212,9 +213,14 @@ impl Metrics {
             Opts::new("sluice_feedback_total", "Boolean feedback accepted, by metric and value."),
             &["flag", "variation", "metric", "value"],
         )?;
-        let feedback_sum = CounterVec::new(
+        // A gauge: values may be negative, so the sum may go down.
+        let feedback_sum = GaugeVec::new(
             Opts::new("sluice_feedback_value_sum", "Numeric feedback accepted: the sum of its values."),
             &["flag", "variation", "metric"],
+        )?;
+        let feedback_answers = IntCounterVec::new(
+            Opts::new("sluice_feedback_requests_total", "POST /v1/feedback requests by the status answered."),
+            &["status"],
         )?;
         let feedback_count = IntCounterVec::new(
             Opts::new("sluice_feedback_value_count", "Numeric feedback accepted: how many values."),
@@ -237,13 +243,11 @@ impl Metrics {
             ),
             &["flag"],
         )?;
-        for c in [&cost, &feedback_sum] {
+        registry.register(Box::new(cost.clone()))?;
+        for c in [&feedback, &feedback_count, &feedback_answers] {
             registry.register(Box::new(c.clone()))?;
         }
-        for c in [&feedback, &feedback_count] {
-            registry.register(Box::new(c.clone()))?;
-        }
-        for g in [&experiment_ctbc, &experiment_loss, &experiment_srm] {
+        for g in [&feedback_sum, &experiment_ctbc, &experiment_loss, &experiment_srm] {
             registry.register(Box::new(g.clone()))?;
         }
         registry.register(Box::new(requests.clone()))?;
@@ -281,6 +285,7 @@ impl Metrics {
             cost,
             feedback,
             feedback_sum,
+            feedback_answers,
             feedback_count,
             experiment_ctbc,
             experiment_loss,
@@ -335,6 +340,12 @@ impl Metrics {
                 count: self.feedback_count.with_label_values(&[flag, variation, metric]),
             },
         }
+    }
+
+    /// The counter of feedback requests answered with `status` (a few statuses: the label
+    /// comes from sluice, never from the request).
+    pub fn feedback_answer(&self, status: u16) -> IntCounter {
+        self.feedback_answers.with_label_values(&[&status.to_string()])
     }
 
     /// Publish an experiment's figures (off the request path).
@@ -462,7 +473,7 @@ pub struct RouteMetrics {
 #[derive(Debug, Clone)]
 pub enum FeedbackCounters {
     Boolean { yes: IntCounter, no: IntCounter },
-    Numeric { sum: Counter, count: IntCounter },
+    Numeric { sum: Gauge, count: IntCounter },
 }
 
 impl FeedbackCounters {
@@ -470,7 +481,7 @@ impl FeedbackCounters {
         match self {
             FeedbackCounters::Boolean { yes, no } => if x > 0.5 { yes } else { no }.inc(),
             FeedbackCounters::Numeric { sum, count } => {
-                sum.inc_by(x);
+                sum.add(x);
                 count.inc();
             }
         }

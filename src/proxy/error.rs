@@ -93,6 +93,8 @@ pub enum GatewayError {
     FeedbackFull,
     #[error("the origin `{0}` may not send feedback from a browser (see `feedback.browser_origins`)")]
     OriginNotAllowed(String),
+    #[error("a preflight request needs an `Origin` header")]
+    NoOrigin,
     #[error("internal gateway error")]
     Internal,
 }
@@ -144,6 +146,7 @@ impl GatewayError {
             TokenExpired(_) => client(StatusCode::GONE, Some("token"), "token_expired"),
             FeedbackFull => client(StatusCode::SERVICE_UNAVAILABLE, None, "feedback_capacity"),
             OriginNotAllowed(_) => client(StatusCode::FORBIDDEN, None, "origin_not_allowed"),
+            NoOrigin => client(StatusCode::BAD_REQUEST, None, "missing_origin"),
             ShuttingDown => server(StatusCode::SERVICE_UNAVAILABLE, Outcome::Cancelled, "shutting_down"),
             Internal => server(StatusCode::INTERNAL_SERVER_ERROR, Outcome::GatewayError, "internal_error"),
         }

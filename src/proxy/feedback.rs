@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::error::GatewayError;
-use crate::config::signals::MetricType;
+use crate::config::signals::{MetricType, MAX_ABS_VALUE};
 use crate::snapshot::Snapshot;
 use crate::token::{DedupError, TokenError};
 use crate::wire::body::{self, Body};
@@ -43,12 +43,6 @@ struct FeedbackBody<'a> {
     comment: Option<Cow<'a, str>>,
 }
 
-/// Who sends: an app with its gateway key, or a browser page of an allowed origin.
-enum Sender {
-    App,
-    Browser(HeaderValue),
-}
-
 /// The allowed `Origin` of a browser request, if it sent one.
 fn origin<'s>(snapshot: &'s Snapshot, headers: &HeaderMap) -> Result<Option<&'s HeaderValue>, GatewayError> {
     let Some(origin) = headers.get(header::ORIGIN) else { return Ok(None) };
@@ -69,7 +63,7 @@ fn allow(resp: &mut Response<Body>, origin: &HeaderValue) {
 
 /// `OPTIONS /v1/feedback`: the browser's preflight.
 pub fn preflight(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
-    let origin = origin(snapshot, headers)?.ok_or(GatewayError::OriginNotAllowed(String::new()))?;
+    let origin = origin(snapshot, headers)?.ok_or(GatewayError::NoOrigin)?;
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     allow(&mut resp, origin);
@@ -81,26 +75,31 @@ pub fn preflight(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Response<Bo
 }
 
 /// `POST /v1/feedback`.
-pub async fn post(snapshot: &Snapshot, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
-    let (parts, incoming) = req.into_parts();
-    // A browser sends no key: its credential is the token. Anyone else needs a key.
-    let sender = match (parts.headers.contains_key(header::AUTHORIZATION), origin(snapshot, &parts.headers)?) {
-        (false, Some(o)) => Sender::Browser(o.clone()),
-        (_, origin) => {
-            super::authenticate(snapshot, &parts.headers)?;
-            origin.map_or(Sender::App, |o| Sender::Browser(o.clone()))
-        }
-    };
-    let bytes = super::read_body_within(MAX_BODY, snapshot, &parts.headers, incoming).await?;
-    let result = accept(snapshot, &bytes, now_ms());
-    let mut resp = match result {
+pub async fn post(snapshot: &Snapshot, req: Request<Incoming>) -> Response<Body> {
+    // An allowed origin reads every answer, errors included (so its page can say why).
+    let allowed = origin(snapshot, req.headers()).ok().flatten().cloned();
+    let mut resp = match take(snapshot, req).await {
         Ok(answer) => body::json(StatusCode::ACCEPTED, answer),
         Err(e) => e.into_response(),
     };
-    if let Sender::Browser(origin) = &sender {
+    if let Some(origin) = &allowed {
         allow(&mut resp, origin);
     }
-    Ok(resp)
+    snapshot.feedback.answered(resp.status().as_u16());
+    resp
+}
+
+/// Who may send, the body, then [`accept`].
+async fn take(snapshot: &Snapshot, req: Request<Incoming>) -> Result<String, GatewayError> {
+    let (parts, incoming) = req.into_parts();
+    // A browser of an allowed origin may send no key: its credential is the token. Anyone
+    // else needs a key; a disallowed origin is refused, key or not.
+    let browser = origin(snapshot, &parts.headers)?.is_some();
+    if !browser || parts.headers.contains_key(header::AUTHORIZATION) {
+        super::authenticate(snapshot, &parts.headers)?;
+    }
+    let bytes = super::read_body_within(MAX_BODY, snapshot, &parts.headers, incoming).await?;
+    accept(snapshot, &bytes, now_ms())
 }
 
 fn now_ms() -> u64 {
@@ -133,8 +132,10 @@ pub fn accept(snapshot: &Snapshot, bytes: &[u8], now_ms: u64) -> Result<String, 
     let value = match (def.kind, &body.value) {
         (MetricType::Boolean, serde_json::Value::Bool(b)) => f64::from(u8::from(*b)),
         (MetricType::Numeric, serde_json::Value::Number(n)) => {
-            let x =
-                n.as_f64().filter(|x| x.is_finite()).ok_or_else(|| invalid("value", "not a finite number".into()))?;
+            let x = n
+                .as_f64()
+                .filter(|x| x.is_finite() && x.abs() <= MAX_ABS_VALUE)
+                .ok_or_else(|| invalid("value", format!("`{metric}` takes numbers from -1e12 to 1e12")))?;
             if def.min.is_some_and(|m| x < m) || def.max.is_some_and(|m| x > m) {
                 let range = format!(
                     "{} to {}",
@@ -161,11 +162,13 @@ pub fn accept(snapshot: &Snapshot, bytes: &[u8], now_ms: u64) -> Result<String, 
     let route = snapshot
         .flag_route(&claims.flag)
         .ok_or_else(|| gone(format!("the flag `{}` no longer routes requests", claims.flag)))?;
-    if claims.iteration != 0 && claims.iteration != route.iteration {
-        return Err(gone(format!(
-            "the response belongs to iteration {} of the flag's experiment, which has ended",
-            claims.iteration
-        )));
+    // An answer counts in the iteration that served it, and in no other: one from before
+    // the experiment ran (iteration 0) does not count in it either.
+    if claims.iteration != route.iteration {
+        return Err(gone(match claims.iteration {
+            0 => "the response was served before the flag's experiment began".to_string(),
+            n => format!("the response belongs to iteration {n} of the flag's experiment, which has ended"),
+        }));
     }
     let variant =
         route.variants.iter().find(|v| *v.name == claims.variation).ok_or_else(|| {

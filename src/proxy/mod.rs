@@ -117,7 +117,7 @@ async fn route(
         (&Method::POST, "/v1/responses") => Endpoint::Responses,
         (&Method::POST, "/v1/feedback") => {
             record.skip();
-            return feedback::post(snapshot, req).await;
+            return Ok(feedback::post(snapshot, req).await);
         }
         (&Method::OPTIONS, "/v1/feedback") => {
             record.skip();

@@ -18,7 +18,7 @@ use crate::config::flags::WhenDisabled;
 use crate::flags::Reason;
 use crate::providers::Endpoint;
 use crate::snapshot::{FlagRoute, Snapshot, Variant};
-use crate::token::{context_digest, Claims};
+use crate::token::Claims;
 use crate::wire::body::Body;
 
 pub static X_SLUICE_FLAG: HeaderName = HeaderName::from_static("x-sluice-flag");
@@ -76,8 +76,15 @@ pub async fn forward(
     // Keep a copy of the headers only when a retry may need them.
     let retry_headers = fallback.map(|_| forwarded.clone());
     let request = Attempt { body, scope: &scope, call, usage_edit };
-    let digest = context_digest(context.kinds().iter().map(|k| (&*k.kind, &*k.key)));
-    let token_of = |v: usize| token(snapshot, route, flag, &route.variants[v], random, digest);
+    // Tokens are for feedback: without a metric to report, no answer needs one.
+    let tokens = !snapshot.metric_defs.is_empty();
+    let digest = if tokens {
+        snapshot.feedback.signer.context_digest(context.kinds().iter().map(|k| (&*k.kind, &*k.key)))
+    } else {
+        [0; 8]
+    };
+    let token_of =
+        |v: usize| tokens.then(|| token(snapshot, route, flag, &route.variants[v], random, digest)).flatten();
     let mut served_token = token_of(chosen);
     record.token_issued(served_token.as_ref());
     let result = request.send(&route.variants[chosen], forwarded, record).await?;

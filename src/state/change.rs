@@ -189,12 +189,26 @@ pub(super) fn next_iterations(
     }
 }
 
+/// Any change a person makes to a flag after a trip makes the trip's `before_trip` stale:
+/// `dismiss` may only undo a rollback nothing has changed since.
+pub(super) fn forget_trip(docs: &mut Docs, change: &Change) {
+    let keep = matches!(change, Change::ReplaceFlag { .. } | Change::GuardDismiss { .. });
+    if let (false, Some(flag)) = (keep, change.flag()) {
+        if let Some(guard) = docs.flags.get_mut(flag).and_then(|f| f.get_mut("guard")).and_then(Value::as_object_mut) {
+            guard.remove("before_trip");
+        }
+    }
+}
+
 pub(super) fn edit(docs: &mut Docs, change: &Change) -> Result<(), ChangeError> {
     match change {
         Change::ExperimentShip { flag, variation } => {
             let f = flag_mut(docs, flag)?;
             known_variation(flag, f, variation)?;
-            running_experiment(flag, f)?;
+            // Stopped (to review the results) or running: either may ship.
+            if f.get("experiment").is_none() {
+                return Err(ChangeError::NotFound(format!("flag `{flag}` has no experiment")));
+            }
             f.insert("fallthrough".into(), serde_json::json!({ "variation": variation }));
             if let Some(rules) = f.get_mut("rules").and_then(Value::as_array_mut) {
                 for r in rules.iter_mut().filter_map(Value::as_object_mut) {
@@ -210,14 +224,17 @@ pub(super) fn edit(docs: &mut Docs, change: &Change) -> Result<(), ChangeError> 
                 .get_mut("guard")
                 .and_then(Value::as_object_mut)
                 .ok_or_else(|| ChangeError::NotFound(format!("flag `{flag}` has no guard")))?;
-            if guard.get("state").and_then(Value::as_str).unwrap_or("armed") == "armed" {
+            let state = guard.get("state").and_then(Value::as_str).unwrap_or("armed").to_string();
+            if state == "armed" {
                 return Err(ChangeError::Conflict(format!(
                     "the guard of flag `{flag}` has not tripped: nothing to dismiss"
                 )));
             }
             guard.insert("state".into(), Value::String("armed".into()));
             let before = guard.remove("before_trip");
-            if let Some(before) = before.as_ref().and_then(Value::as_object) {
+            // Only a rollback moved traffic; a pause (or a trip a person has acted on
+            // since, which clears `before_trip`) has nothing to put back.
+            if let Some(before) = before.as_ref().filter(|_| state == "rolled_back").and_then(Value::as_object) {
                 for key in ["fallthrough", "rules"] {
                     match before.get(key) {
                         Some(v) if !v.is_null() => {

@@ -276,6 +276,7 @@ impl State {
             }
             other => edit(&mut docs, other)?,
         }
+        change::forget_trip(&mut docs, &change);
         let changes = docs.changes_since(&current.docs);
         if changes.is_empty() && file == current.file && !base_changed {
             return Err(ChangeError::Conflict("the change changes nothing".into()));

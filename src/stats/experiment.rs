@@ -152,10 +152,22 @@ fn moments(s: &Sample, kind: Kind) -> Option<(f64, f64)> {
     (mean.is_finite() && var.is_finite()).then_some((mean, var))
 }
 
-/// Mean of one arm with its 95 % interval (normal approximation): mean ± z·sqrt(var/n).
-/// LogMean: the geometric mean exp(mean) with exp of the bounds. `(mean, low, high)`;
-/// `None` when n < 2 (Proportion: n < 1). A proportion's bounds are not clipped to [0, 1].
+/// Mean of one arm with its 95 % interval: for a mean, the normal approximation
+/// mean ± z·sqrt(var/n); for a proportion, Wilson's score interval (inside [0, 1], and not
+/// empty when the arm has no events yet: 0 of 10 is [0, 0.28]); LogMean: the geometric
+/// mean exp(mean) with exp of the bounds. `(mean, low, high)`; `None` when n < 2
+/// (Proportion: n < 1).
 pub fn arm_interval(s: &Sample, kind: Kind) -> Option<(f64, f64, f64)> {
+    if kind == Kind::Proportion {
+        if s.n == 0 {
+            return None;
+        }
+        let (n, p) = (s.n as f64, (s.sum / s.n as f64).clamp(0.0, 1.0));
+        let z2 = Z_95 * Z_95;
+        let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+        let half = Z_95 / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+        return Some((p, (centre - half).max(0.0), (centre + half).min(1.0)));
+    }
     let (mean, var) = moments(s, kind)?;
     let h = Z_95 * (var / s.n as f64).sqrt();
     Some(match kind {

@@ -418,9 +418,14 @@ fn chance_to_be_best_sums_to_one_and_is_deterministic() {
 
 #[test]
 fn arm_intervals() {
+    // Wilson's score interval: 30 of 100 is [0.2189, 0.3958] (the textbook figures).
     let (m, lo, hi) = arm_interval(&prop(30, 100), Kind::Proportion).expect("interval");
-    let h = Z_95 * (0.3f64 * 0.7 / 100.0).sqrt();
-    assert!((m - 0.3).abs() < 1e-15 && (lo - (0.3 - h)).abs() < 1e-15 && (hi - (0.3 + h)).abs() < 1e-15);
+    assert!((m - 0.3).abs() < 1e-15 && (lo - 0.21886).abs() < 1e-4 && (hi - 0.39577).abs() < 1e-4, "{lo} {hi}");
+    // Never outside [0, 1], never empty at 0 or n events.
+    let (_, lo, hi) = arm_interval(&prop(0, 10), Kind::Proportion).expect("interval");
+    assert!(lo == 0.0 && (hi - 0.2775).abs() < 1e-3, "{lo} {hi}");
+    let (_, lo, hi) = arm_interval(&prop(3, 4), Kind::Proportion).expect("interval");
+    assert!(lo > 0.0 && hi <= 1.0, "{lo} {hi}");
     assert!(arm_interval(&prop(1, 1), Kind::Proportion).is_some());
     assert!(arm_interval(&prop(0, 0), Kind::Proportion).is_none());
     assert!(arm_interval(&Sample { n: 1, sum: 3.0, sumsq: 9.0 }, Kind::Mean).is_none());
