@@ -247,6 +247,12 @@ pub fn results(
                             a.lift_high = Some(c.lift_high);
                             a.chance_to_beat_control = Some(c.chance_to_beat_control);
                             a.expected_loss = Some(c.risk_ship);
+                        } else if let Some(exact) = exact(&arm_samples[control], s, *kind, *b) {
+                            // No spread in either arm (a fixed price per request): the
+                            // difference is certain.
+                            (a.lift, a.lift_low, a.lift_high) = (Some(exact.0), Some(exact.0), Some(exact.0));
+                            a.chance_to_beat_control = Some(exact.1);
+                            a.expected_loss = Some(exact.2);
                         }
                     }
                     a.chance_to_be_best = best.as_ref().and_then(|b| b.get(i).copied());
@@ -311,6 +317,36 @@ pub fn results(
         metrics: metric_results,
         recommendation: rec,
     }))
+}
+
+/// Two arms whose values do not vary (every request costs the same): the relative lift,
+/// the chance to beat control (1, 0, or ½ for equal means) and the loss of shipping,
+/// known exactly. `None` when an arm has fewer than 2 samples or the control's mean is 0.
+fn exact(control: &Sample, treatment: &Sample, kind: Kind, b: Better) -> Option<(f64, f64, f64)> {
+    if control.n < 2 || treatment.n < 2 {
+        return None;
+    }
+    let mean = |s: &Sample| match kind {
+        Kind::LogMean => (s.sum / s.n as f64).exp(),
+        Kind::Proportion | Kind::Mean => s.sum / s.n as f64,
+    };
+    let (c, t) = (mean(control), mean(treatment));
+    if c == 0.0 || !c.is_finite() || !t.is_finite() {
+        return None;
+    }
+    let lift = t / c - 1.0;
+    let better = match b {
+        Better::Higher => lift,
+        Better::Lower => -lift,
+    };
+    let chance = if better > 0.0 {
+        1.0
+    } else if better < 0.0 {
+        0.0
+    } else {
+        0.5
+    };
+    Some((lift, chance, (-better).max(0.0)))
 }
 
 fn view(r: Recommendation, variations: &[String], e: &ExperimentConfig) -> RecommendationView {

@@ -18,11 +18,11 @@ const FEEDBACK_KEY: &str = "feedback-key-0123456789abcdef-0123456789";
 
 fn experiment_config(min_samples: u64) -> String {
     let admin = format!(
-        "admin:\n  tokens:\n    - {{name: ops, token: {WRITE}, role: write}}\nfeedback: {{key: {FEEDBACK_KEY}}}\n"
+        "admin:\n  tokens:\n    - {{name: ops, token: {WRITE}, role: write}}\nfeedback: {{key: {FEEDBACK_KEY}}}\npricing: {{mock: {{m1: {{input: 1, output: 1}}, m2: {{input: 2, output: 2}}}}}}\n"
     );
     let rules = "    rules:\n      - id: staff\n        clauses: [{attribute: key, op: startsWith, values: [\"staff-\"]}]\n        variation: control\n";
     let experiment = format!(
-        "    experiment:\n      control: control\n      primary: \"feedback:thumbs_up\"\n      secondary: [latency, output_tokens]\n      guardrails: [error_rate]\n      min_samples: {min_samples}\n"
+        "    experiment:\n      control: control\n      primary: \"feedback:thumbs_up\"\n      secondary: [latency, output_tokens, cost]\n      guardrails: [error_rate]\n      min_samples: {min_samples}\n"
     );
     config("http://127.0.0.1:9/v1", &two_arm_bot(&admin, &format!("{rules}{HALF_AND_HALF}{experiment}")))
 }
@@ -88,6 +88,10 @@ async fn an_experiment_names_the_arm_users_like_more_and_ship_moves_all_traffic(
     assert!(arm(&results, "feedback:thumbs_up", "control")["lift"].is_null());
     assert_eq!(results["recommendation"]["action"], "ship", "{results}");
     assert_eq!(results["recommendation"]["variation"], "candidate");
+    // A fixed price per request has no spread: the difference in cost is certain (twice the price).
+    let cost = arm(&results, "cost", "candidate");
+    assert!((cost["lift"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{cost}");
+    assert_eq!(cost["chance_to_beat_control"].as_f64(), Some(0.0), "{cost}");
     // The other metrics are reported beside it.
     assert!(arm(&results, "latency", "candidate")["n"].as_u64().unwrap() > 0);
     assert!(arm(&results, "error_rate", "candidate")["mean"].as_f64().is_some());
