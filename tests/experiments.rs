@@ -170,18 +170,7 @@ async fn a_new_allocation_starts_a_new_iteration_and_ends_the_old_tokens() {
     assert_eq!(results["recommendation"]["action"], "keep_running");
     assert!(results["recommendation"]["samples_short"].as_u64().unwrap() >= 299);
     // An answer from before the experiment ran (its token's iteration is 0) does not count in it.
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
-    let before = sluice::token::Claims {
-        issued_ms: now_ms,
-        nonce: [5; 8],
-        random_context: false,
-        iteration: 0,
-        version: 1,
-        context: [0; 8],
-        flag: "bot".into(),
-        variation: "control".into(),
-        ai_config: "bot".into(),
-    };
+    let before = bot_claims("control", 1, 0, now_ms(), 5);
     let forged = sluice::token::Signer::new(FEEDBACK_KEY.as_bytes()).sign(&before).unwrap();
     let a = thumbs(&mut conn, &forged, true).await;
     assert_eq!(a.status, 410, "{}", a.text());

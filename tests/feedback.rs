@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use sluice::token::{Claims, Signer};
+use sluice::token::Signer;
 
 const FEEDBACK_KEY: &str = "feedback-key-0123456789abcdef-0123456789";
 
@@ -157,19 +157,9 @@ async fn a_token_older_than_max_age_is_gone() {
     let extra = format!("  key: {FEEDBACK_KEY}\n  max_age: 1h\n");
     let yaml = must_replace(&feedback_config(""), "feedback:\n", &format!("feedback:\n{extra}"));
     let gw = gateway(&yaml).await;
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let now_ms = now_ms();
     let signer = Signer::new(FEEDBACK_KEY.as_bytes());
-    let claims = |issued_ms: u64, variation: &str| Claims {
-        issued_ms,
-        nonce: [3; 8],
-        random_context: false,
-        iteration: 0,
-        version: 2,
-        context: [0; 8],
-        flag: "bot".into(),
-        variation: variation.into(),
-        ai_config: "bot".into(),
-    };
+    let claims = |issued_ms: u64, variation: &str| bot_claims(variation, 2, 0, issued_ms, 3);
     let old = signer.sign(&claims(now_ms - 2 * 3600 * 1000, "candidate")).unwrap();
     let a = send(gw.data_addr, feedback(Some(KEY), json!({"token": old, "metric": "thumbs_up", "value": true}))).await;
     assert_eq!((a.status.as_u16(), a.error_code().as_str()), (410, "token_expired"), "{}", a.text());

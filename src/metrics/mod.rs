@@ -534,11 +534,6 @@ impl RouteMetrics {
         }
     }
 
-    /// Whether this route's model has a price.
-    pub fn priced(&self) -> bool {
-        self.price.is_some()
-    }
-
     /// Record one finished request: atomic additions only.
     pub fn record(&self, f: &Finished) {
         let cost = f.usage.and_then(|u| self.record_tokens(u));

@@ -76,9 +76,16 @@ pub fn preflight(snapshot: &Snapshot, headers: &HeaderMap) -> Result<Response<Bo
 
 /// `POST /v1/feedback`.
 pub async fn post(snapshot: &Snapshot, req: Request<Incoming>) -> Response<Body> {
-    // An allowed origin reads every answer, errors included (so its page can say why).
-    let allowed = origin(snapshot, req.headers()).ok().flatten().cloned();
-    let mut resp = match take(snapshot, req).await {
+    // A disallowed origin is refused, key or not; an allowed one reads every answer, errors
+    // included (so its page can say why).
+    let (result, allowed) = match origin(snapshot, req.headers()) {
+        Err(e) => (Err(e), None),
+        Ok(o) => {
+            let o = o.cloned();
+            (take(snapshot, req, o.is_some()).await, o)
+        }
+    };
+    let mut resp = match result {
         Ok(answer) => body::json(StatusCode::ACCEPTED, answer),
         Err(e) => e.into_response(),
     };
@@ -89,12 +96,10 @@ pub async fn post(snapshot: &Snapshot, req: Request<Incoming>) -> Response<Body>
     resp
 }
 
-/// Who may send, the body, then [`accept`].
-async fn take(snapshot: &Snapshot, req: Request<Incoming>) -> Result<String, GatewayError> {
+/// Who may send, the body, then [`accept`]. A browser of an allowed origin may send no
+/// key: its credential is the token. Anyone else needs a key.
+async fn take(snapshot: &Snapshot, req: Request<Incoming>, browser: bool) -> Result<String, GatewayError> {
     let (parts, incoming) = req.into_parts();
-    // A browser of an allowed origin may send no key: its credential is the token. Anyone
-    // else needs a key; a disallowed origin is refused, key or not.
-    let browser = origin(snapshot, &parts.headers)?.is_some();
     if !browser || parts.headers.contains_key(header::AUTHORIZATION) {
         super::authenticate(snapshot, &parts.headers)?;
     }

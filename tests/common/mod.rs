@@ -313,6 +313,27 @@ flags:
     )
 }
 
+/// The claims of a token of flag `bot` (AI config `bot`), for tests that sign their own
+/// with a configured `feedback.key`.
+pub fn bot_claims(variation: &str, version: u32, iteration: u32, issued_ms: u64, nonce: u8) -> sluice::token::Claims {
+    sluice::token::Claims {
+        issued_ms,
+        nonce: [nonce; 8],
+        random_context: false,
+        iteration,
+        version,
+        context: [0; 8],
+        flag: "bot".into(),
+        variation: variation.into(),
+        ai_config: "bot".into(),
+    }
+}
+
+/// The wall clock in milliseconds since the Unix epoch (what tokens stamp).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
 /// A fallthrough split 50/50 between `control` and `candidate`, for [`two_arm_bot`].
 pub const HALF_AND_HALF: &str = "    fallthrough:\n      rollout:\n        variations:\n          - {variation: control, percent: 50}\n          - {variation: candidate, percent: 50}\n";
 
