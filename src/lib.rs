@@ -23,6 +23,7 @@
 //! | [`auth`] | the clients (apps): gateway keys compared in constant time, each app's context and template values |
 //! | [`metrics`] | Prometheus families per route and variation, how a request ended (`Outcome`), the guards' per-arm statistics |
 //! | [`providers`] | upstream clients (hyper-util + hyper-rustls) and provider kinds (OpenAI, Azure, Anthropic, mock) |
+//! | [`quality`] | answer quality: answers captured for sampled requests, LLM-as-judge calls on their own thread, guardrail checks |
 //! | [`aiconfig`] | AI config versions compiled: the Mustache templates, rendering within a budget, the body edits |
 //! | [`snapshot`] | the immutable, precompiled view of the config one request uses (behind `ArcSwap`) |
 //! | [`gateway`] | the running gateway's shared state: the current snapshot, the metrics, draining |
@@ -47,6 +48,7 @@ pub mod keys;
 pub mod metrics;
 pub mod providers;
 pub mod proxy;
+pub mod quality;
 pub mod server;
 pub mod snapshot;
 pub mod state;

@@ -19,6 +19,7 @@ const FLOORS: &[&str] = &[
     "auth",
     "metrics",
     "providers",
+    "quality",
     "aiconfig",
     "snapshot",
     "gateway",

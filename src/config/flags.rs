@@ -59,6 +59,12 @@ pub struct FlagConfig {
     /// A routing flag: compare its variations on quality metrics and name a winner.
     #[serde(default)]
     pub experiment: Option<super::signals::ExperimentConfig>,
+    /// Judges scoring a sample of this flag's answers, by name (`judges:`).
+    #[serde(default)]
+    pub judges: std::collections::BTreeMap<String, super::judges::JudgeUse>,
+    /// Guardrails checking this flag's answers, by name (`guardrails:`).
+    #[serde(default)]
+    pub guardrails: std::collections::BTreeMap<String, super::judges::GuardrailUse>,
     /// A routing flag: the API endpoints apps may call it on (`chat_completions`,
     /// `completions`, `embeddings`, `responses`). Every variation's provider must serve
     /// each one. Default: the endpoints its variations' providers serve — required when

@@ -9,6 +9,8 @@
 pub mod aiconfig;
 pub mod flags;
 pub mod guard;
+pub mod guardrails;
+pub mod judges;
 pub mod signals;
 mod validate;
 pub mod values;
@@ -69,6 +71,12 @@ pub struct Config {
     /// Prices per provider and model, for `sluice_cost_usd_total` and the `cost` metric.
     #[serde(default)]
     pub pricing: signals::Pricing,
+    /// LLM-as-judge evaluators, by name.
+    #[serde(default)]
+    pub judges: BTreeMap<String, judges::JudgeConfig>,
+    /// In-process checks of answers, by name.
+    #[serde(default)]
+    pub guardrails: BTreeMap<String, guardrails::GuardrailConfig>,
 }
 
 /// The admin API: who may read and who may change.
@@ -566,10 +574,14 @@ pub fn read_file(path: &Path) -> Result<String, ConfigError> {
 
 /// Parse and validate config text. `file` is only used in error messages.
 pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigError> {
-    let (value, locations) = yaml::load(text, env).map_err(|e| ConfigError {
+    let (mut value, locations) = yaml::load(text, env).map_err(|e| ConfigError {
         file: file.to_string(),
         problems: vec![(e.location.line, e.location.col, e.message)],
     })?;
+    let unread = judges::inline_rubrics(&mut value, Path::new(file).parent());
+    if !unread.is_empty() {
+        return Err(locate(file, &locations, unread));
+    }
     match check_value(value.clone()) {
         Ok((config, targeting)) => Ok(Loaded { config, file: file.to_string(), locations, targeting, value }),
         Err(problems) => Err(locate(file, &locations, problems)),

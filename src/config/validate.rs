@@ -42,9 +42,15 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
             let path = format!("flags.{key}.experiment");
             super::signals::validate_experiment(&path, e, &names, &config.metrics, &mut problems);
         }
+        let judge = |n: &str| config.judges.contains_key(n);
+        let guardrail = |n: &str| config.guardrails.contains_key(n);
+        let at = format!("flags.{key}");
+        super::judges::validate_uses(&at, &flag.judges, &flag.guardrails, &judge, &guardrail, &mut problems);
     }
     let providers = |name: &str| config.providers.contains_key(name);
     super::signals::validate(&config.metrics, &config.feedback, &config.pricing, &providers, &mut problems);
+    super::judges::validate(&config.judges, &providers, &mut problems);
+    super::guardrails::validate(&config.guardrails, &mut problems);
     aliases(config, &mut problems);
     flag_keys(config, &mut problems);
     problems
