@@ -192,6 +192,14 @@ pub struct Limits {
     /// descriptor limit may lower it (`server::accept`); the admin plane has its own cap.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// The most answer text kept from one request for its judges and guardrails; a longer
+    /// answer is checked on what was kept (marked truncated) and not judged.
+    #[serde(default = "default_capture_per_request")]
+    pub capture_per_request: ByteSize,
+    /// The most memory all captures hold at once (answers, and the request bodies their
+    /// judges will read); a request that would pass it is not captured (counted as skipped).
+    #[serde(default = "default_capture_budget")]
+    pub capture_budget: ByteSize,
 }
 
 /// Smallest `limits.max_header_bytes`: hyper's smallest HTTP/1.1 read buffer.
@@ -223,6 +231,12 @@ fn default_body_read_timeout() -> HumanDuration {
 fn default_shutdown_grace() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
+fn default_capture_per_request() -> ByteSize {
+    ByteSize(64 << 10)
+}
+fn default_capture_budget() -> ByteSize {
+    ByteSize(32 << 20)
+}
 fn default_max_connections() -> usize {
     10_000
 }
@@ -244,6 +258,8 @@ impl Default for Limits {
             max_header_bytes: default_max_header_bytes(),
             client_write_timeout: default_client_write_timeout(),
             max_connections: default_max_connections(),
+            capture_per_request: default_capture_per_request(),
+            capture_budget: default_capture_budget(),
         }
     }
 }
