@@ -120,7 +120,7 @@ fn sample(m: &MetricRef<'_>, w: &GuardSnapshot) -> Option<(Sample, Kind)> {
         }
         MetricRef::BuiltIn("cost") => (Sample { n: w.cost.n, sum: w.cost.sum, sumsq: w.cost.sumsq }, Kind::Mean),
         MetricRef::BuiltIn(_) => return None,
-        MetricRef::Feedback(key) => {
+        MetricRef::Feedback(key) | MetricRef::Quality(key) => {
             let s = w.signals.get(*key).map(|s| s.moments).unwrap_or_default();
             let kind = match w.signals.get(*key).map(|s| s.kind) {
                 Some(crate::metrics::SignalKind::Numeric) => Kind::Mean,
@@ -131,8 +131,15 @@ fn sample(m: &MetricRef<'_>, w: &GuardSnapshot) -> Option<(Sample, Kind)> {
     })
 }
 
-fn better(m: &MetricRef<'_>, defs: &BTreeMap<String, MetricDef>) -> Better {
+fn better(m: &MetricRef<'_>, defs: &BTreeMap<String, MetricDef>, w: Option<&GuardSnapshot>) -> Better {
     match m {
+        // A judge's score says which way is better; a guardrail's violations are worse.
+        MetricRef::Quality(key) => match w.and_then(|w| w.signals.get(*key)) {
+            Some(s) if s.higher_is_better => Better::Higher,
+            Some(_) => Better::Lower,
+            None if key.starts_with("judge:") => Better::Higher,
+            None => Better::Lower,
+        },
         MetricRef::Feedback(key) => match defs.get(*key).map(|d| d.direction) {
             Some(crate::config::signals::Better::Higher) => Better::Higher,
             _ => Better::Lower,
@@ -218,7 +225,7 @@ pub fn results(
         let Ok(m) = metric_ref(name, defs) else { continue };
         let Some(kind) = windows.first().and_then(|w| sample(&m, w)).map(|(_, k)| k) else { continue };
         let arm_samples = windows.iter().map(|w| sample(&m, w).map_or(Sample::default(), |(s, _)| s)).collect();
-        samples.push((role, name.clone(), kind, better(&m, defs), arm_samples));
+        samples.push((role, name.clone(), kind, better(&m, defs, windows.first()), arm_samples));
     }
     let seed = foldhash_seed(flag, e.iteration);
     let coverage = samples.first().and_then(|(_, _, _, _, s)| {

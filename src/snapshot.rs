@@ -22,6 +22,8 @@ use crate::config::{Config, Problem, Targeting};
 use crate::flags::FlagIndex;
 use crate::metrics::{FeedbackCounters, Labels, Metrics, RouteMetrics, SignalKind, ValueStats};
 use crate::providers::{Endpoint, Provider};
+use crate::quality::capture::Budget;
+use crate::quality::{ArmQuality, FlagQuality, Quality};
 use crate::token::{Dedup, Signer};
 
 /// The `model` label of pass-through requests for a model the provider does not list
@@ -59,6 +61,12 @@ pub struct Snapshot {
     pub metric_defs: Vec<(Box<str>, MetricDef)>,
     /// Each provider with what it was built from, so the next snapshot can keep it.
     built: HashMap<String, (BuiltFrom, Arc<Provider>)>,
+    /// The judges (with their queues, carried over while unchanged) and guardrails.
+    pub quality: Quality,
+    /// What all answer captures may hold at once (`limits.capture_budget`).
+    pub capture_budget: Arc<Budget>,
+    /// What one answer's capture may hold (`limits.capture_per_request`).
+    pub capture_limit: usize,
 }
 
 /// Response tokens and how feedback is taken.
@@ -184,6 +192,8 @@ pub struct FlagRoute {
     pub iteration: u32,
     /// The endpoints apps may call this flag on.
     pub endpoints: Vec<Endpoint>,
+    /// The judges and guardrails attached (`judges:`, `guardrails:`).
+    pub quality: FlagQuality,
 }
 
 /// One variation of a routing flag.
@@ -199,6 +209,8 @@ pub struct Variant {
     pub fallbacks: Option<IntCounter>,
     /// Where app-reported metrics are counted, by position in [`Snapshot::metric_defs`].
     pub signals: Box<[VariantSignal]>,
+    /// Where its judges' scores and guardrails' results are counted.
+    pub quality: Arc<ArmQuality>,
 }
 
 /// One app-reported metric of one variation: its statistics and its Prometheus handles.
@@ -274,10 +286,15 @@ impl Snapshot {
             }
         }
         let versions = versions(config, &providers, metrics, &mut problems);
+        let quality = Quality::build(config, metrics, previous.map(|p| &p.quality)).unwrap_or_else(|p| {
+            problems.extend(p);
+            Quality::default()
+        });
         let mut flag_routes = HashMap::new();
         let mut rollout_weights = Vec::new();
         for (key, flag) in &config.flags {
-            if let Some(route) = flag_route(key, flag, config, &targeting, &versions, metrics, &mut problems) {
+            if let Some(route) = flag_route(key, flag, config, &targeting, &versions, &quality, metrics, &mut problems)
+            {
                 if let Some(e) = &flag.experiment {
                     let names: Vec<&str> = flag.variations.iter().map(|v| v.name.as_str()).collect();
                     match e.state {
@@ -317,6 +334,12 @@ impl Snapshot {
             feedback: Feedback::build(&config.feedback, previous.map(|p| &p.feedback), metrics),
             metric_defs: config.metrics.iter().map(|(k, d)| (k.as_str().into(), d.clone())).collect(),
             built,
+            quality,
+            capture_budget: crate::quality::budget(
+                usize::try_from(config.limits.capture_budget.0).unwrap_or(usize::MAX),
+                previous.map(|p| &p.capture_budget),
+            ),
+            capture_limit: usize::try_from(config.limits.capture_per_request.0).unwrap_or(usize::MAX),
         })
     }
 
@@ -398,9 +421,11 @@ fn flag_route(
     config: &Config,
     targeting: &Targeting,
     versions: &Versions,
+    quality: &Quality,
     metrics: &Metrics,
     problems: &mut Vec<Problem>,
 ) -> Option<FlagRoute> {
+    let flag_quality = quality.flag(flag);
     if flag.variations.iter().all(|v| v.ai_config.is_none()) {
         return None;
     }
@@ -430,6 +455,7 @@ fn flag_route(
         let fallbacks = fallback.filter(|&f| f != i).map(|f| metrics.fallback(key, &v.name, &flag.variations[f].name));
         let price = price(config, &labels.provider, &labels.model);
         let signals = signals(config, metrics, key, &v.name);
+        let arm_quality = flag_quality.arm(metrics, key, &v.name);
         variants.push(Variant {
             name: v.name.as_str().into(),
             header: name?,
@@ -437,6 +463,7 @@ fn flag_route(
             version,
             fallbacks,
             signals,
+            quality: arm_quality,
         });
     }
     let endpoints = flag_endpoints(key, flag, &variants, problems);
@@ -450,6 +477,7 @@ fn flag_route(
         when_disabled: flag.when_disabled,
         require_context_key: flag.require_context_key,
         iteration: flag.experiment.as_ref().filter(|e| e.state == ExperimentState::Running).map_or(0, |e| e.iteration),
+        quality: flag_quality,
     })
 }
 

@@ -97,6 +97,10 @@ pub enum MetricKind {
     Cost,
     /// An app-reported metric (`feedback:<key>`).
     Feedback,
+    /// A judge's mean score (`judge:<name>`).
+    Judge,
+    /// A guardrail's violation rate (`guardrail:<name>`).
+    Guardrail,
 }
 
 impl MetricKind {
@@ -109,24 +113,39 @@ impl MetricKind {
             MetricKind::OutputTokens => "output_tokens",
             MetricKind::Cost => "cost",
             MetricKind::Feedback => "feedback",
+            MetricKind::Judge => "judge",
+            MetricKind::Guardrail => "guardrail",
         }
     }
 }
 
-/// A guarded metric's name: a built-in, or `feedback:<key>` of a metric under `metrics:`.
+/// A guarded metric's name: a built-in, `feedback:<key>` of a metric under `metrics:`,
+/// `judge:<name>` or `guardrail:<name>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricName {
     pub kind: MetricKind,
-    /// The `metrics:` key of a feedback metric.
-    pub feedback: Option<String>,
+    /// Where the arm's statistics keep it: the `metrics:` key of a feedback metric,
+    /// `judge:<name>`, `guardrail:<name>`.
+    pub signal: Option<String>,
 }
 
 impl MetricName {
     /// The name as written (and as labels and statuses show it).
     pub fn label(&self) -> String {
-        match &self.feedback {
-            Some(key) => format!("feedback:{key}"),
-            None => self.kind.as_str().to_string(),
+        match (&self.signal, self.kind) {
+            (Some(key), MetricKind::Feedback) => format!("feedback:{key}"),
+            (Some(key), _) => key.clone(),
+            (None, kind) => kind.as_str().to_string(),
+        }
+    }
+
+    /// The judge or guardrail it names.
+    pub fn quality_name(&self) -> Option<&str> {
+        let key = self.signal.as_deref()?;
+        match self.kind {
+            MetricKind::Judge => key.strip_prefix("judge:"),
+            MetricKind::Guardrail => key.strip_prefix("guardrail:"),
+            _ => None,
         }
     }
 }
@@ -135,7 +154,12 @@ impl std::str::FromStr for MetricName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if let Some(key) = s.strip_prefix("feedback:").filter(|k| !k.is_empty()) {
-            return Ok(MetricName { kind: MetricKind::Feedback, feedback: Some(key.to_string()) });
+            return Ok(MetricName { kind: MetricKind::Feedback, signal: Some(key.to_string()) });
+        }
+        for (prefix, kind) in [("judge:", MetricKind::Judge), ("guardrail:", MetricKind::Guardrail)] {
+            if s.strip_prefix(prefix).is_some_and(|n| !n.is_empty()) {
+                return Ok(MetricName { kind, signal: Some(s.to_string()) });
+            }
         }
         let kind = [
             MetricKind::ErrorRate,
@@ -148,9 +172,9 @@ impl std::str::FromStr for MetricName {
         .into_iter()
         .find(|k| k.as_str() == s)
         .ok_or_else(|| {
-            format!("unknown metric `{s}`: one of error_rate, latency, ttft, latency_tail, output_tokens, cost or `feedback:<key>`")
+            format!("unknown metric `{s}`: one of error_rate, latency, ttft, latency_tail, output_tokens, cost, `feedback:<key>`, `judge:<name>` or `guardrail:<name>`")
         })?;
-        Ok(MetricName { kind, feedback: None })
+        Ok(MetricName { kind, signal: None })
     }
 }
 

@@ -260,6 +260,8 @@ impl ExperimentState {
 pub enum MetricRef<'a> {
     BuiltIn(&'a str),
     Feedback(&'a str),
+    /// `judge:<name>` or `guardrail:<name>`, as written (the arm's statistics keep it so).
+    Quality(&'a str),
 }
 
 /// Resolve a metric name against the definitions: a built-in, or `feedback:<key>` of a
@@ -272,10 +274,16 @@ pub fn metric_ref<'a>(name: &'a str, defs: &BTreeMap<String, MetricDef>) -> Resu
             Err(format!("`feedback:{key}` names no metric under `metrics:`"))
         };
     }
-    if BUILT_IN.contains(&name) {
+    let quality = ["judge:", "guardrail:"].iter().any(|p| name.strip_prefix(p).is_some_and(|n| !n.is_empty()));
+    if quality {
+        Ok(MetricRef::Quality(name))
+    } else if BUILT_IN.contains(&name) {
         Ok(MetricRef::BuiltIn(name))
     } else {
-        Err(format!("unknown metric `{name}`: one of {} or `feedback:<key>`", BUILT_IN.join(", ")))
+        Err(format!(
+            "unknown metric `{name}`: one of {}, `feedback:<key>`, `judge:<name>` or `guardrail:<name>`",
+            BUILT_IN.join(", ")
+        ))
     }
 }
 

@@ -29,11 +29,17 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
             let names: Vec<&str> = flag.variations.iter().map(|v| v.name.as_str()).collect();
             super::guard::validate(&format!("flags.{key}.guard"), guard, &names, &mut problems);
             for (i, m) in guard.metrics.iter().enumerate() {
-                if let Some(f) = m.metric.feedback.as_deref().filter(|f| !config.metrics.contains_key(*f)) {
-                    problems.push(Problem::new(
-                        format!("flags.{key}.guard.metrics[{i}].metric"),
-                        format!("`feedback:{f}` names no metric under `metrics:`"),
-                    ));
+                let at = format!("flags.{key}.guard.metrics[{i}].metric");
+                match m.metric.kind {
+                    super::guard::MetricKind::Feedback => {
+                        if let Some(f) = m.metric.signal.as_deref().filter(|f| !config.metrics.contains_key(*f)) {
+                            problems.push(Problem::new(at, format!("`feedback:{f}` names no metric under `metrics:`")));
+                        }
+                    }
+                    super::guard::MetricKind::Judge | super::guard::MetricKind::Guardrail => {
+                        quality_metric(config, flag, key, &m.metric.label(), at, &mut problems);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -41,6 +47,12 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
             let names: Vec<&str> = flag.variations.iter().map(|v| v.name.as_str()).collect();
             let path = format!("flags.{key}.experiment");
             super::signals::validate_experiment(&path, e, &names, &config.metrics, &mut problems);
+            let fields = std::iter::once(("primary".to_string(), &e.primary))
+                .chain(e.secondary.iter().enumerate().map(|(i, m)| (format!("secondary[{i}]"), m)))
+                .chain(e.guardrails.iter().enumerate().map(|(i, m)| (format!("guardrails[{i}]"), m)));
+            for (field, m) in fields {
+                quality_metric(config, flag, key, m, format!("{path}.{field}"), &mut problems);
+            }
         }
         let judge = |n: &str| config.judges.contains_key(n);
         let guardrail = |n: &str| config.guardrails.contains_key(n);
@@ -54,6 +66,36 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     aliases(config, &mut problems);
     flag_keys(config, &mut problems);
     problems
+}
+
+/// A `judge:<name>` or `guardrail:<name>` metric of flag `key`: defined, and attached to the flag.
+pub(super) fn quality_metric(
+    config: &Config,
+    flag: &super::flags::FlagConfig,
+    key: &str,
+    metric: &str,
+    at: String,
+    problems: &mut Vec<Problem>,
+) {
+    let (defined, attached, what) = if let Some(name) = metric.strip_prefix("judge:") {
+        (config.judges.contains_key(name), flag.judges.contains_key(name), ("judge", "judges"))
+    } else if let Some(name) = metric.strip_prefix("guardrail:") {
+        (config.guardrails.contains_key(name), flag.guardrails.contains_key(name), ("guardrail", "guardrails"))
+    } else {
+        return;
+    };
+    let name = metric.split_once(':').map_or("", |(_, n)| n);
+    if !defined {
+        problems.push(Problem::new(at, format!("`{metric}` names no {} under `{}:`", what.0, what.1)));
+    } else if !attached {
+        problems.push(Problem::new(
+            at,
+            format!(
+                "`{metric}`: the flag `{key}` does not attach the {} `{name}` (add it under `flags.{key}.{}`)",
+                what.0, what.1
+            ),
+        ));
+    }
 }
 
 /// Flag and segment keys use LaunchDarkly's alphabet, and a flag (which apps name as

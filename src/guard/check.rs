@@ -143,8 +143,8 @@ pub fn evaluate(metric: &Metric, arms: &Arms, guard: &Compiled) -> Evaluated {
             let m = |s: &GuardSnapshot| (s.cost.n, s.cost.sum, s.cost.sumsq);
             (stats::means(m(c), m(t), test), floor(c.cost.n, t.cost.n), (c.cost.n, t.cost.n))
         }
-        MetricKind::Feedback => {
-            let key = metric.feedback.as_deref().unwrap_or_default();
+        MetricKind::Feedback | MetricKind::Judge | MetricKind::Guardrail => {
+            let key = metric.signal.as_deref().unwrap_or_default();
             let (sc, st) = (c.signals.get(key), t.signals.get(key));
             let m = |s: Option<&Signal>| s.map_or(Moments::default(), |s| s.moments);
             let (mc, mt) = (m(sc), m(t.signals.get(key)));

@@ -20,7 +20,7 @@ pub struct Metric {
     /// As written: `latency`, `feedback:thumbs_up`.
     pub name: Arc<str>,
     /// A feedback metric's key.
-    pub feedback: Option<String>,
+    pub signal: Option<String>,
     /// Whether `direction` was written (a feedback metric's default follows its definition).
     pub direction_set: bool,
     pub test: Test,
@@ -58,7 +58,7 @@ pub fn compile(guard: &Value) -> Result<Compiled, String> {
             Ok(Metric {
                 kind: m.metric.kind,
                 name: m.metric.label().into(),
-                feedback: m.metric.feedback.clone(),
+                signal: m.metric.signal.clone(),
                 direction_set: m.direction.is_some(),
                 test: Test { alpha, margin, tau: m.tau, direction },
             })

@@ -205,6 +205,8 @@ impl GuardStats {
             Outcome::Cancelled => {
                 self.cancelled.fetch_add(1, Relaxed);
             }
+            // Counted by the guardrail's own metric.
+            Outcome::Blocked => {}
         }
         if let Some(u) = f.usage {
             self.usage_n.fetch_add(1, Relaxed);

@@ -97,6 +97,13 @@ pub struct Metrics {
     experiment_ctbc: GaugeVec,
     experiment_loss: GaugeVec,
     experiment_srm: GaugeVec,
+    judge_evaluations: IntCounterVec,
+    judge_skipped: IntCounterVec,
+    judge_score: HistogramVec,
+    judge_queue: IntGaugeVec,
+    judge_tokens: IntCounterVec,
+    judge_cost: CounterVec,
+    guardrail_checks: IntCounterVec,
     /// Guard statistics by (flag, variation): kept across snapshots, like the counters.
     guards: Mutex<HashMap<(String, String), Arc<GuardStats>>>,
     /// Each experiment's current iteration and its arms' totals when it started here (an
@@ -243,6 +250,52 @@ impl Metrics {
             ),
             &["flag"],
         )?;
+        let arm_judge = ["flag", "variation", "judge"];
+        let judge_evaluations = IntCounterVec::new(
+            Opts::new(
+                "sluice_judge_evaluations_total",
+                "Judge calls on sampled answers, by outcome (scored, error, timeout, invalid).",
+            ),
+            &["flag", "variation", "judge", "outcome"],
+        )?;
+        let judge_skipped = IntCounterVec::new(
+            Opts::new(
+                "sluice_judge_skipped_total",
+                "Sampled answers not judged, by reason (queue_full, budget, capacity, truncated, incomplete).",
+            ),
+            &["flag", "variation", "judge", "reason"],
+        )?;
+        let judge_score = HistogramVec::new(
+            HistogramOpts::new("sluice_judge_score", "Judge scores (0..1) of sampled answers.")
+                .buckets((1..=10).map(|i| f64::from(i) / 10.0).collect()),
+            &arm_judge,
+        )?;
+        let judge_queue =
+            IntGaugeVec::new(Opts::new("sluice_judge_queue_depth", "Answers waiting for a judge call."), &["judge"])?;
+        let judge_tokens = IntCounterVec::new(
+            Opts::new("sluice_judge_tokens_total", "Tokens of judge calls (input or output), counted under the judge."),
+            &["judge", "kind"],
+        )?;
+        let judge_cost = CounterVec::new(
+            Opts::new(
+                "sluice_judge_cost_usd_total",
+                "Cost of judge calls in US dollars, when the judge's model is priced.",
+            ),
+            &["judge"],
+        )?;
+        let guardrail_checks = IntCounterVec::new(
+            Opts::new(
+                "sluice_guardrail_checks_total",
+                "Guardrail checks of answers, by result (pass, fail; blocked: failed and refused; skipped: not checked).",
+            ),
+            &["flag", "variation", "guardrail", "result"],
+        )?;
+        for c in [&judge_evaluations, &judge_skipped, &judge_tokens, &guardrail_checks] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(judge_score.clone()))?;
+        registry.register(Box::new(judge_queue.clone()))?;
+        registry.register(Box::new(judge_cost.clone()))?;
         registry.register(Box::new(cost.clone()))?;
         for c in [&feedback, &feedback_count, &feedback_answers] {
             registry.register(Box::new(c.clone()))?;
@@ -290,6 +343,13 @@ impl Metrics {
             experiment_ctbc,
             experiment_loss,
             experiment_srm,
+            judge_evaluations,
+            judge_skipped,
+            judge_score,
+            judge_queue,
+            judge_tokens,
+            judge_cost,
+            guardrail_checks,
             guards: Mutex::new(HashMap::new()),
             iterations: Mutex::new(HashMap::new()),
         })
@@ -340,6 +400,33 @@ impl Metrics {
                 count: self.feedback_count.with_label_values(&[flag, variation, metric]),
             },
         }
+    }
+
+    /// The handles of judge `judge` on (flag, variation).
+    pub fn judge_arm(&self, flag: &str, variation: &str, judge: &str) -> JudgeArmCounters {
+        let outcome = |o: &str| self.judge_evaluations.with_label_values(&[flag, variation, judge, o]);
+        let skipped = |r: &str| self.judge_skipped.with_label_values(&[flag, variation, judge, r]);
+        JudgeArmCounters {
+            outcomes: JudgeOutcome::ALL.map(|o| outcome(o.as_str())),
+            skipped: SkipReason::ALL.map(|r| skipped(r.as_str())),
+            score: self.judge_score.with_label_values(&[flag, variation, judge]),
+        }
+    }
+
+    /// The handles of judge `judge` itself: its queue, tokens and cost.
+    pub fn judge_totals(&self, judge: &str) -> JudgeTotals {
+        JudgeTotals {
+            queue: self.judge_queue.with_label_values(&[judge]),
+            input_tokens: self.judge_tokens.with_label_values(&[judge, "input"]),
+            output_tokens: self.judge_tokens.with_label_values(&[judge, "output"]),
+            cost: self.judge_cost.with_label_values(&[judge]),
+        }
+    }
+
+    /// The handles of guardrail `guardrail` on (flag, variation).
+    pub fn guardrail_arm(&self, flag: &str, variation: &str, guardrail: &str) -> GuardrailCounters {
+        let c = |r: &str| self.guardrail_checks.with_label_values(&[flag, variation, guardrail, r]);
+        GuardrailCounters { pass: c("pass"), fail: c("fail"), blocked: c("blocked"), skipped: c("skipped") }
     }
 
     /// The counter of feedback requests answered with `status` (a few statuses: the label
@@ -486,6 +573,93 @@ impl FeedbackCounters {
             }
         }
     }
+}
+
+/// How a judge call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JudgeOutcome {
+    Scored,
+    Error,
+    Timeout,
+    /// The judge answered, but with no parseable `{reasoning, score}` or a score out of range.
+    Invalid,
+}
+
+impl JudgeOutcome {
+    pub const ALL: [JudgeOutcome; 4] =
+        [JudgeOutcome::Scored, JudgeOutcome::Error, JudgeOutcome::Timeout, JudgeOutcome::Invalid];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JudgeOutcome::Scored => "scored",
+            JudgeOutcome::Error => "error",
+            JudgeOutcome::Timeout => "timeout",
+            JudgeOutcome::Invalid => "invalid",
+        }
+    }
+}
+
+/// Why a sampled answer was not judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The judge's queue was full.
+    QueueFull,
+    /// The judge's tokens for this minute were spent.
+    Budget,
+    /// The capture budget (`limits.capture_budget`) had no room.
+    Capacity,
+    /// The answer was longer than what is kept or what the judge reads.
+    Truncated,
+    /// The answer did not end well: a broken or cancelled stream, an error answer.
+    Incomplete,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 5] = [
+        SkipReason::QueueFull,
+        SkipReason::Budget,
+        SkipReason::Capacity,
+        SkipReason::Truncated,
+        SkipReason::Incomplete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::QueueFull => "queue_full",
+            SkipReason::Budget => "budget",
+            SkipReason::Capacity => "capacity",
+            SkipReason::Truncated => "truncated",
+            SkipReason::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// One judge's Prometheus handles on one arm.
+#[derive(Debug, Clone)]
+pub struct JudgeArmCounters {
+    /// By `JudgeOutcome as usize`.
+    pub outcomes: [IntCounter; 4],
+    /// By `SkipReason as usize`.
+    pub skipped: [IntCounter; 5],
+    pub score: Histogram,
+}
+
+/// One judge's own Prometheus handles.
+#[derive(Debug, Clone)]
+pub struct JudgeTotals {
+    pub queue: IntGauge,
+    pub input_tokens: IntCounter,
+    pub output_tokens: IntCounter,
+    pub cost: Counter,
+}
+
+/// One guardrail's Prometheus handles on one arm.
+#[derive(Debug, Clone)]
+pub struct GuardrailCounters {
+    pub pass: IntCounter,
+    pub fail: IntCounter,
+    pub blocked: IntCounter,
+    pub skipped: IntCounter,
 }
 
 /// Token counts from a provider's `usage`.

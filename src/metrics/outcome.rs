@@ -9,17 +9,20 @@ pub enum Outcome {
     Timeout,
     Cancelled,
     GatewayError,
+    /// A guardrail in `block` mode refused the provider's answer.
+    Blocked,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order (`outcome as usize` indexes it).
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Ok,
         Outcome::ClientError,
         Outcome::UpstreamError,
         Outcome::Timeout,
         Outcome::Cancelled,
         Outcome::GatewayError,
+        Outcome::Blocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -30,6 +33,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Cancelled => "cancelled",
             Outcome::GatewayError => "gateway_error",
+            Outcome::Blocked => "blocked",
         }
     }
 }

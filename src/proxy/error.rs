@@ -95,6 +95,9 @@ pub enum GatewayError {
     OriginNotAllowed(String),
     #[error("a preflight request needs an `Origin` header")]
     NoOrigin,
+    /// A guardrail in `block` mode failed the provider's answer; the answer was not sent.
+    #[error("the answer failed the guardrail `{0}` and was withheld")]
+    GuardrailBlocked(String),
     #[error("internal gateway error")]
     Internal,
 }
@@ -148,6 +151,13 @@ impl GatewayError {
             OriginNotAllowed(_) => client(StatusCode::FORBIDDEN, None, "origin_not_allowed"),
             NoOrigin => client(StatusCode::BAD_REQUEST, None, "missing_origin"),
             ShuttingDown => server(StatusCode::SERVICE_UNAVAILABLE, Outcome::Cancelled, "shutting_down"),
+            GuardrailBlocked(_) => Parts {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                outcome: Outcome::Blocked,
+                kind: "guardrail_error",
+                param: None,
+                code: "guardrail_blocked",
+            },
             Internal => server(StatusCode::INTERNAL_SERVER_ERROR, Outcome::GatewayError, "internal_error"),
         }
     }

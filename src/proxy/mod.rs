@@ -171,14 +171,20 @@ async fn forward(
     let model = body.model()?;
     let stream = body.stream()?;
     let usage_edit = if stream { usage_request(endpoint, &body) } else { None };
-    let call =
-        upstream::Call { endpoint, query: parts.uri.query(), stream, request_id, strip_usage: usage_edit.is_some() };
+    let call = upstream::Call {
+        endpoint,
+        query: parts.uri.query(),
+        stream,
+        request_id,
+        strip_usage: usage_edit.is_some(),
+        hold: false,
+    };
     if let Some(route) = snapshot.flag_route(&model) {
         if !route.endpoints.contains(&endpoint) {
             let message = format!("the flag `{}` is not served on /v1{}", truncate(&model), endpoint.path());
             return Err(GatewayError::Refused { param: "model", message });
         }
-        let flag = targeted::Flag { route, key: &model, usage_edit: usage_edit.as_deref() };
+        let flag = targeted::Flag { route, key: &model, usage_edit: usage_edit.as_deref(), request: &bytes };
         return targeted::forward(snapshot, flag, parts.headers, &body, client, &call, record).await;
     }
     // Pass-through: `provider/model` or an alias, no targeting.

@@ -13,6 +13,7 @@ use http::{HeaderValue, Method, StatusCode};
 
 use super::error::Outcome;
 use crate::metrics::{Finished, RouteMetrics, Usage};
+use crate::quality::Pending;
 
 /// What the access log line needs beyond the metrics.
 #[derive(Debug)]
@@ -43,6 +44,8 @@ pub struct Recorder {
     /// When a fallback served the request: its route, which gets the tokens.
     served_by: Option<Arc<RouteMetrics>>,
     log: Option<Box<AccessLog>>,
+    /// A sampled request's judges and guardrails, finished with the record.
+    quality: Option<Box<Pending>>,
     done: bool,
 }
 
@@ -59,6 +62,7 @@ impl Recorder {
             failed: None,
             served_by: None,
             log,
+            quality: None,
             done: false,
         }
     }
@@ -81,6 +85,15 @@ impl Recorder {
                 log.request_id = token.clone();
             }
         }
+    }
+
+    /// The request is sampled for judges or guardrails.
+    pub fn quality(&mut self, pending: Pending) {
+        self.quality = Some(Box::new(pending));
+    }
+
+    pub fn quality_mut(&mut self) -> Option<&mut Pending> {
+        self.quality.as_deref_mut()
     }
 
     pub fn log_mut(&mut self) -> Option<&mut AccessLog> {
@@ -130,6 +143,7 @@ impl Recorder {
             failed: self.failed,
             served_by: self.served_by.take(),
             log: self.log.take(),
+            quality: self.quality.take(),
             done: false,
         }
     }
@@ -159,6 +173,9 @@ impl Recorder {
             (Some(failed), _) => failed,
             (None, o) => o,
         };
+        if let Some(q) = self.quality.take() {
+            q.finish(outcome == Outcome::Ok);
+        }
         let duration = self.start.elapsed();
         let head = self.head.map_or(duration, |h| h.duration_since(self.start));
         let finished = Finished {

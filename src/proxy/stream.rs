@@ -131,9 +131,18 @@ impl Forward {
     /// The body ended normally.
     fn end(&mut self) {
         self.done = true;
-        if let Reading::Json { frames, .. } = &mut self.reading {
-            if let Some(u) = json_usage(frames) {
+        if let Reading::Json { frames, len } = &mut self.reading {
+            let whole = joined(frames);
+            if let Some(u) = whole.as_deref().and_then(json_usage) {
                 self.record.usage(u);
+            }
+            if let Some(q) = self.record.quality_mut() {
+                match whole.as_deref() {
+                    Some(body) => q.feed_whole(body),
+                    // Too large to keep: what it says cannot be checked.
+                    None if *len > MAX_USAGE_BODY => q.truncated(),
+                    None => {}
+                }
             }
         }
         self.record.finish(Recorder::outcome_of(self.status), self.status);
@@ -163,6 +172,9 @@ impl Forward {
                 }
                 if seen.error {
                     self.record.stream_error();
+                }
+                if let Some(q) = self.record.quality_mut() {
+                    q.feed_events(&out);
                 }
                 if seen.too_large {
                     // An event that never ends: the whole events before it, then the end.
@@ -263,17 +275,17 @@ impl HttpBody for Forward {
     }
 }
 
-/// `usage` of a JSON response kept in `frames`.
-fn json_usage(frames: &[Bytes]) -> Option<Usage> {
-    let joined;
-    let bytes: &[u8] = match frames {
-        [] => return None,
-        [one] => one,
-        many => {
-            joined = many.concat();
-            &joined
-        }
-    };
+/// A JSON response kept in `frames`, as one buffer.
+fn joined(frames: &[Bytes]) -> Option<Bytes> {
+    match frames {
+        [] => None,
+        [one] => Some(one.clone()),
+        many => Some(many.concat().into()),
+    }
+}
+
+/// `usage` of a JSON response.
+fn json_usage(bytes: &[u8]) -> Option<Usage> {
     let body = JsonBody::parse(bytes).ok()?;
     parse_usage(body.get("usage")?.get())
 }

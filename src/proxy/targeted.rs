@@ -17,6 +17,7 @@ use crate::auth::Client;
 use crate::config::flags::WhenDisabled;
 use crate::flags::Reason;
 use crate::providers::Endpoint;
+use crate::quality::Pending;
 use crate::snapshot::{FlagRoute, Snapshot, Variant};
 use crate::token::Claims;
 use crate::wire::body::Body;
@@ -37,6 +38,8 @@ pub struct Flag<'a> {
     pub key: &'a str,
     /// `stream_options` asking the provider for usage, when sluice adds it.
     pub usage_edit: Option<&'a str>,
+    /// The app's request body, as it came (what judges read).
+    pub request: &'a Bytes,
 }
 
 pub async fn forward(
@@ -48,7 +51,7 @@ pub async fn forward(
     call: &Call<'_>,
     record: &mut Recorder,
 ) -> Result<Response<Body>, GatewayError> {
-    let Flag { route, key: flag, usage_edit } = flag;
+    let Flag { route, key: flag, usage_edit, request: app_request } = flag;
     let RequestContext { context, ldctx, random } =
         context::build(&headers, body, client, route.require_context_key, flag)?;
     let vars = context::variables(&headers)?;
@@ -75,6 +78,18 @@ pub async fn forward(
     let fallback = route.fallback.filter(|&f| f != chosen && route.variants[f].version.enabled);
     // Keep a copy of the headers only when a retry may need them.
     let retry_headers = fallback.map(|_| forwarded.clone());
+    // Judges and guardrails: sampled by the request id, before the answer exists.
+    let mut hold = false;
+    if !route.quality.is_empty() {
+        let sampled = route.quality.sample(call.request_id.as_bytes());
+        hold = !call.stream && route.quality.blocks(sampled);
+        let response_format = body.get("response_format").map(|r| r.get());
+        let (budget, limit) = (&snapshot.capture_budget, snapshot.capture_limit);
+        if let Some(p) = Pending::start(sampled, call.endpoint, budget, limit, app_request, response_format) {
+            record.quality(p);
+        }
+    }
+    let call = &Call { hold, ..*call };
     let request = Attempt { body, scope: &scope, call, usage_edit };
     // Tokens are for feedback: without a metric to report, no answer needs one.
     let tokens = !snapshot.metric_defs.is_empty();
@@ -92,7 +107,10 @@ pub async fn forward(
         (Ok(resp), _) => (resp, chosen, None),
         // The app's request does not fit the chosen provider: its error, not the provider's,
         // and never a reason to try another variation.
-        (Err(upstream::Failure::Error(e)), _) if e.outcome() == Outcome::ClientError => return Err(e),
+        // A guardrail's refusal is final too: another variation is not tried behind it.
+        (Err(upstream::Failure::Error(e)), _) if matches!(e.outcome(), Outcome::ClientError | Outcome::Blocked) => {
+            return Err(e)
+        }
         (Err(failure), Some((f, retry_headers))) => {
             tracing::warn!(
                 flag, from = %route.variants[chosen].header.to_str().unwrap_or("?"),
@@ -186,6 +204,9 @@ impl Attempt<'_> {
             edits.push(("stream_options", options));
         }
         let rewritten = Bytes::from(self.body.rewrite(&edits));
+        if let Some(q) = record.quality_mut() {
+            q.arm(&variant.quality);
+        }
         Ok(upstream::send(&version.provider, &version.model, self.call, headers, rewritten, record).await)
     }
 }

@@ -61,6 +61,7 @@ const ALLOWED_RESPONSE_HEADERS: &[&str] = &[
 const ALLOWED_RESPONSE_PREFIXES: &[&str] = &["x-ratelimit-", "anthropic-ratelimit-"];
 
 /// What is the same for every attempt of one request.
+#[derive(Clone, Copy)]
 pub struct Call<'a> {
     pub endpoint: Endpoint,
     /// The client's query string, passed through.
@@ -70,6 +71,9 @@ pub struct Call<'a> {
     pub request_id: &'a HeaderValue,
     /// sluice asked the provider for usage the app did not ask for: remove it from the stream.
     pub strip_usage: bool,
+    /// A guardrail may block this (non-streamed) answer: read it whole and check it before
+    /// anything is sent.
+    pub hold: bool,
 }
 
 /// A failure before anything was sent to the client.
@@ -204,17 +208,51 @@ async fn respond(
     } else {
         None
     };
+    let json = content_type.starts_with(b"application/json");
+    if call.hold && !sse && json && parts.status.is_success() {
+        let waiting = Instant::now();
+        let whole = read_whole(inner, provider.timeouts.idle).await;
+        record.waited(waiting);
+        let whole = whole.map_err(|e| upstream_error(&provider, e))?;
+        if let Some(guardrail) = record.quality_mut().and_then(|q| q.check_whole(&whole)) {
+            return Err(GatewayError::GuardrailBlocked(guardrail.to_string()));
+        }
+        inner = crate::wire::body::full(whole);
+    }
     let reading = if sse && call.endpoint == Endpoint::Responses {
         Reading::Sse(Tap::responses())
     } else if sse {
         Reading::Sse(Tap::new(call.strip_usage))
-    } else if content_type.starts_with(b"application/json") && parts.status.is_success() {
+    } else if json && parts.status.is_success() {
         Reading::Json { frames: Vec::new(), len: 0 }
     } else {
         Reading::Opaque
     };
     let body = Forward::new(inner, first, provider, reading, record.hand_off(parts.status), parts.status);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+/// The largest answer a blocking guardrail reads whole; a larger one is a protocol error.
+const MAX_HELD_BODY: usize = 16 << 20;
+
+/// A whole answer, each frame within `idle`.
+async fn read_whole(mut body: Body, idle: std::time::Duration) -> Result<Bytes, UpstreamError> {
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(UpstreamError::IdleTimeout),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(_))) => return Err(UpstreamError::StreamBroken),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() > MAX_HELD_BODY {
+                        return Err(UpstreamError::Protocol);
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
 }
 
 fn upstream_error(provider: &Provider, error: UpstreamError) -> GatewayError {
