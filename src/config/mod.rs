@@ -407,6 +407,10 @@ pub struct MockConfig {
     pub error_status: Option<u16>,
     pub chunks: Option<usize>,
     pub chunk_delay: Option<HumanDuration>,
+    /// The text of every generated answer instead of `mock0 mock1 ...` (at most 64 KiB).
+    pub answer: Option<String>,
+    /// Judge mode: chat completions answer as an LLM judge (see `sluice_mock`).
+    pub judge: Option<bool>,
 }
 
 /// Logging.

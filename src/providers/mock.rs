@@ -10,6 +10,10 @@ use sluice_mock::MockSettings;
 struct Mock;
 
 pub(super) fn build(cfg: &ProviderConfig) -> Result<Kind, String> {
+    let answer = cfg.mock.as_ref().and_then(|m| m.answer.as_ref());
+    if let Some(answer) = answer.filter(|a| a.len() > sluice_mock::MAX_ANSWER) {
+        return Err(format!("mock.answer is {} bytes, at most {} allowed", answer.len(), sluice_mock::MAX_ANSWER));
+    }
     Ok(Kind { dialect: Box::new(Mock), target: Target::InProcess(settings(cfg)) })
 }
 
@@ -42,6 +46,12 @@ fn settings(cfg: &ProviderConfig) -> MockSettings {
         }
         if let Some(v) = m.chunk_delay {
             s.chunk_delay = v.0;
+        }
+        if let Some(v) = &m.answer {
+            s.answer = Some(v.clone());
+        }
+        if let Some(v) = m.judge {
+            s.judge = v;
         }
     }
     s

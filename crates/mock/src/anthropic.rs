@@ -167,7 +167,10 @@ pub(crate) fn respond(call: &Call<'_>, body: &[u8]) -> Response<Body> {
         Ok(checked) => checked,
         Err(message) => return errors::anthropic(StatusCode::BAD_REQUEST, "invalid_request_error", &message),
     };
-    let plan = plan::decide(&checked.conversation, call.knobs.plan_settings());
+    let plan = match call.judge {
+        Some(verdict) => verdict.plan(&checked.conversation, call.plan_settings()),
+        None => plan::decide(&checked.conversation, call.plan_settings()),
+    };
     let script = call.knobs.script;
     if !checked.stream {
         if let Some(response) = script.and_then(|s| s.whole_answer(MockKind::Anthropic)) {

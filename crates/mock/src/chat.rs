@@ -210,13 +210,18 @@ fn chat(call: &Call<'_>, body: &[u8]) -> Result<Response<Body>, BadRequest> {
         None => require_model(request.model.take())?,
     };
     check_stream_options(call, request.stream_options.is_some())?;
-    let plan = plan::decide(&request.conversation(), call.knobs.plan_settings());
+    let conversation = request.conversation();
+    let plan = match call.judge {
+        Some(verdict) => verdict.plan(&conversation, call.plan_settings()),
+        None => plan::decide(&conversation, call.plan_settings()),
+    };
     let shape = if call.settings.kind == MockKind::Azure { Shape::Azure } else { Shape::Chat };
     let include_usage = request.stream_options.and_then(|options| options.include_usage).unwrap_or(false);
     Ok(answer(call, shape, &model, plan, request.stream == Some(true), include_usage))
 }
 
-/// Answer a legacy text completion request: always the generated answer.
+/// Answer a legacy text completion request: the generated answer, or the `answer` knob's
+/// text (this route reads no `max_tokens`).
 pub(crate) fn respond_completion(call: &Call<'_>, body: &[u8]) -> Response<Body> {
     completion(call, body).unwrap_or_else(BadRequest::into_response)
 }
@@ -236,8 +241,12 @@ fn completion(call: &Call<'_>, body: &[u8]) -> Result<Response<Body>, BadRequest
     check_stream_options(call, request.stream_options.is_some())?;
     let script = call.knobs.script;
     let prompt_tokens = render::prompt_tokens(body);
+    let text = match call.plan_settings().answer {
+        Some(answer) => plan::answer_text(answer, None).0,
+        None => TextBody::Words(call.knobs.chunks),
+    };
     let plan = Plan {
-        blocks: vec![Block::Text(TextBody::Words(call.knobs.chunks))],
+        blocks: vec![Block::Text(text)],
         finish: match script {
             Some(Script::ContentFilter) => plan::Finish::ContentFilter,
             Some(Script::Incomplete) => plan::Finish::Length,

@@ -107,6 +107,17 @@ pub(crate) fn injected(kind: MockKind, status: u16) -> Response<Body> {
     }
 }
 
+/// The kind's 500 for a failure of the server itself.
+pub(crate) fn server_error(kind: MockKind) -> Response<Body> {
+    let message = "The server had an error while processing your request.";
+    match kind {
+        MockKind::Anthropic => anthropic(StatusCode::INTERNAL_SERVER_ERROR, "api_error", message),
+        MockKind::OpenAi | MockKind::Azure => {
+            render::error_response(StatusCode::INTERNAL_SERVER_ERROR, message, "server_error", None, None)
+        }
+    }
+}
+
 /// The refusal of a missing or misplaced credential, checked like the real API before
 /// anything else.
 pub(crate) fn auth_refusal(kind: MockKind, headers: &http::HeaderMap) -> Option<Response<Body>> {

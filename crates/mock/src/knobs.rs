@@ -13,6 +13,9 @@ use super::MockSettings;
 /// Largest accepted `chunks` value (bounds the size of a non-streamed answer).
 pub(crate) const MAX_CHUNKS: usize = 100_000;
 
+/// Largest accepted `answer` text, in bytes (after percent-decoding).
+pub const MAX_ANSWER: usize = 64 * 1024;
+
 /// One knob: its header and its query parameter.
 struct Knob {
     header: HeaderName,
@@ -32,6 +35,7 @@ static CHUNK_DELAY: Knob = knob("x-mock-chunk-delay-ms", "chunk_delay_ms");
 static BREAK_AFTER: Knob = knob("x-mock-break-after", "break_after");
 static SCRIPT: Knob = knob("x-mock-script", "script");
 static CACHED_TOKENS: Knob = knob("x-mock-cached-tokens", "cached_tokens");
+static ANSWER: Knob = knob("x-mock-answer", "answer");
 
 /// The effective knobs of one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +51,8 @@ pub(crate) struct Knobs {
     pub script: Option<Script>,
     /// Prompt tokens reported as read from cache.
     pub cached_tokens: Option<u64>,
+    /// The request's `answer` override (the process-wide one is in [`MockSettings`]).
+    pub answer: Option<String>,
 }
 
 /// A knob value that could not be parsed; `name` is the header or query parameter used.
@@ -74,6 +80,7 @@ impl Knobs {
             break_after: lookup.get(&BREAK_AFTER, parse_count)?,
             script: lookup.get(&SCRIPT, script::parse)?,
             cached_tokens: lookup.get(&CACHED_TOKENS, parse_tokens)?,
+            answer: lookup.text(&ANSWER)?,
         })
     }
 
@@ -82,9 +89,15 @@ impl Knobs {
         self.error_rate > 0.0 && fastrand::f64() < self.error_rate
     }
 
-    /// The knobs that shape a chat answer's plan.
-    pub(crate) fn plan_settings(&self) -> plan::Settings {
-        plan::Settings { chunks: self.chunks, cached_tokens: self.cached_tokens, script: self.script }
+    /// The knobs that shape a chat answer's plan; `answer`: the process-wide answer text,
+    /// unless the request overrides it.
+    pub(crate) fn plan_settings<'a>(&'a self, answer: Option<&'a str>) -> plan::Settings<'a> {
+        plan::Settings {
+            chunks: self.chunks,
+            cached_tokens: self.cached_tokens,
+            script: self.script,
+            answer: self.answer.as_deref().or(answer),
+        }
     }
 
     /// The pacing and cuts of a stream; `every_event`: delay every event, not only content.
@@ -119,6 +132,53 @@ impl Lookup<'_> {
         };
         parse(raw.trim()).map(Some).map_err(|detail| KnobError { name, detail })
     }
+
+    /// A text knob: the header (UTF-8, trimmed) or the query parameter, percent-decoded
+    /// (in the query `+` is also a space), at most [`MAX_ANSWER`] bytes.
+    fn text(&self, knob: &'static Knob) -> Result<Option<String>, KnobError> {
+        let (name, decoded) = if let Some(value) = self.headers.get(&knob.header) {
+            let name = knob.header_str;
+            let raw = std::str::from_utf8(value.as_bytes())
+                .map_err(|_| KnobError { name, detail: "not valid UTF-8".to_owned() })?;
+            (name, percent_decode(raw.trim(), false))
+        } else if let Some(raw) = self.query.and_then(|q| query_param(q, knob.param)) {
+            (knob.param, percent_decode(raw, true))
+        } else {
+            return Ok(None);
+        };
+        match decoded {
+            Ok(text) if text.len() <= MAX_ANSWER => Ok(Some(text)),
+            Ok(text) => Err(KnobError { name, detail: format!("{} bytes, at most {MAX_ANSWER} allowed", text.len()) }),
+            Err(detail) => Err(KnobError { name, detail }),
+        }
+    }
+}
+
+/// Percent-decode `raw` (`%XX` escapes of UTF-8 bytes; `plus_is_space`: `+` is a space, as
+/// in a form-encoded query).
+pub(crate) fn percent_decode(raw: &str, plus_is_space: bool) -> Result<String, String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        match byte {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(decoded) if hex.is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit())) => {
+                        out.push(decoded);
+                        i += 3;
+                        continue;
+                    }
+                    _ => return Err(format!("'%' at byte {i} is not followed by two hex digits (write %25 for '%')")),
+                }
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            _ => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| "percent-decodes to bytes that are not UTF-8".to_owned())
 }
 
 /// The first value of `key` in a raw query string (no percent-decoding: knobs are numbers
@@ -160,6 +220,14 @@ pub(crate) fn parse_chunks(raw: &str) -> Result<usize, String> {
         Ok(chunks) if chunks <= MAX_CHUNKS => Ok(chunks),
         _ => Err(format!("expected a whole number between 0 and {MAX_CHUNKS}, got {raw:?}")),
     }
+}
+
+/// A process-wide answer text (`--answer`): at most [`MAX_ANSWER`] bytes, taken as is.
+pub(crate) fn parse_answer(raw: &str) -> Result<String, String> {
+    if raw.len() > MAX_ANSWER {
+        return Err(format!("{} bytes, at most {MAX_ANSWER} allowed", raw.len()));
+    }
+    Ok(raw.to_owned())
 }
 
 /// A non-negative count.

@@ -16,7 +16,9 @@
 //! The Anthropic and Azure kinds refuse an `authorization` header (400), so a test sees a
 //! client key that leaked upstream. Errors come in the kind's own shape. An Azure
 //! deployment path without `api-version` is a 404, and its answers name the deployment as
-//! the model. Every kind answers `GET /healthz` with `ok`.
+//! the model. Every kind answers `GET /healthz` with `ok` and `GET /mock/judge/requests`
+//! with the [judge log](#judge-mode); neither checks credentials or takes knobs other
+//! than the latency.
 //!
 //! # One answer, three renderings
 //!
@@ -27,8 +29,8 @@
 //! request and as its Anthropic translation gets the same text, tool calls, finish and
 //! token counts. Prompt tokens are the words of the messages' text (not tool definitions
 //! or call arguments); completion tokens are the answer's words, or 10 per tool call or
-//! structured answer. The legacy `/v1/completions` route always gets `mock0 mock1 ...` and
-//! counts prompt tokens as body bytes / 4.
+//! structured answer. The legacy `/v1/completions` route always gets `mock0 mock1 ...` (or
+//! the `answer` text) and counts prompt tokens as body bytes / 4.
 //!
 //! It is built to never be the bottleneck of a benchmark: responses are written with
 //! plain string building (no `serde_json::Value` trees; only tool schemas are read as
@@ -50,6 +52,7 @@
 //! | `x-mock-chunk-delay-ms` | `chunk_delay_ms` | delay between consecutive streamed content chunks (Anthropic: between all events) |
 //! | `x-mock-break-after`    | `break_after`    | streamed answers fail the body after N content chunks       |
 //! | `x-mock-cached-tokens`  | `cached_tokens`  | prompt tokens reported as read from cache (request only; at most the prompt tokens) |
+//! | `x-mock-answer`         | `answer`         | the text answered instead of `mock0 mock1 ...`, below       |
 //! | `x-mock-script`         | `script`         | a scripted answer, below (request only)                     |
 //!
 //! On the API routes an unparseable knob value (or an unknown script) gets a 400 naming the
@@ -57,6 +60,19 @@
 //! latency). `break_after` only affects streamed answers; when it is not below the
 //! answer's content chunks, every content chunk is sent and the body fails instead of
 //! finishing. Content chunks are text pieces and pieces of tool-call arguments.
+//!
+//! The `answer` text ([`MockSettings::answer`], `--answer`, config `mock: {answer: ...}`)
+//! replaces the generated answer on every route that generates one (chat in every kind's
+//! shape, the Responses API, legacy completions); tool calls, tool results and structured
+//! output are unchanged. Both the header and the query value are percent-decoded (`%XX`
+//! escapes of UTF-8 bytes, so `%0A` is a newline and `%25` a `%`; a `%` without two hex
+//! digits is a 400); in the query `+` is also a space; the header is trimmed first (write
+//! `%20` for edge spaces). At most 64 KiB ([`MAX_ANSWER`]) after decoding. Its completion
+//! tokens are its words, and it streams in pieces that each end after a whitespace run
+//! (leading whitespace joins the first), so the deltas concatenate to exactly the text;
+//! `chunks` is ignored. A request token limit (`max_tokens`, `max_completion_tokens`,
+//! `max_output_tokens`) below its word count cuts it after that many words (up to the end
+//! of the last word kept) with finish `length`; legacy completions read no limit.
 //!
 //! Cached tokens are OpenAI's `usage.prompt_tokens_details.cached_tokens` (included in
 //! `prompt_tokens`), Anthropic's `cache_read_input_tokens` (`input_tokens` is the rest),
@@ -77,6 +93,42 @@
 //!
 //! The three error scripts apply on every API route; the others shape generated answers.
 //!
+//! # Judge mode
+//!
+//! With `--judge` ([`MockSettings::judge`], config `mock: {judge: true}`), chat completions
+//! (OpenAI and Azure) and Anthropic messages answer as an LLM judge; the other routes are
+//! unchanged. The judged text is the text after the last [`RESPONSE_MARKER`]
+//! (`RESPONSE TO EVALUATE:`) in the last `user` message (its text parts joined), trimmed;
+//! without the marker, that whole message, trimmed. Its score, in order:
+//!
+//! 1. the first `[[score:X]]` whose X (trimmed) is a JSON number → X exactly as written
+//!    (`7`, `-1`, `2.5e1`: out-of-range scores pass through; other markers are ignored);
+//! 2. else `1.0` if the judged text contains `good` (ASCII case-insensitive, anywhere:
+//!    `goodbye` and `not good` count), else `0.0`.
+//!
+//! The answer is the judgement `{"reasoning":"mock judge: ...","score":X}` (the reasoning
+//! names the rule used): the content, or, when `tool_choice` names a tool (sluice's
+//! Anthropic translation of a `response_format` forces one), that tool's call with the
+//! judgement as its arguments / input (finish `tool_calls` / `tool_use`). A streamed
+//! request gets the content as one text chunk (tool input in pieces, as usual). Prompt
+//! tokens are the messages' words as usual; completion tokens are the words of the
+//! judgement. The `answer`, `chunks` and token limit knobs do not apply; the other knobs
+//! and scripts do (latency, injected errors, `truncate`, ...). Markers in the judged text,
+//! matched exactly:
+//!
+//! | marker                 | answer                                                        |
+//! |------------------------|---------------------------------------------------------------|
+//! | `[[judge:error]]`      | the kind's 500 (OpenAI `server_error`, Anthropic `api_error`)  |
+//! | `[[judge:garbage]]`    | a normal text answer that is not JSON, [`GARBAGE_ANSWER`] (never a tool call) |
+//! | `[[judge:delay_ms:N]]` | wait N ms (at most 60000, [`MAX_JUDGE_DELAY`]) before the response head, after the latency |
+//!
+//! Every request to those routes that passes the credential check is recorded before
+//! anything else is decided ([`MockSettings::judge_log`], a [`JudgeLog`] shared by clones of
+//! the settings): [`JudgeLog::requests`] gives the bodies parsed as JSON (one that is not
+//! JSON as a JSON string of its text), oldest first, the last 1000
+//! ([`JUDGE_LOG_CAPACITY`]); [`JudgeLog::clear`] empties it. `GET /mock/judge/requests`
+//! serves the same JSON array on every kind.
+//!
 //! # Quirks
 //!
 //! Process-wide flags imitating OpenAI-compatible servers, on the OpenAI-shaped kinds:
@@ -93,6 +145,7 @@ mod azure;
 mod chat;
 mod embeddings;
 mod errors;
+mod judge;
 mod knobs;
 mod openai;
 mod plan;
@@ -109,6 +162,7 @@ mod kind_tests;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -117,6 +171,8 @@ use http::{Method, Response, StatusCode};
 use crate::body::Body;
 use routes::{Api, Route};
 
+pub use judge::{JudgeLog, GARBAGE_ANSWER, JUDGE_LOG_CAPACITY, MAX_JUDGE_DELAY, RESPONSE_MARKER};
+pub use knobs::MAX_ANSWER;
 pub use server::{run, serve, MockArgs, HELP};
 
 /// Which provider API the mock imitates.
@@ -156,6 +212,13 @@ pub struct MockSettings {
     /// OpenAI-shaped kinds: leave `index` out of streamed tool-call deltas, like
     /// OpenAI-compatible servers that do.
     pub omit_tool_call_index: bool,
+    /// The text answered instead of the generated `mock0 mock1 ...` (at most
+    /// [`MAX_ANSWER`] bytes); `x-mock-answer` overrides it per request.
+    pub answer: Option<String>,
+    /// Judge mode: the chat routes answer as an LLM judge (see the crate doc).
+    pub judge: bool,
+    /// The requests the chat routes received in judge mode; shared by clones.
+    pub judge_log: Arc<JudgeLog>,
 }
 
 impl Default for MockSettings {
@@ -169,6 +232,9 @@ impl Default for MockSettings {
             kind: MockKind::OpenAi,
             reject_stream_options: false,
             omit_tool_call_index: false,
+            answer: None,
+            judge: false,
+            judge_log: Arc::default(),
         }
     }
 }
@@ -193,6 +259,15 @@ pub(crate) struct Call<'a> {
     pub knobs: &'a knobs::Knobs,
     /// Azure: the deployment named in the path, the answers' model.
     pub deployment: Option<&'a str>,
+    /// Judge mode, on a chat route: the judge's decision.
+    pub judge: Option<&'a judge::Verdict>,
+}
+
+impl Call<'_> {
+    /// The knobs that shape a chat answer's plan.
+    pub(crate) fn plan_settings(&self) -> plan::Settings<'_> {
+        self.knobs.plan_settings(self.settings.answer.as_deref())
+    }
 }
 
 /// Answer one request. Never fails: bad input gets a 4xx in the kind's error shape.
@@ -212,12 +287,20 @@ pub async fn respond(settings: &MockSettings, req: MockRequest<'_>) -> Response<
             if let Some(response) = errors::auth_refusal(kind, req.headers) {
                 return response;
             }
+            let verdict = (settings.judge && matches!(api, Api::Chat | Api::Messages))
+                .then(|| judge::Verdict::receive(&settings.judge_log, &req.body));
+            if let Some(delay) = verdict.as_ref().and_then(|verdict| verdict.delay) {
+                tokio::time::sleep(delay).await;
+            }
             match knobs {
-                Ok(knobs) => answer(&Call { settings, knobs: &knobs, deployment }, api, &req.body),
+                Ok(knobs) => {
+                    answer(&Call { settings, knobs: &knobs, deployment, judge: verdict.as_ref() }, api, &req.body)
+                }
                 Err(err) => errors::bad_request(kind, &err.to_string(), Some(err.name)),
             }
         }
         Route::Health => render::text_response(StatusCode::OK, Bytes::from_static(b"ok")),
+        Route::JudgeRequests => render::json_response(StatusCode::OK, settings.judge_log.to_json()),
         Route::WrongMethod(allow) => errors::method_not_allowed(kind, req.method, req.path, allow),
         Route::NotFound => errors::not_found(kind, req.method, req.path),
     }
@@ -231,6 +314,9 @@ fn answer(call: &Call<'_>, api: Api, body: &[u8]) -> Response<Body> {
     }
     if let Some(response) = call.knobs.script.and_then(|script| script.early_answer(kind)) {
         return response;
+    }
+    if call.judge.is_some_and(|verdict| verdict.error) {
+        return errors::server_error(kind);
     }
     match api {
         Api::Chat => chat::respond_chat(call, body),

@@ -12,7 +12,9 @@
 //! 3. tools offered and `tool_choice` not none → a named tool, else the first two tools
 //!    (one when parallel calls are off), arguments generated from their schemas;
 //! 4. otherwise the generated answer `mock0 mock1 ...` (`chunks` words, capped by the
-//!    request's token limit, which then makes the finish `length`).
+//!    request's token limit, which then makes the finish `length`), or the `answer` knob's
+//!    text when it is set (cut to its first `limit` words when it has more, finish
+//!    `length`), streamed in pieces that each end after a whitespace run.
 
 use std::borrow::Cow;
 
@@ -92,6 +94,28 @@ impl Pieces {
             in_word = !space;
         }
         Self { text, cuts }
+    }
+
+    /// One piece per word, each ending with the whitespace after it (leading whitespace
+    /// belongs to the first piece): a cut after every whitespace run that a word follows.
+    pub(crate) fn after_whitespace(text: String) -> Self {
+        let mut cuts = Vec::new();
+        let mut after_space = false;
+        let mut seen_word = false;
+        for (i, c) in text.char_indices() {
+            let space = c.is_whitespace();
+            if !space && after_space && seen_word {
+                cuts.push(i);
+            }
+            seen_word |= !space;
+            after_space = space;
+        }
+        Self { text, cuts }
+    }
+
+    /// The text as one piece.
+    pub(crate) fn whole(text: String) -> Self {
+        Self { text, cuts: Vec::new() }
     }
 
     /// About three pieces of similar length (for JSON, streamed like tool arguments).
@@ -201,6 +225,8 @@ pub(crate) struct ToolCall {
     pub name: String,
     /// The arguments as compact JSON, in about three streamed pieces.
     pub arguments: Pieces,
+    /// Completion tokens counted for the call ([`TOOL_TOKENS`], or the words of a judgement).
+    pub tokens: u64,
 }
 
 /// One block of the answer, in order.
@@ -257,7 +283,7 @@ impl Plan {
             .iter()
             .map(|block| match block {
                 Block::Text(text) => text.tokens(),
-                Block::Tool(_) => TOOL_TOKENS,
+                Block::Tool(call) => call.tokens,
             })
             .sum()
     }
@@ -275,16 +301,18 @@ impl Plan {
 
 /// The request-independent inputs of a plan.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Settings {
+pub(crate) struct Settings<'a> {
     /// Words of the generated answer.
     pub chunks: usize,
     pub cached_tokens: Option<u64>,
     pub script: Option<Script>,
+    /// The `answer` knob: the text given instead of the generated answer.
+    pub answer: Option<&'a str>,
 }
 
 /// Decide the answer to `conversation`.
-pub(crate) fn decide(conversation: &Conversation<'_>, settings: Settings) -> Plan {
-    let (blocks, mut finish) = if settings.script == Some(Script::TextToolText) {
+pub(crate) fn decide(conversation: &Conversation<'_>, settings: Settings<'_>) -> Plan {
+    let (blocks, finish) = if settings.script == Some(Script::TextToolText) {
         text_tool_text(conversation)
     } else if let Some(results) = &conversation.results {
         let text = format!("Results: {}", results.join("; "));
@@ -293,11 +321,25 @@ pub(crate) fn decide(conversation: &Conversation<'_>, settings: Settings) -> Pla
         (vec![Block::Text(TextBody::Json(Pieces::thirds(json)))], Finish::Stop)
     } else if let Some(calls) = tool_calls(conversation) {
         (calls, Finish::ToolCalls)
+    } else if let Some(answer) = settings.answer {
+        let (text, finish) = answer_text(answer, conversation.max_tokens);
+        (vec![Block::Text(text)], finish)
     } else {
         let limit = conversation.max_tokens.map_or(usize::MAX, |max| usize::try_from(max).unwrap_or(usize::MAX));
         let finish = if limit < settings.chunks { Finish::Length } else { Finish::Stop };
         (vec![Block::Text(TextBody::Words(settings.chunks.min(limit)))], finish)
     };
+    finish_plan(blocks, finish, conversation, settings)
+}
+
+/// The plan of `blocks`: the finish scripts (`content_filter`, `incomplete`) override
+/// `finish`; prompt tokens are the conversation's words, cached tokens at most those.
+pub(crate) fn finish_plan(
+    blocks: Vec<Block>,
+    mut finish: Finish,
+    conversation: &Conversation<'_>,
+    settings: Settings<'_>,
+) -> Plan {
     match settings.script {
         Some(Script::ContentFilter) => finish = Finish::ContentFilter,
         Some(Script::Incomplete) => finish = Finish::Length,
@@ -306,6 +348,37 @@ pub(crate) fn decide(conversation: &Conversation<'_>, settings: Settings) -> Pla
     let prompt_tokens = conversation.prompt_words;
     let cached_tokens = settings.cached_tokens.map(|cached| cached.min(prompt_tokens));
     Plan { blocks, finish, prompt_tokens, cached_tokens }
+}
+
+/// The `answer` knob's text as a text block: whole, or cut to its first `limit` words
+/// (finish `length`) when it has more words than that.
+pub(crate) fn answer_text(answer: &str, limit: Option<u64>) -> (TextBody, Finish) {
+    let (text, finish) = match limit {
+        Some(limit) if limit < words(answer) => (first_words(answer, limit), Finish::Length),
+        _ => (answer, Finish::Stop),
+    };
+    (TextBody::Literal(Pieces::after_whitespace(text.to_owned())), finish)
+}
+
+/// `text` up to the end of its `n`th word (empty for 0).
+fn first_words(text: &str, n: u64) -> &str {
+    let mut seen = 0;
+    let mut in_word = false;
+    for (i, c) in text.char_indices() {
+        let space = c.is_whitespace();
+        if space && in_word {
+            seen += 1;
+            if seen == n {
+                return text.get(..i).unwrap_or(text);
+            }
+        }
+        in_word = !space;
+    }
+    if n == 0 {
+        ""
+    } else {
+        text
+    }
 }
 
 /// The JSON text of a structured answer, if one is asked for.
@@ -337,7 +410,8 @@ fn tool_calls(conversation: &Conversation<'_>) -> Option<Vec<Block>> {
 }
 
 fn call(number: usize, name: &str, schema: Option<&Value>) -> Block {
-    Block::Tool(ToolCall { number, name: name.to_owned(), arguments: Pieces::thirds(schema::generate_json(schema)) })
+    let arguments = Pieces::thirds(schema::generate_json(schema));
+    Block::Tool(ToolCall { number, name: name.to_owned(), arguments, tokens: TOOL_TOKENS })
 }
 
 /// The `text_tool_text` script: some text, a call of the first tool offered (or

@@ -83,7 +83,7 @@ fn generate(call: &Call<'_>, body: &[u8]) -> Result<Response<Body>, BadRequest> 
         output: Output::Text,
         max_tokens: request.max_output_tokens,
     };
-    let mut settings = call.knobs.plan_settings();
+    let mut settings = call.plan_settings();
     if settings.script == Some(Script::TextToolText) {
         settings.script = None; // text answers only
     }

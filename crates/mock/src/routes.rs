@@ -26,6 +26,8 @@ pub(crate) enum Route<'a> {
         deployment: Option<&'a str>,
     },
     Health,
+    /// `GET /mock/judge/requests`: the judge log.
+    JudgeRequests,
     /// Known path, wrong method; carries the value of the `allow` header.
     WrongMethod(&'static str),
     NotFound,
@@ -35,6 +37,8 @@ pub(crate) enum Route<'a> {
 pub(crate) fn route<'a>(kind: MockKind, method: &Method, path: &'a str, query: Option<&str>) -> Route<'a> {
     let (route, post) = if path == "/healthz" {
         (Route::Health, false)
+    } else if path == "/mock/judge/requests" {
+        (Route::JudgeRequests, false)
     } else {
         let found = match kind {
             MockKind::OpenAi => openai(path).map(|(api, post)| (api, None, post)),

@@ -86,13 +86,7 @@ impl Script {
         if self != Script::MidStreamError {
             return None;
         }
-        let message = "The server had an error while processing your request.";
-        Some(match kind {
-            MockKind::Anthropic => errors::anthropic(StatusCode::INTERNAL_SERVER_ERROR, "api_error", message),
-            MockKind::OpenAi | MockKind::Azure => {
-                render::error_response(StatusCode::INTERNAL_SERVER_ERROR, message, "server_error", None, None)
-            }
-        })
+        Some(errors::server_error(kind))
     }
 }
 

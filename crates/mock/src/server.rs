@@ -15,7 +15,7 @@ use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use super::knobs::{parse_chunks, parse_rate, parse_status};
+use super::knobs::{parse_answer, parse_chunks, parse_rate, parse_status};
 use super::{render, respond, MockKind, MockRequest, MockSettings};
 use crate::body::Body;
 
@@ -39,6 +39,11 @@ Per-request knobs (header, or query parameter; the header wins):
   x-mock-chunk-delay-ms chunk_delay_ms  delay between streamed chunks
   x-mock-break-after    break_after     fail a stream's body after N content chunks
   x-mock-cached-tokens  cached_tokens   prompt tokens reported as read from cache
+  x-mock-answer         answer          the answer text instead of mock0 mock1 ...
+                                        (percent-decoded; in the query + is a space too;
+                                        at most 64 KiB); streamed in pieces that end after
+                                        each whitespace run; max_tokens cuts it to that
+                                        many words (finish length); chunks is ignored
   x-mock-script         script          a scripted answer, below
 
 Scripts:
@@ -51,7 +56,24 @@ Scripts:
   content_filter    Azure 400 content_filter; Anthropic stop_reason refusal;
                     OpenAI finish_reason content_filter
   text_tool_text    an answer of text, a tool call, then text
-  incomplete        finish length / max_tokens; Responses API response.incomplete";
+  incomplete        finish length / max_tokens; Responses API response.incomplete
+
+Judge mode (--judge): chat completions and Anthropic messages answer as an LLM judge
+  judged text    after the last `RESPONSE TO EVALUATE:` in the last user message
+                 (trimmed), else that whole message (trimmed)
+  score          the first [[score:X]] with X a JSON number: X as written (any number,
+                 out of range too); else 1.0 if the text contains `good` (ASCII case-
+                 insensitive), else 0.0
+  answer         {\"reasoning\":\"mock judge: ...\",\"score\":X} as the content, or as the
+                 input of the tool tool_choice names (Anthropic: the forced tool of a
+                 translated response_format); streamed as one text chunk (tool input: in
+                 pieces); completion tokens = words of that JSON; max_tokens, answer and
+                 chunks do not apply; the other knobs and scripts do
+  [[judge:error]]       the kind's 500
+  [[judge:garbage]]     text that is not JSON: I would rate this quite highly.
+  [[judge:delay_ms:N]]  wait N ms (at most 60000) before the response head
+  GET /mock/judge/requests  (every kind, no credentials) the bodies the chat routes
+                 received in judge mode, as a JSON array, oldest first, the last 1000";
 
 /// Command-line arguments of `sluice mock-provider`.
 #[derive(Debug, Clone, clap::Args)]
@@ -83,6 +105,14 @@ pub struct MockArgs {
     /// OpenAI and Azure kinds: leave `index` out of streamed tool-call deltas.
     #[arg(long)]
     pub omit_tool_call_index: bool,
+    /// The text of every generated answer instead of `mock0 mock1 ...` (at most 64 KiB);
+    /// `x-mock-answer` overrides it per request.
+    #[arg(long, value_parser = parse_answer)]
+    pub answer: Option<String>,
+    /// Judge mode: chat routes answer as an LLM judge with a score read from the judged
+    /// text (see below) and record what they receive (`GET /mock/judge/requests`).
+    #[arg(long)]
+    pub judge: bool,
 }
 
 impl MockArgs {
@@ -97,6 +127,9 @@ impl MockArgs {
             kind: self.kind,
             reject_stream_options: self.reject_stream_options,
             omit_tool_call_index: self.omit_tool_call_index,
+            answer: self.answer.clone(),
+            judge: self.judge,
+            judge_log: Arc::default(),
         }
     }
 }

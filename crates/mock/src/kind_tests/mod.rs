@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod answer;
 mod anthropic;
 mod azure;
+mod judge;
 mod openai;
 mod responses;
 
