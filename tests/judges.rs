@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 const WRITE: &str = "admin-write-token-0123456789";
 
@@ -78,13 +78,25 @@ async fn judged(gw: &sluice::server::Running, expected: f64) {
     .await;
 }
 
-fn now() -> sluice::guard::Now {
-    sluice::guard::Now { instant: std::time::Instant::now(), wall: SystemTime::now() }
+/// Wait for the guard task to roll the candidate back.
+async fn rolled_back(gw: &sluice::server::Running) {
+    eventually(Duration::from_secs(30), async || {
+        let state = gw.state.current().docs.flags["bot"]["guard"]["state"].clone();
+        (state == "rolled_back").then_some(()).ok_or(format!("{state}: {:?}", serde_json::to_value(gw.guards.status())))
+    })
+    .await;
+}
+
+/// A stream's bytes without what differs between any two answers of the mock (its ids
+/// and timestamps) or between the two arms (the model name).
+fn normalize(text: &str) -> String {
+    let re = regex::Regex::new(r#""id":"chatcmpl-mock-[0-9a-f]+"|"created":\d+|"model":"m[12]""#).unwrap();
+    re.replace_all(text, "").into_owned()
 }
 
 #[tokio::test]
 async fn a_candidate_whose_answers_are_judged_worse_is_rolled_back_and_the_experiment_recommends_control() {
-    let guard = "    guard:\n      control: control\n      treatment: candidate\n      metrics:\n        - {metric: \"judge:quality\", margin: \"-5%\"}\n      min_samples: 40\n      check_interval: 1h\n    experiment:\n      control: control\n      primary: \"judge:quality\"\n      guardrails: [\"guardrail:no_email\"]\n      min_samples: 40\n";
+    let guard = "    guard:\n      control: control\n      treatment: candidate\n      metrics:\n        - {metric: \"judge:quality\", margin: \"-5%\"}\n      min_samples: 40\n      check_interval: 100ms\n";
     let yaml = judged_bot(
         "A good answer, with the steps that solve it.",
         "An answer [[score:0.4]] that helps a little.",
@@ -113,24 +125,40 @@ async fn a_candidate_whose_answers_are_judged_worse_is_rolled_back_and_the_exper
     // Guardrail counts: every answer checked, none had an e-mail address.
     assert_eq!(metric(&gw, "sluice_guardrail_checks_total", &[("result", "pass")]).await, 1200.0);
 
-    let pass = gw.guards.check_all(now());
-    assert_eq!(pass.wrote.len(), 1, "the guard wrote its rollback: {:?}", serde_json::to_value(gw.guards.status()));
-    let flag = gw.state.current().docs.flags["bot"].clone();
-    assert_eq!(flag["guard"]["state"], "rolled_back");
+    rolled_back(&gw).await;
     let status = serde_json::to_value(gw.guards.status()).unwrap();
     assert_eq!(status[0]["last_trip"]["metric"], "judge:quality", "{status}");
-    let m = &status[0]["metrics"][0];
-    assert!((m["control"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{m}");
-    assert!((m["treatment"].as_f64().unwrap() - 0.4).abs() < 1e-9, "{m}");
     let query = sluice::state::AuditQuery { flag: Some("bot".into()), limit: 5, ..Default::default() };
     let audit = gw.state.audit(&query).unwrap().entries;
-    assert!(audit[0].reason.contains("judge:quality"), "{}", audit[0].reason);
-    assert!(
-        audit[0].reason.contains("0.4") || audit[0].reason.contains("-0.6") || audit[0].reason.contains("60"),
-        "the estimate is named: {}",
-        audit[0].reason
-    );
+    let reason = &audit[0].reason;
+    assert_eq!(&status[0]["last_trip"]["reason"], reason);
+    // The reason names the metric and its estimate: control 1.0, candidate 0.4, a drop of 0.6.
+    assert!(reason.contains("judge:quality of candidate regressed"), "{reason}");
+    assert!(reason.contains("estimate 0.60000"), "{reason}");
+    gw.shutdown().await;
+}
 
+#[tokio::test]
+async fn experiment_results_on_a_judge_score_recommend_the_arm_judged_better() {
+    let experiment = "    experiment:\n      control: control\n      primary: \"judge:quality\"\n      secondary: [output_tokens]\n      guardrails: [\"guardrail:no_email\"]\n      min_samples: 40\n";
+    let yaml = judged_bot(
+        "A good answer, with the steps that solve it.",
+        "An answer [[score:0.4]] that helps a little.",
+        "queue: 4096",
+        0.2,
+        experiment,
+    );
+    let gw = gateway(&yaml).await;
+    let mut conn = Conn::open(gw.data_addr).await;
+    let mut expected = 0.0;
+    for i in 0..1000u32 {
+        let id = format!("exp-{i}");
+        assert_eq!(conn.send(ask(&format!("user-{i}"), &id, false)).await.status, 200);
+        if sluice::quality::sampled("quality", 0.2, id.as_bytes()) {
+            expected += 1.0;
+        }
+    }
+    judged(&gw, expected).await;
     // The experiment reads the same scores (its iteration began before the rollback).
     let r = send(
         gw.admin_addr,
@@ -170,11 +198,12 @@ async fn judging_samples_the_same_share_of_every_arm() {
         }
     }
     judged(&gw, expected).await;
-    let served = |v: &'static str| metric(&gw, "sluice_requests_total", &[("flag", "bot"), ("variation", v)]);
+    let samples = parse(&scrape(&gw).await);
+    let served = |v: &str| sum(&samples, "sluice_requests_total", &[("flag", "bot"), ("variation", v)]);
     let judged_in =
-        |v: &'static str| metric(&gw, "sluice_judge_evaluations_total", &[("variation", v), ("outcome", "scored")]);
-    let (sc, st) = (served("control").await, served("candidate").await);
-    let (jc, jt) = (judged_in("control").await, judged_in("candidate").await);
+        |v: &str| sum(&samples, "sluice_judge_evaluations_total", &[("variation", v), ("outcome", "scored")]);
+    let (sc, st) = (served("control"), served("candidate"));
+    let (jc, jt) = (judged_in("control"), judged_in("candidate"));
     assert_eq!(sc + st, 20_000.0);
     for (n, k) in [(sc, jc), (st, jt)] {
         // Within 4.5 standard deviations of a binomial(n, 0.1).
@@ -283,12 +312,11 @@ async fn a_stream_is_byte_identical_with_capture_on_and_off() {
         format!(r#"{{"model":"{model}","user":"u","stream":true,"messages":[{{"role":"user","content":"hi"}}]}}"#)
     };
     let judged_stream = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), &body("bot"))).await;
-    assert_eq!(judged_stream.header("x-sluice-variation"), "control", "the user buckets into control");
     let plain = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), &body("plain"))).await;
     judged(&gw, 1.0).await;
     assert_eq!(metric(&gw, "sluice_judge_evaluations_total", &[("outcome", "scored")]).await, 1.0);
-    let normalize = |t: String| t.replace("\"model\":\"m1\"", "");
-    assert_eq!(normalize(judged_stream.text()), normalize(plain.text()));
+    assert_eq!(normalize(&judged_stream.text()), normalize(&plain.text()));
+    assert!(judged_stream.text().contains("\"content\":\"several \""), "{}", judged_stream.text());
     gw.shutdown().await;
 }
 
@@ -342,23 +370,25 @@ async fn a_blocking_guardrail_withholds_a_whole_answer_and_only_counts_a_stream(
     assert_eq!(metric(&gw, "sluice_guardrail_checks_total", &[("result", "blocked")]).await, 1.0);
     assert_eq!(metric(&gw, "sluice_guardrail_checks_total", &[("result", "fail")]).await, 1.0);
     assert_eq!(metric(&gw, "sluice_requests_total", &[("flag", "bot"), ("outcome", "blocked")]).await, 1.0);
-    let stats = gw.gateway.metrics.guard_stats("bot", "control").snapshot();
-    let v = stats.signals.get("guardrail:no_email").unwrap().moments;
-    assert_eq!((v.n, v.sum), (2, 2.0), "both violations count in the rate");
+    let moments = |arm: &str| {
+        let stats = gw.gateway.metrics.guard_stats("bot", arm).snapshot();
+        stats.signals.get("guardrail:no_email").unwrap().moments
+    };
+    let (c, t) = (moments("control"), moments("candidate"));
+    assert_eq!((c.n + t.n, c.sum + t.sum), (2, 2.0), "both violations count in the rate");
     gw.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_guardrail_violation_rate_guard_rolls_the_candidate_back() {
-    let guard = "    guard:\n      control: control\n      treatment: candidate\n      metrics:\n        - {metric: \"guardrail:no_email\", margin: 0.005}\n      min_samples: 40\n      check_interval: 1h\n";
+    let guard = "    guard:\n      control: control\n      treatment: candidate\n      metrics:\n        - {metric: \"guardrail:no_email\", margin: 0.005}\n      min_samples: 40\n      check_interval: 100ms\n";
     let yaml = judged_bot("All done.", "Mail me at leak@example.com.", "retries: 0", 0.0, guard);
     let gw = gateway(&yaml).await;
     let mut conn = Conn::open(gw.data_addr).await;
     for i in 0..400u32 {
         assert_eq!(conn.send(ask(&format!("u{i}"), &format!("g-{i}"), false)).await.status, 200);
     }
-    let pass = gw.guards.check_all(now());
-    assert_eq!(pass.wrote.len(), 1, "{:?}", serde_json::to_value(gw.guards.status()));
+    rolled_back(&gw).await;
     let status = serde_json::to_value(gw.guards.status()).unwrap();
     assert_eq!(status[0]["last_trip"]["metric"], "guardrail:no_email", "{status}");
     gw.shutdown().await;

@@ -224,15 +224,25 @@ pub enum MarginConfig {
 }
 
 impl MarginConfig {
-    /// `Ok(Err(relative))` or `Ok(Ok(absolute))`.
+    /// Written with a minus sign.
+    pub fn negative(&self) -> bool {
+        match self {
+            MarginConfig::Absolute(v) => *v < 0.0,
+            MarginConfig::Text(t) => t.trim().starts_with('-'),
+        }
+    }
+
+    /// The margin's size. A minus sign (`"-5%"`, `-0.02`) says the regression is a
+    /// decrease, which only a metric where higher is better (a judge's score, feedback
+    /// whose direction is `higher`) has: [`MarginConfig::negative`] tells validation.
     pub fn parse(&self) -> Result<Margin, String> {
         match self {
-            MarginConfig::Absolute(v) if *v >= 0.0 && v.is_finite() => Ok(Margin::Absolute(*v)),
-            MarginConfig::Absolute(v) => Err(format!("must be a number ≥ 0 (got {v})")),
+            MarginConfig::Absolute(v) if v.is_finite() => Ok(Margin::Absolute(v.abs())),
+            MarginConfig::Absolute(v) => Err(format!("must be a finite number (got {v})")),
             MarginConfig::Text(t) => {
                 let pct = t.trim().strip_suffix('%').and_then(|n| n.trim().trim_start_matches('+').parse::<f64>().ok());
                 match pct {
-                    Some(p) if p >= 0.0 && p.is_finite() => Ok(Margin::Relative(p / 100.0)),
+                    Some(p) if p.is_finite() => Ok(Margin::Relative(p.abs() / 100.0)),
                     _ => Err(format!("`{t}`: write a number (absolute) or a percentage such as \"15%\" (relative)")),
                 }
             }

@@ -30,6 +30,26 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
             super::guard::validate(&format!("flags.{key}.guard"), guard, &names, &mut problems);
             for (i, m) in guard.metrics.iter().enumerate() {
                 let at = format!("flags.{key}.guard.metrics[{i}].metric");
+                let higher_is_better = match m.metric.kind {
+                    super::guard::MetricKind::Feedback => m
+                        .metric
+                        .signal
+                        .as_deref()
+                        .and_then(|f| config.metrics.get(f))
+                        .map(|d| d.direction == super::signals::Better::Higher),
+                    super::guard::MetricKind::Judge => m
+                        .metric
+                        .quality_name()
+                        .and_then(|j| config.judges.get(j))
+                        .map(|j| j.direction == super::signals::Better::Higher),
+                    _ => Some(false),
+                };
+                if m.margin.as_ref().is_some_and(|g| g.negative()) && higher_is_better == Some(false) {
+                    problems.push(Problem::new(
+                        format!("flags.{key}.guard.metrics[{i}].margin"),
+                        format!("a negative margin says a decrease is the regression, but `{}` regresses when it rises: write it without the sign", m.metric.label()),
+                    ));
+                }
                 match m.metric.kind {
                     super::guard::MetricKind::Feedback => {
                         if let Some(f) = m.metric.signal.as_deref().filter(|f| !config.metrics.contains_key(*f)) {

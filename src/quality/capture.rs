@@ -199,7 +199,7 @@ impl Capture {
     /// The answer as one text.
     pub fn finish(mut self) -> Captured {
         let tools = std::mem::take(&mut self.tools);
-        for t in tools {
+        for t in tools.into_iter().filter(|t| !t.name.is_empty() || !t.arguments.is_empty()) {
             if !self.text.is_empty() {
                 self.text.push('\n');
             }
