@@ -14,7 +14,7 @@ use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// Every metric the dashboard is expected to show.
-const DASHBOARD_METRICS: [&str; 13] = [
+const DASHBOARD_METRICS: [&str; 19] = [
     "sluice_requests_total",
     "sluice_request_duration_seconds",
     "sluice_time_to_first_token_seconds",
@@ -26,6 +26,12 @@ const DASHBOARD_METRICS: [&str; 13] = [
     "sluice_guard_state",
     "sluice_guard_trips_total",
     "sluice_config_revision",
+    "sluice_judge_score",
+    "sluice_guardrail_checks_total",
+    "sluice_judge_evaluations_total",
+    "sluice_judge_skipped_total",
+    "sluice_judge_queue_depth",
+    "sluice_judge_tokens_total",
     "process_resident_memory_bytes",
     "process_cpu_seconds_total",
 ];
@@ -277,6 +283,14 @@ flags:
       treatment: treatment
       metrics: [{metric: error_rate}]
       check_interval: 50ms
+    judges:
+      q: {sample_rate: 1}
+    guardrails:
+      short: {}
+judges:
+  q: {provider: mock, model: m-1, rubric: "Is it helpful?"}
+guardrails:
+  short: {max_words: 100}
 "#;
     // The `up` provider is never called.
     let gw = gateway(&config("http://127.0.0.1:9/v1", flag)).await;
