@@ -293,8 +293,8 @@ impl Snapshot {
         let mut flag_routes = HashMap::new();
         let mut rollout_weights = Vec::new();
         for (key, flag) in &config.flags {
-            if let Some(route) = flag_route(key, flag, config, &targeting, &versions, &quality, metrics, &mut problems)
-            {
+            let compiled = Built { targeting: &targeting, versions: &versions, quality: &quality };
+            if let Some(route) = flag_route(key, flag, config, &compiled, metrics, &mut problems) {
                 if let Some(e) = &flag.experiment {
                     let names: Vec<&str> = flag.variations.iter().map(|v| v.name.as_str()).collect();
                     match e.state {
@@ -415,16 +415,22 @@ fn versions(
 }
 
 /// The route of a flag whose variations name AI configs; `None` for other flags.
+/// What routing flags are built from, compiled already.
+struct Built<'a> {
+    targeting: &'a Targeting,
+    versions: &'a Versions,
+    quality: &'a Quality,
+}
+
 fn flag_route(
     key: &str,
     flag: &FlagConfig,
     config: &Config,
-    targeting: &Targeting,
-    versions: &Versions,
-    quality: &Quality,
+    built: &Built<'_>,
     metrics: &Metrics,
     problems: &mut Vec<Problem>,
 ) -> Option<FlagRoute> {
+    let Built { targeting, versions, quality } = *built;
     let flag_quality = quality.flag(flag);
     if flag.variations.iter().all(|v| v.ai_config.is_none()) {
         return None;

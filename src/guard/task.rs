@@ -550,7 +550,15 @@ fn trip_event(flag: &str, guard: &Compiled, arms: &Arms, evaluated: &[Evaluated]
     }
     let tripped = evaluated.iter().find(|e| e.decision == Decision::Trip)?;
     let e = &tripped.estimate;
-    Some(Event { interval: Some([e.low, e.high]), lambda: Some(e.lambda), ..event(tripped.name.to_string(), e.delta) })
+    // The metric's own samples (a judge's scores, feedback), not the arms' requests.
+    let (control_samples, treatment_samples) = tripped.samples;
+    Some(Event {
+        interval: Some([e.low, e.high]),
+        lambda: Some(e.lambda),
+        control_samples,
+        treatment_samples,
+        ..event(tripped.name.to_string(), e.delta)
+    })
 }
 
 /// How long one webhook attempt may take, connecting included.
