@@ -6,7 +6,6 @@
 //! Run: `cargo bench --bench quality`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,7 +32,6 @@ fn bench(c: &mut Criterion) {
     let metrics = Metrics::new().unwrap();
     let quality = Quality::build(config, &metrics, None).unwrap();
     let flag = quality.flag(&config.flags["support-bot"]);
-    let arm = flag.arm(&metrics, "support-bot", "control");
 
     let mut g = c.benchmark_group("quality");
     g.measurement_time(Duration::from_secs(3));
@@ -51,7 +49,8 @@ fn bench(c: &mut Criterion) {
     });
     let guardrails: Vec<Guardrail> = config.guardrails.values().map(|g| Guardrail::compile(g).unwrap()).collect();
     let text = answer_text();
-    let answer = Answer { text: &text, finish_reason: Some("stop"), response_format: None, truncated: false };
+    let answer =
+        Answer { text: &text, tools: "", finish_reason: Some("stop"), response_format: None, truncated: false };
     g.bench_function(format!("guardrails on a {} B answer ({} checks)", text.len(), guardrails.len()), |b| {
         b.iter(|| guardrails.iter().filter(|g| g.violated(black_box(&answer))).count())
     });
@@ -74,7 +73,6 @@ fn bench(c: &mut Criterion) {
             p.finish(true);
         })
     });
-    let _ = arm;
     g.finish();
 }
 

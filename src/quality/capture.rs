@@ -127,15 +127,28 @@ pub struct Capture {
     room: usize,
 }
 
-/// A finished capture: the answer as one text.
+/// A finished capture.
 #[derive(Debug)]
 pub struct Captured {
-    /// The content, then each tool call on a line of its own (`name(arguments)`).
+    /// The message content (text and refusals).
     pub text: String,
+    /// Each tool call on a line of its own, `name(arguments)`.
+    pub tools: String,
     pub finish_reason: Option<String>,
     pub truncated: bool,
     /// What it holds of the budget (given back when the last judge is done with it).
     pub held: Held,
+}
+
+impl Captured {
+    /// The whole answer as a judge reads it: the content, then the tool calls.
+    pub fn answer(&self) -> String {
+        match (self.text.is_empty(), self.tools.is_empty()) {
+            (_, true) => self.text.clone(),
+            (true, false) => self.tools.clone(),
+            (false, false) => format!("{}\n{}", self.text, self.tools),
+        }
+    }
 }
 
 impl Capture {
@@ -196,19 +209,25 @@ impl Capture {
         }
     }
 
-    /// The answer as one text.
-    pub fn finish(mut self) -> Captured {
-        let tools = std::mem::take(&mut self.tools);
-        for t in tools.into_iter().filter(|t| !t.name.is_empty() || !t.arguments.is_empty()) {
-            if !self.text.is_empty() {
-                self.text.push('\n');
+    /// What was read.
+    pub fn finish(self) -> Captured {
+        let mut tools = String::new();
+        for t in self.tools.into_iter().filter(|t| !t.name.is_empty() || !t.arguments.is_empty()) {
+            if !tools.is_empty() {
+                tools.push('\n');
             }
-            self.text.push_str(&t.name);
-            self.text.push('(');
-            self.text.push_str(&t.arguments);
-            self.text.push(')');
+            tools.push_str(&t.name);
+            tools.push('(');
+            tools.push_str(&t.arguments);
+            tools.push(')');
         }
-        Captured { text: self.text, finish_reason: self.finish_reason, truncated: self.truncated, held: self.held }
+        Captured {
+            text: self.text,
+            tools,
+            finish_reason: self.finish_reason,
+            truncated: self.truncated,
+            held: self.held,
+        }
     }
 
     fn event(&mut self, data: &[u8]) {

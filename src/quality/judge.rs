@@ -88,6 +88,9 @@ pub struct Judged {
     /// The app's request body, as it sent it.
     pub request: Bytes,
     pub shape: Shape,
+    /// The answer as the judge reads it ([`Captured::answer`]).
+    pub text: String,
+    /// Holds the capture budget until the last judge is done.
     pub captured: Captured,
 }
 
@@ -142,7 +145,7 @@ impl Judge {
     /// Queue `job` without waiting: dropped (counted) when the queue is full or the
     /// minute's tokens are spent.
     pub fn submit(&self, job: Job) {
-        if job.answer.captured.text.chars().count() > self.shared.max_input_chars {
+        if job.answer.text.chars().count() > self.shared.max_input_chars {
             job.counters.skipped[SkipReason::Truncated as usize].inc();
             return;
         }
@@ -349,7 +352,7 @@ impl Shared {
     /// The judge request: the rubric, the app's messages and the answer.
     fn request(&self, judged: &Judged) -> Value {
         let history = history(&judged.request, judged.shape, self.max_input_chars);
-        let user = format!("MESSAGE HISTORY:\n{history}\n\nRESPONSE TO EVALUATE:\n{}", judged.captured.text);
+        let user = format!("MESSAGE HISTORY:\n{history}\n\nRESPONSE TO EVALUATE:\n{}", judged.text);
         serde_json::json!({
             "model": self.model,
             "temperature": 0,

@@ -376,7 +376,7 @@ impl Pending {
             return;
         }
         let Some(request) = self.request.take() else { return };
-        let judged = Arc::new(Judged { request, shape: self.shape, captured });
+        let judged = Arc::new(Judged { request, shape: self.shape, text: captured.answer(), captured });
         for (_, j) in judges() {
             let job = Job { answer: Arc::clone(&judged), stats: Arc::clone(&j.stats), counters: j.counters.clone() };
             j.judge.submit(job);
@@ -388,6 +388,7 @@ impl Pending {
         self.checked = true;
         let answer = Answer {
             text: &captured.text,
+            tools: &captured.tools,
             finish_reason: captured.finish_reason.as_deref(),
             response_format: self.response_format.as_deref(),
             truncated: captured.truncated,

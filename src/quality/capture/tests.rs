@@ -21,7 +21,8 @@ fn chat_stream_deltas_tool_calls_and_finish() {
         c.feed_events(f.as_bytes());
     }
     let done = c.finish();
-    assert_eq!(done.text, "Hello \"you\"\nlookup({\"q\":1})");
+    assert_eq!(done.answer(), "Hello \"you\"\nlookup({\"q\":1})");
+    assert_eq!((done.text.as_str(), done.tools.as_str()), ("Hello \"you\"", "lookup({\"q\":1})"));
     assert_eq!(done.finish_reason.as_deref(), Some("tool_calls"));
     assert!(!done.truncated);
 }
@@ -44,7 +45,7 @@ fn whole_answers_of_each_shape() {
         br#"{"status":"incomplete","output":[{"type":"reasoning"},{"type":"message","content":[{"type":"output_text","text":"Part"}]},{"type":"function_call","name":"f","arguments":"{}"}]}"#,
     );
     let d = c.finish();
-    assert_eq!((d.text.as_str(), d.finish_reason.as_deref()), ("Part\nf({})", Some("length")));
+    assert_eq!((d.answer().as_str(), d.finish_reason.as_deref()), ("Part\nf({})", Some("length")));
 }
 
 #[test]
@@ -63,7 +64,7 @@ fn responses_stream_events() {
         c.feed_events(format!("event: x\ndata: {e}\n\n").as_bytes());
     }
     let d = c.finish();
-    assert_eq!(d.text, "Good day\nget({\"a\":2})");
+    assert_eq!(d.answer(), "Good day\nget({\"a\":2})");
     assert_eq!(d.finish_reason.as_deref(), Some("stop"));
 }
 
