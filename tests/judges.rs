@@ -413,3 +413,50 @@ async fn judges_and_guardrails_are_checked_when_the_config_loads() {
     let err = sluice::config::parse(&judged_bot("a", "b", "retries: 0", 0.2, guard), "t.yaml", &|_| None).unwrap_err();
     assert!(err.to_string().contains("`judge:other` names no judge"), "{err}");
 }
+
+#[tokio::test]
+async fn the_demo_config_shows_judge_scores_and_guardrail_counts_per_variation() {
+    let state = temp_dir("judges-demo");
+    let yaml = std::fs::read_to_string("config/sluice.yaml").unwrap();
+    let yaml = must_replace(&yaml, "127.0.0.1:8080", "127.0.0.1:0");
+    let yaml = must_replace(&yaml, "127.0.0.1:8081", "127.0.0.1:0");
+    let yaml = must_replace(&yaml, "chunk_delay: 15ms", "chunk_delay: 0ms");
+    let yaml = must_replace(&yaml, "chunk_delay: 10ms", "chunk_delay: 0ms");
+    let yaml = must_replace(&yaml, ".sluice-state", &state.path().join("state").display().to_string());
+    let gw = gateway(&yaml).await;
+    let mut conn = Conn::open(gw.data_addr).await;
+    let mut expected = 0.0;
+    for i in 0..200u32 {
+        // `qa-tester` is a target of the candidate; everyone else is mostly control.
+        let user = if i % 2 == 0 { "qa-tester".to_string() } else { format!("customer-{i}") };
+        let id = format!("demo-{i}");
+        let body = format!(
+            r#"{{"model":"support-bot","user":"{user}","stream":{},"messages":[{{"role":"user","content":"I cannot sign in"}}]}}"#,
+            i % 4 == 0
+        );
+        let mut req = post("/v1/chat/completions", Some("sk-sluice-demo"), &body);
+        req.headers_mut().insert("x-request-id", id.parse().unwrap());
+        assert_eq!(conn.send(req).await.status, 200);
+        if sluice::quality::sampled("helpfulness", 0.2, id.as_bytes()) {
+            expected += 1.0;
+        }
+    }
+    judged(&gw, expected).await;
+    let samples = parse(&scrape(&gw).await);
+    let mean = |v: &str| {
+        let with = [("flag", "support-bot"), ("variation", v), ("judge", "helpfulness")];
+        sum(&samples, "sluice_judge_score_sum", &with) / sum(&samples, "sluice_judge_score_count", &with)
+    };
+    assert!((mean("control") - 1.0).abs() < 1e-9, "control says good: {}", mean("control"));
+    assert!((mean("candidate") - 0.6).abs() < 1e-9, "the candidate's marker: {}", mean("candidate"));
+    for v in ["control", "candidate"] {
+        let served = sum(&samples, "sluice_requests_total", &[("flag", "support-bot"), ("variation", v)]);
+        let checked = sum(
+            &samples,
+            "sluice_guardrail_checks_total",
+            &[("variation", v), ("guardrail", "no_pii"), ("result", "pass")],
+        );
+        assert!(served > 0.0 && checked == served, "{v}: {checked} of {served} checked");
+    }
+    gw.shutdown().await;
+}
