@@ -318,12 +318,18 @@ async fn read_whole(
     resp: Response<Body>,
     timeouts: &Timeouts,
 ) -> Result<(http::response::Parts, Bytes), UpstreamError> {
-    let (parts, mut body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
+    Ok((parts, read_body(body, timeouts.idle).await?))
+}
+
+/// A whole response body of at most 16 MiB (a larger one is a protocol error), each frame
+/// within `idle`.
+pub async fn read_body(mut body: Body, idle: Duration) -> Result<Bytes, UpstreamError> {
     let mut buf = bytes::BytesMut::new();
     loop {
-        match tokio::time::timeout(timeouts.idle, body.frame()).await {
+        match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => return Err(UpstreamError::IdleTimeout),
-            Ok(None) => return Ok((parts, buf.freeze())),
+            Ok(None) => return Ok(buf.freeze()),
             Ok(Some(Err(_))) => return Err(UpstreamError::StreamBroken),
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {

@@ -211,7 +211,7 @@ async fn respond(
     let json = content_type.starts_with(b"application/json");
     if call.hold && !sse && json && parts.status.is_success() {
         let waiting = Instant::now();
-        let whole = read_whole(inner, provider.timeouts.idle).await;
+        let whole = crate::providers::read_body(inner, provider.timeouts.idle).await;
         record.waited(waiting);
         let whole = whole.map_err(|e| upstream_error(&provider, e))?;
         if let Some(guardrail) = record.quality_mut().and_then(|q| q.check_whole(&whole)) {
@@ -230,29 +230,6 @@ async fn respond(
     };
     let body = Forward::new(inner, first, provider, reading, record.hand_off(parts.status), parts.status);
     Ok(Response::from_parts(parts, body.boxed_unsync()))
-}
-
-/// The largest answer a blocking guardrail reads whole; a larger one is a protocol error.
-const MAX_HELD_BODY: usize = 16 << 20;
-
-/// A whole answer, each frame within `idle`.
-async fn read_whole(mut body: Body, idle: std::time::Duration) -> Result<Bytes, UpstreamError> {
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(UpstreamError::IdleTimeout),
-            Ok(None) => return Ok(buf.freeze()),
-            Ok(Some(Err(_))) => return Err(UpstreamError::StreamBroken),
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    if buf.len() + data.len() > MAX_HELD_BODY {
-                        return Err(UpstreamError::Protocol);
-                    }
-                    buf.extend_from_slice(&data);
-                }
-            }
-        }
-    }
 }
 
 fn upstream_error(provider: &Provider, error: UpstreamError) -> GatewayError {

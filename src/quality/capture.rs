@@ -12,7 +12,6 @@
 //! (truncated).
 
 use std::borrow::Cow;
-use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -364,12 +363,6 @@ fn responses_finish(status: Option<&str>) -> &'static str {
         Some("failed") => "error",
         _ => "stop",
     }
-}
-
-/// Where `part` (a slice of `whole`) lies in it.
-pub fn range_in(whole: &[u8], part: &[u8]) -> Option<Range<usize>> {
-    let (w, p) = (whole.as_ptr() as usize, part.as_ptr() as usize);
-    (p >= w && p + part.len() <= w + whole.len()).then(|| p - w..p - w + part.len())
 }
 
 #[derive(Deserialize)]
