@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
         [("file", Box::new(FileStore::open(&dir).unwrap())), ("memory", Box::new(MemoryStore::default()))];
     for (name, store) in stores {
         let state = state(store);
-        let request = Request { actor: "bench".into(), reason: "bench".into(), if_match: None };
+        let request = Request { actor: "bench".into(), reason: "bench".into(), if_match: None, fence: None };
         let mut on = false;
         c.bench_function(&format!("state/apply-kill-or-restore-{name}-store"), |b| {
             b.iter(|| {

@@ -29,6 +29,7 @@
 //! | [`gateway`] | the running gateway's shared state: the current snapshot, the metrics, draining |
 //! | [`proxy`] | the data-plane pipeline, OpenAI-style errors, the streaming body wrapper |
 //! | [`state`] | the runtime documents and their revision, the one write path, the state directory (`state.json`, the audit log) and its repairs |
+//! | [`fleet`] | the fleet store (`state.store: redis`): one Lua compare-and-set per change, the change log followed on a thread of its own, seeding, the local copy |
 //! | [`guard`] | guarded releases: the mSPRT tests, the guard task (checks on an injected clock, trips, ramp steps, webhooks) |
 //! | [`experiment`] | experiments: a flag's `experiment:` read against its arms' statistics in the current iteration — results, sample-ratio checks, the recommendation |
 //! | [`admin`] | the admin API: tokens and roles, changes through `state`, the audit log, evaluating a flag against the running state; its typed contract (`admin::api`), shared with `sluice ctl` |
@@ -42,6 +43,7 @@ pub mod cli;
 pub mod config;
 pub mod experiment;
 pub mod flags;
+pub mod fleet;
 pub mod gateway;
 pub mod guard;
 pub mod keys;

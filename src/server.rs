@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin;
-use crate::config::{Config, ConfigError, Loaded, Problem};
+use crate::config::{Config, ConfigError, Loaded, Problem, StoreKind};
 use crate::guard::Guards;
 use crate::metrics::Metrics;
 use crate::proxy;
@@ -67,6 +67,8 @@ pub struct Running {
     guard_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// The fleet store's thread, following the change log.
+    tail: Option<crate::fleet::tail::Tail>,
 }
 
 impl Running {
@@ -77,6 +79,9 @@ impl Running {
         self.guard_task.abort();
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        if let Some(mut tail) = self.tail {
+            let _ = tokio::task::spawn_blocking(move || tail.stop()).await;
+        }
         self.state.close();
     }
 
@@ -155,8 +160,19 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     let Prepared { value, file, mut snapshot, metrics, tls, config } = prepared;
     // The state directory is locked before anything listens: a second sluice on the same
     // directory stops here, with the lock's path in the message.
-    let store: Box<dyn Store> = match &config.state.dir {
-        Some(dir) => {
+    let mut fleet = None;
+    let store: Box<dyn Store> = match (config.state.kind(), &config.state.dir) {
+        (StoreKind::Redis, dir) => {
+            let store = Arc::new(open_fleet(&config, dir.as_deref(), &metrics)?);
+            if !snapshot.feedback.key_in_config() {
+                if let Some(key) = fleet_feedback_key(&store, dir.as_deref())? {
+                    snapshot.feedback.use_key(&key);
+                }
+            }
+            fleet = Some(Arc::clone(&store));
+            Box::new(store)
+        }
+        (StoreKind::File, Some(dir)) => {
             let store = FileStore::open(dir).map_err(StartupError::from)?;
             if !snapshot.feedback.key_in_config() {
                 let key = crate::state::feedback_key(dir, crate::snapshot::random_key).map_err(StartupError::from)?;
@@ -164,7 +180,7 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
             }
             Box::new(store)
         }
-        None => {
+        _ => {
             tracing::warn!("no `state.dir`: runtime changes are kept in memory only and lost on restart");
             if !snapshot.feedback.key_in_config() && !config.metrics.is_empty() {
                 tracing::warn!("no `state.dir` and no `feedback.key`: response tokens are signed with a key of this process's own, and feedback on them is refused after a restart");
@@ -173,6 +189,13 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
         }
     };
     let state = Arc::new(State::open(store, value, &file, snapshot, metrics)?);
+    let tail = match fleet {
+        Some(store) => Some(
+            crate::fleet::tail::Tail::spawn(Arc::clone(&state), store)
+                .map_err(|e| StartupError::Change(format!("cannot start the fleet thread: {e}")))?,
+        ),
+        None => None,
+    };
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
     };
@@ -223,7 +246,55 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
         "sluice is serving"
     );
     let shutdown_grace = settings_grace;
-    Ok(Running { data_addr, admin_addr, gateway, state, guards, shutdown_grace, guard_task, stop, task })
+    Ok(Running { data_addr, admin_addr, gateway, state, guards, shutdown_grace, guard_task, stop, task, tail })
+}
+
+/// The fleet store of `config` (nothing is connected yet: start-up reads it).
+fn open_fleet(
+    config: &Config,
+    dir: Option<&std::path::Path>,
+    metrics: &Metrics,
+) -> Result<crate::fleet::RedisStore, StartupError> {
+    let Some(redis) = &config.state.redis else {
+        return Err(StartupError::Change("`store: redis` needs `state.redis`".into()));
+    };
+    let redis = crate::fleet::Redis::new(redis).map_err(StartupError::Change)?;
+    metrics.enable_fleet();
+    let link = crate::fleet::Link::new();
+    tracing::info!(redis = %redis.shown, instance = %link.instance, "the fleet store is Redis");
+    Ok(crate::fleet::RedisStore::open(redis, link, dir)?)
+}
+
+/// The key that signs response tokens in a fleet: Redis's (made once, the same for every
+/// instance), kept in `state.dir` too for a start while Redis is down.
+fn fleet_feedback_key(
+    store: &crate::fleet::RedisStore,
+    dir: Option<&std::path::Path>,
+) -> Result<Option<Vec<u8>>, StartupError> {
+    match store.feedback_key(crate::snapshot::random_key()) {
+        Ok(key) => {
+            if let Some(dir) = dir {
+                let mut bytes = [0u8; 32];
+                bytes.copy_from_slice(&key[..32.min(key.len())]);
+                let local = crate::state::feedback_key(dir, || bytes).map_err(StartupError::from)?;
+                if local != key {
+                    let path = dir.join(crate::state::FEEDBACK_KEY);
+                    tracing::warn!(path = %path.display(), "the state directory's response-token key is not the fleet's: the fleet's is used");
+                }
+            }
+            Ok(Some(key))
+        }
+        Err(e) => match dir {
+            Some(dir) if dir.join(crate::state::FEEDBACK_KEY).exists() => {
+                tracing::warn!(error = %e, "the fleet's response-token key cannot be read now: using the copy in the state directory");
+                Ok(Some(crate::state::feedback_key(dir, crate::snapshot::random_key).map_err(StartupError::from)?))
+            }
+            _ => {
+                tracing::warn!(error = %e, "the fleet's response-token key cannot be read now: this process signs with a key of its own until a restart");
+                Ok(None)
+            }
+        },
+    }
 }
 
 /// Serve the admin plane until told to stop, and on until every worker has drained.
@@ -348,7 +419,7 @@ fn spawn_admin_connection(
             if req.uri().path().starts_with("/admin/v1/") {
                 return Ok::<_, Infallible>(admin::handle(Arc::clone(&p.state), &p.guards, &p.tokens, req).await);
             }
-            Ok::<_, Infallible>(admin_handle(p.state.gateway(), req))
+            Ok::<_, Infallible>(admin_handle(&p.state, req))
         }
     });
     spawn_connection(stream, slot, None, builder, None, settings, service);
@@ -418,15 +489,27 @@ fn spawn_connection<S>(
     });
 }
 
-/// The admin plane: liveness, readiness and metrics.
-fn admin_handle(gateway: &Gateway, req: Request<Incoming>) -> Response<Body> {
+/// The admin plane: liveness, readiness and metrics. Readiness is `ready`; `degraded: …`
+/// (still 200: it serves) when a fleet store cannot be reached or lost its data; 503
+/// while draining, or before a fleet store's state was ever served.
+fn admin_handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let gateway = state.gateway();
     if req.uri().path() == "/metrics" {
         return body::response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", gateway.metrics.render());
     }
     let (status, text) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok"),
         "/readyz" if gateway.is_draining() => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-        "/readyz" => (StatusCode::OK, "ready"),
+        "/readyz" => match state.store_health() {
+            crate::state::Health::Ok => (StatusCode::OK, "ready"),
+            crate::state::Health::Degraded(why) => {
+                return body::response(StatusCode::OK, "text/plain; charset=utf-8", format!("degraded: {why}"));
+            }
+            crate::state::Health::NotReady(why) => {
+                let text = format!("not ready: {why}");
+                return body::response(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", text);
+            }
+        },
         _ => (StatusCode::NOT_FOUND, "not found"),
     };
     body::text(status, text)
@@ -452,8 +535,12 @@ pub fn reload_file(state: &State, path: &std::path::Path, text: Result<String, c
             tracing::warn!("`limits.workers` changed in {file}: it takes effect at the next start");
         }
         let docs = crate::state::Docs::from_config_value(&loaded.value);
-        let request =
-            crate::state::Request { actor: "file".into(), reason: format!("reloaded {file}"), if_match: None };
+        let request = crate::state::Request {
+            actor: "file".into(),
+            reason: format!("reloaded {file}"),
+            if_match: None,
+            fence: None,
+        };
         match state.apply(crate::state::Change::File { base: loaded.value, docs }, &request) {
             Ok(applied) => Ok(Some(applied.revision)),
             Err(crate::state::ChangeError::Conflict(_)) => Ok(None),

@@ -261,7 +261,7 @@ async fn changes_survive_a_restart_and_the_directory_is_locked() {
     assert_ne!(changed, yaml);
     let value = sluice::config::parse(&changed, "test.yaml", &|_| None).unwrap().value;
     let docs = sluice::state::Docs::from_config_value(&value);
-    let request = sluice::state::Request { actor: "file".into(), reason: "reload".into(), if_match: None };
+    let request = sluice::state::Request { actor: "file".into(), reason: "reload".into(), if_match: None, fence: None };
     let applied = gw.state.apply(sluice::state::Change::File { base: value, docs }, &request).unwrap();
     assert_eq!((applied.revision, applied.changes), (3, 1), "only `other` changed in the file");
     assert_eq!(variation(&gw, "u-1").await, "control", "the kill made at runtime stays");
@@ -623,7 +623,8 @@ async fn the_audit_log_is_read_a_page_at_a_time() {
     let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
     let gw = gateway(&admin_config(&up.base_url(), Some(&dir))).await;
     for n in 0..60 {
-        let request = sluice::state::Request { actor: "t".into(), reason: format!("change {n}"), if_match: None };
+        let request =
+            sluice::state::Request { actor: "t".into(), reason: format!("change {n}"), if_match: None, fence: None };
         gw.state.apply(sluice::state::Change::SetOn { flag: "bot".into(), on: n % 2 == 1 }, &request).unwrap();
     }
     let page = call(&gw, "GET", "/admin/v1/audit?limit=50", Some(READ), None, None).await.json();

@@ -189,7 +189,8 @@ impl Rig {
 
     /// What an operator does through the admin API (`pause`, `resume`, `rearm`).
     fn set_guard(&self, state: &'static str, restart: bool) {
-        let request = Request { actor: "ops".into(), reason: format!("{state} by a person"), if_match: None };
+        let request =
+            Request { actor: "ops".into(), reason: format!("{state} by a person"), if_match: None, fence: None };
         self.state.apply(Change::GuardState { flag: "bot".into(), state, restart }, &request).unwrap();
     }
 }
@@ -756,8 +757,12 @@ async fn a_dismissed_trip_puts_the_traffic_back_and_arms_the_guard_in_a_new_wind
     assert_ne!(rig.flag()["fallthrough"], before);
     assert_eq!(rig.guard()["before_trip"]["fallthrough"], before);
 
-    let request =
-        Request { actor: "ops".into(), reason: "a bad deploy of the provider, since fixed".into(), if_match: None };
+    let request = Request {
+        actor: "ops".into(),
+        reason: "a bad deploy of the provider, since fixed".into(),
+        if_match: None,
+        fence: None,
+    };
     let applied = rig.state.apply(Change::GuardDismiss { flag: "bot".into() }, &request).unwrap();
     assert_eq!(rig.flag()["fallthrough"], before, "the rollback's move is undone");
     assert_eq!(rig.guard()["state"], "armed");

@@ -25,6 +25,7 @@ const FLOORS: &[&str] = &[
     "gateway",
     "proxy",
     "state",
+    "fleet",
     "guard",
     "experiment",
     "admin",

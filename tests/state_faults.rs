@@ -60,7 +60,7 @@ fn open(dir: &Path) -> Result<State, String> {
 }
 
 fn req(reason: &str) -> Request {
-    Request { actor: "ops".into(), reason: reason.into(), if_match: None }
+    Request { actor: "ops".into(), reason: reason.into(), if_match: None, fence: None }
 }
 
 fn kill(state: &State, on: bool, reason: &str) -> Result<u64, ChangeError> {
@@ -738,7 +738,7 @@ fn an_entry_longer_than_an_audit_line_may_be_is_refused_before_anything_is_writt
         file_objects: None,
         dropped: false,
     };
-    let err = store.commit(&entry, &stored).unwrap_err();
+    let err = store.commit(&entry, &stored, &stored, None).unwrap_err();
     assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
     assert_eq!(std::fs::read(audit_path(&dir)).unwrap(), log, "nothing appended");
     drop(store);

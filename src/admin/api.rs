@@ -167,8 +167,13 @@ pub struct GuardList {
 /// `GET /status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusAnswer {
+    /// The revision this instance serves.
     pub revision: u64,
     pub reload: ReloadStatus,
+    /// The store: its kind and health, and with the fleet store the fleet's revision,
+    /// the leader and the instances seen recently.
+    #[serde(default)]
+    pub store: crate::state::StoreStatus,
 }
 
 /// `POST /flags/{key}/evaluate`.

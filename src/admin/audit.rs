@@ -48,6 +48,13 @@ pub async fn page(state: Arc<State>, query: &str) -> Result<Response<Body>, ApiE
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the audit read was interrupted"))?
         .map_err(|e| {
+            if let crate::state::StoreError::Unavailable(why) = e {
+                return ApiError::unavailable(
+                    "store_unavailable",
+                    format!("the shared store is unreachable: {why}"),
+                    1,
+                );
+            }
             tracing::error!(error = %e, "the audit log could not be read");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -66,16 +66,27 @@ struct ApiError {
     code: &'static str,
     message: String,
     problems: Vec<Problem>,
+    /// Seconds, for a 503.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), problems: Vec::new() }
+        ApiError { status, code, message: message.into(), problems: Vec::new(), retry_after: None }
+    }
+
+    /// The store cannot take changes now: 503 with `Retry-After`.
+    fn unavailable(code: &'static str, message: String, retry_after: u64) -> Self {
+        ApiError { retry_after: Some(retry_after), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message) }
     }
 
     fn response(self) -> Response<Body> {
         let error = api::ErrorDetail { code: self.code.to_string(), message: self.message, problems: self.problems };
-        json_response(self.status, &api::ErrorAnswer { error })
+        let mut resp = json_response(self.status, &api::ErrorAnswer { error });
+        if let Some(seconds) = self.retry_after {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
+        resp
     }
 }
 
@@ -86,9 +97,23 @@ impl From<ChangeError> for ApiError {
             ChangeError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
             ChangeError::Stale { .. } => ApiError::new(StatusCode::PRECONDITION_FAILED, "stale_revision", message),
             ChangeError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
-            ChangeError::Invalid(problems) => {
-                ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "invalid", message, problems }
+            ChangeError::Invalid(problems) => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid",
+                message,
+                problems,
+                retry_after: None,
+            },
+            ChangeError::Store(StoreError::Unavailable(why)) => {
+                tracing::warn!(error = %why, "a change was refused: the shared store cannot be reached");
+                ApiError::unavailable("store_unavailable", format!("the shared store is unreachable: {why}"), 1)
             }
+            ChangeError::Store(StoreError::NotSeeded(why)) => ApiError::unavailable("store_not_seeded", why, 5),
+            ChangeError::Store(StoreError::Behind { fleet }) => ApiError::unavailable(
+                "store_busy",
+                format!("the fleet's revision kept moving (now {fleet}) while this change was prepared: try again"),
+                1,
+            ),
             ChangeError::Store(e @ StoreError::DurabilityUnknown { .. }) => {
                 tracing::error!(error = %e, "the state store could not make a change durable");
                 ApiError::new(
@@ -265,7 +290,13 @@ async fn route(
             return blocking(Arc::clone(&state), move |state| experiment(&state, &flag)).await?;
         }
         Op::Status => {
-            let answer = api::StatusAnswer { revision: state.revision(), reload: state.reload_status() };
+            let store = tokio::task::spawn_blocking({
+                let state = Arc::clone(&state);
+                move || state.store_status()
+            })
+            .await
+            .unwrap_or_default();
+            let answer = api::StatusAnswer { revision: state.revision(), reload: state.reload_status(), store };
             return Ok(json_response(StatusCode::OK, &answer));
         }
         _ => {}
@@ -283,7 +314,7 @@ async fn route(
     if reason.chars().count() > MAX_REASON {
         return Err(invalid("reason", &format!("at most {MAX_REASON} characters (it goes to the audit log)")));
     }
-    let request = ChangeRequest { actor: name.to_string(), reason, if_match };
+    let request = ChangeRequest { actor: name.to_string(), reason, if_match, fence: None };
     let applied = tokio::task::spawn_blocking(move || state.apply(change, &request))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the change was interrupted"))??;
@@ -366,6 +397,7 @@ fn invalid(path: &str, message: &str) -> ApiError {
         code: "invalid",
         message: format!("{path}: {message}"),
         problems: vec![Problem::new(path, message)],
+        retry_after: None,
     }
 }
 

@@ -110,13 +110,71 @@ pub enum AdminRole {
     Write,
 }
 
-/// The state directory: current documents, the audit log, a lock.
+/// Where the runtime state lives: a state directory (current documents, the audit log, a
+/// lock), memory, or a Redis shared by a fleet of instances.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
-    /// Without it, runtime changes live in memory only and are lost on restart.
+    /// The file store's directory. With `store: redis`, where this instance keeps its copy
+    /// of the fleet's state (served when Redis is down at start). Without it and without
+    /// Redis, runtime changes live in memory only and are lost on restart.
     #[serde(default)]
     pub dir: Option<std::path::PathBuf>,
+    /// `file` (the default with `dir`), `memory` (the default without) or `redis`.
+    #[serde(default)]
+    pub store: Option<StoreKind>,
+    /// The shared store, with `store: redis`.
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    File,
+    Memory,
+    Redis,
+}
+
+impl StateConfig {
+    /// The store in use: as configured, or by whether there is a directory.
+    pub fn kind(&self) -> StoreKind {
+        self.store.unwrap_or(if self.dir.is_some() { StoreKind::File } else { StoreKind::Memory })
+    }
+}
+
+/// One Redis 7 primary (with AOF) shared by every instance of a fleet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` or `rediss://…` (TLS, checked against the web's root
+    /// certificates). A password belongs in `password`, not here.
+    pub url: String,
+    /// Sent with `AUTH`; write it as `${REDIS_PASSWORD}`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Every key sluice uses is `{prefix}:…` (one hash slot).
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_redis_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// How long one command may take before Redis counts as down.
+    #[serde(default = "default_redis_response_timeout")]
+    pub response_timeout: HumanDuration,
+}
+
+fn default_redis_prefix() -> String {
+    "sluice".into()
+}
+
+fn default_redis_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(200))
+}
+
+fn default_redis_response_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
 }
 
 /// Where sluice listens.

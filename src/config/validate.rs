@@ -16,10 +16,12 @@ pub(super) fn is_secret_path(path: &str) -> bool {
         || (under("providers") && (path.ends_with(".api_key") || path.contains(".headers.")))
         || (under("admin.tokens") && path.ends_with(".token"))
         || path == "feedback.key"
+        || path == "state.redis.password"
 }
 
 pub(super) fn validate(config: &Config) -> Vec<Problem> {
     let mut problems = Vec::new();
+    state(config, &mut problems);
     limits(config, &mut problems);
     providers(config, &mut problems);
     clients(config, &mut problems);
@@ -381,4 +383,47 @@ fn aliases(config: &Config, problems: &mut Vec<Problem>) {
             _ => problems.push(Problem::new(&at, "must be `provider/model`")),
         }
     }
+}
+
+/// The store named exists and has what it needs.
+fn state(config: &Config, problems: &mut Vec<Problem>) {
+    let s = &config.state;
+    match (s.kind(), &s.redis) {
+        (super::StoreKind::File, _) if s.dir.is_none() => {
+            problems.push(Problem::new("state.store", "`store: file` needs `state.dir`"))
+        }
+        (super::StoreKind::Redis, None) => {
+            problems.push(Problem::new("state.redis", "`store: redis` needs `state.redis` (at least its `url`)"))
+        }
+        (super::StoreKind::Redis, Some(r)) => {
+            if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+                problems.push(Problem::new("state.redis.url", "must start with redis:// or rediss:// (TLS)"));
+            } else if url_has_password(&r.url) {
+                problems.push(Problem::new(
+                    "state.redis.url",
+                    "holds a password: put it in `state.redis.password` (as ${REDIS_PASSWORD}), which is never logged",
+                ));
+            }
+            if r.prefix.is_empty()
+                || r.prefix.len() > 64
+                || !r.prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                problems.push(Problem::new("state.redis.prefix", "1 to 64 letters, digits, `-`, `_` or `.`"));
+            }
+            for (name, d) in [("connect_timeout", r.connect_timeout.0), ("response_timeout", r.response_timeout.0)] {
+                if d.is_zero() || d > std::time::Duration::from_secs(10) {
+                    problems.push(Problem::new(format!("state.redis.{name}"), "between 1ms and 10s"));
+                }
+            }
+        }
+        (_, Some(_)) => problems.push(Problem::new("state.redis", "only with `store: redis`")),
+        _ => {}
+    }
+}
+
+/// Whether a Redis URL carries a password (`redis://user:pass@host`).
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }

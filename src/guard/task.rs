@@ -499,7 +499,7 @@ impl Guards {
 
     /// Apply `doc` as the flag's new document, against `revision`, audited at `at`.
     fn write(&self, flag: &str, doc: Value, revision: u64, reason: String, at: SystemTime) -> Option<u64> {
-        let request = Request { actor: "guard".into(), reason, if_match: Some(revision) };
+        let request = Request { actor: "guard".into(), reason, if_match: Some(revision), fence: None };
         match self.state.apply_at(Change::ReplaceFlag { flag: flag.to_string(), value: doc }, &request, at) {
             Ok(applied) => Some(applied.revision),
             // Someone changed the configuration meanwhile: look again at the next tick.

@@ -86,6 +86,9 @@ pub struct Metrics {
     config_revision: IntGauge,
     reload_errors: IntCounter,
     reload_ok: IntGauge,
+    /// Registered by [`Metrics::enable_fleet`] (only a fleet has them).
+    staleness: prometheus::Gauge,
+    leader: IntGauge,
     guard_state: IntGaugeVec,
     guard_trips: IntCounterVec,
     missing_variables: IntCounterVec,
@@ -194,6 +197,14 @@ impl Metrics {
             "1 when the last reload of the config file was applied or found nothing to change, 0 when it was refused.",
         )?;
         reload_ok.set(1);
+        let staleness = prometheus::Gauge::new(
+            "sluice_config_staleness_seconds",
+            "Seconds since this instance last knew it served the fleet's latest revision (fleet store only; rises while Redis cannot be reached).",
+        )?;
+        let leader = IntGauge::new(
+            "sluice_fleet_leader",
+            "1 while this instance holds the fleet's lease and runs the guards, ramps and experiment decisions (fleet store only).",
+        )?;
         let guard_state = IntGaugeVec::new(
             Opts::new(
                 "sluice_guard_state",
@@ -332,6 +343,8 @@ impl Metrics {
             config_revision,
             reload_errors,
             reload_ok,
+            staleness,
+            leader,
             guard_state,
             guard_trips,
             missing_variables,
@@ -515,6 +528,26 @@ impl Metrics {
 
     pub fn guard_tripped(&self, flag: &str, metric: &str) {
         self.guard_trips.with_label_values(&[flag, metric]).inc();
+    }
+
+    /// Export the fleet's gauges (`state.store: redis`).
+    pub fn enable_fleet(&self) {
+        for g in
+            [Box::new(self.staleness.clone()) as Box<dyn prometheus::core::Collector>, Box::new(self.leader.clone())]
+        {
+            if let Err(e) = self.registry.register(g) {
+                tracing::debug!(error = %e, "fleet gauges already registered");
+            }
+        }
+    }
+
+    /// How stale this instance's configuration may be (`None`: it never was current).
+    pub fn set_config_staleness(&self, seconds: Option<f64>) {
+        self.staleness.set(seconds.unwrap_or(f64::INFINITY));
+    }
+
+    pub fn set_fleet_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     pub fn reload_succeeded(&self) {

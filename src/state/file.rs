@@ -134,7 +134,7 @@ struct Inner {
 }
 
 /// Lock `dir` (creating it if needed): the returned file holds the OS lock.
-pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+pub fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     if !dir.is_dir() {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         // The new directory's entry is durable before anything is committed in it.
@@ -349,11 +349,15 @@ fn cut_point(scan: &Scan, stored: Option<u64>, dir: &Path) -> Result<Option<u64>
 }
 
 impl Store for FileStore {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
     fn load(&self) -> Result<Option<Stored>, StoreError> {
         read_state(&self.dir)
     }
 
-    fn commit(&self, entry: &AuditEntry, state: &Stored) -> Result<(), StoreError> {
+    fn commit(&self, entry: &AuditEntry, _prev: &Stored, state: &Stored, _: Option<u64>) -> Result<(), StoreError> {
         // One writer at a time, and none once closed or poisoned.
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if inner.lock.is_none() {

@@ -22,6 +22,7 @@ mod change;
 mod delta;
 mod docs;
 mod file;
+pub mod items;
 mod log;
 mod query;
 mod recover;
@@ -38,12 +39,12 @@ use change::{check_depth, edit};
 pub use delta::Patch;
 use docs::KINDS;
 pub use docs::{AuditEntry, Docs, EntryHead, Iteration, Kind, ObjectChange, ObjectKey, Stored};
-pub use file::{feedback_key, Fault, Faults, FileStore};
+pub use file::{feedback_key, lock_dir, Fault, Faults, FileStore, FEEDBACK_KEY};
 pub use log::LogError;
 pub use query::{AuditPage, AuditQuery};
 
 pub use recover::{recover, repair_drop_line, Dropped, RecoverError, Recovered};
-pub use store::{MemoryStore, Store, StoreError};
+pub use store::{FleetStatus, Health, InstanceSeen, MemoryStore, Store, StoreError, StoreStatus};
 
 use crate::config::{self, Problem};
 use crate::gateway::Gateway;
@@ -71,6 +72,15 @@ pub struct Request {
     pub reason: String,
     /// `If-Match`: the revision the change was made against.
     pub if_match: Option<u64>,
+    /// A leader's lease token (the guards' writes in a fleet): a shared store refuses the
+    /// change once a newer leader holds the lease.
+    pub fence: Option<u64>,
+}
+
+impl Request {
+    pub fn new(actor: impl Into<String>, reason: impl Into<String>, if_match: Option<u64>) -> Request {
+        Request { actor: actor.into(), reason: reason.into(), if_match, fence: None }
+    }
 }
 
 /// A change that took effect.
@@ -78,6 +88,33 @@ pub struct Request {
 pub struct Applied {
     pub revision: u64,
     pub changes: usize,
+}
+
+/// What applying a shared store's revision did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    Applied,
+    /// Already served (this instance's own change, or a repeat).
+    Old,
+    /// A revision is missing between what is served (`have`) and this one: load it all.
+    Gap {
+        have: u64,
+    },
+    /// The revision does not read, or does not build with this instance's config file.
+    Invalid(String),
+}
+
+/// How often one change catches up with a shared store that is ahead before it gives up.
+const MAX_CATCH_UPS: usize = 3;
+
+/// A change checked and built, before the store has it.
+struct Next {
+    entry: AuditEntry,
+    stored: Stored,
+    snapshot: Snapshot,
+    /// The config file's new value, when the change is a reload that changed it.
+    base: Option<Value>,
+    objects: usize,
 }
 
 /// The runtime state of one gateway.
@@ -152,6 +189,11 @@ impl State {
     /// Open the state: the store's last revision with the file's changes since its last
     /// load applied (as a revision by `file`), or — for an empty store — the file as
     /// revision 1. Returns the state with a gateway serving it.
+    ///
+    /// A shared store is seeded by the file only when it is empty; a seeded one is served
+    /// as it is (the file's documents reach it by an explicit reload). When it cannot be
+    /// reached, its local copy is served if there is one, else the file's snapshot at
+    /// revision 0 (not ready: [`Store::health`]) until the fleet's state arrives.
     pub fn open(
         store: Box<dyn Store>,
         file_value: Value,
@@ -160,8 +202,17 @@ impl State {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<State, StartupError> {
         let file_docs = Docs::from_config_value(&file_value);
-        let stored = store.load()?;
+        let shared = store.shared();
+        let (stored, reachable) = match store.load() {
+            Ok(stored) => (stored, true),
+            Err(e) if shared => {
+                tracing::warn!(error = %e, "the shared store cannot be read at start: serving this instance's copy of the fleet's state, if it has one");
+                (store.local_copy(), false)
+            }
+            Err(e) => return Err(e.into()),
+        };
         let gateway = Arc::new(Gateway::new(snapshot_from_file, metrics));
+        let empty = stored.is_none();
         let stored = match stored {
             None => Stored::empty(),
             Some(stored) => {
@@ -178,16 +229,88 @@ impl State {
             gateway,
             reload: Mutex::new(ReloadStatus::default()),
         };
-        let request = Request { actor: "file".into(), reason: format!("loaded {file_name}"), if_match: None };
+        if shared && !(empty && reachable) {
+            if reachable && state.current().file != file_docs {
+                tracing::warn!(revision = state.revision(), "the config file's flags, segments or AI configs differ from those the fleet last loaded: they are not applied at start (a reload — SIGHUP or `sluice ctl reload` — applies what changed)");
+            }
+            return Ok(state);
+        }
+        let request = Request::new("file", format!("loaded {file_name}"), None);
         match state.apply(Change::File { base: file_value, docs: file_docs }, &request) {
             Ok(_) | Err(ChangeError::Conflict(_)) => {}
             Err(ChangeError::Invalid(problems)) => {
                 let revision = state.revision();
                 return Err(StartupError::Invalid { revision, problems });
             }
+            Err(ChangeError::Store(e)) if shared => {
+                tracing::warn!(error = %e, "the shared store could not be seeded from the config file now: it will be when it can")
+            }
             Err(e) => return Err(StartupError::Change(e.to_string())),
         }
         Ok(state)
+    }
+
+    /// Seed an empty shared store with the config file, as revision 1 by `file` (when the
+    /// store could not be reached at start). Nothing happens when this instance already
+    /// serves a revision.
+    pub fn seed_from_file(&self, why: &str) -> Result<Option<Applied>, ChangeError> {
+        if self.revision() > 0 {
+            return Ok(None);
+        }
+        let base = self.base();
+        let docs = Docs::from_config_value(&base);
+        match self.apply(Change::File { base, docs }, &Request::new("file", why, None)) {
+            Ok(applied) => Ok(Some(applied)),
+            Err(ChangeError::Conflict(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The store's health (a shared store: reachable, seeded, current).
+    pub fn store_health(&self) -> Health {
+        self.store.health()
+    }
+
+    /// What the status says of the store.
+    pub fn store_status(&self) -> StoreStatus {
+        let (health, detail) = match self.store.health() {
+            Health::Ok => ("ok", None),
+            Health::Degraded(why) => ("degraded", Some(why)),
+            Health::NotReady(why) => ("not_ready", Some(why)),
+        };
+        StoreStatus { kind: self.store.kind().into(), health: health.into(), detail, fleet: self.store.fleet() }
+    }
+
+    /// Serve a shared store's state: `stored` if it is newer than what is served, or
+    /// `force` (a new epoch: the store was seeded again). Returns whether it was installed.
+    pub fn install_remote(&self, stored: Stored, force: bool) -> Result<bool, Vec<Problem>> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if !force && stored.revision <= current.revision {
+            return Ok(false);
+        }
+        self.install_locked(&mut current, stored)?;
+        Ok(true)
+    }
+
+    /// Apply revision `revision` of a shared store, given what it changed item by item.
+    pub fn apply_remote(&self, revision: u64, change: &items::ItemChange) -> Remote {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if revision <= current.revision {
+            return Remote::Old;
+        }
+        if revision != current.revision + 1 {
+            return Remote::Gap { have: current.revision };
+        }
+        let mut all = items::to_items(&current);
+        change.apply(&mut all);
+        let stored = match items::from_items(revision, &all) {
+            Ok(s) => s,
+            Err(e) => return Remote::Invalid(e),
+        };
+        match self.install_locked(&mut current, stored) {
+            Ok(()) => Remote::Applied,
+            Err(problems) => Remote::Invalid(problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")),
+        }
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -229,17 +352,53 @@ impl State {
         time: std::time::SystemTime,
     ) -> Result<Applied, ChangeError> {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(expected) = request.if_match {
-            if expected != current.revision {
-                return Err(ChangeError::Stale { expected, current: current.revision });
+        // A shared store may be ahead of this instance (another one changed something that
+        // has not reached this one yet): catch up, then decide — so `If-Match` means the
+        // fleet's revision on every instance, and a change never rests on a stale state.
+        let mut catch_ups = 0;
+        loop {
+            let behind = match request.if_match {
+                Some(expected) if expected != current.revision => {
+                    if !self.store.shared() || catch_ups > 0 {
+                        return Err(ChangeError::Stale { expected, current: current.revision });
+                    }
+                    true
+                }
+                _ => {
+                    let next = self.prepare(&current, &change, request, time)?;
+                    match self.store.commit(&next.entry, &current, &next.stored, request.fence) {
+                        Ok(()) => return Ok(self.put(&mut current, next, request)),
+                        // The files hold the change: serve it, as a restart would, and say so.
+                        Err(e @ StoreError::DurabilityUnknown { .. }) => {
+                            self.put(&mut current, next, request);
+                            return Err(e.into());
+                        }
+                        Err(StoreError::Behind { .. }) if catch_ups < MAX_CATCH_UPS => true,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            if behind {
+                catch_ups += 1;
+                self.catch_up(&mut current)?;
             }
         }
+    }
+
+    /// The next state `change` makes from `current`, checked and built, not yet stored.
+    fn prepare(
+        &self,
+        current: &Stored,
+        change: &Change,
+        request: &Request,
+        time: std::time::SystemTime,
+    ) -> Result<Next, ChangeError> {
         let mut docs = current.docs.clone();
         let mut file = current.file.clone();
         let mut base = self.base.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut base_changed = false;
         let mut file_objects = None;
-        match &change {
+        match change {
             Change::File { base: new_base, docs: new_file } => {
                 // Only what the file itself changed since its last load.
                 let mut objects = Vec::new();
@@ -276,7 +435,7 @@ impl State {
             }
             other => edit(&mut docs, other)?,
         }
-        change::forget_trip(&mut docs, &change);
+        change::forget_trip(&mut docs, change);
         let changes = docs.changes_since(&current.docs);
         if changes.is_empty() && file == current.file && !base_changed {
             return Err(ChangeError::Conflict("the change changes nothing".into()));
@@ -288,36 +447,53 @@ impl State {
         let changed_flags = changes.iter().filter(|c| c.kind == Kind::Flag).map(|c| c.key.clone());
         change::next_iterations(&current.docs, &docs, changed_flags, &mut iterations, revision, &stamp);
         let snapshot = build(&base, &docs, &iterations, &self.gateway).map_err(ChangeError::Invalid)?;
+        let objects = changes.len();
+        let mut flag_revisions = current.flag_revisions.clone();
+        for c in changes.iter().filter(|c| c.kind == Kind::Flag) {
+            flag_revisions.insert(c.key.clone(), revision);
+        }
         let entry = AuditEntry {
             revision,
             time: stamp,
             actor: request.actor.clone(),
             reason: request.reason.clone(),
-            changes: changes.clone(),
+            changes,
             file_objects,
             dropped: false,
         };
-        let mut flag_revisions = current.flag_revisions.clone();
-        for c in changes.iter().filter(|c| c.kind == Kind::Flag) {
-            flag_revisions.insert(c.key.clone(), revision);
-        }
-        let next = Stored { revision, docs, file, flag_revisions, iterations };
-        let unsynced = match self.store.commit(&entry, &next) {
-            Ok(()) => None,
-            // The files hold the change: serve it, as a restart would, and say so.
-            Err(e @ StoreError::DurabilityUnknown { .. }) => Some(e),
-            Err(e) => return Err(e.into()),
-        };
-        *current = next;
-        if base_changed {
+        let stored = Stored { revision, docs, file, flag_revisions, iterations };
+        Ok(Next { entry, stored, snapshot, base: base_changed.then_some(base), objects })
+    }
+
+    /// Put a stored change in effect.
+    fn put(&self, current: &mut Stored, next: Next, request: &Request) -> Applied {
+        let revision = next.stored.revision;
+        *current = next.stored;
+        if let Some(base) = next.base {
             *self.base.lock().unwrap_or_else(PoisonError::into_inner) = base;
         }
+        self.gateway.install(next.snapshot, revision);
+        tracing::info!(revision, actor = %request.actor, reason = %request.reason, objects = next.objects, "configuration changed");
+        Applied { revision, changes: next.objects }
+    }
+
+    /// Load the shared store's latest state and serve it (the store was ahead).
+    fn catch_up(&self, current: &mut Stored) -> Result<(), ChangeError> {
+        let Some(stored) = self.store.load()? else {
+            return Err(StoreError::NotSeeded("the shared store holds no state".into()).into());
+        };
+        self.install_locked(current, stored).map_err(ChangeError::Invalid)
+    }
+
+    /// Serve `stored` (a shared store's state, newer than `current` or of a new epoch):
+    /// built with this instance's config file, swapped in.
+    fn install_locked(&self, current: &mut Stored, stored: Stored) -> Result<(), Vec<Problem>> {
+        let base = self.base.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let snapshot = build(&base, &stored.docs, &stored.iterations, &self.gateway)?;
+        let revision = stored.revision;
+        *current = stored;
         self.gateway.install(snapshot, revision);
-        tracing::info!(revision, actor = %request.actor, reason = %request.reason, objects = changes.len(), "configuration changed");
-        if let Some(e) = unsynced {
-            return Err(e.into());
-        }
-        Ok(Applied { revision, changes: changes.len() })
+        Ok(())
     }
 
     /// Note how a reload of the config file went (`Ok(revision)`: applied; `Ok(None)`:
