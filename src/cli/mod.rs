@@ -10,6 +10,7 @@ mod eval;
 mod logging;
 mod reload;
 mod state;
+mod store;
 
 pub use logging::init_logging;
 
@@ -60,6 +61,9 @@ pub enum Command {
     /// Repair a state directory that `serve` refuses: `recover` rebuilds `state.json` from
     /// the audit log, `repair --drop-line N` moves a damaged log line to its backup.
     State(state::StateArgs),
+    /// Operate a store: `seed` an empty fleet store (Redis lost its data), `export` and
+    /// `import` it as JSON (backups; moving between the file and Redis stores), `status`.
+    Store(store::StoreArgs),
 }
 
 /// Run the parsed command line.
@@ -69,6 +73,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Eval(args) => return eval::run(args),
         Command::Check { config } => return check(&config),
         Command::State(args) => return state::run(args),
+        Command::Store(args) => return store::run(args),
         other => other,
     };
     // `serve` runs its data plane on worker threads of its own (see `server::start`); the
@@ -98,7 +103,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
             Command::Ctl(args) => ctl::run(args).await,
-            Command::Check { .. } | Command::Eval(_) | Command::State(_) => ExitCode::FAILURE,
+            Command::Check { .. } | Command::Eval(_) | Command::State(_) | Command::Store(_) => ExitCode::FAILURE,
         }
     })
 }

@@ -68,6 +68,9 @@ impl Keys {
     pub fn lost(&self) -> String {
         self.key("lost")
     }
+    pub fn leader(&self) -> String {
+        self.key("leader")
+    }
     pub fn fence(&self) -> String {
         self.key("fence")
     }

@@ -114,6 +114,24 @@ pub struct Copy {
     pub stored: Stored,
 }
 
+/// The local copy in `dir`, if there is one that reads (bounded: at most 64 MiB).
+pub fn read_copy(dir: &Path) -> Option<Copy> {
+    let path = dir.join(COPY);
+    let file = std::fs::File::open(&path).ok()?;
+    let len = file.metadata().ok()?.len();
+    if len > 4 * MAX_ENTRY as u64 {
+        tracing::warn!(path = %path.display(), len, "the local copy of the fleet's state is too large to read: ignored");
+        return None;
+    }
+    match serde_json::from_reader(std::io::BufReader::new(file)) {
+        Ok(copy) => Some(copy),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the local copy of the fleet's state does not read: ignored");
+            None
+        }
+    }
+}
+
 /// A whole store as `sluice store export` writes it and `import` reads it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Export {
@@ -138,6 +156,10 @@ struct Scripts {
     commit: redis::Script,
     init: redis::Script,
     seed: redis::Script,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
 fn new_epoch(kind: &str) -> String {
@@ -247,20 +269,7 @@ impl RedisStore {
     }
 
     pub fn read_copy(&self) -> Option<Copy> {
-        let path = self.dir.as_ref()?.join(COPY);
-        let file = std::fs::File::open(&path).ok()?;
-        let len = file.metadata().ok()?.len();
-        if len > 4 * MAX_ENTRY as u64 {
-            tracing::warn!(path = %path.display(), len, "the local copy of the fleet's state is too large to read: ignored");
-            return None;
-        }
-        match serde_json::from_reader(std::io::BufReader::new(file)) {
-            Ok(copy) => Some(copy),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "the local copy of the fleet's state does not read: ignored");
-                None
-            }
-        }
+        read_copy(self.dir.as_ref()?)
     }
 
     /// Replace the local copy (temporary file, fsync, rename): a crash leaves the old
@@ -335,20 +344,21 @@ impl RedisStore {
         Ok(Export { revision, stored, audit })
     }
 
-    /// Note this instance as seen (with the revision it serves), and read who else was
-    /// seen within `recent` seconds: name → (revision, seconds since).
+    /// Note this instance as seen (with the revision it serves), and read who was seen
+    /// within `recent` seconds: name, revision, seconds since.
     pub fn heartbeat(&self, revision: u64, recent: u64) -> Result<Vec<(String, u64, u64)>, StoreError> {
         let key = self.redis.keys.instances();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = unix_now();
         let me = self.link.instance.clone();
-        let all: HashMap<String, String> = self.with(|c| {
-            redis::pipe()
-                .hset(&key, &me, format!("{now} {revision}"))
-                .ignore()
-                .hgetall(&key)
-                .query::<(HashMap<String, String>,)>(c)
-                .map(|(m,)| m)
-        })?;
+        self.with(|c| redis::cmd("HSET").arg(&key).arg(&me).arg(format!("{now} {revision}")).query::<()>(c))?;
+        self.heartbeat_read(recent)
+    }
+
+    /// Who was seen within `recent` seconds (and forget who was not seen for a day).
+    pub fn heartbeat_read(&self, recent: u64) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let key = self.redis.keys.instances();
+        let now = unix_now();
+        let all: HashMap<String, String> = self.with(|c| redis::cmd("HGETALL").arg(&key).query(c))?;
         let mut seen = Vec::new();
         let mut stale = Vec::new();
         for (name, value) in all {

@@ -5,7 +5,8 @@
 //! a gap (entries trimmed, or missed), an entry of another epoch (the store was seeded
 //! again), a reconnect, or a revision that does not apply makes it load everything
 //! again ([`RedisStore::load`]: one transaction). A backstop compares the epoch and the
-//! revision every [`BACKSTOP`], and while Redis is unreachable the thread retries with a
+//! revision whenever a read comes back empty (about once a second when idle) and at least
+//! every [`BACKSTOP`], and while Redis is unreachable the thread retries with a
 //! growing, jittered pause. Every second it notes this instance in the fleet's list and
 //! keeps its local copy (`state.dir`) up to date.
 
@@ -189,7 +190,8 @@ impl Follower {
             link.invalid = None;
         }
         drop(link);
-        if self.backstop.elapsed() >= BACKSTOP {
+        // Idle (the read timed out), or due: a lost or replaced store shows within a second.
+        if last.is_none() || self.backstop.elapsed() >= BACKSTOP {
             self.check_backstop()?;
         }
         Ok(())

@@ -417,3 +417,45 @@ impl Store for FileStore {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).lock.take();
     }
 }
+
+/// Write an exported state and its audit log (oldest first) into `dir`, which must hold
+/// neither: the log first (fsynced), then `state.json` (replaced atomically), so a crash
+/// leaves a log without a state file — which start-up refuses, naming `recover` — never a
+/// state file without its log.
+pub fn import_dir(dir: &Path, stored: &Stored, audit: &[AuditEntry]) -> Result<(), StoreError> {
+    let _lock = lock_dir(dir)?;
+    for path in [state_path(dir), audit_path(dir)] {
+        if path.exists() {
+            return Err(StoreError::Io {
+                path: path.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "already exists: import only into an empty state directory",
+                ),
+            });
+        }
+    }
+    if let Some(last) = audit.last().filter(|e| e.revision != stored.revision) {
+        return Err(StoreError::LogBehind {
+            audit: "the export's audit log".into(),
+            last: last.revision,
+            state: "its state".into(),
+            revision: stored.revision,
+        });
+    }
+    let path = audit_path(dir);
+    let mut bytes = Vec::new();
+    for e in audit {
+        serde_json::to_writer(&mut bytes, e).map_err(|e| io(&path)(std::io::Error::other(e)))?;
+        bytes.push(b'\n');
+    }
+    let mut f = OpenOptions::new().create_new(true).write(true).open(&path).map_err(io(&path))?;
+    f.write_all(&bytes).and_then(|()| f.sync_all()).map_err(io(&path))?;
+    let state = serde_json::to_vec(stored).map_err(|e| io(&path)(std::io::Error::other(e)))?;
+    replace_file(dir, &state_path(dir), &state, &|_| Ok(())).map_err(|(_, e)| e)
+}
+
+/// The revision of `dir`'s `state.json`, if there is one (read without the lock).
+pub fn read_state_revision(dir: &Path) -> Result<Option<u64>, StoreError> {
+    Ok(read_state(dir)?.map(|s| s.revision))
+}

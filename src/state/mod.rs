@@ -39,7 +39,7 @@ use change::{check_depth, edit};
 pub use delta::Patch;
 use docs::KINDS;
 pub use docs::{AuditEntry, Docs, EntryHead, Iteration, Kind, ObjectChange, ObjectKey, Stored};
-pub use file::{feedback_key, lock_dir, Fault, Faults, FileStore, FEEDBACK_KEY};
+pub use file::{feedback_key, import_dir, lock_dir, read_state_revision, Fault, Faults, FileStore, FEEDBACK_KEY};
 pub use log::LogError;
 pub use query::{AuditPage, AuditQuery};
 
