@@ -190,7 +190,7 @@ pub fn results(
         .map(|v| {
             // A stopped experiment's window ends where it stopped.
             let end = iteration.as_ref().and_then(|i| i.end.as_ref()?.get(v).cloned());
-            let end = end.unwrap_or_else(|| metrics.guard_stats(flag, v).snapshot());
+            let end = end.unwrap_or_else(|| metrics.totals(flag, v));
             match iteration.as_ref().and_then(|i| i.baseline.get(v)) {
                 Some(start) => end.since(start),
                 None => end,

@@ -79,9 +79,15 @@ impl Running {
         self.guard_task.abort();
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        if let Some(mut tail) = self.tail {
-            let _ = tokio::task::spawn_blocking(move || tail.stop()).await;
-        }
+        let guards = Arc::clone(&self.guards);
+        let tail = self.tail;
+        let _ = tokio::task::spawn_blocking(move || {
+            guards.release();
+            if let Some(mut tail) = tail {
+                tail.stop();
+            }
+        })
+        .await;
         self.state.close();
     }
 
@@ -188,10 +194,21 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
             Box::new(MemoryStore::default())
         }
     };
+    if let Some(store) = &fleet {
+        // The guards and experiments decide on the fleet's totals from the first check.
+        let flags: Vec<String> = crate::state::Docs::from_config_value(&value).flags.keys().cloned().collect();
+        match crate::fleet::stats::read_totals(store, &flags) {
+            Ok(totals) => metrics.set_fleet_totals(totals),
+            Err(e) => {
+                tracing::warn!(error = %e, "the fleet's statistics cannot be read now: the guards hold until they can");
+                metrics.set_fleet_totals(Default::default());
+            }
+        }
+    }
     let state = Arc::new(State::open(store, value, &file, snapshot, metrics)?);
-    let tail = match fleet {
+    let tail = match &fleet {
         Some(store) => Some(
-            crate::fleet::tail::Tail::spawn(Arc::clone(&state), store)
+            crate::fleet::tail::Tail::spawn(Arc::clone(&state), Arc::clone(store))
                 .map_err(|e| StartupError::Change(format!("cannot start the fleet thread: {e}")))?,
         ),
         None => None,
@@ -231,7 +248,11 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
         };
         finished.push(worker.spawn().map_err(|source| StartError::Worker { index, source })?);
     }
-    let guards = Arc::new(Guards::new(Arc::clone(&state), tokio::runtime::Handle::current()));
+    let mut guards = Guards::new(Arc::clone(&state), tokio::runtime::Handle::current());
+    if let Some(store) = fleet {
+        guards = guards.with_lease(Arc::new(crate::fleet::lease::Lease::new(store)));
+    }
+    let guards = Arc::new(guards);
     let guard_task = tokio::spawn(Arc::clone(&guards).run(crate::guard::SystemClock));
     let plane = Arc::new(AdminPlane { state: Arc::clone(&state), guards: Arc::clone(&guards), tokens });
     let settings_grace = settings.shutdown_grace;

@@ -21,6 +21,8 @@
 //! that signs response tokens, the same on every instance). Stream ids are
 //! `<revision>-0`, so a cursor is a revision.
 
+pub mod lease;
+pub mod stats;
 pub mod store;
 pub mod tail;
 
@@ -79,6 +81,18 @@ impl Keys {
     }
     pub fn feedback_key(&self) -> String {
         self.key("feedback_key")
+    }
+    /// The fleet's statistics totals of one flag.
+    pub fn stats(&self, flag: &str) -> String {
+        self.key(&format!("stats:{flag}"))
+    }
+    /// The statistics of one ten-second bucket.
+    pub fn bucket(&self, bucket: u64) -> String {
+        self.key(&format!("agg:{bucket}"))
+    }
+    /// One flush's id.
+    pub fn flush(&self, instance: &str, seq: u64) -> String {
+        self.key(&format!("flush:{instance}:{seq}"))
     }
 }
 

@@ -7,8 +7,9 @@
 //! again ([`RedisStore::load`]: one transaction). A backstop compares the epoch and the
 //! revision whenever a read comes back empty (about once a second when idle) and at least
 //! every [`BACKSTOP`], and while Redis is unreachable the thread retries with a
-//! growing, jittered pause. Every second it notes this instance in the fleet's list and
-//! keeps its local copy (`state.dir`) up to date.
+//! growing, jittered pause. Every second it flushes this process's statistics and reads
+//! the fleet's totals (`stats.rs`); every two it notes this instance in the fleet's list
+//! and keeps its local copy (`state.dir`) up to date.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,8 @@ use crate::state::{Remote, State, StoreError};
 const BLOCK: Duration = Duration::from_secs(1);
 /// How often the epoch and the revision are compared even when entries flow.
 pub const BACKSTOP: Duration = Duration::from_secs(30);
+/// How often this instance flushes its statistics and reads the fleet's.
+const FLUSH: Duration = Duration::from_secs(1);
 /// How often this instance notes itself in the fleet's list.
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// Who counts as seen recently, in seconds.
@@ -78,6 +81,8 @@ struct Follower {
     backstop: Instant,
     heartbeat: Option<Instant>,
     copied: u64,
+    flusher: super::stats::Flusher,
+    flushed_at: Option<Instant>,
 }
 
 impl Follower {
@@ -94,6 +99,8 @@ impl Follower {
             backstop: Instant::now(),
             heartbeat: None,
             copied: u64::MAX,
+            flusher: super::stats::Flusher::default(),
+            flushed_at: None,
         }
     }
 
@@ -109,6 +116,21 @@ impl Follower {
             }
             self.housekeeping();
         }
+        // What this process counted since its last flush reaches the fleet's totals.
+        if let Err(e) = self.flush_stats() {
+            tracing::warn!(error = %e, "the last statistics could not be flushed to the fleet store");
+        }
+    }
+
+    /// Flush this process's statistics and read the fleet's totals back.
+    fn flush_stats(&mut self) -> Result<(), StoreError> {
+        let metrics = Arc::clone(&self.state.gateway().metrics);
+        let now: Vec<_> = metrics.all_guard_stats().into_iter().map(|(k, s)| (k, s.snapshot())).collect();
+        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        self.flusher.flush(&self.store, now, unix)?;
+        let flags: Vec<String> = self.state.current().docs.flags.keys().cloned().collect();
+        metrics.set_fleet_totals(super::stats::read_totals(&self.store, &flags)?);
+        Ok(())
     }
 
     /// One round: a full load if needed, then one `XREAD`.
@@ -270,6 +292,12 @@ impl Follower {
     fn housekeeping(&mut self) {
         let metrics = &self.state.gateway().metrics;
         metrics.set_config_staleness(self.store.link.staleness());
+        if self.flushed_at.is_none_or(|t| t.elapsed() >= FLUSH) {
+            self.flushed_at = Some(Instant::now());
+            if let Err(e) = self.flush_stats() {
+                tracing::debug!(error = %e, "statistics not flushed to the fleet store (kept for the next flush)");
+            }
+        }
         if self.heartbeat.is_some_and(|t| t.elapsed() < HEARTBEAT) {
             return;
         }

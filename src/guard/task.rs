@@ -136,6 +136,9 @@ pub struct Guards {
     /// Where webhooks are posted from, and with what (one client, its connections reused).
     runtime: tokio::runtime::Handle,
     webhooks: HttpsClient,
+    /// With the fleet store: the lease that says whether this instance decides. Every
+    /// instance checks (its status is the fleet's); only the leader writes, with its token.
+    lease: Option<Arc<crate::fleet::lease::Lease>>,
 }
 
 /// What a trip or a step tells the audit log and the webhook.
@@ -150,6 +153,23 @@ struct Event {
     control_samples: u64,
     treatment_samples: u64,
     action: String,
+    /// The event's id: the same for the same trip (flag, revision, metric) on any
+    /// instance and on every retry of its webhook (also its `Idempotency-Key` header).
+    trip_id: Option<String>,
+}
+
+/// Where a decision writes: against which revision, with which lease token.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    revision: u64,
+    fence: Option<u64>,
+}
+
+/// The id of an event: a hash of what identifies it.
+fn event_id(flag: &str, revision: u64, event: &str, detail: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{flag}\u{1f}{revision}\u{1f}{event}\u{1f}{detail}"));
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The revision a check writes against (`If-Match`), and the one that last changed the
@@ -174,6 +194,20 @@ impl Guards {
             trips: Mutex::new(HashMap::new()),
             runtime,
             webhooks: providers::https_client(WEBHOOK_TIMEOUT),
+            lease: None,
+        }
+    }
+
+    /// Decide only while holding the fleet's lease.
+    pub fn with_lease(mut self, lease: Arc<crate::fleet::lease::Lease>) -> Guards {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Give the fleet's lease up (on shutdown).
+    pub fn release(&self) {
+        if let Some(lease) = &self.lease {
+            lease.release();
         }
     }
 
@@ -216,6 +250,15 @@ impl Guards {
 
     /// Check every guarded flag that is due at `now`.
     pub fn check_all(&self, now: Now) -> Pass {
+        // Alone: always decide, with no token. In a fleet: only the lease's holder.
+        let acting = match &self.lease {
+            None => Some(None),
+            Some(lease) => {
+                let token = lease.tick(now.instant);
+                self.state.gateway().metrics.set_fleet_leader(token.is_some());
+                token.map(Some)
+            }
+        };
         let current = self.state.current();
         let mut pass = Pass::default();
         let mut seen = HashSet::new();
@@ -229,7 +272,7 @@ impl Guards {
             match compiled.as_ref() {
                 Ok(guard) => {
                     let revisions = Revisions { current: current.revision, changed_at: changed_at.unwrap_or(0) };
-                    self.check(flag, doc, guard, revisions, now, &mut pass);
+                    self.check(flag, doc, guard, revisions, now, acting, &mut pass);
                 }
                 Err(error) => {
                     self.report_invalid(flag, raw, error, now);
@@ -244,7 +287,17 @@ impl Guards {
     }
 
     /// Check one guard if it is due: test each metric, publish the status, then act.
-    fn check(&self, flag: &str, doc: &Value, guard: &Compiled, revisions: Revisions, now: Now, pass: &mut Pass) {
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        &self,
+        flag: &str,
+        doc: &Value,
+        guard: &Compiled,
+        revisions: Revisions,
+        now: Now,
+        acting: Option<Option<u64>>,
+        pass: &mut Pass,
+    ) {
         let metrics = Arc::clone(&self.state.gateway().metrics);
         let Some(arms) = self.window(flag, guard, revisions.changed_at, &metrics, now) else { return };
         pass.checked.push(flag.to_string());
@@ -255,13 +308,16 @@ impl Guards {
         if guard.config.state != GuardState::Armed {
             return;
         }
+        // Not the fleet's leader: the status is shown, the leader decides.
+        let Some(fence) = acting else { return };
+        let at = At { revision: revisions.current, fence };
         if let Some(p) = srm.filter(|p| *p < check::SRM_ALPHA) {
-            pass.wrote.extend(self.pause_for_srm(flag, doc, guard, revisions.current, &arms, p, now));
+            pass.wrote.extend(self.pause_for_srm(flag, doc, guard, at, &arms, p, now));
             return;
         }
         let wrote = match trip_event(flag, guard, &arms, &evaluated) {
-            Some(event) => self.trip(flag, doc, guard, revisions.current, event, now),
-            None => self.ramp(flag, doc, guard, revisions.current, arms.samples(), now),
+            Some(event) => self.trip(flag, doc, guard, at, event, now),
+            None => self.ramp(flag, doc, guard, at, arms.samples(), now),
         };
         pass.wrote.extend(wrote);
     }
@@ -270,8 +326,8 @@ impl Guards {
     /// arms, or a new state) starts a new window.
     fn window(&self, flag: &str, guard: &Compiled, changed_at: u64, metrics: &Metrics, now: Now) -> Option<Arms> {
         let g = &guard.config;
-        let control = metrics.guard_stats(flag, &g.control).snapshot();
-        let treatment = metrics.guard_stats(flag, &g.treatment).snapshot();
+        let control = metrics.totals(flag, &g.control);
+        let treatment = metrics.totals(flag, &g.treatment);
         let identity = Identity::of(guard, changed_at);
         let mut windows = lock(&self.windows);
         let window = windows
@@ -342,7 +398,7 @@ impl Guards {
         flag: &str,
         doc: &Value,
         guard: &Compiled,
-        revision: u64,
+        at: At,
         arms: &Arms,
         p: f64,
         now: Now,
@@ -355,7 +411,8 @@ impl Guards {
             "guard: sample ratio mismatch between {} ({c} requests) and {} ({t} requests) against their shares of the fallthrough (p = {p:.2e} < {}): the test would compare unlike groups; paused",
             g.control, g.treatment, check::SRM_ALPHA
         );
-        let revision = self.write(flag, new, revision, reason, now.wall)?;
+        let id = event_id(flag, at.revision, "srm", "");
+        let revision = self.write(flag, new, at, format!("{reason}; event {id}"), now.wall)?;
         if let Some(s) = lock(&self.status).get_mut(flag) {
             s.state = GuardState::Paused.as_str().into();
         }
@@ -371,6 +428,7 @@ impl Guards {
             control_samples,
             treatment_samples,
             action: "paused: sample ratio mismatch".into(),
+            trip_id: Some(id),
         };
         self.notify(guard, event);
         Some(revision)
@@ -397,15 +455,7 @@ impl Guards {
     }
 
     /// Roll the treatment back (or pause), through the write path.
-    fn trip(
-        &self,
-        flag: &str,
-        doc: &Value,
-        guard: &Compiled,
-        revision: u64,
-        mut event: Event,
-        now: Now,
-    ) -> Option<u64> {
+    fn trip(&self, flag: &str, doc: &Value, guard: &Compiled, at: At, mut event: Event, now: Now) -> Option<u64> {
         let g = &guard.config;
         let mut new = doc.clone();
         let metric = event.metric.clone().unwrap_or_else(|| "?".into());
@@ -435,7 +485,12 @@ impl Guards {
             event.treatment_samples,
             event.action
         );
-        let revision = self.write(flag, new, revision, reason.clone(), now.wall)?;
+        // The same trip — this flag, at this revision, on this metric — has the same id
+        // whichever instance makes it and however often its webhook is retried.
+        let id = event_id(flag, at.revision, "trip", metric);
+        let reason = format!("{reason}; trip {id}");
+        event.trip_id = Some(id);
+        let revision = self.write(flag, new, at, reason.clone(), now.wall)?;
         let trip = LastTrip { at: now.rfc3339(), revision, metric: metric.to_string().into(), reason };
         lock(&self.trips).insert(flag.to_string(), trip);
         let metrics = &self.state.gateway().metrics;
@@ -452,15 +507,7 @@ impl Guards {
     }
 
     /// Start the ramp, or move to its next step when the step is done at `now`.
-    fn ramp(
-        &self,
-        flag: &str,
-        doc: &Value,
-        guard: &Compiled,
-        revision: u64,
-        samples: (u64, u64),
-        now: Now,
-    ) -> Option<u64> {
+    fn ramp(&self, flag: &str, doc: &Value, guard: &Compiled, at: At, samples: (u64, u64), now: Now) -> Option<u64> {
         let g = &guard.config;
         let step = g.ramp.get(g.step)?;
         let (next, percent) = match guard.step_started {
@@ -481,7 +528,8 @@ impl Guards {
         new["guard"]["step"] = json!(next);
         new["guard"]["step_started"] = json!(now.rfc3339());
         let reason = format!("guard: ramp step {} — {} gets {percent}% of the fallthrough", next + 1, g.treatment);
-        let revision = self.write(flag, new, revision, reason, now.wall)?;
+        let id = event_id(flag, at.revision, "ramp", &next.to_string());
+        let revision = self.write(flag, new, at, format!("{reason}; event {id}"), now.wall)?;
         let event = Event {
             event: "ramp",
             flag: flag.to_string(),
@@ -492,18 +540,23 @@ impl Guards {
             control_samples: samples.0,
             treatment_samples: samples.1,
             action: format!("step {} at {percent}%", next + 1),
+            trip_id: Some(id),
         };
         self.notify(guard, event);
         Some(revision)
     }
 
     /// Apply `doc` as the flag's new document, against `revision`, audited at `at`.
-    fn write(&self, flag: &str, doc: Value, revision: u64, reason: String, at: SystemTime) -> Option<u64> {
-        let request = Request { actor: "guard".into(), reason, if_match: Some(revision), fence: None };
-        match self.state.apply_at(Change::ReplaceFlag { flag: flag.to_string(), value: doc }, &request, at) {
+    fn write(&self, flag: &str, doc: Value, at: At, reason: String, time: SystemTime) -> Option<u64> {
+        let request = Request { actor: "guard".into(), reason, if_match: Some(at.revision), fence: at.fence };
+        match self.state.apply_at(Change::ReplaceFlag { flag: flag.to_string(), value: doc }, &request, time) {
             Ok(applied) => Some(applied.revision),
             // Someone changed the configuration meanwhile: look again at the next tick.
             Err(ChangeError::Stale { .. }) => None,
+            Err(ChangeError::Store(e @ crate::state::StoreError::Fenced { .. })) => {
+                tracing::warn!(flag, error = %e, "the guard's change was refused: this instance no longer leads the fleet");
+                None
+            }
             Err(e) => {
                 tracing::error!(flag, error = %e, "the guard could not apply its change");
                 None
@@ -517,9 +570,10 @@ impl Guards {
         let client = self.webhooks.clone();
         self.runtime.spawn(async move {
             let body = serde_json::to_vec(&event).unwrap_or_default();
+            let id = event.trip_id.clone();
             let mut delay = Duration::from_millis(500);
             for attempt in 1..=4 {
-                match post(&client, &url, body.clone()).await {
+                match post(&client, &url, body.clone(), id.as_deref()).await {
                     Ok(()) => return,
                     Err(e) => tracing::warn!(url = %url, attempt, error = %e, "guard webhook failed"),
                 }
@@ -544,6 +598,7 @@ fn trip_event(flag: &str, guard: &Compiled, arms: &Arms, evaluated: &[Evaluated]
         control_samples,
         treatment_samples,
         action: String::new(),
+        trip_id: None,
     };
     if let Some(rate) = check::breaker(guard, arms) {
         return Some(event("circuit_breaker".into(), rate));
@@ -564,12 +619,13 @@ fn trip_event(flag: &str, guard: &Compiled, arms: &Arms, evaluated: &[Evaluated]
 /// How long one webhook attempt may take, connecting included.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn post(client: &HttpsClient, url: &str, body: Vec<u8>) -> Result<(), String> {
+async fn post(client: &HttpsClient, url: &str, body: Vec<u8>, id: Option<&str>) -> Result<(), String> {
     use http_body_util::Full;
-    let req = http::Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
+    let mut req = http::Request::post(url).header("content-type", "application/json");
+    if let Some(id) = id {
+        req = req.header("idempotency-key", id);
+    }
+    let req = req.body(Full::new(bytes::Bytes::from(body))).map_err(|e| e.to_string())?;
     let resp = tokio::time::timeout(WEBHOOK_TIMEOUT, client.request(req))
         .await
         .map_err(|_| "timed out".to_string())?

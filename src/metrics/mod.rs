@@ -109,10 +109,16 @@ pub struct Metrics {
     guardrail_checks: IntCounterVec,
     /// Guard statistics by (flag, variation): kept across snapshots, like the counters.
     guards: Mutex<HashMap<(String, String), Arc<GuardStats>>>,
+    /// With the fleet store: the fleet's totals per (flag, variation), as last read from
+    /// Redis — what [`Metrics::totals`] gives instead of this process's own.
+    fleet_totals: Mutex<Option<Arc<FleetTotals>>>,
     /// Each experiment's current iteration and its arms' totals when it started here (an
     /// iteration's results are the totals since).
     iterations: Mutex<HashMap<String, Iteration>>,
 }
+
+/// The fleet's totals per (flag, variation).
+pub type FleetTotals = HashMap<(String, String), GuardSnapshot>;
 
 /// Where an experiment's iteration started, in this process's counters.
 #[derive(Debug, Clone)]
@@ -364,6 +370,7 @@ impl Metrics {
             judge_cost,
             guardrail_checks,
             guards: Mutex::new(HashMap::new()),
+            fleet_totals: Mutex::new(None),
             iterations: Mutex::new(HashMap::new()),
         })
     }
@@ -399,6 +406,27 @@ impl Metrics {
     pub fn guard_stats(&self, flag: &str, variation: &str) -> Arc<GuardStats> {
         let mut guards = self.guards.lock().unwrap_or_else(PoisonError::into_inner);
         Arc::clone(guards.entry((flag.to_string(), variation.to_string())).or_default())
+    }
+
+    /// Every (flag, variation) with statistics in this process, and its statistics.
+    pub fn all_guard_stats(&self) -> Vec<((String, String), Arc<GuardStats>)> {
+        let guards = self.guards.lock().unwrap_or_else(PoisonError::into_inner);
+        guards.iter().map(|(k, v)| (k.clone(), Arc::clone(v))).collect()
+    }
+
+    /// The totals the guards and experiments decide on for (flag, variation): the fleet's
+    /// (with the fleet store: every instance's flushed statistics), else this process's.
+    pub fn totals(&self, flag: &str, variation: &str) -> GuardSnapshot {
+        let fleet = self.fleet_totals.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match fleet {
+            Some(all) => all.get(&(flag.to_string(), variation.to_string())).cloned().unwrap_or_default(),
+            None => self.guard_stats(flag, variation).snapshot(),
+        }
+    }
+
+    /// Decide on the fleet's totals from now on (read from Redis by the fleet's thread).
+    pub fn set_fleet_totals(&self, totals: FleetTotals) {
+        *self.fleet_totals.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(totals));
     }
 
     /// The Prometheus handles of one app-reported metric of (flag, variation).
@@ -476,7 +504,7 @@ impl Metrics {
         if iterations.get(flag).is_some_and(|i| i.number == number) {
             return;
         }
-        let baseline = variations.iter().map(|v| (v.to_string(), self.guard_stats(flag, v).snapshot())).collect();
+        let baseline = variations.iter().map(|v| (v.to_string(), self.totals(flag, v))).collect();
         iterations.insert(flag.to_string(), Iteration { number, baseline, end: None });
     }
 
@@ -485,7 +513,7 @@ impl Metrics {
     pub fn end_iteration(&self, flag: &str, number: u32, variations: &[&str]) {
         let mut iterations = self.iterations.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(i) = iterations.get_mut(flag).filter(|i| i.number == number && i.end.is_none()) {
-            i.end = Some(variations.iter().map(|v| (v.to_string(), self.guard_stats(flag, v).snapshot())).collect());
+            i.end = Some(variations.iter().map(|v| (v.to_string(), self.totals(flag, v))).collect());
         }
     }
 

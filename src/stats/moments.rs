@@ -32,6 +32,11 @@ impl LogMoments {
         LogMoments { n, sum, sumsq }
     }
 
+    /// The count and the fixed-point sums (what adds up across instances).
+    pub fn fixed(&self) -> (u64, i64, i64) {
+        (self.n, self.sum, self.sumsq)
+    }
+
     /// The moments of what was added since `earlier`.
     pub fn since(&self, earlier: &Self) -> Self {
         LogMoments {
