@@ -338,3 +338,42 @@ fn dashboard_queries_parse_as_promql() {
         assert_success("promtool check rules (the dashboard's queries)", &out);
     }
 }
+
+/// The Kubernetes example: `sluice check` accepts its config (with the secrets its
+/// Deployment passes set), three replicas are probed on `/readyz`, and Redis runs with AOF
+/// and without eviction.
+#[test]
+fn the_kubernetes_example_is_a_fleet_sluice_check_accepts() {
+    let config = deploy("kubernetes/sluice.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("SLUICE_ADMIN_TOKEN", "an-admin-token-of-thirty-two-chars")
+        .env("SLUICE_APP_KEY", "sk-an-app-key")
+        .env_remove("REDIS_URL")
+        .env_remove("REDIS_PASSWORD")
+        .output()
+        .unwrap();
+    assert_success("sluice check deploy/kubernetes/sluice.yaml", &out);
+    let docs = |name: &str| YamlLoader::load_from_str(&read(&deploy(&format!("kubernetes/{name}")))).unwrap();
+    let deployment = docs("deployment.yaml");
+    let d = deployment.iter().find(|d| d["kind"].as_str() == Some("Deployment")).expect("a Deployment");
+    assert_eq!(d["spec"]["replicas"].as_i64(), Some(3));
+    let container = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"].as_str(), Some("/readyz"));
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"].as_str(), Some("admin"));
+    let redis = docs("redis.yaml");
+    let set = redis.iter().find(|d| d["kind"].as_str() == Some("StatefulSet")).expect("a StatefulSet");
+    let args: Vec<&str> = set["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    for pair in [["--appendonly", "yes"], ["--maxmemory-policy", "noeviction"]] {
+        assert!(args.windows(2).any(|w| w == pair), "redis runs with {pair:?}: {args:?}");
+    }
+    let kustomization = docs("kustomization.yaml");
+    let files = &kustomization[0]["configMapGenerator"][0]["files"];
+    assert_eq!(files[0].as_str(), Some("sluice.yaml"), "the ConfigMap is the config sluice check accepted");
+}

@@ -124,10 +124,10 @@ impl Redis {
         let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
             .map_err(|e| format!("state.redis.url: {e}"))?;
         let mut settings = info.redis_settings().clone();
-        if let Some(p) = &config.password {
+        if let Some(p) = config.password.as_ref().filter(|p| !p.is_empty()) {
             settings = settings.set_password(p.expose());
         }
-        if let Some(u) = &config.username {
+        if let Some(u) = config.username.as_ref().filter(|u| !u.is_empty()) {
             settings = settings.set_username(u);
         }
         let info = info.set_redis_settings(settings);

@@ -231,7 +231,7 @@ impl State {
         };
         if shared && !(empty && reachable) {
             if reachable && state.current().file != file_docs {
-                tracing::warn!(revision = state.revision(), "the config file's flags, segments or AI configs differ from those the fleet last loaded: they are not applied at start (a reload — SIGHUP or `sluice ctl reload` — applies what changed)");
+                tracing::warn!(revision = state.revision(), "the config file's flags, segments or AI configs differ from those the fleet last loaded: they are not applied at start (a reload — SIGHUP, or `--watch` — applies what changed, for the whole fleet)");
             }
             return Ok(state);
         }

@@ -203,7 +203,30 @@ pub(super) fn render(command: &CtlCommand, v: Value) -> Result<String, String> {
                 Some(t) if r.ok => format!("ok at {t}"),
                 Some(t) => format!("REFUSED at {t}: {}", r.error.as_deref().unwrap_or("-")),
             };
-            format!("revision    {}\nlast reload {reload}\n", status.revision)
+            let st = &status.store;
+            let mut out = format!("revision    {}\nlast reload {reload}\n", status.revision);
+            if !st.kind.is_empty() {
+                let detail = st.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+                out.push_str(&format!("store       {}: {}{detail}\n", st.kind, st.health));
+            }
+            if let Some(f) = &st.fleet {
+                let stale = f.staleness_seconds.map_or("never current".to_string(), |s| format!("{s:.1}s"));
+                out.push_str(&format!(
+                    "fleet       revision {} ({}), epoch {}, staleness {stale}\nthis        {}\nleader      {}\n",
+                    f.fleet_revision,
+                    f.redis,
+                    f.epoch.as_deref().unwrap_or("-"),
+                    f.instance,
+                    f.leader.as_deref().unwrap_or("-")
+                ));
+                let rows: Vec<Vec<String>> = f
+                    .instances
+                    .iter()
+                    .map(|i| vec![i.name.clone(), i.revision.to_string(), format!("{}s ago", i.seen_seconds_ago)])
+                    .collect();
+                out.push_str(&table(&["INSTANCE", "REVISION", "SEEN"], &rows));
+            }
+            out
         }
         CtlCommand::Guards => guards(&typed(v)?),
         CtlCommand::Experiment { command: ExperimentCommand::List } => experiments(&typed(v)?),
