@@ -77,17 +77,15 @@ impl Running {
     pub async fn shutdown(self) {
         self.gateway.start_draining();
         self.guard_task.abort();
+        // The fleet's lease goes to another instance at once, not after the drain.
+        let guards = Arc::clone(&self.guards);
+        let _ = tokio::task::spawn_blocking(move || guards.release()).await;
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        let guards = Arc::clone(&self.guards);
-        let tail = self.tail;
-        let _ = tokio::task::spawn_blocking(move || {
-            guards.release();
-            if let Some(mut tail) = tail {
-                tail.stop();
-            }
-        })
-        .await;
+        // After the drain: the last requests' statistics reach the fleet's totals.
+        if let Some(mut tail) = self.tail {
+            let _ = tokio::task::spawn_blocking(move || tail.stop()).await;
+        }
         self.state.close();
     }
 

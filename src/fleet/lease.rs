@@ -44,6 +44,8 @@ struct Inner {
     token: Option<u64>,
     renewed: Option<Instant>,
     tried: Option<Instant>,
+    /// Released for good (shutting down): never taken again.
+    closed: bool,
 }
 
 /// This instance's side of the lease.
@@ -61,6 +63,9 @@ impl Lease {
     /// instance is the leader.
     pub fn tick(&self, now: Instant) -> Option<u64> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if inner.closed {
+            return None;
+        }
         if inner.tried.is_none_or(|t| now.saturating_duration_since(t) >= RENEW) {
             inner.tried = Some(now);
             let script = redis::Script::new(TAKE);
@@ -100,9 +105,10 @@ impl Lease {
         inner.token.filter(|_| held)
     }
 
-    /// Give the lease up (on shutdown), so another instance takes it at once.
+    /// Give the lease up for good (on shutdown), so another instance takes it at once.
     pub fn release(&self) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.closed = true;
         if inner.token.take().is_some() {
             let script = redis::Script::new(RELEASE);
             let mut call = script.prepare_invoke();

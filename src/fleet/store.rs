@@ -166,9 +166,10 @@ fn new_epoch(kind: &str) -> String {
     format!("{kind}:{:016x}", fastrand::u64(..))
 }
 
-/// Whether an error came before the request reached Redis (then nothing happened).
+/// Whether an error on an open connection certainly came before the request reached Redis
+/// (then nothing happened); any other may have come after Redis carried it out.
 fn before_sending(e: &redis::RedisError) -> bool {
-    e.is_connection_refusal() || matches!(e.kind(), redis::ErrorKind::Io) && !e.is_timeout()
+    e.is_connection_refusal()
 }
 
 impl RedisStore {
