@@ -412,7 +412,7 @@ impl Guards {
             g.control, g.treatment, check::SRM_ALPHA
         );
         let id = event_id(flag, at.revision, "srm", "");
-        let revision = self.write(flag, new, at, format!("{reason}; event {id}"), now.wall)?;
+        let revision = self.write(flag, new, at, reason, now.wall)?;
         if let Some(s) = lock(&self.status).get_mut(flag) {
             s.state = GuardState::Paused.as_str().into();
         }
@@ -529,7 +529,7 @@ impl Guards {
         new["guard"]["step_started"] = json!(now.rfc3339());
         let reason = format!("guard: ramp step {} — {} gets {percent}% of the fallthrough", next + 1, g.treatment);
         let id = event_id(flag, at.revision, "ramp", &next.to_string());
-        let revision = self.write(flag, new, at, format!("{reason}; event {id}"), now.wall)?;
+        let revision = self.write(flag, new, at, reason, now.wall)?;
         let event = Event {
             event: "ramp",
             flag: flag.to_string(),
