@@ -63,6 +63,9 @@ pub struct Snapshot {
     built: HashMap<String, (BuiltFrom, Arc<Provider>)>,
     /// The judges (with their queues, carried over while unchanged) and guardrails.
     pub quality: Quality,
+    /// A fleet instance's stand-in until the fleet's state is read: every request gets
+    /// 503 `gateway_not_ready` (the config file's flags are not the fleet's).
+    pub held: bool,
     /// What all answer captures may hold at once (`limits.capture_budget`).
     pub capture_budget: Arc<Budget>,
     /// What one answer's capture may hold (`limits.capture_per_request`).
@@ -340,6 +343,7 @@ impl Snapshot {
                 previous.map(|p| &p.capture_budget),
             ),
             capture_limit: usize::try_from(config.limits.capture_per_request.0).unwrap_or(usize::MAX),
+            held: false,
         })
     }
 

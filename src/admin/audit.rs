@@ -48,7 +48,7 @@ pub async fn page(state: Arc<State>, query: &str) -> Result<Response<Body>, ApiE
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the audit read was interrupted"))?
         .map_err(|e| {
-            if let crate::state::StoreError::Unavailable(why) = e {
+            if let crate::state::StoreError::Unavailable(why) | crate::state::StoreError::Unknown(why) = e {
                 return ApiError::unavailable(
                     "store_unavailable",
                     format!("the shared store is unreachable: {why}"),

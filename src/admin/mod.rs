@@ -108,6 +108,10 @@ impl From<ChangeError> for ApiError {
                 tracing::warn!(error = %why, "a change was refused: the shared store cannot be reached");
                 ApiError::unavailable("store_unavailable", format!("the shared store is unreachable: {why}"), 1)
             }
+            ChangeError::Store(e @ StoreError::Unknown(_)) => {
+                tracing::warn!(error = %e, "a change's outcome is unknown: the shared store did not answer");
+                ApiError::unavailable("store_outcome_unknown", e.to_string(), 1)
+            }
             ChangeError::Store(StoreError::NotSeeded(why)) => ApiError::unavailable("store_not_seeded", why, 5),
             ChangeError::Store(StoreError::Behind { fleet }) => ApiError::unavailable(
                 "store_busy",

@@ -73,6 +73,10 @@ impl Keys {
     pub fn leader(&self) -> String {
         self.key("leader")
     }
+    /// When a first start found Redis empty (the seeding grace).
+    pub fn empty_since(&self) -> String {
+        self.key("empty_since")
+    }
     pub fn fence(&self) -> String {
         self.key("fence")
     }

@@ -35,6 +35,9 @@ const MAX_ENTRY: usize = 16 * 1024 * 1024;
 /// The local copy's file name in `state.dir`.
 pub const COPY: &str = "fleet-copy.json";
 
+/// A connection unused this long is checked with a `PING` before it is used again.
+const IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How many audit entries one read of the audit stream fetches.
 const AUDIT_PAGE: usize = 64;
 
@@ -73,16 +76,31 @@ redis.call('XADD', KEYS[5], id, 'entry', ARGV[4])
 return {'ok', tostring(rev + 1)}
 "#;
 
-/// A first start on an empty Redis: a new epoch (`auto:`), unless data is known lost.
-/// KEYS: epoch, rev, items, log, audit, lost. ARGV: the epoch.
+/// A first start on an empty Redis: a new epoch (`auto:`), unless data is known lost —
+/// and only once Redis has been seen empty for [`EMPTY_GRACE_MS`] (Redis's clock): long
+/// enough for a running instance to notice data it had is gone and say so (`lost`), so a
+/// new instance never seeds a store that just lost its data. KEYS: epoch, rev, items,
+/// log, audit, lost, empty_since. ARGV: the epoch, the grace in ms.
 const INIT: &str = r#"#!lua
 local epoch = redis.call('GET', KEYS[1])
 if epoch then return {'exists', epoch} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {'lost', redis.call('GET', KEYS[6])} end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local since = tonumber(redis.call('GET', KEYS[7]) or '')
+if not since then
+  redis.call('SET', KEYS[7], now, 'PX', 600000)
+  return {'wait', ''}
+end
+if now - since < tonumber(ARGV[2]) then return {'wait', ''} end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[7])
 redis.call('SET', KEYS[1], ARGV[1])
 return {'ok', ARGV[1]}
 "#;
+
+/// How long an empty Redis must stay empty before a first start seeds it: longer than a
+/// running instance takes to notice its data is gone (an idle change-log read, 1 s).
+pub const EMPTY_GRACE_MS: u64 = 2500;
 
 /// `sluice store seed`/`import`: the state at a revision, under a new epoch (`seed:`).
 /// KEYS: epoch, rev, items, log, audit, lost. ARGV: the epoch, the revision, the audit
@@ -145,7 +163,8 @@ pub struct Export {
 pub struct RedisStore {
     pub redis: Redis,
     pub link: Arc<Link>,
-    conn: Mutex<Option<Connection>>,
+    /// The connection, and when it last answered.
+    conn: Mutex<Option<(Connection, Instant)>>,
     /// Where the local copy is kept (`state.dir`), locked while this store is open.
     dir: Option<PathBuf>,
     _lock: Option<std::fs::File>,
@@ -192,24 +211,44 @@ impl RedisStore {
     }
 
     /// Run `f` on the store's connection (connecting first if needed); a failure drops
-    /// the connection and reads as [`StoreError::Unavailable`].
-    pub fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T, StoreError> {
+    /// the connection and reads as [`StoreError::Unavailable`] (nothing was sent) or
+    /// [`StoreError::Unknown`] (it may have been carried out). `f` must be safe to run
+    /// twice: after an unknown outcome it is run once more on a new connection.
+    pub fn with<T>(&self, mut f: impl FnMut(&mut Connection) -> redis::RedisResult<T>) -> Result<T, StoreError> {
+        match self.once(&mut f) {
+            // Everything but a change is safe to send again: once, on a new connection.
+            Err(StoreError::Unknown(_)) => self.once(&mut f),
+            other => other,
+        }
+    }
+
+    /// [`RedisStore::with`] without the second attempt (for a change: a lost answer is
+    /// sorted out by looking at what Redis holds).
+    fn once<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T, StoreError> {
         let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        // A connection idle for a while may have been dropped by Redis (a restart, a
+        // `CLIENT KILL`, its `timeout`): a `PING` finds out before anything that matters is
+        // sent on it, so a command is never lost to a connection that was already dead.
+        if let Some((c, used)) = guard.as_mut() {
+            if used.elapsed() >= IDLE_CHECK && redis::cmd("PING").query::<String>(c).is_err() {
+                *guard = None;
+            }
+        }
         let conn = match guard.as_mut() {
-            Some(c) => c,
+            Some((c, _)) => c,
             None => match self.redis.connect(None) {
-                Ok(c) => guard.insert(c),
+                Ok(c) => &mut guard.insert((c, Instant::now())).0,
                 Err(e) => {
                     self.link.failed(&e);
-                    return Err(StoreError::Unavailable(format!(
-                        "{}: {}; nothing was sent",
-                        self.redis.shown,
-                        super::describe(&e)
-                    )));
+                    return Err(StoreError::Unavailable(format!("{}: {}", self.redis.shown, super::describe(&e))));
                 }
             },
         };
-        match f(conn) {
+        let result = f(conn);
+        if let Some((_, used)) = guard.as_mut() {
+            *used = Instant::now();
+        }
+        match result {
             Ok(v) => {
                 self.link.reached();
                 Ok(v)
@@ -222,12 +261,8 @@ impl RedisStore {
             Err(e) => {
                 *guard = None;
                 self.link.failed(&e);
-                let what = if before_sending(&e) {
-                    "nothing was sent"
-                } else {
-                    "the request may have been carried out: check the revision before trying again"
-                };
-                Err(StoreError::Unavailable(format!("{}: {}; {what}", self.redis.shown, super::describe(&e))))
+                let why = format!("{}: {}", self.redis.shown, super::describe(&e));
+                Err(if before_sending(&e) { StoreError::Unavailable(why) } else { StoreError::Unknown(why) })
             }
         }
     }
@@ -262,6 +297,21 @@ impl RedisStore {
         );
         self.link.lock().lost = Some(message.clone());
         StoreError::NotSeeded(message)
+    }
+
+    /// Whether a change whose answer was lost was made: `Some(true)` when the audit entry
+    /// of `revision` is `audit`, `Some(false)` when the fleet is still at the revision
+    /// before (nothing was made), `None` when that cannot be told (Redis still away, or
+    /// another change took the revision: the compare-and-set sorts that out).
+    fn outcome(&self, revision: u64, audit: &str) -> Option<bool> {
+        let k = &self.redis.keys;
+        let id = format!("{revision}-0");
+        let (rev, entries): (Option<u64>, Vec<(String, HashMap<String, String>)>) =
+            self.with(|c| redis::pipe().get(k.rev()).cmd("XRANGE").arg(k.audit()).arg(&id).arg(&id).query(c)).ok()?;
+        if entries.first().and_then(|(_, f)| f.get("entry")).is_some_and(|e| e == audit) {
+            return Some(true);
+        }
+        (rev.unwrap_or(0) + 1 == revision).then_some(false)
     }
 
     /// The epoch of the local copy, if there is one.
@@ -304,7 +354,7 @@ impl RedisStore {
         for (k, v) in items::to_items(stored) {
             call.arg(k).arg(v);
         }
-        let (status, detail): (String, String) = self.with(|c| call.invoke(c))?;
+        let (status, detail): (String, String) = self.once(|c| call.invoke(c))?;
         match status.as_str() {
             "ok" => Ok(epoch),
             _ => Err(StoreError::NotSeeded(format!(
@@ -449,10 +499,16 @@ impl Store for RedisStore {
             for k in self.keys6(self.redis.keys.lost()) {
                 call.key(k);
             }
-            call.arg(new_epoch("auto"));
+            call.key(self.redis.keys.empty_since()).arg(new_epoch("auto")).arg(EMPTY_GRACE_MS);
             let (status, epoch): (String, String) = self.with(|c| call.invoke(c))?;
             if status == "lost" {
                 return Err(self.lose("Redis lost its data (an instance found it gone)"));
+            }
+            if status == "wait" {
+                return Err(StoreError::Unavailable(format!(
+                    "{} is empty: waiting {EMPTY_GRACE_MS} ms for running instances to say whether it lost data before seeding it",
+                    self.redis.shown
+                )));
             }
             let mut link = self.link.lock();
             link.epoch = Some(epoch);
@@ -527,7 +583,16 @@ impl Store for RedisStore {
         for (k, v) in &change.set {
             call.arg(k).arg(v);
         }
-        let (status, detail): (String, String) = self.with(|c| call.invoke(c))?;
+        let (status, detail): (String, String) = match self.once(|c| call.invoke(c)) {
+            Err(StoreError::Unknown(why)) => match self.outcome(prev.revision + 1, &audit) {
+                // Made: its audit entry is the next revision's.
+                Some(true) => ("ok".into(), String::new()),
+                // Not made, and nothing else either: send it again, once.
+                Some(false) => self.once(|c| call.invoke(c))?,
+                None => return Err(StoreError::Unknown(why)),
+            },
+            other => other?,
+        };
         match status.as_str() {
             "ok" => {
                 let mut link = self.link.lock();
@@ -598,15 +663,13 @@ impl Store for RedisStore {
 
     fn health(&self) -> Health {
         let s = self.link.state();
+        // Nothing of the fleet's served yet (the file's flags are not the fleet's).
+        if s.epoch.is_none() && !s.serving_copy {
+            let why = s.lost.or(s.error).map(|e| format!(" ({e})")).unwrap_or_default();
+            return Health::NotReady(format!("the fleet's state has not been read from {} yet{why}", self.redis.shown));
+        }
         if let Some(lost) = s.lost {
             return Health::Degraded(lost);
-        }
-        if s.epoch.is_none() && !s.serving_copy {
-            return Health::NotReady(format!(
-                "the fleet's state has not been read from {} yet{}",
-                self.redis.shown,
-                s.error.map(|e| format!(" ({e})")).unwrap_or_default()
-            ));
         }
         if !s.reachable || s.serving_copy {
             return Health::Degraded(format!(

@@ -203,11 +203,14 @@ impl Follower {
                 }
             }
         }
+        // The state's lock is never taken while the link's is held (the write path takes
+        // them the other way round).
+        let served = self.state.revision();
         let mut link = self.store.link.lock();
         if let Some(r) = last {
             link.fleet_revision = link.fleet_revision.max(r);
         }
-        if self.state.revision() >= link.fleet_revision {
+        if served >= link.fleet_revision {
             link.current_at = Some(Instant::now());
             link.invalid = None;
         }

@@ -549,10 +549,27 @@ impl Guards {
     /// Apply `doc` as the flag's new document, against `revision`, audited at `at`.
     fn write(&self, flag: &str, doc: Value, at: At, reason: String, time: SystemTime) -> Option<u64> {
         let request = Request { actor: "guard".into(), reason, if_match: Some(at.revision), fence: at.fence };
+        let state = doc["guard"]["state"].clone();
         match self.state.apply_at(Change::ReplaceFlag { flag: flag.to_string(), value: doc }, &request, time) {
             Ok(applied) => Some(applied.revision),
             // Someone changed the configuration meanwhile: look again at the next tick.
             Err(ChangeError::Stale { .. }) => None,
+            // The store did not answer after the request reached it: whether the change was
+            // made shows when the change log brings the next revision (or another one).
+            Err(ChangeError::Store(crate::state::StoreError::Unknown(why))) => {
+                tracing::warn!(flag, error = %why, "the guard's change may have been made: waiting for the change log to tell");
+                let deadline = std::time::Instant::now() + UNSURE_WAIT;
+                while std::time::Instant::now() < deadline {
+                    let current = self.state.current();
+                    if current.revision > at.revision {
+                        let made = current.flag_revisions.get(flag) == Some(&(at.revision + 1))
+                            && current.docs.flags.get(flag).is_some_and(|d| d["guard"]["state"] == state);
+                        return made.then_some(at.revision + 1);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                None
+            }
             Err(ChangeError::Store(e @ crate::state::StoreError::Fenced { .. })) => {
                 tracing::warn!(flag, error = %e, "the guard's change was refused: this instance no longer leads the fleet");
                 None
@@ -615,6 +632,9 @@ fn trip_event(flag: &str, guard: &Compiled, arms: &Arms, evaluated: &[Evaluated]
         ..event(tripped.name.to_string(), e.delta)
     })
 }
+
+/// How long a guard's write whose outcome is unknown waits for the change log to tell.
+const UNSURE_WAIT: Duration = Duration::from_secs(3);
 
 /// How long one webhook attempt may take, connecting included.
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);

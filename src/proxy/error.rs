@@ -98,6 +98,10 @@ pub enum GatewayError {
     /// A guardrail in `block` mode failed the provider's answer; the answer was not sent.
     #[error("the answer failed the guardrail `{0}` and was withheld")]
     GuardrailBlocked(String),
+    /// A fleet instance that has not read the fleet's flags yet (its config file's are not
+    /// the fleet's: serving them could undo a kill switch).
+    #[error("this gateway has not loaded its configuration from the fleet store yet: try another instance, or again shortly")]
+    NotReady,
     #[error("internal gateway error")]
     Internal,
 }
@@ -158,6 +162,7 @@ impl GatewayError {
                 param: None,
                 code: "guardrail_blocked",
             },
+            NotReady => server(StatusCode::SERVICE_UNAVAILABLE, Outcome::GatewayError, "gateway_not_ready"),
             Internal => server(StatusCode::INTERNAL_SERVER_ERROR, Outcome::GatewayError, "internal_error"),
         }
     }

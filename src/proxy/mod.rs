@@ -111,6 +111,7 @@ async fn route(
             record.skip();
             return Ok(body::text(StatusCode::OK, "ok"));
         }
+        _ if snapshot.held => return Err(GatewayError::NotReady),
         (&Method::POST, "/v1/chat/completions") => Endpoint::ChatCompletions,
         (&Method::POST, "/v1/completions") => Endpoint::Completions,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,

@@ -211,8 +211,12 @@ impl State {
             }
             Err(e) => return Err(e.into()),
         };
-        let gateway = Arc::new(Gateway::new(snapshot_from_file, metrics));
         let empty = stored.is_none();
+        let mut snapshot_from_file = snapshot_from_file;
+        // Nothing of a shared store's to serve, and not ours to seed: hold every request
+        // until the fleet's state arrives (the file's flags are not the fleet's).
+        snapshot_from_file.held = shared && empty && !reachable;
+        let gateway = Arc::new(Gateway::new(snapshot_from_file, metrics));
         let stored = match stored {
             None => Stored::empty(),
             Some(stored) => {

@@ -59,6 +59,12 @@ pub enum StoreError {
     /// The shared store cannot be reached: nothing was written (never queued).
     #[error("the shared store is unreachable ({0}): nothing was changed; try again shortly")]
     Unavailable(String),
+    /// The request reached the shared store but its answer did not come back: the change
+    /// may have been made (the change log then brings it to every instance).
+    #[error(
+        "the shared store did not answer ({0}): the change may have been made; check the revision before trying again"
+    )]
+    Unknown(String),
     /// The shared store lost its data (or was never seeded): changes are refused until an
     /// operator seeds it.
     #[error("{0}")]
