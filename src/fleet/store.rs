@@ -453,6 +453,9 @@ impl RedisStore {
 
 type Items = items::Items;
 
+/// One stream entry: its id and fields.
+type StreamEntry = (String, HashMap<String, String>);
+
 impl Store for RedisStore {
     fn shared(&self) -> bool {
         true
