@@ -306,7 +306,7 @@ impl RedisStore {
     fn outcome(&self, revision: u64, audit: &str) -> Option<bool> {
         let k = &self.redis.keys;
         let id = format!("{revision}-0");
-        let (rev, entries): (Option<u64>, Vec<(String, HashMap<String, String>)>) =
+        let (rev, entries): (Option<u64>, Vec<StreamEntry>) =
             self.with(|c| redis::pipe().get(k.rev()).cmd("XRANGE").arg(k.audit()).arg(&id).arg(&id).query(c)).ok()?;
         if entries.first().and_then(|(_, f)| f.get("entry")).is_some_and(|e| e == audit) {
             return Some(true);
