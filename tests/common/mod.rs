@@ -505,7 +505,8 @@ pub const NOT_ROOT: Prerequisite = Prerequisite {
 };
 
 /// Every optional prerequisite, for `tests/prerequisites.rs`'s summary.
-pub const PREREQUISITES: &[&Prerequisite] = &[&PYTHON_SDK, &PROMTOOL, &CONFORMANCE_DATA, &PRLIMIT, &ROOT, &NOT_ROOT];
+pub const PREREQUISITES: &[&Prerequisite] =
+    &[&PYTHON_SDK, &PROMTOOL, &redis::REDIS, &CONFORMANCE_DATA, &PRLIMIT, &ROOT, &NOT_ROOT];
 
 /// Whether `prerequisite` is here for test `name`. When it is missing the test is
 /// [`skipped`] (the caller returns) — or this fails, when the prerequisite is required.

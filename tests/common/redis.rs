@@ -29,6 +29,16 @@ pub const REDIS: Prerequisite = Prerequisite {
         "fleet::redis_stopped_the_data_plane_serves_and_writes_get_503_until_it_is_back",
         "fleet::starting_with_redis_down_serves_the_local_copy_or_is_not_ready",
         "fleet::a_trimmed_change_log_makes_a_disconnected_instance_reload_everything",
+        "fleet::the_first_call_after_a_dropped_redis_connection_is_answered",
+        "fleet::a_new_instance_on_a_lost_store_is_not_ready",
+        "fleet::a_new_instance_does_not_seed_a_store_that_lost_its_data_unnoticed",
+        "fleet_guards::a_failing_treatment_spread_over_three_instances_is_rolled_back_once_by_the_leader",
+        "fleet_guards::the_leader_killed_with_sigkill_is_replaced_within_the_lease_and_a_renewal",
+        "fleet_guards::a_leader_stopped_gracefully_hands_the_lease_on_at_once",
+        "fleet_guards::a_leader_stopped_past_its_lease_is_replaced_and_does_not_trip_again_when_continued",
+        "fleet_guards::a_graceful_restart_neither_loses_nor_double_counts_the_fleets_requests",
+        "fleet_guards::lost_flush_replies_count_once_and_a_restarted_instance_adds_only_its_own",
+        "fleet_guards::a_paused_leaders_trip_is_fenced_off_even_at_the_current_revision",
     ],
     missing: || {
         (!runs("redis-server", &["--version"]) || !runs("redis-cli", &["--version"]))
