@@ -32,7 +32,7 @@ enum StoreCommand {
         config: PathBuf,
         #[arg(long, value_name = "FILE")]
         from: Option<PathBuf>,
-        /// Replace the data the store holds.
+        /// Replace the data the store holds — its audit log included (`export` it first).
         #[arg(long)]
         force: bool,
     },
