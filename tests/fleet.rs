@@ -14,8 +14,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -46,57 +45,7 @@ fn try_http(
     headers: &[(&str, String)],
     body: &str,
 ) -> Result<Answer, String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    stream.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: sluice\r\nconnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() || method != "GET" {
-        req.push_str(&format!("content-type: application/json\r\ncontent-length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    stream.write_all(req.as_bytes()).map_err(|e| format!("write to {addr}: {e}"))?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| format!("read from {addr}: {e}"))?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| format!("no response head from {addr}"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut rest = raw[split + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let code: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let mut map = http::HeaderMap::new();
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            map.append(http::HeaderName::from_bytes(k.trim().as_bytes()).unwrap(), v.trim().parse().unwrap());
-        }
-    }
-    if map.get("transfer-encoding").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked")) {
-        rest = dechunk(&rest)?;
-    }
-    Ok(Answer { status: http::StatusCode::from_u16(code).unwrap(), headers: map, body: bytes::Bytes::from(rest) })
-}
-
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let eol = body.windows(2).position(|w| w == b"\r\n").ok_or("a torn chunk")?;
-        let size = String::from_utf8_lossy(&body[..eol]);
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).map_err(|e| e.to_string())?;
-        body = &body[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        out.extend_from_slice(body.get(..size).ok_or("a short chunk")?);
-        body = body.get(size + 2..).ok_or("a short chunk")?;
-    }
+    common::http1::request(addr, method, path, headers, body)
 }
 
 #[track_caller]
@@ -922,6 +871,17 @@ fn the_first_call_after_a_dropped_redis_connection_is_answered() {
     assert_eq!(audit.status, 200, "{}", audit.text());
 }
 
+/// A Redis, and one instance on it that killed the flag (revision 2).
+fn one_instance_with_the_flag_killed(name: &str) -> (RedisServer, tempfile::TempDir, Instance) {
+    let redis = RedisServer::start();
+    let work = temp_dir(name);
+    let a = Instance::start(work.path(), "a", redis.port);
+    let (revision, _) = a.wait_revision(1);
+    let killed = a.switch(false, "off", Some(revision));
+    assert_eq!(killed.status, 200, "{}", killed.text());
+    (redis, work, a)
+}
+
 /// A new instance, with no state of the fleet's of its own (no local copy), on a Redis
 /// that lost its data has nothing to serve: it is not ready — rather than ready
 /// ("degraded") while serving its config file's flags, which may differ from what the
@@ -931,12 +891,7 @@ fn a_new_instance_on_a_lost_store_is_not_ready() {
     if !have_redis("fleet::a_new_instance_on_a_lost_store_is_not_ready") {
         return;
     }
-    let redis = RedisServer::start();
-    let work = temp_dir("fleet-lost-new");
-    let a = Instance::start(work.path(), "a", redis.port);
-    let (revision, _) = a.wait_revision(1);
-    let killed = a.switch(false, "off", Some(revision));
-    assert_eq!(killed.status, 200, "{}", killed.text());
+    let (redis, work, a) = one_instance_with_the_flag_killed("fleet-lost-new");
     assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
     a.wait_ready(200, "degraded: ");
     let c = Instance::start(work.path(), "c", redis.port);
@@ -958,12 +913,7 @@ fn a_new_instance_does_not_seed_a_store_that_lost_its_data_unnoticed() {
     if !have_redis("fleet::a_new_instance_does_not_seed_a_store_that_lost_its_data_unnoticed") {
         return;
     }
-    let redis = RedisServer::start();
-    let work = temp_dir("fleet-lost-race");
-    let a = Instance::start(work.path(), "a", redis.port);
-    let (revision, _) = a.wait_revision(1);
-    let killed = a.switch(false, "off", Some(revision));
-    assert_eq!(killed.status, 200, "{}", killed.text());
+    let (redis, work, _a) = one_instance_with_the_flag_killed("fleet-lost-race");
     // A's heartbeat has listed it in the fleet.
     eventually_blocking(WAIT, || redis.cli(&["HLEN", "{sluice}:instances"]) == "1");
     assert_eq!(redis.cli(&["FLUSHALL"]), "OK");

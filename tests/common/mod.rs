@@ -2,6 +2,7 @@
 //! in-process, and a small HTTP client that can read a response frame by frame.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod http1;
 pub mod redis;
 
 use std::collections::BTreeMap;
