@@ -933,3 +933,84 @@ fn a_new_instance_does_not_seed_a_store_that_lost_its_data_unnoticed() {
     let held = c.chat(QA);
     assert_eq!((held.status.as_u16(), held.error_code()), (503, "gateway_not_ready".to_string()), "{}", held.text());
 }
+
+/// `sluice store export` and `import` move a state between the stores: a file store's
+/// revisions and audit log into an empty Redis (which instances then serve), and back into
+/// an empty state directory, unchanged; an import into a Redis holding data is refused.
+#[test]
+fn an_export_moves_a_state_from_the_file_store_to_redis_and_back() {
+    if !have_redis("fleet::an_export_moves_a_state_from_the_file_store_to_redis_and_back") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let work = temp_dir("fleet-export");
+    let store = |args: &[&str], cfg: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("store")
+            .args(&args[..1])
+            .arg("--config")
+            .arg(cfg)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &strip_ansi(&String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    // A file store with one change beyond the file's revision 1.
+    let file_cfg = work.path().join("file.yaml");
+    let with_dir = |dir: &Path| {
+        let text = fleet_yaml(None, redis.port);
+        let redis_state =
+            format!("  store: redis\n  redis:\n    url: redis://127.0.0.1:{}\n    prefix: sluice", redis.port);
+        must_replace(&text, &redis_state, &format!("  dir: {}", dir.display()))
+    };
+    std::fs::write(&file_cfg, with_dir(&work.path().join("files"))).unwrap();
+    let (mut child, _, admin) = spawn_serving(serve_command(&file_cfg), &work.path().join("file.log"));
+    let killed = http(
+        admin,
+        "POST",
+        &format!("/admin/v1/flags/{FLAG}/kill"),
+        &[Instance::auth()],
+        r#"{"reason":"before the move"}"#,
+    );
+    assert_eq!(killed.status, 200, "{}", killed.text());
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let export = work.path().join("export.json");
+    let (ok, text) = store(&["export", "--out", export.to_str().unwrap()], &file_cfg);
+    assert!(ok && text.contains("exported revision 2 (2 audit entries)"), "{text}");
+    let redis_cfg = work.path().join("redis.yaml");
+    std::fs::write(&redis_cfg, fleet_yaml(Some(&work.path().join("r")), redis.port)).unwrap();
+    let (ok, text) = store(&["import", export.to_str().unwrap()], &redis_cfg);
+    assert!(ok && text.contains("imported revision 2"), "{text}");
+    let (ok, text) = store(&["import", export.to_str().unwrap()], &redis_cfg);
+    assert!(!ok && text.contains("already holds data"), "a second import: {text}");
+
+    // An instance on Redis serves it: the flag killed, the audit log as it was.
+    let a = Instance::start(work.path(), "a", redis.port);
+    assert_eq!(a.wait_revision(2), (2, false));
+    let audit = a.get("/admin/v1/audit?limit=10").json();
+    let reasons: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons[0], "before the move");
+    assert_eq!(reasons.len(), 2);
+
+    // And back, into an empty state directory: the same state and log.
+    let back = work.path().join("back.json");
+    let (ok, text) = store(&["export", "--out", back.to_str().unwrap()], &redis_cfg);
+    assert!(ok, "{text}");
+    let again_cfg = work.path().join("again.yaml");
+    std::fs::write(&again_cfg, with_dir(&work.path().join("again"))).unwrap();
+    let (ok, text) = store(&["import", back.to_str().unwrap()], &again_cfg);
+    assert!(ok, "{text}");
+    let read = |p: &Path| -> Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let (first, second) = (read(&export), read(&back));
+    assert_eq!(first["stored"], second["stored"]);
+    assert_eq!(first["audit"], second["audit"]);
+    let (ok, text) = store(&["status", "--json"], &again_cfg);
+    assert!(ok, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(text.trim()).unwrap()["revision"], 2);
+}

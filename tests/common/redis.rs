@@ -32,6 +32,7 @@ pub const REDIS: Prerequisite = Prerequisite {
         "fleet::the_first_call_after_a_dropped_redis_connection_is_answered",
         "fleet::a_new_instance_on_a_lost_store_is_not_ready",
         "fleet::a_new_instance_does_not_seed_a_store_that_lost_its_data_unnoticed",
+        "fleet::an_export_moves_a_state_from_the_file_store_to_redis_and_back",
         "fleet_guards::a_failing_treatment_spread_over_three_instances_is_rolled_back_once_by_the_leader",
         "fleet_guards::the_leader_killed_with_sigkill_is_replaced_within_the_lease_and_a_renewal",
         "fleet_guards::a_leader_stopped_gracefully_hands_the_lease_on_at_once",
