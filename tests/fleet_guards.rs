@@ -942,3 +942,39 @@ fn a_paused_leaders_trip_is_fenced_off_even_at_the_current_revision() {
     assert!(b.state.gateway().metrics.render().contains("sluice_fleet_leader 1"));
     assert_eq!(hook.calls().len(), 1);
 }
+
+/// A guard's window starts once for the whole fleet: an instance that first looks at it
+/// later (a leader elected after a failover, a restarted one) measures from where the
+/// first instance started it, not from its own first look.
+#[test]
+fn a_window_starts_once_for_the_whole_fleet() {
+    if !have_redis("fleet_guards::a_window_starts_once_for_the_whole_fleet") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let work = temp_dir("fleet-guard-window");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let yaml = fleet_yaml(work.path(), &redis.url(), 0.5, None);
+    let probe = open_store(&redis);
+    eventually_blocking(WAIT, || sluice::state::Store::load(&probe).map_err(|e| e.to_string()));
+    let a = Member::open(&yaml, &redis, &runtime);
+    let t0 = Now { instant: Instant::now(), wall: SystemTime::now() };
+    // A starts the window with 50 requests per arm behind it.
+    a.set_totals(50, 0);
+    assert!(a.guards.check_all(t0).checked.contains(&FLAG.to_string()));
+    assert_eq!(redis.cli(&["EVAL", "return #redis.call('KEYS', '{sluice}:window:*')", "0"]), "1");
+
+    // Later, 250 per arm; C looks for the first time: 200 per arm in the window, as for A.
+    let c = Member::open(&yaml, &redis, &runtime);
+    c.set_totals(250, 100);
+    a.set_totals(250, 100);
+    c.guards.check_all(t0);
+    a.guards.check_all(t0.after(Duration::from_secs(1)));
+    let samples = |m: &Member| {
+        let status = m.guards.status();
+        let s = status.iter().find(|s| s.flag == FLAG).expect("the guard's status");
+        (s.metrics[0].control_samples, s.metrics[0].treatment_samples)
+    };
+    assert_eq!(samples(&c), (200, 200), "C measures from where A started the window");
+    assert_eq!(samples(&a), samples(&c));
+}

@@ -59,6 +59,11 @@ impl Lease {
         Lease { store, inner: Mutex::new(Inner::default()) }
     }
 
+    /// The store the lease is kept in.
+    pub fn store(&self) -> &Arc<RedisStore> {
+        &self.store
+    }
+
     /// Renew or try to take the lease if it is time to, at `now`; the token while this
     /// instance is the leader.
     pub fn tick(&self, now: Instant) -> Option<u64> {

@@ -94,6 +94,10 @@ impl Keys {
     pub fn bucket(&self, bucket: u64) -> String {
         self.key(&format!("agg:{bucket}"))
     }
+    /// Where a guard's window starts, for the whole fleet.
+    pub fn window(&self, flag: &str, id: &str) -> String {
+        self.key(&format!("window:{flag}:{id}"))
+    }
     /// One flush's id.
     pub fn flush(&self, instance: &str, seq: u64) -> String {
         self.key(&format!("flush:{instance}:{seq}"))

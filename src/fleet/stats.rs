@@ -13,7 +13,9 @@
 //! (flag, variation), however long Redis is away), so a crash loses at most what was not
 //! yet acknowledged. The totals are `{prefix}:stats:<flag>` (hash: `<variation> <field>`,
 //! never expiring); the same deltas go to ten-second buckets `{prefix}:agg:<unix/10>`
-//! (hash: `<flag> <variation> <field>`, kept two hours) for windows in time.
+//! (hash: `<flag> <variation> <field>`, kept two hours) for windows in time. A guard's
+//! window starts from one baseline for the whole fleet ([`shared_baseline`]), so a leader
+//! elected later judges on the same window as the one before it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -319,6 +321,55 @@ pub fn read_totals(
         }
     }
     Ok(out)
+}
+
+/// How long a shared window's baseline is kept (a window longer than this starts again).
+const WINDOW_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// The baseline of a guard's window, the same on every instance: the first instance to
+/// start window `id` of `flag` stores the arms' totals it saw (`SET NX`), and every
+/// instance — a leader elected later included — measures from those.
+pub fn shared_baseline(
+    store: &RedisStore,
+    flag: &str,
+    id: &str,
+    control: &GuardSnapshot,
+    treatment: &GuardSnapshot,
+) -> Result<(GuardSnapshot, GuardSnapshot), StoreError> {
+    let text = |s: &GuardSnapshot| -> serde_json::Map<String, serde_json::Value> {
+        fields(s)
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Delta::Int(i) => i.to_string(),
+                    Delta::Float(f) => format!("{f:e}"),
+                };
+                (k, serde_json::Value::String(v))
+            })
+            .collect()
+    };
+    let mine = serde_json::json!({"control": text(control), "treatment": text(treatment)}).to_string();
+    let key = store.redis.keys.window(flag, id);
+    let stored: String = store.with(|c| {
+        redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(&mine)
+            .arg("NX")
+            .arg("EX")
+            .arg(WINDOW_TTL_SECS)
+            .ignore()
+            .get(&key)
+            .query::<(String,)>(c)
+            .map(|(s,)| s)
+    })?;
+    let damaged = |message: String| StoreError::Damaged { path: key.clone(), message };
+    let value: serde_json::Value = serde_json::from_str(&stored).map_err(|e| damaged(e.to_string()))?;
+    let arm = |name: &str| -> Result<GuardSnapshot, StoreError> {
+        let map = value[name].as_object().ok_or_else(|| damaged(format!("no `{name}`")))?;
+        Ok(from_fields(map.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))))
+    };
+    Ok((arm("control")?, arm("treatment")?))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use super::compile::{Cache, Compiled};
 use super::edit::{move_traffic, set_share};
 use super::stats::Decision;
 use crate::config::guard::{GuardState, MetricKind, OnTrip};
-use crate::metrics::Metrics;
+use crate::metrics::{GuardSnapshot, Metrics};
 use crate::providers::{self, HttpsClient};
 use crate::state::{Change, ChangeError, Request, State};
 
@@ -330,13 +330,33 @@ impl Guards {
         let treatment = metrics.totals(flag, &g.treatment);
         let identity = Identity::of(guard, changed_at);
         let mut windows = lock(&self.windows);
-        let window = windows
-            .entry(flag.to_string())
-            .or_insert_with(|| Window::start(identity.clone(), control.clone(), treatment.clone()));
-        if !window.belongs_to(&identity) {
-            *window = Window::start(identity, control.clone(), treatment.clone());
+        if !windows.get(flag).is_some_and(|w| w.belongs_to(&identity)) {
+            let (c, t) = self.baseline(flag, &identity, &control, &treatment);
+            windows.insert(flag.to_string(), Window::start(identity, c, t));
         }
+        let window = windows.get_mut(flag)?;
         window.advance(&control, &treatment, g.check_interval.0, g.min_samples, now.instant)
+    }
+
+    /// Where a new window starts: the arms' totals now — in a fleet, the totals the first
+    /// instance to start this window saw (kept in Redis), so that every instance, and a
+    /// leader elected later, judges on the same window. Redis away: this instance's view.
+    fn baseline(
+        &self,
+        flag: &str,
+        identity: &Identity,
+        control: &GuardSnapshot,
+        treatment: &GuardSnapshot,
+    ) -> (GuardSnapshot, GuardSnapshot) {
+        let Some(lease) = &self.lease else { return (control.clone(), treatment.clone()) };
+        let id = event_id(flag, 0, "window", &format!("{identity:?}"));
+        match crate::fleet::stats::shared_baseline(lease.store(), flag, &id, control, treatment) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(flag, error = %e, "the window's shared start cannot be read: this instance's view");
+                (control.clone(), treatment.clone())
+            }
+        }
     }
 
     /// The check's status (`/admin/v1/guards`) and gauges.

@@ -40,6 +40,7 @@ pub const REDIS: Prerequisite = Prerequisite {
         "fleet_guards::a_graceful_restart_neither_loses_nor_double_counts_the_fleets_requests",
         "fleet_guards::lost_flush_replies_count_once_and_a_restarted_instance_adds_only_its_own",
         "fleet_guards::a_paused_leaders_trip_is_fenced_off_even_at_the_current_revision",
+        "fleet_guards::a_window_starts_once_for_the_whole_fleet",
     ],
     missing: || {
         (!runs("redis-server", &["--version"]) || !runs("redis-cli", &["--version"]))
