@@ -52,11 +52,18 @@ struct Inner {
 pub struct Lease {
     store: Arc<RedisStore>,
     inner: Mutex<Inner>,
+    take: redis::Script,
+    release: redis::Script,
 }
 
 impl Lease {
     pub fn new(store: Arc<RedisStore>) -> Lease {
-        Lease { store, inner: Mutex::new(Inner::default()) }
+        Lease {
+            store,
+            inner: Mutex::new(Inner::default()),
+            take: redis::Script::new(TAKE),
+            release: redis::Script::new(RELEASE),
+        }
     }
 
     /// The store the lease is kept in.
@@ -73,8 +80,7 @@ impl Lease {
         }
         if inner.tried.is_none_or(|t| now.saturating_duration_since(t) >= RENEW) {
             inner.tried = Some(now);
-            let script = redis::Script::new(TAKE);
-            let mut call = script.prepare_invoke();
+            let mut call = self.take.prepare_invoke();
             let k = &self.store.redis.keys;
             call.key(k.leader()).key(k.fence()).arg(&self.store.link.instance).arg(LEASE.as_millis() as u64);
             match self.store.with(|c| call.invoke::<(String, String)>(c)) {
@@ -115,8 +121,7 @@ impl Lease {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.closed = true;
         if inner.token.take().is_some() {
-            let script = redis::Script::new(RELEASE);
-            let mut call = script.prepare_invoke();
+            let mut call = self.release.prepare_invoke();
             call.key(self.store.redis.keys.leader()).arg(&self.store.link.instance);
             let _ = self.store.with(|c| call.invoke::<i64>(c));
         }

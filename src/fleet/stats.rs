@@ -51,6 +51,9 @@ end
 return 1
 "#;
 
+/// A snapshot's counters by field name, zeros left out.
+pub type Fields = Vec<(String, Delta)>;
+
 /// One counter's gain.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Delta {
@@ -58,8 +61,18 @@ pub enum Delta {
     Float(f64),
 }
 
+impl Delta {
+    /// As Redis takes it (`HINCRBY` / `HINCRBYFLOAT`) and [`from_fields`] reads it back.
+    pub fn text(self) -> String {
+        match self {
+            Delta::Int(i) => i.to_string(),
+            Delta::Float(f) => format!("{f:e}"),
+        }
+    }
+}
+
 /// The fields of a snapshot (of a window: every value is a gain), zeros left out.
-pub fn fields(s: &GuardSnapshot) -> Vec<(String, Delta)> {
+pub fn fields(s: &GuardSnapshot) -> Fields {
     let mut out = Vec::new();
     let mut int = |name: &str, v: i64| {
         if v != 0 {
@@ -185,7 +198,7 @@ struct Pending {
     seq: u64,
     bucket: u64,
     /// (flag, variation) → the gain.
-    deltas: Vec<((String, String), GuardSnapshot)>,
+    deltas: Vec<((String, String), Fields)>,
     /// What the totals will have been flushed up to once it is acknowledged.
     upto: HashMap<(String, String), GuardSnapshot>,
 }
@@ -197,11 +210,18 @@ pub struct Flusher {
     flushed: HashMap<(String, String), GuardSnapshot>,
     /// A test's fault: the next this many acknowledged flushes act as if their reply was lost.
     lose_replies: AtomicUsize,
+    script: redis::Script,
 }
 
 impl Default for Flusher {
     fn default() -> Self {
-        Flusher { seq: 0, pending: None, flushed: HashMap::new(), lose_replies: AtomicUsize::new(0) }
+        Flusher {
+            seq: 0,
+            pending: None,
+            flushed: HashMap::new(),
+            lose_replies: AtomicUsize::new(0),
+            script: redis::Script::new(FLUSH),
+        }
     }
 }
 
@@ -237,7 +257,8 @@ impl Flusher {
                     Some(before) => total.since(before),
                     None => total.clone(),
                 };
-                if !fields(&gain).is_empty() {
+                let gain = fields(&gain);
+                if !gain.is_empty() {
                     deltas.push((key.clone(), gain));
                 }
                 upto.insert(key, total);
@@ -263,11 +284,10 @@ impl Flusher {
         let bucket = slot(k.bucket(p.bucket), &mut keys);
         for ((flag, variation), gain) in &p.deltas {
             let totals = slot(k.stats(flag), &mut keys);
-            for (field, delta) in fields(gain) {
-                let (kind, value) = match delta {
-                    Delta::Int(v) => ("i", v.to_string()),
-                    Delta::Float(v) => ("f", format!("{v:e}")),
-                };
+            for (field, delta) in gain {
+                let kind = if matches!(delta, Delta::Int(_)) { "i" } else { "f" };
+                let value = delta.text();
+                let field = field.as_str();
                 for (at, name) in [
                     (totals, format!("{variation}{SEP}{field}")),
                     (bucket, format!("{flag}{SEP}{variation}{SEP}{field}")),
@@ -276,8 +296,7 @@ impl Flusher {
                 }
             }
         }
-        let script = redis::Script::new(FLUSH);
-        let mut call = script.prepare_invoke();
+        let mut call = self.script.prepare_invoke();
         for key in &keys {
             call.key(key);
         }
@@ -337,16 +356,7 @@ pub fn shared_baseline(
     treatment: &GuardSnapshot,
 ) -> Result<(GuardSnapshot, GuardSnapshot), StoreError> {
     let text = |s: &GuardSnapshot| -> serde_json::Map<String, serde_json::Value> {
-        fields(s)
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Delta::Int(i) => i.to_string(),
-                    Delta::Float(f) => format!("{f:e}"),
-                };
-                (k, serde_json::Value::String(v))
-            })
-            .collect()
+        fields(s).into_iter().map(|(k, v)| (k, serde_json::Value::String(v.text()))).collect()
     };
     let mine = serde_json::json!({"control": text(control), "treatment": text(treatment)}).to_string();
     let key = store.redis.keys.window(flag, id);
@@ -399,13 +409,7 @@ mod tests {
         stats.signal("thumbs_up", SignalKind::Boolean, true).record(1.0);
         stats.signal("judge:helpfulness", SignalKind::Numeric, true).record(0.75);
         let snap = stats.snapshot();
-        let text: Vec<(String, String)> = fields(&snap)
-            .into_iter()
-            .map(|(k, v)| match v {
-                Delta::Int(i) => (k, i.to_string()),
-                Delta::Float(f) => (k, format!("{f:e}")),
-            })
-            .collect();
+        let text: Vec<(String, String)> = fields(&snap).into_iter().map(|(k, v)| (k, v.text())).collect();
         let back = from_fields(text.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         assert_eq!(back, snap);
     }

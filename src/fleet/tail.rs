@@ -128,7 +128,7 @@ impl Follower {
         let now: Vec<_> = metrics.all_guard_stats().into_iter().map(|(k, s)| (k, s.snapshot())).collect();
         let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
         self.flusher.flush(&self.store, now, unix)?;
-        let flags: Vec<String> = self.state.current().docs.flags.keys().cloned().collect();
+        let flags = self.state.flag_keys();
         metrics.set_fleet_totals(super::stats::read_totals(&self.store, &flags)?);
         Ok(())
     }

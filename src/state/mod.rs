@@ -198,7 +198,7 @@ impl State {
         store: Box<dyn Store>,
         file_value: Value,
         file_name: &str,
-        snapshot_from_file: Snapshot,
+        mut snapshot_from_file: Snapshot,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<State, StartupError> {
         let file_docs = Docs::from_config_value(&file_value);
@@ -212,7 +212,6 @@ impl State {
             Err(e) => return Err(e.into()),
         };
         let empty = stored.is_none();
-        let mut snapshot_from_file = snapshot_from_file;
         // Nothing of a shared store's to serve, and not ours to seed: hold every request
         // until the fleet's state arrives (the file's flags are not the fleet's).
         snapshot_from_file.held = shared && empty && !reachable;
@@ -323,6 +322,11 @@ impl State {
 
     pub fn revision(&self) -> u64 {
         self.current.lock().unwrap_or_else(PoisonError::into_inner).revision
+    }
+
+    /// The keys of the flags served (without copying the documents).
+    pub fn flag_keys(&self) -> Vec<String> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner).docs.flags.keys().cloned().collect()
     }
 
     /// The current documents and revision.
