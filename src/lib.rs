@@ -22,7 +22,7 @@
 //! | [`config`] | the YAML file format, `${VAR}` interpolation, validation with `file:line:col` errors |
 //! | [`auth`] | the clients (apps): gateway keys compared in constant time, each app's context and template values |
 //! | [`metrics`] | Prometheus families per route and variation, how a request ended (`Outcome`), the guards' per-arm statistics |
-//! | [`providers`] | upstream clients (hyper-util + hyper-rustls) and provider kinds (OpenAI, Azure, Anthropic, mock) |
+//! | [`providers`] | upstream connection pools (hyper + hyper-rustls) and provider kinds (OpenAI, Azure, Anthropic, mock) |
 //! | [`quality`] | answer quality: answers captured for sampled requests, LLM-as-judge calls on their own thread, guardrail checks |
 //! | [`aiconfig`] | AI config versions compiled: the Mustache templates, rendering within a budget, the body edits |
 //! | [`snapshot`] | the immutable, precompiled view of the config one request uses (behind `ArcSwap`) |

@@ -452,7 +452,9 @@ fn connection_builder(settings: &ListenSettings) -> auto::Builder<TokioExecutor>
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        // The connection's own check closes a head that never completes (`conn`): no
+        // timer per request.
+        .header_read_timeout(None)
         .keep_alive(true)
         .max_buf_size(settings.max_header_bytes);
     builder

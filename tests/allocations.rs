@@ -22,8 +22,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The ceilings: allocations per request (all of the gateway's threads).
-const FLAG_CEILING: f64 = 200.0;
-const ALIAS_CEILING: f64 = 200.0;
+const FLAG_CEILING: f64 = 100.0;
+const ALIAS_CEILING: f64 = 64.0;
 
 const SHORT: usize = 300;
 const LONG: usize = 1_300;

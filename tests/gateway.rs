@@ -51,6 +51,60 @@ async fn upstream_connections_are_kept_alive_and_reused() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_closes_its_connections_gets_a_new_one_each_time() {
+    // `connection: close` on every answer: no connection may be reused, and none of the
+    // requests may fail for it.
+    let up = Upstream::start(Reply::Raw {
+        status: 200,
+        headers: vec![("content-type", "application/json".into()), ("connection", "close".into())],
+        body: CHAT_RESPONSE.into(),
+    })
+    .await;
+    let yaml = must_replace(&config(&up.base_url(), ""), "shutdown_grace: 5s", "shutdown_grace: 5s, workers: 1");
+    let gw = gateway(&yaml).await;
+    for _ in 0..5 {
+        let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), CHAT)).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        assert_eq!(a.body, CHAT_RESPONSE.as_bytes());
+    }
+    assert_eq!(up.calls.load(std::sync::atomic::Ordering::SeqCst), 5);
+    assert_eq!(up.connections.load(std::sync::atomic::Ordering::SeqCst), 5, "a closed connection is never reused");
+    gw.shutdown().await;
+}
+
+/// `server-timing`'s metrics as (name, milliseconds).
+fn server_timing(a: &Answer) -> Vec<(String, f64)> {
+    a.header("server-timing")
+        .split(", ")
+        .map(|m| {
+            let (name, dur) = m.split_once(";dur=").unwrap_or_else(|| panic!("a metric with a duration: {m:?}"));
+            (name.to_string(), dur.parse().unwrap_or_else(|_| panic!("milliseconds: {dur:?}")))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn server_timing_tells_sluice_time_from_the_providers() {
+    let up =
+        Upstream::start(Reply::Json { status: 200, body: CHAT_RESPONSE.into(), delay: Duration::from_millis(120) })
+            .await;
+    let gw = gateway(&config(&up.base_url(), "")).await;
+    let a = send(gw.data_addr, post("/v1/chat/completions", Some(KEY), CHAT)).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let timing = server_timing(&a);
+    assert_eq!(timing.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["sluice", "upstream"], "{timing:?}");
+    assert!(timing[1].1 >= 120.0, "the provider's 120 ms are the upstream's, not sluice's: {timing:?}");
+    assert!(timing[0].1 >= 0.0);
+    // No provider called: sluice's time only.
+    let refused = send(gw.data_addr, post("/v1/chat/completions", Some("sk-wrong"), CHAT)).await;
+    assert_eq!(refused.status, 401);
+    let timing = server_timing(&refused);
+    assert_eq!(timing.len(), 1, "{timing:?}");
+    assert_eq!(timing[0].0, "sluice");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn aliases_completions_and_embeddings_route() {
     let up = Upstream::start(json_reply(r#"{"ok":true}"#)).await;
     let gw = gateway(&config(&up.base_url(), "")).await;

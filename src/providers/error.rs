@@ -1,8 +1,6 @@
 //! Why an upstream call failed, classified so the proxy can answer 502 or 504 and
 //! count the failure by kind.
 
-use std::error::Error as _;
-
 /// An upstream failure before the response head arrived.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone, Copy)]
 pub enum UpstreamError {
@@ -23,24 +21,21 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// Classify a hyper-util client error.
-    pub fn from_client(e: &hyper_util::client::legacy::Error) -> Self {
-        if e.is_connect() {
-            let mut source = e.source();
-            while let Some(s) = source {
-                if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                    if io.kind() == std::io::ErrorKind::TimedOut {
-                        return UpstreamError::ConnectTimeout;
-                    }
-                }
-                if s.to_string().contains("timed out") {
+    /// Classify a connector's error: a timeout, or any other failure to connect.
+    pub fn from_connect(e: &(dyn std::error::Error + 'static)) -> Self {
+        let mut source = Some(e);
+        while let Some(s) = source {
+            if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::TimedOut {
                     return UpstreamError::ConnectTimeout;
                 }
-                source = s.source();
             }
-            return UpstreamError::Connect;
+            if s.to_string().contains("timed out") {
+                return UpstreamError::ConnectTimeout;
+            }
+            source = s.source();
         }
-        UpstreamError::Protocol
+        UpstreamError::Connect
     }
 
     /// Whether this is a timeout (504) rather than a bad gateway (502).

@@ -1,10 +1,10 @@
 //! Upstream providers: where a rewritten request goes and how.
 //!
 //! A [`Provider`] is built once per snapshot from its config: the base URL split into
-//! parts, the authorization header precomputed (and marked sensitive), and one pooled
-//! hyper-util client with hyper-rustls (webpki roots, HTTP/1.1 and HTTP/2 by ALPN) per
-//! data-plane worker thread, so that an upstream connection is only ever used by the thread
-//! that opened it.
+//! parts, the authorization header precomputed (and marked sensitive), and one connection
+//! pool (`pool`: hyper's HTTP/1.1 and HTTP/2 connections dialled with hyper-rustls, webpki
+//! roots, HTTP/2 by ALPN) per data-plane worker thread, so that an upstream connection is
+//! only ever used by the thread that opened it.
 //!
 //! Each kind implements the one interface of `dialect` in its own module — `openai`
 //! (any OpenAI-compatible server, with quirk switches), `azure` (Azure's URL forms and
@@ -20,6 +20,7 @@ mod dialect;
 mod error;
 mod mock;
 pub mod openai;
+mod pool;
 mod rewrite;
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use crate::config::{ProviderConfig, ProviderKind, Timeouts, UpstreamTimeouts};
 use crate::wire::body::Body;
 use crate::worker::PerWorker;
 use dialect::{Answer, Dialect, Head, Kind, Prepared, Reply, Target};
+use pool::{Dial, Outgoing, Pool};
 use sluice_mock::MockSettings;
 
 /// Every provider kind, by its config name: the one place a new kind is registered (its
@@ -55,13 +57,8 @@ fn kind(cfg: &ProviderConfig) -> Result<Kind, String> {
     }
 }
 
-/// A pooled HTTP and HTTPS client: one per worker thread for each upstream, one for the
-/// guard webhooks, one for `sluice ctl`.
+/// A pooled HTTP and HTTPS client for sluice's own calls: the guard webhooks, `sluice ctl`.
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// How long an idle upstream connection stays in the pool. Providers close idle
-/// connections after about a minute or more; reusing one saves a TLS handshake.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A request ready to go upstream: the body is already rewritten.
 pub struct UpstreamRequest<'a> {
@@ -102,16 +99,13 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-/// A request as it goes to an HTTP provider.
-type Outgoing = Request<Full<Bytes>>;
-
 /// An HTTP provider: where to send, what to add.
 struct HttpUpstream {
     scheme: Scheme,
     authority: Authority,
     /// Headers sluice adds: the provider's credentials (marked sensitive) and extras.
     added_headers: Vec<(HeaderName, HeaderValue)>,
-    clients: PerWorker<HttpsClient>,
+    pools: PerWorker<Arc<Pool>>,
 }
 
 /// The largest provider answer read whole to translate or normalise it (error bodies and
@@ -169,11 +163,11 @@ impl Provider {
         match &self.transport {
             Transport::Http(http) => {
                 let (request, reply) = http.request(prepared)?;
-                let fut = http.clients.get().request(request);
+                let fut = http.pools.get().send(request);
                 let resp = match tokio::time::timeout(self.timeouts.first_byte, fut).await {
                     Err(_) => return Err(UpstreamError::FirstByteTimeout.into()),
-                    Ok(Err(e)) => return Err(UpstreamError::from_client(&e).into()),
-                    Ok(Ok(resp)) => resp.map(boxed),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Ok(Ok(resp)) => resp,
                 };
                 answer(resp, reply, &self.timeouts).await.map_err(SendError::from)
             }
@@ -215,26 +209,16 @@ impl HttpUpstream {
             added_headers.push((n, v));
         }
         let https = https_connector(Some(timeouts.connect), true);
-        let clients = PerWorker::new(workers, |_| {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                .pool_timer(TokioTimer::new())
-                .timer(TokioTimer::new())
-                .build(https.clone())
-        });
-        Ok(HttpUpstream { scheme, authority, added_headers, clients })
+        let dial = Dial::new(scheme.clone(), authority.clone())?;
+        let pools = PerWorker::new(workers, |_| Arc::new(Pool::new(https.clone(), dial.clone())));
+        Ok(HttpUpstream { scheme, authority, added_headers, pools })
     }
 
     /// The HTTP request for a prepared one, and what reading its answer needs.
     fn request(&self, prepared: Prepared) -> Result<(Outgoing, Box<dyn Reply>), SendError> {
         let Prepared { path_and_query, mut headers, body, translated, reply } = prepared;
         let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|_| UpstreamError::InvalidRequest)?;
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| UpstreamError::InvalidRequest)?;
+        let uri = Uri::from(path_and_query);
         for (name, value) in &self.added_headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -366,10 +350,4 @@ fn keep_headers(headers: &mut HeaderMap, keep: &[HeaderName]) {
     for name in drop {
         headers.remove(name);
     }
-}
-
-/// The upstream body as sluice's body type (a plain function: a closure here trips the
-/// `Send` check of the request future).
-fn boxed(body: hyper::body::Incoming) -> Body {
-    body.map_err(|e| -> crate::wire::body::BoxError { Box::new(e) }).boxed_unsync()
 }

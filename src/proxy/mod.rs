@@ -42,6 +42,8 @@ use request::JsonBody;
 
 /// The header carrying the request id, accepted from the client or generated.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// sluice's own time and the provider's, on every response (W3C Server Timing).
+pub static SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// Serve one data-plane request. Never fails: errors become OpenAI-shaped responses.
 pub async fn handle(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Response<Body> {
@@ -76,6 +78,7 @@ pub async fn handle(snapshot: Arc<Snapshot>, req: Request<Incoming>) -> Response
             (e.into_response(), outcome)
         }
     };
+    resp.headers_mut().insert(SERVER_TIMING.clone(), record.server_timing());
     // Unless a provider's body carries the record on, the request ends here.
     record.finish(outcome, resp.status());
     // A request id sluice made up gives way to the response token, when there is one.

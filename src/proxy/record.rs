@@ -34,6 +34,8 @@ pub struct Recorder {
     start: Instant,
     /// Time spent waiting for providers before the response head went back.
     upstream: Duration,
+    /// A provider was called.
+    called: bool,
     /// When sluice handed the response head back (the end of its own work).
     head: Option<Instant>,
     ttft: Option<Duration>,
@@ -55,6 +57,7 @@ impl Recorder {
             route,
             start,
             upstream: Duration::ZERO,
+            called: false,
             head: None,
             ttft: None,
             usage: None,
@@ -103,6 +106,32 @@ impl Recorder {
     /// Add time spent waiting for a provider.
     pub fn waited(&mut self, since: Instant) {
         self.upstream += since.elapsed();
+        self.called = true;
+    }
+
+    /// The `server-timing` header of the response head going back now: sluice's own time
+    /// so far (`sluice`) and, when a provider was called, the time spent waiting for it
+    /// (`upstream`: to its response head, or to a stream's first event), in milliseconds
+    /// to the microsecond — e.g. `sluice;dur=0.031, upstream;dur=812.402`.
+    pub fn server_timing(&self) -> HeaderValue {
+        use std::io::Write as _;
+        let own = self.start.elapsed().saturating_sub(self.upstream);
+        let ms = |d: Duration| {
+            let us = d.as_micros();
+            (us / 1000, us % 1000)
+        };
+        let mut buf = std::io::Cursor::new([0u8; 96]);
+        let (a, b) = ms(own);
+        let mut ok = write!(buf, "sluice;dur={a}.{b:03}").is_ok();
+        if self.called {
+            let (a, b) = ms(self.upstream);
+            ok &= write!(buf, ", upstream;dur={a}.{b:03}").is_ok();
+        }
+        let len = usize::try_from(buf.position()).unwrap_or(0);
+        match ok.then(|| HeaderValue::from_bytes(&buf.get_ref()[..len])) {
+            Some(Ok(v)) => v,
+            _ => HeaderValue::from_static("sluice"),
+        }
     }
 
     /// The chosen variation failed before its first byte with `outcome` and the fallback
@@ -136,6 +165,7 @@ impl Recorder {
             route: Arc::clone(&self.route),
             start: self.start,
             upstream: self.upstream,
+            called: self.called,
             head: Some(now),
             ttft: self.ttft,
             usage: self.usage,
@@ -219,6 +249,7 @@ impl Recorder {
             duration_ms = ms(f.duration),
             ttft_ms = f.ttft.map(ms),
             overhead_us = u64::try_from(f.overhead.as_micros()).unwrap_or(u64::MAX),
+            upstream_us = self.called.then(|| u64::try_from(self.upstream.as_micros()).unwrap_or(u64::MAX)),
             input_tokens = f.usage.map(|u| u.input),
             output_tokens = f.usage.map(|u| u.output),
             content = log.content.as_deref(),

@@ -2,12 +2,15 @@
 //! connection (hyper-util's auto builder) with two limits of sluice's own.
 //!
 //! - **Idle connections are closed.** A connection with no request in flight for
-//!   `header_read_timeout` is told to close (HTTP/1.1: at once; HTTP/2: GOAWAY), and dropped
-//!   if it is still open `header_read_timeout` later. This covers a connection that never
-//!   sends a byte (hyper's own header timer only starts at the first byte), a TLS connection
-//!   silent after its handshake, and an HTTP/2 connection with no open stream (which
-//!   answers keep-alive PINGs for ever otherwise). A request is in flight from the moment
-//!   hyper hands it to the service until its response body is dropped.
+//!   `header_read_timeout` is told to close (HTTP/1.1: at once, or after the head it is
+//!   reading; HTTP/2: GOAWAY), and dropped at the next check if it is still open with
+//!   nothing in flight. This covers a connection that never sends a byte, a head that never
+//!   completes, a TLS connection silent after its handshake, and an HTTP/2 connection with
+//!   no open stream (which answers keep-alive PINGs for ever otherwise). A request is in
+//!   flight from the moment hyper hands it to the service until its response body is
+//!   dropped. No timer is set per request: one check per connection runs four times per
+//!   the shorter of `header_read_timeout` and `client_write_timeout`, so an idle
+//!   connection is told to close within a quarter of that after its time is up.
 //! - **A client that stops reading is cut.** A response body that handed hyper a frame
 //!   hyper has not come back for in `client_write_timeout` means its client takes nothing
 //!   (over HTTP/2: its flow-control window stays shut; the socket may be idle): the
@@ -17,8 +20,8 @@
 //!   after its in-flight requests; the worker bounds the wait by `shutdown_grace`.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,17 +32,20 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::wire::body::{Body, BoxError};
 
-/// How many requests of one connection are in flight, and a wake-up when that number
-/// leaves or reaches zero; and since when each response has waited for its client.
+/// How many requests of one connection are in flight and since when none has been; and
+/// since when each response has waited for its client.
 pub struct Activity {
     open: AtomicUsize,
-    changed: Notify,
-    /// The responses in flight (HTTP/2: up to its stream limit; HTTP/1.1: one).
+    /// When the last request in flight ended (nanoseconds since `epoch`; zero: since the
+    /// connection began).
+    idle_since: AtomicU64,
+    /// One slot per response in flight (HTTP/2: up to its stream limit; HTTP/1.1: one),
+    /// reused by the requests that follow: a request allocates nothing here.
     responses: Mutex<Vec<Arc<Waiting>>>,
     epoch: Instant,
 }
@@ -47,20 +53,28 @@ pub struct Activity {
 /// When a response body last handed hyper a frame that hyper has not come back for: in
 /// nanoseconds since [`Activity::epoch`], plus one; zero while hyper waits on the body.
 #[derive(Default)]
-struct Waiting(AtomicU64);
+struct Waiting {
+    at: AtomicU64,
+    /// A request holds this slot.
+    busy: AtomicBool,
+}
 
 impl Waiting {
     fn set(&self, epoch: Instant, waiting: bool) {
-        let at = if waiting { u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) + 1 } else { 0 };
-        self.0.store(at, Ordering::Relaxed);
+        let at = if waiting { nanos_since(epoch) + 1 } else { 0 };
+        self.at.store(at, Ordering::Relaxed);
     }
+}
+
+fn nanos_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1)
 }
 
 impl Default for Activity {
     fn default() -> Self {
         Activity {
             open: AtomicUsize::new(0),
-            changed: Notify::new(),
+            idle_since: AtomicU64::new(0),
             responses: Mutex::default(),
             epoch: Instant::now(),
         }
@@ -70,43 +84,36 @@ impl Default for Activity {
 impl Activity {
     /// A request starts; it ends when the returned guard is dropped.
     fn begin(self: &Arc<Self>) -> InFlight {
-        if self.open.fetch_add(1, Ordering::SeqCst) == 0 {
-            self.changed.notify_one();
-        }
-        let waiting = Arc::new(Waiting::default());
-        if let Ok(mut responses) = self.responses.lock() {
-            responses.push(Arc::clone(&waiting));
-        }
+        self.open.fetch_add(1, Ordering::SeqCst);
+        let mut responses = self.responses.lock().unwrap_or_else(PoisonError::into_inner);
+        let free = responses.iter().find(|w| !w.busy.load(Ordering::Relaxed)).cloned();
+        let waiting = free.unwrap_or_else(|| {
+            let w = Arc::new(Waiting::default());
+            responses.push(Arc::clone(&w));
+            w
+        });
+        waiting.busy.store(true, Ordering::Relaxed);
+        drop(responses);
         InFlight { activity: Arc::clone(self), waiting }
     }
 
     /// Whether a response has waited `limit` or longer for its client to take a frame.
     fn stalled(&self, limit: Duration) -> bool {
-        let now = self.epoch.elapsed().as_nanos();
-        let Ok(responses) = self.responses.lock() else { return false };
-        responses.iter().any(|w| match u128::from(w.0.load(Ordering::Relaxed)) {
+        let now = u128::from(nanos_since(self.epoch));
+        let responses = self.responses.lock().unwrap_or_else(PoisonError::into_inner);
+        responses.iter().any(|w| match u128::from(w.at.load(Ordering::Relaxed)) {
             0 => false,
             since => now + 1 >= since + limit.as_nanos(),
         })
     }
 
-    /// Resolves once no request has been in flight for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            // A change between the check and the wait leaves a permit: nothing is missed.
-            if self.open.load(Ordering::SeqCst) == 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(idle) => {
-                        if self.open.load(Ordering::SeqCst) == 0 {
-                            return;
-                        }
-                    }
-                    _ = self.changed.notified() => {}
-                }
-            } else {
-                self.changed.notified().await;
-            }
+    /// Whether no request has been in flight for `idle` or longer.
+    fn idle_for(&self, idle: Duration) -> bool {
+        if self.open.load(Ordering::SeqCst) != 0 {
+            return false;
         }
+        let since = self.idle_since.load(Ordering::SeqCst);
+        u128::from(nanos_since(self.epoch).saturating_sub(since)) >= idle.as_nanos()
     }
 }
 
@@ -118,11 +125,10 @@ pub struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Ok(mut responses) = self.activity.responses.lock() {
-            responses.retain(|w| !Arc::ptr_eq(w, &self.waiting));
-        }
+        self.waiting.at.store(0, Ordering::Relaxed);
+        self.waiting.busy.store(false, Ordering::Relaxed);
         if self.activity.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.activity.changed.notify_one();
+            self.activity.idle_since.store(nanos_since(self.activity.epoch), Ordering::SeqCst);
         }
     }
 }
@@ -193,15 +199,9 @@ impl Serve {
         let mut stop = self.stop;
         let mut closing = false;
         let mut stopping = false;
-        let forced = tokio::time::sleep(Duration::MAX / 4);
-        tokio::pin!(forced);
-        // One idle watch for the connection's life: made anew on each turn of the loop, its
-        // timer would restart at every stall check and never fire when checks come more
-        // often than `idle`.
-        let idle = activity.idle_for(self.idle);
-        tokio::pin!(idle);
-        // Stalled responses are looked for four times per `write_timeout`.
-        let mut checks = tokio::time::interval(self.write_timeout / 4);
+        // Stalled responses and idleness are looked for four times per the shorter limit.
+        let period = (self.write_timeout.min(self.idle) / 4).max(Duration::from_millis(1));
+        let mut checks = tokio::time::interval_at(Instant::now() + period, period);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -211,15 +211,15 @@ impl Serve {
                         tracing::debug!("a client took nothing of its response for client_write_timeout: dropped");
                         return Ok(());
                     }
-                }
-                _ = idle.as_mut(), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                    forced.as_mut().reset(tokio::time::Instant::now() + self.idle);
-                }
-                _ = forced.as_mut(), if closing => {
-                    tracing::debug!("idle connection did not close: dropped");
-                    return Ok(());
+                    if activity.idle_for(self.idle) {
+                        if closing {
+                            // Told to close a check ago, and still nothing in flight.
+                            tracing::debug!("idle connection did not close: dropped");
+                            return Ok(());
+                        }
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
                 }
                 _ = wait_stop(stop.as_mut()), if !stopping => {
                     stopping = true;
