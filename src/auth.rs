@@ -30,7 +30,7 @@ impl Client {
             key: name.into(),
             name: None,
             anonymous: false,
-            attributes: attributes.clone(),
+            attributes: std::sync::Arc::new(attributes.clone()),
         };
         let mut template = attributes.clone();
         template.insert("name".into(), serde_json::Value::String(name.to_string()));

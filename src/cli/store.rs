@@ -112,7 +112,7 @@ fn from_file(loaded: config::Loaded) -> Result<Stored, String> {
     let (value, file, snapshot, metrics) = server::prepare(loaded).map_err(|e| e.to_string())?.into_parts();
     let state =
         State::open(Box::new(MemoryStore::default()), value, &file, snapshot, metrics).map_err(|e| e.to_string())?;
-    Ok(state.current())
+    Ok(Stored::clone(&state.current()))
 }
 
 /// An export or a local copy.

@@ -7,18 +7,38 @@
 //! custom attributes under `custom`). Parsing allocates; looking attributes up during
 //! evaluation does not.
 
+use std::sync::{Arc, LazyLock};
+
 use serde_json::{Map, Value};
 
-/// One kind of a context.
+/// One kind of a context. Its parts are shared: a context made once (a client's) joins
+/// every request's context without a copy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Single {
-    pub kind: Box<str>,
-    pub key: Box<str>,
-    pub name: Option<Box<str>>,
+    pub kind: Arc<str>,
+    pub key: Arc<str>,
+    pub name: Option<Arc<str>>,
     pub anonymous: bool,
     /// Every other attribute (for the legacy user format: the built-ins such as `email`
     /// and the entries of `custom`).
-    pub attributes: Map<String, Value>,
+    pub attributes: Arc<Map<String, Value>>,
+}
+
+/// The kind `user` and no attributes, shared by every context made from a key alone.
+static USER: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("user"));
+static NO_ATTRIBUTES: LazyLock<Arc<Map<String, Value>>> = LazyLock::new(Arc::default);
+
+impl Single {
+    /// A `user` with just a key (and whether it is anonymous).
+    pub fn user(key: &str, anonymous: bool) -> Self {
+        Single {
+            kind: Arc::clone(&USER),
+            key: key.into(),
+            name: None,
+            anonymous,
+            attributes: Arc::clone(&NO_ATTRIBUTES),
+        }
+    }
 }
 
 /// A context: one kind, or several (sorted by kind, each kind once).
@@ -53,16 +73,25 @@ const LEGACY_USER_BUILTINS: &[&str] = &["secondary", "ip", "email", "avatar", "f
 impl Context {
     /// A single-kind context with just a key.
     pub fn new(kind: &str, key: &str) -> Self {
-        Context {
-            kinds: vec![Single {
+        let single = if kind == "user" {
+            Single::user(key, false)
+        } else {
+            Single {
                 kind: kind.into(),
                 key: key.into(),
                 name: None,
                 anonymous: false,
-                attributes: Map::new(),
-            }],
-            multi: false,
-        }
+                attributes: Arc::clone(&NO_ATTRIBUTES),
+            }
+        };
+        Context::single(single)
+    }
+
+    /// A single-kind context, with room for one more kind (the `client` the proxy adds).
+    pub fn single(single: Single) -> Self {
+        let mut kinds = Vec::with_capacity(2);
+        kinds.push(single);
+        Context { kinds, multi: false }
     }
 
     /// Parse LaunchDarkly context JSON.
@@ -121,7 +150,7 @@ impl Context {
     /// LaunchDarkly-compatible JSON of this context.
     pub fn to_json(&self) -> Value {
         let one = |s: &Single, with_kind: bool| {
-            let mut m = s.attributes.clone();
+            let mut m = (*s.attributes).clone();
             if with_kind {
                 m.insert("kind".into(), Value::String(s.kind.to_string()));
             }
@@ -162,7 +191,7 @@ fn legacy_json(s: &Single) -> Value {
     if s.anonymous {
         m.insert("anonymous".into(), Value::Bool(true));
     }
-    m.insert("custom".into(), Value::Object(s.attributes.clone()));
+    m.insert("custom".into(), Value::Object((*s.attributes).clone()));
     Value::Object(m)
 }
 
@@ -188,11 +217,11 @@ fn single(kind: &str, obj: &Map<String, Value>) -> Result<Single, ContextError> 
         .filter(|(k, _)| !matches!(k.as_str(), "kind" | "key" | "name" | "anonymous" | "_meta"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    Ok(Single { kind: kind.into(), key: key.into(), name, anonymous, attributes })
+    Ok(Single { kind: kind.into(), key: key.into(), name, anonymous, attributes: Arc::new(attributes) })
 }
 
 /// The built-in `name` (a string) and `anonymous` (a boolean); null is absent.
-fn name_and_anonymous(obj: &Map<String, Value>, kind: &str) -> Result<(Option<Box<str>>, bool), ContextError> {
+fn name_and_anonymous(obj: &Map<String, Value>, kind: &str) -> Result<(Option<Arc<str>>, bool), ContextError> {
     let wrong = |attribute, expected| ContextError::WrongType { kind: kind.to_string(), attribute, expected };
     let name = match obj.get("name") {
         None | Some(Value::Null) => None,
@@ -236,7 +265,7 @@ fn legacy_user(obj: &Map<String, Value>) -> Result<Single, ContextError> {
         }
         Some(_) => return Err(wrong("custom", "an object")),
     }
-    Ok(Single { kind: "user".into(), key: key.into(), name, anonymous, attributes })
+    Ok(Single { kind: Arc::clone(&USER), key: key.into(), name, anonymous, attributes: Arc::new(attributes) })
 }
 
 /// A reference to an attribute: a name, or a `/`-separated path into nested objects

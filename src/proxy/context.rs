@@ -57,16 +57,9 @@ pub fn build(
         return Err(GatewayError::ContextKeyRequired(flag.to_string()));
     } else {
         let key = format!("{:016x}", fastrand::u64(..));
-        let single = Single {
-            kind: "user".into(),
-            key: key.as_str().into(),
-            name: None,
-            anonymous: true,
-            attributes: Map::new(),
-        };
         let ldctx = serde_json::json!({"kind": "user", "key": key, "anonymous": true});
         random = true;
-        (Context::new("user", &key).with(single), ldctx)
+        (Context::single(Single::user(&key, true)), ldctx)
     };
     Ok(RequestContext { context: context.with(client.context.clone()), ldctx, random })
 }

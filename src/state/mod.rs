@@ -122,7 +122,8 @@ pub struct State {
     store: Box<dyn Store>,
     /// The config file as JSON: the static part of every configuration.
     base: Mutex<Value>,
-    current: Mutex<Stored>,
+    /// Shared, never copied to be read: a reader takes the `Arc`; a change replaces it.
+    current: Mutex<Arc<Stored>>,
     gateway: Arc<Gateway>,
     reload: Mutex<ReloadStatus>,
 }
@@ -228,7 +229,7 @@ impl State {
         let state = State {
             store,
             base: Mutex::new(file_value.clone()),
-            current: Mutex::new(stored),
+            current: Mutex::new(Arc::new(stored)),
             gateway,
             reload: Mutex::new(ReloadStatus::default()),
         };
@@ -330,8 +331,8 @@ impl State {
     }
 
     /// The current documents and revision.
-    pub fn current(&self) -> Stored {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    pub fn current(&self) -> Arc<Stored> {
+        Arc::clone(&self.current.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Stop taking changes and release the store (on shutdown).
@@ -474,9 +475,9 @@ impl State {
     }
 
     /// Put a stored change in effect.
-    fn put(&self, current: &mut Stored, next: Next, request: &Request) -> Applied {
+    fn put(&self, current: &mut Arc<Stored>, next: Next, request: &Request) -> Applied {
         let revision = next.stored.revision;
-        *current = next.stored;
+        *current = Arc::new(next.stored);
         if let Some(base) = next.base {
             *self.base.lock().unwrap_or_else(PoisonError::into_inner) = base;
         }
@@ -486,7 +487,7 @@ impl State {
     }
 
     /// Load the shared store's latest state and serve it (the store was ahead).
-    fn catch_up(&self, current: &mut Stored) -> Result<(), ChangeError> {
+    fn catch_up(&self, current: &mut Arc<Stored>) -> Result<(), ChangeError> {
         let Some(stored) = self.store.load()? else {
             return Err(StoreError::NotSeeded("the shared store holds no state".into()).into());
         };
@@ -495,11 +496,11 @@ impl State {
 
     /// Serve `stored` (a shared store's state, newer than `current` or of a new epoch):
     /// built with this instance's config file, swapped in.
-    fn install_locked(&self, current: &mut Stored, stored: Stored) -> Result<(), Vec<Problem>> {
+    fn install_locked(&self, current: &mut Arc<Stored>, stored: Stored) -> Result<(), Vec<Problem>> {
         let base = self.base.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let snapshot = build(&base, &stored.docs, &stored.iterations, &self.gateway)?;
         let revision = stored.revision;
-        *current = stored;
+        *current = Arc::new(stored);
         self.gateway.install(snapshot, revision);
         Ok(())
     }
