@@ -35,21 +35,8 @@ done
 demangle="cat"
 command -v rustfilt >/dev/null && demangle=rustfilt
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for _ in $(seq 50); do
-    local alive=false
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=true; done
-    $alive || break
-    sleep 0.1
-  done
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=load-tests/lib.sh
+. load-tests/lib.sh
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 wait_for() { # what secs cmd...

@@ -72,21 +72,8 @@ if ! $smoke; then
 fi
 
 # --- processes -----------------------------------------------------------------------------
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for _ in $(seq 50); do   # up to 5 s for a graceful exit, then SIGKILL
-    local alive=false
-    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=true; done
-    $alive || break
-    sleep 0.1
-  done
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=load-tests/lib.sh
+. load-tests/lib.sh
 # (d) needs one descriptor per held stream in the proxy and in the upstream.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 nofile=$(ulimit -n)
