@@ -25,8 +25,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The ceilings: allocations per request (all of the gateway's threads).
-const FLAG_CEILING: f64 = 55.0;
-const ALIAS_CEILING: f64 = 35.0;
+const FLAG_CEILING: f64 = 48.0;
+const ALIAS_CEILING: f64 = 33.0;
 
 const WARM_UP: usize = 200;
 const BATCH: usize = 200;

@@ -250,7 +250,7 @@ impl Version {
             out.push_str("{\"role\":");
             out.push_str(&m.role_json);
             out.push_str(",\"content\":");
-            out.push_str(&json_string(&content));
+            push_json_string(&mut out, &content);
             out.push('}');
         }
         if missing > 0 {
@@ -280,7 +280,41 @@ fn is_instruction(m: &RawValue) -> Result<bool, BadMessages> {
 }
 
 fn json_string(s: &str) -> Box<str> {
-    Value::String(s.to_string()).to_string().into()
+    let mut out = String::with_capacity(s.len() + 2);
+    push_json_string(&mut out, s);
+    out.into()
+}
+
+/// `s` as a JSON string literal, byte for byte what `serde_json` writes, appended to `out`
+/// without an intermediate value.
+fn push_json_string(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 /// An AI config version as a context gets it: its messages rendered.

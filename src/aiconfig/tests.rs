@@ -128,3 +128,18 @@ fn messages_whose_own_text_passes_the_budget_are_refused_when_they_compile() {
     let r = resolved(MessagesMode::Prepend, &[("system", &format!("{{{{#vars.a}}}}{long}{long}{{{{/vars.a}}}}"))]);
     assert!(Version::compile("bot", 1, &r, &providers(), counter(), LIMIT).is_ok());
 }
+
+#[test]
+fn json_strings_are_written_as_serde_json_writes_them() {
+    let every_ascii: String = (0u8..0x80).map(char::from).collect();
+    for s in ["", "plain", "quote \" and \\ backslash", "é 日本 🎉 \u{7f} \u{2028}", every_ascii.as_str()] {
+        assert_eq!(&*super::json_string(s), serde_json::to_string(s).unwrap(), "{s:?}");
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_string_is_written_as_serde_json_writes_it(s in "\\PC*|[\\x00-\\x1f\"\\\\]*") {
+        proptest::prop_assert_eq!(super::json_string(&s).to_string(), serde_json::to_string(&s).unwrap());
+    }
+}

@@ -99,8 +99,14 @@ fn request_id(headers: &HeaderMap) -> (HeaderValue, bool) {
             return (v.clone(), false);
         }
     }
-    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    (HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0")), true)
+    // 32 hex digits, written in place: the header value is the one allocation.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    let n = fastrand::u128(..);
+    for (i, c) in id.iter_mut().enumerate() {
+        *c = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    (HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0")), true)
 }
 
 async fn route(
@@ -272,5 +278,23 @@ fn truncate(s: &str) -> String {
     match s.char_indices().nth(200) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_request_id_is_32_lowercase_hex_digits_and_a_valid_one_is_kept() {
+        let (a, generated) = request_id(&HeaderMap::new());
+        let (b, _) = request_id(&HeaderMap::new());
+        assert!(generated);
+        assert_eq!(a.len(), 32);
+        assert!(a.as_bytes().iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)), "{a:?}");
+        assert_ne!(a, b);
+        let mut headers = HeaderMap::new();
+        headers.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("app-42"));
+        assert_eq!(request_id(&headers), (HeaderValue::from_static("app-42"), false));
     }
 }
