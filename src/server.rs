@@ -252,6 +252,7 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     }
     let guards = Arc::new(guards);
     let guard_task = tokio::spawn(Arc::clone(&guards).run(crate::guard::SystemClock));
+    tokio::spawn(sample_history(Arc::clone(&gateway)));
     let plane = Arc::new(AdminPlane { state: Arc::clone(&state), guards: Arc::clone(&guards), tokens });
     let settings_grace = settings.shutdown_grace;
     let task = tokio::spawn(run_admin(plane, admin, admin_slots, settings, finished, stopped));
@@ -266,6 +267,25 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     );
     let shutdown_grace = settings_grace;
     Ok(Running { data_addr, admin_addr, gateway, state, guards, shutdown_grace, guard_task, stop, task, tail })
+}
+
+/// On every boundary of the history's 10 s steps (by the wall clock), add what each
+/// variation gained to its history (`metrics::history`). It lives as long as the admin
+/// plane's runtime.
+async fn sample_history(gateway: Arc<Gateway>) {
+    let step = crate::metrics::history::FINE.step as f64;
+    loop {
+        let now = unix_now();
+        let next = ((now / step).floor() + 1.0) * step;
+        tokio::time::sleep(Duration::from_secs_f64((next - now).max(0.001))).await;
+        // Rounded: a wake-up a hair before the boundary still samples at it.
+        gateway.metrics.sample_history(unix_now().round() as u64);
+    }
+}
+
+/// The wall clock, in Unix seconds.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// The fleet store of `config` (nothing is connected yet: start-up reads it).
@@ -437,6 +457,9 @@ fn spawn_admin_connection(
         async move {
             if req.uri().path().starts_with("/admin/v1/") {
                 return Ok::<_, Infallible>(admin::handle(Arc::clone(&p.state), &p.guards, &p.tokens, req).await);
+            }
+            if admin::ui::is_console(req.uri().path()) {
+                return Ok::<_, Infallible>(admin::ui::serve(&req));
             }
             Ok::<_, Infallible>(admin_handle(&p.state, req))
         }

@@ -12,7 +12,7 @@ use serde_json::Value;
 pub use crate::aiconfig::{Preview, RenderedMessage};
 pub use crate::config::Problem;
 pub use crate::guard::{FlagStatus, LastTrip, MetricStatus};
-pub use crate::state::{Applied, AuditEntry, ReloadStatus};
+pub use crate::state::{Applied, AuditEntry, ObjectChange, Preview as ChangePreview, ReloadStatus};
 
 // ---- request bodies ----
 //
@@ -121,9 +121,25 @@ pub struct FlagView {
     pub fallthrough: Value,
     /// The revision that last changed the flag (`None`: as the config file has it).
     pub revision: Option<u64>,
+    /// That revision's who, when and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<LastChange>,
+    /// What the flag serves when it is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub off_variation: Option<String>,
     /// The whole definition (`GET /flags/{key}` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub definition: Option<Value>,
+}
+
+/// Who made a change, when and why (from its audit entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastChange {
+    pub revision: u64,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub actor: String,
+    pub reason: String,
 }
 
 /// `GET /flags`.
@@ -145,6 +161,32 @@ pub struct FlagAnswer {
 pub struct AiConfigList {
     pub revision: u64,
     pub ai_configs: serde_json::Map<String, Value>,
+}
+
+pub use crate::metrics::history::{MetricPoint, SeriesPoint, VariationSeries};
+
+/// `GET /flags/{key}/timeseries`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timeseries {
+    pub revision: u64,
+    pub flag: String,
+    /// Seconds covered, a whole number of steps ending with the step that holds `to`.
+    pub window: u64,
+    /// Seconds per point.
+    pub step: u64,
+    /// Now, Unix seconds.
+    pub to: u64,
+    /// In the flag's order of variations.
+    pub variations: Vec<VariationSeries>,
+}
+
+/// `GET /whoami`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// The token's name: the actor its changes are audited under.
+    pub name: String,
+    /// `read` or `write`.
+    pub role: String,
 }
 
 /// `GET /audit`.

@@ -19,6 +19,7 @@ pub mod api;
 mod audit;
 mod evaluate;
 mod openapi;
+pub mod ui;
 
 use evaluate::evaluate;
 
@@ -155,6 +156,7 @@ pub async fn handle(state: Arc<State>, guards: &Guards, tokens: &Tokens, req: Re
 pub const ROUTES: &[(&str, &str, Op)] = &[
     ("GET", "/flags", Op::ListFlags),
     ("GET", "/flags/{key}", Op::GetFlag),
+    ("GET", "/flags/{key}/timeseries", Op::Timeseries),
     ("POST", "/flags/{key}/evaluate", Op::Evaluate),
     ("POST", "/flags/{key}/kill", Op::Kill),
     ("POST", "/flags/{key}/restore", Op::Restore),
@@ -176,6 +178,7 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
     ("POST", "/experiments/{key}/stop", Op::ExperimentStop),
     ("GET", "/audit", Op::Audit),
     ("GET", "/status", Op::Status),
+    ("GET", "/whoami", Op::WhoAmI),
     ("GET", "/openapi.json", Op::OpenApi),
 ];
 
@@ -184,6 +187,8 @@ pub const ROUTES: &[(&str, &str, Op)] = &[
 pub enum Op {
     ListFlags,
     GetFlag,
+    Timeseries,
+    WhoAmI,
     Evaluate,
     Kill,
     Restore,
@@ -267,8 +272,19 @@ async fn route(
     let (name, role) = authenticate(tokens, req.headers())?;
     let query = req.uri().query().unwrap_or("").to_string();
     match op {
-        Op::ListFlags => return Ok(list_flags(&state)),
-        Op::GetFlag => return get_flag(&state, params[0]),
+        Op::ListFlags => return blocking(state, |state| list_flags(&state)).await,
+        Op::GetFlag => {
+            let key = params[0].to_string();
+            return blocking(state, move |state| get_flag(&state, &key)).await?;
+        }
+        Op::Timeseries => return timeseries(&state, params[0], &query),
+        Op::WhoAmI => {
+            let role = match role {
+                AdminRole::Write => "write",
+                AdminRole::Read => "read",
+            };
+            return Ok(json_response(StatusCode::OK, &api::WhoAmI { name: name.to_string(), role: role.into() }));
+        }
         Op::Evaluate => {
             let body = read_json(req.into_body()).await?;
             return evaluate(&state, params[0], body_of(body, op)?);
@@ -319,6 +335,12 @@ async fn route(
         return Err(invalid("reason", &format!("at most {MAX_REASON} characters (it goes to the audit log)")));
     }
     let request = ChangeRequest { actor: name.to_string(), reason, if_match, fence: None };
+    if dry_run(&query)? {
+        let preview = tokio::task::spawn_blocking(move || state.preview(change, &request))
+            .await
+            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the check was interrupted"))??;
+        return Ok(json_response(StatusCode::OK, &preview));
+    }
     let applied = tokio::task::spawn_blocking(move || state.apply(change, &request))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the change was interrupted"))??;
@@ -386,6 +408,20 @@ fn authenticate<'t>(tokens: &'t Tokens, headers: &http::HeaderMap) -> Result<(&'
     let token = crate::auth::bearer(value.as_bytes())
         .ok_or_else(|| unauthorized("send `Authorization: Bearer <admin token>`"))?;
     tokens.authenticate(token).ok_or_else(|| unauthorized("invalid admin token"))
+}
+
+/// A change's `?dry_run=true`: check it and answer what it would change, store nothing.
+fn dry_run(query: &str) -> Result<bool, ApiError> {
+    let mut dry = false;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "true")) {
+            ("dry_run", "true" | "1") => dry = true,
+            ("dry_run", "false" | "0") => dry = false,
+            ("dry_run", _) => return Err(invalid("dry_run", "must be true or false")),
+            (k, _) => return Err(invalid(k, "unknown parameter (a change takes only dry_run)")),
+        }
+    }
+    Ok(dry)
 }
 
 /// `If-Match: <revision>` (quoted or not).
@@ -506,6 +542,8 @@ fn change_for(op: Op, params: &[&str], body: Value) -> Result<(Change, String), 
         Op::GuardRearm => reason_only(Change::GuardState { flag: p(0), state: "armed", restart: true }, body),
         Op::GuardDismiss => reason_only(Change::GuardDismiss { flag: p(0) }, body),
         Op::ListFlags
+        | Op::Timeseries
+        | Op::WhoAmI
         | Op::Experiments
         | Op::Experiment
         | Op::GetFlag
@@ -518,8 +556,17 @@ fn change_for(op: Op, params: &[&str], body: Value) -> Result<(Change, String), 
     }
 }
 
+/// Who changed the flag last, when and why: the audit entry of `revision` (`None` for a
+/// flag as the config file has it, or a log that cannot be read now). Blocking.
+fn last_change(state: &State, revision: Option<u64>) -> Option<api::LastChange> {
+    let revision = revision?;
+    let q = crate::state::AuditQuery { before: Some(revision + 1), limit: 1, ..Default::default() };
+    let entry = state.audit(&q).ok()?.entries.into_iter().next().filter(|e| e.revision == revision)?;
+    Some(api::LastChange { revision, time: entry.time, actor: entry.actor, reason: entry.reason })
+}
+
 /// A flag's summary: on/off, variations, fallthrough, the revision that last changed it.
-fn flag_view(key: &str, doc: &Value, revision: Option<u64>) -> api::FlagView {
+fn flag_view(state: &State, key: &str, doc: &Value, revision: Option<u64>) -> api::FlagView {
     let text = |v: &Value, name: &str| v.get(name).and_then(Value::as_str).map(str::to_string);
     let variations = doc
         .get("variations")
@@ -540,14 +587,21 @@ fn flag_view(key: &str, doc: &Value, revision: Option<u64>) -> api::FlagView {
         variations,
         fallthrough: doc.get("fallthrough").cloned().unwrap_or(Value::Null),
         revision,
+        last_change: last_change(state, revision),
+        off_variation: text(doc, "off_variation"),
         definition: None,
     }
 }
 
+/// Blocking (each flag's last change is read from the audit log).
 fn list_flags(state: &State) -> Response<Body> {
     let current = state.current();
-    let flags =
-        current.docs.flags.iter().map(|(k, v)| flag_view(k, v, current.flag_revisions.get(k).copied())).collect();
+    let flags = current
+        .docs
+        .flags
+        .iter()
+        .map(|(k, v)| flag_view(state, k, v, current.flag_revisions.get(k).copied()))
+        .collect();
     json_response(StatusCode::OK, &api::FlagList { revision: current.revision, flags })
 }
 
@@ -558,13 +612,62 @@ fn get_flag(state: &State, key: &str) -> Result<Response<Body>, ApiError> {
         .flags
         .get(key)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no flag `{key}`")))?;
-    let mut flag = flag_view(key, doc, current.flag_revisions.get(key).copied());
+    let mut flag = flag_view(state, key, doc, current.flag_revisions.get(key).copied());
     flag.definition = Some(doc.clone());
     let mut resp = json_response(StatusCode::OK, &api::FlagAnswer { revision: current.revision, flag });
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", current.revision)) {
         resp.headers_mut().insert(header::ETAG, v);
     }
     Ok(resp)
+}
+
+/// `GET /flags/{key}/timeseries?window=&step=`: the flag's variations from the history.
+fn timeseries(state: &State, key: &str, query: &str) -> Result<Response<Body>, ApiError> {
+    use crate::metrics::history::Window;
+    let seconds = |name: &str, v: &str| -> Result<u64, ApiError> {
+        let v = percent_decode(v);
+        v.trim()
+            .parse::<u64>()
+            .or_else(|_| humantime::parse_duration(v.trim()).map(|d| d.as_secs()))
+            .map_err(|_| invalid(name, "must be a number of seconds or a duration such as 5m, 1h, 24h"))
+    };
+    let (mut window, mut step) = (3600, 0);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "window" => window = seconds("window", v)?,
+            "step" => step = seconds("step", v)?,
+            _ => return Err(invalid(k, "unknown parameter (use window, step)")),
+        }
+    }
+    let w = Window::new(window, step).map_err(|e| {
+        let (field, message) = e.split_once(": ").unwrap_or(("window", &e));
+        invalid(field, message)
+    })?;
+    let current = state.current();
+    let doc = current
+        .docs
+        .flags
+        .get(key)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no flag `{key}`")))?;
+    let variations: Vec<String> = doc
+        .get("variations")
+        .and_then(Value::as_array)
+        .map(|vs| vs.iter().filter_map(|v| v.get("name").and_then(Value::as_str).map(str::to_string)).collect())
+        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let metrics = &state.gateway().metrics;
+    let live = |variation: &str| Some(metrics.totals(key, variation));
+    let series = metrics.history.view(key, &variations, w, now, &live);
+    let answer = api::Timeseries {
+        revision: current.revision,
+        flag: key.to_string(),
+        window: w.window,
+        step: w.step,
+        to: now,
+        variations: series,
+    };
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 fn list_ai_configs(state: &State) -> Response<Body> {

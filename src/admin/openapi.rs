@@ -19,6 +19,12 @@ fn describe(op: Op) -> (&'static str, bool, Option<Value>) {
     match op {
         Op::ListFlags => ("List flags with their state and the revision that last changed each.", false, None),
         Op::GetFlag => ("Get one flag with its definition.", false, None),
+        Op::Timeseries => (
+            "A flag's variations over a recent window, step by step, from sluice's own history (10 s steps for an hour, 5 min steps for 24 h; with the fleet store, the fleet's sums): requests, errors, latency quantiles, time to first token, tokens, cost and every quality metric.",
+            false,
+            None,
+        ),
+        Op::WhoAmI => ("The presented admin token's name and role.", false, None),
         Op::Evaluate => (
             "Evaluate a flag for a context against the running state; for a routing flag, the AI config version it picks with its messages rendered.",
             false,
@@ -130,6 +136,13 @@ pub fn document() -> Value {
         if *op == Op::OpenApi {
             operation["security"] = json!([]);
         }
+        if *op == Op::Timeseries {
+            let q = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}});
+            operation["parameters"].as_array_mut().map(|p| {
+                p.push(q("window", "How far back: seconds or a duration such as `5m`, `1h`, `24h` (default 1h, at most 24h)."));
+                p.push(q("step", "Seconds (or a duration) per point, rounded up to the resolution read: 10 s up to a 1 h window, 5 min beyond (default: the resolution's own, or about 60 points)."));
+            });
+        }
         if *op == Op::Audit {
             let q = |name: &str, description: &str, format: Option<&str>| {
                 let mut schema =
@@ -158,6 +171,9 @@ pub fn document() -> Value {
             if let Some(obj) = operation["parameters"].as_array_mut() {
                 obj.push(json!({"name": "If-Match", "in": "header", "required": false,
                     "description": "The revision the change was made against.", "schema": {"type": "string"}}));
+                obj.push(json!({"name": "dry_run", "in": "query", "required": false,
+                    "description": "`true`: check the change (If-Match, validation, the snapshot built) and answer the objects it would change, before and after, storing nothing.",
+                    "schema": {"type": "boolean"}}));
             }
         }
         if let Some(schema) = body {

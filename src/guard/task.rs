@@ -83,8 +83,11 @@ pub struct FlagStatus {
     pub state: Cow<'static, str>,
     pub control: String,
     pub treatment: String,
-    /// The ramp step and the treatment's share there, if there is a ramp.
+    /// The ramp step (from 0) and the treatment's share there, if there is a ramp.
     pub step: Option<usize>,
+    /// The ramp's number of steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
     pub percent: Option<f64>,
     pub checked_at: Option<String>,
     pub metrics: Vec<MetricStatus>,
@@ -372,6 +375,7 @@ impl Guards {
             control: g.control.clone(),
             treatment: g.treatment.clone(),
             step: (!g.ramp.is_empty()).then_some(g.step),
+            steps: (!g.ramp.is_empty()).then_some(g.ramp.len()),
             percent: g.ramp.get(g.step).map(|s| s.percent),
             checked_at: Some(now.rfc3339()),
             metrics: evaluated.iter().map(MetricStatus::of).collect(),
@@ -463,6 +467,7 @@ impl Guards {
             control: text("control"),
             treatment: text("treatment"),
             step: None,
+            steps: None,
             percent: None,
             checked_at: Some(now.rfc3339()),
             metrics: Vec::new(),

@@ -127,6 +127,11 @@ pub struct Moments {
 }
 
 impl Moments {
+    /// Both together.
+    pub fn plus(&self, other: &Moments) -> Moments {
+        Moments { n: self.n + other.n, sum: self.sum + other.sum, sumsq: self.sumsq + other.sumsq }
+    }
+
     pub fn since(&self, earlier: &Moments) -> Moments {
         if self.n < earlier.n {
             return *self;

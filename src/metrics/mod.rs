@@ -7,6 +7,7 @@
 //! allocation. Label values come only from the configuration, never from request data.
 
 mod guard;
+pub mod history;
 mod outcome;
 
 pub use outcome::Outcome;
@@ -115,6 +116,8 @@ pub struct Metrics {
     /// Each experiment's current iteration and its arms' totals when it started here (an
     /// iteration's results are the totals since).
     iterations: Mutex<HashMap<String, Iteration>>,
+    /// Every (flag, variation)'s recent history of [`Metrics::totals`], for the console.
+    pub history: history::History,
 }
 
 /// The fleet's totals per (flag, variation).
@@ -372,6 +375,7 @@ impl Metrics {
             guards: Mutex::new(HashMap::new()),
             fleet_totals: Mutex::new(None),
             iterations: Mutex::new(HashMap::new()),
+            history: history::History::default(),
         })
     }
 
@@ -421,6 +425,22 @@ impl Metrics {
         match fleet {
             Some(all) => all.get(&(flag.to_string(), variation.to_string())).cloned().unwrap_or_default(),
             None => self.guard_stats(flag, variation).snapshot(),
+        }
+    }
+
+    /// Add what every (flag, variation) gained since the last call to its history, at `now`
+    /// (Unix seconds; the admin plane calls this on each 10 s boundary).
+    pub fn sample_history(&self, now: u64) {
+        let fleet = self.fleet_totals.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match fleet {
+            Some(all) => {
+                let totals = all.iter().map(|(k, v)| (k.clone(), v.clone()));
+                self.history.sample(now, history::Source::Fleet, totals);
+            }
+            None => {
+                let totals = self.all_guard_stats().into_iter().map(|(k, s)| (k, s.snapshot()));
+                self.history.sample(now, history::Source::Process, totals);
+            }
         }
     }
 

@@ -90,6 +90,15 @@ pub struct Applied {
     pub changes: usize,
 }
 
+/// What a change would do, checked and built but not stored (`State::preview`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Preview {
+    /// The revision it was checked against.
+    pub revision: u64,
+    /// Each object it would change, before and after.
+    pub changes: Vec<ObjectChange>,
+}
+
 /// What applying a shared store's revision did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Remote {
@@ -350,6 +359,17 @@ impl State {
     /// at a time and `If-Match` is checked against the revision they are applied to.
     pub fn apply(&self, change: Change, request: &Request) -> Result<Applied, ChangeError> {
         self.apply_at(change, request, std::time::SystemTime::now())
+    }
+
+    /// What [`State::apply`] would do with `change` now: every check it makes (`If-Match`
+    /// against this instance's revision, validation, the snapshot built), nothing stored.
+    pub fn preview(&self, change: Change, request: &Request) -> Result<Preview, ChangeError> {
+        let current = Arc::clone(&self.current.lock().unwrap_or_else(PoisonError::into_inner));
+        if let Some(expected) = request.if_match.filter(|e| *e != current.revision) {
+            return Err(ChangeError::Stale { expected, current: current.revision });
+        }
+        let next = self.prepare(&current, &change, request, std::time::SystemTime::now())?;
+        Ok(Preview { revision: current.revision, changes: next.entry.changes })
     }
 
     /// [`State::apply`], with the time its audit entry records given by the caller (the

@@ -37,6 +37,15 @@ impl LogMoments {
         (self.n, self.sum, self.sumsq)
     }
 
+    /// Both together.
+    pub fn plus(&self, other: &Self) -> Self {
+        LogMoments {
+            n: self.n + other.n,
+            sum: self.sum.wrapping_add(other.sum),
+            sumsq: self.sumsq.wrapping_add(other.sumsq),
+        }
+    }
+
     /// The moments of what was added since `earlier`.
     pub fn since(&self, earlier: &Self) -> Self {
         LogMoments {
