@@ -505,9 +505,30 @@ pub const NOT_ROOT: Prerequisite = Prerequisite {
     missing: || is_root().then(|| "root writes to a read-only directory anyway".to_string()),
 };
 
+/// The Chromium the browser tests drive: `SLUICE_CHROMIUM`, else Debian's.
+pub fn chromium() -> String {
+    std::env::var("SLUICE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string())
+}
+
+pub const BROWSER: Prerequisite = Prerequisite {
+    what: "headless Chromium, Node.js and playwright-core (tests/console)",
+    require: Some("SLUICE_REQUIRE_BROWSER"),
+    tests: &["console::the_console_in_a_real_browser"],
+    missing: || {
+        if !runs(&chromium(), &["--version"]) {
+            return Some(format!("{} is not there (`apt-get install chromium`, or set SLUICE_CHROMIUM)", chromium()));
+        }
+        if !runs("node", &["--version"]) {
+            return Some("`node` is not installed".to_string());
+        }
+        (!std::path::Path::new("tests/console/node_modules/playwright-core/package.json").exists())
+            .then(|| "playwright-core is not installed (`npm ci --prefix tests/console`)".to_string())
+    },
+};
+
 /// Every optional prerequisite, for `tests/prerequisites.rs`'s summary.
 pub const PREREQUISITES: &[&Prerequisite] =
-    &[&PYTHON_SDK, &PROMTOOL, &redis::REDIS, &CONFORMANCE_DATA, &PRLIMIT, &ROOT, &NOT_ROOT];
+    &[&PYTHON_SDK, &PROMTOOL, &redis::REDIS, &CONFORMANCE_DATA, &BROWSER, &PRLIMIT, &ROOT, &NOT_ROOT];
 
 /// Whether `prerequisite` is here for test `name`. When it is missing the test is
 /// [`skipped`] (the caller returns) — or this fails, when the prerequisite is required.

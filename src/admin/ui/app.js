@@ -109,7 +109,8 @@ function Problem({ error }) {
 
 function Diff({ before, after }) {
   const lines = trimmed(lineDiff(pretty(before), pretty(after)));
-  return html`<pre class="diff">${lines.map(([op, text]) => html`<span class=${op === '+' ? 'add' : op === '-' ? 'del' : op === '…' ? 'gap' : ''}>${op} ${text}\n</span>`)}</pre>`;
+  // One block per line (htm drops whitespace-only text, so no newline characters).
+  return html`<pre class="diff">${lines.map(([op, text]) => html`<span class=${op === '+' ? 'add' : op === '-' ? 'del' : op === '…' ? 'gap' : 'same'}>${op} ${text}</span>`)}</pre>`;
 }
 
 function WriteButton({ who, onClick, children, kind = '', name }) {
@@ -351,7 +352,7 @@ function FlagPage({ who, flagKey, tab }) {
     ${notice ? html`<p class="notice" role="status">${notice}</p>` : null}
     <${Problem} error=${error} />
     ${tab === 'overview' ? html`<${Overview} ...${ctx} />` : null}
-    ${tab === 'change' ? html`<${Change} ...${ctx} />` : null}
+    ${tab === 'change' ? html`<${Change} key=${answer.revision} ...${ctx} />` : null}
     ${tab === 'monitoring' ? html`<${Monitoring} ...${ctx} />` : null}
     ${tab === 'experiment' ? html`<${Experiment} ...${ctx} />` : null}
     ${tab === 'history' ? html`<${History} ...${ctx} />` : null}
@@ -382,8 +383,8 @@ function serveText(x) {
 }
 
 function Overview({ def, flag, aiConfigs }) {
-  const [context, setContext] = useState('{"kind": "user", "key": "user-1", "email": "someone@example.com"}');
-  const [variables, setVariables] = useState('{}');
+  const [context, setContext] = useState('{"kind": "user", "key": "user-1", "name": "Ada", "email": "ada@example.com"}');
+  const [variables, setVariables] = useState('{"topic": "billing"}');
   const [result, setResult] = useState(null);
   const [error, setError] = useState(null);
   const evaluate = async (e) => {
@@ -430,7 +431,7 @@ function Overview({ def, flag, aiConfigs }) {
     <${Problem} error=${error} />
     ${result
       ? html`<div class="evaluation" data-variation=${result.variation}>
-          <p>Serves <strong>${result.variation}</strong> (${result.reason?.kind}${result.reason?.ruleId ? ` ${result.reason.ruleId}` : ''})${result.ai_config ? html` · ${result.ai_config.ai_config} v${result.ai_config.version} · ${result.ai_config.provider} / ${result.ai_config.model}` : null}</p>
+          <p>Serves <strong>${result.variation}</strong> (${result.reason?.kind}${result.reason?.ruleId ? ` ${result.reason.ruleId}` : ''})${result.ai_config ? html` · ${result.ai_config.key} v${result.ai_config.version} · ${result.ai_config.provider} / ${result.ai_config.model}` : null}</p>
           ${(result.ai_config?.messages || []).map((m) => html`<div class="message"><span class="role">${m.role}</span><pre>${m.content}</pre></div>`)}
         </div>`
       : null}
@@ -565,7 +566,7 @@ function Monitoring({ who, flag, def, revision, propose }) {
   const metricKeys = series ? [...new Set(series.variations.flatMap((v) => Object.keys(v.total.metrics)))].sort() : [];
   const names = series ? series.variations.map((v) => v.variation) : [];
   const from = series ? series.to - series.window : 0;
-  const chart = (title, pick, format) => html`<${LineChart} title=${title} from=${from} to=${series.to} format=${format}
+  const chart = (title, pick, format, max) => html`<${LineChart} title=${title} from=${from} to=${series.to} format=${format} max=${max}
       series=${series.variations.map((v) => ({ name: v.variation, points: v.points.map((p) => ({ t: p.t, v: pick(p) })) }))} />`;
   const floor = def.guard?.min_samples;
   return html`<section class="monitoring">
@@ -619,7 +620,7 @@ function Monitoring({ who, flag, def, revision, propose }) {
         <${Legend} names=${names} />
         <div class="charts">
           ${chart('Requests per step', (p) => p.requests, (x) => num(x, 2))}
-          ${chart('Error rate', (p) => p.error_rate, (x) => pct(x, 0))}
+          ${chart('Error rate', (p) => p.error_rate, (x) => pct(x, 0), 1)}
           ${chart('Latency p50', (p) => p.latency_p50_ms, ms)}
           ${chart('Latency p95', (p) => p.latency_p95_ms, ms)}
           ${chart('Time to first token', (p) => p.ttft_ms, ms)}

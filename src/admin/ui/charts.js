@@ -13,12 +13,14 @@ function clock(t) {
 }
 
 /**
- * series: [{name, points: [{t, v}]}] (v may be null: a gap); format: value → text.
+ * series: [{name, points: [{t, v}]}] (v may be null: a gap); format: value → text; max: the
+ * highest value the quantity can take, if any.
  */
-export function LineChart({ title, series, format, from, to }) {
+export function LineChart({ title, series, format, from, to, max: limit }) {
   const values = series.flatMap((s) => s.points.map((p) => p.v)).filter((v) => v !== null && Number.isFinite(v));
   const max = values.length ? Math.max(...values) : 0;
-  const top = max > 0 ? max * 1.1 : 1;
+  // Headroom above the highest value, but never past what the quantity can be (a rate: 1).
+  const top = max > 0 ? Math.min(max * 1.1, limit ?? Infinity) : 1;
   const x = (t) => PAD.left + ((t - from) / Math.max(1, to - from)) * (W - PAD.left - PAD.right);
   const y = (v) => H - PAD.bottom - (v / top) * (H - PAD.top - PAD.bottom);
   const lines = series.map((s, k) => {
