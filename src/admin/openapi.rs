@@ -138,10 +138,13 @@ pub fn document() -> Value {
         }
         if *op == Op::Timeseries {
             let q = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}});
-            operation["parameters"].as_array_mut().map(|p| {
-                p.push(q("window", "How far back: seconds or a duration such as `5m`, `1h`, `24h` (default 1h, at most 24h)."));
+            if let Some(p) = operation["parameters"].as_array_mut() {
+                p.push(q(
+                    "window",
+                    "How far back: seconds or a duration such as `5m`, `1h`, `24h` (default 1h, at most 24h).",
+                ));
                 p.push(q("step", "Seconds (or a duration) per point, rounded up to the resolution read: 10 s up to a 1 h window, 5 min beyond (default: the resolution's own, or about 60 points)."));
-            });
+            }
         }
         if *op == Op::Audit {
             let q = |name: &str, description: &str, format: Option<&str>| {
