@@ -21,7 +21,7 @@
 //! | [`flags`] | LaunchDarkly-semantics targeting: contexts, compiled flags and segments, evaluation, explanations |
 //! | [`config`] | the YAML file format, `${VAR}` interpolation, validation with `file:line:col` errors |
 //! | [`auth`] | the clients (apps): gateway keys compared in constant time, each app's context and template values |
-//! | [`metrics`] | Prometheus families per route and variation, how a request ended (`Outcome`), the guards' per-arm statistics |
+//! | [`metrics`] | Prometheus families per route and variation, how a request ended (`Outcome`), the guards' per-arm statistics, their recent history for the console's charts (`metrics::history`) |
 //! | [`providers`] | upstream connection pools (hyper + hyper-rustls) and provider kinds (OpenAI, Azure, Anthropic, mock) |
 //! | [`quality`] | answer quality: answers captured for sampled requests, LLM-as-judge calls on their own thread, guardrail checks |
 //! | [`aiconfig`] | AI config versions compiled: the Mustache templates, rendering within a budget, the body edits |
@@ -32,7 +32,7 @@
 //! | [`fleet`] | the fleet store (`state.store: redis`): one Lua compare-and-set per change, the change log followed on a thread of its own, seeding, the local copy |
 //! | [`guard`] | guarded releases: the mSPRT tests, the guard task (checks on an injected clock, trips, ramp steps, webhooks) |
 //! | [`experiment`] | experiments: a flag's `experiment:` read against its arms' statistics in the current iteration — results, sample-ratio checks, the recommendation |
-//! | [`admin`] | the admin API: tokens and roles, changes through `state`, the audit log, evaluating a flag against the running state; its typed contract (`admin::api`), shared with `sluice ctl` |
+//! | [`admin`] | the admin API: tokens and roles, changes through `state` (or checked only, `?dry_run=true`), the audit log, evaluating a flag against the running state, a flag's time series; its typed contract (`admin::api`), shared with `sluice ctl`; the web console's embedded pages (`admin::ui`, under `/ui/`) |
 //! | [`server`] | listeners (connection caps, accept back-off), one connection's limits (idle close, stalled readers), TLS termination, the admin listener, graceful shutdown and its deadline |
 //! | [`cli`] | the `sluice` subcommands |
 
