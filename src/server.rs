@@ -269,11 +269,13 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
     Ok(Running { data_addr, admin_addr, gateway, state, guards, shutdown_grace, guard_task, stop, task, tail })
 }
 
-/// On every boundary of the history's 10 s steps (by the wall clock), add what each
-/// variation gained to its history (`metrics::history`). It lives as long as the admin
-/// plane's runtime.
+/// At start (each series' baseline) and then on every boundary of the history's 10 s
+/// steps (by the wall clock), add what each variation gained to its history
+/// (`metrics::history`). It lives as long as the admin plane's runtime.
 async fn sample_history(gateway: Arc<Gateway>) {
     let step = crate::metrics::history::FINE.step as f64;
+    // The baselines, at once: what is served from now on counts in the current step.
+    gateway.metrics.sample_history(unix_now() as u64);
     loop {
         let now = unix_now();
         let next = ((now / step).floor() + 1.0) * step;

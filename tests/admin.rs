@@ -727,3 +727,108 @@ async fn restoring_a_flag_that_is_on_changes_nothing_even_when_the_file_never_sa
     assert_eq!(gw.state.revision(), 1, "nothing was written");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_dry_run_checks_a_change_and_shows_its_diff_but_stores_nothing() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), None)).await;
+    let kill = json!({"reason": "would kill"});
+    let dry =
+        call(&gw, "POST", "/admin/v1/flags/bot/kill?dry_run=true", Some(WRITE), Some(kill.clone()), Some(1)).await;
+    assert_eq!(dry.status, 200, "{}", dry.text());
+    let preview = dry.json();
+    assert_eq!(preview["revision"], 1);
+    let change = &preview["changes"][0];
+    assert_eq!((change["kind"].as_str(), change["key"].as_str()), (Some("flag"), Some("bot")));
+    assert_eq!(change["before"].get("on"), None, "the file never said `on`");
+    assert_eq!(change["after"]["on"], false);
+    // Nothing happened: the same revision, the same traffic, no audit entry.
+    assert_eq!(variation(&gw, "u-1").await, "treatment");
+    let flags = call(&gw, "GET", "/admin/v1/flags", Some(READ), None, None).await.json();
+    assert_eq!(flags["revision"], 1);
+    let audit = call(&gw, "GET", "/admin/v1/audit", Some(READ), None, None).await.json();
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1, "only the file's load");
+
+    // The checks are those of a real change: a stale If-Match, an invalid change, a read token.
+    let stale =
+        call(&gw, "POST", "/admin/v1/flags/bot/kill?dry_run=true", Some(WRITE), Some(kill.clone()), Some(7)).await;
+    assert_eq!(stale.status, 412, "{}", stale.text());
+    let bad = json!({"reason": "r", "weights": [{"variation": "control", "percent": 70}]});
+    let invalid = call(&gw, "PUT", "/admin/v1/flags/bot/rollout?dry_run=true", Some(WRITE), Some(bad), None).await;
+    assert_eq!(invalid.status, 422, "{}", invalid.text());
+    let template = json!({"reason": "r", "version": {"version": 3, "provider": "up", "model": "m",
+        "messages": [{"role": "system", "content": "{{#open}} never closed"}]}});
+    let refused =
+        call(&gw, "POST", "/admin/v1/ai-configs/bot/versions?dry_run=1", Some(WRITE), Some(template), None).await;
+    assert_eq!(refused.status, 422, "a template that does not compile: {}", refused.text());
+    let read = call(&gw, "POST", "/admin/v1/flags/bot/kill?dry_run=true", Some(READ), Some(kill.clone()), None).await;
+    assert_eq!(read.status, 403);
+    let unknown =
+        call(&gw, "POST", "/admin/v1/flags/bot/kill?dryrun=true", Some(WRITE), Some(kill.clone()), None).await;
+    assert_eq!(unknown.status, 422, "an unknown parameter is refused, not ignored: {}", unknown.text());
+    let no_reason =
+        call(&gw, "POST", "/admin/v1/flags/bot/kill?dry_run=true", Some(WRITE), Some(json!({})), None).await;
+    assert_eq!(no_reason.status, 422);
+
+    // Then for real: the flag list says who, when and why.
+    let applied = call(&gw, "POST", "/admin/v1/flags/bot/kill", Some(WRITE), Some(kill), Some(1)).await;
+    assert_eq!(applied.status, 200);
+    let flags = call(&gw, "GET", "/admin/v1/flags", Some(READ), None, None).await.json();
+    let bot = flags["flags"].as_array().unwrap().iter().find(|f| f["key"] == "bot").unwrap().clone();
+    assert_eq!(bot["last_change"]["revision"], 2);
+    assert_eq!(bot["last_change"]["actor"], "ops");
+    assert_eq!(bot["last_change"]["reason"], "would kill");
+    let other = flags["flags"].as_array().unwrap().iter().find(|f| f["key"] == "other").unwrap().clone();
+    assert_eq!(other["last_change"]["actor"], "file", "as the file loaded it");
+}
+
+#[tokio::test]
+async fn whoami_and_the_timeseries_of_a_flag() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&admin_config(&up.base_url(), None)).await;
+    let me = call(&gw, "GET", "/admin/v1/whoami", Some(READ), None, None).await;
+    assert_eq!(me.json(), json!({"name": "viewer", "role": "read"}));
+    assert_eq!(call(&gw, "GET", "/admin/v1/whoami", None, None, None).await.status, 401);
+
+    for i in 0..7 {
+        variation(&gw, &format!("u-{i}")).await;
+    }
+    variation(&gw, "staff-1").await;
+    // Not sampled yet: the step holding now counts it.
+    let ts = call(&gw, "GET", "/admin/v1/flags/bot/timeseries?window=5m&step=30s", Some(READ), None, None).await;
+    assert_eq!(ts.status, 200, "{}", ts.text());
+    let ts = ts.json();
+    assert_eq!((ts["window"].as_u64(), ts["step"].as_u64()), (Some(300), Some(30)));
+    let variations = ts["variations"].as_array().unwrap();
+    assert_eq!(
+        variations.iter().map(|v| v["variation"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["control", "treatment"]
+    );
+    let treatment = &variations[1];
+    assert_eq!(treatment["points"].as_array().unwrap().len(), 10);
+    assert_eq!(treatment["total"]["requests"], 8);
+    // In the current step (or the one before, when a step boundary fell between them).
+    let recent =
+        treatment["points"][8]["requests"].as_u64().unwrap() + treatment["points"][9]["requests"].as_u64().unwrap();
+    assert_eq!(recent, 8);
+    assert_eq!(treatment["total"]["error_rate"], 0.0);
+    assert!(treatment["total"]["latency_p50_ms"].as_f64().is_some());
+    assert_eq!(variations[0]["total"]["requests"], 0);
+    assert_eq!(variations[0]["total"]["error_rate"], Value::Null, "no rate without requests");
+
+    let day = call(&gw, "GET", "/admin/v1/flags/bot/timeseries?window=24h", Some(READ), None, None).await.json();
+    assert_eq!((day["step"].as_u64(), day["variations"][0]["points"].as_array().unwrap().len()), (Some(300), 288));
+    for (query, status) in [
+        ("window=25h", 422),
+        ("window=0", 422),
+        ("window=soon", 422),
+        ("window=1h&step=1", 200),
+        ("window=24h&step=10", 200),
+        ("colour=red", 422),
+    ] {
+        let a = call(&gw, "GET", &format!("/admin/v1/flags/bot/timeseries?{query}"), Some(READ), None, None).await;
+        assert_eq!(a.status, status, "{query}: {}", a.text());
+    }
+    let missing = call(&gw, "GET", "/admin/v1/flags/nope/timeseries", Some(READ), None, None).await;
+    assert_eq!(missing.status, 404);
+}
