@@ -605,13 +605,18 @@ fn list_flags(state: &State) -> Response<Body> {
     json_response(StatusCode::OK, &api::FlagList { revision: current.revision, flags })
 }
 
-fn get_flag(state: &State, key: &str) -> Result<Response<Body>, ApiError> {
-    let current = state.current();
-    let doc = current
+/// Flag `key`'s document, or a 404.
+fn flag_doc<'s>(current: &'s crate::state::Stored, key: &str) -> Result<&'s Value, ApiError> {
+    current
         .docs
         .flags
         .get(key)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no flag `{key}`")))?;
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no flag `{key}`")))
+}
+
+fn get_flag(state: &State, key: &str) -> Result<Response<Body>, ApiError> {
+    let current = state.current();
+    let doc = flag_doc(&current, key)?;
     let mut flag = flag_view(state, key, doc, current.flag_revisions.get(key).copied());
     flag.definition = Some(doc.clone());
     let mut resp = json_response(StatusCode::OK, &api::FlagAnswer { revision: current.revision, flag });
@@ -645,11 +650,7 @@ fn timeseries(state: &State, key: &str, query: &str) -> Result<Response<Body>, A
         invalid(field, message)
     })?;
     let current = state.current();
-    let doc = current
-        .docs
-        .flags
-        .get(key)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no flag `{key}`")))?;
+    let doc = flag_doc(&current, key)?;
     let variations: Vec<String> = doc
         .get("variations")
         .and_then(Value::as_array)
