@@ -658,7 +658,7 @@ fn timeseries(state: &State, key: &str, query: &str) -> Result<Response<Body>, A
         .unwrap_or_default();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let metrics = &state.gateway().metrics;
-    let live = |variation: &str| Some(metrics.totals(key, variation));
+    let live = |variation: &str| Some(metrics.live_totals(key, variation));
     let series = metrics.history.view(key, &variations, w, now, &live);
     let answer = api::Timeseries {
         revision: current.revision,

@@ -364,14 +364,15 @@ impl History {
     }
 
     /// `flag`'s `variations` over `window` up to `now`, with `live` — each variation's
-    /// totals now, if known — counted in the current step (what has not been sampled yet).
+    /// totals now and where they come from, if known — counted in the current step (what
+    /// has not been sampled yet).
     pub fn view(
         &self,
         flag: &str,
         variations: &[String],
         w: Window,
         now: u64,
-        live: &dyn Fn(&str) -> Option<GuardSnapshot>,
+        live: &dyn Fn(&str) -> Option<(Source, GuardSnapshot)>,
     ) -> Vec<VariationSeries> {
         let resolution = w.resolution();
         // Steps are aligned to multiples of `step`; the last one holds `now`.
@@ -383,8 +384,11 @@ impl History {
             .iter()
             .map(|variation| {
                 let s = series.get(&(flag.to_string(), variation.clone()));
+                // Only against a baseline of the same totals (not a process's against the fleet's).
                 let pending = match (s, live(variation)) {
-                    (Some(s), Some(totals)) => Point::from_window(&totals.since(&s.last), names),
+                    (Some(s), Some((source, totals))) if source == s.source => {
+                        Point::from_window(&totals.since(&s.last), names)
+                    }
                     _ => Point::default(),
                 };
                 let mut total = Point::default();
@@ -457,7 +461,7 @@ mod tests {
         });
     }
 
-    fn none(_: &str) -> Option<GuardSnapshot> {
+    fn none(_: &str) -> Option<(Source, GuardSnapshot)> {
         None
     }
 
@@ -509,13 +513,17 @@ mod tests {
         ok(&stats, 10);
         ok(&stats, 10);
         ok(&stats, 10);
-        let live = |v: &str| (v == "control").then(|| stats.snapshot());
+        let live = |v: &str| (v == "control").then(|| (Source::Process, stats.snapshot()));
         let v = h.view("bot", &["control".into()], Window::new(60, 10).unwrap(), T0 + 4, &live);
         assert_eq!(v[0].points.last().map(|p| (p.t, p.requests)), Some((T0, 3)));
         assert_eq!(v[0].total.requests, 3);
         // Sampling it later does not count it twice.
         h.sample(T0 + 10, Source::Process, [(key("control"), stats.snapshot())]);
         let v = h.view("bot", &["control".into()], Window::new(60, 10).unwrap(), T0 + 12, &live);
+        assert_eq!(v[0].total.requests, 3);
+        // Totals of another source are not set against this baseline.
+        let fleet = |_: &str| Some((Source::Fleet, GuardSnapshot { requests: 1000, ..GuardSnapshot::default() }));
+        let v = h.view("bot", &["control".into()], Window::new(60, 10).unwrap(), T0 + 12, &fleet);
         assert_eq!(v[0].total.requests, 3);
     }
 

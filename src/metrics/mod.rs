@@ -421,11 +421,7 @@ impl Metrics {
     /// The totals the guards and experiments decide on for (flag, variation): the fleet's
     /// (with the fleet store: every instance's flushed statistics), else this process's.
     pub fn totals(&self, flag: &str, variation: &str) -> GuardSnapshot {
-        let fleet = self.fleet_totals.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        match fleet {
-            Some(all) => all.get(&(flag.to_string(), variation.to_string())).cloned().unwrap_or_default(),
-            None => self.guard_stats(flag, variation).snapshot(),
-        }
+        self.live_totals(flag, variation).1
     }
 
     /// Add what every (flag, variation) gained since the last call to its history, at `now`
@@ -441,6 +437,18 @@ impl Metrics {
                 let totals = self.all_guard_stats().into_iter().map(|(k, s)| (k, s.snapshot()));
                 self.history.sample(now, history::Source::Process, totals);
             }
+        }
+    }
+
+    /// [`Metrics::totals`] and whether they are the fleet's (for [`history::History::view`]).
+    pub fn live_totals(&self, flag: &str, variation: &str) -> (history::Source, GuardSnapshot) {
+        let fleet = self.fleet_totals.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        match fleet {
+            Some(all) => {
+                let totals = all.get(&(flag.to_string(), variation.to_string())).cloned().unwrap_or_default();
+                (history::Source::Fleet, totals)
+            }
+            None => (history::Source::Process, self.guard_stats(flag, variation).snapshot()),
         }
     }
 
