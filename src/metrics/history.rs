@@ -641,6 +641,7 @@ mod tests {
         }
         let (bytes, points) = h.footprint();
         assert_eq!(points, FINE.points + COARSE.points);
+        eprintln!("history of one busy variation: {points} points, {bytes} bytes");
         assert!(bytes <= 300 * 1024, "{bytes} bytes for one variation");
     }
 }
