@@ -4,12 +4,14 @@
 //! a presented key is hashed once and compared with every client's digest in constant time,
 //! so neither the key nor which client it nearly matched leaks through timing.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::keys::KeyRing;
 pub use crate::keys::{bearer, digest, parse_digest, KeyDigest};
 
-use crate::config::Config;
+use crate::config::{ClientConfig, ClientKind, Config, RateLimit};
 use crate::flags::Single;
 
 /// An authenticated app.
@@ -21,6 +23,14 @@ pub struct Client {
     pub context: Single,
     /// The app as templates see it (`{{client.name}}`, `{{client.<attribute>}}`).
     pub template_value: serde_json::Value,
+    /// What the key may call.
+    pub kind: ClientKind,
+    /// Only these flags over OFREP (`None`: every flag).
+    pub flags: Option<std::collections::BTreeSet<String>>,
+    /// `kind: browser`: the origins its pages come from.
+    pub origins: Vec<String>,
+    /// OFREP evaluations this key may make.
+    pub ofrep_limit: Option<Limiter>,
 }
 
 impl Client {
@@ -34,7 +44,79 @@ impl Client {
         };
         let mut template = attributes.clone();
         template.insert("name".into(), serde_json::Value::String(name.to_string()));
-        Client { name: name.to_string(), attributes, context, template_value: serde_json::Value::Object(template) }
+        Client {
+            name: name.to_string(),
+            attributes,
+            context,
+            template_value: serde_json::Value::Object(template),
+            kind: ClientKind::Proxy,
+            flags: None,
+            origins: Vec::new(),
+            ofrep_limit: None,
+        }
+    }
+
+    /// The client of `name` in the config.
+    pub fn from_config(name: &str, c: &ClientConfig) -> Self {
+        Client {
+            kind: c.kind,
+            flags: c.flags.as_ref().map(|f| f.iter().cloned().collect()),
+            origins: c.origins.clone(),
+            ofrep_limit: c.ofrep_rate_limit.map(Limiter::new),
+            ..Client::new(name, c.attributes.clone())
+        }
+    }
+
+    /// Whether the key may call the OpenAI endpoints and feedback (not only OFREP).
+    pub fn may_proxy(&self) -> bool {
+        self.kind == ClientKind::Proxy
+    }
+
+    /// Whether the key may see flag `key` over OFREP.
+    pub fn sees_flag(&self, key: &str) -> bool {
+        self.flags.as_ref().is_none_or(|f| f.contains(key))
+    }
+}
+
+/// A rate limit as a generic cell rate algorithm: one atomic, the time the bucket would be
+/// empty ("theoretical arrival time"); a request is allowed when that stays within
+/// `burst` intervals of now. No lock, no background refill.
+#[derive(Debug)]
+pub struct Limiter {
+    start: Instant,
+    /// Nanoseconds between requests at the sustained rate.
+    interval: u64,
+    /// `burst` intervals.
+    tolerance: u64,
+    /// Nanoseconds since `start`.
+    tat: AtomicU64,
+}
+
+impl Limiter {
+    pub fn new(rate: RateLimit) -> Limiter {
+        let interval = (1e9 / rate.per_second).round().max(1.0) as u64;
+        Limiter {
+            start: Instant::now(),
+            interval,
+            tolerance: interval.saturating_mul(u64::from(rate.burst)),
+            tat: AtomicU64::new(0),
+        }
+    }
+
+    /// Take one request at `now`, or say how long until one would be allowed.
+    pub fn take(&self, now: Instant) -> Result<(), Duration> {
+        let now = u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX);
+        let mut tat = self.tat.load(Ordering::Relaxed);
+        loop {
+            let next = tat.max(now).saturating_add(self.interval);
+            if next - now > self.tolerance {
+                return Err(Duration::from_nanos(next - now - self.tolerance));
+            }
+            match self.tat.compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return Ok(()),
+                Err(seen) => tat = seen,
+            }
+        }
     }
 }
 
@@ -51,10 +133,15 @@ impl Clients {
             .iter()
             .filter_map(|(name, c)| {
                 let d = crate::keys::configured(c.key.as_ref().map(|k| k.expose()), c.key_sha256.as_deref(), 0).ok()?;
-                Some((d, Arc::new(Client::new(name, c.attributes.clone()))))
+                Some((d, Arc::new(Client::from_config(name, c))))
             })
             .collect();
         Clients { ring }
+    }
+
+    /// Every client.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Client>> {
+        self.ring.values()
     }
 
     /// The client named `name`.
@@ -65,5 +152,29 @@ impl Clients {
     /// The client whose key is `key`. Every digest is compared, match or not.
     pub fn authenticate(&self, key: &[u8]) -> Option<&Arc<Client>> {
         self.ring.open(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_allows_a_burst_then_the_rate() {
+        let l = Limiter::new(RateLimit { per_second: 10.0, burst: 3 });
+        let t0 = l.start;
+        for _ in 0..3 {
+            assert_eq!(l.take(t0), Ok(()));
+        }
+        let wait = l.take(t0).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(100), "one interval at 10/s");
+        assert!(l.take(t0 + Duration::from_millis(99)).is_err());
+        assert_eq!(l.take(t0 + Duration::from_millis(100)), Ok(()));
+        // A second later the whole burst is back, and no more.
+        let later = t0 + Duration::from_millis(1100);
+        for _ in 0..3 {
+            assert_eq!(l.take(later), Ok(()));
+        }
+        assert!(l.take(later).is_err());
     }
 }

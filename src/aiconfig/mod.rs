@@ -52,6 +52,10 @@ pub struct Version {
     pub missing_variables: IntCounter,
     /// Most bytes of rendered text one request may produce.
     render_limit: usize,
+    /// The version in LaunchDarkly's AI config shape, messages unrendered, for apps that
+    /// call the provider themselves (OFREP): `_ldMeta` (enabled, version, mode), `model`
+    /// (name, parameters), `messages`, `provider` (its name only — never a URL or key).
+    pub ld_value: serde_json::Value,
 }
 
 #[derive(Debug)]
@@ -169,6 +173,16 @@ impl Version {
                 header,
                 missing_variables,
                 render_limit,
+                ld_value: serde_json::json!({
+                    "_ldMeta": {"enabled": resolved.enabled, "version": version, "mode": "completion"},
+                    "model": {"name": resolved.model, "parameters": resolved.parameters},
+                    "messages": resolved
+                        .messages
+                        .iter()
+                        .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
+                        .collect::<Vec<_>>(),
+                    "provider": {"name": resolved.provider},
+                }),
             }),
             _ => Err(problems),
         }

@@ -367,6 +367,45 @@ pub struct ClientConfig {
     /// Attributes of the app, for targeting.
     #[serde(default)]
     pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// What the key may call (`proxy`: everything; `ofrep`: only OpenFeature remote
+    /// evaluation; `browser`: only OFREP, from `origins` — a key safe to ship in a page).
+    #[serde(default)]
+    pub kind: ClientKind,
+    /// Only these flags over OFREP (absent: every flag).
+    #[serde(default)]
+    pub flags: Option<Vec<String>>,
+    /// `kind: browser`: the web origins its pages are served from (CORS).
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// OFREP evaluations this key may make, past which it gets 429 with `Retry-After`.
+    #[serde(default)]
+    pub ofrep_rate_limit: Option<RateLimit>,
+}
+
+/// What a gateway key may call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// The OpenAI endpoints, feedback and OFREP.
+    #[default]
+    Proxy,
+    /// OFREP only.
+    Ofrep,
+    /// OFREP only, from the client's `origins` (CORS).
+    Browser,
+}
+
+/// A rate: `per_second` on average, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    #[serde(default = "one")]
+    pub burst: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// How sluice talks to a provider.

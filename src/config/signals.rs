@@ -365,7 +365,7 @@ pub(super) fn validate(
 
 /// `scheme://host[:port]` exactly as browsers send `Origin`: lowercase, no default port,
 /// no path, a host of labels (or a bracketed IPv6 address) and a port of 1–65535.
-fn is_origin(s: &str) -> bool {
+pub(super) fn is_origin(s: &str) -> bool {
     let Some((scheme, rest)) = s.split_once("://") else { return false };
     let (host, port) = if rest.starts_with('[') {
         let Some(end) = rest.find(']') else { return false };

@@ -369,6 +369,36 @@ fn clients(config: &Config, problems: &mut Vec<Problem>) {
             problems.push(Problem::new(&at, format!("has the same key as client `{other}`")));
         }
     }
+    for (name, c) in &config.clients {
+        let at = format!("clients.{name}");
+        match (c.kind, c.origins.is_empty()) {
+            (super::ClientKind::Browser, true) => problems.push(Problem::new(
+                format!("{at}.origins"),
+                "a `browser` key needs the origins its pages are served from (CORS)",
+            )),
+            (super::ClientKind::Proxy | super::ClientKind::Ofrep, false) => problems.push(Problem::new(
+                format!("{at}.origins"),
+                "only a `kind: browser` key is called from web pages: set `kind: browser` (OFREP only)",
+            )),
+            _ => {}
+        }
+        for (i, origin) in c.origins.iter().enumerate() {
+            if !super::signals::is_origin(origin) {
+                problems.push(Problem::new(
+                    format!("{at}.origins[{i}]"),
+                    "an origin is `scheme://host[:port]`, e.g. `https://app.example.com`",
+                ));
+            }
+        }
+        if let Some(r) = c.ofrep_rate_limit {
+            if !(r.per_second.is_finite() && r.per_second > 0.0 && r.per_second <= 1e6) {
+                problems.push(Problem::new(format!("{at}.ofrep_rate_limit.per_second"), "a number in (0, 1000000]"));
+            }
+            if r.burst == 0 || r.burst > 1_000_000 {
+                problems.push(Problem::new(format!("{at}.ofrep_rate_limit.burst"), "1 to 1000000"));
+            }
+        }
+    }
 }
 
 fn aliases(config: &Config, problems: &mut Vec<Problem>) {

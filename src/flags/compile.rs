@@ -248,6 +248,26 @@ impl FlagSet {
         self.flags.iter().map(|f| &*f.key)
     }
 
+    /// Whether what `reason` says was served is a percentage rollout (a split of the
+    /// contexts, as OpenFeature's `SPLIT` reason means): a rule's or the fallthrough's.
+    pub fn served_split(&self, index: FlagIndex, reason: &crate::flags::Reason<'_>) -> bool {
+        let Some(f) = self.flags.get(index.0) else { return false };
+        let outcome = match *reason {
+            crate::flags::Reason::RuleMatch { rule_index, .. } => f.rules.get(rule_index).map(|r| &r.outcome),
+            crate::flags::Reason::Fallthrough { .. } => Some(&f.fallthrough),
+            _ => None,
+        };
+        matches!(outcome, Some(Outcome::Rollout(_)))
+    }
+
+    /// Whether the flag serves everyone the same way when on: no prerequisites, targets
+    /// or rules (OpenFeature's `STATIC`).
+    pub fn is_static(&self, index: FlagIndex) -> bool {
+        self.flags
+            .get(index.0)
+            .is_some_and(|f| f.prerequisites.is_empty() && f.targets.is_empty() && f.rules.is_empty())
+    }
+
     /// The variations of a flag.
     pub fn variations(&self, index: FlagIndex) -> &[Value] {
         self.flags.get(index.0).map_or(&[], |f| &f.variations)

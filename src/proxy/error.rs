@@ -95,6 +95,9 @@ pub enum GatewayError {
     OriginNotAllowed(String),
     #[error("a preflight request needs an `Origin` header")]
     NoOrigin,
+    /// The key is of a kind that may only evaluate flags over OFREP.
+    #[error("the gateway key of client `{0}` may only evaluate flags (OFREP, /ofrep/v1/...)")]
+    KeyNotAllowed(String),
     /// A guardrail in `block` mode failed the provider's answer; the answer was not sent.
     #[error("the answer failed the guardrail `{0}` and was withheld")]
     GuardrailBlocked(String),
@@ -154,6 +157,7 @@ impl GatewayError {
             FeedbackFull => client(StatusCode::SERVICE_UNAVAILABLE, None, "feedback_capacity"),
             OriginNotAllowed(_) => client(StatusCode::FORBIDDEN, None, "origin_not_allowed"),
             NoOrigin => client(StatusCode::BAD_REQUEST, None, "missing_origin"),
+            KeyNotAllowed(_) => client(StatusCode::FORBIDDEN, None, "key_not_allowed"),
             ShuttingDown => server(StatusCode::SERVICE_UNAVAILABLE, Outcome::Cancelled, "shutting_down"),
             GuardrailBlocked(_) => Parts {
                 status: StatusCode::UNPROCESSABLE_ENTITY,

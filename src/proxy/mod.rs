@@ -14,6 +14,7 @@
 pub mod context;
 pub mod error;
 pub mod feedback;
+pub mod ofrep;
 mod peek;
 pub mod record;
 pub use crate::wire::json_body as request;
@@ -121,6 +122,10 @@ async fn route(
             return Ok(body::text(StatusCode::OK, "ok"));
         }
         _ if snapshot.held => return Err(GatewayError::NotReady),
+        (_, p) if ofrep::is_ofrep(p) => {
+            record.skip();
+            return Ok(ofrep::handle(snapshot, req).await);
+        }
         (&Method::POST, "/v1/chat/completions") => Endpoint::ChatCompletions,
         (&Method::POST, "/v1/completions") => Endpoint::Completions,
         (&Method::POST, "/v1/embeddings") => Endpoint::Embeddings,
@@ -134,7 +139,10 @@ async fn route(
             return feedback::preflight(snapshot, req.headers());
         }
         (&Method::GET, "/v1/models") => {
-            authenticate(snapshot, req.headers())?;
+            let client = authenticate(snapshot, req.headers())?;
+            if !client.may_proxy() {
+                return Err(GatewayError::KeyNotAllowed(client.name.clone()));
+            }
             return Ok(body::json(StatusCode::OK, snapshot.models_json.clone()));
         }
         (
@@ -149,6 +157,9 @@ async fn route(
         (m, p) => return Err(GatewayError::UnknownUrl { method: m.to_string(), path: truncate(p) }),
     };
     let client = authenticate(snapshot, req.headers())?;
+    if !client.may_proxy() {
+        return Err(GatewayError::KeyNotAllowed(client.name.clone()));
+    }
     if let Some(log) = record.log_mut() {
         log.client = Some(Arc::from(client.name.as_str()));
     }
