@@ -98,9 +98,11 @@ function step(name) {
 }
 
 async function signIn(token) {
+  // Signed out whatever the page was doing: no token in this tab, then a fresh load.
   await page.goto(`${ADMIN}/ui/`);
-  const out = page.locator('[data-action=sign-out]');
-  if (await out.count()) await out.click();
+  await page.evaluate(() => sessionStorage.clear());
+  await page.goto(`${ADMIN}/ui/#/`);
+  await page.reload();
   await page.fill('input[name=token]', token);
   await page.click('[data-action=sign-in]');
   await page.waitForSelector('tr[data-flag=support-bot]');
@@ -163,7 +165,8 @@ await page.click('.tabs a[href$="/change"]');
 await page.fill('input[name=percent-candidate]', '20');
 await page.press('input[name=percent-candidate]', 'Enter');
 await page.locator('input[name=percent-control]').evaluate((e) => e.blur());
-assert.equal(await page.inputValue('input[name=percent-control]'), '80', 'the sum stays at 100 %');
+// The sum stays at 100 %.
+await page.waitForFunction(() => document.querySelector('input[name=percent-control]').value === '80');
 await shot('change');
 await page.click('[data-action=review-rollout]');
 await page.waitForSelector('.review pre.diff .add');
@@ -214,6 +217,7 @@ await page.waitForSelector('.toolbar .badge.on');
 step('a change from `sluice ctl` between opening the review and confirming: 412 shown, nothing overwritten');
 await page.fill('input[name=percent-candidate]', '30');
 await page.press('input[name=percent-candidate]', 'Enter');
+await page.waitForFunction(() => document.querySelector('input[name=percent-control]').value === '70');
 await page.click('[data-action=review-rollout]');
 await page.waitForSelector('.review pre.diff .add');
 execFileSync(BIN, ['ctl', '--url', ADMIN, '--token', WRITE, 'rollout', 'support-bot', 'control=90', 'candidate=10', '--reason', 'ctl: back to 10 % meanwhile'], { stdio: 'inherit' });
@@ -229,7 +233,7 @@ await shot('conflict');
 }
 await page.click('[data-action=reload]');
 await page.waitForSelector('.notice:has-text("Reloaded")');
-assert.equal(await page.inputValue('input[name=percent-candidate]'), '10');
+await page.waitForFunction(() => document.querySelector('input[name=percent-candidate]').value === '10');
 
 step('experiment: the results table');
 await page.click('.tabs a[href$="/experiment"]');
