@@ -333,3 +333,25 @@ async fn ofrep_the_proxy_and_sluice_eval_agree() {
     }
     assert_eq!(agreed, n);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openfeature_python_sdk_evaluates_sluices_flags() {
+    if !have(&OPENFEATURE_PY, "ofrep::the_openfeature_python_sdk_evaluates_sluices_flags") {
+        return;
+    }
+    let s = serve();
+    let base = format!("http://{}", s.data);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3").args(["tests/ofrep/python_sdk.py", &base, OFREP_KEY, LIMITED_KEY]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the OpenFeature Python SDK script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("all OpenFeature Python SDK checks passed"));
+}

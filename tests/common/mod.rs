@@ -505,6 +505,19 @@ pub const NOT_ROOT: Prerequisite = Prerequisite {
     missing: || is_root().then(|| "root writes to a read-only directory anyway".to_string()),
 };
 
+pub const OPENFEATURE_PY: Prerequisite = Prerequisite {
+    what: "python3 with `openfeature-sdk` and `openfeature-provider-ofrep`",
+    require: Some("SLUICE_REQUIRE_SDK"),
+    tests: &["ofrep::the_openfeature_python_sdk_evaluates_sluices_flags"],
+    missing: || {
+        (!runs("python3", &["-c", "import openfeature.contrib.provider.ofrep"])).then(|| {
+            "`python3 -c 'import openfeature.contrib.provider.ofrep'` fails (pip install openfeature-sdk \
+             openfeature-provider-ofrep)"
+                .to_string()
+        })
+    },
+};
+
 /// The Chromium the browser tests drive: `SLUICE_CHROMIUM`, else Debian's.
 pub fn chromium() -> String {
     std::env::var("SLUICE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string())
@@ -528,7 +541,7 @@ pub const BROWSER: Prerequisite = Prerequisite {
 
 /// Every optional prerequisite, for `tests/prerequisites.rs`'s summary.
 pub const PREREQUISITES: &[&Prerequisite] =
-    &[&PYTHON_SDK, &PROMTOOL, &redis::REDIS, &CONFORMANCE_DATA, &BROWSER, &PRLIMIT, &ROOT, &NOT_ROOT];
+    &[&PYTHON_SDK, &OPENFEATURE_PY, &PROMTOOL, &redis::REDIS, &CONFORMANCE_DATA, &BROWSER, &PRLIMIT, &ROOT, &NOT_ROOT];
 
 /// Whether `prerequisite` is here for test `name`. When it is missing the test is
 /// [`skipped`] (the caller returns) — or this fails, when the prerequisite is required.
