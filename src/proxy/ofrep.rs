@@ -141,11 +141,8 @@ fn bulk(snapshot: &Snapshot, client: &Client, context: &Context, headers: &Heade
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|tag| tag.trim().trim_start_matches("W/") == etag.to_str().unwrap_or(""));
-    let mut resp = if matches {
-        plain(StatusCode::NOT_MODIFIED)
-    } else {
-        body::json(StatusCode::OK, Bytes::from(body))
-    };
+    let mut resp =
+        if matches { plain(StatusCode::NOT_MODIFIED) } else { body::json(StatusCode::OK, Bytes::from(body)) };
     resp.headers_mut().insert(header::ETAG, etag);
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
@@ -316,9 +313,10 @@ fn cors_origin(client: &Client, headers: &HeaderMap) -> Result<Option<HeaderValu
 /// `OPTIONS`: a preflight from an origin some browser key lists.
 fn preflight(snapshot: &Snapshot, headers: &HeaderMap) -> Response<Body> {
     let Some(origin) = headers.get(header::ORIGIN) else { return plain(StatusCode::FORBIDDEN) };
-    let allowed = snapshot.clients.all().any(|c| {
-        c.kind == ClientKind::Browser && c.origins.iter().any(|o| o.as_bytes() == origin.as_bytes())
-    });
+    let allowed = snapshot
+        .clients
+        .all()
+        .any(|c| c.kind == ClientKind::Browser && c.origins.iter().any(|o| o.as_bytes() == origin.as_bytes()));
     if !allowed {
         return plain(StatusCode::FORBIDDEN);
     }
@@ -397,11 +395,13 @@ mod tests {
         );
         assert_eq!(ctx(r#"{"context": {"key": "k"}}"#).unwrap(), json!({"kind": "user", "key": "k"}));
         assert_eq!(
-            ctx(r#"{"context": {"targetingKey": "u", "privateAttributes": ["email"], "email": "x"}}"#).unwrap()["_meta"],
+            ctx(r#"{"context": {"targetingKey": "u", "privateAttributes": ["email"], "email": "x"}}"#).unwrap()
+                ["_meta"],
             json!({"privateAttributes": ["email"]})
         );
-        let multi = ctx(r#"{"context": {"kind": "multi", "user": {"targetingKey": "u"}, "org": {"key": "o", "size": 3}}}"#)
-            .unwrap();
+        let multi =
+            ctx(r#"{"context": {"kind": "multi", "user": {"targetingKey": "u"}, "org": {"key": "o", "size": 3}}}"#)
+                .unwrap();
         assert_eq!(multi["kind"], "multi");
         assert_eq!(multi["org"], json!({"key": "o", "size": 3}));
         assert_eq!(multi["user"], json!({"key": "u"}));
