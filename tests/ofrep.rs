@@ -355,3 +355,28 @@ async fn the_openfeature_python_sdk_evaluates_sluices_flags() {
     );
     assert!(stdout.contains("all OpenFeature Python SDK checks passed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openfeature_node_sdks_evaluate_sluices_flags() {
+    if !have(&OPENFEATURE_NODE, "ofrep::the_openfeature_node_sdks_evaluate_sluices_flags") {
+        return;
+    }
+    let s = serve();
+    let (base, admin) = (format!("http://{}", s.data), format!("http://{}", s.admin));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args(["tests/ofrep/node_sdk.mjs", &base, &admin, OFREP_KEY, LIMITED_KEY, "sluice-admin-demo-token"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the OpenFeature Node SDK script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("all OpenFeature Node SDK checks passed"));
+}

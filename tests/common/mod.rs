@@ -518,6 +518,19 @@ pub const OPENFEATURE_PY: Prerequisite = Prerequisite {
     },
 };
 
+pub const OPENFEATURE_NODE: Prerequisite = Prerequisite {
+    what: "Node.js with the OpenFeature SDKs (tests/ofrep)",
+    require: Some("SLUICE_REQUIRE_SDK"),
+    tests: &["ofrep::the_openfeature_node_sdks_evaluate_sluices_flags"],
+    missing: || {
+        if !runs("node", &["--version"]) {
+            return Some("`node` is not installed".to_string());
+        }
+        (!std::path::Path::new("tests/ofrep/node_modules/@openfeature/ofrep-web-provider/package.json").exists())
+            .then(|| "the OpenFeature Node SDKs are not installed (`npm ci --prefix tests/ofrep`)".to_string())
+    },
+};
+
 /// The Chromium the browser tests drive: `SLUICE_CHROMIUM`, else Debian's.
 pub fn chromium() -> String {
     std::env::var("SLUICE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string())
@@ -540,8 +553,18 @@ pub const BROWSER: Prerequisite = Prerequisite {
 };
 
 /// Every optional prerequisite, for `tests/prerequisites.rs`'s summary.
-pub const PREREQUISITES: &[&Prerequisite] =
-    &[&PYTHON_SDK, &OPENFEATURE_PY, &PROMTOOL, &redis::REDIS, &CONFORMANCE_DATA, &BROWSER, &PRLIMIT, &ROOT, &NOT_ROOT];
+pub const PREREQUISITES: &[&Prerequisite] = &[
+    &PYTHON_SDK,
+    &OPENFEATURE_PY,
+    &OPENFEATURE_NODE,
+    &PROMTOOL,
+    &redis::REDIS,
+    &CONFORMANCE_DATA,
+    &BROWSER,
+    &PRLIMIT,
+    &ROOT,
+    &NOT_ROOT,
+];
 
 /// Whether `prerequisite` is here for test `name`. When it is missing the test is
 /// [`skipped`] (the caller returns) — or this fails, when the prerequisite is required.
