@@ -380,3 +380,48 @@ async fn the_openfeature_node_sdks_evaluate_sluices_flags() {
     );
     assert!(stdout.contains("all OpenFeature Node SDK checks passed"));
 }
+
+/// Every kind of answer, checked against the protocol's own OpenAPI document
+/// (`tests/ofrep/openapi.yaml`) by `tests/ofrep/validate.py`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_matches_the_protocols_openapi_document() {
+    if !have(&OPENFEATURE_PY, "ofrep::every_answer_matches_the_protocols_openapi_document") {
+        return;
+    }
+    let s = serve();
+    let auth = bearer(OFREP_KEY);
+    let mut requests: Vec<(String, String)> = Vec::new();
+    let flags = ["theme", "new-checkout", "max-items", "ratio", "limits", "retired", "gated", "support-bot", "nope"];
+    for flag in flags {
+        for context in [json!({"targetingKey": "u1"}), json!({"targetingKey": "qa-tester", "beta": true})] {
+            requests.push((format!("/ofrep/v1/evaluate/flags/{flag}"), json!({ "context": context }).to_string()));
+        }
+        requests.push((format!("/ofrep/v1/evaluate/flags/{flag}"), r#"{"context": {"email": "x"}}"#.into()));
+        requests.push((format!("/ofrep/v1/evaluate/flags/{flag}"), "{not json".into()));
+    }
+    for body in [r#"{"context": {"targetingKey": "u1"}}"#, r#"{"context": {}}"#, r#"{"context": 3}"#, "[]"] {
+        requests.push(("/ofrep/v1/evaluate/flags".into(), body.into()));
+    }
+    let mut lines = Vec::new();
+    for (path, body) in &requests {
+        let a = ofrep(&s, path, &[(auth.0, &auth.1)], body).await;
+        let body = if a.body.is_empty() { Value::Null } else { a.json() };
+        lines.push(json!({"path": path, "status": a.status.as_u16(), "body": body}).to_string());
+    }
+    let unauthorized = ofrep(&s, "/ofrep/v1/evaluate/flags", &[], r#"{"context": {"targetingKey": "u1"}}"#).await;
+    lines.push(
+        json!({"path": "/ofrep/v1/evaluate/flags", "status": unauthorized.status.as_u16(), "body": null}).to_string(),
+    );
+    assert!(unauthorized.body.is_empty());
+    let dir = temp_dir("ofrep-answers");
+    let answers = dir.path().join("answers.jsonl");
+    std::fs::write(&answers, lines.join("\n")).unwrap();
+    let out = Command::new("python3")
+        .args(["tests/ofrep/validate.py", "tests/ofrep/openapi.yaml"])
+        .arg(&answers)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("{} answers match", lines.len())), "{stdout}");
+}

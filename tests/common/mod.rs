@@ -506,13 +506,16 @@ pub const NOT_ROOT: Prerequisite = Prerequisite {
 };
 
 pub const OPENFEATURE_PY: Prerequisite = Prerequisite {
-    what: "python3 with `openfeature-sdk` and `openfeature-provider-ofrep`",
+    what: "python3 with `openfeature-sdk`, `openfeature-provider-ofrep`, `jsonschema` and `pyyaml`",
     require: Some("SLUICE_REQUIRE_SDK"),
-    tests: &["ofrep::the_openfeature_python_sdk_evaluates_sluices_flags"],
+    tests: &[
+        "ofrep::the_openfeature_python_sdk_evaluates_sluices_flags",
+        "ofrep::every_answer_matches_the_protocols_openapi_document",
+    ],
     missing: || {
-        (!runs("python3", &["-c", "import openfeature.contrib.provider.ofrep"])).then(|| {
-            "`python3 -c 'import openfeature.contrib.provider.ofrep'` fails (pip install openfeature-sdk \
-             openfeature-provider-ofrep)"
+        (!runs("python3", &["-c", "import openfeature.contrib.provider.ofrep, jsonschema, yaml"])).then(|| {
+            "`python3 -c 'import openfeature.contrib.provider.ofrep, jsonschema, yaml'` fails (pip install \
+             openfeature-sdk openfeature-provider-ofrep jsonschema pyyaml)"
                 .to_string()
         })
     },
