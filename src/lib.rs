@@ -27,7 +27,7 @@
 //! | [`aiconfig`] | AI config versions compiled: the Mustache templates, rendering within a budget, the body edits |
 //! | [`snapshot`] | the immutable, precompiled view of the config one request uses (behind `ArcSwap`) |
 //! | [`gateway`] | the running gateway's shared state: the current snapshot, the metrics, draining |
-//! | [`proxy`] | the data-plane pipeline, OpenAI-style errors, the streaming body wrapper |
+//! | [`proxy`] | the data-plane pipeline, OpenAI-style errors, the streaming body wrapper, feedback, OpenFeature remote evaluation (`proxy::ofrep`) |
 //! | [`state`] | the runtime documents and their revision, the one write path, the state directory (`state.json`, the audit log) and its repairs |
 //! | [`fleet`] | the fleet store (`state.store: redis`): one Lua compare-and-set per change, the change log followed on a thread of its own, seeding, the local copy |
 //! | [`guard`] | guarded releases: the mSPRT tests, the guard task (checks on an injected clock, trips, ramp steps, webhooks) |

@@ -105,7 +105,8 @@ async fn evaluate(snapshot: &Snapshot, client: &Client, key: Option<&str>, req: 
     }
 }
 
-fn single(snapshot: &Snapshot, client: &Client, key: &str, context: &Context) -> Response<Body> {
+/// One flag for `context`, as `POST /ofrep/v1/evaluate/flags/{key}` answers.
+pub fn single(snapshot: &Snapshot, client: &Client, key: &str, context: &Context) -> Response<Body> {
     let targeting = &snapshot.targeting;
     let Some(index) = targeting.set.index(key).filter(|_| client.sees_flag(key)) else {
         return failure(StatusCode::NOT_FOUND, Some(key), "FLAG_NOT_FOUND", &format!("flag `{key}` was not found"));
@@ -116,7 +117,9 @@ fn single(snapshot: &Snapshot, client: &Client, key: &str, context: &Context) ->
     }
 }
 
-fn bulk(snapshot: &Snapshot, client: &Client, context: &Context, headers: &HeaderMap) -> Response<Body> {
+/// Every flag `client` may see for `context`, as `POST /ofrep/v1/evaluate/flags` answers
+/// (`headers`: the request's, for `If-None-Match`).
+pub fn bulk(snapshot: &Snapshot, client: &Client, context: &Context, headers: &HeaderMap) -> Response<Body> {
     let targeting = &snapshot.targeting;
     let flags: Vec<Value> = targeting
         .set
