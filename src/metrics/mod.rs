@@ -77,6 +77,7 @@ fn doubling(start: f64, n: i32) -> Vec<f64> {
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    tracked: IntCounterVec,
     duration: HistogramVec,
     ttft: HistogramVec,
     overhead: HistogramVec,
@@ -155,6 +156,13 @@ impl Metrics {
         };
         let requests = IntCounterVec::new(
             Opts::new("sluice_requests_total", "Requests by route and outcome."),
+            &route_and("outcome"),
+        )?;
+        let tracked = IntCounterVec::new(
+            Opts::new(
+                "sluice_tracked_requests_total",
+                "Model calls an app made itself and reported with POST /v1/track, by route and outcome (also counted in sluice_requests_total and every per-variation metric).",
+            ),
             &route_and("outcome"),
         )?;
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
@@ -324,6 +332,7 @@ impl Metrics {
             registry.register(Box::new(g.clone()))?;
         }
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(tracked.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(ttft.clone()))?;
         registry.register(Box::new(overhead.clone()))?;
@@ -342,6 +351,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             requests,
+            tracked,
             duration,
             ttft,
             overhead,
@@ -403,6 +413,7 @@ impl Metrics {
             guard,
             price,
             cost: self.cost.with_label_values(&v),
+            tracked: self.tracked.clone(),
         })
     }
 
@@ -643,6 +654,8 @@ pub struct RouteMetrics {
     /// The route's model's price, when `pricing:` has one.
     price: Option<Price>,
     cost: Counter,
+    /// `sluice_tracked_requests_total`, labelled when a tracked call is recorded.
+    tracked: IntCounterVec,
 }
 
 /// One app-reported metric's Prometheus handles.
@@ -799,11 +812,26 @@ impl RouteMetrics {
 
     /// Record one finished request: atomic additions only.
     pub fn record(&self, f: &Finished) {
+        self.overhead.observe(f.overhead.as_secs_f64());
+        self.record_call(f);
+    }
+
+    /// A model call an app made itself and reported (`POST /v1/track`): counted as a
+    /// proxied request is — outcome, duration, time to first token, tokens, cost, the
+    /// guards' statistics — except sluice's own overhead, and in
+    /// `sluice_tracked_requests_total` too.
+    pub fn record_tracked(&self, f: &Finished) {
+        self.record_call(f);
+        let mut labels = self.labels.values().to_vec();
+        labels.push(f.outcome.as_str());
+        self.tracked.with_label_values(&labels).inc();
+    }
+
+    fn record_call(&self, f: &Finished) {
         let cost = f.usage.and_then(|u| self.record_tokens(u));
         let f = &Finished { cost, ..*f };
         self.outcomes[f.outcome as usize].inc();
         self.duration.observe(f.duration.as_secs_f64());
-        self.overhead.observe(f.overhead.as_secs_f64());
         if let Some(t) = f.ttft {
             self.ttft.observe(t.as_secs_f64());
         }

@@ -107,7 +107,7 @@ async fn take(snapshot: &Snapshot, req: Request<Incoming>, browser: bool) -> Res
     accept(snapshot, &bytes, now_ms())
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
@@ -129,36 +129,7 @@ pub fn accept(snapshot: &Snapshot, bytes: &[u8], now_ms: u64) -> Result<String, 
         TokenError::BadSignature => GatewayError::InvalidToken(e.to_string()),
     })?;
     let metric = body.metric.as_ref();
-    let position = snapshot.metric_defs.iter().position(|(k, _)| &**k == metric);
-    let (index, def) = match position {
-        Some(i) => (i, &snapshot.metric_defs[i].1),
-        None => return Err(GatewayError::UnknownMetric(metric.chars().take(100).collect())),
-    };
-    let value = match (def.kind, &body.value) {
-        (MetricType::Boolean, serde_json::Value::Bool(b)) => f64::from(u8::from(*b)),
-        (MetricType::Numeric, serde_json::Value::Number(n)) => {
-            let x = n
-                .as_f64()
-                .filter(|x| x.is_finite() && x.abs() <= MAX_ABS_VALUE)
-                .ok_or_else(|| invalid("value", format!("`{metric}` takes numbers from -1e12 to 1e12")))?;
-            if def.min.is_some_and(|m| x < m) || def.max.is_some_and(|m| x > m) {
-                let range = format!(
-                    "{} to {}",
-                    def.min.map_or("-∞".into(), |m| m.to_string()),
-                    def.max.map_or("∞".into(), |m| m.to_string())
-                );
-                return Err(invalid("value", format!("`{metric}` takes values from {range}")));
-            }
-            x
-        }
-        (kind, _) => {
-            let expected = match kind {
-                MetricType::Boolean => "true or false",
-                MetricType::Numeric => "a number",
-            };
-            return Err(invalid("value", format!("`{metric}` is a {} metric: its value is {expected}", kind.as_str())));
-        }
-    };
+    let (index, value) = metric_value(snapshot, metric, &body.value)?;
     let expires_ms = claims.issued_ms.saturating_add(snapshot.feedback.max_age_ms);
     if now_ms > expires_ms {
         return Err(GatewayError::TokenExpired("the response is older than `feedback.max_age`".into()));
@@ -193,4 +164,45 @@ pub fn accept(snapshot: &Snapshot, bytes: &[u8], now_ms: u64) -> Result<String, 
         "metric": metric,
     })
     .to_string())
+}
+
+/// Metric `metric` of the config's `metrics:` and `value` checked against its type and
+/// range: its position in [`Snapshot::metric_defs`] and the value as a number.
+pub(super) fn metric_value(
+    snapshot: &Snapshot,
+    metric: &str,
+    value: &serde_json::Value,
+) -> Result<(usize, f64), GatewayError> {
+    let invalid = |param, message: String| GatewayError::InvalidFeedback { param, message };
+    let position = snapshot.metric_defs.iter().position(|(k, _)| &**k == metric);
+    let (index, def) = match position {
+        Some(i) => (i, &snapshot.metric_defs[i].1),
+        None => return Err(GatewayError::UnknownMetric(metric.chars().take(100).collect())),
+    };
+    let value = match (def.kind, value) {
+        (MetricType::Boolean, serde_json::Value::Bool(b)) => f64::from(u8::from(*b)),
+        (MetricType::Numeric, serde_json::Value::Number(n)) => {
+            let x = n
+                .as_f64()
+                .filter(|x| x.is_finite() && x.abs() <= MAX_ABS_VALUE)
+                .ok_or_else(|| invalid("value", format!("`{metric}` takes numbers from -1e12 to 1e12")))?;
+            if def.min.is_some_and(|m| x < m) || def.max.is_some_and(|m| x > m) {
+                let range = format!(
+                    "{} to {}",
+                    def.min.map_or("-∞".into(), |m| m.to_string()),
+                    def.max.map_or("∞".into(), |m| m.to_string())
+                );
+                return Err(invalid("value", format!("`{metric}` takes values from {range}")));
+            }
+            x
+        }
+        (kind, _) => {
+            let expected = match kind {
+                MetricType::Boolean => "true or false",
+                MetricType::Numeric => "a number",
+            };
+            return Err(invalid("value", format!("`{metric}` is a {} metric: its value is {expected}", kind.as_str())));
+        }
+    };
+    Ok((index, value))
 }

@@ -17,6 +17,7 @@ pub mod feedback;
 pub mod ofrep;
 mod peek;
 pub mod record;
+pub mod track;
 pub use crate::wire::json_body as request;
 pub mod sse;
 pub mod stream;
@@ -134,6 +135,15 @@ async fn route(
             record.skip();
             return Ok(feedback::post(snapshot, req).await);
         }
+        (&Method::POST, "/v1/track") => {
+            record.skip();
+            return track::track(snapshot, req).await;
+        }
+        (&Method::POST, p) if track::evaluate_path(p).is_some() => {
+            record.skip();
+            let flag = track::evaluate_path(p).unwrap_or_default().to_string();
+            return track::evaluate(snapshot, &flag, req).await;
+        }
         (&Method::OPTIONS, "/v1/feedback") => {
             record.skip();
             return feedback::preflight(snapshot, req.headers());
@@ -152,7 +162,8 @@ async fn route(
             | "/v1/embeddings"
             | "/v1/responses"
             | "/v1/models"
-            | "/v1/feedback"),
+            | "/v1/feedback"
+            | "/v1/track"),
         ) => return Err(GatewayError::MethodNotAllowed { method: m.to_string(), path: p.to_string() }),
         (m, p) => return Err(GatewayError::UnknownUrl { method: m.to_string(), path: truncate(p) }),
     };

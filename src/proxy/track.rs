@@ -1,0 +1,256 @@
+//! AI configs for apps that call the provider themselves, measured as if sluice had made
+//! the call:
+//!
+//! - `POST /v1/ai-configs/{flag}/evaluate` — the routing flag evaluated for the body's
+//!   context (with the key's client context, as on the proxy path): the variation's AI
+//!   config version in LaunchDarkly's AI config shape with its messages rendered for that
+//!   context and the body's `variables`, and the signed response token of that variation
+//!   (`tracking.token`), the same token a proxied answer carries in `x-sluice-token`;
+//! - `POST /v1/track` — that token with what the app measured of its call (outcome,
+//!   duration, time to first token, tokens, and any configured metric): recorded under the
+//!   variation exactly as a proxied request is — `sluice_requests_total`, durations,
+//!   tokens, cost, the guards' and experiments' statistics — and in
+//!   `sluice_tracked_requests_total`, so the metrics say which path a request took.
+//!
+//! Every check runs before anything is counted, with the statuses of `POST /v1/feedback`:
+//! a body that does not read (400), a forged token (401), an old one or one of a variation
+//! no longer served (410), a second report of the same call (409).
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::GatewayError;
+use super::feedback::{metric_value, now_ms, MAX_BODY};
+use crate::aiconfig::RenderScope;
+use crate::flags::{Context, Reason};
+use crate::metrics::{Finished, Outcome, Usage};
+use crate::snapshot::Snapshot;
+use crate::token::{Claims, DedupError, TokenError};
+use crate::wire::body::{self, Body};
+
+/// The path prefix of the evaluate endpoint.
+pub const AI_CONFIGS: &str = "/v1/ai-configs/";
+
+/// The longest call a report may describe (a day).
+const MAX_DURATION_MS: f64 = 86_400_000.0;
+/// The most tokens one call may report, each way.
+const MAX_TOKENS: u64 = 100_000_000;
+
+/// The flag of `/v1/ai-configs/{flag}/evaluate`.
+pub fn evaluate_path(path: &str) -> Option<&str> {
+    path.strip_prefix(AI_CONFIGS)?.strip_suffix("/evaluate").filter(|k| !k.is_empty() && !k.contains('/'))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvaluateBody {
+    /// A LaunchDarkly context object, or a user key.
+    context: Value,
+    #[serde(default)]
+    variables: Option<Value>,
+}
+
+/// `POST /v1/ai-configs/{flag}/evaluate`.
+pub async fn evaluate(snapshot: &Snapshot, flag: &str, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+    let (parts, incoming) = req.into_parts();
+    let client = super::authenticate(snapshot, &parts.headers)?;
+    if client.kind == crate::config::ClientKind::Browser {
+        return Err(GatewayError::KeyNotAllowed(client.name.clone()));
+    }
+    let bytes = super::read_body_within(MAX_BODY, snapshot, &parts.headers, incoming).await?;
+    let invalid = |param, message: String| GatewayError::InvalidFeedback { param, message };
+    let body: EvaluateBody =
+        serde_json::from_slice(&bytes).map_err(|e| invalid("body", format!("the body is not valid: {e}")))?;
+    let ldctx = match body.context {
+        Value::String(user) if !user.is_empty() => json!({"kind": "user", "key": user}),
+        v @ Value::Object(_) => v,
+        _ => {
+            return Err(GatewayError::InvalidContext("`context`: a LaunchDarkly context object, or a user key".into()))
+        }
+    };
+    let context = Context::from_json(&ldctx)
+        .map_err(|e| GatewayError::InvalidContext(format!("`context` is not a valid context: {e}")))?
+        .with(client.context.clone());
+    let vars = match body.variables {
+        None | Some(Value::Null) => json!({}),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err(GatewayError::InvalidVariables("`variables` must be a JSON object".into())),
+    };
+    let route = snapshot.flag_route(flag).ok_or_else(|| GatewayError::ModelNotFound(super::truncate(flag)))?;
+    let detail = snapshot.targeting.set.evaluate_index(route.index, &context);
+    let chosen = match (detail.reason, detail.variation_index) {
+        (Reason::Error(kind), _) => {
+            return Err(GatewayError::FlagError { flag: flag.to_string(), kind: kind.as_str() })
+        }
+        (_, Some(i)) if i < route.variants.len() => i,
+        _ => return Err(GatewayError::FlagError { flag: flag.to_string(), kind: "NO_VARIATION" }),
+    };
+    let variant = &route.variants[chosen];
+    let scope = RenderScope { ldctx: &ldctx, vars: &vars, client: &client.template_value };
+    let preview = variant.version.preview(&scope).map_err(|e| GatewayError::InvalidVariables(e.to_string()))?;
+    let digest = snapshot.feedback.signer.context_digest(context.kinds().iter().map(|k| (&*k.kind, &*k.key)));
+    let claims = Claims {
+        issued_ms: now_ms(),
+        nonce: fastrand::u64(..).to_be_bytes(),
+        random_context: false,
+        iteration: route.iteration,
+        version: variant.version.version,
+        context: digest,
+        flag: flag.to_string(),
+        variation: variant.name.to_string(),
+        ai_config: variant.version.key.to_string(),
+    };
+    let token = snapshot.feedback.signer.sign(&claims).ok_or(GatewayError::Internal)?;
+    let mut value = variant.version.ld_value.clone();
+    value["_ldMeta"]["variationKey"] = Value::String(variant.name.to_string());
+    value["_ldMeta"]["enabled"] = Value::Bool(variant.version.enabled);
+    value["messages"] = json!(preview.messages);
+    value["tracking"] = json!({
+        "token": token,
+        "flag": flag,
+        "variation": &*variant.name,
+        "ai_config": &*variant.version.key,
+        "version": variant.version.version,
+        "reason": detail.reason.to_json(),
+    });
+    Ok(body::json(StatusCode::OK, serde_json::to_vec(&value).unwrap_or_default()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackBody<'a> {
+    #[serde(borrow)]
+    token: Cow<'a, str>,
+    /// `ok` (default), `error`, `timeout`, `client_error` or `cancelled`.
+    #[serde(default, borrow)]
+    outcome: Option<Cow<'a, str>>,
+    duration_ms: f64,
+    #[serde(default)]
+    ttft_ms: Option<f64>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cached_input_tokens: Option<u64>,
+    /// Configured `metrics:` by key, as `POST /v1/feedback` takes them one at a time.
+    #[serde(default)]
+    metrics: serde_json::Map<String, Value>,
+}
+
+/// `POST /v1/track`.
+pub async fn track(snapshot: &Snapshot, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+    let (parts, incoming) = req.into_parts();
+    let client = super::authenticate(snapshot, &parts.headers)?;
+    if client.kind == crate::config::ClientKind::Browser {
+        return Err(GatewayError::KeyNotAllowed(client.name.clone()));
+    }
+    let bytes = super::read_body_within(MAX_BODY, snapshot, &parts.headers, incoming).await?;
+    let answer = accept(snapshot, &bytes, now_ms())?;
+    Ok(body::json(StatusCode::ACCEPTED, answer))
+}
+
+/// Check one report at `now_ms` and record it; the answer's JSON.
+pub fn accept(snapshot: &Snapshot, bytes: &[u8], now_ms: u64) -> Result<String, GatewayError> {
+    let invalid = |param, message: String| GatewayError::InvalidFeedback { param, message };
+    let body: TrackBody<'_> =
+        serde_json::from_slice(bytes).map_err(|e| invalid("body", format!("the track body is not valid: {e}")))?;
+    let outcome = match body.outcome.as_deref().unwrap_or("ok") {
+        "ok" => Outcome::Ok,
+        "error" => Outcome::UpstreamError,
+        "timeout" => Outcome::Timeout,
+        "client_error" => Outcome::ClientError,
+        "cancelled" => Outcome::Cancelled,
+        other => {
+            let other: String = other.chars().take(40).collect();
+            return Err(invalid("outcome", format!("`{other}`: use ok, error, timeout, client_error or cancelled")));
+        }
+    };
+    let millis = |param, x: f64| {
+        (x.is_finite() && (0.0..=MAX_DURATION_MS).contains(&x))
+            .then(|| Duration::from_secs_f64(x / 1000.0))
+            .ok_or_else(|| invalid(param, format!("milliseconds from 0 to {MAX_DURATION_MS}")))
+    };
+    let duration = millis("duration_ms", body.duration_ms)?;
+    let ttft = body.ttft_ms.map(|t| millis("ttft_ms", t)).transpose()?;
+    if ttft.is_some_and(|t| t > duration) {
+        return Err(invalid("ttft_ms", "the first token cannot come after the end".into()));
+    }
+    let usage = match (body.input_tokens, body.output_tokens) {
+        (None, None) if body.cached_input_tokens.is_none() => None,
+        (Some(input), Some(output)) => {
+            let cached = body.cached_input_tokens.unwrap_or(0);
+            if input > MAX_TOKENS || output > MAX_TOKENS || cached > input {
+                return Err(invalid("input_tokens", format!("at most {MAX_TOKENS} each way; cached ≤ input")));
+            }
+            Some(Usage { input, output, cached })
+        }
+        _ => return Err(invalid("input_tokens", "send input_tokens and output_tokens together".into())),
+    };
+    let claims = snapshot.feedback.signer.verify(&body.token).map_err(|e| match e {
+        TokenError::Malformed => GatewayError::InvalidToken(format!("{e}: it is `tracking.token` of the evaluation")),
+        TokenError::BadSignature => GatewayError::InvalidToken(e.to_string()),
+    })?;
+    // Every metric's value checked before anything is counted.
+    let mut values = Vec::with_capacity(body.metrics.len());
+    for (metric, value) in &body.metrics {
+        values.push((metric.as_str(), metric_value(snapshot, metric, value)?));
+    }
+    let expires_ms = claims.issued_ms.saturating_add(snapshot.feedback.max_age_ms);
+    if now_ms > expires_ms {
+        return Err(GatewayError::TokenExpired("the evaluation is older than `feedback.max_age`".into()));
+    }
+    let gone = |what: String| GatewayError::TokenExpired(what);
+    let route = snapshot
+        .flag_route(&claims.flag)
+        .ok_or_else(|| gone(format!("the flag `{}` no longer routes requests", claims.flag)))?;
+    if claims.iteration != route.iteration {
+        return Err(gone(format!("the evaluation belongs to iteration {} of the flag's experiment", claims.iteration)));
+    }
+    let variant =
+        route.variants.iter().find(|v| *v.name == claims.variation).ok_or_else(|| {
+            gone(format!("the flag `{}` has no variation `{}` any more", claims.flag, claims.variation))
+        })?;
+    // One report per call; each metric once per call too (shared with /v1/feedback).
+    let take = |what: &str| match snapshot.feedback.dedup.take(&claims, what, expires_ms, now_ms) {
+        Ok(()) => Ok(()),
+        Err(DedupError::Duplicate) => Err(GatewayError::DuplicateFeedback(what.to_string())),
+        Err(DedupError::Full) => Err(GatewayError::FeedbackFull),
+    };
+    take("track")?;
+    variant.metrics.record_tracked(&Finished { outcome, duration, ttft, overhead: Duration::ZERO, usage, cost: None });
+    let mut counted = Vec::new();
+    for (metric, (index, x)) in values {
+        if take(metric).is_ok() {
+            if let Some(signal) = variant.signals.get(index) {
+                signal.record(x);
+                counted.push(metric);
+            }
+        }
+    }
+    Ok(json!({
+        "status": "accepted",
+        "flag": claims.flag,
+        "variation": claims.variation,
+        "metrics": counted,
+    })
+    .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_evaluate_path_names_one_flag() {
+        assert_eq!(evaluate_path("/v1/ai-configs/support-bot/evaluate"), Some("support-bot"));
+        assert_eq!(evaluate_path("/v1/ai-configs//evaluate"), None);
+        assert_eq!(evaluate_path("/v1/ai-configs/a/b/evaluate"), None);
+        assert_eq!(evaluate_path("/v1/ai-configs/a"), None);
+    }
+}
