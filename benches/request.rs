@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
             let detail = snapshot.targeting.set.evaluate_index(route.index, &ctx.context);
             let variant = &route.variants[detail.variation_index?];
             let scope = RenderScope { ldctx: &ctx.ldctx, vars: &vars, client: &client.template_value };
-            let edits = variant.version.edits(true, body.get("messages"), &scope).ok()?;
+            let edits = variant.version.edits(true, body.get("messages"), body.get("tools"), &scope).ok()?;
             let edits: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (*k, &**v)).collect();
             Some(black_box(body.rewrite(&edits)).len())
         })

@@ -4,7 +4,9 @@
 //! A [`Version`] is built when the snapshot is: provider resolved, model name and
 //! parameters serialized, message templates compiled. Per request, [`Version::edits`]
 //! renders the messages and lists the top-level body members to set — `model`, the
-//! version's parameters, `messages` — which the proxy splices into the app's bytes.
+//! version's parameters, `messages`, and an agent's `tools` after the app's own — which
+//! the proxy splices into the app's bytes. An agent-mode version's instructions are its
+//! first (system) message.
 //! Rendering spends one [`Budget`] per request: at most `render_limit` bytes of rendered
 //! text (the snapshot sets it to `limits.max_request_body`) and
 //! [`template::MAX_SECTION_ITERATIONS`] section repetitions, over all the messages.
@@ -21,7 +23,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::config::aiconfig::{MessagesMode, Resolved};
+pub use crate::config::aiconfig::AiMode;
+use crate::config::aiconfig::{MessagesMode, Resolved, ToolConfig};
 use crate::providers::Provider;
 use template::{Budget, RenderError, Scope, Template};
 
@@ -56,6 +59,12 @@ pub struct Version {
     /// call the provider themselves (OFREP): `_ldMeta` (enabled, version, mode), `model`
     /// (name, parameters), `messages`, `provider` (its name only — never a URL or key).
     pub ld_value: serde_json::Value,
+    /// `completion` or `agent`.
+    pub ai_mode: AiMode,
+    /// An agent's tools as OpenAI function tools, comma-separated JSON (no brackets), and
+    /// their names: added to every chat request's own `tools`.
+    tools_json: Option<Box<str>>,
+    tool_names: Vec<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -90,7 +99,7 @@ impl Scope for RenderScope<'_> {
 pub struct BadMessages;
 
 /// Why a version's edits cannot be made for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EditError {
     #[error(transparent)]
     BadMessages(#[from] BadMessages),
@@ -98,6 +107,43 @@ pub enum EditError {
     /// the budget.
     #[error("messages[{message}]: {error}")]
     Render { message: usize, error: RenderError },
+    /// The app's `tools` is not an array of tools.
+    #[error("`tools` must be an array of tools")]
+    BadTools,
+    /// The app sent a tool of the same name as one of the agent's.
+    #[error("the tool `{0}` is the AI config's own: the app may not send one of that name")]
+    ToolClash(String),
+}
+
+/// A version in LaunchDarkly's AI config shape, messages (or an agent's instructions)
+/// unrendered: `_ldMeta`, `model`, `provider`, and `messages` — or `instructions` and
+/// `tools` for an agent.
+fn ld_value(version: u32, resolved: &crate::config::aiconfig::Resolved) -> Value {
+    let mut v = serde_json::json!({
+        "_ldMeta": {"enabled": resolved.enabled, "version": version, "mode": resolved.mode.as_str()},
+        "model": {"name": resolved.model, "parameters": resolved.parameters},
+        "provider": {"name": resolved.provider},
+    });
+    match (&resolved.instructions, resolved.mode) {
+        (Some(instructions), AiMode::Agent) => {
+            v["instructions"] = Value::String(instructions.clone());
+            v["tools"] = serde_json::json!(resolved.tools);
+        }
+        _ => {
+            v["messages"] =
+                resolved.messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect();
+        }
+    }
+    v
+}
+
+/// An agent's tool as an OpenAI function tool.
+fn openai_tool(t: &ToolConfig) -> Value {
+    let mut function = serde_json::json!({"name": t.name, "parameters": t.parameters});
+    if let Some(d) = &t.description {
+        function["description"] = Value::String(d.clone());
+    }
+    serde_json::json!({"type": "function", "function": function})
 }
 
 impl Version {
@@ -118,6 +164,11 @@ impl Version {
             problems.push(("provider".to_string(), format!("unknown provider `{}`", resolved.provider)));
         }
         let mut messages = Vec::with_capacity(resolved.messages.len());
+        // An agent's instructions are its first message.
+        let content_field = |i: usize| match (resolved.mode, i) {
+            (AiMode::Agent, 0) => "instructions".to_string(),
+            _ => format!("messages[{i}].content"),
+        };
         for (i, m) in resolved.messages.iter().enumerate() {
             if !ROLES.contains(&m.role.as_str()) {
                 problems.push((
@@ -130,14 +181,14 @@ impl Version {
                     for root in t.roots() {
                         if !TEMPLATE_ROOTS.contains(&root) {
                             problems.push((
-                                format!("messages[{i}].content"),
+                                content_field(i),
                                 format!("unknown template name `{root}` (use ldctx, vars or client)"),
                             ));
                         }
                     }
                     messages.push(Message { role_json: json_string(&m.role), content: t });
                 }
-                Err(e) => problems.push((format!("messages[{i}].content"), e.to_string())),
+                Err(e) => problems.push((content_field(i), e.to_string())),
             }
         }
         // Text every request renders must fit the budget, or every request would fail.
@@ -173,16 +224,13 @@ impl Version {
                 header,
                 missing_variables,
                 render_limit,
-                ld_value: serde_json::json!({
-                    "_ldMeta": {"enabled": resolved.enabled, "version": version, "mode": "completion"},
-                    "model": {"name": resolved.model, "parameters": resolved.parameters},
-                    "messages": resolved
-                        .messages
-                        .iter()
-                        .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
-                        .collect::<Vec<_>>(),
-                    "provider": {"name": resolved.provider},
+                ld_value: ld_value(version, resolved),
+                ai_mode: resolved.mode,
+                tools_json: (!resolved.tools.is_empty()).then(|| {
+                    let tools: Vec<String> = resolved.tools.iter().map(|t| openai_tool(t).to_string()).collect();
+                    tools.join(",").into()
                 }),
+                tool_names: resolved.tools.iter().map(|t| t.name.as_str().into()).collect(),
             }),
             _ => Err(problems),
         }
@@ -194,6 +242,7 @@ impl Version {
         &'s self,
         chat: bool,
         app_messages: Option<&RawValue>,
+        app_tools: Option<&RawValue>,
         scope: &RenderScope<'_>,
     ) -> Result<Vec<(&'s str, Cow<'s, str>)>, EditError> {
         let mut edits: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(2 + self.parameters.len());
@@ -204,7 +253,26 @@ impl Version {
         if chat && !self.messages.is_empty() {
             edits.push(("messages", Cow::Owned(self.messages_json(app_messages, scope)?)));
         }
+        if let (true, Some(tools)) = (chat, &self.tools_json) {
+            edits.push(("tools", Cow::Owned(self.tools_with(app_tools, tools)?)));
+        }
         Ok(edits)
+    }
+
+    /// The app's `tools` with the agent's after them: the app's bytes as it sent them (its
+    /// array's closing bracket moved), so what the provider receives is exactly both.
+    fn tools_with(&self, app: Option<&RawValue>, tools: &str) -> Result<String, EditError> {
+        let Some(app) = app else { return Ok(format!("[{tools}]")) };
+        let parsed: Vec<Value> = serde_json::from_str(app.get()).map_err(|_| EditError::BadTools)?;
+        for t in &parsed {
+            let name = t.pointer("/function/name").or_else(|| t.get("name")).and_then(Value::as_str);
+            if let Some(name) = name.filter(|n| self.tool_names.iter().any(|own| &**own == *n)) {
+                return Err(EditError::ToolClash(name.chars().take(64).collect()));
+            }
+        }
+        let text = app.get().trim_end();
+        let open = text.strip_suffix(']').ok_or(EditError::BadTools)?.trim_end();
+        Ok(if parsed.is_empty() { format!("[{tools}]") } else { format!("{open},{tools}]") })
     }
 
     /// The version as a request for `scope` would get it, for people to read: provider,

@@ -17,6 +17,9 @@ fn resolved(mode: MessagesMode, messages: &[(&str, &str)]) -> Resolved {
         messages: messages.iter().map(|(r, c)| MessageConfig { role: r.to_string(), content: c.to_string() }).collect(),
         messages_mode: mode,
         enabled: true,
+        mode: crate::config::aiconfig::AiMode::Completion,
+        instructions: None,
+        tools: Vec::new(),
     }
 }
 
@@ -47,7 +50,7 @@ fn edits_set_model_parameters_and_prepended_messages() {
     let app: Box<RawValue> =
         RawValue::from_string(r#"[{"role":"system","content":"app sys"},{"role":"user","content":"hi"}]"#.into())
             .unwrap();
-    let edits = v.edits(true, Some(&app), &scope).unwrap();
+    let edits = v.edits(true, Some(&app), None, &scope).unwrap();
     let map: HashMap<&str, Value> = edits.iter().map(|(k, v)| (*k, serde_json::from_str(v).unwrap())).collect();
     assert_eq!(map["model"], "m-2");
     assert_eq!(map["temperature"], 0.1);
@@ -57,7 +60,7 @@ fn edits_set_model_parameters_and_prepended_messages() {
     );
     assert_eq!(v.missing_variables.get(), 1);
     // Not chat (completions, embeddings): no messages.
-    assert!(v.edits(false, Some(&app), &scope).unwrap().iter().all(|(k, _)| *k != "messages"));
+    assert!(v.edits(false, Some(&app), None, &scope).unwrap().iter().all(|(k, _)| *k != "messages"));
 }
 
 #[test]
@@ -77,11 +80,11 @@ fn replace_mode_drops_the_apps_instructions() {
         r#"[{"role":"developer","content":"d"},{"role":"user","content":"q"},{"role":"system","content":"s"}]"#.into(),
     )
     .unwrap();
-    let edits = v.edits(true, Some(&app), &scope).unwrap();
+    let edits = v.edits(true, Some(&app), None, &scope).unwrap();
     let messages: Value = serde_json::from_str(&edits.iter().find(|(k, _)| *k == "messages").unwrap().1).unwrap();
     assert_eq!(messages, json!([{"role":"system","content":"new"},{"role":"user","content":"q"}]));
     let bad: Box<RawValue> = RawValue::from_string("{\"x\":1}".into()).unwrap();
-    assert_eq!(v.edits(true, Some(&bad), &scope), Err(EditError::BadMessages(BadMessages)));
+    assert_eq!(v.edits(true, Some(&bad), None, &scope), Err(EditError::BadMessages(BadMessages)));
 }
 
 #[test]
@@ -102,10 +105,10 @@ fn a_render_past_the_budget_names_the_message_and_makes_no_edits() {
     let (ldctx, _, client) = scope_values();
     let small = json!({"topic": [1, 2]});
     let scope = RenderScope { ldctx: &ldctx, vars: &small, client: &client };
-    assert!(v.edits(true, None, &scope).is_ok());
+    assert!(v.edits(true, None, None, &scope).is_ok());
     let large = json!({"topic": vec![1; 30_000]});
     let scope = RenderScope { ldctx: &ldctx, vars: &large, client: &client };
-    let e = v.edits(true, None, &scope).unwrap_err();
+    let e = v.edits(true, None, None, &scope).unwrap_err();
     assert_eq!(e, EditError::Render { message: 1, error: RenderError::TooLarge { limit: LIMIT } });
     assert_eq!(e.to_string(), "messages[1]: its output would exceed 4096 bytes");
 }

@@ -43,6 +43,52 @@ pub struct VersionConfig {
     /// The version as LaunchDarkly AI config JSON, instead of the fields above.
     #[serde(default)]
     pub launchdarkly: Option<LdAiConfig>,
+    /// `completion` (default: a prompt of messages) or `agent` (instructions and tools).
+    #[serde(default)]
+    pub mode: AiMode,
+    /// `mode: agent`: the agent's instructions (a Mustache template), sent as the system
+    /// message before the app's messages.
+    #[serde(default)]
+    pub instructions: Option<String>,
+    /// `mode: agent`: tools added to the app's own in every request (OpenAI's function
+    /// tools), and handed to apps that fetch the config.
+    #[serde(default)]
+    pub tools: Vec<ToolConfig>,
+}
+
+/// What a version is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AiMode {
+    #[default]
+    Completion,
+    Agent,
+}
+
+impl AiMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AiMode::Completion => "completion",
+            AiMode::Agent => "agent",
+        }
+    }
+}
+
+/// A tool of an agent-mode version.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfig {
+    /// 1–64 of `a-z A-Z 0-9 _ -`, unique in the version.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Its arguments' JSON Schema (an object schema).
+    #[serde(default = "empty_object_schema")]
+    pub parameters: Value,
+}
+
+fn empty_object_schema() -> Value {
+    serde_json::json!({"type": "object", "properties": {}})
 }
 
 fn yes() -> bool {
@@ -112,12 +158,66 @@ pub struct Resolved {
     pub messages: Vec<MessageConfig>,
     pub messages_mode: MessagesMode,
     pub enabled: bool,
+    pub mode: AiMode,
+    /// `mode: agent`: the instructions (also the first of `messages`, as a system message).
+    pub instructions: Option<String>,
+    pub tools: Vec<ToolConfig>,
 }
 
 /// Parameters a version may not set: sluice or the app controls them.
 pub const RESERVED_PARAMETERS: &[&str] = &["model", "messages", "stream", "prompt", "input"];
 
 impl VersionConfig {
+    /// An agent's fields: instructions and tools only in `mode: agent`, which needs
+    /// instructions; tool names valid and unique; the instructions become the first,
+    /// system, message.
+    fn check_agent(&self, resolved: &mut Resolved, problems: &mut Vec<(String, String)>) {
+        let mut problem = |field: String, message: &str| problems.push((field, message.to_string()));
+        if self.mode == AiMode::Completion {
+            if self.instructions.is_some() {
+                problem(
+                    "instructions".into(),
+                    "instructions are for `mode: agent` (a completion's prompt is `messages`)",
+                );
+            }
+            if !self.tools.is_empty() {
+                problem("tools".into(), "tools are for `mode: agent` (or set `parameters.tools` to replace the app's)");
+            }
+            return;
+        }
+        if self.launchdarkly.is_some() {
+            problem("launchdarkly".into(), "an agent is written in sluice's form: mode, instructions, tools");
+        }
+        match &self.instructions {
+            Some(i) if !i.trim().is_empty() => {
+                resolved.messages.insert(0, MessageConfig { role: "system".into(), content: i.clone() });
+            }
+            _ => problem("instructions".into(), "an agent needs its instructions"),
+        }
+        if !self.messages.is_empty() {
+            problem("messages".into(), "an agent's prompt is its `instructions`");
+        }
+        if self.parameters.contains_key("tools") {
+            problem("parameters.tools".into(), "an agent's tools go under `tools` (they are added to the app's)");
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (i, tool) in self.tools.iter().enumerate() {
+            let valid = (1..=64).contains(&tool.name.len())
+                && tool.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid {
+                problem(format!("tools[{i}].name"), "1 to 64 of a-z, A-Z, 0-9, _ and -");
+            }
+            if let Some(first) = seen.insert(tool.name.as_str(), i) {
+                let message =
+                    format!("`{}` is already the name of tools[{first}]: tool names must be unique", tool.name);
+                problem(format!("tools[{i}].name"), &message);
+            }
+            if tool.parameters.get("type").and_then(Value::as_str) != Some("object") {
+                problem(format!("tools[{i}].parameters"), "a JSON Schema of `type: object`");
+            }
+        }
+    }
+
     /// The version as served, or the problems with it as `(field, message)`.
     pub fn resolve(&self) -> Result<Resolved, Vec<(String, String)>> {
         let mut problems = Vec::new();
@@ -141,6 +241,9 @@ impl VersionConfig {
                     messages: ld.messages.clone(),
                     messages_mode: self.messages_mode,
                     enabled: self.enabled && ld.ld_meta.as_ref().and_then(|m| m.enabled).unwrap_or(true),
+                    mode: AiMode::Completion,
+                    instructions: None,
+                    tools: Vec::new(),
                 }
             }
             None => Resolved {
@@ -150,8 +253,13 @@ impl VersionConfig {
                 messages: self.messages.clone(),
                 messages_mode: self.messages_mode,
                 enabled: self.enabled,
+                mode: self.mode,
+                instructions: self.instructions.clone(),
+                tools: self.tools.clone(),
             },
         };
+        let mut resolved = resolved;
+        self.check_agent(&mut resolved, &mut problems);
         let (provider_field, model_field) = if self.launchdarkly.is_some() {
             ("launchdarkly.provider.name", "launchdarkly.model.name")
         } else {

@@ -189,15 +189,22 @@ impl Attempt<'_> {
     ) -> Result<Result<Response<Body>, upstream::Failure>, GatewayError> {
         let version = &variant.version;
         let chat = self.call.endpoint == Endpoint::ChatCompletions;
-        let edits = version.edits(chat, self.body.get("messages"), self.scope).map_err(|e| match e {
-            EditError::BadMessages(_) => GatewayError::InvalidMessages,
-            EditError::Render { message, error } => GatewayError::TemplateTooLarge {
-                ai_config: version.key.to_string(),
-                version: version.version,
-                message,
-                error,
+        let edits = version.edits(chat, self.body.get("messages"), self.body.get("tools"), self.scope).map_err(
+            |e| match e {
+                EditError::BadMessages(_) => GatewayError::InvalidMessages,
+                EditError::BadTools => GatewayError::InvalidField { field: "tools", expected: "an array of tools" },
+                EditError::ToolClash(name) => GatewayError::Refused {
+                    param: "tools",
+                    message: format!("the tool `{name}` is this AI config's own: send tools of other names"),
+                },
+                EditError::Render { message, error } => GatewayError::TemplateTooLarge {
+                    ai_config: version.key.to_string(),
+                    version: version.version,
+                    message,
+                    error,
+                },
             },
-        })?;
+        )?;
         let responses = self.call.endpoint == Endpoint::Responses;
         let mut edits: Vec<(&str, &str)> = edits.iter().map(|(k, v)| (responses_name(responses, k), &**v)).collect();
         if let Some(options) = self.usage_edit {

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use super::error::GatewayError;
 use super::feedback::{metric_value, now_ms, MAX_BODY};
-use crate::aiconfig::RenderScope;
+use crate::aiconfig::{AiMode, RenderScope};
 use crate::flags::{Context, Reason};
 use crate::metrics::{Finished, Outcome, Usage};
 use crate::snapshot::Snapshot;
@@ -109,7 +109,11 @@ pub async fn evaluate(snapshot: &Snapshot, flag: &str, req: Request<Incoming>) -
     let mut value = variant.version.ld_value.clone();
     value["_ldMeta"]["variationKey"] = Value::String(variant.name.to_string());
     value["_ldMeta"]["enabled"] = Value::Bool(variant.version.enabled);
-    value["messages"] = json!(preview.messages);
+    match variant.version.ai_mode {
+        // The instructions are the first message, rendered; the tools are as configured.
+        AiMode::Agent => value["instructions"] = json!(preview.messages.first().map(|m| &m.content)),
+        AiMode::Completion => value["messages"] = json!(preview.messages),
+    }
     value["tracking"] = json!({
         "token": token,
         "flag": flag,
