@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 /// An agent `trip` (instructions, two tools) served by the flag `trip` on the `up` provider,
 /// with a judge scoring every answer.
 const AGENT: &str = r#"
+admin:
+  tokens:
+    - {name: ops, token: admin-write-token-0123456789, role: write}
 judges:
   quality: {provider: judge, model: judge-1, rubric: "Is the answer helpful?"}
 ai_configs:
@@ -233,4 +236,41 @@ fn sluice_check_refuses_a_clash_of_tool_names_with_its_place() {
         assert!(stderr.contains(&format!("ai_configs.trip.versions[0].{field}")), "{field}: {stderr}");
         assert!(stderr.contains(message), "{field}: {stderr}");
     }
+}
+
+async fn admin(gw: &Running, method: &str, path: &str, body: Value) -> Answer {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "admin")
+        .header("authorization", "Bearer admin-write-token-0123456789")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    send(gw.admin_addr, req).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_version_added_at_runtime_is_checked_like_the_files() {
+    let up = Upstream::start(json_reply(CHAT_RESPONSE)).await;
+    let gw = gateway(&agent_config(&up.base_url())).await;
+    let tool = |name: &str| json!({"name": name, "parameters": {"type": "object"}});
+    let v2 = |tools: Value| {
+        json!({"reason": "a third tool", "version": {"version": 2, "provider": "up", "model": "gpt-x", "mode": "agent",
+            "instructions": "Plan trips.", "tools": tools}})
+    };
+    let twice = admin(&gw, "POST", "/admin/v1/ai-configs/trip/versions", v2(json!([tool("a"), tool("a")]))).await;
+    assert_eq!(twice.status, 422, "{}", twice.text());
+    assert!(twice.text().contains("tools[1].name"), "{}", twice.text());
+    let added = admin(&gw, "POST", "/admin/v1/ai-configs/trip/versions", v2(json!([tool("a"), tool("b")]))).await;
+    assert_eq!(added.status, 200, "{}", added.text());
+    let point = json!({"reason": "try v2", "ai_config": "trip", "version": 2});
+    assert_eq!(admin(&gw, "PUT", "/admin/v1/flags/trip/variations/agent", point).await.status, 200);
+
+    let a = send(gw.data_addr, ask(None)).await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let body = up.last().json();
+    let names: Vec<&str> =
+        body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(body["messages"][0], json!({"role": "system", "content": "Plan trips."}));
 }

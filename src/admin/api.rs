@@ -76,7 +76,7 @@ pub struct RollbackBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AddVersionBody {
     /// A version as in the config file: version, provider, model, parameters, messages,
-    /// messages_mode, enabled.
+    /// messages_mode, enabled — or an agent's mode, instructions and tools.
     pub version: Value,
     #[serde(default)]
     pub reason: String,

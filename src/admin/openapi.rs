@@ -66,7 +66,7 @@ fn describe(op: Op) -> (&'static str, bool, Option<Value>) {
             "Add a version to an AI config (a published version never changes).",
             true,
             body(
-                json!({"version": {"type": "object", "description": "A version as in the config file: version, provider, model, parameters, messages, messages_mode, enabled."}}),
+                json!({"version": {"type": "object", "description": "A version as in the config file: version, provider, model, parameters, messages, messages_mode, enabled; an agent: mode, instructions, tools."}}),
                 &["version"],
             ),
         ),
