@@ -29,8 +29,9 @@ pub struct Client {
     pub flags: Option<std::collections::BTreeSet<String>>,
     /// `kind: browser`: the origins its pages come from.
     pub origins: Vec<String>,
-    /// OFREP evaluations this key may make.
-    pub ofrep_limit: Option<Limiter>,
+    /// OFREP evaluations this key may make (kept across snapshots while the client's
+    /// name and rate stay: a reload or an admin change does not refill the bucket).
+    pub ofrep_limit: Option<Arc<Limiter>>,
 }
 
 impl Client {
@@ -56,13 +57,16 @@ impl Client {
         }
     }
 
-    /// The client of `name` in the config.
-    pub fn from_config(name: &str, c: &ClientConfig) -> Self {
+    /// The client of `name` in the config; its rate limiter is `previous`'s when that has
+    /// the same rate.
+    pub fn from_config(name: &str, c: &ClientConfig, previous: Option<&Client>) -> Self {
+        let kept =
+            |rate: RateLimit| previous.and_then(|p| p.ofrep_limit.as_ref()).filter(|l| l.rate == rate).map(Arc::clone);
         Client {
             kind: c.kind,
             flags: c.flags.as_ref().map(|f| f.iter().cloned().collect()),
             origins: c.origins.clone(),
-            ofrep_limit: c.ofrep_rate_limit.map(Limiter::new),
+            ofrep_limit: c.ofrep_rate_limit.map(|rate| kept(rate).unwrap_or_else(|| Arc::new(Limiter::new(rate)))),
             ..Client::new(name, c.attributes.clone())
         }
     }
@@ -83,6 +87,7 @@ impl Client {
 /// `burst` intervals of now. No lock, no background refill.
 #[derive(Debug)]
 pub struct Limiter {
+    rate: RateLimit,
     start: Instant,
     /// Nanoseconds between requests at the sustained rate.
     interval: u64,
@@ -96,6 +101,7 @@ impl Limiter {
     pub fn new(rate: RateLimit) -> Limiter {
         let interval = (1e9 / rate.per_second).round().max(1.0) as u64;
         Limiter {
+            rate,
             start: Instant::now(),
             interval,
             tolerance: interval.saturating_mul(u64::from(rate.burst)),
@@ -127,13 +133,16 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub fn from_config(config: &Config) -> Self {
+    /// The config's clients; each keeps the rate limiter `previous` had for it.
+    pub fn from_config(config: &Config, previous: Option<&Clients>) -> Self {
+        let before: std::collections::HashMap<&str, &Client> =
+            previous.iter().flat_map(|p| p.all()).map(|c| (c.name.as_str(), &**c)).collect();
         let ring = config
             .clients
             .iter()
             .filter_map(|(name, c)| {
                 let d = crate::keys::configured(c.key.as_ref().map(|k| k.expose()), c.key_sha256.as_deref(), 0).ok()?;
-                Some((d, Arc::new(Client::from_config(name, c))))
+                Some((d, Arc::new(Client::from_config(name, c, before.get(name.as_str()).copied()))))
             })
             .collect();
         Clients { ring }
@@ -176,5 +185,23 @@ mod tests {
             assert_eq!(l.take(later), Ok(()));
         }
         assert!(l.take(later).is_err());
+    }
+
+    #[test]
+    fn a_rebuild_keeps_a_clients_limiter_while_its_rate_stays() {
+        let yaml = |rate: &str| {
+            format!(
+                "listen: {{data: \"127.0.0.1:0\", admin: \"127.0.0.1:0\"}}\nclients:\n  a: {{key: sk-a-0123456789abcdef, kind: ofrep, ofrep_rate_limit: {rate}}}\n  b: {{key: sk-b-0123456789abcdef, kind: ofrep, ofrep_rate_limit: {{per_second: 1}}}}\nproviders:\n  m: {{kind: mock}}\n"
+            )
+        };
+        let config = |rate: &str| crate::config::parse(&yaml(rate), "t.yaml", &|_| None).unwrap().config;
+        let limiter = |c: &Clients, name: &str| Arc::clone(c.by_name(name).unwrap().ofrep_limit.as_ref().unwrap());
+        let first = Clients::from_config(&config("{per_second: 5, burst: 2}"), None);
+        let same = Clients::from_config(&config("{per_second: 5, burst: 2}"), Some(&first));
+        assert!(Arc::ptr_eq(&limiter(&first, "a"), &limiter(&same, "a")));
+        assert!(Arc::ptr_eq(&limiter(&first, "b"), &limiter(&same, "b")));
+        let changed = Clients::from_config(&config("{per_second: 5, burst: 3}"), Some(&same));
+        assert!(!Arc::ptr_eq(&limiter(&same, "a"), &limiter(&changed, "a")), "a new rate starts a new bucket");
+        assert!(Arc::ptr_eq(&limiter(&same, "b"), &limiter(&changed, "b")));
     }
 }

@@ -322,7 +322,7 @@ impl Snapshot {
             })
             .collect();
         Ok(Snapshot {
-            clients: Clients::from_config(config),
+            clients: Clients::from_config(config, previous.map(|p| &p.clients)),
             targeting,
             flag_routes,
             providers,

@@ -189,6 +189,21 @@ async fn ofrep_statuses_shapes_and_the_reason_mapping() {
     }
     assert_eq!(&statuses[..2], [200, 200], "the burst");
     assert!(statuses[2..].contains(&429), "{statuses:?}");
+    // An admin change rebuilds the snapshot; the key's bucket stays as empty as it was.
+    for op in ["kill", "restore"] {
+        let change = http::Request::builder()
+            .method("POST")
+            .uri(format!("/admin/v1/flags/theme/{op}"))
+            .header("host", "admin")
+            .header("authorization", "Bearer sluice-admin-demo-token")
+            .body(http_body_util::Full::new(bytes::Bytes::from(r#"{"reason":"a change"}"#)))
+            .unwrap();
+        assert_eq!(send(s.admin, change).await.status, 200, "{op}");
+    }
+    let after =
+        ofrep(&s, "/ofrep/v1/evaluate/flags/theme", &[(limited.0, &limited.1)], r#"{"context":{"targetingKey":"u"}}"#)
+            .await;
+    assert_eq!(after.status, 429, "an admin change refilled the rate limit");
 
     // A browser key: only from its origins, with CORS; its preflight.
     let web = bearer(WEB_KEY);
