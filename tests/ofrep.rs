@@ -356,19 +356,12 @@ async fn the_openfeature_python_sdk_evaluates_sluices_flags() {
     }
     let s = serve();
     let base = format!("http://{}", s.data);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3").args(["tests/ofrep/python_sdk.py", &base, OFREP_KEY, LIMITED_KEY]).output().unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
-    assert!(
-        out.status.success(),
-        "the OpenFeature Python SDK script failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("all OpenFeature Python SDK checks passed"));
+    run_sdk_script(
+        "python3",
+        "Python",
+        vec!["tests/ofrep/python_sdk.py".into(), base, OFREP_KEY.into(), LIMITED_KEY.into()],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,22 +371,28 @@ async fn the_openfeature_node_sdks_evaluate_sluices_flags() {
     }
     let s = serve();
     let (base, admin) = (format!("http://{}", s.data), format!("http://{}", s.admin));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["tests/ofrep/node_sdk.mjs", &base, &admin, OFREP_KEY, LIMITED_KEY, "sluice-admin-demo-token"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let args = vec![
+        "tests/ofrep/node_sdk.mjs".into(),
+        base,
+        admin,
+        OFREP_KEY.into(),
+        LIMITED_KEY.into(),
+        "sluice-admin-demo-token".into(),
+    ];
+    run_sdk_script("node", "Node", args).await;
+}
+
+/// Run an SDK's check script to its end: it must exit 0 and say all its checks passed.
+async fn run_sdk_script(program: &'static str, sdk: &str, args: Vec<String>) {
+    let out = tokio::task::spawn_blocking(move || Command::new(program).args(&args).output().unwrap()).await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{stdout}");
     assert!(
         out.status.success(),
-        "the OpenFeature Node SDK script failed:\n{stdout}\n{}",
+        "the OpenFeature {sdk} SDK script failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("all OpenFeature Node SDK checks passed"));
+    assert!(stdout.contains(&format!("all OpenFeature {sdk} SDK checks passed")), "{stdout}");
 }
 
 /// Every kind of answer, checked against the protocol's own OpenAPI document
