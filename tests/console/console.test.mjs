@@ -283,6 +283,17 @@ expect(422);
 await page.click('[data-action=check-version]');
 await page.waitForSelector('.error');
 await shot('ai-config');
+assert.match(await page.locator('tr[data-version="2"]').innerText(), /\b1 message\b/);
+// An agent version: checked, reviewed, added, and listed with its tools.
+const agent = { version: 3, provider: 'mock', model: 'mock-1', mode: 'agent', instructions: 'Help {{ldctx.name}}.',
+  tools: [{ name: 'lookup_order', parameters: { type: 'object' } }] };
+await page.fill('textarea[name=new-version]', JSON.stringify(agent));
+await page.click('[data-action=check-version]');
+await page.waitForSelector('[data-check=ok]');
+await page.click('[data-action=review-version]');
+await review('console test: an agent version');
+await page.waitForSelector('tr[data-version="3"]');
+assert.match(await page.locator('tr[data-version="3"]').innerText(), /agent: instructions, lookup_order/);
 
 step('a read token sees everything and every control is disabled, with the reason');
 await signIn(READ);

@@ -772,6 +772,8 @@ function AiConfigsPage({ who, configKey }) {
   </main>`;
 }
 
+const plural = (n, what) => `${n} ${what}${n === 1 ? '' : 's'}`;
+
 function Versions({ config }) {
   const versions = config.versions || [];
   const [a, setA] = useState(versions.length > 1 ? versions.at(-2).version : versions[0]?.version);
@@ -780,10 +782,10 @@ function Versions({ config }) {
   return html`<section>
     <h2>Versions</h2>
     <table>
-      <thead><tr><th>Version</th><th>Provider</th><th>Model</th><th>Parameters</th><th>Messages</th></tr></thead>
+      <thead><tr><th>Version</th><th>Provider</th><th>Model</th><th>Parameters</th><th>Prompt</th></tr></thead>
       <tbody>${versions.map(
         (v) => html`<tr data-version=${v.version}><td>v${v.version}${v.enabled === false ? ' (disabled)' : ''}</td><td>${v.provider}</td><td>${v.model}</td>
-          <td><code>${v.parameters ? JSON.stringify(v.parameters) : '—'}</code></td><td>${(v.messages || []).length}</td></tr>`
+          <td><code>${v.parameters ? JSON.stringify(v.parameters) : '—'}</code></td><td>${v.mode === 'agent' ? `agent: instructions, ${(v.tools || []).map((t) => t.name).join(', ') || 'no tools'}` : plural((v.messages || []).length, 'message')}</td></tr>`
       )}</tbody>
     </table>
     <h2>Compare</h2>
