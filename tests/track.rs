@@ -206,3 +206,98 @@ async fn bad_forged_expired_and_duplicate_reports_count_nothing() {
     assert_eq!(no_context.status, 400);
     gw.shutdown().await;
 }
+
+/// `tracked_config` with a fake judge scoring every tracked answer, a guardrail, and the
+/// guard on the judge's score.
+fn judged_config(hook: &str) -> String {
+    let yaml = must_replace(
+        &tracked_config(hook),
+        "        - {metric: error_rate}\n",
+        "        - {metric: \"judge:quality\", margin: \"-5%\"}\n",
+    );
+    let yaml = must_replace(&yaml, "      min_events: 3\n", "");
+    let yaml = must_replace(
+        &yaml,
+        "    guard:\n",
+        "    judges:\n      quality: {sample_rate: 1.0}\n    guardrails:\n      no_email: {}\n    guard:\n",
+    );
+    let yaml = must_replace(
+        &yaml,
+        "\nmetrics:\n",
+        "\njudges:\n  quality: {provider: judge, model: judge-1, rubric: \"Is the answer helpful?\", queue: 4096}\nguardrails:\n  no_email: {pii: [email]}\nmetrics:\n",
+    );
+    must_replace(&yaml, "\naliases:\n", "\n  judge:\n    kind: mock\n    mock: {judge: true}\naliases:\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracked_answers_are_judged_and_a_worse_treatment_is_rolled_back() {
+    let gw = gateway(&judged_config("http://127.0.0.1:9/hook")).await;
+    let question = json!([{"role": "user", "content": "Where is my refund?"}]);
+
+    // Bad answers or messages: a 400, nothing judged or counted.
+    let cfg = evaluate(&gw, "u-bad").await;
+    for (extra, param) in [
+        (json!({"answer": 3}), "answer"),
+        (json!({"answer": ["a"]}), "answer"),
+        (json!({"answer": "fine", "messages": {"role": "user"}}), "messages"),
+    ] {
+        let mut report = json!({"token": cfg["tracking"]["token"], "duration_ms": 10});
+        report.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let a = post(&gw, "/v1/track", &report).await;
+        assert_eq!(a.status, 400, "{report}: {}", a.text());
+        assert_eq!(a.json()["error"]["param"], param, "{}", a.text());
+    }
+    let m = parse(&scrape(&gw).await);
+    assert_eq!(sum(&m, "sluice_tracked_requests_total", &[]), 0.0);
+    assert_eq!(sum(&m, "sluice_guardrail_checks_total", &[]), 0.0);
+
+    // The app loop: control's answers are good, the treatment's score 0.4 and one in ten
+    // carries an e-mail address. Control reports the answer's text, the treatment the
+    // chat completion as the provider sent it.
+    let (mut sent, mut emails) = (0u64, 0u64);
+    let started = Instant::now();
+    let rolled_back = loop {
+        for _ in 0..20 {
+            let cfg = evaluate(&gw, &format!("u-{sent}")).await;
+            let mut report = json!({"token": cfg["tracking"]["token"], "duration_ms": 100, "messages": question});
+            if cfg["tracking"]["variation"] == "control" {
+                report["answer"] = json!("A good answer: the refund left on Monday.");
+            } else {
+                let mut text = "An answer [[score:0.4]] that helps a little.".to_string();
+                if sent % 10 == 0 {
+                    text.push_str(" Write to refunds@example.com.");
+                    emails += 1;
+                }
+                report["answer"] = json!({"id": "c-1", "object": "chat.completion", "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]});
+            }
+            let a = post(&gw, "/v1/track", &report).await;
+            assert_eq!(a.status, 202, "{}", a.text());
+            sent += 1;
+        }
+        let state = gw.state.current().docs.flags["bot"]["guard"]["state"].clone();
+        if state == "rolled_back" {
+            break true;
+        }
+        if started.elapsed() > Duration::from_secs(120) || sent >= 4000 {
+            break false;
+        }
+    };
+    assert!(rolled_back, "no rollback after {sent} tracked answers: {:?}", serde_json::to_value(gw.guards.status()));
+    let status = serde_json::to_value(gw.guards.status()).unwrap();
+    assert_eq!(status[0]["last_trip"]["metric"], "judge:quality", "{status}");
+
+    // Every tracked answer was judged (the queue drains), and the guardrail saw each.
+    let scored = [("flag", "bot"), ("judge", "quality"), ("outcome", "scored")];
+    eventually(Duration::from_secs(30), async || {
+        let done = sum(&parse(&scrape(&gw).await), "sluice_judge_evaluations_total", &scored);
+        (done as u64 == sent).then_some(()).ok_or(format!("{done} of {sent} judged"))
+    })
+    .await;
+    let m = parse(&scrape(&gw).await);
+    let checks = |result: &str| sum(&m, "sluice_guardrail_checks_total", &[("flag", "bot"), ("result", result)]) as u64;
+    assert_eq!(checks("fail"), emails);
+    assert_eq!(checks("pass") + checks("fail"), sent);
+    assert_eq!(sum(&m, "sluice_tracked_requests_total", &[("flag", "bot")]) as u64, sent);
+    gw.shutdown().await;
+}

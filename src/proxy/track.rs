@@ -10,7 +10,10 @@
 //!   duration, time to first token, tokens, and any configured metric): recorded under the
 //!   variation exactly as a proxied request is — `sluice_requests_total`, durations,
 //!   tokens, cost, the guards' and experiments' statistics — and in
-//!   `sluice_tracked_requests_total`, so the metrics say which path a request took.
+//!   `sluice_tracked_requests_total`, so the metrics say which path a request took. With
+//!   the `answer` (and the app's `messages`), the flag's judges and guardrails look at it
+//!   as at a proxied answer: sampled by the token's nonce, the same capture, the same
+//!   statistics.
 //!
 //! Every check runs before anything is counted, with the statuses of `POST /v1/feedback`:
 //! a body that does not read (400), a forged token (401), an old one or one of a variation
@@ -19,9 +22,11 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::error::GatewayError;
@@ -29,6 +34,8 @@ use super::feedback::{metric_value, now_ms, MAX_BODY};
 use crate::aiconfig::{AiMode, RenderScope};
 use crate::flags::{Context, Reason};
 use crate::metrics::{Finished, Outcome, Usage};
+use crate::providers::Endpoint;
+use crate::quality::Pending;
 use crate::snapshot::Snapshot;
 use crate::token::{Claims, DedupError, TokenError};
 use crate::wire::body::{self, Body};
@@ -145,6 +152,36 @@ struct TrackBody<'a> {
     /// Configured `metrics:` by key, as `POST /v1/feedback` takes them one at a time.
     #[serde(default)]
     metrics: serde_json::Map<String, Value>,
+    /// The app's own messages (OpenAI chat messages), for the judges.
+    #[serde(default, borrow)]
+    messages: Option<&'a RawValue>,
+    /// The answer: its text, or the provider's chat completion as the app received it.
+    #[serde(default, borrow)]
+    answer: Option<&'a RawValue>,
+}
+
+/// A report's answer as the judges and guardrails read a proxied one: the app's request
+/// (its messages) and a chat completion.
+fn judged_call(messages: Option<&RawValue>, answer: &RawValue) -> Result<(Bytes, Bytes), GatewayError> {
+    let invalid = |param, message: &str| GatewayError::InvalidFeedback { param, message: message.to_string() };
+    let request = match messages {
+        None => Bytes::from_static(br#"{"messages":[]}"#),
+        Some(m) if serde_json::from_str::<Vec<&RawValue>>(m.get()).is_ok() => {
+            Bytes::from(format!(r#"{{"messages":{}}}"#, m.get()))
+        }
+        Some(_) => return Err(invalid("messages", "`messages` must be a list of chat messages")),
+    };
+    let text = answer.get().trim_start();
+    let response = if text.starts_with('"') {
+        let content: Cow<'_, str> = serde_json::from_str(text).map_err(|_| invalid("answer", "not a JSON string"))?;
+        let message = json!({"role": "assistant", "content": content});
+        Bytes::from(json!({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).to_string())
+    } else if text.starts_with('{') {
+        Bytes::copy_from_slice(text.as_bytes())
+    } else {
+        return Err(invalid("answer", "the answer's text, or the chat completion the provider sent"));
+    };
+    Ok((request, response))
 }
 
 /// `POST /v1/track`.
@@ -154,7 +191,8 @@ pub async fn track(snapshot: &Snapshot, req: Request<Incoming>) -> Result<Respon
     if client.kind == crate::config::ClientKind::Browser {
         return Err(GatewayError::KeyNotAllowed(client.name.clone()));
     }
-    let bytes = super::read_body_within(MAX_BODY, snapshot, &parts.headers, incoming).await?;
+    // A report may carry a whole answer: it is bounded as an app's request is.
+    let bytes = super::read_body_within(snapshot.max_request_body, snapshot, &parts.headers, incoming).await?;
     let answer = accept(snapshot, &bytes, now_ms())?;
     Ok(body::json(StatusCode::ACCEPTED, answer))
 }
@@ -200,6 +238,7 @@ pub fn accept(snapshot: &Snapshot, bytes: &[u8], now_ms: u64) -> Result<String, 
         TokenError::Malformed => GatewayError::InvalidToken(format!("{e}: it is `tracking.token` of the evaluation")),
         TokenError::BadSignature => GatewayError::InvalidToken(e.to_string()),
     })?;
+    let judged = body.answer.map(|a| judged_call(body.messages, a)).transpose()?;
     // Every metric's value checked before anything is counted.
     let mut values = Vec::with_capacity(body.metrics.len());
     for (metric, value) in &body.metrics {
@@ -227,6 +266,15 @@ pub fn accept(snapshot: &Snapshot, bytes: &[u8], now_ms: u64) -> Result<String, 
         Err(DedupError::Full) => Err(GatewayError::FeedbackFull),
     };
     take("track")?;
+    if let (Some((request, response)), false) = (&judged, route.quality.is_empty()) {
+        let sampled = route.quality.sample(&claims.nonce);
+        let (budget, limit) = (&snapshot.capture_budget, snapshot.capture_limit);
+        if let Some(mut pending) = Pending::start(sampled, Endpoint::ChatCompletions, budget, limit, request, None) {
+            pending.arm(&variant.quality);
+            pending.feed_whole(response);
+            pending.finish(outcome == Outcome::Ok);
+        }
+    }
     variant.metrics.record_tracked(&Finished { outcome, duration, ttft, overhead: Duration::ZERO, usage, cost: None });
     let mut counted = Vec::new();
     for (metric, (index, x)) in values {
