@@ -24,7 +24,7 @@
 //! | [`metrics`] | Prometheus families per route and variation, how a request ended (`Outcome`), the guards' per-arm statistics, their recent history for the console's charts (`metrics::history`) |
 //! | [`providers`] | upstream connection pools (hyper + hyper-rustls) and provider kinds (OpenAI, Azure, Anthropic, mock) |
 //! | [`quality`] | answer quality: answers captured for sampled requests, LLM-as-judge calls on their own thread, guardrail checks |
-//! | [`aiconfig`] | AI config versions compiled: the Mustache templates, rendering within a budget, the body edits |
+//! | [`aiconfig`] | AI config versions compiled: the Mustache templates, rendering within a budget, the body edits (an agent's instructions and tools among them) |
 //! | [`snapshot`] | the immutable, precompiled view of the config one request uses (behind `ArcSwap`) |
 //! | [`gateway`] | the running gateway's shared state: the current snapshot, the metrics, draining |
 //! | [`proxy`] | the data-plane pipeline, OpenAI-style errors, the streaming body wrapper, feedback, OpenFeature remote evaluation (`proxy::ofrep`) |

@@ -215,7 +215,8 @@ enum VersionsCommand {
     /// Add a version to an AI config from a JSON file (`-` for standard input).
     Add {
         ai_config: String,
-        /// The version as JSON: {"version": 3, "provider": ..., "model": ..., "messages": [...]}.
+        /// The version as JSON: {"version": 3, "provider": ..., "model": ..., "messages": [...]}, or an
+        /// agent's {"mode": "agent", "instructions": ..., "tools": [...]} in place of messages.
         file: std::path::PathBuf,
         #[command(flatten)]
         change: ChangeArgs,
