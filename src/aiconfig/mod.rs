@@ -262,7 +262,8 @@ impl Version {
     /// The app's `tools` with the agent's after them: the app's bytes as it sent them (its
     /// array's closing bracket moved), so what the provider receives is exactly both.
     fn tools_with(&self, app: Option<&RawValue>, tools: &str) -> Result<String, EditError> {
-        let Some(app) = app else { return Ok(format!("[{tools}]")) };
+        // `"tools": null` is no tools, as the OpenAI API reads it.
+        let Some(app) = app.filter(|a| a.get().trim() != "null") else { return Ok(format!("[{tools}]")) };
         let parsed: Vec<Value> = serde_json::from_str(app.get()).map_err(|_| EditError::BadTools)?;
         for t in &parsed {
             let name = t.pointer("/function/name").or_else(|| t.get("name")).and_then(Value::as_str);
