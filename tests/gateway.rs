@@ -245,19 +245,29 @@ async fn slow_request_body_is_a_408() {
     use tokio::io::AsyncWriteExt;
     let up = Upstream::start(json_reply("{}")).await;
     let gw = gateway(&config(&up.base_url(), "")).await;
-    let mut s = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
-    let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-length: 100\r\n\r\n{{\"model\":"
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut s, &mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
-    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
-    assert!(text.contains("request_timeout"), "{text}");
+    // Every endpoint that reads a body: the OpenAI API, OFREP (no body, as its other
+    // statuses), track.
+    for (path, code) in [
+        ("/v1/chat/completions", Some("request_timeout")),
+        ("/ofrep/v1/evaluate/flags", None),
+        ("/v1/track", Some("request_timeout")),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(gw.data_addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY}\r\ncontent-length: 100\r\n\r\n{{\"model\":"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut s, &mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        if let Some(code) = code {
+            assert!(text.contains(code), "{path}: {text}");
+        }
+    }
     gw.shutdown().await;
 }
 

@@ -163,6 +163,12 @@ async fn ofrep_statuses_shapes_and_the_reason_mapping() {
     let big = format!(r#"{{"context":{{"targetingKey":"u","pad":"{}"}}}}"#, "x".repeat(70_000));
     let too_large = ofrep(&s, "/ofrep/v1/evaluate/flags/theme", &[(auth.0, &auth.1)], &big).await;
     assert_eq!(too_large.status, 413);
+    // An unknown key is echoed, but at most 200 characters of it.
+    let long = format!("/ofrep/v1/evaluate/flags/{}", "k".repeat(5_000));
+    let not_found = ofrep(&s, &long, &[(auth.0, &auth.1)], r#"{"context":{"targetingKey":"u"}}"#).await;
+    assert_eq!(not_found.status, 404);
+    assert_eq!(not_found.json()["errorCode"], "FLAG_NOT_FOUND");
+    assert!(not_found.body.len() < 1_000, "{} bytes", not_found.body.len());
     let get = send(s.data, get("/ofrep/v1/evaluate/flags/theme", Some(OFREP_KEY))).await;
     assert_eq!((get.status.as_u16(), get.header("allow")), (405, "POST"));
 

@@ -226,6 +226,11 @@ fn judged_config(hook: &str) -> String {
         "\nmetrics:\n",
         "\njudges:\n  quality: {provider: judge, model: judge-1, rubric: \"Is the answer helpful?\", queue: 4096}\nguardrails:\n  no_email: {pii: [email]}\nmetrics:\n",
     );
+    let yaml = must_replace(
+        &yaml,
+        "\nproviders:\n",
+        "\n  flags-only: {key: sk-ofrep-only-0123456789, kind: ofrep}\nproviders:\n",
+    );
     must_replace(&yaml, "\naliases:\n", "\n  judge:\n    kind: mock\n    mock: {judge: true}\naliases:\n")
 }
 
@@ -239,7 +244,12 @@ async fn tracked_answers_are_judged_and_a_worse_treatment_is_rolled_back() {
     for (extra, param) in [
         (json!({"answer": 3}), "answer"),
         (json!({"answer": ["a"]}), "answer"),
+        (json!({"answer": {"text": "good"}}), "answer"),
+        (json!({"answer": {"choices": []}}), "answer"),
+        (json!({"answer": {"choices": [{"text": "good"}]}}), "answer"),
         (json!({"answer": "fine", "messages": {"role": "user"}}), "messages"),
+        (json!({"messages": 5}), "messages"),
+        (json!({"messages": [1, 2]}), "messages"),
     ] {
         let mut report = json!({"token": cfg["tracking"]["token"], "duration_ms": 10});
         report.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
@@ -247,6 +257,14 @@ async fn tracked_answers_are_judged_and_a_worse_treatment_is_rolled_back() {
         assert_eq!(a.status, 400, "{report}: {}", a.text());
         assert_eq!(a.json()["error"]["param"], param, "{}", a.text());
     }
+    // A key for OFREP only may neither fetch a config with its token nor report.
+    let ofrep_only = |path: &str, body: &Value| {
+        send(gw.data_addr, common::post(path, Some("sk-ofrep-only-0123456789"), &body.to_string()))
+    };
+    let denied = ofrep_only("/v1/ai-configs/bot/evaluate", &json!({"context": "u-1"})).await;
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    let report = json!({"token": cfg["tracking"]["token"], "duration_ms": 10});
+    assert_eq!(ofrep_only("/v1/track", &report).await.status, 403);
     let m = parse(&scrape(&gw).await);
     assert_eq!(sum(&m, "sluice_tracked_requests_total", &[]), 0.0);
     assert_eq!(sum(&m, "sluice_guardrail_checks_total", &[]), 0.0);

@@ -93,6 +93,7 @@ async fn evaluate(snapshot: &Snapshot, client: &Client, key: Option<&str>, req: 
             let details = format!("the request body is larger than {limit} bytes");
             return failure(StatusCode::PAYLOAD_TOO_LARGE, key, "GENERAL", &details);
         }
+        Err(GatewayError::BodyTimeout) => return plain(StatusCode::REQUEST_TIMEOUT),
         Err(e) => return failure(StatusCode::BAD_REQUEST, key, "PARSE_ERROR", &e.to_string()),
     };
     let context = match context_of(&bytes) {
@@ -109,7 +110,8 @@ async fn evaluate(snapshot: &Snapshot, client: &Client, key: Option<&str>, req: 
 pub fn single(snapshot: &Snapshot, client: &Client, key: &str, context: &Context) -> Response<Body> {
     let targeting = &snapshot.targeting;
     let Some(index) = targeting.set.index(key).filter(|_| client.sees_flag(key)) else {
-        return failure(StatusCode::NOT_FOUND, Some(key), "FLAG_NOT_FOUND", &format!("flag `{key}` was not found"));
+        let details = format!("flag `{}` was not found", super::truncate(key));
+        return failure(StatusCode::NOT_FOUND, Some(key), "FLAG_NOT_FOUND", &details);
     };
     match evaluation(snapshot, key, index, context) {
         Ok(success) => json_answer(StatusCode::OK, &success),
@@ -336,11 +338,12 @@ fn preflight(snapshot: &Snapshot, headers: &HeaderMap) -> Response<Body> {
     resp
 }
 
-/// An error answer: `{key?, errorCode, errorDetails}`.
+/// An error answer: `{key?, errorCode, errorDetails}` (the key as the app sent it, at
+/// most 200 characters of it).
 fn failure(status: StatusCode, key: Option<&str>, code: &str, details: &str) -> Response<Body> {
     let mut v = json!({"errorCode": code, "errorDetails": details});
     if let Some(key) = key {
-        v["key"] = key.into();
+        v["key"] = super::truncate(key).into();
     }
     json_answer(status, &v)
 }

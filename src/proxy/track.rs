@@ -66,7 +66,8 @@ struct EvaluateBody {
 pub async fn evaluate(snapshot: &Snapshot, flag: &str, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
     let (parts, incoming) = req.into_parts();
     let client = super::authenticate(snapshot, &parts.headers)?;
-    if client.kind == crate::config::ClientKind::Browser {
+    // OFREP and browser keys evaluate flags only: they may not mint tokens or record calls.
+    if !client.may_proxy() {
         return Err(GatewayError::KeyNotAllowed(client.name.clone()));
     }
     let bytes = super::read_body_within(MAX_BODY, snapshot, &parts.headers, incoming).await?;
@@ -160,26 +161,55 @@ struct TrackBody<'a> {
     answer: Option<&'a RawValue>,
 }
 
+/// A chat message, as far as a report's `messages` must be one.
+#[derive(Deserialize)]
+struct ChatMessage {
+    #[serde(rename = "role")]
+    _role: String,
+}
+
+/// A chat completion, as far as a report's `answer` must be one: choices, each with its
+/// message (content and tool calls are read by the capture).
+#[derive(Deserialize)]
+struct ChatCompletion {
+    choices: Vec<Choice>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(rename = "message")]
+    _message: serde::de::IgnoredAny,
+}
+
+/// A report's `messages`: a list of chat messages (each with its role).
+fn check_messages(messages: &RawValue) -> Result<(), GatewayError> {
+    serde_json::from_str::<Vec<ChatMessage>>(messages.get()).map(drop).map_err(|e| GatewayError::InvalidFeedback {
+        param: "messages",
+        message: format!("`messages` must be chat messages: {e}"),
+    })
+}
+
 /// A report's answer as the judges and guardrails read a proxied one: the app's request
 /// (its messages) and a chat completion.
 fn judged_call(messages: Option<&RawValue>, answer: &RawValue) -> Result<(Bytes, Bytes), GatewayError> {
-    let invalid = |param, message: &str| GatewayError::InvalidFeedback { param, message: message.to_string() };
+    let invalid = |message: String| GatewayError::InvalidFeedback { param: "answer", message };
     let request = match messages {
         None => Bytes::from_static(br#"{"messages":[]}"#),
-        Some(m) if serde_json::from_str::<Vec<&RawValue>>(m.get()).is_ok() => {
-            Bytes::from(format!(r#"{{"messages":{}}}"#, m.get()))
-        }
-        Some(_) => return Err(invalid("messages", "`messages` must be a list of chat messages")),
+        Some(m) => Bytes::from(format!(r#"{{"messages":{}}}"#, m.get())),
     };
     let text = answer.get().trim_start();
     let response = if text.starts_with('"') {
-        let content: Cow<'_, str> = serde_json::from_str(text).map_err(|_| invalid("answer", "not a JSON string"))?;
+        let content: Cow<'_, str> =
+            serde_json::from_str(text).map_err(|e| invalid(format!("not a JSON string: {e}")))?;
         let message = json!({"role": "assistant", "content": content});
         Bytes::from(json!({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).to_string())
-    } else if text.starts_with('{') {
-        Bytes::copy_from_slice(text.as_bytes())
     } else {
-        return Err(invalid("answer", "the answer's text, or the chat completion the provider sent"));
+        let expected = "the answer's text, or the chat completion the provider sent (`choices` with a `message`)";
+        match serde_json::from_str::<ChatCompletion>(text) {
+            Ok(c) if !c.choices.is_empty() => Bytes::copy_from_slice(text.as_bytes()),
+            Ok(_) => return Err(invalid(format!("{expected}: `choices` is empty"))),
+            Err(e) => return Err(invalid(format!("{expected}: {e}"))),
+        }
     };
     Ok((request, response))
 }
@@ -188,7 +218,8 @@ fn judged_call(messages: Option<&RawValue>, answer: &RawValue) -> Result<(Bytes,
 pub async fn track(snapshot: &Snapshot, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
     let (parts, incoming) = req.into_parts();
     let client = super::authenticate(snapshot, &parts.headers)?;
-    if client.kind == crate::config::ClientKind::Browser {
+    // OFREP and browser keys evaluate flags only: they may not mint tokens or record calls.
+    if !client.may_proxy() {
         return Err(GatewayError::KeyNotAllowed(client.name.clone()));
     }
     // A report may carry a whole answer: it is bounded as an app's request is.
@@ -238,6 +269,9 @@ pub fn accept(snapshot: &Snapshot, bytes: &[u8], now_ms: u64) -> Result<String, 
         TokenError::Malformed => GatewayError::InvalidToken(format!("{e}: it is `tracking.token` of the evaluation")),
         TokenError::BadSignature => GatewayError::InvalidToken(e.to_string()),
     })?;
+    if let Some(m) = body.messages {
+        check_messages(m)?;
+    }
     let judged = body.answer.map(|a| judged_call(body.messages, a)).transpose()?;
     // Every metric's value checked before anything is counted.
     let mut values = Vec::with_capacity(body.metrics.len());
