@@ -123,9 +123,27 @@ async fn an_agents_tools_are_added_to_the_apps_and_its_instructions_lead() {
     assert_eq!(a.status, 400, "{}", a.text());
     assert!(a.text().contains("book_train"), "{}", a.text());
     assert_eq!(a.json()["error"]["param"], "tools", "{}", a.text());
-    let bare = r#"[{"name":"get_weather"}]"#;
-    assert_eq!(conn.send(ask(Some(bare))).await.status, 400);
-    for bad in [r#"{"name":"x"}"#, r#""tools""#, "[1"] {
+    // The same name in any of a tool's name fields, or in another case, clashes too.
+    for clash in [
+        r#"[{"name":"get_weather"}]"#,
+        r#"[{"type":"function","name":"get_weather","function":{"name":"x"}}]"#,
+        r#"[{"type":"custom","custom":{"name":"get_weather"}}]"#,
+        r#"[{"type":"function","function":{"name":"Get_Weather"}}]"#,
+    ] {
+        let a = conn.send(ask(Some(clash))).await;
+        assert_eq!(a.status, 400, "{clash}: {}", a.text());
+        assert_eq!(a.json()["error"]["code"], "unsupported_value", "{clash}: {}", a.text());
+    }
+    // Names of a form no provider takes (a look-alike of another script, a space, not a
+    // string) are refused before anything is merged.
+    for bad in [
+        r#"[{"type":"function","function":{"name":"get_w\u0435ather"}}]"#,
+        r#"[{"type":"function","function":{"name":"get weather"}}]"#,
+        r#"[{"type":"function","function":{"name":7},"name":"get_weather"}]"#,
+        r#"{"name":"x"}"#,
+        r#""tools""#,
+        "[1",
+    ] {
         let a = conn.send(ask(Some(bad))).await;
         assert_eq!(a.status, 400, "{bad}: {}", a.text());
     }
@@ -228,6 +246,33 @@ fn sluice_check_refuses_a_clash_of_tool_names_with_its_place() {
         ),
         (must_replace(&good, "        mode: agent\n", ""), "instructions", "for `mode: agent`"),
         (must_replace(&good, "{{ldctx.name}}. Prefer trains.\"", "{{#ldctx.name}}\""), "instructions", ""),
+        (
+            must_replace(&good, "- name: book_train", "- name: Get_Weather"),
+            "tools[1].name",
+            "already the name of tools[0]",
+        ),
+        (
+            must_replace(&good, "properties: {from: {type: string}, to: {type: string}}", "properties: 5"),
+            "tools[1].parameters",
+            "`properties` an object",
+        ),
+        (
+            must_replace(&good, "description: The forecast for a city", &format!("description: {}", "x".repeat(3_000))),
+            "tools",
+            "limits.max_request_body: 2048 bytes",
+        ),
+        (
+            must_replace(
+                &good,
+                "        tools:\n",
+                &format!(
+                    "        tools:\n{}",
+                    (0..128).map(|i| format!("          - {{name: t{i}}}\n")).collect::<String>()
+                ),
+            ),
+            "tools",
+            "130 tools: at most 128",
+        ),
     ];
     for (yaml, field, message) in cases {
         let (code, stderr, path, _dir) = check(&yaml);

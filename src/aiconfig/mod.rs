@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 pub use crate::config::aiconfig::AiMode;
-use crate::config::aiconfig::{MessagesMode, Resolved, ToolConfig};
+use crate::config::aiconfig::{valid_tool_name, MessagesMode, Resolved, ToolConfig};
 use crate::providers::Provider;
 use template::{Budget, RenderError, Scope, Template};
 
@@ -107,8 +107,9 @@ pub enum EditError {
     /// the budget.
     #[error("messages[{message}]: {error}")]
     Render { message: usize, error: RenderError },
-    /// The app's `tools` is not an array of tools.
-    #[error("`tools` must be an array of tools")]
+    /// The app's `tools` is not an array of tools, or a tool's name is not 1 to 64 of
+    /// `a-z A-Z 0-9 _ -` (an agent's tools are merged in only beside names of that form).
+    #[error("`tools` must be an array of tools named with 1 to 64 of a-z, A-Z, 0-9, _ and -")]
     BadTools,
     /// The app sent a tool of the same name as one of the agent's.
     #[error("the tool `{0}` is the AI config's own: the app may not send one of that name")]
@@ -202,6 +203,21 @@ impl Version {
                 ),
             ));
         }
+        let tools_json = (!resolved.tools.is_empty()).then(|| {
+            let tools: Vec<String> = resolved.tools.iter().map(|t| openai_tool(t).to_string()).collect();
+            tools.join(",")
+        });
+        // An agent's tools go into every request: they must fit one, beside the messages.
+        let tools_len = tools_json.as_ref().map_or(0, String::len);
+        if fixed.saturating_add(tools_len) > render_limit && tools_len > 0 {
+            problems.push((
+                "tools".to_string(),
+                format!(
+                    "the tools are {tools_len} bytes as JSON: with the messages, more than a request may \
+                     hold (limits.max_request_body: {render_limit} bytes)"
+                ),
+            ));
+        }
         let header = HeaderValue::from_str(&format!("{key}@{version}"));
         if header.is_err() {
             problems.push((String::new(), "the AI config key cannot be sent in a header".to_string()));
@@ -226,10 +242,7 @@ impl Version {
                 render_limit,
                 ld_value: ld_value(version, resolved),
                 ai_mode: resolved.mode,
-                tools_json: (!resolved.tools.is_empty()).then(|| {
-                    let tools: Vec<String> = resolved.tools.iter().map(|t| openai_tool(t).to_string()).collect();
-                    tools.join(",").into()
-                }),
+                tools_json: tools_json.map(String::into_boxed_str),
                 tool_names: resolved.tools.iter().map(|t| t.name.as_str().into()).collect(),
             }),
             _ => Err(problems),
@@ -266,9 +279,14 @@ impl Version {
         let Some(app) = app.filter(|a| a.get().trim() != "null") else { return Ok(format!("[{tools}]")) };
         let parsed: Vec<Value> = serde_json::from_str(app.get()).map_err(|_| EditError::BadTools)?;
         for t in &parsed {
-            let name = t.pointer("/function/name").or_else(|| t.get("name")).and_then(Value::as_str);
-            if let Some(name) = name.filter(|n| self.tool_names.iter().any(|own| &**own == *n)) {
-                return Err(EditError::ToolClash(name.chars().take(64).collect()));
+            // Every name a tool carries (`function.name`, `custom.name`, `name`) is checked:
+            // of the form providers take, and none an agent tool's, whatever its case.
+            let names = ["/function/name", "/custom/name", "/name"].into_iter().filter_map(|p| t.pointer(p));
+            for name in names {
+                let name = name.as_str().filter(|n| valid_tool_name(n)).ok_or(EditError::BadTools)?;
+                if self.tool_names.iter().any(|own| own.eq_ignore_ascii_case(name)) {
+                    return Err(EditError::ToolClash(name.to_string()));
+                }
             }
         }
         let text = app.get().trim_end();

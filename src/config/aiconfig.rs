@@ -87,6 +87,14 @@ pub struct ToolConfig {
     pub parameters: Value,
 }
 
+/// A tool name as OpenAI and Anthropic take one: 1 to 64 of `a-z A-Z 0-9 _ -`.
+pub fn valid_tool_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The most tools an agent may carry (OpenAI's own limit per request).
+pub const MAX_TOOLS: usize = 128;
+
 fn empty_object_schema() -> Value {
     serde_json::json!({"type": "object", "properties": {}})
 }
@@ -200,20 +208,28 @@ impl VersionConfig {
         if self.parameters.contains_key("tools") {
             problem("parameters.tools".into(), "an agent's tools go under `tools` (they are added to the app's)");
         }
+        if self.tools.len() > MAX_TOOLS {
+            problem("tools".into(), &format!("{} tools: at most {MAX_TOOLS}", self.tools.len()));
+        }
         let mut seen = std::collections::HashMap::new();
         for (i, tool) in self.tools.iter().enumerate() {
-            let valid = (1..=64).contains(&tool.name.len())
-                && tool.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !valid {
+            if !valid_tool_name(&tool.name) {
                 problem(format!("tools[{i}].name"), "1 to 64 of a-z, A-Z, 0-9, _ and -");
             }
-            if let Some(first) = seen.insert(tool.name.as_str(), i) {
+            // Unique whatever the case: a model told of `Search` and `search` confuses them.
+            if let Some(first) = seen.insert(tool.name.to_ascii_lowercase(), i) {
                 let message =
                     format!("`{}` is already the name of tools[{first}]: tool names must be unique", tool.name);
                 problem(format!("tools[{i}].name"), &message);
             }
-            if tool.parameters.get("type").and_then(Value::as_str) != Some("object") {
-                problem(format!("tools[{i}].parameters"), "a JSON Schema of `type: object`");
+            let schema = &tool.parameters;
+            if schema.get("type").and_then(Value::as_str) != Some("object")
+                || schema.get("properties").is_some_and(|p| !p.is_object())
+            {
+                problem(
+                    format!("tools[{i}].parameters"),
+                    "a JSON Schema of `type: object` (its `properties` an object)",
+                );
             }
         }
     }

@@ -192,7 +192,10 @@ impl Attempt<'_> {
         let edits = version.edits(chat, self.body.get("messages"), self.body.get("tools"), self.scope).map_err(
             |e| match e {
                 EditError::BadMessages(_) => GatewayError::InvalidMessages,
-                EditError::BadTools => GatewayError::InvalidField { field: "tools", expected: "an array of tools" },
+                EditError::BadTools => GatewayError::InvalidField {
+                    field: "tools",
+                    expected: "an array of tools, each named with 1 to 64 of a-z, A-Z, 0-9, _ and -",
+                },
                 EditError::ToolClash(name) => GatewayError::Refused {
                     param: "tools",
                     message: format!("the tool `{name}` is this AI config's own: send tools of other names"),
