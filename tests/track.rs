@@ -204,6 +204,13 @@ async fn bad_forged_expired_and_duplicate_reports_count_nothing() {
     assert_eq!(unknown.status, 404, "{}", unknown.text());
     let no_context = post(&gw, "/v1/ai-configs/bot/evaluate", &json!({"context": 3})).await;
     assert_eq!(no_context.status, 400);
+    let misspelt = post(&gw, "/v1/ai-configs/bot/evaluate", &json!({"contxt": "u-1"})).await;
+    assert_eq!(
+        (misspelt.status.as_u16(), misspelt.error_code()),
+        (400, "invalid_json".to_string()),
+        "{}",
+        misspelt.text()
+    );
     gw.shutdown().await;
 }
 

@@ -71,9 +71,8 @@ pub async fn evaluate(snapshot: &Snapshot, flag: &str, req: Request<Incoming>) -
         return Err(GatewayError::KeyNotAllowed(client.name.clone()));
     }
     let bytes = super::read_body_within(MAX_BODY, snapshot, &parts.headers, incoming).await?;
-    let invalid = |param, message: String| GatewayError::InvalidFeedback { param, message };
-    let body: EvaluateBody =
-        serde_json::from_slice(&bytes).map_err(|e| invalid("body", format!("the body is not valid: {e}")))?;
+    let body: EvaluateBody = serde_json::from_slice(&bytes)
+        .map_err(|e| GatewayError::MalformedJson(format!("the evaluate body is not valid: {e}")))?;
     let ldctx = match body.context {
         Value::String(user) if !user.is_empty() => json!({"kind": "user", "key": user}),
         v @ Value::Object(_) => v,
