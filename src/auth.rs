@@ -29,8 +29,9 @@ pub struct Client {
     pub flags: Option<std::collections::BTreeSet<String>>,
     /// `kind: browser`: the origins its pages come from.
     pub origins: Vec<String>,
-    /// OFREP evaluations this key may make (kept across snapshots while the client's
-    /// name and rate stay: a reload or an admin change does not refill the bucket).
+    /// Evaluations this key may make — OFREP and `/v1/ai-configs/{flag}/evaluate` — (kept
+    /// across snapshots while the client's name and rate stay: a reload or an admin change
+    /// does not refill the bucket).
     pub ofrep_limit: Option<Arc<Limiter>>,
 }
 
@@ -107,6 +108,12 @@ impl Limiter {
             tolerance: interval.saturating_mul(u64::from(rate.burst)),
             tat: AtomicU64::new(0),
         }
+    }
+
+    /// Take one request at `now`, or say in whole seconds (at least 1, as `Retry-After`
+    /// says it) how long until one would be allowed.
+    pub fn take_or_retry_after(&self, now: Instant) -> Result<(), u64> {
+        self.take(now).map_err(|wait| (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
     }
 
     /// Take one request at `now`, or say how long until one would be allowed.

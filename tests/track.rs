@@ -236,7 +236,7 @@ fn judged_config(hook: &str) -> String {
     let yaml = must_replace(
         &yaml,
         "\nproviders:\n",
-        "\n  flags-only: {key: sk-ofrep-only-0123456789, kind: ofrep}\nproviders:\n",
+        "\n  flags-only: {key: sk-ofrep-only-0123456789, kind: ofrep}\n  limited: {key: sk-limited-0123456789, ofrep_rate_limit: {per_second: 0.01, burst: 2}}\nproviders:\n",
     );
     must_replace(&yaml, "\naliases:\n", "\n  judge:\n    kind: mock\n    mock: {judge: true}\naliases:\n")
 }
@@ -272,6 +272,19 @@ async fn tracked_answers_are_judged_and_a_worse_treatment_is_rolled_back() {
     assert_eq!(denied.status, 403, "{}", denied.text());
     let report = json!({"token": cfg["tracking"]["token"], "duration_ms": 10});
     assert_eq!(ofrep_only("/v1/track", &report).await.status, 403);
+    // A key's rate limit bounds its evaluations here as over OFREP: each mints a token.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let body = json!({"context": "u-1"}).to_string();
+        let a =
+            send(gw.data_addr, common::post("/v1/ai-configs/bot/evaluate", Some("sk-limited-0123456789"), &body)).await;
+        if a.status == 429 {
+            assert_eq!(a.error_code(), "rate_limited", "{}", a.text());
+            assert!(a.header("retry-after").parse::<u64>().unwrap() >= 1);
+        }
+        statuses.push(a.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429]);
     let m = parse(&scrape(&gw).await);
     assert_eq!(sum(&m, "sluice_tracked_requests_total", &[]), 0.0);
     assert_eq!(sum(&m, "sluice_guardrail_checks_total", &[]), 0.0);

@@ -98,6 +98,9 @@ pub enum GatewayError {
     /// The key is of a kind that may only evaluate flags over OFREP.
     #[error("the gateway key of client `{0}` may only evaluate flags (OFREP, /ofrep/v1/...)")]
     KeyNotAllowed(String),
+    /// The key's `ofrep_rate_limit` is spent for now.
+    #[error("this key's evaluations are rate-limited (`ofrep_rate_limit`): retry in {0} s")]
+    RateLimited(u64),
     /// A guardrail in `block` mode failed the provider's answer; the answer was not sent.
     #[error("the answer failed the guardrail `{0}` and was withheld")]
     GuardrailBlocked(String),
@@ -158,6 +161,7 @@ impl GatewayError {
             OriginNotAllowed(_) => client(StatusCode::FORBIDDEN, None, "origin_not_allowed"),
             NoOrigin => client(StatusCode::BAD_REQUEST, None, "missing_origin"),
             KeyNotAllowed(_) => client(StatusCode::FORBIDDEN, None, "key_not_allowed"),
+            RateLimited(_) => client(StatusCode::TOO_MANY_REQUESTS, None, "rate_limited"),
             ShuttingDown => server(StatusCode::SERVICE_UNAVAILABLE, Outcome::Cancelled, "shutting_down"),
             GuardrailBlocked(_) => Parts {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -192,7 +196,11 @@ impl GatewayError {
 
     /// The complete error response.
     pub fn into_response(self) -> Response<Body> {
-        body::json(self.status(), self.to_json())
+        let mut resp = body::json(self.status(), self.to_json());
+        if let GatewayError::RateLimited(seconds) = self {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+        }
+        resp
     }
 }
 

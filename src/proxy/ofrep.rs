@@ -79,10 +79,9 @@ pub async fn handle(snapshot: &Snapshot, req: Request<Incoming>) -> Response<Bod
 
 async fn evaluate(snapshot: &Snapshot, client: &Client, key: Option<&str>, req: Request<Incoming>) -> Response<Body> {
     if let Some(limit) = &client.ofrep_limit {
-        if let Err(wait) = limit.take(std::time::Instant::now()) {
+        if let Err(seconds) = limit.take_or_retry_after(std::time::Instant::now()) {
             let mut resp = plain(StatusCode::TOO_MANY_REQUESTS);
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             return resp;
         }
     }

@@ -70,6 +70,10 @@ pub async fn evaluate(snapshot: &Snapshot, flag: &str, req: Request<Incoming>) -
     if !client.may_proxy() {
         return Err(GatewayError::KeyNotAllowed(client.name.clone()));
     }
+    // Each evaluation mints a token (and each token one report): the key's rate bounds both.
+    if let Some(limit) = &client.ofrep_limit {
+        limit.take_or_retry_after(std::time::Instant::now()).map_err(GatewayError::RateLimited)?;
+    }
     let bytes = super::read_body_within(MAX_BODY, snapshot, &parts.headers, incoming).await?;
     let body: EvaluateBody = serde_json::from_slice(&bytes)
         .map_err(|e| GatewayError::MalformedJson(format!("the evaluate body is not valid: {e}")))?;
