@@ -1014,3 +1014,42 @@ fn an_export_moves_a_state_from_the_file_store_to_redis_and_back() {
     assert!(ok, "{text}");
     assert_eq!(serde_json::from_str::<Value>(text.trim()).unwrap()["revision"], 2);
 }
+
+/// A first start on an empty Redis holds every request while it waits out the grace
+/// before seeding. The fleet thread then reads the store, which marks the store current
+/// a moment before what it read (or the file's seed) is installed: `/readyz` must still
+/// say not ready in that moment. It said ready there, and a load balancer sent requests
+/// into 503 `gateway_not_ready`. In process, so the moment can be held open.
+#[test]
+fn readiness_waits_until_the_fleets_state_is_installed() {
+    if !have_redis("fleet::readiness_waits_until_the_fleets_state_is_installed") {
+        return;
+    }
+    use sluice::fleet::{Link, Redis, RedisStore};
+    use sluice::state::{Health, State, Store as _};
+    let redis = RedisServer::start();
+    let loaded = sluice::config::parse(&fleet_yaml(None, redis.port), "fleet.yaml", &|_| None).unwrap();
+    let (value, file, snapshot, metrics) = sluice::server::prepare(loaded).unwrap().into_parts();
+    let config: sluice::config::RedisConfig = serde_json::from_value(json!({ "url": redis.url() })).unwrap();
+    let store = std::sync::Arc::new(RedisStore::open(Redis::new(&config).unwrap(), Link::new(), None).unwrap());
+    let state = State::open(Box::new(std::sync::Arc::clone(&store)), value, &file, snapshot, metrics).unwrap();
+    assert!(state.gateway().snapshot().held, "an empty Redis within its grace: requests are held");
+    assert!(matches!(state.store_health(), Health::NotReady(_)), "{:?}", state.store_health());
+
+    // What the fleet thread does: read until the grace is over (the store is then current)…
+    let read = eventually_blocking(WAIT, || store.load().map_err(|e| e.to_string()));
+    assert!(read.is_none(), "an empty store, for the file to seed");
+    assert_eq!(store.health(), Health::Ok, "the store itself says it is current");
+    // …and, before it seeds and installs, the gateway is still not ready.
+    assert!(state.gateway().snapshot().held);
+    match state.store_health() {
+        Health::NotReady(why) => assert!(why.contains("not installed yet"), "{why}"),
+        other => panic!("ready while every request is held: {other:?}"),
+    }
+    let status = state.store_status();
+    assert_eq!(status.health, "not_ready", "the status agrees with /readyz");
+
+    state.seed_from_file("seeded an empty fleet store").unwrap();
+    assert!(!state.gateway().snapshot().held, "the seed is served");
+    assert_eq!(state.store_health(), Health::Ok);
+}

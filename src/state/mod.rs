@@ -279,14 +279,23 @@ impl State {
         }
     }
 
-    /// The store's health (a shared store: reachable, seeded, current).
+    /// The store's health (a shared store: reachable, seeded, current). Not ready while
+    /// the data plane still holds requests, whatever the store says: a shared store marks
+    /// itself current as it reads the fleet's state, a moment before that state is
+    /// installed, and `/readyz` must not send traffic into that moment.
     pub fn store_health(&self) -> Health {
-        self.store.health()
+        match self.store.health() {
+            Health::NotReady(why) => Health::NotReady(why),
+            _ if self.gateway.snapshot().held => {
+                Health::NotReady("the fleet's state has been read but not installed yet: requests are held".into())
+            }
+            health => health,
+        }
     }
 
     /// What the status says of the store.
     pub fn store_status(&self) -> StoreStatus {
-        let (health, detail) = match self.store.health() {
+        let (health, detail) = match self.store_health() {
             Health::Ok => ("ok", None),
             Health::Degraded(why) => ("degraded", Some(why)),
             Health::NotReady(why) => ("not_ready", Some(why)),
