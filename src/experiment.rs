@@ -191,7 +191,7 @@ pub fn results(
             // A stopped experiment's window ends where it stopped.
             let end = iteration.as_ref().and_then(|i| i.end.as_ref()?.get(v).cloned());
             let end = end.unwrap_or_else(|| metrics.totals(flag, v));
-            match iteration.as_ref().and_then(|i| i.baseline.get(v)) {
+            match iteration.as_ref().and_then(|i| i.baseline.as_ref()?.get(v)) {
                 Some(start) => end.since(start),
                 None => end,
             }

@@ -1053,3 +1053,73 @@ fn readiness_waits_until_the_fleets_state_is_installed() {
     assert!(!state.gateway().snapshot().held, "the seed is served");
     assert_eq!(state.store_health(), Health::Ok);
 }
+
+/// An experiment's iteration is one window for the whole fleet: an instance started after
+/// the iteration began (or after it stopped) shows the same arms' counts as the instance
+/// that saw it start, not only what came after its own start (or everything ever served).
+#[test]
+fn an_instance_started_later_reports_the_same_experiment_window() {
+    if !have_redis("fleet::an_instance_started_later_reports_the_same_experiment_window") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let work = temp_dir("fleet-iteration");
+    let a = Instance::start(work.path(), "a", redis.port);
+    a.wait_ready(200, "ready");
+    for n in 0..10 {
+        assert_eq!(a.chat(&format!("before-{n}")).status, 200);
+    }
+    let served = |i: &Instance| -> (u32, BTreeMap<String, u64>) {
+        let r = i.get(&format!("/admin/v1/experiments/{FLAG}")).json();
+        let arms = r["arms"].as_array().unwrap().iter();
+        let arms = arms.map(|a| (a["variation"].as_str().unwrap().to_string(), a["served"].as_u64().unwrap()));
+        (r["iteration"].as_u64().unwrap() as u32, arms.collect())
+    };
+    let total = |i: &Instance| served(i).1.values().sum::<u64>();
+    // The fleet's totals (what iterations start from) hold those ten before the change: a
+    // window starts from the totals as last read, about a second behind the traffic.
+    eventually_blocking(WAIT, || (total(&a) == 10).then_some(()).ok_or(format!("a: {:?}", served(&a))));
+    // A new allocation starts a new iteration.
+    let body = json!({"reason": "a new iteration", "weights": [
+        {"variation": "control", "percent": 50}, {"variation": "candidate", "percent": 50}]});
+    let put = http(a.admin, "PUT", &format!("/admin/v1/flags/{FLAG}/rollout"), &[Instance::auth()], &body.to_string());
+    assert_eq!(put.status, 200, "{}", put.text());
+    for n in 0..40 {
+        assert_eq!(a.chat(&format!("during-{n}")).status, 200);
+    }
+    // Once a's counts reached the fleet's totals, b starts.
+    eventually_blocking(WAIT, || (total(&a) == 40).then_some(()).ok_or(format!("a: {:?}", served(&a))));
+    let b = Instance::start(work.path(), "b", redis.port);
+    b.wait_ready(200, "ready");
+    for n in 0..20 {
+        assert_eq!(b.chat(&format!("later-{n}")).status, 200);
+    }
+    let agree = |i: &Instance, j: &Instance, n: u64| {
+        eventually_blocking(WAIT, || {
+            let (x, y) = (served(i), served(j));
+            (x == y && total(i) == n).then_some(x.clone()).ok_or(format!("{}: {x:?}, {}: {y:?}", i.name, j.name))
+        })
+    };
+    let (iteration, arms) = agree(&a, &b, 60);
+    assert!(arms.values().all(|&n| n > 0), "both arms served: {arms:?}");
+
+    // Stopped: the window ends there for everyone, an instance started after the stop too.
+    let stop = http(
+        a.admin,
+        "POST",
+        &format!("/admin/v1/experiments/{FLAG}/stop"),
+        &[Instance::auth()],
+        &json!({"reason": "enough"}).to_string(),
+    );
+    assert_eq!(stop.status, 200, "{}", stop.text());
+    b.wait_revision(stop.json()["revision"].as_u64().unwrap());
+    agree(&a, &b, 60);
+    for n in 0..10 {
+        assert_eq!(a.chat(&format!("after-{n}")).status, 200);
+    }
+    let c = Instance::start(work.path(), "c", redis.port);
+    c.wait_ready(200, "ready");
+    let (later, _) = agree(&a, &c, 60);
+    assert_eq!(later, iteration);
+    assert_eq!(served(&b), served(&c));
+}

@@ -98,6 +98,10 @@ impl Keys {
     pub fn window(&self, flag: &str, id: &str) -> String {
         self.key(&format!("window:{flag}:{id}"))
     }
+    /// Where an experiment's iteration starts or ends (`edge`), for the whole fleet.
+    pub fn iteration(&self, flag: &str, number: u32, edge: &str) -> String {
+        self.key(&format!("iteration:{flag}:{number}:{edge}"))
+    }
     /// One flush's id.
     pub fn flush(&self, instance: &str, seq: u64) -> String {
         self.key(&format!("flush:{instance}:{seq}"))

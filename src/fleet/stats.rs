@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::store::RedisStore;
-use crate::metrics::{GuardSnapshot, LogMoments, Moments, Signal, SignalKind, LATENCY_BUCKETS};
+use crate::metrics::{ArmTotals, Edge, GuardSnapshot, LogMoments, Moments, Signal, SignalKind, LATENCY_BUCKETS};
 use crate::state::StoreError;
 
 /// Separates the parts of a field name (never in a flag key, variation or metric name).
@@ -344,6 +344,9 @@ pub fn read_totals(
 
 /// How long a shared window's baseline is kept (a window longer than this starts again).
 const WINDOW_TTL_SECS: u64 = 30 * 24 * 3600;
+/// How long an experiment iteration's start and end are kept: past it, an instance that
+/// starts later measures from what it saw itself.
+const ITERATION_TTL_SECS: u64 = 400 * 24 * 3600;
 
 /// The baseline of a guard's window, the same on every instance: the first instance to
 /// start window `id` of `flag` stores the arms' totals it saw (`SET NX`), and every
@@ -355,31 +358,72 @@ pub fn shared_baseline(
     control: &GuardSnapshot,
     treatment: &GuardSnapshot,
 ) -> Result<(GuardSnapshot, GuardSnapshot), StoreError> {
-    let text = |s: &GuardSnapshot| -> serde_json::Map<String, serde_json::Value> {
-        fields(s).into_iter().map(|(k, v)| (k, serde_json::Value::String(v.text()))).collect()
-    };
-    let mine = serde_json::json!({"control": text(control), "treatment": text(treatment)}).to_string();
+    let mine: ArmTotals =
+        [("control".to_string(), control.clone()), ("treatment".to_string(), treatment.clone())].into();
     let key = store.redis.keys.window(flag, id);
-    let stored: String = store.with(|c| {
-        redis::pipe()
-            .cmd("SET")
-            .arg(&key)
-            .arg(&mine)
-            .arg("NX")
-            .arg("EX")
-            .arg(WINDOW_TTL_SECS)
-            .ignore()
-            .get(&key)
-            .query::<(String,)>(c)
-            .map(|(s,)| s)
-    })?;
-    let damaged = |message: String| StoreError::Damaged { path: key.clone(), message };
-    let value: serde_json::Value = serde_json::from_str(&stored).map_err(|e| damaged(e.to_string()))?;
-    let arm = |name: &str| -> Result<GuardSnapshot, StoreError> {
-        let map = value[name].as_object().ok_or_else(|| damaged(format!("no `{name}`")))?;
-        Ok(from_fields(map.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))))
+    let mut agreed = shared_totals(store, &key, WINDOW_TTL_SECS, Some(&mine))?.unwrap_or(mine);
+    let mut arm = |name: &str| {
+        agreed.remove(name).ok_or_else(|| StoreError::Damaged { path: key.clone(), message: format!("no `{name}`") })
     };
     Ok((arm("control")?, arm("treatment")?))
+}
+
+/// One edge of an experiment's iteration, the same on every instance: the first instance
+/// to see iteration `number` of `flag` start (or stop) stores the arms' totals it saw, and
+/// every instance — one started days later included — measures the iteration between
+/// those. `mine: None` (this instance does not know the edge) only reads; `Ok(None)`: no
+/// instance stored it.
+pub fn shared_iteration(
+    store: &RedisStore,
+    flag: &str,
+    number: u32,
+    edge: Edge,
+    mine: Option<&ArmTotals>,
+) -> Result<Option<ArmTotals>, StoreError> {
+    let edge = match edge {
+        Edge::Start => "start",
+        Edge::End => "end",
+    };
+    shared_totals(store, &store.redis.keys.iteration(flag, number, edge), ITERATION_TTL_SECS, mine)
+}
+
+/// `SET key mine NX EX ttl` then `GET key` (only the `GET` without `mine`): the totals by
+/// variation whoever came first stored.
+fn shared_totals(
+    store: &RedisStore,
+    key: &str,
+    ttl: u64,
+    mine: Option<&ArmTotals>,
+) -> Result<Option<ArmTotals>, StoreError> {
+    let stored: Option<String> = store.with(|c| {
+        let mut pipe = redis::pipe();
+        if let Some(mine) = mine {
+            let text: serde_json::Map<String, serde_json::Value> = mine
+                .iter()
+                .map(|(arm, s)| {
+                    let fields = fields(s).into_iter().map(|(k, v)| (k, serde_json::Value::String(v.text())));
+                    (arm.clone(), serde_json::Value::Object(fields.collect()))
+                })
+                .collect();
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(serde_json::Value::Object(text).to_string())
+                .arg("NX")
+                .arg("EX")
+                .arg(ttl)
+                .ignore();
+        }
+        pipe.get(key).query::<(Option<String>,)>(c).map(|(s,)| s)
+    })?;
+    let Some(stored) = stored else { return Ok(None) };
+    let damaged = |message: String| StoreError::Damaged { path: key.to_string(), message };
+    let value: serde_json::Value = serde_json::from_str(&stored).map_err(|e| damaged(e.to_string()))?;
+    let arms = value.as_object().ok_or_else(|| damaged("not an object".into()))?;
+    let arm = |fields: &serde_json::Value| -> Result<GuardSnapshot, StoreError> {
+        let map = fields.as_object().ok_or_else(|| damaged("an arm is not an object".into()))?;
+        Ok(from_fields(map.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))))
+    };
+    arms.iter().map(|(name, fields)| Ok((name.clone(), arm(fields)?))).collect::<Result<_, _>>().map(Some)
 }
 
 #[cfg(test)]

@@ -130,6 +130,24 @@ impl Follower {
         self.flusher.flush(&self.store, now, unix)?;
         let flags = self.state.flag_keys();
         metrics.set_fleet_totals(super::stats::read_totals(&self.store, &flags)?);
+        self.agree_iterations(&metrics)
+    }
+
+    /// Take the fleet's start and end of every experiment iteration not agreed on yet (a
+    /// few per experiment change, then nothing).
+    fn agree_iterations(&self, metrics: &crate::metrics::Metrics) -> Result<(), StoreError> {
+        use crate::metrics::Edge;
+        for (flag, i) in metrics.iterations_to_agree() {
+            if !i.start_agreed {
+                let agreed =
+                    super::stats::shared_iteration(&self.store, &flag, i.number, Edge::Start, i.baseline.as_ref())?;
+                metrics.agree_iteration(&flag, i.number, Edge::Start, agreed);
+            }
+            if let Some(end) = i.end.as_ref().filter(|_| !i.end_agreed) {
+                let agreed = super::stats::shared_iteration(&self.store, &flag, i.number, Edge::End, Some(end))?;
+                metrics.agree_iteration(&flag, i.number, Edge::End, agreed);
+            }
+        }
         Ok(())
     }
 

@@ -124,13 +124,30 @@ pub struct Metrics {
 /// The fleet's totals per (flag, variation).
 pub type FleetTotals = HashMap<(String, String), GuardSnapshot>;
 
-/// Where an experiment's iteration started, in this process's counters.
+/// The arms' totals at one moment, by variation.
+pub type ArmTotals = std::collections::BTreeMap<String, GuardSnapshot>;
+
+/// Where an experiment's iteration started (and ended), in the totals experiments read.
 #[derive(Debug, Clone)]
 pub struct Iteration {
     pub number: u32,
-    pub baseline: std::collections::BTreeMap<String, GuardSnapshot>,
+    /// The arms' totals when the iteration started; `None` when this process first saw the
+    /// experiment already stopped and no one told it where the iteration began.
+    pub baseline: Option<ArmTotals>,
     /// The arms' totals when the experiment stopped (its window ends there).
-    pub end: Option<std::collections::BTreeMap<String, GuardSnapshot>>,
+    pub end: Option<ArmTotals>,
+    /// With a fleet store, whether the fleet agreed on the start (and the end): the first
+    /// instance to see each stores what it saw and every instance takes that, so an
+    /// instance started later shows the same window (`fleet::stats::shared_iteration`).
+    pub start_agreed: bool,
+    pub end_agreed: bool,
+}
+
+/// Which end of an iteration's window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edge {
+    Start,
+    End,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -543,17 +560,54 @@ impl Metrics {
         if iterations.get(flag).is_some_and(|i| i.number == number) {
             return;
         }
-        let baseline = variations.iter().map(|v| (v.to_string(), self.totals(flag, v))).collect();
-        iterations.insert(flag.to_string(), Iteration { number, baseline, end: None });
+        let baseline = Some(self.arm_totals(flag, variations));
+        let iteration = Iteration { number, baseline, end: None, start_agreed: false, end_agreed: false };
+        iterations.insert(flag.to_string(), iteration);
     }
 
     /// Note that `flag`'s experiment stopped at iteration `number`: the first time, its
-    /// arms' totals now end the iteration's window.
+    /// arms' totals now end the iteration's window (of an iteration this process never saw
+    /// running, the start is not known here).
     pub fn end_iteration(&self, flag: &str, number: u32, variations: &[&str]) {
         let mut iterations = self.iterations.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = iterations.get_mut(flag).filter(|i| i.number == number && i.end.is_none()) {
-            i.end = Some(variations.iter().map(|v| (v.to_string(), self.totals(flag, v))).collect());
+        match iterations.get_mut(flag).filter(|i| i.number == number) {
+            Some(i) if i.end.is_some() => {}
+            Some(i) => i.end = Some(self.arm_totals(flag, variations)),
+            None => {
+                let end = Some(self.arm_totals(flag, variations));
+                let iteration = Iteration { number, baseline: None, end, start_agreed: false, end_agreed: false };
+                iterations.insert(flag.to_string(), iteration);
+            }
         }
+    }
+
+    fn arm_totals(&self, flag: &str, variations: &[&str]) -> ArmTotals {
+        variations.iter().map(|v| (v.to_string(), self.totals(flag, v))).collect()
+    }
+
+    /// The iterations whose start, or end, the fleet has not agreed on yet.
+    pub fn iterations_to_agree(&self) -> Vec<(String, Iteration)> {
+        let iterations = self.iterations.lock().unwrap_or_else(PoisonError::into_inner);
+        iterations
+            .iter()
+            .filter(|(_, i)| !i.start_agreed || (i.end.is_some() && !i.end_agreed))
+            .map(|(flag, i)| (flag.clone(), i.clone()))
+            .collect()
+    }
+
+    /// What the fleet agreed on for one edge of `flag`'s iteration `number` (`None`: the
+    /// fleet does not know it either, so this process's view stands).
+    pub fn agree_iteration(&self, flag: &str, number: u32, edge: Edge, agreed: Option<ArmTotals>) {
+        let mut iterations = self.iterations.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(i) = iterations.get_mut(flag).filter(|i| i.number == number) else { return };
+        let (value, done) = match edge {
+            Edge::Start => (&mut i.baseline, &mut i.start_agreed),
+            Edge::End => (&mut i.end, &mut i.end_agreed),
+        };
+        if agreed.is_some() {
+            *value = agreed;
+        }
+        *done = true;
     }
 
     /// Where `flag`'s experiment's current iteration started.
