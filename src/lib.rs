@@ -29,7 +29,7 @@
 //! | [`gateway`] | the running gateway's shared state: the current snapshot, the metrics, draining |
 //! | [`proxy`] | the data-plane pipeline, OpenAI-style errors, the streaming body wrapper, feedback, OpenFeature remote evaluation (`proxy::ofrep`) |
 //! | [`state`] | the runtime documents and their revision, the one write path, the state directory (`state.json`, the audit log) and its repairs |
-//! | [`fleet`] | the fleet store (`state.store: redis`): one Lua compare-and-set per change, the change log followed on a thread of its own, seeding, the local copy |
+//! | [`fleet`] | the fleet store (`state.store: redis`): one Lua compare-and-set per change, the change log followed on a thread of its own, seeding, the local copy, the fleet-wide feedback de-duplication set |
 //! | [`guard`] | guarded releases: the mSPRT tests, the guard task (checks on an injected clock, trips, ramp steps, webhooks) |
 //! | [`experiment`] | experiments: a flag's `experiment:` read against its arms' statistics in the current iteration — results, sample-ratio checks, the recommendation |
 //! | [`admin`] | the admin API: tokens and roles, changes through `state` (or checked only, `?dry_run=true`), the audit log, evaluating a flag against the running state, a flag's time series; its typed contract (`admin::api`), shared with `sluice ctl`; the web console's embedded pages (`admin::ui`, under `/ui/`) |

@@ -173,6 +173,9 @@ pub async fn start(prepared: Prepared) -> Result<Running, StartError> {
                     snapshot.feedback.use_key(&key);
                 }
             }
+            // Feedback and track signals count once for the whole fleet.
+            let dedup = crate::fleet::dedup::FleetDedup::new(store.redis.clone());
+            snapshot.feedback.dedup.share(Arc::new(dedup));
             fleet = Some(Arc::clone(&store));
             Box::new(store)
         }

@@ -184,11 +184,27 @@ type Seen = (u64, u64, u64);
 /// The (token, metric) pairs accepted and not yet expired: a second signal for the same
 /// pair is a duplicate. Bounded: an entry lives until its token expires (after that the
 /// token is refused as too old anyway) and at most `capacity` entries are kept — past
-/// that, new pairs are refused rather than risk counting one twice.
-#[derive(Debug)]
+/// that, new pairs are refused rather than risk counting one twice. With a fleet store, a
+/// pair this set takes is then claimed for the whole fleet too ([`SharedDedup`]), so the
+/// same signal sent to two instances counts once.
 pub struct Dedup {
     capacity: std::sync::atomic::AtomicUsize,
     inner: std::sync::Mutex<DedupInner>,
+    shared: std::sync::OnceLock<std::sync::Arc<dyn SharedDedup>>,
+}
+
+impl std::fmt::Debug for Dedup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dedup").field("capacity", &self.capacity).field("shared", &self.shared.get().is_some()).finish()
+    }
+}
+
+/// A de-duplication set shared by every instance (the fleet's, in Redis).
+pub trait SharedDedup: Send + Sync {
+    /// Claim each of `pairs` for `ttl_ms`: per pair, `true` when it is new to the fleet,
+    /// `false` when an instance claimed it before; an error when that cannot be told now.
+    /// Blocking.
+    fn claim(&self, pairs: &[String], ttl_ms: u64) -> Result<Vec<bool>, String>;
 }
 
 #[derive(Debug, Default)]
@@ -225,12 +241,46 @@ pub enum DedupError {
 
 impl Dedup {
     pub fn new(capacity: usize) -> Self {
-        Dedup { capacity: std::sync::atomic::AtomicUsize::new(capacity), inner: std::sync::Mutex::default() }
+        Dedup {
+            capacity: std::sync::atomic::AtomicUsize::new(capacity),
+            inner: std::sync::Mutex::default(),
+            shared: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Claim every pair this set takes for the whole fleet too (once, at start).
+    pub fn share(&self, shared: std::sync::Arc<dyn SharedDedup>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The fleet's set, with a fleet store.
+    pub fn shared(&self) -> Option<std::sync::Arc<dyn SharedDedup>> {
+        self.shared.get().cloned()
+    }
+
+    fn pair(c: &Claims, metric: &str) -> Seen {
+        (u64::from_be_bytes(c.nonce), c.issued_ms, foldhash::fast::FixedState::with_seed(0).hash_one(metric))
+    }
+
+    /// The pair (token `c`, `metric`) as the fleet's set names it: the same on every
+    /// instance (the token's nonce and time, and the metric's name), never the token.
+    pub fn pair_name(c: &Claims, metric: &str) -> String {
+        let nonce: String = c.nonce.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{nonce}:{}:{metric}", c.issued_ms)
+    }
+
+    /// Forget a pair taken here that the fleet could not be asked about (so that the
+    /// signal, sent again, is not refused as a duplicate of one that never counted).
+    pub fn forget(&self, c: &Claims, metric: &str, expires_ms: u64) {
+        let key = Self::pair(c, metric);
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.seen.remove(&key);
+        inner.by_expiry.remove(&(expires_ms, key));
     }
 
     /// Take the pair (token `c`, `metric`), which expires at `expires_ms`, at time `now_ms`.
     pub fn take(&self, c: &Claims, metric: &str, expires_ms: u64, now_ms: u64) -> Result<(), DedupError> {
-        let key = (u64::from_be_bytes(c.nonce), c.issued_ms, foldhash::fast::FixedState::with_seed(0).hash_one(metric));
+        let key = Self::pair(c, metric);
         let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // A few expired pairs go with each take, so the lock is held briefly; all of them
         // only when the set is full.

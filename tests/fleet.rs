@@ -1123,3 +1123,97 @@ fn an_instance_started_later_reports_the_same_experiment_window() {
     assert_eq!(later, iteration);
     assert_eq!(served(&b), served(&c));
 }
+
+/// Feedback and track signals count once for the whole fleet: the same signal sent to a
+/// second instance (an app's retry through the load balancer, or a replay aimed at each
+/// instance) is a 409 there and counts nothing; with Redis down a signal is refused (503,
+/// `Retry-After`) rather than risk counting it twice, and sent again once Redis is back it
+/// counts, once.
+#[test]
+fn a_signal_sent_to_two_instances_counts_once() {
+    if !have_redis("fleet::a_signal_sent_to_two_instances_counts_once") {
+        return;
+    }
+    let mut redis = RedisServer::start();
+    let work = temp_dir("fleet-dedup");
+    let fleet = Instance::start_all(work.path(), &["a", "b"], redis.port);
+    let [a, b] = [&fleet[0], &fleet[1]];
+    for i in [a, b] {
+        i.wait_ready(200, "ready");
+    }
+    let key = [("authorization", format!("Bearer {APP_KEY}"))];
+    let thumbs_up = |i: &Instance, token: &str| {
+        let body = json!({"token": token, "metric": "thumbs_up", "value": true}).to_string();
+        http(i.data, "POST", "/v1/feedback", &key, &body)
+    };
+    let counted = |i: &Instance| -> f64 {
+        let text = http(i.admin, "GET", "/metrics", &[], "").text();
+        text.lines()
+            .filter(|l| l.starts_with("sluice_feedback_total{") && l.contains("metric=\"thumbs_up\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let answer = a.chat("dedup-user");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let token = answer.header("x-sluice-token").to_string();
+    assert!(!token.is_empty(), "a response token");
+
+    let first = thumbs_up(a, &token);
+    assert_eq!(first.status, 202, "{}", first.text());
+    let again = thumbs_up(b, &token);
+    assert_eq!(
+        (again.status.as_u16(), again.error_code()),
+        (409, "duplicate_feedback".to_string()),
+        "{}",
+        again.text()
+    );
+    assert_eq!(thumbs_up(a, &token).status, 409, "and on the first instance too");
+    assert_eq!((counted(a), counted(b)), (1.0, 0.0), "counted once, by the instance that took it");
+
+    // A tracked call, reported to b and then to a.
+    let eval = http(
+        a.data,
+        "POST",
+        &format!("/v1/ai-configs/{FLAG}/evaluate"),
+        &key,
+        &json!({"context": {"kind": "user", "key": "dedup-agent"}}).to_string(),
+    );
+    assert_eq!(eval.status, 200, "{}", eval.text());
+    let tracking = eval.json()["tracking"]["token"].as_str().unwrap().to_string();
+    let report = json!({"token": tracking, "duration_ms": 120, "input_tokens": 10, "output_tokens": 5,
+        "metrics": {"thumbs_up": true}})
+    .to_string();
+    let tracked = http(b.data, "POST", "/v1/track", &key, &report);
+    assert_eq!(tracked.status, 202, "{}", tracked.text());
+    assert_eq!(tracked.json()["metrics"], json!(["thumbs_up"]));
+    let replayed = http(a.data, "POST", "/v1/track", &key, &report);
+    assert_eq!(
+        (replayed.status.as_u16(), replayed.error_code()),
+        (409, "duplicate_feedback".to_string()),
+        "{}",
+        replayed.text()
+    );
+    assert_eq!((counted(a), counted(b)), (1.0, 1.0));
+
+    // Redis down: refused, nothing counted, nothing remembered.
+    let answer = a.chat("dedup-user-2");
+    let token = answer.header("x-sluice-token").to_string();
+    redis.kill9();
+    let refused = thumbs_up(a, &token);
+    assert_eq!(
+        (refused.status.as_u16(), refused.error_code()),
+        (503, "store_unavailable".to_string()),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(refused.header("retry-after"), "1");
+    assert_eq!(counted(a), 1.0);
+    redis.restart_same_port();
+    let taken = eventually_blocking(WAIT, || {
+        let t = thumbs_up(a, &token);
+        (t.status != 503).then_some(t).ok_or("Redis is not back yet".to_string())
+    });
+    assert_eq!(taken.status, 202, "sent again once Redis is back it counts: {}", taken.text());
+    assert_eq!(thumbs_up(b, &token).status, 409);
+    assert_eq!((counted(a), counted(b)), (2.0, 1.0));
+}

@@ -1,6 +1,7 @@
 //! The fleet store: the runtime state of several sluice instances kept in one Redis
-//! (`state.store: redis`). Redis is never awaited on the request path: every call here
-//! runs on the admin plane's blocking pool or on the fleet's own threads, each with the
+//! (`state.store: redis`). Redis is never awaited on the proxy path: every call here
+//! runs on the admin plane's blocking pool, on the fleet's own threads or (a feedback or
+//! track signal's claim, [`dedup`]) on the data plane's blocking pool, each with the
 //! configured connect and response timeouts.
 //!
 //! - [`store`] — the [`crate::state::Store`] over Redis: every change one Lua
@@ -18,9 +19,11 @@
 //! audit entry of every revision, never trimmed), `lost` (set by an instance that found
 //! the data gone: no instance seeds it from its file until an operator runs
 //! `sluice store seed`), `instances` (a hash: who was seen when), `feedback_key` (the key
-//! that signs response tokens, the same on every instance). Stream ids are
+//! that signs response tokens, the same on every instance), `seen:<pair>` (a feedback or
+//! track signal counted, until its token expires: [`dedup`]). Stream ids are
 //! `<revision>-0`, so a cursor is a revision.
 
+pub mod dedup;
 pub mod lease;
 pub mod stats;
 pub mod store;
@@ -101,6 +104,10 @@ impl Keys {
     /// Where an experiment's iteration starts or ends (`edge`), for the whole fleet.
     pub fn iteration(&self, flag: &str, number: u32, edge: &str) -> String {
         self.key(&format!("iteration:{flag}:{number}:{edge}"))
+    }
+    /// A (token, metric) pair the fleet counted (`crate::token::Dedup::pair_name`).
+    pub fn seen(&self, pair: &str) -> String {
+        self.key(&format!("seen:{pair}"))
     }
     /// One flush's id.
     pub fn flush(&self, instance: &str, seq: u64) -> String {

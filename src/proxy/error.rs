@@ -91,6 +91,8 @@ pub enum GatewayError {
     TokenExpired(String),
     #[error("too much recent feedback to check for duplicates; retry later")]
     FeedbackFull,
+    #[error("the fleet store cannot be reached to check that no other instance counted this signal: nothing was counted; send it again shortly")]
+    FleetUnavailable,
     #[error("the origin `{0}` may not send feedback from a browser (see `feedback.browser_origins`)")]
     OriginNotAllowed(String),
     #[error("a preflight request needs an `Origin` header")]
@@ -158,6 +160,7 @@ impl GatewayError {
             DuplicateFeedback(_) => client(StatusCode::CONFLICT, Some("metric"), "duplicate_feedback"),
             TokenExpired(_) => client(StatusCode::GONE, Some("token"), "token_expired"),
             FeedbackFull => client(StatusCode::SERVICE_UNAVAILABLE, None, "feedback_capacity"),
+            FleetUnavailable => client(StatusCode::SERVICE_UNAVAILABLE, None, "store_unavailable"),
             OriginNotAllowed(_) => client(StatusCode::FORBIDDEN, None, "origin_not_allowed"),
             NoOrigin => client(StatusCode::BAD_REQUEST, None, "missing_origin"),
             KeyNotAllowed(_) => client(StatusCode::FORBIDDEN, None, "key_not_allowed"),
@@ -197,7 +200,12 @@ impl GatewayError {
     /// The complete error response.
     pub fn into_response(self) -> Response<Body> {
         let mut resp = body::json(self.status(), self.to_json());
-        if let GatewayError::RateLimited(seconds) = self {
+        let retry_after = match self {
+            GatewayError::RateLimited(seconds) => Some(seconds),
+            GatewayError::FleetUnavailable => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
         }
         resp

@@ -19,8 +19,8 @@ use serde::Deserialize;
 
 use super::error::GatewayError;
 use crate::config::signals::{MetricType, MAX_ABS_VALUE};
-use crate::snapshot::Snapshot;
-use crate::token::{DedupError, TokenError};
+use crate::snapshot::{Snapshot, VariantSignal};
+use crate::token::{Claims, Dedup, DedupError, TokenError};
 use crate::wire::body::{self, Body};
 
 /// Largest feedback body.
@@ -104,15 +104,79 @@ async fn take(snapshot: &Snapshot, req: Request<Incoming>, browser: bool) -> Res
         super::authenticate(snapshot, &parts.headers)?;
     }
     let bytes = super::read_body_within(MAX_BODY, snapshot, &parts.headers, incoming).await?;
-    accept(snapshot, &bytes, now_ms())
+    let now = now_ms();
+    let taken = check(snapshot, &bytes, now)?;
+    let dedup = &snapshot.feedback.dedup;
+    let fresh = fleet_claim(dedup, &taken.claims, &[taken.metric], taken.expires_ms, now).await?;
+    if !fresh[0] {
+        return Err(GatewayError::DuplicateFeedback(taken.metric.to_string()));
+    }
+    Ok(taken.count())
+}
+
+/// With a fleet store, claim for the whole fleet the pairs (token, each of `whats`) this
+/// instance just took: per pair, whether it is new to the fleet (without one: all are). A
+/// pair the fleet had already stays taken here. When the fleet cannot be asked, the pairs
+/// are given back here and the signal is refused (503 `store_unavailable`): it never
+/// counts twice, and sent again it is not refused as a duplicate of one that never counted.
+pub(super) async fn fleet_claim(
+    dedup: &Dedup,
+    claims: &Claims,
+    whats: &[&str],
+    expires_ms: u64,
+    now_ms: u64,
+) -> Result<Vec<bool>, GatewayError> {
+    let Some(shared) = dedup.shared() else { return Ok(vec![true; whats.len()]) };
+    let pairs: Vec<String> = whats.iter().map(|w| Dedup::pair_name(claims, w)).collect();
+    let ttl_ms = expires_ms.saturating_sub(now_ms);
+    let why = match tokio::task::spawn_blocking(move || shared.claim(&pairs, ttl_ms)).await {
+        Ok(Ok(fresh)) if fresh.len() == whats.len() => return Ok(fresh),
+        Ok(Ok(_)) => "a short answer".to_string(),
+        Ok(Err(e)) => e,
+        Err(e) => e.to_string(),
+    };
+    for what in whats {
+        dedup.forget(claims, what, expires_ms);
+    }
+    tracing::warn!(error = %why, "a signal was not counted: the fleet store cannot say whether another instance counted it");
+    Err(GatewayError::FleetUnavailable)
 }
 
 pub(super) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Check one feedback body at `now_ms` and count it; the answer's JSON.
+/// Check one feedback body at `now_ms` and count it, as far as this instance can tell
+/// (the fleet is not asked: see [`fleet_claim`]); the answer's JSON.
 pub fn accept(snapshot: &Snapshot, bytes: &[u8], now_ms: u64) -> Result<String, GatewayError> {
+    check(snapshot, bytes, now_ms).map(Taken::count)
+}
+
+/// A feedback signal checked and taken here, not counted yet.
+struct Taken<'s> {
+    claims: Claims,
+    metric: &'s str,
+    expires_ms: u64,
+    signal: &'s VariantSignal,
+    value: f64,
+}
+
+impl Taken<'_> {
+    /// Count it; the answer's JSON.
+    fn count(self) -> String {
+        self.signal.record(self.value);
+        serde_json::json!({
+            "status": "accepted",
+            "flag": self.claims.flag,
+            "variation": self.claims.variation,
+            "metric": self.metric,
+        })
+        .to_string()
+    }
+}
+
+/// Check one feedback body at `now_ms` and take its pair in this instance's set.
+fn check<'s>(snapshot: &'s Snapshot, bytes: &[u8], now_ms: u64) -> Result<Taken<'s>, GatewayError> {
     let invalid = |param, message: String| GatewayError::InvalidFeedback { param, message };
     let body: FeedbackBody<'_> =
         serde_json::from_slice(bytes).map_err(|e| invalid("body", format!("the feedback body is not valid: {e}")))?;
@@ -156,14 +220,8 @@ pub fn accept(snapshot: &Snapshot, bytes: &[u8], now_ms: u64) -> Result<String, 
         Err(DedupError::Duplicate) => return Err(GatewayError::DuplicateFeedback(metric.to_string())),
         Err(DedupError::Full) => return Err(GatewayError::FeedbackFull),
     }
-    signal.record(value);
-    Ok(serde_json::json!({
-        "status": "accepted",
-        "flag": claims.flag,
-        "variation": claims.variation,
-        "metric": metric,
-    })
-    .to_string())
+    let metric = snapshot.metric_defs[index].0.as_ref();
+    Ok(Taken { claims, metric, expires_ms, signal, value })
 }
 
 /// Metric `metric` of the config's `metrics:` and `value` checked against its type and

@@ -30,7 +30,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::error::GatewayError;
-use super::feedback::{metric_value, now_ms, MAX_BODY};
+use super::feedback::{fleet_claim, metric_value, now_ms, MAX_BODY};
 use crate::aiconfig::{AiMode, RenderScope};
 use crate::flags::{Context, Reason};
 use crate::metrics::{Finished, Outcome, Usage};
@@ -227,12 +227,78 @@ pub async fn track(snapshot: &Snapshot, req: Request<Incoming>) -> Result<Respon
     }
     // A report may carry a whole answer: it is bounded as an app's request is.
     let bytes = super::read_body_within(snapshot.max_request_body, snapshot, &parts.headers, incoming).await?;
-    let answer = accept(snapshot, &bytes, now_ms())?;
-    Ok(body::json(StatusCode::ACCEPTED, answer))
+    let now = now_ms();
+    let taken = check(snapshot, &bytes, now)?;
+    // The report's own pair first: it decides whether the rest is claimed (and counted).
+    let pairs: Vec<&str> = std::iter::once("track").chain(taken.values.iter().map(|v| v.0)).collect();
+    let dedup = &snapshot.feedback.dedup;
+    let fresh = fleet_claim(dedup, &taken.claims, &pairs, taken.expires_ms, now).await?;
+    if !fresh[0] {
+        for metric in &pairs[1..] {
+            dedup.forget(&taken.claims, metric, taken.expires_ms);
+        }
+        return Err(GatewayError::DuplicateFeedback("track".into()));
+    }
+    Ok(body::json(StatusCode::ACCEPTED, taken.record(&fresh[1..])))
 }
 
-/// Check one report at `now_ms` and record it; the answer's JSON.
+/// Check one report at `now_ms` and record it, as far as this instance can tell (the
+/// fleet is not asked: see [`fleet_claim`]); the answer's JSON.
 pub fn accept(snapshot: &Snapshot, bytes: &[u8], now_ms: u64) -> Result<String, GatewayError> {
+    let taken = check(snapshot, bytes, now_ms)?;
+    let all = vec![true; taken.values.len()];
+    Ok(taken.record(&all))
+}
+
+/// A report checked and taken in this instance's set (its metrics: those not reported
+/// before), not recorded yet.
+struct Taken<'s> {
+    snapshot: &'s Snapshot,
+    claims: Claims,
+    expires_ms: u64,
+    variant: &'s crate::snapshot::Variant,
+    judged: Option<(Bytes, Bytes)>,
+    quality: &'s crate::quality::FlagQuality,
+    finished: Finished,
+    /// Each metric taken: its name, its signal's index and value.
+    values: Vec<(&'s str, usize, f64)>,
+}
+
+impl Taken<'_> {
+    /// Record the call, its answer for the judges, and the metrics the fleet had not
+    /// counted (`fresh`, one per metric); the answer's JSON.
+    fn record(self, fresh: &[bool]) -> String {
+        let Taken { snapshot, claims, variant, judged, quality, finished, values, .. } = self;
+        if let (Some((request, response)), false) = (&judged, quality.is_empty()) {
+            let sampled = quality.sample(&claims.nonce);
+            let (budget, limit) = (&snapshot.capture_budget, snapshot.capture_limit);
+            if let Some(mut pending) = Pending::start(sampled, Endpoint::ChatCompletions, budget, limit, request, None)
+            {
+                pending.arm(&variant.quality);
+                pending.feed_whole(response);
+                pending.finish(finished.outcome == Outcome::Ok);
+            }
+        }
+        variant.metrics.record_tracked(&finished);
+        let mut counted = Vec::new();
+        for ((metric, index, x), _) in values.into_iter().zip(fresh).filter(|(_, &f)| f) {
+            if let Some(signal) = variant.signals.get(index) {
+                signal.record(x);
+                counted.push(metric);
+            }
+        }
+        json!({
+            "status": "accepted",
+            "flag": claims.flag,
+            "variation": claims.variation,
+            "metrics": counted,
+        })
+        .to_string()
+    }
+}
+
+/// Check one report at `now_ms` and take its pairs in this instance's set.
+fn check<'s>(snapshot: &'s Snapshot, bytes: &[u8], now_ms: u64) -> Result<Taken<'s>, GatewayError> {
     let invalid = |param, message: String| GatewayError::InvalidFeedback { param, message };
     let body: TrackBody<'_> =
         serde_json::from_slice(bytes).map_err(|e| invalid("body", format!("the track body is not valid: {e}")))?;
@@ -303,32 +369,13 @@ pub fn accept(snapshot: &Snapshot, bytes: &[u8], now_ms: u64) -> Result<String, 
         Err(DedupError::Full) => Err(GatewayError::FeedbackFull),
     };
     take("track")?;
-    if let (Some((request, response)), false) = (&judged, route.quality.is_empty()) {
-        let sampled = route.quality.sample(&claims.nonce);
-        let (budget, limit) = (&snapshot.capture_budget, snapshot.capture_limit);
-        if let Some(mut pending) = Pending::start(sampled, Endpoint::ChatCompletions, budget, limit, request, None) {
-            pending.arm(&variant.quality);
-            pending.feed_whole(response);
-            pending.finish(outcome == Outcome::Ok);
-        }
-    }
-    variant.metrics.record_tracked(&Finished { outcome, duration, ttft, overhead: Duration::ZERO, usage, cost: None });
-    let mut counted = Vec::new();
-    for (metric, (index, x)) in values {
-        if take(metric).is_ok() {
-            if let Some(signal) = variant.signals.get(index) {
-                signal.record(x);
-                counted.push(metric);
-            }
-        }
-    }
-    Ok(json!({
-        "status": "accepted",
-        "flag": claims.flag,
-        "variation": claims.variation,
-        "metrics": counted,
-    })
-    .to_string())
+    let values = values
+        .into_iter()
+        .filter(|(metric, _)| take(metric).is_ok())
+        .map(|(_, (index, x))| (snapshot.metric_defs[index].0.as_ref(), index, x))
+        .collect();
+    let finished = Finished { outcome, duration, ttft, overhead: Duration::ZERO, usage, cost: None };
+    Ok(Taken { snapshot, claims, expires_ms, variant, judged, quality: &route.quality, finished, values })
 }
 
 #[cfg(test)]
