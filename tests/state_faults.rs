@@ -779,3 +779,81 @@ fn a_line_that_is_json_but_not_an_entry_stops_start_up_and_a_later_one_is_not_bl
     let err = open(&dir).expect_err("refused");
     assert!(err.contains("audit.jsonl:5: the audit entry is damaged"), "{err}");
 }
+
+/// A store whose commits wait until the test lets them finish (a slow fsync, or a round
+/// trip to a slow Redis).
+struct SlowStore {
+    inner: sluice::state::MemoryStore,
+    entered: std::sync::mpsc::SyncSender<()>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl sluice::state::Store for SlowStore {
+    fn load(&self) -> Result<Option<sluice::state::Stored>, StoreError> {
+        self.inner.load()
+    }
+    fn commit(
+        &self,
+        entry: &AuditEntry,
+        prev: &sluice::state::Stored,
+        state: &sluice::state::Stored,
+        fence: Option<u64>,
+    ) -> Result<(), StoreError> {
+        if entry.revision > 1 {
+            self.entered.send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+        }
+        self.inner.commit(entry, prev, state, fence)
+    }
+    fn kind(&self) -> &'static str {
+        "slow"
+    }
+    fn audit_back(
+        &self,
+        before: Option<u64>,
+        wanted: &dyn Fn(&sluice::state::EntryHead) -> bool,
+        visit: &mut dyn FnMut(AuditEntry) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.audit_back(before, wanted, visit)
+    }
+}
+
+/// While a change waits on its store's commit, readers of the state — the admin API's
+/// GETs, the console's polling, the fleet's thread — are answered at once with the
+/// revision served; the change shows when its commit is done. (They used to wait for the
+/// commit, on the admin plane's event loop.)
+#[test]
+fn readers_do_not_wait_for_a_slow_commit() {
+    let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let store =
+        SlowStore { inner: sluice::state::MemoryStore::default(), entered: entered_tx, release: release_rx.into() };
+    let text = std::fs::read_to_string(CONFIG).unwrap();
+    let env = |name: &str| (name == "SLUICE_STATE_DIR").then(|| "/nonexistent".to_string());
+    let mut loaded = sluice::config::parse(&text, CONFIG, &env).unwrap();
+    let metrics = Arc::new(sluice::metrics::Metrics::new().unwrap());
+    let targeting = std::mem::take(&mut loaded.targeting);
+    let snapshot = sluice::snapshot::Snapshot::build(&loaded.config, targeting, &metrics, None).unwrap();
+    let state = Arc::new(State::open(Box::new(store), loaded.value, CONFIG, snapshot, metrics).unwrap());
+    assert_eq!(state.revision(), 1);
+
+    let writer = {
+        let state = Arc::clone(&state);
+        std::thread::spawn(move || kill(&state, false, "while the disk is slow"))
+    };
+    entered.recv().unwrap(); // the change is in its commit, holding the writer's lock
+    let (read_tx, read) = std::sync::mpsc::channel();
+    let reader = {
+        let state = Arc::clone(&state);
+        std::thread::spawn(move || read_tx.send((state.revision(), state.current().revision, state.flag_keys())))
+    };
+    // A bound that only stops a hang: the reader answers at once, or not until the commit.
+    let (revision, current, flags) =
+        read.recv_timeout(std::time::Duration::from_secs(30)).expect("a reader waited for the commit");
+    assert_eq!((revision, current), (1, 1), "the revision served until the commit is done");
+    assert!(flags.contains(&FLAG.to_string()));
+    release.send(()).unwrap();
+    assert_eq!(writer.join().unwrap().unwrap(), 2);
+    reader.join().unwrap().unwrap();
+    assert_eq!((state.revision(), state.current().revision), (2, 2), "the change shows once committed");
+}

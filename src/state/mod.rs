@@ -126,13 +126,63 @@ struct Next {
     objects: usize,
 }
 
+/// The served documents: changed under a lock, one change at a time (a change holds it
+/// while the store commits: an fsync, or a round trip to Redis), read without one — a
+/// reader (an admin GET, the console, the fleet's thread) never waits for a commit.
+struct Current {
+    writer: Mutex<Arc<Stored>>,
+    served: arc_swap::ArcSwap<Stored>,
+}
+
+impl Current {
+    fn new(stored: Arc<Stored>) -> Current {
+        Current { served: arc_swap::ArcSwap::new(Arc::clone(&stored)), writer: Mutex::new(stored) }
+    }
+
+    /// The writer's lock; what it leaves is served when it is released.
+    fn lock(&self) -> Writing<'_> {
+        Writing { guard: self.writer.lock().unwrap_or_else(PoisonError::into_inner), served: &self.served }
+    }
+
+    /// What is served now.
+    fn load(&self) -> Arc<Stored> {
+        self.served.load_full()
+    }
+}
+
+/// A change in progress (see [`Current::lock`]).
+struct Writing<'a> {
+    guard: std::sync::MutexGuard<'a, Arc<Stored>>,
+    served: &'a arc_swap::ArcSwap<Stored>,
+}
+
+impl std::ops::Deref for Writing<'_> {
+    type Target = Arc<Stored>;
+    fn deref(&self) -> &Arc<Stored> {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Writing<'_> {
+    fn deref_mut(&mut self) -> &mut Arc<Stored> {
+        &mut self.guard
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.served.store(Arc::clone(&self.guard));
+    }
+}
+
 /// The runtime state of one gateway.
 pub struct State {
     store: Box<dyn Store>,
     /// The config file as JSON: the static part of every configuration.
     base: Mutex<Value>,
-    /// Shared, never copied to be read: a reader takes the `Arc`; a change replaces it.
-    current: Mutex<Arc<Stored>>,
+    /// Shared, never copied to be read: a reader takes the `Arc` without waiting for a
+    /// change in progress; a change replaces it.
+    current: Current,
     gateway: Arc<Gateway>,
     reload: Mutex<ReloadStatus>,
 }
@@ -238,7 +288,7 @@ impl State {
         let state = State {
             store,
             base: Mutex::new(file_value.clone()),
-            current: Mutex::new(Arc::new(stored)),
+            current: Current::new(Arc::new(stored)),
             gateway,
             reload: Mutex::new(ReloadStatus::default()),
         };
@@ -306,7 +356,7 @@ impl State {
     /// Serve a shared store's state: `stored` if it is newer than what is served, or
     /// `force` (a new epoch: the store was seeded again). Returns whether it was installed.
     pub fn install_remote(&self, stored: Stored, force: bool) -> Result<bool, Vec<Problem>> {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current = self.current.lock();
         if !force && stored.revision <= current.revision {
             return Ok(false);
         }
@@ -316,7 +366,7 @@ impl State {
 
     /// Apply revision `revision` of a shared store, given what it changed item by item.
     pub fn apply_remote(&self, revision: u64, change: &items::ItemChange) -> Remote {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current = self.current.lock();
         if revision <= current.revision {
             return Remote::Old;
         }
@@ -340,22 +390,22 @@ impl State {
     }
 
     pub fn revision(&self) -> u64 {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner).revision
+        self.current.load().revision
     }
 
     /// The keys of the flags served (without copying the documents).
     pub fn flag_keys(&self) -> Vec<String> {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner).docs.flags.keys().cloned().collect()
+        self.current.load().docs.flags.keys().cloned().collect()
     }
 
     /// The current documents and revision.
     pub fn current(&self) -> Arc<Stored> {
-        Arc::clone(&self.current.lock().unwrap_or_else(PoisonError::into_inner))
+        self.current.load()
     }
 
     /// Stop taking changes and release the store (on shutdown).
     pub fn close(&self) {
-        let _writer = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let _writer = self.current.lock();
         self.store.close();
     }
 
@@ -373,7 +423,7 @@ impl State {
     /// What [`State::apply`] would do with `change` now: every check it makes (`If-Match`
     /// against this instance's revision, validation, the snapshot built), nothing stored.
     pub fn preview(&self, change: Change, request: &Request) -> Result<Preview, ChangeError> {
-        let current = Arc::clone(&self.current.lock().unwrap_or_else(PoisonError::into_inner));
+        let current = self.current.load();
         if let Some(expected) = request.if_match.filter(|e| *e != current.revision) {
             return Err(ChangeError::Stale { expected, current: current.revision });
         }
@@ -389,7 +439,7 @@ impl State {
         request: &Request,
         time: std::time::SystemTime,
     ) -> Result<Applied, ChangeError> {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current = self.current.lock();
         // A shared store may be ahead of this instance (another one changed something that
         // has not reached this one yet): catch up, then decide — so `If-Match` means the
         // fleet's revision on every instance, and a change never rests on a stale state.
