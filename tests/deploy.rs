@@ -120,6 +120,7 @@ fn every_alert_is_in_the_deploy_readme() {
         "SluiceGuardTripped",
         "SluiceNoTraffic",
         "SluiceDown",
+        "SluiceConfigStale",
     ];
     assert_eq!(names, expected);
     let readme = read(&deploy("README.md"));
@@ -308,7 +309,14 @@ guardrails:
     })
     .await;
     gw.shutdown().await;
-    text.lines()
+    // The fleet store's gauges, exported only with `state.store: redis`.
+    let fleet = sluice::metrics::Metrics::new().unwrap();
+    fleet.enable_fleet();
+    let fleet = fleet.render();
+    assert!(fleet.contains("# TYPE sluice_config_staleness_seconds gauge"), "{fleet}");
+    [text, fleet]
+        .iter()
+        .flat_map(|t| t.lines())
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split_once(' '))
         .map(|(name, kind)| (name.to_string(), kind.to_string()))
