@@ -126,10 +126,16 @@ pub(super) async fn fleet_claim(
     expires_ms: u64,
     now_ms: u64,
 ) -> Result<Vec<bool>, GatewayError> {
+    // The claims go one at a time over one connection: more blocking threads would only
+    // wait on it, so at most a few are asked for and the other signals wait here, asleep.
+    static CLAIMING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
     let Some(shared) = dedup.shared() else { return Ok(vec![true; whats.len()]) };
     let pairs: Vec<String> = whats.iter().map(|w| Dedup::pair_name(claims, w)).collect();
     let ttl_ms = expires_ms.saturating_sub(now_ms);
-    let why = match tokio::task::spawn_blocking(move || shared.claim(&pairs, ttl_ms)).await {
+    let permit = CLAIMING.acquire().await.map_err(|_| GatewayError::Internal)?;
+    let claimed = tokio::task::spawn_blocking(move || shared.claim(&pairs, ttl_ms)).await;
+    drop(permit);
+    let why = match claimed {
         Ok(Ok(fresh)) if fresh.len() == whats.len() => return Ok(fresh),
         Ok(Ok(_)) => "a short answer".to_string(),
         Ok(Err(e)) => e,
