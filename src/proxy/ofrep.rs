@@ -359,7 +359,7 @@ fn plain(status: StatusCode) -> Response<Body> {
 }
 
 /// `%XX` in a path segment.
-fn percent_decoded(s: &str) -> String {
+pub(super) fn percent_decoded(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -49,8 +49,10 @@ const MAX_DURATION_MS: f64 = 86_400_000.0;
 const MAX_TOKENS: u64 = 100_000_000;
 
 /// The flag of `/v1/ai-configs/{flag}/evaluate`.
-pub fn evaluate_path(path: &str) -> Option<&str> {
-    path.strip_prefix(AI_CONFIGS)?.strip_suffix("/evaluate").filter(|k| !k.is_empty() && !k.contains('/'))
+pub fn evaluate_path(path: &str) -> Option<String> {
+    let key = path.strip_prefix(AI_CONFIGS)?.strip_suffix("/evaluate").filter(|k| !k.is_empty() && !k.contains('/'))?;
+    // Percent-decoded, as OFREP decodes its path's flag key.
+    Some(super::ofrep::percent_decoded(key))
 }
 
 #[derive(Deserialize)]
@@ -384,7 +386,8 @@ mod tests {
 
     #[test]
     fn the_evaluate_path_names_one_flag() {
-        assert_eq!(evaluate_path("/v1/ai-configs/support-bot/evaluate"), Some("support-bot"));
+        assert_eq!(evaluate_path("/v1/ai-configs/support-bot/evaluate").as_deref(), Some("support-bot"));
+        assert_eq!(evaluate_path("/v1/ai-configs/support%2Dbot/evaluate").as_deref(), Some("support-bot"));
         assert_eq!(evaluate_path("/v1/ai-configs//evaluate"), None);
         assert_eq!(evaluate_path("/v1/ai-configs/a/b/evaluate"), None);
         assert_eq!(evaluate_path("/v1/ai-configs/a"), None);
