@@ -129,21 +129,42 @@ pub(super) async fn fleet_claim(
     // The claims go one at a time over one connection: more blocking threads would only
     // wait on it, so at most a few are asked for and the other signals wait here, asleep.
     static CLAIMING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+    /// Gives the pairs back here unless the fleet answered — also when the request is
+    /// dropped while it waits (its client went away): sent again, the signal is then
+    /// decided by the fleet, not refused here as a duplicate of one that never counted.
+    struct GiveBack<'a> {
+        dedup: &'a Dedup,
+        claims: &'a Claims,
+        whats: &'a [&'a str],
+        expires_ms: u64,
+        armed: bool,
+    }
+    impl Drop for GiveBack<'_> {
+        fn drop(&mut self) {
+            if self.armed {
+                for what in self.whats {
+                    self.dedup.forget(self.claims, what, self.expires_ms);
+                }
+            }
+        }
+    }
     let Some(shared) = dedup.shared() else { return Ok(vec![true; whats.len()]) };
+    let mut give_back = GiveBack { dedup, claims, whats, expires_ms, armed: true };
     let pairs: Vec<String> = whats.iter().map(|w| Dedup::pair_name(claims, w)).collect();
     let ttl_ms = expires_ms.saturating_sub(now_ms);
     let permit = CLAIMING.acquire().await.map_err(|_| GatewayError::Internal)?;
     let claimed = tokio::task::spawn_blocking(move || shared.claim(&pairs, ttl_ms)).await;
     drop(permit);
     let why = match claimed {
-        Ok(Ok(fresh)) if fresh.len() == whats.len() => return Ok(fresh),
+        Ok(Ok(fresh)) if fresh.len() == whats.len() => {
+            give_back.armed = false;
+            return Ok(fresh);
+        }
         Ok(Ok(_)) => "a short answer".to_string(),
         Ok(Err(e)) => e,
         Err(e) => e.to_string(),
     };
-    for what in whats {
-        dedup.forget(claims, what, expires_ms);
-    }
+    drop(give_back);
     tracing::warn!(error = %why, "a signal was not counted: the fleet store cannot say whether another instance counted it");
     Err(GatewayError::FleetUnavailable)
 }
