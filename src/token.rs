@@ -265,8 +265,7 @@ impl Dedup {
     /// The pair (token `c`, `metric`) as the fleet's set names it: the same on every
     /// instance (the token's nonce and time, and the metric's name), never the token.
     pub fn pair_name(c: &Claims, metric: &str) -> String {
-        let nonce: String = c.nonce.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{nonce}:{}:{metric}", c.issued_ms)
+        format!("{:016x}:{}:{metric}", u64::from_be_bytes(c.nonce), c.issued_ms)
     }
 
     /// Forget a pair taken here that the fleet could not be asked about (so that the

@@ -130,7 +130,10 @@ impl Follower {
         self.flusher.flush(&self.store, now, unix)?;
         let flags = self.state.flag_keys();
         metrics.set_fleet_totals(super::stats::read_totals(&self.store, &flags)?);
-        self.agree_iterations(&metrics)
+        if let Err(e) = self.agree_iterations(&metrics) {
+            tracing::debug!(error = %e, "experiment iterations not agreed with the fleet yet (tried again at the next flush)");
+        }
+        Ok(())
     }
 
     /// Take the fleet's start and end of every experiment iteration not agreed on yet (a

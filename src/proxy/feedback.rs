@@ -242,13 +242,24 @@ fn check<'s>(snapshot: &'s Snapshot, bytes: &[u8], now_ms: u64) -> Result<Taken<
             gone(format!("the flag `{}` has no variation `{}` any more", claims.flag, claims.variation))
         })?;
     let signal = variant.signals.get(index).ok_or(GatewayError::Internal)?;
-    match snapshot.feedback.dedup.take(&claims, metric, expires_ms, now_ms) {
-        Ok(()) => {}
-        Err(DedupError::Duplicate) => return Err(GatewayError::DuplicateFeedback(metric.to_string())),
-        Err(DedupError::Full) => return Err(GatewayError::FeedbackFull),
-    }
+    take_here(snapshot, &claims, metric, expires_ms, now_ms)?;
     let metric = snapshot.metric_defs[index].0.as_ref();
     Ok(Taken { claims, metric, expires_ms, signal, value })
+}
+
+/// Take the pair (token, `what`) in this instance's set: a duplicate is a 409, a full set
+/// a 503.
+pub(super) fn take_here(
+    snapshot: &Snapshot,
+    claims: &Claims,
+    what: &str,
+    expires_ms: u64,
+    now_ms: u64,
+) -> Result<(), GatewayError> {
+    snapshot.feedback.dedup.take(claims, what, expires_ms, now_ms).map_err(|e| match e {
+        DedupError::Duplicate => GatewayError::DuplicateFeedback(what.to_string()),
+        DedupError::Full => GatewayError::FeedbackFull,
+    })
 }
 
 /// Metric `metric` of the config's `metrics:` and `value` checked against its type and

@@ -141,7 +141,7 @@ async fn route(
         }
         (&Method::POST, p) if track::evaluate_path(p).is_some() => {
             record.skip();
-            let flag = track::evaluate_path(p).unwrap_or_default();
+            let flag = track::evaluate_path(p).unwrap_or_default().into_owned();
             return track::evaluate(snapshot, &flag, req).await;
         }
         (&Method::OPTIONS, "/v1/feedback") => {

@@ -30,14 +30,14 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::error::GatewayError;
-use super::feedback::{fleet_claim, metric_value, now_ms, MAX_BODY};
+use super::feedback::{fleet_claim, metric_value, now_ms, take_here, MAX_BODY};
 use crate::aiconfig::{AiMode, RenderScope};
 use crate::flags::{Context, Reason};
 use crate::metrics::{Finished, Outcome, Usage};
 use crate::providers::Endpoint;
 use crate::quality::Pending;
 use crate::snapshot::Snapshot;
-use crate::token::{Claims, DedupError, TokenError};
+use crate::token::{Claims, TokenError};
 use crate::wire::body::{self, Body};
 
 /// The path prefix of the evaluate endpoint.
@@ -49,10 +49,10 @@ const MAX_DURATION_MS: f64 = 86_400_000.0;
 const MAX_TOKENS: u64 = 100_000_000;
 
 /// The flag of `/v1/ai-configs/{flag}/evaluate`.
-pub fn evaluate_path(path: &str) -> Option<String> {
+pub fn evaluate_path(path: &str) -> Option<Cow<'_, str>> {
     let key = path.strip_prefix(AI_CONFIGS)?.strip_suffix("/evaluate").filter(|k| !k.is_empty() && !k.contains('/'))?;
-    // Percent-decoded, as OFREP decodes its path's flag key.
-    Some(super::ofrep::percent_decoded(key))
+    // Percent-decoded, as OFREP decodes its path's flag key (a copy only when there is a `%`).
+    Some(if key.contains('%') { Cow::Owned(super::ofrep::percent_decoded(key)) } else { Cow::Borrowed(key) })
 }
 
 #[derive(Deserialize)]
@@ -365,11 +365,7 @@ fn check<'s>(snapshot: &'s Snapshot, bytes: &[u8], now_ms: u64) -> Result<Taken<
             gone(format!("the flag `{}` has no variation `{}` any more", claims.flag, claims.variation))
         })?;
     // One report per call; each metric once per call too (shared with /v1/feedback).
-    let take = |what: &str| match snapshot.feedback.dedup.take(&claims, what, expires_ms, now_ms) {
-        Ok(()) => Ok(()),
-        Err(DedupError::Duplicate) => Err(GatewayError::DuplicateFeedback(what.to_string())),
-        Err(DedupError::Full) => Err(GatewayError::FeedbackFull),
-    };
+    let take = |what: &str| take_here(snapshot, &claims, what, expires_ms, now_ms);
     take("track")?;
     let values = values
         .into_iter()
